@@ -1,0 +1,6 @@
+//! The `brief` phase: a Lambda fed by its SQS queue. All logic lives in `shepherd`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shepherd::runtime::serve(shepherd::phases::BriefPhase).await
+}

@@ -1,0 +1,569 @@
+//! The state table: one small "hot" item per production (state + the audit events of its
+//! last write), its brief and outputs in their own items, and a KEYS_ONLY index per account.
+//!
+//! | item       | pk       | sk                  |
+//! |------------|----------|---------------------|
+//! | production | `P#<id>` | `P`                 |
+//! | brief      | `P#<id>` | `B`                 |
+//! | output     | `P#<id>` | `O#<phase>#<attempt>` |
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::sdk_error;
+use crate::domain::{
+    AuditEvent, Brief, ErrorClass, Millis, PhaseError, PhaseState, PhaseStatus, Production,
+    ProductionStatus, Transition,
+};
+use crate::ports::{Actor, ClaimOutcome, CommitOutcome, Outcome, Outcomes, Store, StoreError};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The hot item, with short attribute names: its size is the cost of every transition.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredProduction {
+    pub pk: String,
+    pub sk: String,
+    pub id: String,
+    pub acct: String,
+    pub pl: String,
+    pub st: ProductionStatus,
+    pub v: u64,
+    pub tr: String,
+    pub ca: Millis,
+    pub ua: Millis,
+    /// Phase order.
+    pub po: Vec<String>,
+    /// Phases by name, so a claim can update one in place.
+    pub ph: BTreeMap<String, StoredPhase>,
+    /// The audit events of this write; the table's stream projects them to the audit table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub au: Vec<StoredAudit>,
+    /// Listing index (KEYS_ONLY, so later writes never touch it).
+    pub gpk: String,
+    pub gsk: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredPhase {
+    s: PhaseStatus,
+    a: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qa: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sa: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lu: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fa: Option<Millis>,
+    #[serde(default)]
+    ec: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    le: Option<StoredError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    o: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredError {
+    c: String,
+    k: ErrorClass,
+    d: String,
+    a: u32,
+    t: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ps: Option<u16>,
+}
+
+/// An audit event as carried in the hot item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredAudit {
+    pub t: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<u32>,
+    pub o: String,
+    pub at: Millis,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub d: String,
+    pub by: String,
+}
+
+pub(crate) fn production_pk(id: &str) -> String {
+    format!("P#{id}")
+}
+
+impl StoredProduction {
+    fn from_domain(p: &Production, audit: &[AuditEvent], actor: &Actor) -> Self {
+        Self {
+            pk: production_pk(&p.id),
+            sk: "P".into(),
+            id: p.id.clone(),
+            acct: p.account.clone(),
+            pl: p.pipeline.clone(),
+            st: p.status,
+            v: p.version,
+            tr: p.trace_id.clone(),
+            ca: p.created_at,
+            ua: p.updated_at,
+            po: p.phases.iter().map(|ph| ph.name.clone()).collect(),
+            ph: p
+                .phases
+                .iter()
+                .map(|ph| {
+                    let stored = StoredPhase {
+                        s: ph.status,
+                        a: ph.attempt,
+                        qa: ph.queued_at,
+                        sa: ph.started_at,
+                        lu: ph.lease_until,
+                        fa: ph.finished_at,
+                        ec: ph.error_count,
+                        le: ph.last_error.as_ref().map(|e| StoredError {
+                            c: e.code.clone(),
+                            k: e.class,
+                            d: e.detail.clone(),
+                            a: e.attempt,
+                            t: e.at,
+                            ps: e.provider_status,
+                        }),
+                        o: ph.output.clone(),
+                    };
+                    (ph.name.clone(), stored)
+                })
+                .collect(),
+            au: audit
+                .iter()
+                .map(|e| StoredAudit {
+                    t: e.kind.clone(),
+                    p: e.phase.clone(),
+                    a: e.attempt,
+                    o: e.outcome.clone(),
+                    at: e.at,
+                    d: e.detail.clone(),
+                    by: actor.0.clone(),
+                })
+                .collect(),
+            gpk: format!("A#{}", p.account),
+            gsk: format!("{:013}#{}", p.created_at, p.id),
+        }
+    }
+
+    fn into_domain(mut self) -> Result<Production, StoreError> {
+        let mut phases = Vec::with_capacity(self.po.len());
+        for name in &self.po {
+            let s = self.ph.remove(name).ok_or_else(|| {
+                StoreError::Corrupt(format!("production {}: phase {name} missing", self.id))
+            })?;
+            phases.push(PhaseState {
+                name: name.clone(),
+                status: s.s,
+                attempt: s.a,
+                queued_at: s.qa,
+                started_at: s.sa,
+                lease_until: s.lu,
+                finished_at: s.fa,
+                error_count: s.ec,
+                last_error: s.le.map(|e| PhaseError {
+                    code: e.c,
+                    class: e.k,
+                    detail: e.d,
+                    attempt: e.a,
+                    at: e.t,
+                    provider_status: e.ps,
+                }),
+                output: s.o,
+            });
+        }
+        Ok(Production {
+            id: self.id,
+            account: self.acct,
+            pipeline: self.pl,
+            status: self.st,
+            version: self.v,
+            phases,
+            trace_id: self.tr,
+            created_at: self.ca,
+            updated_at: self.ua,
+        })
+    }
+}
+
+/// Serialised size of an item as DynamoDB bills it (names + values), for benchmarks.
+pub fn item_size(item: &Item) -> usize {
+    fn value_size(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
+            AttributeValue::L(l) => 3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+            AttributeValue::Ss(s) => s.iter().map(String::len).sum(),
+            AttributeValue::Ns(s) => s.iter().map(|n| n.len()).sum(),
+            AttributeValue::Bs(s) => s.iter().map(|b| b.as_ref().len()).sum(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+/// The hot item of a transition, as it would be written; for benchmarks and tests.
+pub fn hot_item(t: &Transition, actor: &Actor) -> Item {
+    serde_dynamo::to_item(StoredProduction::from_domain(&t.production, &t.audit, actor))
+        .expect("hot item serialises")
+}
+
+fn decode(item: Item) -> Result<Production, StoreError> {
+    let stored: StoredProduction =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    stored.into_domain()
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn status_value(st: impl Serialize) -> AttributeValue {
+    serde_dynamo::to_attribute_value(st).expect("status serialises")
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(pk: String, sk: &str) -> Item {
+        HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+    }
+
+    async fn create_impl(&self, t: &Transition, brief: &Brief, actor: &Actor) -> Result<(), StoreError> {
+        let p = &t.production;
+        let hot = serde_dynamo::to_item(StoredProduction::from_domain(p, &t.audit, actor))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut brief_item = Self::key(production_pk(&p.id), "B");
+        brief_item.insert(
+            "body".into(),
+            s(serde_json::to_string(brief).expect("brief serialises")),
+        );
+        let put = |item: Item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .expect("put has table and item")
+        };
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put(hot)).build())
+            .transact_items(TransactWriteItem::builder().put(put(brief_item)).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let conditional = e.as_service_error().is_some_and(|se| {
+                    se.is_transaction_canceled_exception()
+                        && format!("{se:?}").contains("ConditionalCheckFailed")
+                });
+                if conditional {
+                    Err(StoreError::AlreadyExists(p.id.clone()))
+                } else {
+                    Err(StoreError::Unavailable(sdk_error(&e)))
+                }
+            }
+        }
+    }
+
+    async fn get_impl(&self, id: &str) -> Result<Option<Production>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(production_pk(id), "P")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        out.item.map(decode).transpose()
+    }
+
+    async fn claim_impl(
+        &self,
+        id: &str,
+        phase: &str,
+        attempt: u32,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<ClaimOutcome, StoreError> {
+        // Mirrors domain::claim_refusal: same attempt; the phase queued, or running under an
+        // expired lease; the production queued or running. One request, no read.
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(production_pk(id), "P")))
+            .update_expression(
+                "SET ph.#p.s = :running, ph.#p.sa = :now, ph.#p.lu = :lease, st = :running, \
+                 v = v + :one, ua = :now REMOVE au",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND ph.#p.a = :attempt AND (st = :queued OR st = :running) \
+                 AND (ph.#p.s = :queued OR (ph.#p.s = :running AND ph.#p.lu < :now))",
+            )
+            .expression_attribute_names("#p", phase)
+            .expression_attribute_values(":running", status_value(PhaseStatus::Running))
+            .expression_attribute_values(":queued", status_value(PhaseStatus::Queued))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":lease", n(lease_until))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":attempt", n(attempt))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .ok_or_else(|| StoreError::Corrupt("claim returned no item".into()))?;
+                Ok(ClaimOutcome::Claimed(decode(item)?))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => Ok(
+                    ClaimOutcome::Refused(c.item.clone().map(decode).transpose()?),
+                ),
+                // A message naming a phase the production does not have fails the path.
+                Some(se) if se.meta().code() == Some("ValidationException") => {
+                    Ok(ClaimOutcome::Refused(self.get_impl(id).await?))
+                }
+                _ => Err(StoreError::Unavailable(sdk_error(&e))),
+            },
+        }
+    }
+
+    async fn commit_impl(&self, t: &Transition, actor: &Actor) -> Result<CommitOutcome, StoreError> {
+        let item = serde_dynamo::to_item(StoredProduction::from_domain(&t.production, &t.audit, actor))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("v = :expected")
+            .expression_attribute_values(":expected", n(t.production.version - 1))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(CommitOutcome::Committed),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => Ok(
+                    CommitOutcome::Conflict(c.item.clone().map(decode).transpose()?),
+                ),
+                _ => Err(StoreError::Unavailable(sdk_error(&e))),
+            },
+        }
+    }
+
+    async fn get_body(&self, pk: String, sk: &str) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        Ok(out
+            .item
+            .and_then(|mut i| i.remove("body"))
+            .and_then(|b| b.as_s().ok().cloned()))
+    }
+
+    async fn list_impl(&self, account: &str, limit: usize) -> Result<Vec<Production>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by_account")
+            .key_condition_expression("gpk = :a")
+            .expression_attribute_values(":a", s(format!("A#{account}")))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 100) as i32)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        let mut found = Vec::new();
+        for key in out.items() {
+            let id = key
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.strip_prefix("P#"))
+                .unwrap_or_default();
+            if let Some(p) = self.get_impl(id).await? {
+                found.push(p);
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Store for DynamoStore {
+    fn create<'a>(&'a self, t: &'a Transition, brief: &'a Brief, actor: &'a Actor) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.create_impl(t, brief, actor).boxed()
+    }
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Production>, StoreError>> {
+        self.get_impl(id).boxed()
+    }
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        phase: &'a str,
+        attempt: u32,
+        lease_until: Millis,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<ClaimOutcome, StoreError>> {
+        self.claim_impl(id, phase, attempt, lease_until, now).boxed()
+    }
+    fn commit<'a>(&'a self, t: &'a Transition, actor: &'a Actor) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        self.commit_impl(t, actor).boxed()
+    }
+    fn get_brief<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Brief>, StoreError>> {
+        async move {
+            match self.get_body(production_pk(id), "B").await? {
+                Some(body) => serde_json::from_str(&body)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt(format!("brief of {id}: {e}"))),
+                None => Ok(None),
+            }
+        }
+        .boxed()
+    }
+    fn put_output<'a>(
+        &'a self,
+        id: &'a str,
+        phase: &'a str,
+        attempt: u32,
+        body: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        async move {
+            let sk = format!("O#{phase}#{attempt}");
+            let mut item = Self::key(production_pk(id), &sk);
+            item.insert("body".into(), s(body.to_string()));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            Ok(sk)
+        }
+        .boxed()
+    }
+    fn get_output<'a>(&'a self, id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
+        async move {
+            match self.get_body(production_pk(id), key).await? {
+                Some(body) => serde_json::from_str(&body)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt(format!("output {key} of {id}: {e}"))),
+                None => Ok(None),
+            }
+        }
+        .boxed()
+    }
+    fn list<'a>(&'a self, account: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<Production>, StoreError>> {
+        self.list_impl(account, limit).boxed()
+    }
+}
+
+/// Tool-call outcomes in the idempotency table (`pk` = call key, `ttl` in epoch seconds).
+#[derive(Clone)]
+pub struct DynamoOutcomes {
+    client: Client,
+    table: String,
+}
+
+impl DynamoOutcomes {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+impl Outcomes for DynamoOutcomes {
+    fn get<'a>(&'a self, key: &'a str, now: Millis) -> BoxFuture<'a, Result<Option<Outcome>, StoreError>> {
+        async move {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(key))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            let Some(item) = out.item else { return Ok(None) };
+            let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            // DynamoDB deletes expired items late (and the emulator never): ignore them here.
+            let ttl = item
+                .get("ttl")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(i64::MAX);
+            if ttl.saturating_mul(1000) <= now {
+                return Ok(None);
+            }
+            Ok(Some(Outcome {
+                request_hash: text("rh"),
+                result: text("res"),
+            }))
+        }
+        .boxed()
+    }
+    fn put<'a>(&'a self, key: &'a str, outcome: &'a Outcome, expires_at: Millis) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(key))
+                .item("rh", s(&outcome.request_hash))
+                .item("st", s("completed"))
+                .item("res", s(&outcome.result))
+                .item("ttl", n(expires_at / 1000))
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            Ok(())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,29 @@
+//! AWS SDK adapters for the ports.
+
+pub mod dynamodb;
+pub mod sqs;
+pub mod ssm;
+
+pub use dynamodb::{DynamoOutcomes, DynamoStore};
+pub use sqs::SqsQueue;
+pub use ssm::{CachedParams, SsmParams};
+
+/// An SDK error as one line, with the service's code and message when there is one.
+pub fn sdk_error<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::ServiceError(e) => {
+            let e = e.err();
+            format!(
+                "{}: {}",
+                e.code().unwrap_or("ServiceError"),
+                e.message().unwrap_or("no message")
+            )
+        }
+        other => format!("{other}: {}", std::error::Error::source(other).map(|s| s.to_string()).unwrap_or_default()),
+    }
+}

@@ -1,0 +1,82 @@
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::sdk_error;
+use crate::ports::{OutMessage, Queue, QueueError};
+
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Queue for SqsQueue {
+    fn send_batch<'a>(
+        &'a self,
+        queue_url: &'a str,
+        messages: &'a [OutMessage],
+    ) -> BoxFuture<'a, Result<Vec<String>, QueueError>> {
+        async move {
+            let mut failed = Vec::new();
+            for chunk in messages.chunks(10) {
+                let entries = chunk
+                    .iter()
+                    .map(|m| {
+                        let mut e = SendMessageBatchRequestEntry::builder()
+                            .id(&m.id)
+                            .message_body(&m.body);
+                        for (k, v) in &m.attributes {
+                            e = e.message_attributes(
+                                k,
+                                MessageAttributeValue::builder()
+                                    .data_type("String")
+                                    .string_value(v)
+                                    .build()
+                                    .expect("attribute has type"),
+                            );
+                        }
+                        e.build().expect("entry has id and body")
+                    })
+                    .collect();
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| QueueError(sdk_error(&e)))?;
+                failed.extend(out.failed.into_iter().map(|f| f.id));
+            }
+            Ok(failed)
+        }
+        .boxed()
+    }
+
+    fn change_visibility<'a>(
+        &'a self,
+        queue_url: &'a str,
+        receipt_handle: &'a str,
+        seconds: i32,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        async move {
+            self.client
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(receipt_handle)
+                .visibility_timeout(seconds)
+                .send()
+                .await
+                .map_err(|e| QueueError(sdk_error(&e)))?;
+            Ok(())
+        }
+        .boxed()
+    }
+}

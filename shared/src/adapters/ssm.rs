@@ -1,0 +1,91 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::Client;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::sdk_error;
+use crate::ports::{ParamError, Params};
+
+#[derive(Clone)]
+pub struct SsmParams {
+    client: Client,
+}
+
+impl SsmParams {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Params for SsmParams {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, ParamError>> {
+        async move {
+            let out = self
+                .client
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await;
+            match out {
+                Ok(o) => o
+                    .parameter
+                    .and_then(|p| p.value)
+                    .ok_or_else(|| ParamError::Missing(name.into())),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => {
+                    Err(ParamError::Missing(name.into()))
+                }
+                Err(e) => Err(ParamError::Unavailable {
+                    name: name.into(),
+                    reason: sdk_error(&e),
+                }),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Caches parameter values for `ttl` so a warm function does not call SSM per message.
+/// Values (secrets among them) live only in memory and are never logged.
+pub struct CachedParams<P> {
+    inner: P,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, String)>>,
+}
+
+impl<P: Params> CachedParams<P> {
+    pub fn new(inner: P, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+}
+
+impl<P: Params> Params for CachedParams<P> {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, ParamError>> {
+        async move {
+            if let Some((at, v)) = self.cache.lock().expect("cache lock").get(name)
+                && at.elapsed() < self.ttl
+            {
+                return Ok(v.clone());
+            }
+            let v = self.inner.get(name).await?;
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .insert(name.into(), (Instant::now(), v.clone()));
+            Ok(v)
+        }
+        .boxed()
+    }
+
+    fn invalidate(&self, name: &str) {
+        self.cache.lock().expect("cache lock").remove(name);
+    }
+}

@@ -1,0 +1,350 @@
+use super::*;
+
+const PHASES: [&str; 5] = ["brief", "script", "assets", "voice", "publish"];
+const NOW: Millis = 1_000_000;
+
+fn fresh() -> Production {
+    start(
+        "p1".into(),
+        "acme".into(),
+        "content".into(),
+        &PHASES,
+        "t1".into(),
+        NOW - 10_000,
+    )
+    .production
+}
+
+fn set(p: &mut Production, i: usize, status: PhaseStatus, attempt: u32) {
+    let ph = &mut p.phases[i];
+    ph.status = status;
+    ph.attempt = attempt;
+    if status == PhaseStatus::Running {
+        ph.started_at = Some(NOW - 1000);
+        ph.lease_until = Some(NOW + 60_000);
+    }
+}
+
+/// A production in each status, with its phases as that status implies.
+fn fixture(status: ProductionStatus) -> Production {
+    use PhaseStatus as Ph;
+    use ProductionStatus as S;
+    let mut p = fresh();
+    p.status = status;
+    match status {
+        S::Queued => {}
+        S::Running | S::Paused => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            set(&mut p, 1, Ph::Running, 1);
+        }
+        S::AwaitingApproval => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            set(&mut p, 1, Ph::Succeeded, 1);
+        }
+        S::Failed | S::DeadLettered => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            let s = if status == S::Failed { Ph::Failed } else { Ph::DeadLettered };
+            set(&mut p, 1, s, 1);
+        }
+        S::Completed => {
+            for i in 0..PHASES.len() {
+                set(&mut p, i, Ph::Succeeded, 1);
+            }
+        }
+        S::Cancelled => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            set(&mut p, 1, Ph::Queued, 1);
+        }
+    }
+    p
+}
+
+fn target(p: &Production) -> (String, u32) {
+    let ph = p.current_phase().unwrap_or(p.phases.last().unwrap());
+    (ph.name.clone(), ph.attempt)
+}
+
+fn err(code: &str, class: ErrorClass) -> PhaseError {
+    PhaseError::new(code, class, "detail")
+}
+
+fn commands(p: &Production) -> Vec<(&'static str, Command)> {
+    let (phase, attempt) = target(p);
+    let fail = |d| Command::Fail {
+        phase: phase.clone(),
+        attempt,
+        error: err("provider_5xx", ErrorClass::Retryable),
+        disposition: d,
+    };
+    vec![
+        (
+            "claim",
+            Command::Claim {
+                phase: phase.clone(),
+                attempt,
+                lease_until: NOW + 60_000,
+            },
+        ),
+        (
+            "succeed",
+            Command::Succeed {
+                phase: phase.clone(),
+                attempt,
+                output: "OUT#x#1".into(),
+            },
+        ),
+        ("fail_retry", fail(FailDisposition::Retry)),
+        ("fail_dead_letter", fail(FailDisposition::DeadLetter)),
+        ("fail_stop", fail(FailDisposition::Stop)),
+        ("pause", Command::Pause),
+        ("resume", Command::Resume),
+        ("retry_phase", Command::RetryPhase),
+        ("cancel", Command::Cancel),
+    ]
+}
+
+/// The whole table: every production status against every command.
+#[test]
+fn every_status_against_every_command() {
+    use ProductionStatus as S;
+    // (status, command) -> Ok(resulting status) or Err(error text fragment)
+    let expect = |s: S, c: &str| -> Result<S, &'static str> {
+        match (s, c) {
+            (S::Queued, "claim") => Ok(S::Running),
+            (S::Running | S::Paused, "claim") => Err("Duplicate"),
+            (S::AwaitingApproval, "claim") => Err("Stale"),
+            (S::Failed | S::DeadLettered | S::Completed, "claim") => Err("AlreadyFinished"),
+            (S::Cancelled, "claim") => Err("NotRunnable"),
+            (S::Running, "succeed" | "fail_retry") => Ok(S::Running),
+            (S::Paused, "succeed" | "fail_retry") => Ok(S::Paused),
+            (S::Running | S::Paused, "fail_dead_letter") => Ok(S::DeadLettered),
+            (S::Running | S::Paused, "fail_stop") => Ok(S::Failed),
+            (_, "succeed" | "fail_retry" | "fail_dead_letter" | "fail_stop") => {
+                Err("not the running attempt")
+            }
+            (S::Queued | S::Running | S::AwaitingApproval, "pause") => Ok(S::Paused),
+            (S::Paused, "resume") => Ok(S::Running),
+            (S::Failed | S::DeadLettered, "retry_phase") => Ok(S::Running),
+            (S::Completed | S::Cancelled, "cancel") => Err("not available"),
+            (_, "cancel") => Ok(S::Cancelled),
+            (_, "pause" | "resume" | "retry_phase") => Err("not available"),
+            _ => unreachable!("{s:?} {c}"),
+        }
+    };
+    let mut checked = 0;
+    for status in ProductionStatus::ALL {
+        let p = fixture(status);
+        for (name, cmd) in commands(&p) {
+            let got = decide(&p, cmd, NOW);
+            match (expect(status, name), got) {
+                (Ok(want), Ok(t)) => {
+                    assert_eq!(t.production.status, want, "{status:?} × {name}");
+                    assert_eq!(t.production.version, p.version + 1, "{status:?} × {name}");
+                }
+                (Err(frag), Err(e)) => {
+                    let text = format!("{e} {e:?}");
+                    assert!(text.contains(frag), "{status:?} × {name}: {text}");
+                }
+                (want, got) => panic!("{status:?} × {name}: wanted {want:?}, got {got:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8 * 9);
+}
+
+#[test]
+fn operator_commands_are_accepted_exactly_when_available() {
+    for status in ProductionStatus::ALL {
+        let p = fixture(status);
+        let actions = p.available_actions();
+        for (action, cmd) in [
+            (Action::Pause, Command::Pause),
+            (Action::Resume, Command::Resume),
+            (Action::RetryPhase, Command::RetryPhase),
+            (Action::Cancel, Command::Cancel),
+        ] {
+            let ok = decide(&p, cmd, NOW).is_ok();
+            assert_eq!(ok, actions.contains(&action), "{status:?} {action:?}");
+        }
+    }
+}
+
+#[test]
+fn a_refused_command_changes_nothing() {
+    let p = fixture(ProductionStatus::Completed);
+    let before = p.clone();
+    assert!(decide(&p, Command::Pause, NOW).is_err());
+    assert_eq!(p, before);
+}
+
+#[test]
+fn happy_path_walks_every_phase_and_completes() {
+    let t = start(
+        "p".into(),
+        "a".into(),
+        "content".into(),
+        &PHASES,
+        "t".into(),
+        NOW,
+    );
+    assert_eq!(t.dispatch, Some(Dispatch { phase: "brief".into(), attempt: 1 }));
+    let mut p = t.production;
+    for (i, phase) in PHASES.iter().enumerate() {
+        let claim = Command::Claim {
+            phase: phase.to_string(),
+            attempt: 1,
+            lease_until: NOW + 1000,
+        };
+        p = decide(&p, claim, NOW).unwrap().production;
+        assert_eq!(p.status, ProductionStatus::Running);
+        let t = decide(
+            &p,
+            Command::Succeed {
+                phase: phase.to_string(),
+                attempt: 1,
+                output: format!("OUT#{phase}#1"),
+            },
+            NOW + 10,
+        )
+        .unwrap();
+        p = t.production;
+        match PHASES.get(i + 1) {
+            Some(next) => {
+                assert_eq!(t.dispatch.unwrap().phase, *next);
+                assert_eq!(t.audit.len(), 1);
+                assert_eq!(p.available_actions(), vec![Action::Pause, Action::Cancel]);
+            }
+            None => {
+                assert_eq!(t.dispatch, None);
+                assert_eq!(t.audit[1].kind, "production.completed");
+            }
+        }
+    }
+    assert_eq!(p.status, ProductionStatus::Completed);
+    assert!(p.available_actions().is_empty());
+    assert_eq!(p.version, 11);
+}
+
+#[test]
+fn an_expired_lease_can_be_reclaimed_but_a_live_one_cannot() {
+    let mut p = fixture(ProductionStatus::Running);
+    assert_eq!(claim_refusal(&p, "script", 1, NOW), Some(ClaimRefusal::Duplicate));
+    p.phases[1].lease_until = Some(NOW - 1);
+    assert_eq!(claim_refusal(&p, "script", 1, NOW), None);
+}
+
+#[test]
+fn stale_and_unknown_messages_are_refused() {
+    let p = fixture(ProductionStatus::Running);
+    assert_eq!(claim_refusal(&p, "script", 0, NOW), Some(ClaimRefusal::Stale));
+    assert_eq!(claim_refusal(&p, "script", 2, NOW), Some(ClaimRefusal::Stale));
+    assert_eq!(claim_refusal(&p, "render", 1, NOW), Some(ClaimRefusal::UnknownPhase));
+    assert_eq!(claim_refusal(&p, "brief", 1, NOW), Some(ClaimRefusal::AlreadyFinished));
+}
+
+#[test]
+fn retryable_error_requeues_the_same_attempt_and_records_the_error() {
+    let p = fixture(ProductionStatus::Running);
+    let t = decide(
+        &p,
+        Command::Fail {
+            phase: "script".into(),
+            attempt: 1,
+            error: err("provider_5xx", ErrorClass::Retryable),
+            disposition: FailDisposition::Retry,
+        },
+        NOW,
+    )
+    .unwrap();
+    let ph = t.production.phase("script").unwrap();
+    assert_eq!((ph.status, ph.attempt, ph.error_count), (PhaseStatus::Queued, 1, 1));
+    assert_eq!(ph.last_error.as_ref().unwrap().at, NOW);
+    assert!(t.production.has_errors());
+    assert_eq!(t.audit[0].kind, "phase.retry_scheduled");
+    assert_eq!(t.dispatch, None, "SQS redelivers; nothing is sent");
+    assert_eq!(claim_refusal(&t.production, "script", 1, NOW), None);
+}
+
+#[test]
+fn a_panic_is_recorded_as_step_unexpected_error_and_fails_the_production() {
+    let p = fixture(ProductionStatus::Running);
+    let t = decide(
+        &p,
+        Command::Fail {
+            phase: "script".into(),
+            attempt: 1,
+            error: err("step_unexpected_error", ErrorClass::Unexpected),
+            disposition: FailDisposition::Retry,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Failed);
+    assert_eq!(t.audit[0].kind, "task.step_unexpected_error");
+}
+
+#[test]
+fn pause_while_running_holds_the_next_phase_and_resume_dispatches_it() {
+    let p = decide(&fixture(ProductionStatus::Running), Command::Pause, NOW)
+        .unwrap()
+        .production;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.dispatch, None);
+    assert_eq!(t.production.status, ProductionStatus::Paused);
+    assert_eq!(t.production.phase("assets").unwrap().status, PhaseStatus::Pending);
+    let t = decide(&t.production, Command::Resume, NOW).unwrap();
+    assert_eq!(t.dispatch, Some(Dispatch { phase: "assets".into(), attempt: 1 }));
+}
+
+#[test]
+fn resume_gives_a_phase_queued_before_the_pause_a_new_attempt() {
+    let p = decide(&fixture(ProductionStatus::Queued), Command::Pause, NOW)
+        .unwrap()
+        .production;
+    assert_eq!(claim_refusal(&p, "brief", 1, NOW), Some(ClaimRefusal::Paused));
+    let t = decide(&p, Command::Resume, NOW).unwrap();
+    assert_eq!(t.dispatch, Some(Dispatch { phase: "brief".into(), attempt: 2 }));
+    assert_eq!(claim_refusal(&t.production, "brief", 1, NOW), Some(ClaimRefusal::Stale));
+}
+
+#[test]
+fn retry_phase_bumps_the_attempt_of_the_failed_phase() {
+    let t = decide(&fixture(ProductionStatus::DeadLettered), Command::RetryPhase, NOW).unwrap();
+    assert_eq!(t.dispatch, Some(Dispatch { phase: "script".into(), attempt: 2 }));
+    assert_eq!(t.audit[0].kind, "phase.retried");
+}
+
+#[test]
+fn a_phase_finishing_after_cancel_keeps_the_production_cancelled() {
+    let p = decide(&fixture(ProductionStatus::Running), Command::Cancel, NOW)
+        .unwrap()
+        .production;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Cancelled);
+    assert_eq!(t.dispatch, None);
+}
+
+#[test]
+fn long_error_details_are_cut_on_a_char_boundary() {
+    let e = PhaseError::new("x", ErrorClass::Permanent, "é".repeat(400));
+    assert!(e.detail.len() <= PhaseError::MAX_DETAIL + '…'.len_utf8());
+}

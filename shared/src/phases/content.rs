@@ -1,0 +1,250 @@
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use super::{Phase, PhaseContext};
+use crate::tools::{ChatMessage, ChatRequest, ImageRequest, SpeechRequest, StepError};
+
+const CHAT_MODEL: &str = "gpt-4o-mini";
+const IMAGE_MODEL: &str = "gpt-image-1";
+const SPEECH_MODEL: &str = "gpt-4o-mini-tts";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub title: String,
+    pub scenes: Vec<PlannedScene>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedScene {
+    pub n: u32,
+    pub description: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScriptOut {
+    pub scenes: Vec<ScriptScene>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScriptScene {
+    pub n: u32,
+    pub narration: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssetsOut {
+    pub images: Vec<SceneImage>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SceneImage {
+    pub scene: u32,
+    pub url: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VoiceOut {
+    pub audio: Vec<SceneAudio>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SceneAudio {
+    pub scene: u32,
+    pub bytes: usize,
+    pub sha256: String,
+    pub format: String,
+}
+
+fn json_chat(system: String, user: String) -> ChatRequest {
+    ChatRequest {
+        model: CHAT_MODEL.into(),
+        messages: vec![ChatMessage::system(system), ChatMessage::user(user)],
+        response_format: Some(serde_json::json!({"type": "json_object"})),
+    }
+}
+
+/// A model's JSON answer in the shape the phase asked for; anything else is permanent.
+fn parse_answer<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, StepError> {
+    serde_json::from_str(text).map_err(|e| {
+        StepError::permanent("provider_bad_response", format!("{what} was not the JSON asked for: {e}"))
+    })
+}
+
+fn to_value(v: impl Serialize) -> Result<serde_json::Value, StepError> {
+    Ok(serde_json::to_value(v).expect("output serialises"))
+}
+
+/// Turns the brief into a plan of exactly `brief.scenes` scenes.
+pub struct BriefPhase;
+
+impl Phase for BriefPhase {
+    fn name(&self) -> &'static str {
+        "brief"
+    }
+    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+        async move {
+            let b = &ctx.brief;
+            let req = json_chat(
+                format!(
+                    "task=plan scenes={}. You plan short videos. Answer with JSON \
+                     {{\"title\": string, \"scenes\": [{{\"n\": number, \"description\": string}}]}}.",
+                    b.scenes
+                ),
+                format!(
+                    "Title: {}\nTopic: {}\nAudience: {}\nTone: {}\nLanguage: {}",
+                    b.title, b.topic, b.audience, b.tone, b.language
+                ),
+            );
+            let plan: Plan = parse_answer(&ctx.tools.chat("plan", &req).await?, "the plan")?;
+            if plan.scenes.len() != b.scenes as usize {
+                return Err(StepError::permanent(
+                    "plan_incomplete",
+                    format!("planned {} of {} scenes", plan.scenes.len(), b.scenes),
+                ));
+            }
+            to_value(plan)
+        }
+        .boxed()
+    }
+}
+
+/// Writes the narration of every planned scene.
+pub struct Script;
+
+impl Phase for Script {
+    fn name(&self) -> &'static str {
+        "script"
+    }
+    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+        async move {
+            let plan: Plan = ctx.input("brief")?;
+            let scenes = plan
+                .scenes
+                .iter()
+                .map(|s| format!("{}. {}", s.n, s.description))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let req = json_chat(
+                format!(
+                    "task=script scenes={}. Write one narration per scene, tone {}, language {}. \
+                     Answer with JSON {{\"scenes\": [{{\"n\": number, \"narration\": string}}]}}.",
+                    plan.scenes.len(),
+                    ctx.brief.tone,
+                    ctx.brief.language
+                ),
+                format!("{}\n{scenes}", plan.title),
+            );
+            let script: ScriptOut = parse_answer(&ctx.tools.chat("script", &req).await?, "the script")?;
+            for s in &plan.scenes {
+                if !script.scenes.iter().any(|x| x.n == s.n && !x.narration.trim().is_empty()) {
+                    return Err(StepError::permanent(
+                        "script_incomplete",
+                        format!("scene {} has no narration", s.n),
+                    ));
+                }
+            }
+            to_value(script)
+        }
+        .boxed()
+    }
+}
+
+/// One image per planned scene; each scene is its own idempotent call.
+pub struct Assets;
+
+impl Phase for Assets {
+    fn name(&self) -> &'static str {
+        "assets"
+    }
+    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+        async move {
+            let plan: Plan = ctx.input("brief")?;
+            let mut images = Vec::with_capacity(plan.scenes.len());
+            for s in &plan.scenes {
+                let req = ImageRequest {
+                    model: IMAGE_MODEL.into(),
+                    prompt: format!("{} — {}", plan.title, s.description),
+                    n: 1,
+                    size: "1024x1024".into(),
+                };
+                let img = ctx.tools.image(&format!("scene-{}", s.n), &req).await?;
+                images.push(SceneImage { scene: s.n, url: img.url });
+            }
+            to_value(AssetsOut { images })
+        }
+        .boxed()
+    }
+}
+
+/// Speaks every scene's narration in the brief's voice.
+pub struct Voice;
+
+impl Phase for Voice {
+    fn name(&self) -> &'static str {
+        "voice"
+    }
+    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+        async move {
+            let script: ScriptOut = ctx.input("script")?;
+            let mut audio = Vec::with_capacity(script.scenes.len());
+            for s in &script.scenes {
+                let req = SpeechRequest {
+                    model: SPEECH_MODEL.into(),
+                    input: s.narration.clone(),
+                    voice: ctx.brief.voice.clone(),
+                    response_format: "mp3".into(),
+                };
+                let r = ctx.tools.speech(&format!("scene-{}", s.n), &req).await?;
+                audio.push(SceneAudio { scene: s.n, bytes: r.bytes, sha256: r.sha256, format: r.format });
+            }
+            to_value(VoiceOut { audio })
+        }
+        .boxed()
+    }
+}
+
+/// Assembles the manifest a publisher needs and writes its description.
+pub struct Publish;
+
+impl Phase for Publish {
+    fn name(&self) -> &'static str {
+        "publish"
+    }
+    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+        async move {
+            let plan: Plan = ctx.input("brief")?;
+            let script: ScriptOut = ctx.input("script")?;
+            let assets: AssetsOut = ctx.input("assets")?;
+            let voice: VoiceOut = ctx.input("voice")?;
+            let req = json_chat(
+                "task=publish. Write a description for a video. Answer with JSON \
+                 {\"description\": string}."
+                    .into(),
+                format!("{}: {}", plan.title, ctx.brief.topic),
+            );
+            #[derive(Deserialize)]
+            struct Description {
+                description: String,
+            }
+            let d: Description = parse_answer(&ctx.tools.chat("description", &req).await?, "the description")?;
+            let mut scenes = Vec::new();
+            for s in &plan.scenes {
+                let narration = script.scenes.iter().find(|x| x.n == s.n);
+                let image = assets.images.iter().find(|x| x.scene == s.n);
+                let audio = voice.audio.iter().find(|x| x.scene == s.n);
+                let (Some(narration), Some(image), Some(audio)) = (narration, image, audio) else {
+                    return Err(StepError::permanent(
+                        "manifest_incomplete",
+                        format!("scene {} lacks narration, image or audio", s.n),
+                    ));
+                };
+                scenes.push(serde_json::json!({
+                    "n": s.n,
+                    "narration": narration.narration,
+                    "image_url": image.url,
+                    "audio_sha256": audio.sha256,
+                }));
+            }
+            Ok(serde_json::json!({
+                "title": plan.title,
+                "description": d.description,
+                "scenes": scenes,
+            }))
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,160 @@
+//! Ports: the small traits the runtime needs from the outside world. Adapters in
+//! [`crate::adapters`] implement them with the AWS SDK; the same adapters run in tests
+//! against the local emulator.
+
+use futures::future::BoxFuture;
+
+use crate::domain::{Brief, Millis, Production, Transition};
+
+/// A store failure. Every variant is worth a retry except `Corrupt`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored item is not readable: {0}")]
+    Corrupt(String),
+    #[error("production {0} already exists")]
+    AlreadyExists(String),
+}
+
+/// What a conditional claim did.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    Claimed(Production),
+    /// The condition failed; the production as it was (`None`: it does not exist).
+    Refused(Option<Production>),
+}
+
+/// What a conditional commit did.
+#[derive(Debug)]
+pub enum CommitOutcome {
+    Committed,
+    /// Someone else changed the production first; here it is as it is now.
+    Conflict(Option<Production>),
+}
+
+/// Who did it, for the audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+pub trait Store: Send + Sync {
+    /// Creates the production and its brief atomically (never overwrites).
+    fn create<'a>(
+        &'a self,
+        t: &'a Transition,
+        brief: &'a Brief,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Consistent read of one production.
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Production>, StoreError>>;
+    /// One conditional update, no read: the rule of `domain::claim_refusal`.
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        phase: &'a str,
+        attempt: u32,
+        lease_until: Millis,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<ClaimOutcome, StoreError>>;
+    /// Writes `t.production` and its audit events in one item write, if the stored
+    /// version is still `t.production.version - 1`.
+    fn commit<'a>(
+        &'a self,
+        t: &'a Transition,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
+    fn get_brief<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Brief>, StoreError>>;
+    /// Stores a phase's output apart from the hot item; returns its key.
+    fn put_output<'a>(
+        &'a self,
+        id: &'a str,
+        phase: &'a str,
+        attempt: u32,
+        body: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<String, StoreError>>;
+    fn get_output<'a>(
+        &'a self,
+        id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
+    /// Newest first, one account's productions.
+    fn list<'a>(
+        &'a self,
+        account: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Production>, StoreError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue error: {0}")]
+pub struct QueueError(pub String);
+
+/// One message to send; `id` is unique within a batch.
+#[derive(Debug, Clone)]
+pub struct OutMessage {
+    pub id: String,
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+pub trait Queue: Send + Sync {
+    /// Sends up to ten messages in one request; returns the ids that failed.
+    fn send_batch<'a>(
+        &'a self,
+        queue_url: &'a str,
+        messages: &'a [OutMessage],
+    ) -> BoxFuture<'a, Result<Vec<String>, QueueError>>;
+    fn change_visibility<'a>(
+        &'a self,
+        queue_url: &'a str,
+        receipt_handle: &'a str,
+        seconds: i32,
+    ) -> BoxFuture<'a, Result<(), QueueError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("parameter {0} does not exist")]
+    Missing(String),
+    #[error("parameter {name} could not be read: {reason}")]
+    Unavailable { name: String, reason: String },
+}
+
+pub trait Params: Send + Sync {
+    /// Reads a parameter, decrypting SecureStrings.
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, ParamError>>;
+    /// Forgets a cached value (a key the provider refused); a no-op without a cache.
+    fn invalidate(&self, _name: &str) {}
+}
+
+/// A recorded tool-call outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub request_hash: String,
+    pub result: String,
+}
+
+pub trait Outcomes: Send + Sync {
+    fn get<'a>(&'a self, key: &'a str, now: Millis) -> BoxFuture<'a, Result<Option<Outcome>, StoreError>>;
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        outcome: &'a Outcome,
+        expires_at: Millis,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Millis;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
+        d.as_millis() as Millis
+    }
+}

@@ -1,0 +1,466 @@
+//! The phase runtime: an SQS batch handler that turns at-least-once delivery into
+//! effectively-once phases.
+//!
+//! dispatch -> **claim** (one conditional update) -> **execute** (tools, idempotent) ->
+//! **commit** (one conditional put of state + audit) -> **hand-off** (batched send).
+//! Every record is answered on its own (partial batch response): a poison message never
+//! blocks its batch.
+
+mod backoff;
+mod message;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::{FutureExt, StreamExt};
+use tracing::{error, info, warn};
+
+pub use backoff::backoff;
+pub use message::{MessageError, PhaseMessage};
+pub use stats::Stats;
+
+use crate::adapters::{CachedParams, DynamoOutcomes, DynamoStore, SqsQueue, SsmParams};
+use crate::config::Config;
+use crate::domain::{
+    ClaimRefusal, Command, Dispatch, ErrorClass, FailDisposition, Millis, PhaseError, PhaseStatus,
+    Production, claim_refusal, decide,
+};
+use crate::phases::{Phase, PhaseContext};
+use crate::ports::{
+    Actor, ClaimOutcome, Clock, CommitOutcome, OutMessage, Outcomes, Queue, Store, StoreError,
+    SystemClock,
+};
+use crate::tools::{ProviderClient, StepError, Tools};
+
+/// How one record ended.
+#[derive(Debug)]
+enum Verdict {
+    /// Delete the message.
+    Done,
+    /// Delete it once this production's next phase has been sent.
+    Handoff { production: String, next: Dispatch },
+    /// Leave it for SQS to deliver again (its visibility already set).
+    Retry,
+}
+
+struct Handoff {
+    record: String,
+    production: String,
+    attempt: u32,
+}
+
+/// Everything a phase function holds between invocations.
+pub struct PhaseRuntime {
+    phase: Arc<dyn Phase>,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    outcomes: Arc<dyn Outcomes>,
+    provider: Arc<ProviderClient>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    actor: Actor,
+    pub stats: Arc<Stats>,
+}
+
+impl PhaseRuntime {
+    /// Builds the AWS adapters. Makes no network call: clients connect on first use.
+    pub fn from_sdk(phase: Arc<dyn Phase>, sdk: &aws_config::SdkConfig, config: Config) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let params = Arc::new(CachedParams::new(
+            SsmParams::new(aws_sdk_ssm::Client::new(sdk)),
+            config.secret_cache,
+        ));
+        let ddb = aws_sdk_dynamodb::Client::new(sdk);
+        let provider = Arc::new(ProviderClient::new(
+            params,
+            clock.clone(),
+            &config.provider_base_url_param,
+            &config.provider_api_key_param,
+            config.provider_timeout,
+        ));
+        Self {
+            actor: Actor(format!("system:{}", phase.name())),
+            phase,
+            store: Arc::new(DynamoStore::new(ddb.clone(), &config.state_table)),
+            queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
+            outcomes: Arc::new(DynamoOutcomes::new(ddb, &config.idempotency_table)),
+            provider,
+            clock,
+            config,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    pub fn phase_name(&self) -> &'static str {
+        self.phase.name()
+    }
+
+    /// Handles one batch; the response lists the records SQS must deliver again.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let verdicts: Vec<(String, Verdict)> = futures::stream::iter(event.records.iter())
+            .map(|m| async move {
+                let id = m.message_id.clone().unwrap_or_default();
+                (id, self.process(m).await)
+            })
+            .buffer_unordered(10)
+            .collect()
+            .await;
+
+        let mut failed: Vec<String> = Vec::new();
+        // Successors grouped by phase: one SendMessageBatch per phase per batch.
+        let mut handoffs: BTreeMap<String, Vec<Handoff>> = BTreeMap::new();
+        for (record, v) in verdicts {
+            match v {
+                Verdict::Done => {}
+                Verdict::Retry => failed.push(record),
+                Verdict::Handoff { production, next } => {
+                    handoffs.entry(next.phase).or_default().push(Handoff {
+                        record,
+                        production,
+                        attempt: next.attempt,
+                    });
+                }
+            }
+        }
+        for (phase, items) in handoffs {
+            failed.extend(self.hand_off(&phase, &items).await);
+        }
+        let mut res = SqsBatchResponse::default();
+        for id in failed {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            res.batch_item_failures.push(f);
+        }
+        res
+    }
+
+    /// Sends the successors of one batch in one request; returns the records whose send failed.
+    async fn hand_off(&self, phase: &str, items: &[Handoff]) -> Vec<String> {
+        let all = || items.iter().map(|h| h.record.clone()).collect();
+        let url = match self.config.queue_url(phase) {
+            Ok(u) => u,
+            Err(e) => {
+                error!(error = %e, "no queue to hand off to");
+                return all();
+            }
+        };
+        let messages: Vec<OutMessage> = items
+            .iter()
+            .map(|h| OutMessage {
+                id: h.record.clone(),
+                body: PhaseMessage::new(&h.production, phase, h.attempt).to_body(),
+                attributes: vec![],
+            })
+            .collect();
+        match self.queue.send_batch(url, &messages).await {
+            Ok(failed) => {
+                self.stats.add(&self.stats.handoff_failed, failed.len());
+                failed
+            }
+            Err(e) => {
+                // The records come back; their claim finds the phase finished and re-sends.
+                error!(error = %e, phase, "hand-off failed");
+                self.stats.add(&self.stats.handoff_failed, items.len());
+                all()
+            }
+        }
+    }
+
+    async fn process(&self, m: &SqsMessage) -> Verdict {
+        self.stats.inc(&self.stats.received);
+        let receive_count: u32 = m
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let msg = match PhaseMessage::parse(m.body.as_deref().unwrap_or(""), self.phase.name()) {
+            Ok(msg) => msg,
+            Err(e) => return self.quarantine(m, &e.to_string()).await,
+        };
+        let now = self.clock.now();
+        let lease_until = now + self.config.function_timeout.as_millis() as Millis;
+        let claimed = self
+            .store
+            .claim(&msg.production_id, &msg.phase, msg.attempt, lease_until, now)
+            .await;
+        let production = match claimed {
+            Ok(ClaimOutcome::Claimed(p)) => p,
+            Ok(ClaimOutcome::Refused(None)) => {
+                return self
+                    .quarantine(m, &format!("production {} does not exist", msg.production_id))
+                    .await;
+            }
+            Ok(ClaimOutcome::Refused(Some(p))) => return self.refused(&msg, &p, now, receive_count),
+            Err(e) => {
+                warn!(error = %e, production = %msg.production_id, "claim failed; will retry");
+                return self.back_off(m, receive_count, None).await;
+            }
+        };
+        self.stats.inc(&self.stats.claimed);
+        info!(production = %production.id, trace = %production.trace_id, phase = %msg.phase,
+              attempt = msg.attempt, receive_count, "phase claimed");
+
+        let result = self.execute(&production).await;
+        let now = self.clock.now();
+        let (command, disposition) = match result {
+            Ok(output) => match self
+                .store
+                .put_output(&production.id, &msg.phase, msg.attempt, &output)
+                .await
+            {
+                Ok(key) => (
+                    Command::Succeed { phase: msg.phase.clone(), attempt: msg.attempt, output: key },
+                    None,
+                ),
+                Err(e) => return self.after_lost_commit(m, &production, &msg, e).await,
+            },
+            Err(step) => {
+                let disposition = match step.class {
+                    ErrorClass::Retryable if receive_count >= self.config.max_receive_count => {
+                        FailDisposition::DeadLetter
+                    }
+                    ErrorClass::Retryable => FailDisposition::Retry,
+                    ErrorClass::Permanent | ErrorClass::Unexpected => FailDisposition::Stop,
+                };
+                warn!(production = %production.id, phase = %msg.phase, attempt = msg.attempt,
+                      code = %step.code, class = ?step.class, disposition = ?disposition,
+                      "phase errored");
+                let mut error = PhaseError::new(&step.code, step.class, &step.detail);
+                error.provider_status = step.provider_status;
+                let cmd = Command::Fail {
+                    phase: msg.phase.clone(),
+                    attempt: msg.attempt,
+                    error,
+                    disposition,
+                };
+                (cmd, Some((disposition, step)))
+            }
+        };
+        let committed = match self.commit(production.clone(), command, now).await {
+            Ok(c) => c,
+            Err(e) => return self.after_lost_commit(m, &production, &msg, e).await,
+        };
+        let Some(transition) = committed else {
+            self.stats.inc(&self.stats.superseded);
+            return Verdict::Done;
+        };
+        match disposition {
+            None => {
+                self.stats.inc(&self.stats.succeeded);
+                match transition.dispatch {
+                    Some(next) => Verdict::Handoff { production: production.id.clone(), next },
+                    None => Verdict::Done,
+                }
+            }
+            Some((FailDisposition::Retry, step)) => {
+                self.stats.inc(&self.stats.retried);
+                self.back_off(m, receive_count, step.retry_at).await
+            }
+            Some((FailDisposition::DeadLetter, _)) => {
+                // Visible at once: the next receive moves it to the DLQ.
+                self.stats.inc(&self.stats.dead_lettered);
+                self.set_visibility(m, 0).await;
+                Verdict::Retry
+            }
+            Some((FailDisposition::Stop, _)) => {
+                self.stats.inc(&self.stats.failed);
+                Verdict::Done
+            }
+        }
+    }
+
+    /// Runs the phase: loads its inputs, catches a panic, bounds its time.
+    async fn execute(&self, p: &Production) -> Result<serde_json::Value, StepError> {
+        let ctx = self.context(p).await?;
+        let budget = self
+            .config
+            .function_timeout
+            .saturating_sub(std::time::Duration::from_secs(2))
+            .max(std::time::Duration::from_secs(1));
+        let run = AssertUnwindSafe(self.phase.run(&ctx)).catch_unwind();
+        match tokio::time::timeout(budget, run).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                error!(production = %p.id, phase = self.phase.name(), panic = %what, "phase panicked");
+                Err(StepError {
+                    class: ErrorClass::Unexpected,
+                    ..StepError::permanent("step_unexpected_error", format!("the phase panicked: {what}"))
+                })
+            }
+            Err(_) => Err(StepError::retryable(
+                "phase_timeout",
+                format!("the phase ran longer than {} s", budget.as_secs()),
+            )),
+        }
+    }
+
+    async fn context(&self, p: &Production) -> Result<PhaseContext, StepError> {
+        use crate::tools::Classify;
+        let brief = self
+            .store
+            .get_brief(&p.id)
+            .await
+            .retryable("store_unavailable")?
+            .ok_or_else(|| StepError::permanent("brief_missing", format!("production {} has no brief", p.id)))?;
+        let mut inputs = BTreeMap::new();
+        for ph in &p.phases {
+            if ph.name == self.phase.name() {
+                break;
+            }
+            if let (PhaseStatus::Succeeded, Some(key)) = (ph.status, &ph.output) {
+                let out = self.store.get_output(&p.id, key).await.retryable("store_unavailable")?;
+                if let Some(out) = out {
+                    inputs.insert(ph.name.clone(), out);
+                }
+            }
+        }
+        let tools = Tools::new(
+            self.provider.clone(),
+            self.outcomes.clone(),
+            self.clock.clone(),
+            &p.id,
+            self.phase.name(),
+            self.config.outcome_ttl,
+        );
+        Ok(PhaseContext { production: p.clone(), brief, inputs, tools })
+    }
+
+    /// Applies `cmd` and writes it; on a version conflict, re-applies to the newer state.
+    /// `None`: the state machine refused it (the attempt was superseded by an operator).
+    async fn commit(
+        &self,
+        mut p: Production,
+        cmd: Command,
+        now: Millis,
+    ) -> Result<Option<crate::domain::Transition>, StoreError> {
+        for _ in 0..5 {
+            let t = match decide(&p, cmd.clone(), now) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(production = %p.id, error = %e, "result discarded");
+                    return Ok(None);
+                }
+            };
+            match self.store.commit(&t, &self.actor).await? {
+                CommitOutcome::Committed => return Ok(Some(t)),
+                CommitOutcome::Conflict(Some(current)) => p = current,
+                CommitOutcome::Conflict(None) => return Ok(None),
+            }
+        }
+        Err(StoreError::Unavailable("commit kept conflicting".into()))
+    }
+
+    fn refused(&self, msg: &PhaseMessage, p: &Production, now: Millis, receive_count: u32) -> Verdict {
+        let refusal = claim_refusal(p, &msg.phase, msg.attempt, now);
+        let counter = match refusal {
+            Some(ClaimRefusal::Duplicate) => &self.stats.duplicate,
+            Some(ClaimRefusal::Paused) => &self.stats.paused,
+            Some(ClaimRefusal::NotRunnable) => &self.stats.not_runnable,
+            _ => &self.stats.stale,
+        };
+        self.stats.inc(counter);
+        info!(production = %p.id, phase = %msg.phase, attempt = msg.attempt, refusal = ?refusal,
+              "message acknowledged without running");
+        // A redelivered message whose phase finished but whose successor never got its
+        // message (hand-off lost): send it again. The successor's claim dedupes.
+        if refusal == Some(ClaimRefusal::AlreadyFinished) && receive_count > 1 {
+            let i = p.phases.iter().position(|ph| ph.name == msg.phase);
+            if let Some(next) = i.and_then(|i| p.phases.get(i + 1))
+                && p.phases[i.unwrap_or(0)].status == PhaseStatus::Succeeded
+                && next.status == PhaseStatus::Queued
+            {
+                self.stats.inc(&self.stats.handoff_resent);
+                return Verdict::Handoff {
+                    production: p.id.clone(),
+                    next: Dispatch { phase: next.name.clone(), attempt: next.attempt },
+                };
+            }
+        }
+        Verdict::Done
+    }
+
+    /// The phase ran but its result could not be stored: deliver again after the lease, when
+    /// the claim can be taken again; recorded tool outcomes make the re-run cheap.
+    async fn after_lost_commit(&self, m: &SqsMessage, p: &Production, msg: &PhaseMessage, e: StoreError) -> Verdict {
+        error!(production = %p.id, phase = %msg.phase, error = %e, "commit failed; will re-run after the lease");
+        let lease = p.phase(&msg.phase).and_then(|ph| ph.lease_until).unwrap_or(0);
+        let wait = ((lease - self.clock.now()) / 1000 + 1).max(1);
+        self.set_visibility(m, wait.min(43_200) as i32).await;
+        Verdict::Retry
+    }
+
+    async fn back_off(&self, m: &SqsMessage, receive_count: u32, retry_at: Option<Millis>) -> Verdict {
+        let mut delay = backoff(receive_count, self.config.retry_base, self.config.retry_cap, rand::random());
+        if let Some(at) = retry_at {
+            let until = std::time::Duration::from_millis((at - self.clock.now()).max(0) as u64);
+            delay = delay.max(until);
+        }
+        let secs = delay.as_secs_f64().ceil().clamp(0.0, 43_200.0) as i32;
+        self.set_visibility(m, secs).await;
+        Verdict::Retry
+    }
+
+    async fn set_visibility(&self, m: &SqsMessage, seconds: i32) {
+        let Some(receipt) = m.receipt_handle.as_deref() else { return };
+        let url = self.own_queue_url();
+        if let Err(e) = self.queue.change_visibility(url, receipt, seconds).await {
+            // The queue's own visibility timeout still brings the message back.
+            warn!(error = %e, "could not change visibility");
+        }
+    }
+
+    fn own_queue_url(&self) -> &str {
+        self.config.queues.get(self.phase.name()).map(String::as_str).unwrap_or_default()
+    }
+
+    /// A message no retry can fix: moved to the phase's DLQ at once, with the reason, so it
+    /// is neither lost nor retried `maxReceiveCount` times.
+    async fn quarantine(&self, m: &SqsMessage, reason: &str) -> Verdict {
+        self.stats.inc(&self.stats.poison);
+        let id = m.message_id.clone().unwrap_or_default();
+        warn!(message_id = %id, reason, "malformed message quarantined");
+        let Some(dlq) = self.config.dlqs.get(self.phase.name()) else {
+            error!("no DLQ configured; leaving the message for the redrive policy");
+            return Verdict::Retry;
+        };
+        let out = OutMessage {
+            id: "q".into(),
+            body: m.body.clone().unwrap_or_default(),
+            attributes: vec![
+                ("shepherd_error".into(), format!("malformed_message: {reason}")),
+                ("shepherd_source_message_id".into(), id),
+            ],
+        };
+        match self.queue.send_batch(dlq, std::slice::from_ref(&out)).await {
+            Ok(failed) if failed.is_empty() => Verdict::Done,
+            other => {
+                error!(result = ?other.map(|_| "entry failed"), "could not quarantine; leaving it for the redrive policy");
+                Verdict::Retry
+            }
+        }
+    }
+}
+
+/// The Lambda entry point of a phase function: config from the environment, clients built
+/// once (no network at init), one handler per batch.
+pub async fn serve(phase: impl Phase + 'static) -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let runtime = PhaseRuntime::from_sdk(Arc::new(phase), &sdk, config);
+    let runtime = &runtime;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
+            Ok::<_, lambda_runtime::Error>(runtime.handle(event.payload).await)
+        },
+    ))
+    .await
+}

@@ -1,0 +1,150 @@
+//! The tool runtime: calls to AI providers, each idempotent and its outcome recorded, so a
+//! re-run of a phase never buys a finished call again.
+//!
+//! Key rule: `<production>#<phase>#<call name>`, where the call name is stable within the
+//! phase (`scene-3`, not a counter). The request hash (SHA-256 of the request JSON) is stored
+//! with the outcome; the same key with a different hash is refused, never silently reused.
+
+mod openai;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+pub use openai::{
+    ChatMessage, ChatRequest, ImageRequest, ImageResult, ProviderClient, SpeechRequest,
+    SpeechResult,
+};
+
+use crate::domain::{ErrorClass, Millis};
+use crate::ports::{Clock, Outcome, Outcomes};
+
+/// A failed step: what the runtime needs to decide between backoff, `failed` and the DLQ.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct StepError {
+    pub code: String,
+    pub class: ErrorClass,
+    pub detail: String,
+    pub provider_status: Option<u16>,
+    /// Do not try again before this time (a provider's rate-limit reset).
+    pub retry_at: Option<Millis>,
+}
+
+impl StepError {
+    pub fn retryable(code: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(code, ErrorClass::Retryable, detail)
+    }
+    pub fn permanent(code: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(code, ErrorClass::Permanent, detail)
+    }
+    fn new(code: impl Into<String>, class: ErrorClass, detail: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            class,
+            detail: detail.into(),
+            provider_status: None,
+            retry_at: None,
+        }
+    }
+}
+
+/// Marks where a failure's class is known: `store.get(..).await.retryable("store")?`.
+pub trait Classify<T> {
+    fn retryable(self, code: &str) -> Result<T, StepError>;
+    fn permanent(self, code: &str) -> Result<T, StepError>;
+}
+
+impl<T, E: std::fmt::Display> Classify<T> for Result<T, E> {
+    fn retryable(self, code: &str) -> Result<T, StepError> {
+        self.map_err(|e| StepError::retryable(code, e.to_string()))
+    }
+    fn permanent(self, code: &str) -> Result<T, StepError> {
+        self.map_err(|e| StepError::permanent(code, e.to_string()))
+    }
+}
+
+pub fn request_hash(request: &impl Serialize) -> String {
+    let bytes = serde_json::to_vec(request).expect("request serialises");
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The tools one phase run may use, bound to its production and phase.
+pub struct Tools {
+    provider: Arc<ProviderClient>,
+    outcomes: Arc<dyn Outcomes>,
+    clock: Arc<dyn Clock>,
+    key_prefix: String,
+    ttl_ms: Millis,
+}
+
+impl Tools {
+    pub fn new(
+        provider: Arc<ProviderClient>,
+        outcomes: Arc<dyn Outcomes>,
+        clock: Arc<dyn Clock>,
+        production_id: &str,
+        phase: &str,
+        ttl: std::time::Duration,
+    ) -> Self {
+        Self {
+            provider,
+            outcomes,
+            clock,
+            key_prefix: format!("{production_id}#{phase}#"),
+            ttl_ms: ttl.as_millis() as Millis,
+        }
+    }
+
+    pub async fn chat(&self, name: &str, req: &ChatRequest) -> Result<String, StepError> {
+        let key = self.key(name);
+        self.once(&key, req, || self.provider.chat(req, &key)).await
+    }
+
+    pub async fn image(&self, name: &str, req: &ImageRequest) -> Result<ImageResult, StepError> {
+        let key = self.key(name);
+        self.once(&key, req, || self.provider.image(req, &key)).await
+    }
+
+    pub async fn speech(&self, name: &str, req: &SpeechRequest) -> Result<SpeechResult, StepError> {
+        let key = self.key(name);
+        self.once(&key, req, || self.provider.speech(req, &key)).await
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.key_prefix)
+    }
+
+    /// Returns the recorded outcome of `key`, or makes the call and records it.
+    async fn once<Req, T, F, Fut>(&self, key: &str, req: &Req, call: F) -> Result<T, StepError>
+    where
+        Req: Serialize,
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let hash = request_hash(req);
+        let now = self.clock.now();
+        if let Some(found) = self.outcomes.get(key, now).await.retryable("outcome_store")? {
+            if found.request_hash != hash {
+                return Err(StepError::permanent(
+                    "idempotency_key_collision",
+                    format!("call {key} was recorded for a different request"),
+                ));
+            }
+            return serde_json::from_str(&found.result).permanent("outcome_corrupt");
+        }
+        let result = call().await?;
+        let outcome = Outcome {
+            request_hash: hash,
+            result: serde_json::to_string(&result).expect("result serialises"),
+        };
+        self.outcomes
+            .put(key, &outcome, now + self.ttl_ms)
+            .await
+            .retryable("outcome_store")?;
+        Ok(result)
+    }
+}

@@ -1,0 +1,270 @@
+//! An OpenAI-compatible provider: chat completions, image generation, speech.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::StepError;
+use crate::ports::{Clock, ParamError, Params};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self { role: "system".into(), content: content.into() }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self { role: "user".into(), content: content.into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRequest {
+    pub model: String,
+    pub prompt: String,
+    pub n: u32,
+    pub size: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageResult {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeechRequest {
+    pub model: String,
+    pub input: String,
+    pub voice: String,
+    pub response_format: String,
+}
+
+/// Audio is not kept in the state table; its size and digest are (storage is the team's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeechResult {
+    pub bytes: usize,
+    pub sha256: String,
+    pub format: String,
+}
+
+/// Calls the provider whose base URL and API key are SSM parameters (the key a SecureString).
+pub struct ProviderClient {
+    http: reqwest::Client,
+    params: Arc<dyn Params>,
+    clock: Arc<dyn Clock>,
+    base_url_param: String,
+    api_key_param: String,
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    choices: Vec<ChatChoice>,
+}
+#[derive(Deserialize)]
+struct ChatChoice {
+    message: ChatResponseMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+#[derive(Deserialize)]
+struct ChatResponseMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+#[derive(Deserialize)]
+struct ImageResponse {
+    data: Vec<ImageDatum>,
+}
+#[derive(Deserialize)]
+struct ImageDatum {
+    #[serde(default)]
+    url: Option<String>,
+}
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+impl ProviderClient {
+    pub fn new(
+        params: Arc<dyn Params>,
+        clock: Arc<dyn Clock>,
+        base_url_param: impl Into<String>,
+        api_key_param: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .build()
+            .expect("HTTP client builds");
+        Self {
+            http,
+            params,
+            clock,
+            base_url_param: base_url_param.into(),
+            api_key_param: api_key_param.into(),
+        }
+    }
+
+    pub async fn chat(&self, req: &ChatRequest, key: &str) -> Result<String, StepError> {
+        let res: ChatResponse = self.post_json("chat/completions", req, key).await?;
+        let choice = res
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| StepError::permanent("provider_bad_response", "chat completion had no choices"))?;
+        if let Some(refusal) = choice.message.refusal {
+            return Err(StepError::permanent("content_refused", refusal));
+        }
+        if choice.finish_reason.as_deref() == Some("content_filter") {
+            return Err(StepError::permanent("content_refused", "the provider's content filter stopped the completion"));
+        }
+        choice
+            .message
+            .content
+            .ok_or_else(|| StepError::permanent("provider_bad_response", "chat completion had no content"))
+    }
+
+    pub async fn image(&self, req: &ImageRequest, key: &str) -> Result<ImageResult, StepError> {
+        let res: ImageResponse = self.post_json("images/generations", req, key).await?;
+        let url = res
+            .data
+            .into_iter()
+            .find_map(|d| d.url)
+            .ok_or_else(|| StepError::permanent("provider_bad_response", "image response had no url"))?;
+        Ok(ImageResult { url })
+    }
+
+    pub async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<SpeechResult, StepError> {
+        let body = self.post("audio/speech", req, key).await?.bytes().await.map_err(transport)?;
+        Ok(SpeechResult {
+            bytes: body.len(),
+            sha256: hex::encode(Sha256::digest(&body)),
+            format: req.response_format.clone(),
+        })
+    }
+
+    async fn post_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        req: &impl Serialize,
+        key: &str,
+    ) -> Result<T, StepError> {
+        let res = self.post(path, req, key).await?;
+        let text = res.text().await.map_err(transport)?;
+        serde_json::from_str(&text).map_err(|e| {
+            StepError::permanent("provider_bad_response", format!("{path}: {e}"))
+        })
+    }
+
+    /// One POST; on 401 the cached key is dropped and the call made once more.
+    async fn post(
+        &self,
+        path: &str,
+        req: &impl Serialize,
+        key: &str,
+    ) -> Result<reqwest::Response, StepError> {
+        let base = self.param(&self.base_url_param).await?;
+        let url = format!("{}/{path}", base.trim_end_matches('/'));
+        for refreshed in [false, true] {
+            let api_key = self.param(&self.api_key_param).await?;
+            let res = self
+                .http
+                .post(&url)
+                .bearer_auth(&api_key)
+                .header("Idempotency-Key", key)
+                .json(req)
+                .send()
+                .await
+                .map_err(transport)?;
+            if res.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                self.params.invalidate(&self.api_key_param);
+                continue;
+            }
+            return self.check(res).await;
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn check(&self, res: reqwest::Response) -> Result<reqwest::Response, StepError> {
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
+        }
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        let body = res.text().await.unwrap_or_default();
+        let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
+        let message = parsed
+            .as_ref()
+            .map(|b| b.error.message.clone())
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        let code = parsed.and_then(|b| b.error.code);
+        let mut err = match status.as_u16() {
+            429 => {
+                let mut e = StepError::retryable("provider_rate_limited", message);
+                e.retry_at = retry_after.map(|s| self.clock.now() + (s * 1000.0) as i64);
+                e
+            }
+            408 | 500..=599 => StepError::retryable("provider_unavailable", message),
+            401 | 403 => StepError::permanent(
+                "provider_auth",
+                format!("the provider refused the key in {}: {message}", self.api_key_param),
+            ),
+            _ if code.as_deref() == Some("content_policy_violation") => {
+                StepError::permanent("content_refused", message)
+            }
+            _ => StepError::permanent("provider_rejected", message),
+        };
+        err.provider_status = Some(status.as_u16());
+        Err(err)
+    }
+
+    async fn param(&self, name: &str) -> Result<String, StepError> {
+        self.params.get(name).await.map_err(|e| match e {
+            ParamError::Missing(n) => StepError::permanent(
+                "config_missing",
+                format!("SSM parameter {n} does not exist"),
+            ),
+            other => StepError::retryable("config_unavailable", other.to_string()),
+        })
+    }
+}
+
+fn transport(e: reqwest::Error) -> StepError {
+    let code = if e.is_timeout() {
+        "provider_timeout"
+    } else {
+        "provider_unreachable"
+    };
+    // reqwest's text names the URL, never headers, so no key can leak here.
+    StepError::retryable(code, e.to_string())
+}
