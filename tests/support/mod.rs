@@ -1,1 +1,145 @@
+//! Test harness: each test provisions its own stack (a unique stack name) from
+//! `template.yaml` into the emulator, runs its own local runtime and fake provider, and
+//! drives productions through the same operations the CLI uses.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shepherd::domain::Production;
+use shepherd::ops::Ops;
+use shepherd::ports::Actor;
+use shepherd::runtime::Stats;
+use shepherd_local::provider::ProviderServer;
+use shepherd_local::provision::{Provisioned, provision};
+use shepherd_local::runtime::{Clients, LocalRuntime};
+
+pub use shepherd_local::provider::{Fault, FaultRule};
+
+/// The emulator's address, set by `infra/test.sh`.
+pub fn endpoint() -> String {
+    std::env::var("SHEPHERD_TEST_ENDPOINT").expect(
+        "SHEPHERD_TEST_ENDPOINT is not set: run the tests with `bash infra/test.sh`, which starts the emulator",
+    )
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+pub fn brief(scenes: u32) -> String {
+    serde_json::json!({
+        "account": "acme",
+        "title": "Why the tide turns",
+        "topic": "How the moon and sun move the oceans",
+        "audience": "curious teenagers",
+        "scenes": scenes,
+        "voice": "nova"
+    })
+    .to_string()
+}
+
+pub struct TestStack {
+    pub sdk: aws_config::SdkConfig,
+    pub stack: Provisioned,
+    pub provider: ProviderServer,
+    pub ops: Ops,
+    runtime: Option<LocalRuntime>,
+}
+
+impl TestStack {
+    /// A fresh stack with fast retries: `RetryBaseSeconds=1`, `MaxReceiveCount=3` unless overridden.
+    pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        let sdk = shepherd_local::sdk_config(&endpoint()).await;
+        let provider = ProviderServer::start("127.0.0.1:0".parse().unwrap(), "local-provider-key")
+            .await
+            .expect("provider starts");
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let name = format!("t{}", &id[id.len() - 12..]);
+        let mut params: HashMap<String, String> = [
+            ("RetryBaseSeconds", "1"),
+            ("RetryCapSeconds", "4"),
+            ("MaxReceiveCount", "3"),
+            ("ProviderTimeoutSeconds", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        params.insert("ProviderBaseUrl".into(), provider.base_url());
+        for (k, v) in overrides {
+            params.insert(k.to_string(), v.to_string());
+        }
+        let stack = provision(&sdk, &repo_root().join("template.yaml"), &name, &params)
+            .await
+            .expect("stack provisions");
+        let (ops, _) = Ops::connect(&sdk, &name).await.expect("stack config readable");
+        let clients = Clients { handlers: sdk.clone(), pollers: sdk.clone() };
+        let runtime = LocalRuntime::start(&stack, &clients).expect("runtime starts");
+        Self { sdk, stack, provider, ops, runtime: Some(runtime) }
+    }
+
+    pub fn actor() -> Actor {
+        Actor("operator:test".into())
+    }
+
+    pub async fn start_production(&self, scenes: u32) -> Production {
+        self.ops.start(&brief(scenes), &Self::actor()).await.expect("production starts")
+    }
+
+    pub fn stats(&self, phase: &str) -> Arc<Stats> {
+        self.runtime.as_ref().expect("running").stats[phase].clone()
+    }
+
+    pub fn queue_url(&self, logical: &str) -> String {
+        self.stack.reference(logical).expect("queue provisioned").to_string()
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    /// Polls until `done` holds for the production, or panics with its state after `timeout`.
+    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Production) -> bool) -> Production {
+        let start = Instant::now();
+        loop {
+            let p = self.ops.get(id).await.expect("production readable");
+            if done(&p) {
+                return p;
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out after {timeout:?}; production is {p:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_settled(&self, id: &str, timeout: Duration) -> Production {
+        self.wait_for(id, timeout, |p| p.status.is_settled()).await
+    }
+
+    /// Messages currently in a queue (visible or not), from its attributes.
+    pub async fn depth(&self, logical: &str) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(self.queue_url(logical))
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attrs = out.attributes.unwrap_or_default();
+        [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible]
+            .iter()
+            .map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+            .sum()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.runtime.take() {
+            r.stop().await;
+        }
+    }
+}

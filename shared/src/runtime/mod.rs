@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tracing::{error, info, warn};
 
 pub use backoff::backoff;
@@ -100,14 +100,8 @@ impl PhaseRuntime {
 
     /// Handles one batch; the response lists the records SQS must deliver again.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let verdicts: Vec<(String, Verdict)> = futures::stream::iter(event.records.iter())
-            .map(|m| async move {
-                let id = m.message_id.clone().unwrap_or_default();
-                (id, self.process(m).await)
-            })
-            .buffer_unordered(10)
-            .collect()
-            .await;
+        // Records run concurrently (a batch is at most ten); each is answered on its own.
+        let verdicts = futures::future::join_all(event.records.iter().map(|m| self.process_record(m))).await;
 
         let mut failed: Vec<String> = Vec::new();
         // Successors grouped by phase: one SendMessageBatch per phase per batch.
@@ -167,6 +161,10 @@ impl PhaseRuntime {
                 all()
             }
         }
+    }
+
+    async fn process_record(&self, m: &SqsMessage) -> (String, Verdict) {
+        (m.message_id.clone().unwrap_or_default(), self.process(m).await)
     }
 
     async fn process(&self, m: &SqsMessage) -> Verdict {

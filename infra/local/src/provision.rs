@@ -1,0 +1,319 @@
+//! Creates the template's queues, tables and parameters in the emulator, so local and
+//! deployed resources come from one description and cannot drift. Idempotent: an existing
+//! resource is kept. Functions are not created; [`crate::runtime`] plays Lambda's part.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_ssm::types::ParameterType;
+use serde_json::Value;
+
+use crate::template::{Context, TemplateError, load, scalar};
+
+pub const ACCOUNT_ID: &str = "123456789012";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("could not read {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{resource}: {reason}")]
+    Aws { resource: String, reason: String },
+}
+
+/// A function of the template, as the local runtime runs it.
+#[derive(Debug, Clone)]
+pub struct LocalFunction {
+    pub logical_id: String,
+    /// `Metadata.BuildProperties.Binary`: which handler this is.
+    pub binary: String,
+    pub timeout_secs: u64,
+    pub env: HashMap<String, String>,
+    pub events: Vec<EventSource>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventSource {
+    Sqs { queue_url: String, batch_size: i32, report_batch_item_failures: bool },
+    DynamoDbStream { stream_arn: String, batch_size: i32 },
+}
+
+/// What was provisioned: every resolved reference, and the functions to run.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub stack: String,
+    pub context: Context,
+    pub functions: Vec<LocalFunction>,
+}
+
+impl Provisioned {
+    /// `Ref` of a logical id (a queue's URL, a table's name, a parameter's name).
+    pub fn reference(&self, logical_id: &str) -> Option<&str> {
+        self.context.refs.get(logical_id).map(String::as_str)
+    }
+}
+
+fn aws_err(resource: &str, e: impl std::fmt::Display) -> ProvisionError {
+    ProvisionError::Aws { resource: resource.into(), reason: e.to_string() }
+}
+
+/// Provisions `template` as stack `stack` with parameter `overrides`.
+pub async fn provision(
+    sdk: &aws_config::SdkConfig,
+    template: &Path,
+    stack: &str,
+    overrides: &HashMap<String, String>,
+) -> Result<Provisioned, ProvisionError> {
+    let text = std::fs::read_to_string(template).map_err(|e| ProvisionError::Io(template.display().to_string(), e))?;
+    let t = load(&text)?;
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+    let mut cx = Context::default();
+    cx.refs.insert("AWS::StackName".into(), stack.into());
+    cx.refs.insert("AWS::Region".into(), region.clone());
+    cx.refs.insert("AWS::AccountId".into(), ACCOUNT_ID.into());
+    cx.refs.insert("AWS::Partition".into(), "aws".into());
+    cx.refs.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
+    for (name, p) in t["Parameters"].as_object().into_iter().flatten() {
+        let value = overrides.get(name).cloned().unwrap_or_else(|| scalar(&p["Default"]));
+        cx.refs.insert(name.clone(), value);
+    }
+    for name in overrides.keys() {
+        if !cx.refs.contains_key(name) {
+            return Err(ProvisionError::Template(TemplateError::Unsupported(format!("parameter override {name}: the template has no such parameter"))));
+        }
+    }
+
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let ssm = aws_sdk_ssm::Client::new(sdk);
+    let resources = t["Resources"].as_object().cloned().unwrap_or_default();
+    let mut pending: Vec<(String, Value)> = resources
+        .into_iter()
+        .filter(|(_, r)| r["Type"] != "AWS::Serverless::Function")
+        .collect();
+    // Create what can be resolved, until nothing is left (a fixpoint over references).
+    while !pending.is_empty() {
+        let mut next = Vec::new();
+        let before = pending.len();
+        for (id, r) in pending {
+            let props = match cx.resolve(&r["Properties"]) {
+                Ok(p) => p,
+                Err(TemplateError::Unresolved(_)) => {
+                    next.push((id, r));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match r["Type"].as_str().unwrap_or_default() {
+                "AWS::SQS::Queue" => create_queue(&sqs, &mut cx, &id, &props, &region).await?,
+                "AWS::DynamoDB::Table" => create_table(&ddb, &mut cx, &id, &props, &region).await?,
+                "AWS::SSM::Parameter" => {
+                    let name = scalar(&props["Name"]);
+                    ssm.put_parameter()
+                        .name(&name)
+                        .value(scalar(&props["Value"]))
+                        .r#type(ParameterType::String)
+                        .overwrite(true)
+                        .send()
+                        .await
+                        .map_err(|e| aws_err(&id, shepherd::adapters::sdk_error(&e)))?;
+                    cx.refs.insert(id, name);
+                }
+                other => tracing::debug!(resource = %id, r#type = other, "not provisioned locally"),
+            }
+        }
+        if next.len() == before {
+            let names: Vec<_> = next.iter().map(|(id, _)| id.clone()).collect();
+            return Err(TemplateError::Unresolved(format!("resources {names:?} (a cycle or a missing resource)")).into());
+        }
+        pending = next;
+    }
+    // Secrets the template declares but CloudFormation cannot create.
+    for secret in t["Metadata"]["Shepherd::Secrets"].as_array().into_iter().flatten() {
+        let s = cx.resolve(secret)?;
+        ssm.put_parameter()
+            .name(scalar(&s["ParameterName"]))
+            .value(scalar(&s["LocalValue"]))
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| aws_err("Shepherd::Secrets", shepherd::adapters::sdk_error(&e)))?;
+    }
+    let functions = functions(&t, &cx)?;
+    Ok(Provisioned { stack: stack.into(), context: cx, functions })
+}
+
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    cx: &mut Context,
+    id: &str,
+    props: &Value,
+    region: &str,
+) -> Result<(), ProvisionError> {
+    let name = scalar(&props["QueueName"]);
+    let mut req = sqs.create_queue().queue_name(&name);
+    for (k, v) in props.as_object().into_iter().flatten() {
+        let value = match k.as_str() {
+            "QueueName" | "Tags" => continue,
+            "RedrivePolicy" | "RedriveAllowPolicy" => {
+                // SQS wants maxReceiveCount as a number inside the JSON string.
+                let mut p = v.clone();
+                if let Some(m) = p.get("maxReceiveCount").map(scalar) {
+                    p["maxReceiveCount"] = Value::from(m.parse::<u64>().unwrap_or(5));
+                }
+                p.to_string()
+            }
+            _ => scalar(v),
+        };
+        req = req.attributes(QueueAttributeName::from(k.as_str()), value);
+    }
+    let url = req.send().await.map_err(|e| aws_err(id, shepherd::adapters::sdk_error(&e)))?.queue_url.unwrap_or_default();
+    let arn = format!("arn:aws:sqs:{region}:{ACCOUNT_ID}:{name}");
+    cx.refs.insert(id.into(), url.clone());
+    cx.attrs.insert(format!("{id}.Arn"), arn);
+    cx.attrs.insert(format!("{id}.QueueUrl"), url);
+    cx.attrs.insert(format!("{id}.QueueName"), name);
+    Ok(())
+}
+
+async fn create_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    cx: &mut Context,
+    id: &str,
+    props: &Value,
+    region: &str,
+) -> Result<(), ProvisionError> {
+    let name = scalar(&props["TableName"]);
+    let keys = |v: &Value| -> Vec<KeySchemaElement> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                KeySchemaElement::builder()
+                    .attribute_name(scalar(&k["AttributeName"]))
+                    .key_type(KeyType::from(scalar(&k["KeyType"]).as_str()))
+                    .build()
+                    .expect("key has name and type")
+            })
+            .collect()
+    };
+    let mut req = ddb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(keys(&props["KeySchema"])));
+    for a in props["AttributeDefinitions"].as_array().into_iter().flatten() {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(scalar(&a["AttributeName"]))
+                .attribute_type(ScalarAttributeType::from(scalar(&a["AttributeType"]).as_str()))
+                .build()
+                .expect("definition complete"),
+        );
+    }
+    for g in props["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::from(scalar(&g["Projection"]["ProjectionType"]).as_str()))
+            .set_non_key_attributes(g["Projection"]["NonKeyAttributes"].as_array().map(|a| a.iter().map(scalar).collect()))
+            .build();
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(scalar(&g["IndexName"]))
+                .set_key_schema(Some(keys(&g["KeySchema"])))
+                .projection(projection)
+                .build()
+                .expect("index complete"),
+        );
+    }
+    if let Some(view) = props["StreamSpecification"]["StreamViewType"].as_str() {
+        req = req.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(view))
+                .build()
+                .expect("stream spec complete"),
+        );
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(aws_err(id, shepherd::adapters::sdk_error(&e))),
+    }
+    if let Some(attr) = props["TimeToLiveSpecification"]["AttributeName"].as_str() {
+        let _ = ddb
+            .update_time_to_live()
+            .table_name(&name)
+            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attr).enabled(true).build().expect("ttl spec"))
+            .send()
+            .await;
+    }
+    let described = ddb.describe_table().table_name(&name).send().await.map_err(|e| aws_err(id, shepherd::adapters::sdk_error(&e)))?;
+    let table = described.table.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
+    cx.refs.insert(id.into(), name.clone());
+    cx.attrs.insert(format!("{id}.Arn"), format!("arn:aws:dynamodb:{region}:{ACCOUNT_ID}:table/{name}"));
+    if let Some(s) = table.latest_stream_arn {
+        cx.attrs.insert(format!("{id}.StreamArn"), s);
+    }
+    Ok(())
+}
+
+/// The template's functions with their environment (Globals merged) and event sources.
+fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionError> {
+    let globals = cx.resolve(&t["Globals"]["Function"])?;
+    let queue_urls: HashMap<String, String> = cx
+        .attrs
+        .iter()
+        .filter_map(|(k, arn)| k.strip_suffix(".Arn").map(|id| (arn.clone(), cx.refs.get(id).cloned().unwrap_or_default())))
+        .collect();
+    let mut out = Vec::new();
+    for (id, r) in t["Resources"].as_object().into_iter().flatten() {
+        if r["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let props = cx.resolve(&r["Properties"])?;
+        let mut env: HashMap<String, String> = HashMap::new();
+        for source in [&globals["Environment"]["Variables"], &props["Environment"]["Variables"]] {
+            for (k, v) in source.as_object().into_iter().flatten() {
+                env.insert(k.clone(), scalar(v));
+            }
+        }
+        let timeout = props["Timeout"].as_u64().or(globals["Timeout"].as_u64()).unwrap_or(3);
+        let mut events = Vec::new();
+        for (_, e) in props["Events"].as_object().into_iter().flatten() {
+            let p = &e["Properties"];
+            match e["Type"].as_str().unwrap_or_default() {
+                "SQS" => {
+                    let arn = scalar(&p["Queue"]);
+                    let queue_url = queue_urls.get(&arn).cloned().ok_or_else(|| TemplateError::Unresolved(arn.clone()))?;
+                    let report = p["FunctionResponseTypes"].as_array().into_iter().flatten().any(|v| v == "ReportBatchItemFailures");
+                    events.push(EventSource::Sqs {
+                        queue_url,
+                        batch_size: p["BatchSize"].as_i64().unwrap_or(10) as i32,
+                        report_batch_item_failures: report,
+                    });
+                }
+                "DynamoDB" => events.push(EventSource::DynamoDbStream {
+                    stream_arn: scalar(&p["Stream"]),
+                    batch_size: p["BatchSize"].as_i64().unwrap_or(100) as i32,
+                }),
+                other => return Err(TemplateError::Unsupported(format!("{id}: event type {other}")).into()),
+            }
+        }
+        out.push(LocalFunction {
+            logical_id: id.clone(),
+            binary: scalar(&r["Metadata"]["BuildProperties"]["Binary"]),
+            timeout_secs: timeout,
+            env,
+            events,
+        });
+    }
+    Ok(out)
+}

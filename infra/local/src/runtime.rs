@@ -1,0 +1,296 @@
+//! Plays Lambda's part locally: an event source mapping per function event (SQS queues with
+//! the template's batch size and partial batch responses; the state table's stream), each
+//! calling the same handler the deployed function runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use shepherd::audit::{AuditSource, project};
+use shepherd::config::Config;
+use shepherd::runtime::{PhaseRuntime, Stats};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::provision::{EventSource, LocalFunction, Provisioned};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("function {0}: no handler for binary {1:?}")]
+    UnknownBinary(String, String),
+    #[error("function {0}: {1}")]
+    Config(String, shepherd::config::ConfigError),
+}
+
+/// The running pollers. `stop` ends them and waits.
+pub struct LocalRuntime {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Per phase: what its runtime did with the messages it received.
+    pub stats: HashMap<String, Arc<Stats>>,
+}
+
+/// SDK configs for the two sides, so a benchmark can count the handlers' requests apart
+/// from the event source mappings' polling.
+pub struct Clients {
+    pub handlers: aws_config::SdkConfig,
+    pub pollers: aws_config::SdkConfig,
+}
+
+impl LocalRuntime {
+    pub fn start(stack: &Provisioned, clients: &Clients) -> Result<Self, RuntimeError> {
+        let (stop, _) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut stats = HashMap::new();
+        for f in &stack.functions {
+            for source in &f.events {
+                match source {
+                    EventSource::Sqs { queue_url, batch_size, report_batch_item_failures } => {
+                        let runtime = Arc::new(phase_runtime(f, &clients.handlers)?);
+                        stats.insert(runtime.phase_name().to_string(), runtime.stats.clone());
+                        let poller = SqsPoller {
+                            sqs: aws_sdk_sqs::Client::new(&clients.pollers),
+                            queue_url: queue_url.clone(),
+                            batch_size: (*batch_size).clamp(1, 10),
+                            partial: *report_batch_item_failures,
+                            timeout: Duration::from_secs(f.timeout_secs),
+                            runtime,
+                        };
+                        tasks.push(tokio::spawn(poller.run(stop.subscribe())));
+                    }
+                    EventSource::DynamoDbStream { stream_arn, batch_size } => {
+                        let table = f.env.get("SHEPHERD_AUDIT_TABLE").cloned().unwrap_or_default();
+                        if f.binary != "audit-projector" {
+                            return Err(RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()));
+                        }
+                        let poller = StreamPoller {
+                            streams: aws_sdk_dynamodbstreams::Client::new(&clients.pollers),
+                            ddb: aws_sdk_dynamodb::Client::new(&clients.handlers),
+                            stream_arn: stream_arn.clone(),
+                            batch_size: *batch_size,
+                            table,
+                        };
+                        tasks.push(tokio::spawn(poller.run(stop.subscribe())));
+                    }
+                }
+            }
+        }
+        info!(functions = stack.functions.len(), pollers = tasks.len(), "local runtime started");
+        Ok(Self { stop, tasks, stats })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn phase_runtime(f: &LocalFunction, sdk: &aws_config::SdkConfig) -> Result<PhaseRuntime, RuntimeError> {
+    let phase = shepherd::phases::by_name(&f.binary)
+        .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
+    let config = Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
+    Ok(PhaseRuntime::from_sdk(Arc::from(phase), sdk, config))
+}
+
+struct SqsPoller {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    batch_size: i32,
+    partial: bool,
+    timeout: Duration,
+    runtime: Arc<PhaseRuntime>,
+}
+
+impl SqsPoller {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let receive = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(self.batch_size)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send();
+            let out = tokio::select! {
+                _ = stop.changed() => return,
+                out = receive => out,
+            };
+            let messages = match out {
+                Ok(o) => o.messages.unwrap_or_default(),
+                Err(e) => {
+                    warn!(queue = %self.queue_url, error = %shepherd::adapters::sdk_error(&e), "receive failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            self.invoke(messages).await;
+        }
+    }
+
+    /// One invocation: the handler's answer decides which messages are deleted.
+    async fn invoke(&self, messages: Vec<aws_sdk_sqs::types::Message>) {
+        let records: Vec<SqsMessage> = messages.iter().map(to_event_message).collect();
+        let ids: Vec<(String, String)> = messages
+            .iter()
+            .map(|m| (m.message_id.clone().unwrap_or_default(), m.receipt_handle.clone().unwrap_or_default()))
+            .collect();
+        let mut event = SqsEvent::default();
+        event.records = records;
+        let failed: Vec<String> = match tokio::time::timeout(self.timeout, self.runtime.handle(event)).await {
+            Ok(res) if self.partial => res.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+            Ok(res) if res.batch_item_failures.is_empty() => vec![],
+            // Without partial responses, or on a timeout, Lambda deletes nothing.
+            _ => ids.iter().map(|(id, _)| id.clone()).collect(),
+        };
+        let entries: Vec<DeleteMessageBatchRequestEntry> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, _))| !failed.contains(id))
+            .map(|(i, (_, receipt))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .expect("entry complete")
+            })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            warn!(error = %shepherd::adapters::sdk_error(&e), "delete failed; the messages come back");
+        }
+    }
+}
+
+/// An SQS SDK message in the shape Lambda delivers it.
+pub fn to_event_message(m: &aws_sdk_sqs::types::Message) -> SqsMessage {
+    let mut out = SqsMessage::default();
+    out.message_id = m.message_id.clone();
+    out.receipt_handle = m.receipt_handle.clone();
+    out.body = m.body.clone();
+    out.md5_of_body = m.md5_of_body.clone();
+    out.event_source = Some("aws:sqs".into());
+    out.attributes = m
+        .attributes
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+        .collect();
+    out.message_attributes = m
+        .message_attributes
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            let mut a = SqsMessageAttribute::default();
+            a.string_value = v.string_value.clone();
+            a.data_type = Some(v.data_type.clone());
+            (k.clone(), a)
+        })
+        .collect();
+    out
+}
+
+struct StreamPoller {
+    streams: aws_sdk_dynamodbstreams::Client,
+    ddb: aws_sdk_dynamodb::Client,
+    stream_arn: String,
+    batch_size: i32,
+    table: String,
+}
+
+impl StreamPoller {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut iterators: Vec<String> = Vec::new();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if iterators.is_empty() {
+                iterators = self.open().await;
+                if iterators.is_empty() {
+                    tokio::select! { _ = stop.changed() => return, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
+                    continue;
+                }
+            }
+            let mut next = Vec::new();
+            let mut got = 0;
+            for it in iterators.drain(..) {
+                let out = match self.streams.get_records().shard_iterator(&it).limit(self.batch_size).send().await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        warn!(error = %shepherd::adapters::sdk_error(&e), "stream read failed");
+                        continue;
+                    }
+                };
+                let sources: Vec<AuditSource> = out
+                    .records
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|r| r.dynamodb.and_then(|d| d.new_image))
+                    .filter_map(|img| serde_dynamo::from_item::<_, AuditSource>(img).ok())
+                    .filter(|s| !s.au_is_empty())
+                    .collect();
+                got += sources.len();
+                let mut retry_same = false;
+                if !sources.is_empty()
+                    && let Err(e) = project(&self.ddb, &self.table, &sources).await
+                {
+                    // Like a stream mapping: the batch is retried, never skipped.
+                    warn!(error = %e, "audit projection failed; retrying the batch");
+                    retry_same = true;
+                }
+                if retry_same {
+                    next.push(it);
+                } else if let Some(n) = out.next_shard_iterator {
+                    next.push(n);
+                }
+            }
+            iterators = next;
+            if got == 0 {
+                tokio::select! { _ = stop.changed() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => {} }
+            }
+        }
+    }
+
+    async fn open(&self) -> Vec<String> {
+        let Ok(desc) = self.streams.describe_stream().stream_arn(&self.stream_arn).send().await else {
+            return vec![];
+        };
+        let shards = desc.stream_description.and_then(|d| d.shards).unwrap_or_default();
+        let mut its = Vec::new();
+        for s in shards {
+            let Some(id) = s.shard_id else { continue };
+            if let Ok(o) = self
+                .streams
+                .get_shard_iterator()
+                .stream_arn(&self.stream_arn)
+                .shard_id(id)
+                .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                && let Some(it) = o.shard_iterator
+            {
+                its.push(it);
+            }
+        }
+        its
+    }
+}

@@ -1,0 +1,182 @@
+//! Reads `template.yaml` and resolves the intrinsic functions the local stack needs
+//! (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`), in short (`!Ref`) or long form.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template.yaml: {0}")]
+    Parse(String),
+    #[error("unresolved reference to {0}")]
+    Unresolved(String),
+    #[error("unsupported in the local stack: {0}")]
+    Unsupported(String),
+}
+
+/// A template as JSON, with short-form tags rewritten to the long form.
+pub fn load(text: &str) -> Result<Value, TemplateError> {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| TemplateError::Parse(e.to_string()))?;
+    Ok(to_json(yaml))
+}
+
+fn to_json(v: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(n).unwrap_or(Value::Null),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(s) => Value::Array(s.into_iter().map(to_json).collect()),
+        Y::Mapping(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}")), to_json(v)))
+                .collect(),
+        ),
+        Y::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let tag = tag.trim_start_matches('!');
+            let inner = to_json(t.value);
+            let (name, inner) = match tag {
+                "Ref" => ("Ref".to_string(), inner),
+                "GetAtt" => {
+                    let parts = match inner {
+                        Value::String(s) => {
+                            let (a, b) = s.split_once('.').unwrap_or((&s, ""));
+                            Value::Array(vec![a.into(), b.into()])
+                        }
+                        other => other,
+                    };
+                    ("Fn::GetAtt".to_string(), parts)
+                }
+                other => (format!("Fn::{other}"), inner),
+            };
+            Value::Object(Map::from_iter([(name, inner)]))
+        }
+    }
+}
+
+/// What references resolve to.
+#[derive(Debug, Default, Clone)]
+pub struct Context {
+    /// Parameters and pseudo parameters (`AWS::StackName`, ...).
+    pub refs: HashMap<String, String>,
+    /// `Logical.Attribute` -> value.
+    pub attrs: HashMap<String, String>,
+}
+
+impl Context {
+    pub fn resolve(&self, v: &Value) -> Result<Value, TemplateError> {
+        match v {
+            Value::Object(m) if m.len() == 1 => {
+                let (k, arg) = m.iter().next().expect("one entry");
+                match k.as_str() {
+                    "Ref" => {
+                        let name = arg.as_str().unwrap_or_default();
+                        self.refs.get(name).map(|s| Value::String(s.clone())).ok_or_else(|| TemplateError::Unresolved(name.into()))
+                    }
+                    "Fn::GetAtt" => {
+                        let parts: Vec<&str> = arg.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                        let key = parts.join(".");
+                        self.attrs.get(&key).map(|s| Value::String(s.clone())).ok_or(TemplateError::Unresolved(key))
+                    }
+                    "Fn::Sub" => {
+                        let (text, vars) = match arg {
+                            Value::String(s) => (s.as_str(), Map::new()),
+                            Value::Array(a) if a.len() == 2 => (
+                                a[0].as_str().unwrap_or_default(),
+                                a[1].as_object().cloned().unwrap_or_default(),
+                            ),
+                            other => return Err(TemplateError::Unsupported(format!("Fn::Sub {other}"))),
+                        };
+                        let mut local = HashMap::new();
+                        for (k, v) in vars {
+                            local.insert(k, self.resolve(&v)?.as_str().unwrap_or_default().to_string());
+                        }
+                        Ok(Value::String(self.sub(text, &local)?))
+                    }
+                    "Fn::Join" => {
+                        let a = arg.as_array().ok_or_else(|| TemplateError::Unsupported("Fn::Join".into()))?;
+                        let sep = a.first().and_then(Value::as_str).unwrap_or_default();
+                        let items = self.resolve(a.get(1).unwrap_or(&Value::Null))?;
+                        let parts: Vec<String> = items.as_array().into_iter().flatten().map(scalar).collect();
+                        Ok(Value::String(parts.join(sep)))
+                    }
+                    k if k.starts_with("Fn::") => Err(TemplateError::Unsupported(k.into())),
+                    _ => Ok(Value::Object(Map::from_iter([(k.clone(), self.resolve(arg)?)]))),
+                }
+            }
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
+                .collect::<Result<Map<_, _>, _>>()
+                .map(Value::Object),
+            Value::Array(a) => a.iter().map(|v| self.resolve(v)).collect::<Result<Vec<_>, _>>().map(Value::Array),
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn sub(&self, text: &str, local: &HashMap<String, String>) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or_else(|| TemplateError::Parse(format!("unclosed ${{ in {text:?}")))?;
+            let name = &after[..end];
+            let value = if let Some(v) = local.get(name) {
+                v.clone()
+            } else if let Some(v) = self.refs.get(name) {
+                v.clone()
+            } else if let Some(v) = self.attrs.get(name) {
+                v.clone()
+            } else {
+                return Err(TemplateError::Unresolved(name.into()));
+            };
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// A scalar as the string CloudFormation would pass (numbers and booleans included).
+pub fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_short_and_long_forms() {
+        let t = load(
+            "a: !Ref P\nb: !GetAtt Q.Arn\nc: !Sub \"${AWS::StackName}-x-${Q.Arn}\"\nd: {Ref: P}\ne: !Sub [\"${V}!\", {V: !Ref P}]\n",
+        )
+        .unwrap();
+        let mut cx = Context::default();
+        cx.refs.insert("P".into(), "p".into());
+        cx.refs.insert("AWS::StackName".into(), "s".into());
+        cx.attrs.insert("Q.Arn".into(), "arn:q".into());
+        let r = cx.resolve(&t).unwrap();
+        assert_eq!(r["a"], "p");
+        assert_eq!(r["b"], "arn:q");
+        assert_eq!(r["c"], "s-x-arn:q");
+        assert_eq!(r["d"], "p");
+        assert_eq!(r["e"], "p!");
+    }
+
+    #[test]
+    fn names_what_it_cannot_resolve() {
+        let t = load("a: !Ref Missing\n").unwrap();
+        let err = Context::default().resolve(&t).unwrap_err();
+        assert_eq!(err.to_string(), "unresolved reference to Missing");
+    }
+}
