@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use shepherd::domain::{Action, PhaseStatus, ProductionStatus};
-use shepherd_it::{TestStack, brief};
+use shepherd::domain::{Action, ErrorClass, PhaseStatus, ProductionStatus};
+use shepherd::runtime::{PhaseMessage, Stats};
+use shepherd_it::{Fault, FaultRule, TestStack, brief};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -39,5 +40,124 @@ async fn a_production_completes_every_phase_with_outputs_and_actions_right_at_ea
     assert!(calls.by_key.values().all(|n| *n == 1), "{:?}", calls.by_key);
     assert!(calls.bodies.iter().any(|b| b["voice"] == "nova"), "the brief's voice reached the provider");
     let _ = brief(1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_500_is_retried_with_backoff_and_no_finished_call_is_repeated() {
+    let t = TestStack::start(&[]).await;
+    // The second image call of the assets phase fails once.
+    t.provider.add_fault(FaultRule::new("images", Fault::Status(500)).after(1).times(1));
+    let p = t.start_production(3).await;
+
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let assets = done.phase("assets").unwrap();
+    assert_eq!((assets.attempt, assets.error_count), (1, 1), "SQS redelivery keeps the attempt");
+    let err = assets.last_error.as_ref().unwrap();
+    assert_eq!(err.code, "provider_unavailable");
+    assert_eq!(err.provider_status, Some(500));
+    assert!(
+        assets.finished_at.unwrap() - err.at >= 500,
+        "the retry waited for its backoff (RetryBaseSeconds=1 gives 0.5-1 s)"
+    );
+    let calls = t.provider.calls();
+    assert_eq!(calls.received, 10, "9 calls served + 1 that failed");
+    assert!(
+        calls.by_key.values().all(|n| *n == 1),
+        "no finished call was made twice: {:?}",
+        calls.by_key
+    );
+    assert_eq!(calls.served["/v1/images/generations"], 3);
+    assert_eq!(Stats::get(&t.stats("assets").retried), 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_production() {
+    let t = TestStack::start(&[]).await;
+    t.provider.add_fault(FaultRule::new("chat", Fault::Refusal(true)).key("#script#"));
+    let p = t.start_production(2).await;
+
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Failed, "{done:#?}");
+    let script = done.phase("script").unwrap();
+    assert_eq!(script.status, PhaseStatus::Failed);
+    let err = script.last_error.as_ref().unwrap();
+    assert_eq!(err.code, "content_refused");
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(err.detail.contains("can't help"), "{}", err.detail);
+    for later in ["assets", "voice", "publish"] {
+        assert_eq!(done.phase(later).unwrap().status, PhaseStatus::Pending, "{later}");
+    }
+    assert_eq!(done.available_actions(), vec![Action::RetryPhase, Action::Cancel]);
+
+    // Nothing further was enqueued, the message was consumed, not dead-lettered.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for q in ["ScriptQueue", "ScriptDeadLetterQueue", "AssetsQueue"] {
+        assert_eq!(t.depth(q).await, 0, "{q}");
+    }
+    let calls = t.provider.calls();
+    assert!(!calls.served.contains_key("/v1/images/generations"));
+    assert_eq!(Stats::get(&t.stats("script").failed), 1);
+    assert_eq!(Stats::get(&t.stats("script").retried), 0, "a permanent error is not retried");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausting_retries_dead_letters_the_phase_and_moves_the_message_to_its_dlq() {
+    let t = TestStack::start(&[("MaxReceiveCount", "3")]).await;
+    t.provider.add_fault(FaultRule::new("chat", Fault::Status(503)));
+    let p = t.start_production(1).await;
+
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::DeadLettered, "{done:#?}");
+    let brief = done.phase("brief").unwrap();
+    assert_eq!(brief.status, PhaseStatus::DeadLettered);
+    assert_eq!((brief.attempt, brief.error_count), (1, 3), "one error per receive");
+    assert_eq!(brief.last_error.as_ref().unwrap().provider_status, Some(503));
+    assert_eq!(done.available_actions(), vec![Action::RetryPhase, Action::Cancel]);
+
+    t.wait_depth("BriefDeadLetterQueue", 1, SETTLE).await;
+    assert_eq!(t.depth("BriefQueue").await, 0);
+    let dlq = t.peek("BriefDeadLetterQueue").await;
+    let body = PhaseMessage::parse(dlq[0].body().unwrap(), "brief").unwrap();
+    assert_eq!((body.production_id.as_str(), body.attempt), (p.id.as_str(), 1));
+    let stats = t.stats("brief");
+    assert_eq!((Stats::get(&stats.retried), Stats::get(&stats.dead_lettered)), (2, 1));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_are_projected_from_the_state_stream() {
+    let t = TestStack::start(&[]).await;
+    let p = t.start_production(1).await;
+    t.wait_settled(&p.id, SETTLE).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&t.sdk);
+    let table = t.stack.reference("AuditTable").unwrap().to_string();
+    let start = std::time::Instant::now();
+    let events = loop {
+        let items = shepherd::audit::for_production(&ddb, &table, &p.id).await.unwrap();
+        if items.len() >= 7 || start.elapsed() > SETTLE {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let kinds: Vec<&str> = events.iter().map(|e| e["et"].as_s().unwrap().as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "production.created",
+            "phase.succeeded",
+            "phase.succeeded",
+            "phase.succeeded",
+            "phase.succeeded",
+            "phase.succeeded",
+            "production.completed"
+        ]
+    );
+    assert_eq!(events[0]["actor"].as_s().unwrap(), "operator:test");
+    assert_eq!(events[1]["actor"].as_s().unwrap(), "system:brief");
+    assert!(events.iter().all(|e| e["tr"].as_s().unwrap() == &p.trace_id));
     t.stop().await;
 }

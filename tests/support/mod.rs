@@ -51,6 +51,15 @@ pub struct TestStack {
 impl TestStack {
     /// A fresh stack with fast retries: `RetryBaseSeconds=1`, `MaxReceiveCount=3` unless overridden.
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        Self::new(overrides, true).await
+    }
+
+    /// A stack with no pollers: the test delivers messages to handlers itself.
+    pub async fn start_idle() -> Self {
+        Self::new(&[], false).await
+    }
+
+    async fn new(overrides: &[(&str, &str)], run: bool) -> Self {
         let sdk = shepherd_local::sdk_config(&endpoint()).await;
         let provider = ProviderServer::start("127.0.0.1:0".parse().unwrap(), "local-provider-key")
             .await
@@ -75,8 +84,8 @@ impl TestStack {
             .expect("stack provisions");
         let (ops, _) = Ops::connect(&sdk, &name).await.expect("stack config readable");
         let clients = Clients { handlers: sdk.clone(), pollers: sdk.clone() };
-        let runtime = LocalRuntime::start(&stack, &clients).expect("runtime starts");
-        Self { sdk, stack, provider, ops, runtime: Some(runtime) }
+        let runtime = run.then(|| LocalRuntime::start(&stack, &clients).expect("runtime starts"));
+        Self { sdk, stack, provider, ops, runtime }
     }
 
     pub fn actor() -> Actor {
@@ -89,6 +98,46 @@ impl TestStack {
 
     pub fn stats(&self, phase: &str) -> Arc<Stats> {
         self.runtime.as_ref().expect("running").stats[phase].clone()
+    }
+
+    /// The handler of a phase, built from the template as the local runtime builds it.
+    pub fn handler(&self, phase: &str) -> shepherd::runtime::PhaseRuntime {
+        let f = self
+            .stack
+            .functions
+            .iter()
+            .find(|f| f.binary == phase)
+            .expect("function in template");
+        shepherd_local::runtime::phase_runtime(f, &self.sdk).expect("handler builds")
+    }
+
+    /// Receives up to ten messages from a queue (with all attributes), leaving them there.
+    pub async fn peek(&self, logical: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        self.sqs()
+            .receive_message()
+            .queue_url(self.queue_url(logical))
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default()
+    }
+
+    /// Waits until a queue holds exactly `n` messages.
+    pub async fn wait_depth(&self, logical: &str, n: u64, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let d = self.depth(logical).await;
+            if d == n {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "{logical} holds {d} messages, expected {n}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub fn queue_url(&self, logical: &str) -> String {

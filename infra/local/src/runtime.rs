@@ -90,7 +90,8 @@ impl LocalRuntime {
     }
 }
 
-fn phase_runtime(f: &LocalFunction, sdk: &aws_config::SdkConfig) -> Result<PhaseRuntime, RuntimeError> {
+/// The handler a function runs, built as the deployed function builds it.
+pub fn phase_runtime(f: &LocalFunction, sdk: &aws_config::SdkConfig) -> Result<PhaseRuntime, RuntimeError> {
     let phase = shepherd::phases::by_name(&f.binary)
         .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
     let config = Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;

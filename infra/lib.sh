@@ -1,0 +1,62 @@
+# Shared by the infra scripts. Source it; it sets ROOT, VENV, LOCAL and the emulator env.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+LOCAL="$ROOT/.local"
+mkdir -p "$LOCAL"
+EMULATOR_PORT="${SHEPHERD_EMULATOR_PORT:-5005}"
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+export SAM_CLI_TELEMETRY=0
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# The project's virtualenv with the pinned tools; reinstalled when requirements change.
+ensure_venv() {
+  local stamp="$VENV/.requirements.$(sha256sum "$ROOT/infra/requirements.txt" | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    say "installing the local toolchain into .venv (moto, cargo-lambda, SAM CLI, cfn-lint)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --upgrade pip
+    "$VENV/bin/pip" install --quiet -r "$ROOT/infra/requirements.txt"
+    rm -f "$VENV"/.requirements.* && touch "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+emulator_up() {
+  local pidfile="$LOCAL/moto.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    say "emulator already running on 127.0.0.1:$EMULATOR_PORT"
+  else
+    if (exec 3<>"/dev/tcp/127.0.0.1/$EMULATOR_PORT") 2>/dev/null; then
+      echo "port $EMULATOR_PORT is taken by another process; set SHEPHERD_EMULATOR_PORT" >&2
+      return 1
+    fi
+    say "starting moto on 127.0.0.1:$EMULATOR_PORT"
+    "$VENV/bin/python" "$ROOT/infra/emulator.py" -H 127.0.0.1 -p "$EMULATOR_PORT" > "$LOCAL/moto.log" 2>&1 &
+    echo $! > "$pidfile"
+  fi
+  for _ in $(seq 1 100); do
+    if curl -sf -o /dev/null -X POST "http://127.0.0.1:$EMULATOR_PORT/moto-api/reset"; then
+      export AWS_ENDPOINT_URL="http://127.0.0.1:$EMULATOR_PORT"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the emulator did not start; see $LOCAL/moto.log" >&2
+  return 1
+}
+
+stop_pid() {
+  local pidfile="$1"
+  [ -f "$pidfile" ] || return 0
+  local pid; pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+emulator_down() { stop_pid "$LOCAL/moto.pid"; }

@@ -1,0 +1,103 @@
+//! `shepherd-local`: the local stack's runtime. Provisions the template into the emulator,
+//! serves the fake provider, and runs every function's event source until stopped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use shepherd_local::provider::ProviderServer;
+use shepherd_local::provision::provision;
+use shepherd_local::runtime::{Clients, LocalRuntime};
+
+#[derive(Parser)]
+#[command(name = "shepherd-local", about = "Run Shepherd's local stack against an AWS emulator")]
+struct Cli {
+    /// The emulator's endpoint.
+    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:5005")]
+    endpoint: String,
+    #[arg(long, default_value = "template.yaml")]
+    template: PathBuf,
+    #[arg(long, env = "SHEPHERD_STACK", default_value = "shepherd-local")]
+    stack: String,
+    /// Template parameter overrides, as for `sam deploy --parameter-overrides`.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision, serve the fake provider, and run the functions until Ctrl-C / SIGTERM.
+    Up {
+        #[arg(long, default_value = "127.0.0.1:4010")]
+        provider: SocketAddr,
+    },
+    /// Create the template's resources and print them.
+    Provision,
+    /// Serve only the fake provider.
+    Provider {
+        #[arg(long, default_value = "127.0.0.1:4010")]
+        listen: SocketAddr,
+    },
+}
+
+fn overrides(params: &[String]) -> Result<HashMap<String, String>> {
+    params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--param {p:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    shepherd::observability::init();
+    let cli = Cli::parse();
+    let mut params = overrides(&cli.params)?;
+    let sdk = shepherd_local::sdk_config(&cli.endpoint).await;
+    match cli.command {
+        Command::Provision => {
+            let stack = provision(&sdk, &cli.template, &cli.stack, &params).await?;
+            let mut refs: Vec<_> = stack.context.refs.iter().filter(|(k, _)| !k.starts_with("AWS::")).collect();
+            refs.sort();
+            for (k, v) in refs {
+                println!("{k:<32} {v}");
+            }
+        }
+        Command::Provider { listen } => {
+            let p = ProviderServer::start(listen, "local-provider-key").await.with_context(|| format!("cannot listen on {listen}"))?;
+            println!("fake provider on {}", p.base_url());
+            stopped().await;
+            p.stop().await;
+        }
+        Command::Up { provider } => {
+            let server = ProviderServer::start(provider, "local-provider-key")
+                .await
+                .with_context(|| format!("fake provider cannot listen on {provider}"))?;
+            params.entry("ProviderBaseUrl".into()).or_insert_with(|| server.base_url());
+            let stack = provision(&sdk, &cli.template, &cli.stack, &params)
+                .await
+                .with_context(|| format!("provisioning {} into {}", cli.stack, cli.endpoint))?;
+            let runtime = LocalRuntime::start(&stack, &Clients { handlers: sdk.clone(), pollers: sdk.clone() })?;
+            println!("local stack {:?} up: {} functions, provider {}", cli.stack, stack.functions.len(), server.base_url());
+            stopped().await;
+            println!("stopping");
+            runtime.stop().await;
+            server.stop().await;
+        }
+    }
+    Ok(())
+}
