@@ -14,7 +14,8 @@ fn record(id: &str, body: &str) -> SqsMessage {
     m.message_id = Some(id.into());
     m.receipt_handle = Some(format!("receipt-{id}"));
     m.body = Some(body.into());
-    m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
+    m.attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
     m
 }
 
@@ -69,13 +70,23 @@ async fn two_deliveries_racing_run_the_phase_once() {
         handler.handle(event(vec![record("m2", &body)]))
     );
     assert!(a.batch_item_failures.is_empty() && b.batch_item_failures.is_empty());
-    assert_eq!(Stats::get(&handler.stats.claimed), 1, "exactly one claim won");
-    assert_eq!(Stats::get(&handler.stats.duplicate) + Stats::get(&handler.stats.stale), 1);
+    assert_eq!(
+        Stats::get(&handler.stats.claimed),
+        1,
+        "exactly one claim won"
+    );
+    assert_eq!(
+        Stats::get(&handler.stats.duplicate) + Stats::get(&handler.stats.stale),
+        1
+    );
 
     let after = t.ops.get(&p.id).await.unwrap();
     assert_eq!(after.phase("brief").unwrap().status, PhaseStatus::Succeeded);
     assert_eq!(after.phase("script").unwrap().status, PhaseStatus::Queued);
-    assert_eq!(after.version, 3, "created, claimed, committed: nothing more");
+    assert_eq!(
+        after.version, 3,
+        "created, claimed, committed: nothing more"
+    );
     assert_eq!(t.provider.calls().served.values().sum::<u64>(), 1);
     // The winner handed off exactly one message to the next phase.
     t.wait_depth("ScriptQueue", 1, SETTLE).await;
@@ -105,7 +116,11 @@ async fn a_malformed_message_fails_only_itself_is_quarantined_with_its_reason_an
         res.batch_item_failures
     );
     assert_eq!(Stats::get(&handler.stats.poison), 3);
-    assert_eq!(Stats::get(&handler.stats.claimed), 1, "the good message in the batch ran");
+    assert_eq!(
+        Stats::get(&handler.stats.claimed),
+        1,
+        "the good message in the batch ran"
+    );
     let after = t.ops.get(&p.id).await.unwrap();
     assert_eq!(after.phase("brief").unwrap().status, PhaseStatus::Succeeded);
 
@@ -116,14 +131,26 @@ async fn a_malformed_message_fails_only_itself_is_quarantined_with_its_reason_an
         .iter()
         .map(|m| {
             let attrs = m.message_attributes.as_ref().expect("attributes");
-            let source = attrs["shepherd_source_message_id"].string_value().unwrap().to_string();
+            let source = attrs["shepherd_source_message_id"]
+                .string_value()
+                .unwrap()
+                .to_string();
             let reason = attrs["shepherd_error"].string_value().unwrap().to_string();
             format!("{source}: {reason}")
         })
         .collect();
     reasons.sort();
-    assert!(reasons[0].starts_with("bad-json: malformed_message: body is not a phase message"), "{reasons:?}");
-    assert_eq!(reasons[1], "unknown: malformed_message: production no-such-production does not exist");
-    assert_eq!(reasons[2], "wrong-phase: malformed_message: message for phase voice reached the brief queue");
+    assert!(
+        reasons[0].starts_with("bad-json: malformed_message: body is not a phase message"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons[1],
+        "unknown: malformed_message: production no-such-production does not exist"
+    );
+    assert_eq!(
+        reasons[2],
+        "wrong-phase: malformed_message: message for phase voice reached the brief queue"
+    );
     t.stop().await;
 }

@@ -28,7 +28,11 @@ async fn a_production_completes_every_phase_with_outputs_and_actions_right_at_ea
     assert_eq!(done.version, 11, "created + (claim + commit) per phase");
     let outputs = t.ops.outputs(&done).await.unwrap();
     assert_eq!(outputs["brief"]["scenes"].as_array().unwrap().len(), 3);
-    assert_eq!(outputs["assets"]["images"].as_array().unwrap().len(), 3, "one asset per planned scene");
+    assert_eq!(
+        outputs["assets"]["images"].as_array().unwrap().len(),
+        3,
+        "one asset per planned scene"
+    );
     assert_eq!(outputs["voice"]["audio"].as_array().unwrap().len(), 3);
     let manifest = &outputs["publish"];
     assert_eq!(manifest["title"], "Why the tide turns");
@@ -38,7 +42,10 @@ async fn a_production_completes_every_phase_with_outputs_and_actions_right_at_ea
     let calls = t.provider.calls();
     assert_eq!(calls.served.values().sum::<u64>(), 9, "{calls:?}");
     assert!(calls.by_key.values().all(|n| *n == 1), "{:?}", calls.by_key);
-    assert!(calls.bodies.iter().any(|b| b["voice"] == "nova"), "the brief's voice reached the provider");
+    assert!(
+        calls.bodies.iter().any(|b| b["voice"] == "nova"),
+        "the brief's voice reached the provider"
+    );
     let _ = brief(1);
     t.stop().await;
 }
@@ -47,13 +54,21 @@ async fn a_production_completes_every_phase_with_outputs_and_actions_right_at_ea
 async fn a_provider_500_is_retried_with_backoff_and_no_finished_call_is_repeated() {
     let t = TestStack::start(&[]).await;
     // The second image call of the assets phase fails once.
-    t.provider.add_fault(FaultRule::new("images", Fault::Status(500)).after(1).times(1));
+    t.provider.add_fault(
+        FaultRule::new("images", Fault::Status(500))
+            .after(1)
+            .times(1),
+    );
     let p = t.start_production(3).await;
 
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
     let assets = done.phase("assets").unwrap();
-    assert_eq!((assets.attempt, assets.error_count), (1, 1), "SQS redelivery keeps the attempt");
+    assert_eq!(
+        (assets.attempt, assets.error_count),
+        (1, 1),
+        "SQS redelivery keeps the attempt"
+    );
     let err = assets.last_error.as_ref().unwrap();
     assert_eq!(err.code, "provider_unavailable");
     assert_eq!(err.provider_status, Some(500));
@@ -76,7 +91,8 @@ async fn a_provider_500_is_retried_with_backoff_and_no_finished_call_is_repeated
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_production() {
     let t = TestStack::start(&[]).await;
-    t.provider.add_fault(FaultRule::new("chat", Fault::Refusal(true)).key("#script#"));
+    t.provider
+        .add_fault(FaultRule::new("chat", Fault::Refusal(true)).key("#script#"));
     let p = t.start_production(2).await;
 
     let done = t.wait_settled(&p.id, SETTLE).await;
@@ -88,9 +104,16 @@ async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_pr
     assert_eq!(err.class, ErrorClass::Permanent);
     assert!(err.detail.contains("can't help"), "{}", err.detail);
     for later in ["assets", "voice", "publish"] {
-        assert_eq!(done.phase(later).unwrap().status, PhaseStatus::Pending, "{later}");
+        assert_eq!(
+            done.phase(later).unwrap().status,
+            PhaseStatus::Pending,
+            "{later}"
+        );
     }
-    assert_eq!(done.available_actions(), vec![Action::RetryPhase, Action::Cancel]);
+    assert_eq!(
+        done.available_actions(),
+        vec![Action::RetryPhase, Action::Cancel]
+    );
 
     // Nothing further was enqueued, the message was consumed, not dead-lettered.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -100,31 +123,52 @@ async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_pr
     let calls = t.provider.calls();
     assert!(!calls.served.contains_key("/v1/images/generations"));
     assert_eq!(Stats::get(&t.stats("script").failed), 1);
-    assert_eq!(Stats::get(&t.stats("script").retried), 0, "a permanent error is not retried");
+    assert_eq!(
+        Stats::get(&t.stats("script").retried),
+        0,
+        "a permanent error is not retried"
+    );
     t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausting_retries_dead_letters_the_phase_and_moves_the_message_to_its_dlq() {
     let t = TestStack::start(&[("MaxReceiveCount", "3")]).await;
-    t.provider.add_fault(FaultRule::new("chat", Fault::Status(503)));
+    t.provider
+        .add_fault(FaultRule::new("chat", Fault::Status(503)));
     let p = t.start_production(1).await;
 
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::DeadLettered, "{done:#?}");
     let brief = done.phase("brief").unwrap();
     assert_eq!(brief.status, PhaseStatus::DeadLettered);
-    assert_eq!((brief.attempt, brief.error_count), (1, 3), "one error per receive");
-    assert_eq!(brief.last_error.as_ref().unwrap().provider_status, Some(503));
-    assert_eq!(done.available_actions(), vec![Action::RetryPhase, Action::Cancel]);
+    assert_eq!(
+        (brief.attempt, brief.error_count),
+        (1, 3),
+        "one error per receive"
+    );
+    assert_eq!(
+        brief.last_error.as_ref().unwrap().provider_status,
+        Some(503)
+    );
+    assert_eq!(
+        done.available_actions(),
+        vec![Action::RetryPhase, Action::Cancel]
+    );
 
     t.wait_depth("BriefDeadLetterQueue", 1, SETTLE).await;
     assert_eq!(t.depth("BriefQueue").await, 0);
     let dlq = t.peek("BriefDeadLetterQueue").await;
     let body = PhaseMessage::parse(dlq[0].body().unwrap(), "brief").unwrap();
-    assert_eq!((body.production_id.as_str(), body.attempt), (p.id.as_str(), 1));
+    assert_eq!(
+        (body.production_id.as_str(), body.attempt),
+        (p.id.as_str(), 1)
+    );
     let stats = t.stats("brief");
-    assert_eq!((Stats::get(&stats.retried), Stats::get(&stats.dead_lettered)), (2, 1));
+    assert_eq!(
+        (Stats::get(&stats.retried), Stats::get(&stats.dead_lettered)),
+        (2, 1)
+    );
     t.stop().await;
 }
 
@@ -137,13 +181,18 @@ async fn audit_events_are_projected_from_the_state_stream() {
     let table = t.stack.reference("AuditTable").unwrap().to_string();
     let start = std::time::Instant::now();
     let events = loop {
-        let items = shepherd::audit::for_production(&ddb, &table, &p.id).await.unwrap();
+        let items = shepherd::audit::for_production(&ddb, &table, &p.id)
+            .await
+            .unwrap();
         if items.len() >= 7 || start.elapsed() > SETTLE {
             break items;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let kinds: Vec<&str> = events.iter().map(|e| e["et"].as_s().unwrap().as_str()).collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["et"].as_s().unwrap().as_str())
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -158,6 +207,10 @@ async fn audit_events_are_projected_from_the_state_stream() {
     );
     assert_eq!(events[0]["actor"].as_s().unwrap(), "operator:test");
     assert_eq!(events[1]["actor"].as_s().unwrap(), "system:brief");
-    assert!(events.iter().all(|e| e["tr"].as_s().unwrap() == &p.trace_id));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["tr"].as_s().unwrap() == &p.trace_id)
+    );
     t.stop().await;
 }

@@ -15,7 +15,12 @@ mod render;
 #[command(name = "shepherd", version, about = "Operate Shepherd productions")]
 struct Cli {
     /// The stack to operate (the name given to `sam deploy`, or the local stack's).
-    #[arg(long, global = true, env = "SHEPHERD_STACK", default_value = "shepherd")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHEPHERD_STACK",
+        default_value = "shepherd"
+    )]
     stack: String,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -84,7 +89,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
             } else {
-                println!("started production {} ({} phases, first: {})", p.id, p.phases.len(), p.phases[0].name);
+                println!(
+                    "started production {} ({} phases, first: {})",
+                    p.id,
+                    p.phases.len(),
+                    p.phases[0].name
+                );
             }
             if watch {
                 return follow(&ops, &p.id, Duration::from_millis(500), cli.json).await;
@@ -107,7 +117,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let p = ops.get(&id).await?;
             if cli.json {
                 let outputs = ops.outputs(&p).await?;
-                println!("{}", serde_json::to_string_pretty(&render::json(&p, Some(&outputs)))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::json(&p, Some(&outputs)))?
+                );
             } else {
                 print!("{}", render::show(&p));
             }
@@ -115,7 +128,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Watch { id, interval_ms } => {
             let ops = connect(&cli.stack).await?;
-            follow(&ops, &id, Duration::from_millis(interval_ms.max(100)), cli.json).await
+            follow(
+                &ops,
+                &id,
+                Duration::from_millis(interval_ms.max(100)),
+                cli.json,
+            )
+            .await
         }
     }
 }
@@ -149,4 +168,3 @@ async fn follow(ops: &Ops, id: &str, interval: Duration, json: bool) -> Result<E
         tokio::time::sleep(interval).await;
     }
 }
-

@@ -8,17 +8,25 @@ use shepherd::domain::{Millis, PhaseStatus, Production, ProductionStatus};
 pub fn time(ms: Millis) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }
 
 fn clock(ms: Option<Millis>) -> String {
-    ms.map(|m| time(m).get(11..19).unwrap_or_default().to_string()).unwrap_or_else(|| "-".into())
+    ms.map(|m| time(m).get(11..19).unwrap_or_default().to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
-pub fn json(p: &Production, outputs: Option<&BTreeMap<String, serde_json::Value>>) -> serde_json::Value {
+pub fn json(
+    p: &Production,
+    outputs: Option<&BTreeMap<String, serde_json::Value>>,
+) -> serde_json::Value {
     let mut v = serde_json::to_value(p).expect("production serialises");
-    v["available_actions"] = serde_json::to_value(p.available_actions()).expect("actions serialise");
+    v["available_actions"] =
+        serde_json::to_value(p.available_actions()).expect("actions serialise");
     if let Some(o) = outputs {
         v["outputs"] = serde_json::to_value(o).expect("outputs serialise");
     }
@@ -33,10 +41,14 @@ pub fn banner(p: &Production) -> String {
         ProductionStatus::Running => format!("Running phase {current}."),
         ProductionStatus::AwaitingApproval => format!("Waiting for approval of phase {current}."),
         ProductionStatus::Paused => {
-            format!("Paused at phase {current}; the next phase will not start automatically. Use resume to continue.")
+            format!(
+                "Paused at phase {current}; the next phase will not start automatically. Use resume to continue."
+            )
         }
         ProductionStatus::Failed => {
-            format!("Phase {current} failed; the next phase will not start automatically. Use retry_phase to try again.")
+            format!(
+                "Phase {current} failed; the next phase will not start automatically. Use retry_phase to try again."
+            )
         }
         ProductionStatus::DeadLettered => format!(
             "Phase {current} exhausted its retries and its message is in the DLQ. Fix the cause, then retry_phase."
@@ -48,14 +60,41 @@ pub fn banner(p: &Production) -> String {
 
 pub fn show(p: &Production) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "Production {}  pipeline {}  account {}", p.id, p.pipeline, p.account);
-    let _ = writeln!(s, "Status:   {}  (version {})", p.status.as_str(), p.version);
+    let _ = writeln!(
+        s,
+        "Production {}  pipeline {}  account {}",
+        p.id, p.pipeline, p.account
+    );
+    let _ = writeln!(
+        s,
+        "Status:   {}  (version {})",
+        p.status.as_str(),
+        p.version
+    );
     let _ = writeln!(s, "          {}", banner(p));
-    let _ = writeln!(s, "Created:  {}   Updated: {}   Trace: {}", time(p.created_at), time(p.updated_at), p.trace_id);
+    let _ = writeln!(
+        s,
+        "Created:  {}   Updated: {}   Trace: {}",
+        time(p.created_at),
+        time(p.updated_at),
+        p.trace_id
+    );
     let actions: Vec<&str> = p.available_actions().iter().map(|a| a.as_str()).collect();
-    let _ = writeln!(s, "Actions:  {}", if actions.is_empty() { "none".into() } else { actions.join(", ") });
+    let _ = writeln!(
+        s,
+        "Actions:  {}",
+        if actions.is_empty() {
+            "none".into()
+        } else {
+            actions.join(", ")
+        }
+    );
     let _ = writeln!(s);
-    let _ = writeln!(s, "{:<10} {:<14} {:>7} {:>9} {:>9} {:>9} {:>6}", "PHASE", "STATUS", "ATTEMPT", "STARTED", "FINISHED", "TOOK", "ERRORS");
+    let _ = writeln!(
+        s,
+        "{:<10} {:<14} {:>7} {:>9} {:>9} {:>9} {:>6}",
+        "PHASE", "STATUS", "ATTEMPT", "STARTED", "FINISHED", "TOOK", "ERRORS"
+    );
     for ph in &p.phases {
         let took = match (ph.started_at, ph.finished_at) {
             (Some(a), Some(b)) if ph.status != PhaseStatus::Running => format!("{} ms", b - a),
@@ -77,7 +116,10 @@ pub fn show(p: &Production) -> String {
         let _ = writeln!(s, "\nErrors (last per phase):");
         for ph in &p.phases {
             if let Some(e) = &ph.last_error {
-                let http = e.provider_status.map(|c| format!(", HTTP {c}")).unwrap_or_default();
+                let http = e
+                    .provider_status
+                    .map(|c| format!(", HTTP {c}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     s,
                     "  {} attempt {} at {}: {} ({:?}{http})\n    {}",
@@ -96,10 +138,21 @@ pub fn show(p: &Production) -> String {
 
 pub fn list(ps: &[Production]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<38} {:<18} {:<10} {:<25}", "ID", "STATUS", "PHASE", "CREATED");
+    let _ = writeln!(
+        s,
+        "{:<38} {:<18} {:<10} {:<25}",
+        "ID", "STATUS", "PHASE", "CREATED"
+    );
     for p in ps {
         let phase = p.current_phase().map(|c| c.name.as_str()).unwrap_or("-");
-        let _ = writeln!(s, "{:<38} {:<18} {:<10} {:<25}", p.id, p.status.as_str(), phase, time(p.created_at));
+        let _ = writeln!(
+            s,
+            "{:<38} {:<18} {:<10} {:<25}",
+            p.id,
+            p.status.as_str(),
+            phase,
+            time(p.created_at)
+        );
     }
     if ps.is_empty() {
         let _ = writeln!(s, "(no productions)");
@@ -113,17 +166,28 @@ pub fn changes(before: Option<&Production>, p: &Production) -> Vec<String> {
     let stamp = clock(Some(p.updated_at));
     for ph in &p.phases {
         let old = before.and_then(|b| b.phase(&ph.name));
-        let moved = old.is_none_or(|o| o.status != ph.status || o.attempt != ph.attempt || o.error_count != ph.error_count);
+        let moved = old.is_none_or(|o| {
+            o.status != ph.status || o.attempt != ph.attempt || o.error_count != ph.error_count
+        });
         if moved && (before.is_some() || ph.status != PhaseStatus::Pending) {
             let err = match (&ph.last_error, old.map(|o| o.error_count)) {
                 (Some(e), Some(n)) if n < ph.error_count => format!("  [{}: {}]", e.code, e.detail),
                 _ => String::new(),
             };
-            lines.push(format!("{stamp}  {:<8} {:<14} attempt {}{err}", ph.name, ph.status.as_str(), ph.attempt));
+            lines.push(format!(
+                "{stamp}  {:<8} {:<14} attempt {}{err}",
+                ph.name,
+                ph.status.as_str(),
+                ph.attempt
+            ));
         }
     }
     if before.is_none_or(|b| b.status != p.status) {
-        lines.push(format!("{stamp}  production {}: {}", p.status.as_str(), banner(p)));
+        lines.push(format!(
+            "{stamp}  production {}: {}",
+            p.status.as_str(),
+            banner(p)
+        ));
     }
     lines
 }

@@ -47,7 +47,10 @@ pub fn audit_items(src: &AuditSource) -> Vec<HashMap<String, AttributeValue>> {
         .map(|(i, e)| {
             let mut item = HashMap::from([
                 ("pk".to_string(), s(&format!("P#{}", src.id))),
-                ("sk".to_string(), s(&format!("{:013}#{:010}#{i}", e.at, src.v))),
+                (
+                    "sk".to_string(),
+                    s(&format!("{:013}#{:010}#{i}", e.at, src.v)),
+                ),
                 ("et".to_string(), s(&e.t)),
                 ("tr".to_string(), s(&src.tr)),
                 ("production_id".to_string(), s(&src.id)),
@@ -71,14 +74,23 @@ pub fn audit_items(src: &AuditSource) -> Vec<HashMap<String, AttributeValue>> {
 }
 
 /// Writes the events of `sources` to the audit table, 25 at a time, retrying unprocessed ones.
-pub async fn project(client: &Client, table: &str, sources: &[AuditSource]) -> Result<usize, ProjectError> {
+pub async fn project(
+    client: &Client,
+    table: &str,
+    sources: &[AuditSource],
+) -> Result<usize, ProjectError> {
     let items: Vec<_> = sources.iter().flat_map(audit_items).collect();
     for chunk in items.chunks(25) {
         let mut requests: Vec<WriteRequest> = chunk
             .iter()
             .map(|item| {
                 WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item.clone())).build().expect("item set"))
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item.clone()))
+                            .build()
+                            .expect("item set"),
+                    )
                     .build()
             })
             .collect();
@@ -89,12 +101,18 @@ pub async fn project(client: &Client, table: &str, sources: &[AuditSource]) -> R
                 .send()
                 .await
                 .map_err(|e| ProjectError(crate::adapters::sdk_error(&e)))?;
-            requests = out.unprocessed_items.and_then(|mut u| u.remove(table)).unwrap_or_default();
+            requests = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(table))
+                .unwrap_or_default();
             if requests.is_empty() {
                 break;
             }
             if round == 4 {
-                return Err(ProjectError(format!("{} events left unprocessed", requests.len())));
+                return Err(ProjectError(format!(
+                    "{} events left unprocessed",
+                    requests.len()
+                )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
         }
@@ -103,7 +121,11 @@ pub async fn project(client: &Client, table: &str, sources: &[AuditSource]) -> R
 }
 
 /// Reads a production's audit trail, oldest first.
-pub async fn for_production(client: &Client, table: &str, id: &str) -> Result<Vec<HashMap<String, AttributeValue>>, ProjectError> {
+pub async fn for_production(
+    client: &Client,
+    table: &str,
+    id: &str,
+) -> Result<Vec<HashMap<String, AttributeValue>>, ProjectError> {
     let mut items = Vec::new();
     let mut start = None;
     loop {

@@ -112,7 +112,10 @@ mod tests {
         [
             ("SHEPHERD_STATE_TABLE", "s"),
             ("SHEPHERD_IDEMPOTENCY_TABLE", "i"),
-            ("SHEPHERD_QUEUES", "brief=http://q/brief,script=http://q/script"),
+            (
+                "SHEPHERD_QUEUES",
+                "brief=http://q/brief,script=http://q/script",
+            ),
             ("SHEPHERD_DLQS", "brief=http://q/brief-dlq"),
             ("SHEPHERD_PROVIDER_BASE_URL_PARAM", "/x/url"),
             ("SHEPHERD_PROVIDER_API_KEY_PARAM", "/x/key"),
@@ -139,9 +142,19 @@ mod tests {
         );
         let mut e = env();
         e.insert("SHEPHERD_MAX_RECEIVE_COUNT".into(), "five".into());
-        assert!(Config::from_map(&e).unwrap_err().to_string().contains("SHEPHERD_MAX_RECEIVE_COUNT"));
+        assert!(
+            Config::from_map(&e)
+                .unwrap_err()
+                .to_string()
+                .contains("SHEPHERD_MAX_RECEIVE_COUNT")
+        );
         let mut e = env();
         e.insert("SHEPHERD_QUEUES".into(), "brief".into());
-        assert!(Config::from_map(&e).unwrap_err().to_string().contains("not phase=url"));
+        assert!(
+            Config::from_map(&e)
+                .unwrap_err()
+                .to_string()
+                .contains("not phase=url")
+        );
     }
 }

@@ -4,9 +4,15 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let res = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        builder.json().without_time().with_current_span(false).try_init()
+        builder
+            .json()
+            .without_time()
+            .with_current_span(false)
+            .try_init()
     } else {
         builder.compact().try_init()
     };

@@ -62,12 +62,25 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, clock: Arc<dyn Clock>, queues: BTreeMap<String, String>) -> Self {
-        Self { store, queue, clock, queues }
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        queues: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            clock,
+            queues,
+        }
     }
 
     /// Reads the stack's configuration from SSM and builds the AWS adapters.
-    pub async fn connect(sdk: &aws_config::SdkConfig, stack: &str) -> Result<(Self, StackConfig), OpsError> {
+    pub async fn connect(
+        sdk: &aws_config::SdkConfig,
+        stack: &str,
+    ) -> Result<(Self, StackConfig), OpsError> {
         let name = StackConfig::parameter_name(stack);
         let ssm = aws_sdk_ssm::Client::new(sdk);
         let value = ssm
@@ -87,7 +100,10 @@ impl Ops {
         let config: StackConfig = serde_json::from_str(&value)
             .map_err(|e| OpsError::Config(format!("{name} is not a stack configuration: {e}")))?;
         let ops = Self::new(
-            Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.state_table)),
+            Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &config.state_table,
+            )),
             Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
             Arc::new(SystemClock),
             config.queue_map(),
@@ -109,11 +125,17 @@ impl Ops {
             self.clock.now(),
         );
         self.store.create(&t, &brief, actor).await?;
-        let d = t.dispatch.as_ref().expect("start dispatches the first phase");
-        let url = self.queues.get(&d.phase).ok_or_else(|| OpsError::DispatchFailed {
-            id: id.clone(),
-            reason: format!("no queue for phase {}", d.phase),
-        })?;
+        let d = t
+            .dispatch
+            .as_ref()
+            .expect("start dispatches the first phase");
+        let url = self
+            .queues
+            .get(&d.phase)
+            .ok_or_else(|| OpsError::DispatchFailed {
+                id: id.clone(),
+                reason: format!("no queue for phase {}", d.phase),
+            })?;
         let msg = OutMessage {
             id: "start".into(),
             body: PhaseMessage::new(&id, &d.phase, d.attempt).to_body(),
@@ -121,17 +143,29 @@ impl Ops {
         };
         match self.queue.send_batch(url, std::slice::from_ref(&msg)).await {
             Ok(failed) if failed.is_empty() => Ok(t.production),
-            Ok(_) => Err(OpsError::DispatchFailed { id, reason: "SQS refused the message".into() }),
-            Err(e) => Err(OpsError::DispatchFailed { id, reason: e.to_string() }),
+            Ok(_) => Err(OpsError::DispatchFailed {
+                id,
+                reason: "SQS refused the message".into(),
+            }),
+            Err(e) => Err(OpsError::DispatchFailed {
+                id,
+                reason: e.to_string(),
+            }),
         }
     }
 
     pub async fn get(&self, id: &str) -> Result<Production, OpsError> {
-        self.store.get(id).await?.ok_or_else(|| OpsError::NotFound(id.into()))
+        self.store
+            .get(id)
+            .await?
+            .ok_or_else(|| OpsError::NotFound(id.into()))
     }
 
     /// The production with every succeeded phase's output.
-    pub async fn outputs(&self, p: &Production) -> Result<BTreeMap<String, serde_json::Value>, OpsError> {
+    pub async fn outputs(
+        &self,
+        p: &Production,
+    ) -> Result<BTreeMap<String, serde_json::Value>, OpsError> {
         let mut out = BTreeMap::new();
         for ph in &p.phases {
             if let Some(key) = &ph.output

@@ -135,7 +135,11 @@ pub struct Outcome {
 }
 
 pub trait Outcomes: Send + Sync {
-    fn get<'a>(&'a self, key: &'a str, now: Millis) -> BoxFuture<'a, Result<Option<Outcome>, StoreError>>;
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Option<Outcome>, StoreError>>;
     fn put<'a>(
         &'a self,
         key: &'a str,

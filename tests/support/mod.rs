@@ -25,7 +25,10 @@ pub fn endpoint() -> String {
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn brief(scenes: u32) -> String {
@@ -82,10 +85,18 @@ impl TestStack {
         let stack = provision(&sdk, &repo_root().join("template.yaml"), &name, &params)
             .await
             .expect("stack provisions");
-        let (ops, _) = Ops::connect(&sdk, &name).await.expect("stack config readable");
-        let clients = Clients { handlers: sdk.clone(), pollers: sdk.clone() };
+        let (ops, _) = Ops::connect(&sdk, &name)
+            .await
+            .expect("stack config readable");
+        let clients = Clients::new(&sdk);
         let runtime = run.then(|| LocalRuntime::start(&stack, &clients).expect("runtime starts"));
-        Self { sdk, stack, provider, ops, runtime }
+        Self {
+            sdk,
+            stack,
+            provider,
+            ops,
+            runtime,
+        }
     }
 
     pub fn actor() -> Actor {
@@ -93,7 +104,10 @@ impl TestStack {
     }
 
     pub async fn start_production(&self, scenes: u32) -> Production {
-        self.ops.start(&brief(scenes), &Self::actor()).await.expect("production starts")
+        self.ops
+            .start(&brief(scenes), &Self::actor())
+            .await
+            .expect("production starts")
     }
 
     pub fn stats(&self, phase: &str) -> Arc<Stats> {
@@ -108,7 +122,8 @@ impl TestStack {
             .iter()
             .find(|f| f.binary == phase)
             .expect("function in template");
-        shepherd_local::runtime::phase_runtime(f, &self.sdk).expect("handler builds")
+        let clients = shepherd::runtime::AwsClients::new(&self.sdk);
+        shepherd_local::runtime::phase_runtime(f, &clients).expect("handler builds")
     }
 
     /// Receives up to ten messages from a queue (with all attributes), leaving them there.
@@ -135,13 +150,19 @@ impl TestStack {
             if d == n {
                 return;
             }
-            assert!(start.elapsed() < timeout, "{logical} holds {d} messages, expected {n}");
+            assert!(
+                start.elapsed() < timeout,
+                "{logical} holds {d} messages, expected {n}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     pub fn queue_url(&self, logical: &str) -> String {
-        self.stack.reference(logical).expect("queue provisioned").to_string()
+        self.stack
+            .reference(logical)
+            .expect("queue provisioned")
+            .to_string()
     }
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
@@ -149,7 +170,12 @@ impl TestStack {
     }
 
     /// Polls until `done` holds for the production, or panics with its state after `timeout`.
-    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Production) -> bool) -> Production {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Production) -> bool,
+    ) -> Production {
         let start = Instant::now();
         loop {
             let p = self.ops.get(id).await.expect("production readable");
@@ -180,10 +206,18 @@ impl TestStack {
             .await
             .expect("queue attributes");
         let attrs = out.attributes.unwrap_or_default();
-        [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible]
-            .iter()
-            .map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
-            .sum()
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|a| {
+            attrs
+                .get(a)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
     }
 
     pub async fn stop(mut self) {

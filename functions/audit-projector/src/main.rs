@@ -4,7 +4,11 @@ use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use shepherd::audit::{AuditSource, project};
 
-async fn handler(client: &aws_sdk_dynamodb::Client, table: &str, event: Event) -> Result<(), Error> {
+async fn handler(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    event: Event,
+) -> Result<(), Error> {
     let mut sources = Vec::new();
     for record in event.records {
         if record.change.new_image.is_empty() {
@@ -25,7 +29,8 @@ async fn handler(client: &aws_sdk_dynamodb::Client, table: &str, event: Event) -
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shepherd::observability::init();
-    let table = std::env::var("SHEPHERD_AUDIT_TABLE").map_err(|_| "configuration SHEPHERD_AUDIT_TABLE is not set")?;
+    let table = std::env::var("SHEPHERD_AUDIT_TABLE")
+        .map_err(|_| "configuration SHEPHERD_AUDIT_TABLE is not set")?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let (client, table) = (&client, table.as_str());

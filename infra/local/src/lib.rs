@@ -11,7 +11,13 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "shepherd-local"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "shepherd-local",
+        ))
         .load()
         .await
 }

@@ -53,7 +53,14 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn new(path: &str, fault: Fault) -> Self {
-        Self { path: path.into(), key: String::new(), fault, times: None, after: 0, seen: 0 }
+        Self {
+            path: path.into(),
+            key: String::new(),
+            fault,
+            times: None,
+            after: 0,
+            seen: 0,
+        }
     }
     pub fn times(mut self, n: u32) -> Self {
         self.times = Some(n);
@@ -102,7 +109,10 @@ pub struct ProviderServer {
 impl ProviderServer {
     /// Serves on `addr` (port 0: any free port) and accepts `api_key` as the bearer token.
     pub async fn start(addr: SocketAddr, api_key: &str) -> std::io::Result<Self> {
-        let state = AppState { inner: Arc::default(), api_key: Arc::new(api_key.into()) };
+        let state = AppState {
+            inner: Arc::default(),
+            api_key: Arc::new(api_key.into()),
+        };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/images/generations", post(image))
@@ -121,7 +131,12 @@ impl ProviderServer {
                 })
                 .await;
         });
-        Ok(Self { addr, state, shutdown: Some(tx), task })
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -164,12 +179,23 @@ enum Gate {
 
 /// Counts the call, applies a matching fault.
 async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) -> Gate {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if auth != format!("Bearer {}", state.api_key) {
-        return Gate::Fail(error(StatusCode::UNAUTHORIZED, "invalid_api_key", "Incorrect API key provided."));
+        return Gate::Fail(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        ));
     }
     let path = uri.path().to_string();
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let fault = {
         let mut inner = state.inner.lock().expect("lock");
         inner.calls.received += 1;
@@ -179,13 +205,17 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
                 continue;
             }
             rule.seen += 1;
-            let active = rule.seen > rule.after && rule.times.is_none_or(|t| rule.seen <= rule.after + t);
+            let active =
+                rule.seen > rule.after && rule.times.is_none_or(|t| rule.seen <= rule.after + t);
             if active {
                 chosen = Some(rule.fault.clone());
                 break;
             }
         }
-        if !matches!(chosen, Some(Fault::Status(_) | Fault::RateLimit { .. } | Fault::Refusal(true))) {
+        if !matches!(
+            chosen,
+            Some(Fault::Status(_) | Fault::RateLimit { .. } | Fault::Refusal(true))
+        ) {
             *inner.calls.served.entry(path.clone()).or_default() += 1;
             *inner.calls.by_key.entry(key).or_default() += 1;
             inner.calls.bodies.push(body.clone());
@@ -196,12 +226,26 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
         None | Some(Fault::Refusal(false)) => Gate::Serve,
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Gate::Fail(error(status, "server_error", "The server had an error while processing your request."))
+            Gate::Fail(error(
+                status,
+                "server_error",
+                "The server had an error while processing your request.",
+            ))
         }
         Some(Fault::RateLimit { reset_secs }) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests.");
-            r.headers_mut().insert("retry-after", reset_secs.to_string().parse().expect("header value"));
-            r.headers_mut().insert("x-ratelimit-reset-requests", format!("{reset_secs}s").parse().expect("header value"));
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Rate limit reached for requests.",
+            );
+            r.headers_mut().insert(
+                "retry-after",
+                reset_secs.to_string().parse().expect("header value"),
+            );
+            r.headers_mut().insert(
+                "x-ratelimit-reset-requests",
+                format!("{reset_secs}s").parse().expect("header value"),
+            );
             Gate::Fail(r)
         }
         Some(Fault::Slow { ms }) => {
@@ -213,7 +257,11 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"message": message, "type": "invalid_request_error", "code": code}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": "invalid_request_error", "code": code}})),
+    )
+        .into_response()
 }
 
 fn digest(text: &str) -> String {
@@ -233,7 +281,10 @@ fn answer(messages: &[Value]) -> String {
     let (system, user) = (text("system"), text("user"));
     let scenes: u32 = system
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("scenes=").and_then(|n| n.trim_end_matches('.').parse().ok()))
+        .find_map(|w| {
+            w.strip_prefix("scenes=")
+                .and_then(|n| n.trim_end_matches('.').parse().ok())
+        })
         .unwrap_or(1);
     let title = user
         .lines()
@@ -257,11 +308,20 @@ fn answer(messages: &[Value]) -> String {
     }
 }
 
-async fn chat(State(s): State<AppState>, uri: Uri, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn chat(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let (content, refusal, finish) = match gate(&s, &uri, &headers, &body).await {
         Gate::Fail(r) => return r,
-        Gate::Refuse => (Value::Null, json!("I can't help with that request."), "stop"),
+        Gate::Refuse => (
+            Value::Null,
+            json!("I can't help with that request."),
+            "stop",
+        ),
         Gate::Serve => (json!(answer(&messages)), Value::Null, "stop"),
     };
     Json(json!({
@@ -275,10 +335,19 @@ async fn chat(State(s): State<AppState>, uri: Uri, headers: HeaderMap, Json(body
     .into_response()
 }
 
-async fn image(State(s): State<AppState>, uri: Uri, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn image(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     match gate(&s, &uri, &headers, &body).await {
         Gate::Fail(r) => r,
-        Gate::Refuse => error(StatusCode::BAD_REQUEST, "content_policy_violation", "Your request was rejected as a result of our safety system."),
+        Gate::Refuse => error(
+            StatusCode::BAD_REQUEST,
+            "content_policy_violation",
+            "Your request was rejected as a result of our safety system.",
+        ),
         Gate::Serve => {
             let prompt = body["prompt"].as_str().unwrap_or_default();
             Json(json!({"created": 1_700_000_000, "data": [{"url": format!("https://images.provider.local/{}.png", digest(prompt))}]})).into_response()
@@ -286,10 +355,19 @@ async fn image(State(s): State<AppState>, uri: Uri, headers: HeaderMap, Json(bod
     }
 }
 
-async fn speech(State(s): State<AppState>, uri: Uri, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn speech(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     match gate(&s, &uri, &headers, &body).await {
         Gate::Fail(r) => r,
-        Gate::Refuse => error(StatusCode::BAD_REQUEST, "content_policy_violation", "The input was rejected by our safety system."),
+        Gate::Refuse => error(
+            StatusCode::BAD_REQUEST,
+            "content_policy_violation",
+            "The input was rejected by our safety system.",
+        ),
         Gate::Serve => {
             let input = body["input"].as_str().unwrap_or_default();
             let mut audio = b"ID3".to_vec();

@@ -41,8 +41,15 @@ pub struct LocalFunction {
 
 #[derive(Debug, Clone)]
 pub enum EventSource {
-    Sqs { queue_url: String, batch_size: i32, report_batch_item_failures: bool },
-    DynamoDbStream { stream_arn: String, batch_size: i32 },
+    Sqs {
+        queue_url: String,
+        batch_size: i32,
+        report_batch_item_failures: bool,
+    },
+    DynamoDbStream {
+        stream_arn: String,
+        batch_size: i32,
+    },
 }
 
 /// What was provisioned: every resolved reference, and the functions to run.
@@ -61,7 +68,10 @@ impl Provisioned {
 }
 
 fn aws_err(resource: &str, e: impl std::fmt::Display) -> ProvisionError {
-    ProvisionError::Aws { resource: resource.into(), reason: e.to_string() }
+    ProvisionError::Aws {
+        resource: resource.into(),
+        reason: e.to_string(),
+    }
 }
 
 /// Provisions `template` as stack `stack` with parameter `overrides`.
@@ -71,22 +81,32 @@ pub async fn provision(
     stack: &str,
     overrides: &HashMap<String, String>,
 ) -> Result<Provisioned, ProvisionError> {
-    let text = std::fs::read_to_string(template).map_err(|e| ProvisionError::Io(template.display().to_string(), e))?;
+    let text = std::fs::read_to_string(template)
+        .map_err(|e| ProvisionError::Io(template.display().to_string(), e))?;
     let t = load(&text)?;
-    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".into());
     let mut cx = Context::default();
     cx.refs.insert("AWS::StackName".into(), stack.into());
     cx.refs.insert("AWS::Region".into(), region.clone());
     cx.refs.insert("AWS::AccountId".into(), ACCOUNT_ID.into());
     cx.refs.insert("AWS::Partition".into(), "aws".into());
-    cx.refs.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
+    cx.refs
+        .insert("AWS::URLSuffix".into(), "amazonaws.com".into());
     for (name, p) in t["Parameters"].as_object().into_iter().flatten() {
-        let value = overrides.get(name).cloned().unwrap_or_else(|| scalar(&p["Default"]));
+        let value = overrides
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| scalar(&p["Default"]));
         cx.refs.insert(name.clone(), value);
     }
     for name in overrides.keys() {
         if !cx.refs.contains_key(name) {
-            return Err(ProvisionError::Template(TemplateError::Unsupported(format!("parameter override {name}: the template has no such parameter"))));
+            return Err(ProvisionError::Template(TemplateError::Unsupported(
+                format!("parameter override {name}: the template has no such parameter"),
+            )));
         }
     }
 
@@ -131,12 +151,19 @@ pub async fn provision(
         }
         if next.len() == before {
             let names: Vec<_> = next.iter().map(|(id, _)| id.clone()).collect();
-            return Err(TemplateError::Unresolved(format!("resources {names:?} (a cycle or a missing resource)")).into());
+            return Err(TemplateError::Unresolved(format!(
+                "resources {names:?} (a cycle or a missing resource)"
+            ))
+            .into());
         }
         pending = next;
     }
     // Secrets the template declares but CloudFormation cannot create.
-    for secret in t["Metadata"]["Shepherd::Secrets"].as_array().into_iter().flatten() {
+    for secret in t["Metadata"]["Shepherd::Secrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let s = cx.resolve(secret)?;
         ssm.put_parameter()
             .name(scalar(&s["ParameterName"]))
@@ -148,7 +175,11 @@ pub async fn provision(
             .map_err(|e| aws_err("Shepherd::Secrets", shepherd::adapters::sdk_error(&e)))?;
     }
     let functions = functions(&t, &cx)?;
-    Ok(Provisioned { stack: stack.into(), context: cx, functions })
+    Ok(Provisioned {
+        stack: stack.into(),
+        context: cx,
+        functions,
+    })
 }
 
 async fn create_queue(
@@ -175,7 +206,12 @@ async fn create_queue(
         };
         req = req.attributes(QueueAttributeName::from(k.as_str()), value);
     }
-    let url = req.send().await.map_err(|e| aws_err(id, shepherd::adapters::sdk_error(&e)))?.queue_url.unwrap_or_default();
+    let url = req
+        .send()
+        .await
+        .map_err(|e| aws_err(id, shepherd::adapters::sdk_error(&e)))?
+        .queue_url
+        .unwrap_or_default();
     let arn = format!("arn:aws:sqs:{region}:{ACCOUNT_ID}:{name}");
     cx.refs.insert(id.into(), url.clone());
     cx.attrs.insert(format!("{id}.Arn"), arn);
@@ -210,19 +246,35 @@ async fn create_table(
         .table_name(&name)
         .billing_mode(BillingMode::PayPerRequest)
         .set_key_schema(Some(keys(&props["KeySchema"])));
-    for a in props["AttributeDefinitions"].as_array().into_iter().flatten() {
+    for a in props["AttributeDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(scalar(&a["AttributeName"]))
-                .attribute_type(ScalarAttributeType::from(scalar(&a["AttributeType"]).as_str()))
+                .attribute_type(ScalarAttributeType::from(
+                    scalar(&a["AttributeType"]).as_str(),
+                ))
                 .build()
                 .expect("definition complete"),
         );
     }
-    for g in props["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+    for g in props["GlobalSecondaryIndexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let projection = Projection::builder()
-            .projection_type(ProjectionType::from(scalar(&g["Projection"]["ProjectionType"]).as_str()))
-            .set_non_key_attributes(g["Projection"]["NonKeyAttributes"].as_array().map(|a| a.iter().map(scalar).collect()))
+            .projection_type(ProjectionType::from(
+                scalar(&g["Projection"]["ProjectionType"]).as_str(),
+            ))
+            .set_non_key_attributes(
+                g["Projection"]["NonKeyAttributes"]
+                    .as_array()
+                    .map(|a| a.iter().map(scalar).collect()),
+            )
             .build();
         req = req.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
@@ -244,21 +296,39 @@ async fn create_table(
     }
     match req.send().await {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(aws_err(id, shepherd::adapters::sdk_error(&e))),
     }
     if let Some(attr) = props["TimeToLiveSpecification"]["AttributeName"].as_str() {
         let _ = ddb
             .update_time_to_live()
             .table_name(&name)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attr).enabled(true).build().expect("ttl spec"))
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attr)
+                    .enabled(true)
+                    .build()
+                    .expect("ttl spec"),
+            )
             .send()
             .await;
     }
-    let described = ddb.describe_table().table_name(&name).send().await.map_err(|e| aws_err(id, shepherd::adapters::sdk_error(&e)))?;
-    let table = described.table.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
+    let described = ddb
+        .describe_table()
+        .table_name(&name)
+        .send()
+        .await
+        .map_err(|e| aws_err(id, shepherd::adapters::sdk_error(&e)))?;
+    let table = described
+        .table
+        .unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
     cx.refs.insert(id.into(), name.clone());
-    cx.attrs.insert(format!("{id}.Arn"), format!("arn:aws:dynamodb:{region}:{ACCOUNT_ID}:table/{name}"));
+    cx.attrs.insert(
+        format!("{id}.Arn"),
+        format!("arn:aws:dynamodb:{region}:{ACCOUNT_ID}:table/{name}"),
+    );
     if let Some(s) = table.latest_stream_arn {
         cx.attrs.insert(format!("{id}.StreamArn"), s);
     }
@@ -271,7 +341,10 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
     let queue_urls: HashMap<String, String> = cx
         .attrs
         .iter()
-        .filter_map(|(k, arn)| k.strip_suffix(".Arn").map(|id| (arn.clone(), cx.refs.get(id).cloned().unwrap_or_default())))
+        .filter_map(|(k, arn)| {
+            k.strip_suffix(".Arn")
+                .map(|id| (arn.clone(), cx.refs.get(id).cloned().unwrap_or_default()))
+        })
         .collect();
     let mut out = Vec::new();
     for (id, r) in t["Resources"].as_object().into_iter().flatten() {
@@ -280,20 +353,33 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
         }
         let props = cx.resolve(&r["Properties"])?;
         let mut env: HashMap<String, String> = HashMap::new();
-        for source in [&globals["Environment"]["Variables"], &props["Environment"]["Variables"]] {
+        for source in [
+            &globals["Environment"]["Variables"],
+            &props["Environment"]["Variables"],
+        ] {
             for (k, v) in source.as_object().into_iter().flatten() {
                 env.insert(k.clone(), scalar(v));
             }
         }
-        let timeout = props["Timeout"].as_u64().or(globals["Timeout"].as_u64()).unwrap_or(3);
+        let timeout = props["Timeout"]
+            .as_u64()
+            .or(globals["Timeout"].as_u64())
+            .unwrap_or(3);
         let mut events = Vec::new();
         for (_, e) in props["Events"].as_object().into_iter().flatten() {
             let p = &e["Properties"];
             match e["Type"].as_str().unwrap_or_default() {
                 "SQS" => {
                     let arn = scalar(&p["Queue"]);
-                    let queue_url = queue_urls.get(&arn).cloned().ok_or_else(|| TemplateError::Unresolved(arn.clone()))?;
-                    let report = p["FunctionResponseTypes"].as_array().into_iter().flatten().any(|v| v == "ReportBatchItemFailures");
+                    let queue_url = queue_urls
+                        .get(&arn)
+                        .cloned()
+                        .ok_or_else(|| TemplateError::Unresolved(arn.clone()))?;
+                    let report = p["FunctionResponseTypes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|v| v == "ReportBatchItemFailures");
                     events.push(EventSource::Sqs {
                         queue_url,
                         batch_size: p["BatchSize"].as_i64().unwrap_or(10) as i32,
@@ -304,7 +390,11 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
                     stream_arn: scalar(&p["Stream"]),
                     batch_size: p["BatchSize"].as_i64().unwrap_or(100) as i32,
                 }),
-                other => return Err(TemplateError::Unsupported(format!("{id}: event type {other}")).into()),
+                other => {
+                    return Err(
+                        TemplateError::Unsupported(format!("{id}: event type {other}")).into(),
+                    );
+                }
             }
         }
         out.push(LocalFunction {

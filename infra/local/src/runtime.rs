@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use shepherd::audit::{AuditSource, project};
 use shepherd::config::Config;
-use shepherd::runtime::{PhaseRuntime, Stats};
+use shepherd::runtime::{AwsClients, PhaseRuntime, Stats};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -33,11 +33,20 @@ pub struct LocalRuntime {
     pub stats: HashMap<String, Arc<Stats>>,
 }
 
-/// SDK configs for the two sides, so a benchmark can count the handlers' requests apart
-/// from the event source mappings' polling.
+/// Clients for the two sides, so a benchmark can count the handlers' requests apart from
+/// the event source mappings' polling; and where handlers run (a benchmark measures the
+/// CPU of that thread alone).
 pub struct Clients {
-    pub handlers: aws_config::SdkConfig,
+    pub handlers: AwsClients,
     pub pollers: aws_config::SdkConfig,
+    pub exec: Option<tokio::runtime::Handle>,
+}
+
+impl Clients {
+    /// Everything on one SDK config and the current runtime.
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self { handlers: AwsClients::new(sdk), pollers: sdk.clone(), exec: None }
+    }
 }
 
 impl LocalRuntime {
@@ -48,7 +57,11 @@ impl LocalRuntime {
         for f in &stack.functions {
             for source in &f.events {
                 match source {
-                    EventSource::Sqs { queue_url, batch_size, report_batch_item_failures } => {
+                    EventSource::Sqs {
+                        queue_url,
+                        batch_size,
+                        report_batch_item_failures,
+                    } => {
                         let runtime = Arc::new(phase_runtime(f, &clients.handlers)?);
                         stats.insert(runtime.phase_name().to_string(), runtime.stats.clone());
                         let poller = SqsPoller {
@@ -58,17 +71,29 @@ impl LocalRuntime {
                             partial: *report_batch_item_failures,
                             timeout: Duration::from_secs(f.timeout_secs),
                             runtime,
+                            exec: clients.exec.clone(),
                         };
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
-                    EventSource::DynamoDbStream { stream_arn, batch_size } => {
-                        let table = f.env.get("SHEPHERD_AUDIT_TABLE").cloned().unwrap_or_default();
+                    EventSource::DynamoDbStream {
+                        stream_arn,
+                        batch_size,
+                    } => {
+                        let table = f
+                            .env
+                            .get("SHEPHERD_AUDIT_TABLE")
+                            .cloned()
+                            .unwrap_or_default();
                         if f.binary != "audit-projector" {
-                            return Err(RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()));
+                            return Err(RuntimeError::UnknownBinary(
+                                f.logical_id.clone(),
+                                f.binary.clone(),
+                            ));
                         }
                         let poller = StreamPoller {
                             streams: aws_sdk_dynamodbstreams::Client::new(&clients.pollers),
-                            ddb: aws_sdk_dynamodb::Client::new(&clients.handlers),
+                            ddb: clients.handlers.dynamodb.clone(),
+                            exec: clients.exec.clone(),
                             stream_arn: stream_arn.clone(),
                             batch_size: *batch_size,
                             table,
@@ -78,7 +103,11 @@ impl LocalRuntime {
                 }
             }
         }
-        info!(functions = stack.functions.len(), pollers = tasks.len(), "local runtime started");
+        info!(
+            functions = stack.functions.len(),
+            pollers = tasks.len(),
+            "local runtime started"
+        );
         Ok(Self { stop, tasks, stats })
     }
 
@@ -91,11 +120,15 @@ impl LocalRuntime {
 }
 
 /// The handler a function runs, built as the deployed function builds it.
-pub fn phase_runtime(f: &LocalFunction, sdk: &aws_config::SdkConfig) -> Result<PhaseRuntime, RuntimeError> {
+pub fn phase_runtime(
+    f: &LocalFunction,
+    clients: &AwsClients,
+) -> Result<PhaseRuntime, RuntimeError> {
     let phase = shepherd::phases::by_name(&f.binary)
         .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
-    let config = Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
-    Ok(PhaseRuntime::from_sdk(Arc::from(phase), sdk, config))
+    let config =
+        Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
+    Ok(PhaseRuntime::from_clients(Arc::from(phase), clients.clone(), config))
 }
 
 struct SqsPoller {
@@ -105,6 +138,7 @@ struct SqsPoller {
     partial: bool,
     timeout: Duration,
     runtime: Arc<PhaseRuntime>,
+    exec: Option<tokio::runtime::Handle>,
 }
 
 impl SqsPoller {
@@ -143,16 +177,37 @@ impl SqsPoller {
         let records: Vec<SqsMessage> = messages.iter().map(to_event_message).collect();
         let ids: Vec<(String, String)> = messages
             .iter()
-            .map(|m| (m.message_id.clone().unwrap_or_default(), m.receipt_handle.clone().unwrap_or_default()))
+            .map(|m| {
+                (
+                    m.message_id.clone().unwrap_or_default(),
+                    m.receipt_handle.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         let mut event = SqsEvent::default();
         event.records = records;
-        let failed: Vec<String> = match tokio::time::timeout(self.timeout, self.runtime.handle(event)).await {
-            Ok(res) if self.partial => res.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
-            Ok(res) if res.batch_item_failures.is_empty() => vec![],
-            // Without partial responses, or on a timeout, Lambda deletes nothing.
-            _ => ids.iter().map(|(id, _)| id.clone()).collect(),
+        let runtime = self.runtime.clone();
+        let invocation = async move { runtime.handle(event).await };
+        let answer = match &self.exec {
+            Some(exec) => {
+                let task = exec.spawn(invocation);
+                tokio::time::timeout(self.timeout, async { task.await.ok() })
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => tokio::time::timeout(self.timeout, invocation).await.ok(),
         };
+        let failed: Vec<String> = match answer {
+                Some(res) if self.partial => res
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect(),
+                Some(res) if res.batch_item_failures.is_empty() => vec![],
+                // Without partial responses, or on a timeout, Lambda deletes nothing.
+                _ => ids.iter().map(|(id, _)| id.clone()).collect(),
+            };
         let entries: Vec<DeleteMessageBatchRequestEntry> = ids
             .iter()
             .enumerate()
@@ -215,6 +270,7 @@ struct StreamPoller {
     stream_arn: String,
     batch_size: i32,
     table: String,
+    exec: Option<tokio::runtime::Handle>,
 }
 
 impl StreamPoller {
@@ -234,7 +290,14 @@ impl StreamPoller {
             let mut next = Vec::new();
             let mut got = 0;
             for it in iterators.drain(..) {
-                let out = match self.streams.get_records().shard_iterator(&it).limit(self.batch_size).send().await {
+                let out = match self
+                    .streams
+                    .get_records()
+                    .shard_iterator(&it)
+                    .limit(self.batch_size)
+                    .send()
+                    .await
+                {
                     Ok(o) => o,
                     Err(e) => {
                         warn!(error = %shepherd::adapters::sdk_error(&e), "stream read failed");
@@ -251,9 +314,17 @@ impl StreamPoller {
                     .collect();
                 got += sources.len();
                 let mut retry_same = false;
-                if !sources.is_empty()
-                    && let Err(e) = project(&self.ddb, &self.table, &sources).await
-                {
+                let projected = if sources.is_empty() {
+                    Ok(0)
+                } else {
+                    let (ddb, table) = (self.ddb.clone(), self.table.clone());
+                    let run = async move { project(&ddb, &table, &sources).await };
+                    match &self.exec {
+                        Some(exec) => exec.spawn(run).await.unwrap_or(Ok(0)),
+                        None => run.await,
+                    }
+                };
+                if let Err(e) = projected {
                     // Like a stream mapping: the batch is retried, never skipped.
                     warn!(error = %e, "audit projection failed; retrying the batch");
                     retry_same = true;
@@ -272,10 +343,19 @@ impl StreamPoller {
     }
 
     async fn open(&self) -> Vec<String> {
-        let Ok(desc) = self.streams.describe_stream().stream_arn(&self.stream_arn).send().await else {
+        let Ok(desc) = self
+            .streams
+            .describe_stream()
+            .stream_arn(&self.stream_arn)
+            .send()
+            .await
+        else {
             return vec![];
         };
-        let shards = desc.stream_description.and_then(|d| d.shards).unwrap_or_default();
+        let shards = desc
+            .stream_description
+            .and_then(|d| d.shards)
+            .unwrap_or_default();
         let mut its = Vec::new();
         for s in shards {
             let Some(id) = s.shard_id else { continue };

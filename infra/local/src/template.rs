@@ -17,7 +17,8 @@ pub enum TemplateError {
 
 /// A template as JSON, with short-form tags rewritten to the long form.
 pub fn load(text: &str) -> Result<Value, TemplateError> {
-    let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| TemplateError::Parse(e.to_string()))?;
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| TemplateError::Parse(e.to_string()))?;
     Ok(to_json(yaml))
 }
 
@@ -31,7 +32,14 @@ fn to_json(v: serde_yaml::Value) -> Value {
         Y::Sequence(s) => Value::Array(s.into_iter().map(to_json).collect()),
         Y::Mapping(m) => Value::Object(
             m.into_iter()
-                .map(|(k, v)| (k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}")), to_json(v)))
+                .map(|(k, v)| {
+                    (
+                        k.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("{k:?}")),
+                        to_json(v),
+                    )
+                })
                 .collect(),
         ),
         Y::Tagged(t) => {
@@ -74,12 +82,21 @@ impl Context {
                 match k.as_str() {
                     "Ref" => {
                         let name = arg.as_str().unwrap_or_default();
-                        self.refs.get(name).map(|s| Value::String(s.clone())).ok_or_else(|| TemplateError::Unresolved(name.into()))
+                        self.refs
+                            .get(name)
+                            .map(|s| Value::String(s.clone()))
+                            .ok_or_else(|| TemplateError::Unresolved(name.into()))
                     }
                     "Fn::GetAtt" => {
-                        let parts: Vec<&str> = arg.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                        let parts: Vec<&str> = arg
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
                         let key = parts.join(".");
-                        self.attrs.get(&key).map(|s| Value::String(s.clone())).ok_or(TemplateError::Unresolved(key))
+                        self.attrs
+                            .get(&key)
+                            .map(|s| Value::String(s.clone()))
+                            .ok_or(TemplateError::Unresolved(key))
                     }
                     "Fn::Sub" => {
                         let (text, vars) = match arg {
@@ -88,23 +105,34 @@ impl Context {
                                 a[0].as_str().unwrap_or_default(),
                                 a[1].as_object().cloned().unwrap_or_default(),
                             ),
-                            other => return Err(TemplateError::Unsupported(format!("Fn::Sub {other}"))),
+                            other => {
+                                return Err(TemplateError::Unsupported(format!("Fn::Sub {other}")));
+                            }
                         };
                         let mut local = HashMap::new();
                         for (k, v) in vars {
-                            local.insert(k, self.resolve(&v)?.as_str().unwrap_or_default().to_string());
+                            local.insert(
+                                k,
+                                self.resolve(&v)?.as_str().unwrap_or_default().to_string(),
+                            );
                         }
                         Ok(Value::String(self.sub(text, &local)?))
                     }
                     "Fn::Join" => {
-                        let a = arg.as_array().ok_or_else(|| TemplateError::Unsupported("Fn::Join".into()))?;
+                        let a = arg
+                            .as_array()
+                            .ok_or_else(|| TemplateError::Unsupported("Fn::Join".into()))?;
                         let sep = a.first().and_then(Value::as_str).unwrap_or_default();
                         let items = self.resolve(a.get(1).unwrap_or(&Value::Null))?;
-                        let parts: Vec<String> = items.as_array().into_iter().flatten().map(scalar).collect();
+                        let parts: Vec<String> =
+                            items.as_array().into_iter().flatten().map(scalar).collect();
                         Ok(Value::String(parts.join(sep)))
                     }
                     k if k.starts_with("Fn::") => Err(TemplateError::Unsupported(k.into())),
-                    _ => Ok(Value::Object(Map::from_iter([(k.clone(), self.resolve(arg)?)]))),
+                    _ => Ok(Value::Object(Map::from_iter([(
+                        k.clone(),
+                        self.resolve(arg)?,
+                    )]))),
                 }
             }
             Value::Object(m) => m
@@ -112,7 +140,11 @@ impl Context {
                 .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
                 .collect::<Result<Map<_, _>, _>>()
                 .map(Value::Object),
-            Value::Array(a) => a.iter().map(|v| self.resolve(v)).collect::<Result<Vec<_>, _>>().map(Value::Array),
+            Value::Array(a) => a
+                .iter()
+                .map(|v| self.resolve(v))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
             other => Ok(other.clone()),
         }
     }
@@ -123,7 +155,9 @@ impl Context {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| TemplateError::Parse(format!("unclosed ${{ in {text:?}")))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| TemplateError::Parse(format!("unclosed ${{ in {text:?}")))?;
             let name = &after[..end];
             let value = if let Some(v) = local.get(name) {
                 v.clone()

@@ -207,7 +207,12 @@ pub fn item_size(item: &Item) -> usize {
             AttributeValue::N(n) => n.len().div_ceil(2) + 1,
             AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
             AttributeValue::B(b) => b.as_ref().len(),
-            AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
+            AttributeValue::M(m) => {
+                3 + m
+                    .iter()
+                    .map(|(k, v)| k.len() + value_size(v) + 1)
+                    .sum::<usize>()
+            }
             AttributeValue::L(l) => 3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>(),
             AttributeValue::Ss(s) => s.iter().map(String::len).sum(),
             AttributeValue::Ns(s) => s.iter().map(|n| n.len()).sum(),
@@ -220,8 +225,12 @@ pub fn item_size(item: &Item) -> usize {
 
 /// The hot item of a transition, as it would be written; for benchmarks and tests.
 pub fn hot_item(t: &Transition, actor: &Actor) -> Item {
-    serde_dynamo::to_item(StoredProduction::from_domain(&t.production, &t.audit, actor))
-        .expect("hot item serialises")
+    serde_dynamo::to_item(StoredProduction::from_domain(
+        &t.production,
+        &t.audit,
+        actor,
+    ))
+    .expect("hot item serialises")
 }
 
 fn decode(item: Item) -> Result<Production, StoreError> {
@@ -259,7 +268,12 @@ impl DynamoStore {
         HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
     }
 
-    async fn create_impl(&self, t: &Transition, brief: &Brief, actor: &Actor) -> Result<(), StoreError> {
+    async fn create_impl(
+        &self,
+        t: &Transition,
+        brief: &Brief,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
         let p = &t.production;
         let hot = serde_dynamo::to_item(StoredProduction::from_domain(p, &t.audit, actor))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -366,9 +380,17 @@ impl DynamoStore {
         }
     }
 
-    async fn commit_impl(&self, t: &Transition, actor: &Actor) -> Result<CommitOutcome, StoreError> {
-        let item = serde_dynamo::to_item(StoredProduction::from_domain(&t.production, &t.audit, actor))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn commit_impl(
+        &self,
+        t: &Transition,
+        actor: &Actor,
+    ) -> Result<CommitOutcome, StoreError> {
+        let item = serde_dynamo::to_item(StoredProduction::from_domain(
+            &t.production,
+            &t.audit,
+            actor,
+        ))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let res = self
             .client
             .put_item()
@@ -435,7 +457,12 @@ impl DynamoStore {
 }
 
 impl Store for DynamoStore {
-    fn create<'a>(&'a self, t: &'a Transition, brief: &'a Brief, actor: &'a Actor) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn create<'a>(
+        &'a self,
+        t: &'a Transition,
+        brief: &'a Brief,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.create_impl(t, brief, actor).boxed()
     }
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Production>, StoreError>> {
@@ -449,9 +476,14 @@ impl Store for DynamoStore {
         lease_until: Millis,
         now: Millis,
     ) -> BoxFuture<'a, Result<ClaimOutcome, StoreError>> {
-        self.claim_impl(id, phase, attempt, lease_until, now).boxed()
+        self.claim_impl(id, phase, attempt, lease_until, now)
+            .boxed()
     }
-    fn commit<'a>(&'a self, t: &'a Transition, actor: &'a Actor) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+    fn commit<'a>(
+        &'a self,
+        t: &'a Transition,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         self.commit_impl(t, actor).boxed()
     }
     fn get_brief<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Brief>, StoreError>> {
@@ -487,7 +519,11 @@ impl Store for DynamoStore {
         }
         .boxed()
     }
-    fn get_output<'a>(&'a self, id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
+    fn get_output<'a>(
+        &'a self,
+        id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
         async move {
             match self.get_body(production_pk(id), key).await? {
                 Some(body) => serde_json::from_str(&body)
@@ -498,7 +534,11 @@ impl Store for DynamoStore {
         }
         .boxed()
     }
-    fn list<'a>(&'a self, account: &'a str, limit: usize) -> BoxFuture<'a, Result<Vec<Production>, StoreError>> {
+    fn list<'a>(
+        &'a self,
+        account: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Production>, StoreError>> {
         self.list_impl(account, limit).boxed()
     }
 }
@@ -520,7 +560,11 @@ impl DynamoOutcomes {
 }
 
 impl Outcomes for DynamoOutcomes {
-    fn get<'a>(&'a self, key: &'a str, now: Millis) -> BoxFuture<'a, Result<Option<Outcome>, StoreError>> {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Option<Outcome>, StoreError>> {
         async move {
             let out = self
                 .client
@@ -531,8 +575,15 @@ impl Outcomes for DynamoOutcomes {
                 .send()
                 .await
                 .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
-            let Some(item) = out.item else { return Ok(None) };
-            let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let Some(item) = out.item else {
+                return Ok(None);
+            };
+            let text = |k: &str| {
+                item.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
             // DynamoDB deletes expired items late (and the emulator never): ignore them here.
             let ttl = item
                 .get("ttl")
@@ -549,7 +600,12 @@ impl Outcomes for DynamoOutcomes {
         }
         .boxed()
     }
-    fn put<'a>(&'a self, key: &'a str, outcome: &'a Outcome, expires_at: Millis) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        outcome: &'a Outcome,
+        expires_at: Millis,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
             self.client
                 .put_item()

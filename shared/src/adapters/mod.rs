@@ -24,6 +24,11 @@ where
                 e.message().unwrap_or("no message")
             )
         }
-        other => format!("{other}: {}", std::error::Error::source(other).map(|s| s.to_string()).unwrap_or_default()),
+        other => format!(
+            "{other}: {}",
+            std::error::Error::source(other)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
     }
 }

@@ -35,7 +35,10 @@ impl Params for SsmParams {
                     .parameter
                     .and_then(|p| p.value)
                     .ok_or_else(|| ParamError::Missing(name.into())),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => {
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_parameter_not_found()) =>
+                {
                     Err(ParamError::Missing(name.into()))
                 }
                 Err(e) => Err(ParamError::Unavailable {
@@ -64,7 +67,6 @@ impl<P: Params> CachedParams<P> {
             cache: Mutex::new(HashMap::new()),
         }
     }
-
 }
 
 impl<P: Params> Params for CachedParams<P> {

@@ -43,7 +43,10 @@ pub enum BriefError {
     #[error("brief is not valid JSON for a brief: {0}")]
     Malformed(String),
     #[error("brief.{field}: {problem}")]
-    Field { field: &'static str, problem: String },
+    Field {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 impl Brief {
@@ -100,7 +103,11 @@ impl Brief {
         if !VOICES.contains(&self.voice.as_str()) {
             return field(
                 "voice",
-                format!("must be one of {} (got {:?})", VOICES.join(", "), self.voice),
+                format!(
+                    "must be one of {} (got {:?})",
+                    VOICES.join(", "),
+                    self.voice
+                ),
             );
         }
         let lang_ok = (2..=3).contains(&self.language.len())

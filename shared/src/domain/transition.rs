@@ -163,7 +163,12 @@ pub fn start(
 
 /// Whether `attempt` of `phase` may be claimed now; `None` means yes.
 /// The DynamoDB adapter's conditional claim encodes exactly this rule.
-pub fn claim_refusal(p: &Production, phase: &str, attempt: u32, now: Millis) -> Option<ClaimRefusal> {
+pub fn claim_refusal(
+    p: &Production,
+    phase: &str,
+    attempt: u32,
+    now: Millis,
+) -> Option<ClaimRefusal> {
     let Some(ph) = p.phase(phase) else {
         return Some(ClaimRefusal::UnknownPhase);
     };
@@ -306,7 +311,10 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
                 return Err(unavailable(Action::Pause));
             }
             next.status = ProductionStatus::Paused;
-            let at = p.current_phase().map(|c| c.name.clone()).unwrap_or_default();
+            let at = p
+                .current_phase()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             audit.push(
                 AuditEvent::new("production.paused", "success", now)
                     .detail(format!("paused at phase {at}")),
@@ -358,9 +366,8 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
             ph.started_at = None;
             ph.finished_at = None;
             next.status = ProductionStatus::Running;
-            audit.push(
-                AuditEvent::new("phase.retried", "success", now).phase(&ph.name, ph.attempt),
-            );
+            audit
+                .push(AuditEvent::new("phase.retried", "success", now).phase(&ph.name, ph.attempt));
             dispatch = Some(Dispatch {
                 phase: ph.name.clone(),
                 attempt: ph.attempt,

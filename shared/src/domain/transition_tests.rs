@@ -43,7 +43,11 @@ fn fixture(status: ProductionStatus) -> Production {
         }
         S::Failed | S::DeadLettered => {
             set(&mut p, 0, Ph::Succeeded, 1);
-            let s = if status == S::Failed { Ph::Failed } else { Ph::DeadLettered };
+            let s = if status == S::Failed {
+                Ph::Failed
+            } else {
+                Ph::DeadLettered
+            };
             set(&mut p, 1, s, 1);
         }
         S::Completed => {
@@ -188,7 +192,13 @@ fn happy_path_walks_every_phase_and_completes() {
         "t".into(),
         NOW,
     );
-    assert_eq!(t.dispatch, Some(Dispatch { phase: "brief".into(), attempt: 1 }));
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "brief".into(),
+            attempt: 1
+        })
+    );
     let mut p = t.production;
     for (i, phase) in PHASES.iter().enumerate() {
         let claim = Command::Claim {
@@ -229,7 +239,10 @@ fn happy_path_walks_every_phase_and_completes() {
 #[test]
 fn an_expired_lease_can_be_reclaimed_but_a_live_one_cannot() {
     let mut p = fixture(ProductionStatus::Running);
-    assert_eq!(claim_refusal(&p, "script", 1, NOW), Some(ClaimRefusal::Duplicate));
+    assert_eq!(
+        claim_refusal(&p, "script", 1, NOW),
+        Some(ClaimRefusal::Duplicate)
+    );
     p.phases[1].lease_until = Some(NOW - 1);
     assert_eq!(claim_refusal(&p, "script", 1, NOW), None);
 }
@@ -237,10 +250,22 @@ fn an_expired_lease_can_be_reclaimed_but_a_live_one_cannot() {
 #[test]
 fn stale_and_unknown_messages_are_refused() {
     let p = fixture(ProductionStatus::Running);
-    assert_eq!(claim_refusal(&p, "script", 0, NOW), Some(ClaimRefusal::Stale));
-    assert_eq!(claim_refusal(&p, "script", 2, NOW), Some(ClaimRefusal::Stale));
-    assert_eq!(claim_refusal(&p, "render", 1, NOW), Some(ClaimRefusal::UnknownPhase));
-    assert_eq!(claim_refusal(&p, "brief", 1, NOW), Some(ClaimRefusal::AlreadyFinished));
+    assert_eq!(
+        claim_refusal(&p, "script", 0, NOW),
+        Some(ClaimRefusal::Stale)
+    );
+    assert_eq!(
+        claim_refusal(&p, "script", 2, NOW),
+        Some(ClaimRefusal::Stale)
+    );
+    assert_eq!(
+        claim_refusal(&p, "render", 1, NOW),
+        Some(ClaimRefusal::UnknownPhase)
+    );
+    assert_eq!(
+        claim_refusal(&p, "brief", 1, NOW),
+        Some(ClaimRefusal::AlreadyFinished)
+    );
 }
 
 #[test]
@@ -258,7 +283,10 @@ fn retryable_error_requeues_the_same_attempt_and_records_the_error() {
     )
     .unwrap();
     let ph = t.production.phase("script").unwrap();
-    assert_eq!((ph.status, ph.attempt, ph.error_count), (PhaseStatus::Queued, 1, 1));
+    assert_eq!(
+        (ph.status, ph.attempt, ph.error_count),
+        (PhaseStatus::Queued, 1, 1)
+    );
     assert_eq!(ph.last_error.as_ref().unwrap().at, NOW);
     assert!(t.production.has_errors());
     assert_eq!(t.audit[0].kind, "phase.retry_scheduled");
@@ -301,9 +329,18 @@ fn pause_while_running_holds_the_next_phase_and_resume_dispatches_it() {
     .unwrap();
     assert_eq!(t.dispatch, None);
     assert_eq!(t.production.status, ProductionStatus::Paused);
-    assert_eq!(t.production.phase("assets").unwrap().status, PhaseStatus::Pending);
+    assert_eq!(
+        t.production.phase("assets").unwrap().status,
+        PhaseStatus::Pending
+    );
     let t = decide(&t.production, Command::Resume, NOW).unwrap();
-    assert_eq!(t.dispatch, Some(Dispatch { phase: "assets".into(), attempt: 1 }));
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "assets".into(),
+            attempt: 1
+        })
+    );
 }
 
 #[test]
@@ -311,16 +348,39 @@ fn resume_gives_a_phase_queued_before_the_pause_a_new_attempt() {
     let p = decide(&fixture(ProductionStatus::Queued), Command::Pause, NOW)
         .unwrap()
         .production;
-    assert_eq!(claim_refusal(&p, "brief", 1, NOW), Some(ClaimRefusal::Paused));
+    assert_eq!(
+        claim_refusal(&p, "brief", 1, NOW),
+        Some(ClaimRefusal::Paused)
+    );
     let t = decide(&p, Command::Resume, NOW).unwrap();
-    assert_eq!(t.dispatch, Some(Dispatch { phase: "brief".into(), attempt: 2 }));
-    assert_eq!(claim_refusal(&t.production, "brief", 1, NOW), Some(ClaimRefusal::Stale));
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "brief".into(),
+            attempt: 2
+        })
+    );
+    assert_eq!(
+        claim_refusal(&t.production, "brief", 1, NOW),
+        Some(ClaimRefusal::Stale)
+    );
 }
 
 #[test]
 fn retry_phase_bumps_the_attempt_of_the_failed_phase() {
-    let t = decide(&fixture(ProductionStatus::DeadLettered), Command::RetryPhase, NOW).unwrap();
-    assert_eq!(t.dispatch, Some(Dispatch { phase: "script".into(), attempt: 2 }));
+    let t = decide(
+        &fixture(ProductionStatus::DeadLettered),
+        Command::RetryPhase,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
     assert_eq!(t.audit[0].kind, "phase.retried");
 }
 

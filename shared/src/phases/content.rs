@@ -60,7 +60,10 @@ fn json_chat(system: String, user: String) -> ChatRequest {
 /// A model's JSON answer in the shape the phase asked for; anything else is permanent.
 fn parse_answer<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, StepError> {
     serde_json::from_str(text).map_err(|e| {
-        StepError::permanent("provider_bad_response", format!("{what} was not the JSON asked for: {e}"))
+        StepError::permanent(
+            "provider_bad_response",
+            format!("{what} was not the JSON asked for: {e}"),
+        )
     })
 }
 
@@ -75,7 +78,10 @@ impl Phase for BriefPhase {
     fn name(&self) -> &'static str {
         "brief"
     }
-    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
         async move {
             let b = &ctx.brief;
             let req = json_chat(
@@ -109,7 +115,10 @@ impl Phase for Script {
     fn name(&self) -> &'static str {
         "script"
     }
-    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
         async move {
             let plan: Plan = ctx.input("brief")?;
             let scenes = plan
@@ -128,9 +137,14 @@ impl Phase for Script {
                 ),
                 format!("{}\n{scenes}", plan.title),
             );
-            let script: ScriptOut = parse_answer(&ctx.tools.chat("script", &req).await?, "the script")?;
+            let script: ScriptOut =
+                parse_answer(&ctx.tools.chat("script", &req).await?, "the script")?;
             for s in &plan.scenes {
-                if !script.scenes.iter().any(|x| x.n == s.n && !x.narration.trim().is_empty()) {
+                if !script
+                    .scenes
+                    .iter()
+                    .any(|x| x.n == s.n && !x.narration.trim().is_empty())
+                {
                     return Err(StepError::permanent(
                         "script_incomplete",
                         format!("scene {} has no narration", s.n),
@@ -150,7 +164,10 @@ impl Phase for Assets {
     fn name(&self) -> &'static str {
         "assets"
     }
-    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
         async move {
             let plan: Plan = ctx.input("brief")?;
             let mut images = Vec::with_capacity(plan.scenes.len());
@@ -162,7 +179,10 @@ impl Phase for Assets {
                     size: "1024x1024".into(),
                 };
                 let img = ctx.tools.image(&format!("scene-{}", s.n), &req).await?;
-                images.push(SceneImage { scene: s.n, url: img.url });
+                images.push(SceneImage {
+                    scene: s.n,
+                    url: img.url,
+                });
             }
             to_value(AssetsOut { images })
         }
@@ -177,7 +197,10 @@ impl Phase for Voice {
     fn name(&self) -> &'static str {
         "voice"
     }
-    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
         async move {
             let script: ScriptOut = ctx.input("script")?;
             let mut audio = Vec::with_capacity(script.scenes.len());
@@ -189,7 +212,12 @@ impl Phase for Voice {
                     response_format: "mp3".into(),
                 };
                 let r = ctx.tools.speech(&format!("scene-{}", s.n), &req).await?;
-                audio.push(SceneAudio { scene: s.n, bytes: r.bytes, sha256: r.sha256, format: r.format });
+                audio.push(SceneAudio {
+                    scene: s.n,
+                    bytes: r.bytes,
+                    sha256: r.sha256,
+                    format: r.format,
+                });
             }
             to_value(VoiceOut { audio })
         }
@@ -204,7 +232,10 @@ impl Phase for Publish {
     fn name(&self) -> &'static str {
         "publish"
     }
-    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
         async move {
             let plan: Plan = ctx.input("brief")?;
             let script: ScriptOut = ctx.input("script")?;
@@ -220,7 +251,10 @@ impl Phase for Publish {
             struct Description {
                 description: String,
             }
-            let d: Description = parse_answer(&ctx.tools.chat("description", &req).await?, "the description")?;
+            let d: Description = parse_answer(
+                &ctx.tools.chat("description", &req).await?,
+                "the description",
+            )?;
             let mut scenes = Vec::new();
             for s in &plan.scenes {
                 let narration = script.scenes.iter().find(|x| x.n == s.n);

@@ -20,7 +20,10 @@ pub const CONTENT_PIPELINE_NAME: &str = "content";
 /// What one phase does with its inputs. Returns the phase's output (stored apart from state).
 pub trait Phase: Send + Sync {
     fn name(&self) -> &'static str;
-    fn run<'a>(&'a self, ctx: &'a PhaseContext) -> BoxFuture<'a, Result<serde_json::Value, StepError>>;
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>>;
 }
 
 /// A phase run's inputs: the production, its brief, earlier phases' outputs, its tools.
@@ -36,7 +39,10 @@ impl PhaseContext {
     /// An earlier phase's output in its typed shape.
     pub fn input<T: DeserializeOwned>(&self, phase: &str) -> Result<T, StepError> {
         let value = self.inputs.get(phase).ok_or_else(|| {
-            StepError::permanent("input_missing", format!("the output of phase {phase} is missing"))
+            StepError::permanent(
+                "input_missing",
+                format!("the output of phase {phase} is missing"),
+            )
         })?;
         serde_json::from_value(value.clone()).map_err(|e| {
             StepError::permanent("input_invalid", format!("the output of phase {phase}: {e}"))

@@ -34,7 +34,8 @@ impl PhaseMessage {
 
     /// Parses a body meant for `expected`'s queue.
     pub fn parse(body: &str, expected: &str) -> Result<Self, MessageError> {
-        let m: Self = serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let m: Self =
+            serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
         if m.phase != expected {
             return Err(MessageError::WrongPhase {
                 got: m.phase,
@@ -56,12 +57,18 @@ mod tests {
     fn round_trips_and_refuses_what_it_cannot_run() {
         let m = PhaseMessage::new("p1", "script", 2);
         assert_eq!(PhaseMessage::parse(&m.to_body(), "script").unwrap(), m);
-        assert!(matches!(PhaseMessage::parse("{not json", "script"), Err(MessageError::Malformed(_))));
+        assert!(matches!(
+            PhaseMessage::parse("{not json", "script"),
+            Err(MessageError::Malformed(_))
+        ));
         assert!(matches!(
             PhaseMessage::parse(&m.to_body(), "voice"),
             Err(MessageError::WrongPhase { .. })
         ));
         let zero = r#"{"production_id":"p","phase":"script","attempt":0}"#;
-        assert_eq!(PhaseMessage::parse(zero, "script"), Err(MessageError::ZeroAttempt));
+        assert_eq!(
+            PhaseMessage::parse(zero, "script"),
+            Err(MessageError::ZeroAttempt)
+        );
     }
 }

@@ -65,15 +65,38 @@ pub struct PhaseRuntime {
     pub stats: Arc<Stats>,
 }
 
+/// The SDK clients a function uses; built once per process.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ssm: aws_sdk_ssm::Client,
+}
+
+impl AwsClients {
+    /// Makes no network call: clients connect on first use.
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+        }
+    }
+}
+
 impl PhaseRuntime {
-    /// Builds the AWS adapters. Makes no network call: clients connect on first use.
     pub fn from_sdk(phase: Arc<dyn Phase>, sdk: &aws_config::SdkConfig, config: Config) -> Self {
+        Self::from_clients(phase, AwsClients::new(sdk), config)
+    }
+
+    /// Builds the AWS adapters over `clients`.
+    pub fn from_clients(phase: Arc<dyn Phase>, clients: AwsClients, config: Config) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let params = Arc::new(CachedParams::new(
-            SsmParams::new(aws_sdk_ssm::Client::new(sdk)),
+            SsmParams::new(clients.ssm),
             config.secret_cache,
         ));
-        let ddb = aws_sdk_dynamodb::Client::new(sdk);
+        let ddb = clients.dynamodb;
         let provider = Arc::new(ProviderClient::new(
             params,
             clock.clone(),
@@ -85,7 +108,7 @@ impl PhaseRuntime {
             actor: Actor(format!("system:{}", phase.name())),
             phase,
             store: Arc::new(DynamoStore::new(ddb.clone(), &config.state_table)),
-            queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
+            queue: Arc::new(SqsQueue::new(clients.sqs)),
             outcomes: Arc::new(DynamoOutcomes::new(ddb, &config.idempotency_table)),
             provider,
             clock,
@@ -101,7 +124,8 @@ impl PhaseRuntime {
     /// Handles one batch; the response lists the records SQS must deliver again.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         // Records run concurrently (a batch is at most ten); each is answered on its own.
-        let verdicts = futures::future::join_all(event.records.iter().map(|m| self.process_record(m))).await;
+        let verdicts =
+            futures::future::join_all(event.records.iter().map(|m| self.process_record(m))).await;
 
         let mut failed: Vec<String> = Vec::new();
         // Successors grouped by phase: one SendMessageBatch per phase per batch.
@@ -164,7 +188,10 @@ impl PhaseRuntime {
     }
 
     async fn process_record(&self, m: &SqsMessage) -> (String, Verdict) {
-        (m.message_id.clone().unwrap_or_default(), self.process(m).await)
+        (
+            m.message_id.clone().unwrap_or_default(),
+            self.process(m).await,
+        )
     }
 
     async fn process(&self, m: &SqsMessage) -> Verdict {
@@ -182,16 +209,27 @@ impl PhaseRuntime {
         let lease_until = now + self.config.function_timeout.as_millis() as Millis;
         let claimed = self
             .store
-            .claim(&msg.production_id, &msg.phase, msg.attempt, lease_until, now)
+            .claim(
+                &msg.production_id,
+                &msg.phase,
+                msg.attempt,
+                lease_until,
+                now,
+            )
             .await;
         let production = match claimed {
             Ok(ClaimOutcome::Claimed(p)) => p,
             Ok(ClaimOutcome::Refused(None)) => {
                 return self
-                    .quarantine(m, &format!("production {} does not exist", msg.production_id))
+                    .quarantine(
+                        m,
+                        &format!("production {} does not exist", msg.production_id),
+                    )
                     .await;
             }
-            Ok(ClaimOutcome::Refused(Some(p))) => return self.refused(&msg, &p, now, receive_count),
+            Ok(ClaimOutcome::Refused(Some(p))) => {
+                return self.refused(&msg, &p, now, receive_count);
+            }
             Err(e) => {
                 warn!(error = %e, production = %msg.production_id, "claim failed; will retry");
                 return self.back_off(m, receive_count, None).await;
@@ -210,7 +248,11 @@ impl PhaseRuntime {
                 .await
             {
                 Ok(key) => (
-                    Command::Succeed { phase: msg.phase.clone(), attempt: msg.attempt, output: key },
+                    Command::Succeed {
+                        phase: msg.phase.clone(),
+                        attempt: msg.attempt,
+                        output: key,
+                    },
                     None,
                 ),
                 Err(e) => return self.after_lost_commit(m, &production, &msg, e).await,
@@ -249,7 +291,10 @@ impl PhaseRuntime {
             None => {
                 self.stats.inc(&self.stats.succeeded);
                 match transition.dispatch {
-                    Some(next) => Verdict::Handoff { production: production.id.clone(), next },
+                    Some(next) => Verdict::Handoff {
+                        production: production.id.clone(),
+                        next,
+                    },
                     None => Verdict::Done,
                 }
             }
@@ -290,7 +335,10 @@ impl PhaseRuntime {
                 error!(production = %p.id, phase = self.phase.name(), panic = %what, "phase panicked");
                 Err(StepError {
                     class: ErrorClass::Unexpected,
-                    ..StepError::permanent("step_unexpected_error", format!("the phase panicked: {what}"))
+                    ..StepError::permanent(
+                        "step_unexpected_error",
+                        format!("the phase panicked: {what}"),
+                    )
                 })
             }
             Err(_) => Err(StepError::retryable(
@@ -307,14 +355,20 @@ impl PhaseRuntime {
             .get_brief(&p.id)
             .await
             .retryable("store_unavailable")?
-            .ok_or_else(|| StepError::permanent("brief_missing", format!("production {} has no brief", p.id)))?;
+            .ok_or_else(|| {
+                StepError::permanent("brief_missing", format!("production {} has no brief", p.id))
+            })?;
         let mut inputs = BTreeMap::new();
         for ph in &p.phases {
             if ph.name == self.phase.name() {
                 break;
             }
             if let (PhaseStatus::Succeeded, Some(key)) = (ph.status, &ph.output) {
-                let out = self.store.get_output(&p.id, key).await.retryable("store_unavailable")?;
+                let out = self
+                    .store
+                    .get_output(&p.id, key)
+                    .await
+                    .retryable("store_unavailable")?;
                 if let Some(out) = out {
                     inputs.insert(ph.name.clone(), out);
                 }
@@ -328,7 +382,12 @@ impl PhaseRuntime {
             self.phase.name(),
             self.config.outcome_ttl,
         );
-        Ok(PhaseContext { production: p.clone(), brief, inputs, tools })
+        Ok(PhaseContext {
+            production: p.clone(),
+            brief,
+            inputs,
+            tools,
+        })
     }
 
     /// Applies `cmd` and writes it; on a version conflict, re-applies to the newer state.
@@ -356,7 +415,13 @@ impl PhaseRuntime {
         Err(StoreError::Unavailable("commit kept conflicting".into()))
     }
 
-    fn refused(&self, msg: &PhaseMessage, p: &Production, now: Millis, receive_count: u32) -> Verdict {
+    fn refused(
+        &self,
+        msg: &PhaseMessage,
+        p: &Production,
+        now: Millis,
+        receive_count: u32,
+    ) -> Verdict {
         let refusal = claim_refusal(p, &msg.phase, msg.attempt, now);
         let counter = match refusal {
             Some(ClaimRefusal::Duplicate) => &self.stats.duplicate,
@@ -378,7 +443,10 @@ impl PhaseRuntime {
                 self.stats.inc(&self.stats.handoff_resent);
                 return Verdict::Handoff {
                     production: p.id.clone(),
-                    next: Dispatch { phase: next.name.clone(), attempt: next.attempt },
+                    next: Dispatch {
+                        phase: next.name.clone(),
+                        attempt: next.attempt,
+                    },
                 };
             }
         }
@@ -387,16 +455,35 @@ impl PhaseRuntime {
 
     /// The phase ran but its result could not be stored: deliver again after the lease, when
     /// the claim can be taken again; recorded tool outcomes make the re-run cheap.
-    async fn after_lost_commit(&self, m: &SqsMessage, p: &Production, msg: &PhaseMessage, e: StoreError) -> Verdict {
+    async fn after_lost_commit(
+        &self,
+        m: &SqsMessage,
+        p: &Production,
+        msg: &PhaseMessage,
+        e: StoreError,
+    ) -> Verdict {
         error!(production = %p.id, phase = %msg.phase, error = %e, "commit failed; will re-run after the lease");
-        let lease = p.phase(&msg.phase).and_then(|ph| ph.lease_until).unwrap_or(0);
+        let lease = p
+            .phase(&msg.phase)
+            .and_then(|ph| ph.lease_until)
+            .unwrap_or(0);
         let wait = ((lease - self.clock.now()) / 1000 + 1).max(1);
         self.set_visibility(m, wait.min(43_200) as i32).await;
         Verdict::Retry
     }
 
-    async fn back_off(&self, m: &SqsMessage, receive_count: u32, retry_at: Option<Millis>) -> Verdict {
-        let mut delay = backoff(receive_count, self.config.retry_base, self.config.retry_cap, rand::random());
+    async fn back_off(
+        &self,
+        m: &SqsMessage,
+        receive_count: u32,
+        retry_at: Option<Millis>,
+    ) -> Verdict {
+        let mut delay = backoff(
+            receive_count,
+            self.config.retry_base,
+            self.config.retry_cap,
+            rand::random(),
+        );
         if let Some(at) = retry_at {
             let until = std::time::Duration::from_millis((at - self.clock.now()).max(0) as u64);
             delay = delay.max(until);
@@ -407,7 +494,9 @@ impl PhaseRuntime {
     }
 
     async fn set_visibility(&self, m: &SqsMessage, seconds: i32) {
-        let Some(receipt) = m.receipt_handle.as_deref() else { return };
+        let Some(receipt) = m.receipt_handle.as_deref() else {
+            return;
+        };
         let url = self.own_queue_url();
         if let Err(e) = self.queue.change_visibility(url, receipt, seconds).await {
             // The queue's own visibility timeout still brings the message back.
@@ -416,7 +505,11 @@ impl PhaseRuntime {
     }
 
     fn own_queue_url(&self) -> &str {
-        self.config.queues.get(self.phase.name()).map(String::as_str).unwrap_or_default()
+        self.config
+            .queues
+            .get(self.phase.name())
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     /// A message no retry can fix: moved to the phase's DLQ at once, with the reason, so it
@@ -433,7 +526,10 @@ impl PhaseRuntime {
             id: "q".into(),
             body: m.body.clone().unwrap_or_default(),
             attributes: vec![
-                ("shepherd_error".into(), format!("malformed_message: {reason}")),
+                (
+                    "shepherd_error".into(),
+                    format!("malformed_message: {reason}"),
+                ),
                 ("shepherd_source_message_id".into(), id),
             ],
         };

@@ -105,12 +105,14 @@ impl Tools {
 
     pub async fn image(&self, name: &str, req: &ImageRequest) -> Result<ImageResult, StepError> {
         let key = self.key(name);
-        self.once(&key, req, || self.provider.image(req, &key)).await
+        self.once(&key, req, || self.provider.image(req, &key))
+            .await
     }
 
     pub async fn speech(&self, name: &str, req: &SpeechRequest) -> Result<SpeechResult, StepError> {
         let key = self.key(name);
-        self.once(&key, req, || self.provider.speech(req, &key)).await
+        self.once(&key, req, || self.provider.speech(req, &key))
+            .await
     }
 
     fn key(&self, name: &str) -> String {
@@ -127,7 +129,12 @@ impl Tools {
     {
         let hash = request_hash(req);
         let now = self.clock.now();
-        if let Some(found) = self.outcomes.get(key, now).await.retryable("outcome_store")? {
+        if let Some(found) = self
+            .outcomes
+            .get(key, now)
+            .await
+            .retryable("outcome_store")?
+        {
             if found.request_hash != hash {
                 return Err(StepError::permanent(
                     "idempotency_key_collision",

@@ -18,10 +18,16 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn system(content: impl Into<String>) -> Self {
-        Self { role: "system".into(), content: content.into() }
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
     }
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: "user".into(), content: content.into() }
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -64,7 +70,9 @@ pub struct SpeechResult {
 
 /// Calls the provider whose base URL and API key are SSM parameters (the key a SecureString).
 pub struct ProviderClient {
-    http: reqwest::Client,
+    /// Built on first use: loading the TLS roots costs tens of milliseconds of cold start.
+    http: std::sync::OnceLock<reqwest::Client>,
+    timeout: Duration,
     params: Arc<dyn Params>,
     clock: Arc<dyn Clock>,
     base_url_param: String,
@@ -117,13 +125,9 @@ impl ProviderClient {
         api_key_param: impl Into<String>,
         timeout: Duration,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5).min(timeout))
-            .build()
-            .expect("HTTP client builds");
         Self {
-            http,
+            http: std::sync::OnceLock::new(),
+            timeout,
             params,
             clock,
             base_url_param: base_url_param.into(),
@@ -133,35 +137,38 @@ impl ProviderClient {
 
     pub async fn chat(&self, req: &ChatRequest, key: &str) -> Result<String, StepError> {
         let res: ChatResponse = self.post_json("chat/completions", req, key).await?;
-        let choice = res
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| StepError::permanent("provider_bad_response", "chat completion had no choices"))?;
+        let choice = res.choices.into_iter().next().ok_or_else(|| {
+            StepError::permanent("provider_bad_response", "chat completion had no choices")
+        })?;
         if let Some(refusal) = choice.message.refusal {
             return Err(StepError::permanent("content_refused", refusal));
         }
         if choice.finish_reason.as_deref() == Some("content_filter") {
-            return Err(StepError::permanent("content_refused", "the provider's content filter stopped the completion"));
+            return Err(StepError::permanent(
+                "content_refused",
+                "the provider's content filter stopped the completion",
+            ));
         }
-        choice
-            .message
-            .content
-            .ok_or_else(|| StepError::permanent("provider_bad_response", "chat completion had no content"))
+        choice.message.content.ok_or_else(|| {
+            StepError::permanent("provider_bad_response", "chat completion had no content")
+        })
     }
 
     pub async fn image(&self, req: &ImageRequest, key: &str) -> Result<ImageResult, StepError> {
         let res: ImageResponse = self.post_json("images/generations", req, key).await?;
-        let url = res
-            .data
-            .into_iter()
-            .find_map(|d| d.url)
-            .ok_or_else(|| StepError::permanent("provider_bad_response", "image response had no url"))?;
+        let url = res.data.into_iter().find_map(|d| d.url).ok_or_else(|| {
+            StepError::permanent("provider_bad_response", "image response had no url")
+        })?;
         Ok(ImageResult { url })
     }
 
     pub async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<SpeechResult, StepError> {
-        let body = self.post("audio/speech", req, key).await?.bytes().await.map_err(transport)?;
+        let body = self
+            .post("audio/speech", req, key)
+            .await?
+            .bytes()
+            .await
+            .map_err(transport)?;
         Ok(SpeechResult {
             bytes: body.len(),
             sha256: hex::encode(Sha256::digest(&body)),
@@ -177,9 +184,8 @@ impl ProviderClient {
     ) -> Result<T, StepError> {
         let res = self.post(path, req, key).await?;
         let text = res.text().await.map_err(transport)?;
-        serde_json::from_str(&text).map_err(|e| {
-            StepError::permanent("provider_bad_response", format!("{path}: {e}"))
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| StepError::permanent("provider_bad_response", format!("{path}: {e}")))
     }
 
     /// One POST; on 401 the cached key is dropped and the call made once more.
@@ -194,7 +200,7 @@ impl ProviderClient {
         for refreshed in [false, true] {
             let api_key = self.param(&self.api_key_param).await?;
             let res = self
-                .http
+                .http()
                 .post(&url)
                 .bearer_auth(&api_key)
                 .header("Idempotency-Key", key)
@@ -209,6 +215,16 @@ impl ProviderClient {
             return self.check(res).await;
         }
         unreachable!("the loop returns")
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(Duration::from_secs(5).min(self.timeout))
+                .build()
+                .expect("HTTP client builds")
+        })
     }
 
     async fn check(&self, res: reqwest::Response) -> Result<reqwest::Response, StepError> {
@@ -237,7 +253,10 @@ impl ProviderClient {
             408 | 500..=599 => StepError::retryable("provider_unavailable", message),
             401 | 403 => StepError::permanent(
                 "provider_auth",
-                format!("the provider refused the key in {}: {message}", self.api_key_param),
+                format!(
+                    "the provider refused the key in {}: {message}",
+                    self.api_key_param
+                ),
             ),
             _ if code.as_deref() == Some("content_policy_violation") => {
                 StepError::permanent("content_refused", message)

@@ -12,10 +12,17 @@ use shepherd_local::provision::provision;
 use shepherd_local::runtime::{Clients, LocalRuntime};
 
 #[derive(Parser)]
-#[command(name = "shepherd-local", about = "Run Shepherd's local stack against an AWS emulator")]
+#[command(
+    name = "shepherd-local",
+    about = "Run Shepherd's local stack against an AWS emulator"
+)]
 struct Cli {
     /// The emulator's endpoint.
-    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:5005")]
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:5005"
+    )]
     endpoint: String,
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
@@ -37,6 +44,12 @@ enum Command {
     },
     /// Create the template's resources and print them.
     Provision,
+    /// Print a function's environment (as the template sets it) for `cargo lambda watch --env-file`.
+    Env {
+        /// The function's logical id in template.yaml.
+        #[arg(long, default_value = "BriefFunction")]
+        function: String,
+    },
     /// Serve only the fake provider.
     Provider {
         #[arg(long, default_value = "127.0.0.1:4010")]
@@ -55,7 +68,8 @@ fn overrides(params: &[String]) -> Result<HashMap<String, String>> {
 }
 
 async fn stopped() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -71,14 +85,39 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Provision => {
             let stack = provision(&sdk, &cli.template, &cli.stack, &params).await?;
-            let mut refs: Vec<_> = stack.context.refs.iter().filter(|(k, _)| !k.starts_with("AWS::")).collect();
+            let mut refs: Vec<_> = stack
+                .context
+                .refs
+                .iter()
+                .filter(|(k, _)| !k.starts_with("AWS::"))
+                .collect();
             refs.sort();
             for (k, v) in refs {
                 println!("{k:<32} {v}");
             }
         }
+        Command::Env { function } => {
+            params
+                .entry("ProviderBaseUrl".into())
+                .or_insert_with(|| "http://127.0.0.1:4010/v1".into());
+            let stack = provision(&sdk, &cli.template, &cli.stack, &params).await?;
+            let f = stack
+                .functions
+                .iter()
+                .find(|f| f.logical_id == function)
+                .with_context(|| format!("template.yaml has no function {function}"))?;
+            let mut env: Vec<_> = f.env.iter().collect();
+            env.sort();
+            for (k, v) in env {
+                println!("{k}={v}");
+            }
+            println!("AWS_ENDPOINT_URL={}", cli.endpoint);
+            println!("AWS_REGION=us-east-1\nAWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test");
+        }
         Command::Provider { listen } => {
-            let p = ProviderServer::start(listen, "local-provider-key").await.with_context(|| format!("cannot listen on {listen}"))?;
+            let p = ProviderServer::start(listen, "local-provider-key")
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
             println!("fake provider on {}", p.base_url());
             stopped().await;
             p.stop().await;
@@ -87,12 +126,19 @@ async fn main() -> Result<()> {
             let server = ProviderServer::start(provider, "local-provider-key")
                 .await
                 .with_context(|| format!("fake provider cannot listen on {provider}"))?;
-            params.entry("ProviderBaseUrl".into()).or_insert_with(|| server.base_url());
+            params
+                .entry("ProviderBaseUrl".into())
+                .or_insert_with(|| server.base_url());
             let stack = provision(&sdk, &cli.template, &cli.stack, &params)
                 .await
                 .with_context(|| format!("provisioning {} into {}", cli.stack, cli.endpoint))?;
-            let runtime = LocalRuntime::start(&stack, &Clients { handlers: sdk.clone(), pollers: sdk.clone() })?;
-            println!("local stack {:?} up: {} functions, provider {}", cli.stack, stack.functions.len(), server.base_url());
+            let runtime = LocalRuntime::start(&stack, &Clients::new(&sdk))?;
+            println!(
+                "local stack {:?} up: {} functions, provider {}",
+                cli.stack,
+                stack.functions.len(),
+                server.base_url()
+            );
             stopped().await;
             println!("stopping");
             runtime.stop().await;

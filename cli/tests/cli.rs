@@ -1,0 +1,133 @@
+//! The `shepherd` binary as an operator runs it, against a local stack.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use shepherd_it::{TestStack, endpoint};
+
+fn shepherd(stack: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shepherd"))
+        .args(args)
+        .env("SHEPHERD_STACK", stack)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("shepherd runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_brief(dir: &std::path::Path, name: &str, v: serde_json::Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, v.to_string()).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_brief_is_refused_naming_the_field_and_nothing_is_created() {
+    let t = TestStack::start_idle().await;
+    let dir = std::env::temp_dir().join(format!("shepherd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            serde_json::json!({"account": "acme", "title": "T", "topic": "x", "scenes": 40}),
+            "brief.scenes: must be between 1 and 12 (got 40)",
+        ),
+        (
+            serde_json::json!({"account": "acme", "title": "T", "scenes": 2}),
+            "missing field `topic`",
+        ),
+        (
+            serde_json::json!({"account": "acme", "title": "T", "topic": "x", "scenes": 2, "voice": "robot"}),
+            "brief.voice",
+        ),
+    ];
+    for (i, (brief, expected)) in cases.into_iter().enumerate() {
+        let path = write_brief(&dir, &format!("bad{i}.json"), brief);
+        let out = shepherd(&t.stack.stack, &["start", &path]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("invalid brief") && err.contains(expected),
+            "{err}"
+        );
+    }
+    let out = shepherd(&t.stack.stack, &["list", "--account", "acme", "--json"]);
+    assert_eq!(text(&out.stdout).trim(), "[]", "nothing was created");
+    assert_eq!(t.depth("BriefQueue").await, 0, "nothing was enqueued");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_watch_show_and_list_a_production() {
+    let t = TestStack::start(&[]).await;
+    let dir = std::env::temp_dir().join(format!("shepherd-cli-ok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let brief: serde_json::Value = serde_json::from_str(&shepherd_it::brief(2)).unwrap();
+    let path = write_brief(&dir, "brief.json", brief);
+    let stack = t.stack.stack.clone();
+
+    let out = shepherd(&stack, &["start", &path, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        started["available_actions"],
+        serde_json::json!(["pause", "cancel"])
+    );
+
+    let watched = tokio::task::spawn_blocking({
+        let (stack, id) = (stack.clone(), id.clone());
+        move || shepherd(&stack, &["watch", &id, "--interval-ms", "200"])
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), watched)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "watch exits 0 on completion: {}",
+        text(&out.stderr)
+    );
+    let log = text(&out.stdout);
+    assert!(log.contains("publish  succeeded"), "{log}");
+    assert!(log.contains("Completed: every phase succeeded."), "{log}");
+
+    let out = shepherd(&stack, &["show", &id]);
+    let show = text(&out.stdout);
+    assert!(show.contains("Status:   completed"), "{show}");
+    assert!(show.contains("Actions:  none"), "{show}");
+    assert!(
+        !show.contains("Errors"),
+        "the errors view appears only with errors: {show}"
+    );
+
+    let out = shepherd(&stack, &["show", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "completed");
+    assert_eq!(
+        v["outputs"]["publish"]["scenes"].as_array().unwrap().len(),
+        2
+    );
+
+    let out = shepherd(&stack, &["list", "--account", "acme"]);
+    assert!(text(&out.stdout).contains(&id));
+
+    let out = shepherd(&stack, &["show", "no-such-id"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("production no-such-id not found"));
+    t.stop().await;
+}
+
+#[test]
+fn an_unknown_stack_says_what_is_missing() {
+    let out = shepherd("no-such-stack", &["show", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("/shepherd/no-such-stack/config"), "{err}");
+}

@@ -1,0 +1,394 @@
+//! `shepherd-bench`: what the engine costs per phase transition, measured on the local stack.
+//!
+//! Runs productions through the real handlers against the emulator and counts every AWS
+//! request the handlers make (SDK interceptor), separating the engine's own requests (claim,
+//! commit, audit projection, hand-off) from the work's (briefs, outputs, tool outcomes).
+//! Prices them at AWS list prices. Measures the handler thread's CPU per message, each
+//! function's cold start (process start to its first Runtime API request) beside a bare
+//! lambda_runtime hello-world, and bootstrap sizes. Not a test: it prints figures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use clap::Parser;
+use serde_json::Value;
+use shepherd::adapters::{DynamoStore, SqsQueue};
+use shepherd::domain::ProductionStatus;
+use shepherd::ops::{Ops, StackConfig};
+use shepherd::ports::{Actor, SystemClock};
+use shepherd::runtime::{AwsClients, Stats};
+use shepherd_local::provider::ProviderServer;
+use shepherd_local::provision::provision;
+use shepherd_local::runtime::{Clients, LocalRuntime};
+
+// AWS list prices (us-east-1), dollars per million.
+const WRITE_UNIT: f64 = 0.625;
+const READ_UNIT: f64 = 0.125;
+const SQS_REQUEST: f64 = 0.40;
+const LAMBDA_INVOCATION: f64 = 0.20;
+const TEMPLATE_BATCH: f64 = 10.0;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:5005")]
+    endpoint: String,
+    #[arg(long, default_value_t = 20)]
+    productions: usize,
+    #[arg(long, default_value_t = 3)]
+    scenes: u32,
+    /// Where the release bootstraps are (cargo build --release).
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where sam build put the arm64 bootstraps, if it ran.
+    #[arg(long, default_value = ".local/sam-build")]
+    sam_build_dir: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    cold_starts: usize,
+}
+
+/// Counts requests by class, and the write units of the engine's writes.
+#[derive(Debug, Default)]
+struct Counter {
+    requests: Mutex<BTreeMap<String, u64>>,
+    write_units: Mutex<BTreeMap<String, f64>>,
+    hot_item_bytes: Mutex<Vec<usize>>,
+}
+
+#[derive(Debug, Clone)]
+struct Counting(Arc<Counter>, &'static str);
+
+fn attr_size(v: &Value) -> usize {
+    let Some((t, x)) = v.as_object().and_then(|m| m.iter().next()) else { return 0 };
+    match t.as_str() {
+        "S" => x.as_str().map_or(0, str::len),
+        "N" => x.as_str().map_or(0, |n| n.len().div_ceil(2) + 1),
+        "M" => 3 + x.as_object().map_or(0, |m| m.iter().map(|(k, v)| k.len() + attr_size(v) + 1).sum()),
+        "L" => 3 + x.as_array().map_or(0, |l| l.iter().map(|v| attr_size(v) + 1).sum()),
+        _ => 1,
+    }
+}
+
+fn item_size(item: &Value) -> usize {
+    item.as_object().map_or(0, |m| m.iter().map(|(k, v)| k.len() + attr_size(v)).sum())
+}
+
+fn wcu(bytes: usize) -> f64 {
+    bytes.div_ceil(1024).max(1) as f64
+}
+
+impl Counting {
+    fn classify(&self, target: &str, body: &Value) -> (String, f64, Option<usize>) {
+        let op = target.rsplit('.').next().unwrap_or(target);
+        let table = body["TableName"].as_str().unwrap_or_default();
+        let kind = |t: &str| {
+            if t.ends_with("-state") {
+                "state"
+            } else if t.ends_with("-idempotency") {
+                "outcomes"
+            } else if t.ends_with("-audit") {
+                "audit"
+            } else {
+                "other"
+            }
+        };
+        match op {
+            "UpdateItem" if kind(table) == "state" => ("engine: dynamodb claim (UpdateItem)".into(), 0.0, None),
+            "PutItem" if kind(table) == "state" && body["Item"]["sk"]["S"] == "P" => {
+                let size = item_size(&body["Item"]);
+                ("engine: dynamodb commit (PutItem)".into(), wcu(size), Some(size))
+            }
+            "PutItem" | "GetItem" => (format!("work: dynamodb {op} {}", kind(table)), 0.0, None),
+            "BatchWriteItem" => {
+                let n: usize = body["RequestItems"].as_object().map_or(0, |m| m.values().filter_map(Value::as_array).map(Vec::len).sum());
+                ("engine: dynamodb audit projection (BatchWriteItem)".into(), n as f64, None)
+            }
+            "SendMessageBatch" | "SendMessage" => (format!("engine: sqs {op} (hand-off)"), 0.0, None),
+            "ChangeMessageVisibility" => ("engine: sqs ChangeMessageVisibility (backoff)".into(), 0.0, None),
+            "TransactWriteItems" => {
+                let n = body["TransactItems"].as_array().map_or(0, Vec::len);
+                (format!("{}: dynamodb create (TransactWriteItems)", self.1), 2.0 * n as f64, None)
+            }
+            other => (format!("{}: {other}", self.1), 0.0, None),
+        }
+    }
+}
+
+impl Intercept for Counting {
+    fn name(&self) -> &'static str {
+        "shepherd-bench-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let req = ctx.request();
+        let target = req.headers().get("x-amz-target").unwrap_or("unknown").to_string();
+        let body: Value = req.body().bytes().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+        let (class, units, size) = if self.1 == "engine" {
+            self.classify(&target, &body)
+        } else {
+            let mut c = self.classify(&target, &body);
+            c.0 = format!("{}: {}", self.1, target.rsplit('.').next().unwrap_or(&target));
+            c
+        };
+        *self.0.requests.lock().expect("lock").entry(class.clone()).or_default() += 1;
+        if units > 0.0 {
+            *self.0.write_units.lock().expect("lock").entry(class).or_default() += units;
+        }
+        if let Some(s) = size {
+            self.0.hot_item_bytes.lock().expect("lock").push(s);
+        }
+        Ok(())
+    }
+}
+
+fn counted_clients(sdk: &aws_config::SdkConfig, counter: Counting) -> AwsClients {
+    AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.clone()).build()),
+        sqs: aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).interceptor(counter.clone()).build()),
+        ssm: aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(sdk).interceptor(counter).build()),
+    }
+}
+
+/// CPU time this thread has run, in nanoseconds (Linux schedstat).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    transitions(&args).await?;
+    cold_starts(&args)?;
+    sizes(&args);
+    Ok(())
+}
+
+async fn transitions(args: &Args) -> Result<()> {
+    let sdk = shepherd_local::sdk_config(&args.endpoint).await;
+    let provider = ProviderServer::start("127.0.0.1:0".parse()?, "local-provider-key").await?;
+    let stack_name = format!("bench{}", std::process::id());
+    let params = HashMap::from([
+        ("ProviderBaseUrl".to_string(), provider.base_url()),
+        ("RetryBaseSeconds".to_string(), "1".to_string()),
+    ]);
+    let stack = provision(&sdk, Path::new("template.yaml"), &stack_name, &params).await.context("provisioning (is the emulator up?)")?;
+
+    // Handlers run on their own thread so its CPU time is theirs alone.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handler_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        tx.send(rt.handle().clone()).expect("send handle");
+        rt.block_on(async {
+            let _ = stop_rx.await;
+        });
+    });
+    let exec = rx.recv()?;
+    let engine = Arc::new(Counter::default());
+    let starts = Arc::new(Counter::default());
+    let clients = Clients {
+        handlers: counted_clients(&sdk, Counting(engine.clone(), "engine")),
+        pollers: sdk.clone(),
+        exec: Some(exec.clone()),
+    };
+    let cpu_before = exec.spawn(async { thread_cpu_ns() }).await?;
+    let runtime = LocalRuntime::start(&stack, &clients)?;
+
+    let config: StackConfig = {
+        let ssm = aws_sdk_ssm::Client::new(&sdk);
+        let v = ssm.get_parameter().name(StackConfig::parameter_name(&stack_name)).send().await?;
+        serde_json::from_str(&v.parameter.and_then(|p| p.value).unwrap_or_default())?
+    };
+    let start_clients = counted_clients(&sdk, Counting(starts.clone(), "start"));
+    let ops = Ops::new(
+        Arc::new(DynamoStore::new(start_clients.dynamodb.clone(), &config.state_table)),
+        Arc::new(SqsQueue::new(start_clients.sqs.clone())),
+        Arc::new(SystemClock),
+        config.queue_map(),
+    );
+    let brief = serde_json::json!({"account": "bench", "title": "Bench", "topic": "Counting requests", "scenes": args.scenes}).to_string();
+    let began = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..args.productions {
+        ids.push(ops.start(&brief, &Actor("operator:bench".into())).await?.id);
+    }
+    for id in &ids {
+        loop {
+            let p = ops.get(id).await?;
+            if p.status == ProductionStatus::Completed {
+                break;
+            }
+            if p.status.is_settled() || began.elapsed() > Duration::from_secs(300) {
+                bail!("production {id} ended {:?}", p.status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Let the audit projection catch up (7 events per production).
+    let audit_target = (ids.len() * 7) as f64;
+    let wait = Instant::now();
+    while engine.write_units.lock().expect("lock").get("engine: dynamodb audit projection (BatchWriteItem)").copied().unwrap_or(0.0) < audit_target
+        && wait.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = began.elapsed();
+    let cpu_after = exec.spawn(async { thread_cpu_ns() }).await?;
+    let messages: u64 = runtime.stats.values().map(|s| Stats::get(&s.received)).sum();
+    runtime.stop().await;
+    let _ = stop_tx.send(());
+    let _ = handler_thread.join();
+    provider.stop().await;
+
+    let transitions = (ids.len() * shepherd::phases::CONTENT_PIPELINE.len()) as f64;
+    println!("# Engine cost per phase transition");
+    println!("{} productions x {} phases = {} transitions, {} messages handled, {:.1} s wall", ids.len(), shepherd::phases::CONTENT_PIPELINE.len(), transitions, messages, elapsed.as_secs_f64());
+    println!();
+    println!("{:<58} {:>10} {:>14}", "requests by the handlers", "total", "per transition");
+    let requests = engine.requests.lock().expect("lock").clone();
+    for (k, v) in &requests {
+        println!("{k:<58} {v:>10} {:>14.3}", *v as f64 / transitions);
+    }
+    let units = engine.write_units.lock().expect("lock").clone();
+    let engine_ddb_requests: u64 = requests.iter().filter(|(k, _)| k.starts_with("engine: dynamodb") && !k.contains("audit")).map(|(_, v)| v).sum();
+    let engine_sqs: u64 = requests.iter().filter(|(k, _)| k.starts_with("engine: sqs")).map(|(_, v)| v).sum();
+    let sizes = engine.hot_item_bytes.lock().expect("lock").clone();
+    let max_hot = sizes.iter().copied().max().unwrap_or(0);
+    let mean_hot = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
+    // A claim's write units follow the item's size, like the commit's.
+    let claims = requests.get("engine: dynamodb claim (UpdateItem)").copied().unwrap_or(0) as f64;
+    let commit_wcu = units.get("engine: dynamodb commit (PutItem)").copied().unwrap_or(0.0);
+    let claim_wcu = claims * wcu(max_hot);
+    let audit_wcu = units.get("engine: dynamodb audit projection (BatchWriteItem)").copied().unwrap_or(0.0);
+    let wcu_per = (claim_wcu + commit_wcu + audit_wcu) / transitions;
+    println!();
+    println!("hot state item: mean {mean_hot:.0} B, max {max_hot} B ({} write unit per claim/commit)", wcu(max_hot));
+    println!("engine DynamoDB requests per transition (claim + commit): {:.2}", engine_ddb_requests as f64 / transitions);
+    println!("engine SQS sends per transition: {:.2}", engine_sqs as f64 / transitions);
+    println!("engine write units per transition: claim {:.2} + commit {:.2} + audit {:.2} = {wcu_per:.2}; read units: 0 (the claim returns the item)", claim_wcu / transitions, commit_wcu / transitions, audit_wcu / transitions);
+    println!("handler CPU per message: {:.0} µs (the handler thread's CPU time / messages, debug or release as built)", (cpu_after - cpu_before) as f64 / 1000.0 / messages.max(1) as f64);
+    let starts_req = starts.requests.lock().expect("lock").clone();
+    println!("per production start (not a transition): {starts_req:?}, {:.0} write units", starts.write_units.lock().expect("lock").values().sum::<f64>() / ids.len() as f64);
+
+    // The claim returns the item (ReturnValues), so the engine reads nothing on the happy path.
+    let engine_read_units = 0.0;
+    let ddb = wcu_per * WRITE_UNIT + engine_read_units * READ_UNIT;
+    let sqs = engine_sqs as f64 / transitions * SQS_REQUEST;
+    let esm_full = 2.0 / TEMPLATE_BATCH * SQS_REQUEST; // one receive + one delete per full batch
+    let lambda = LAMBDA_INVOCATION / TEMPLATE_BATCH;
+    let total = ddb + sqs + esm_full + lambda;
+    println!();
+    println!("# Dollars per million transitions at list prices");
+    println!("DynamoDB writes ({wcu_per:.2} WU x $0.625)          {ddb:>6.3}");
+    println!("SQS hand-off sends                        {sqs:>6.3}");
+    println!("SQS receive + delete by the mapping (batch 10) {esm_full:>6.3}");
+    println!("Lambda invocations (batch 10)             {lambda:>6.3}");
+    println!("total                                      {total:>6.3}   (budget 2.50; Step Functions Standard 25.00)");
+    println!("at batch size 1 (a quiet queue): {:.3}", ddb + sqs + 2.0 * SQS_REQUEST + LAMBDA_INVOCATION);
+    Ok(())
+}
+
+/// Starts `bin` against a fake Runtime API and returns the time to its first request.
+fn one_cold_start(bin: &Path, env: &HashMap<String, String>) -> Result<Duration> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let start = Instant::now();
+    let mut child = std::process::Command::new(bin)
+        .env_clear()
+        .envs(env)
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    listener.set_nonblocking(false)?;
+    let (mut conn, _) = listener.accept()?;
+    let took = start.elapsed();
+    let mut buf = [0u8; 64];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    if !String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next") {
+        bail!("{} did not ask for an invocation first", bin.display());
+    }
+    Ok(took)
+}
+
+fn cold_starts(args: &Args) -> Result<()> {
+    let template_env: HashMap<String, String> = {
+        // The functions need their configuration to start; values are not used at init.
+        let mut e = HashMap::new();
+        for (k, v) in [
+            ("SHEPHERD_STATE_TABLE", "bench-state"),
+            ("SHEPHERD_IDEMPOTENCY_TABLE", "bench-idempotency"),
+            ("SHEPHERD_AUDIT_TABLE", "bench-audit"),
+            ("SHEPHERD_QUEUES", "brief=http://127.0.0.1:9/q/brief,script=http://127.0.0.1:9/q/script,assets=http://127.0.0.1:9/q/assets,voice=http://127.0.0.1:9/q/voice,publish=http://127.0.0.1:9/q/publish"),
+            ("SHEPHERD_DLQS", "brief=http://127.0.0.1:9/q/brief-dlq"),
+            ("SHEPHERD_PROVIDER_BASE_URL_PARAM", "/shepherd/bench/provider/base_url"),
+            ("SHEPHERD_PROVIDER_API_KEY_PARAM", "/shepherd/bench/provider/api_key"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDBENCH"),
+            ("AWS_SECRET_ACCESS_KEY", "bench"),
+            ("AWS_SESSION_TOKEN", "bench"),
+            // A closed port: a function that called AWS at init would show it here.
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ] {
+            e.insert(k.to_string(), v.to_string());
+        }
+        e
+    };
+    println!();
+    println!("# Cold start: process start to first Runtime API request ({} runs each, median / p90)", args.cold_starts);
+    let mut baseline = None;
+    for name in ["bench-hello", "brief", "script", "assets", "voice", "publish", "audit-projector"] {
+        let bin = args.bin_dir.join(name);
+        if !bin.exists() {
+            println!("{name:<16} not built (cargo build --release -p {name})");
+            continue;
+        }
+        let mut times: Vec<Duration> = (0..args.cold_starts).map(|_| one_cold_start(&bin, &template_env)).collect::<Result<_>>()?;
+        times.sort();
+        let median = times[times.len() / 2];
+        let p90 = times[times.len() * 9 / 10];
+        let ratio = baseline.map(|b: Duration| format!("{:.2}x hello", median.as_secs_f64() / b.as_secs_f64())).unwrap_or_else(|| "baseline".into());
+        if name == "bench-hello" {
+            baseline = Some(median);
+        }
+        println!("{name:<16} {:>7.2} ms / {:>7.2} ms   {ratio}", median.as_secs_f64() * 1000.0, p90.as_secs_f64() * 1000.0);
+    }
+    Ok(())
+}
+
+fn sizes(args: &Args) {
+    println!();
+    println!("# Release bootstrap sizes");
+    for name in ["bench-hello", "brief", "script", "assets", "voice", "publish", "audit-projector"] {
+        let native = std::fs::metadata(args.bin_dir.join(name)).map(|m| format!("{:.2} MB", m.len() as f64 / 1e6)).unwrap_or_else(|_| "-".into());
+        let logical = match name {
+            "audit-projector" => "AuditProjectorFunction".to_string(),
+            "bench-hello" => String::new(),
+            n => format!("{}{}Function", n[..1].to_uppercase(), &n[1..]),
+        };
+        let arm = std::fs::metadata(args.sam_build_dir.join(&logical).join("bootstrap")).map(|m| format!("{:.2} MB", m.len() as f64 / 1e6)).unwrap_or_else(|_| "-".into());
+        println!("{name:<16} x86_64 {native:>9}   arm64 (sam build) {arm:>9}");
+    }
+}

@@ -1,0 +1,55 @@
+//! The sample events in events/ are real Lambda event shapes that the handlers accept.
+
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use shepherd::audit::{AuditSource, audit_items};
+use shepherd::runtime::{PhaseMessage, Stats};
+use shepherd_it::{TestStack, repo_root};
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("events").join(name)).expect("sample event exists")
+}
+
+#[test]
+fn every_phase_has_a_sample_sqs_event_with_a_valid_message() {
+    for phase in shepherd::phases::CONTENT_PIPELINE {
+        let e: SqsEvent = serde_json::from_str(&read(&format!("sqs-{phase}.json"))).unwrap();
+        let body = e.records[0].body.as_deref().unwrap();
+        assert_eq!(PhaseMessage::parse(body, phase).unwrap().phase, phase);
+    }
+}
+
+#[test]
+fn the_stream_sample_projects_its_audit_event() {
+    let e: StreamEvent =
+        serde_json::from_str(&read("dynamodb-stream-audit-projector.json")).unwrap();
+    let image = e.records[0].change.new_image.clone();
+    let src: AuditSource = serde_dynamo::from_item(image).unwrap();
+    let items = audit_items(&src);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["et"].as_s().unwrap(), "phase.succeeded");
+}
+
+#[test]
+fn the_sample_brief_is_valid() {
+    shepherd::domain::Brief::parse(&read("briefs/tides.json")).unwrap();
+}
+
+/// What `cargo lambda invoke brief --data-file events/sqs-brief.json` does on a fresh stack:
+/// the production does not exist, so the message is quarantined, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_event_for_an_unknown_production_is_quarantined() {
+    let t = TestStack::start_idle().await;
+    let handler = t.handler("brief");
+    let e: SqsEvent = serde_json::from_str(&read("sqs-brief.json")).unwrap();
+    let res = handler.handle(e).await;
+    assert!(res.batch_item_failures.is_empty());
+    assert_eq!(Stats::get(&handler.stats.poison), 1);
+    t.wait_depth(
+        "BriefDeadLetterQueue",
+        1,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    t.stop().await;
+}
