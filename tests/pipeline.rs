@@ -214,3 +214,38 @@ async fn audit_events_are_projected_from_the_state_stream() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_slower_than_the_timeout_is_retried_as_a_timeout() {
+    let t = TestStack::start(&[("ProviderTimeoutSeconds", "1")]).await;
+    t.provider
+        .add_fault(FaultRule::new("speech", Fault::Slow { ms: 2500 }).times(1));
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let voice = done.phase("voice").unwrap();
+    assert_eq!(voice.error_count, 1);
+    assert_eq!(voice.last_error.as_ref().unwrap().code, "provider_timeout");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_waits_for_the_providers_reset_before_retrying() {
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("chat", Fault::RateLimit { reset_secs: 3 }).times(1));
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let brief = done.phase("brief").unwrap();
+    let err = brief.last_error.as_ref().unwrap();
+    assert_eq!(
+        (err.code.as_str(), err.provider_status),
+        ("provider_rate_limited", Some(429))
+    );
+    assert!(
+        brief.started_at.unwrap() - err.at >= 2900,
+        "the retry waited for the reset (3 s), not the 1 s backoff"
+    );
+    t.stop().await;
+}

@@ -45,7 +45,11 @@ pub struct Clients {
 impl Clients {
     /// Everything on one SDK config and the current runtime.
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        Self { handlers: AwsClients::new(sdk), pollers: sdk.clone(), exec: None }
+        Self {
+            handlers: AwsClients::new(sdk),
+            pollers: sdk.clone(),
+            exec: None,
+        }
     }
 }
 
@@ -128,7 +132,11 @@ pub fn phase_runtime(
         .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
     let config =
         Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
-    Ok(PhaseRuntime::from_clients(Arc::from(phase), clients.clone(), config))
+    Ok(PhaseRuntime::from_clients(
+        Arc::from(phase),
+        clients.clone(),
+        config,
+    ))
 }
 
 struct SqsPoller {
@@ -199,15 +207,15 @@ impl SqsPoller {
             None => tokio::time::timeout(self.timeout, invocation).await.ok(),
         };
         let failed: Vec<String> = match answer {
-                Some(res) if self.partial => res
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier)
-                    .collect(),
-                Some(res) if res.batch_item_failures.is_empty() => vec![],
-                // Without partial responses, or on a timeout, Lambda deletes nothing.
-                _ => ids.iter().map(|(id, _)| id.clone()).collect(),
-            };
+            Some(res) if self.partial => res
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            Some(res) if res.batch_item_failures.is_empty() => vec![],
+            // Without partial responses, or on a timeout, Lambda deletes nothing.
+            _ => ids.iter().map(|(id, _)| id.clone()).collect(),
+        };
         let entries: Vec<DeleteMessageBatchRequestEntry> = ids
             .iter()
             .enumerate()

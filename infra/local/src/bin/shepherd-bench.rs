@@ -39,7 +39,11 @@ const TEMPLATE_BATCH: f64 = 10.0;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:5005")]
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:5005"
+    )]
     endpoint: String,
     #[arg(long, default_value_t = 20)]
     productions: usize,
@@ -67,18 +71,29 @@ struct Counter {
 struct Counting(Arc<Counter>, &'static str);
 
 fn attr_size(v: &Value) -> usize {
-    let Some((t, x)) = v.as_object().and_then(|m| m.iter().next()) else { return 0 };
+    let Some((t, x)) = v.as_object().and_then(|m| m.iter().next()) else {
+        return 0;
+    };
     match t.as_str() {
         "S" => x.as_str().map_or(0, str::len),
         "N" => x.as_str().map_or(0, |n| n.len().div_ceil(2) + 1),
-        "M" => 3 + x.as_object().map_or(0, |m| m.iter().map(|(k, v)| k.len() + attr_size(v) + 1).sum()),
-        "L" => 3 + x.as_array().map_or(0, |l| l.iter().map(|v| attr_size(v) + 1).sum()),
+        "M" => {
+            3 + x.as_object().map_or(0, |m| {
+                m.iter().map(|(k, v)| k.len() + attr_size(v) + 1).sum()
+            })
+        }
+        "L" => {
+            3 + x
+                .as_array()
+                .map_or(0, |l| l.iter().map(|v| attr_size(v) + 1).sum())
+        }
         _ => 1,
     }
 }
 
 fn item_size(item: &Value) -> usize {
-    item.as_object().map_or(0, |m| m.iter().map(|(k, v)| k.len() + attr_size(v)).sum())
+    item.as_object()
+        .map_or(0, |m| m.iter().map(|(k, v)| k.len() + attr_size(v)).sum())
 }
 
 fn wcu(bytes: usize) -> f64 {
@@ -101,21 +116,43 @@ impl Counting {
             }
         };
         match op {
-            "UpdateItem" if kind(table) == "state" => ("engine: dynamodb claim (UpdateItem)".into(), 0.0, None),
+            "UpdateItem" if kind(table) == "state" => {
+                ("engine: dynamodb claim (UpdateItem)".into(), 0.0, None)
+            }
             "PutItem" if kind(table) == "state" && body["Item"]["sk"]["S"] == "P" => {
                 let size = item_size(&body["Item"]);
-                ("engine: dynamodb commit (PutItem)".into(), wcu(size), Some(size))
+                (
+                    "engine: dynamodb commit (PutItem)".into(),
+                    wcu(size),
+                    Some(size),
+                )
             }
             "PutItem" | "GetItem" => (format!("work: dynamodb {op} {}", kind(table)), 0.0, None),
             "BatchWriteItem" => {
-                let n: usize = body["RequestItems"].as_object().map_or(0, |m| m.values().filter_map(Value::as_array).map(Vec::len).sum());
-                ("engine: dynamodb audit projection (BatchWriteItem)".into(), n as f64, None)
+                let n: usize = body["RequestItems"].as_object().map_or(0, |m| {
+                    m.values().filter_map(Value::as_array).map(Vec::len).sum()
+                });
+                (
+                    "engine: dynamodb audit projection (BatchWriteItem)".into(),
+                    n as f64,
+                    None,
+                )
             }
-            "SendMessageBatch" | "SendMessage" => (format!("engine: sqs {op} (hand-off)"), 0.0, None),
-            "ChangeMessageVisibility" => ("engine: sqs ChangeMessageVisibility (backoff)".into(), 0.0, None),
+            "SendMessageBatch" | "SendMessage" => {
+                (format!("engine: sqs {op} (hand-off)"), 0.0, None)
+            }
+            "ChangeMessageVisibility" => (
+                "engine: sqs ChangeMessageVisibility (backoff)".into(),
+                0.0,
+                None,
+            ),
             "TransactWriteItems" => {
                 let n = body["TransactItems"].as_array().map_or(0, Vec::len);
-                (format!("{}: dynamodb create (TransactWriteItems)", self.1), 2.0 * n as f64, None)
+                (
+                    format!("{}: dynamodb create (TransactWriteItems)", self.1),
+                    2.0 * n as f64,
+                    None,
+                )
             }
             other => (format!("{}: {other}", self.1), 0.0, None),
         }
@@ -134,18 +171,42 @@ impl Intercept for Counting {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let req = ctx.request();
-        let target = req.headers().get("x-amz-target").unwrap_or("unknown").to_string();
-        let body: Value = req.body().bytes().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+        let target = req
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("unknown")
+            .to_string();
+        let body: Value = req
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
         let (class, units, size) = if self.1 == "engine" {
             self.classify(&target, &body)
         } else {
             let mut c = self.classify(&target, &body);
-            c.0 = format!("{}: {}", self.1, target.rsplit('.').next().unwrap_or(&target));
+            c.0 = format!(
+                "{}: {}",
+                self.1,
+                target.rsplit('.').next().unwrap_or(&target)
+            );
             c
         };
-        *self.0.requests.lock().expect("lock").entry(class.clone()).or_default() += 1;
+        *self
+            .0
+            .requests
+            .lock()
+            .expect("lock")
+            .entry(class.clone())
+            .or_default() += 1;
         if units > 0.0 {
-            *self.0.write_units.lock().expect("lock").entry(class).or_default() += units;
+            *self
+                .0
+                .write_units
+                .lock()
+                .expect("lock")
+                .entry(class)
+                .or_default() += units;
         }
         if let Some(s) = size {
             self.0.hot_item_bytes.lock().expect("lock").push(s);
@@ -156,9 +217,21 @@ impl Intercept for Counting {
 
 fn counted_clients(sdk: &aws_config::SdkConfig, counter: Counting) -> AwsClients {
     AwsClients {
-        dynamodb: aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.clone()).build()),
-        sqs: aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).interceptor(counter.clone()).build()),
-        ssm: aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(sdk).interceptor(counter).build()),
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(sdk)
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        ssm: aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::config::Builder::from(sdk)
+                .interceptor(counter)
+                .build(),
+        ),
     }
 }
 
@@ -187,13 +260,18 @@ async fn transitions(args: &Args) -> Result<()> {
         ("ProviderBaseUrl".to_string(), provider.base_url()),
         ("RetryBaseSeconds".to_string(), "1".to_string()),
     ]);
-    let stack = provision(&sdk, Path::new("template.yaml"), &stack_name, &params).await.context("provisioning (is the emulator up?)")?;
+    let stack = provision(&sdk, Path::new("template.yaml"), &stack_name, &params)
+        .await
+        .context("provisioning (is the emulator up?)")?;
 
     // Handlers run on their own thread so its CPU time is theirs alone.
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handler_thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         tx.send(rt.handle().clone()).expect("send handle");
         rt.block_on(async {
             let _ = stop_rx.await;
@@ -212,12 +290,19 @@ async fn transitions(args: &Args) -> Result<()> {
 
     let config: StackConfig = {
         let ssm = aws_sdk_ssm::Client::new(&sdk);
-        let v = ssm.get_parameter().name(StackConfig::parameter_name(&stack_name)).send().await?;
+        let v = ssm
+            .get_parameter()
+            .name(StackConfig::parameter_name(&stack_name))
+            .send()
+            .await?;
         serde_json::from_str(&v.parameter.and_then(|p| p.value).unwrap_or_default())?
     };
     let start_clients = counted_clients(&sdk, Counting(starts.clone(), "start"));
     let ops = Ops::new(
-        Arc::new(DynamoStore::new(start_clients.dynamodb.clone(), &config.state_table)),
+        Arc::new(DynamoStore::new(
+            start_clients.dynamodb.clone(),
+            &config.state_table,
+        )),
         Arc::new(SqsQueue::new(start_clients.sqs.clone())),
         Arc::new(SystemClock),
         config.queue_map(),
@@ -243,14 +328,25 @@ async fn transitions(args: &Args) -> Result<()> {
     // Let the audit projection catch up (7 events per production).
     let audit_target = (ids.len() * 7) as f64;
     let wait = Instant::now();
-    while engine.write_units.lock().expect("lock").get("engine: dynamodb audit projection (BatchWriteItem)").copied().unwrap_or(0.0) < audit_target
+    while engine
+        .write_units
+        .lock()
+        .expect("lock")
+        .get("engine: dynamodb audit projection (BatchWriteItem)")
+        .copied()
+        .unwrap_or(0.0)
+        < audit_target
         && wait.elapsed() < Duration::from_secs(30)
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = began.elapsed();
     let cpu_after = exec.spawn(async { thread_cpu_ns() }).await?;
-    let messages: u64 = runtime.stats.values().map(|s| Stats::get(&s.received)).sum();
+    let messages: u64 = runtime
+        .stats
+        .values()
+        .map(|s| Stats::get(&s.received))
+        .sum();
     runtime.stop().await;
     let _ = stop_tx.send(());
     let _ = handler_thread.join();
@@ -258,33 +354,86 @@ async fn transitions(args: &Args) -> Result<()> {
 
     let transitions = (ids.len() * shepherd::phases::CONTENT_PIPELINE.len()) as f64;
     println!("# Engine cost per phase transition");
-    println!("{} productions x {} phases = {} transitions, {} messages handled, {:.1} s wall", ids.len(), shepherd::phases::CONTENT_PIPELINE.len(), transitions, messages, elapsed.as_secs_f64());
+    println!(
+        "{} productions x {} phases = {} transitions, {} messages handled, {:.1} s wall",
+        ids.len(),
+        shepherd::phases::CONTENT_PIPELINE.len(),
+        transitions,
+        messages,
+        elapsed.as_secs_f64()
+    );
     println!();
-    println!("{:<58} {:>10} {:>14}", "requests by the handlers", "total", "per transition");
+    println!(
+        "{:<58} {:>10} {:>14}",
+        "requests by the handlers", "total", "per transition"
+    );
     let requests = engine.requests.lock().expect("lock").clone();
     for (k, v) in &requests {
         println!("{k:<58} {v:>10} {:>14.3}", *v as f64 / transitions);
     }
     let units = engine.write_units.lock().expect("lock").clone();
-    let engine_ddb_requests: u64 = requests.iter().filter(|(k, _)| k.starts_with("engine: dynamodb") && !k.contains("audit")).map(|(_, v)| v).sum();
-    let engine_sqs: u64 = requests.iter().filter(|(k, _)| k.starts_with("engine: sqs")).map(|(_, v)| v).sum();
+    let engine_ddb_requests: u64 = requests
+        .iter()
+        .filter(|(k, _)| k.starts_with("engine: dynamodb") && !k.contains("audit"))
+        .map(|(_, v)| v)
+        .sum();
+    let engine_sqs: u64 = requests
+        .iter()
+        .filter(|(k, _)| k.starts_with("engine: sqs"))
+        .map(|(_, v)| v)
+        .sum();
     let sizes = engine.hot_item_bytes.lock().expect("lock").clone();
     let max_hot = sizes.iter().copied().max().unwrap_or(0);
     let mean_hot = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
     // A claim's write units follow the item's size, like the commit's.
-    let claims = requests.get("engine: dynamodb claim (UpdateItem)").copied().unwrap_or(0) as f64;
-    let commit_wcu = units.get("engine: dynamodb commit (PutItem)").copied().unwrap_or(0.0);
+    let claims = requests
+        .get("engine: dynamodb claim (UpdateItem)")
+        .copied()
+        .unwrap_or(0) as f64;
+    let commit_wcu = units
+        .get("engine: dynamodb commit (PutItem)")
+        .copied()
+        .unwrap_or(0.0);
     let claim_wcu = claims * wcu(max_hot);
-    let audit_wcu = units.get("engine: dynamodb audit projection (BatchWriteItem)").copied().unwrap_or(0.0);
+    let audit_wcu = units
+        .get("engine: dynamodb audit projection (BatchWriteItem)")
+        .copied()
+        .unwrap_or(0.0);
     let wcu_per = (claim_wcu + commit_wcu + audit_wcu) / transitions;
     println!();
-    println!("hot state item: mean {mean_hot:.0} B, max {max_hot} B ({} write unit per claim/commit)", wcu(max_hot));
-    println!("engine DynamoDB requests per transition (claim + commit): {:.2}", engine_ddb_requests as f64 / transitions);
-    println!("engine SQS sends per transition: {:.2}", engine_sqs as f64 / transitions);
-    println!("engine write units per transition: claim {:.2} + commit {:.2} + audit {:.2} = {wcu_per:.2}; read units: 0 (the claim returns the item)", claim_wcu / transitions, commit_wcu / transitions, audit_wcu / transitions);
-    println!("handler CPU per message: {:.0} µs (the handler thread's CPU time / messages, debug or release as built)", (cpu_after - cpu_before) as f64 / 1000.0 / messages.max(1) as f64);
+    println!(
+        "hot state item: mean {mean_hot:.0} B, max {max_hot} B ({} write unit per claim/commit)",
+        wcu(max_hot)
+    );
+    println!(
+        "engine DynamoDB requests per transition (claim + commit): {:.2}",
+        engine_ddb_requests as f64 / transitions
+    );
+    println!(
+        "engine SQS sends per transition: {:.2}",
+        engine_sqs as f64 / transitions
+    );
+    println!(
+        "engine write units per transition: claim {:.2} + commit {:.2} + audit {:.2} = {wcu_per:.2}; read units: 0 (the claim returns the item)",
+        claim_wcu / transitions,
+        commit_wcu / transitions,
+        audit_wcu / transitions
+    );
+    println!(
+        "handler CPU per message: {:.0} µs (the handler thread's CPU time / messages, debug or release as built)",
+        (cpu_after - cpu_before) as f64 / 1000.0 / messages.max(1) as f64
+    );
     let starts_req = starts.requests.lock().expect("lock").clone();
-    println!("per production start (not a transition): {starts_req:?}, {:.0} write units", starts.write_units.lock().expect("lock").values().sum::<f64>() / ids.len() as f64);
+    println!(
+        "per production start (not a transition): {starts_req:?}, {:.0} write units",
+        starts
+            .write_units
+            .lock()
+            .expect("lock")
+            .values()
+            .sum::<f64>()
+            / ids.len() as f64
+    );
 
     // The claim returns the item (ReturnValues), so the engine reads nothing on the happy path.
     let engine_read_units = 0.0;
@@ -299,8 +448,13 @@ async fn transitions(args: &Args) -> Result<()> {
     println!("SQS hand-off sends                        {sqs:>6.3}");
     println!("SQS receive + delete by the mapping (batch 10) {esm_full:>6.3}");
     println!("Lambda invocations (batch 10)             {lambda:>6.3}");
-    println!("total                                      {total:>6.3}   (budget 2.50; Step Functions Standard 25.00)");
-    println!("at batch size 1 (a quiet queue): {:.3}", ddb + sqs + 2.0 * SQS_REQUEST + LAMBDA_INVOCATION);
+    println!(
+        "total                                      {total:>6.3}   (budget 2.50; Step Functions Standard 25.00)"
+    );
+    println!(
+        "at batch size 1 (a quiet queue): {:.3}",
+        ddb + sqs + 2.0 * SQS_REQUEST + LAMBDA_INVOCATION
+    );
     Ok(())
 }
 
@@ -338,10 +492,19 @@ fn cold_starts(args: &Args) -> Result<()> {
             ("SHEPHERD_STATE_TABLE", "bench-state"),
             ("SHEPHERD_IDEMPOTENCY_TABLE", "bench-idempotency"),
             ("SHEPHERD_AUDIT_TABLE", "bench-audit"),
-            ("SHEPHERD_QUEUES", "brief=http://127.0.0.1:9/q/brief,script=http://127.0.0.1:9/q/script,assets=http://127.0.0.1:9/q/assets,voice=http://127.0.0.1:9/q/voice,publish=http://127.0.0.1:9/q/publish"),
+            (
+                "SHEPHERD_QUEUES",
+                "brief=http://127.0.0.1:9/q/brief,script=http://127.0.0.1:9/q/script,assets=http://127.0.0.1:9/q/assets,voice=http://127.0.0.1:9/q/voice,publish=http://127.0.0.1:9/q/publish",
+            ),
             ("SHEPHERD_DLQS", "brief=http://127.0.0.1:9/q/brief-dlq"),
-            ("SHEPHERD_PROVIDER_BASE_URL_PARAM", "/shepherd/bench/provider/base_url"),
-            ("SHEPHERD_PROVIDER_API_KEY_PARAM", "/shepherd/bench/provider/api_key"),
+            (
+                "SHEPHERD_PROVIDER_BASE_URL_PARAM",
+                "/shepherd/bench/provider/base_url",
+            ),
+            (
+                "SHEPHERD_PROVIDER_API_KEY_PARAM",
+                "/shepherd/bench/provider/api_key",
+            ),
             ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
             ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
@@ -357,23 +520,42 @@ fn cold_starts(args: &Args) -> Result<()> {
         e
     };
     println!();
-    println!("# Cold start: process start to first Runtime API request ({} runs each, median / p90)", args.cold_starts);
+    println!(
+        "# Cold start: process start to first Runtime API request ({} runs each, median / p90)",
+        args.cold_starts
+    );
     let mut baseline = None;
-    for name in ["bench-hello", "brief", "script", "assets", "voice", "publish", "audit-projector"] {
+    for name in [
+        "bench-hello",
+        "brief",
+        "script",
+        "assets",
+        "voice",
+        "publish",
+        "audit-projector",
+    ] {
         let bin = args.bin_dir.join(name);
         if !bin.exists() {
             println!("{name:<16} not built (cargo build --release -p {name})");
             continue;
         }
-        let mut times: Vec<Duration> = (0..args.cold_starts).map(|_| one_cold_start(&bin, &template_env)).collect::<Result<_>>()?;
+        let mut times: Vec<Duration> = (0..args.cold_starts)
+            .map(|_| one_cold_start(&bin, &template_env))
+            .collect::<Result<_>>()?;
         times.sort();
         let median = times[times.len() / 2];
         let p90 = times[times.len() * 9 / 10];
-        let ratio = baseline.map(|b: Duration| format!("{:.2}x hello", median.as_secs_f64() / b.as_secs_f64())).unwrap_or_else(|| "baseline".into());
+        let ratio = baseline
+            .map(|b: Duration| format!("{:.2}x hello", median.as_secs_f64() / b.as_secs_f64()))
+            .unwrap_or_else(|| "baseline".into());
         if name == "bench-hello" {
             baseline = Some(median);
         }
-        println!("{name:<16} {:>7.2} ms / {:>7.2} ms   {ratio}", median.as_secs_f64() * 1000.0, p90.as_secs_f64() * 1000.0);
+        println!(
+            "{name:<16} {:>7.2} ms / {:>7.2} ms   {ratio}",
+            median.as_secs_f64() * 1000.0,
+            p90.as_secs_f64() * 1000.0
+        );
     }
     Ok(())
 }
@@ -381,14 +563,26 @@ fn cold_starts(args: &Args) -> Result<()> {
 fn sizes(args: &Args) {
     println!();
     println!("# Release bootstrap sizes");
-    for name in ["bench-hello", "brief", "script", "assets", "voice", "publish", "audit-projector"] {
-        let native = std::fs::metadata(args.bin_dir.join(name)).map(|m| format!("{:.2} MB", m.len() as f64 / 1e6)).unwrap_or_else(|_| "-".into());
+    for name in [
+        "bench-hello",
+        "brief",
+        "script",
+        "assets",
+        "voice",
+        "publish",
+        "audit-projector",
+    ] {
+        let native = std::fs::metadata(args.bin_dir.join(name))
+            .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
+            .unwrap_or_else(|_| "-".into());
         let logical = match name {
             "audit-projector" => "AuditProjectorFunction".to_string(),
             "bench-hello" => String::new(),
             n => format!("{}{}Function", n[..1].to_uppercase(), &n[1..]),
         };
-        let arm = std::fs::metadata(args.sam_build_dir.join(&logical).join("bootstrap")).map(|m| format!("{:.2} MB", m.len() as f64 / 1e6)).unwrap_or_else(|_| "-".into());
+        let arm = std::fs::metadata(args.sam_build_dir.join(&logical).join("bootstrap"))
+            .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
+            .unwrap_or_else(|_| "-".into());
         println!("{name:<16} x86_64 {native:>9}   arm64 (sam build) {arm:>9}");
     }
 }

@@ -108,11 +108,14 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("template.yaml has no function {function}"))?;
             let mut env: Vec<_> = f.env.iter().collect();
             env.sort();
+            // Quoted: values hold '=' and ','.
             for (k, v) in env {
-                println!("{k}={v}");
+                println!("{k}=\"{v}\"");
             }
-            println!("AWS_ENDPOINT_URL={}", cli.endpoint);
-            println!("AWS_REGION=us-east-1\nAWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test");
+            println!("AWS_ENDPOINT_URL=\"{}\"", cli.endpoint);
+            println!(
+                "AWS_REGION=\"us-east-1\"\nAWS_ACCESS_KEY_ID=\"test\"\nAWS_SECRET_ACCESS_KEY=\"test\""
+            );
         }
         Command::Provider { listen } => {
             let p = ProviderServer::start(listen, "local-provider-key")

@@ -1,0 +1,109 @@
+//! Invariants of template.yaml that the runtime relies on, checked without AWS.
+
+use serde_json::Value;
+use shepherd_local::template::load;
+
+fn template() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+    load(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn phase_functions(t: &Value) -> Vec<(String, Value)> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| {
+            r["Type"] == "AWS::Serverless::Function"
+                && r["Properties"]["Events"]["Queue"]["Type"] == "SQS"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn every_phase_has_a_function_queue_and_dlq_wired_for_partial_batches() {
+    let t = template();
+    let functions = phase_functions(&t);
+    let mut binaries: Vec<String> = functions
+        .iter()
+        .map(|(_, f)| {
+            f["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    binaries.sort();
+    let mut phases: Vec<String> = shepherd::phases::CONTENT_PIPELINE
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    phases.sort();
+    assert_eq!(binaries, phases);
+    for (id, f) in &functions {
+        let ev = &f["Properties"]["Events"]["Queue"]["Properties"];
+        assert_eq!(
+            ev["FunctionResponseTypes"],
+            serde_json::json!(["ReportBatchItemFailures"]),
+            "{id}"
+        );
+        let queue_id = ev["Queue"]["Fn::GetAtt"][0].as_str().unwrap();
+        let queue = &t["Resources"][queue_id]["Properties"];
+        let dlq_id = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap();
+        assert_eq!(t["Resources"][dlq_id]["Type"], "AWS::SQS::Queue", "{id}");
+        assert_eq!(
+            queue["RedrivePolicy"]["maxReceiveCount"]["Ref"], "MaxReceiveCount",
+            "{id}"
+        );
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+    }
+}
+
+#[test]
+fn visibility_is_six_times_the_timeout_and_the_functions_know_both_settings() {
+    let t = template();
+    let g = &t["Globals"]["Function"];
+    let timeout = g["Timeout"].as_u64().unwrap();
+    let env = &g["Environment"]["Variables"];
+    assert_eq!(
+        env["SHEPHERD_FUNCTION_TIMEOUT_SECS"].as_str().unwrap(),
+        timeout.to_string()
+    );
+    assert_eq!(env["SHEPHERD_MAX_RECEIVE_COUNT"]["Ref"], "MaxReceiveCount");
+    assert_eq!(g["Runtime"], "provided.al2023");
+    assert_eq!(g["Architectures"], serde_json::json!(["arm64"]));
+    for (id, f) in phase_functions(&t) {
+        let own = f["Properties"]["Timeout"].as_u64().unwrap_or(timeout);
+        let queue_id = f["Properties"]["Events"]["Queue"]["Properties"]["Queue"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let visibility = t["Resources"][&queue_id]["Properties"]["VisibilityTimeout"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            visibility >= 6 * own,
+            "{id}: visibility {visibility} < 6 x {own}"
+        );
+    }
+}
+
+#[test]
+fn state_is_retained_and_the_stream_feeds_the_audit_projector() {
+    let t = template();
+    for table in ["StateTable", "IdempotencyTable", "AuditTable"] {
+        assert_eq!(t["Resources"][table]["DeletionPolicy"], "Retain", "{table}");
+    }
+    assert_eq!(
+        t["Resources"]["StateTable"]["Properties"]["StreamSpecification"]["StreamViewType"],
+        "NEW_IMAGE"
+    );
+    let ev = &t["Resources"]["AuditProjectorFunction"]["Properties"]["Events"]["StateStream"];
+    assert_eq!(
+        ev["Properties"]["Stream"]["Fn::GetAtt"],
+        serde_json::json!(["StateTable", "StreamArn"])
+    );
+}
