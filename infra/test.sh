@@ -20,14 +20,18 @@ SHEPHERD_TEST_ENDPOINT="$AWS_ENDPOINT_URL" cargo test --workspace -- --test-thre
 emulator_down
 
 say "sam validate"
-sam validate --template template.yaml --region us-east-1 --no-lint
+sam validate --template template.yaml --region us-east-1
 say "cfn-lint on the SAM-translated template"
 python infra/translate.py template.yaml "$LOCAL/translated.json"
 cfn-lint --ignore-checks W3037 -- "$LOCAL/translated.json"
 
 if [ "${SHEPHERD_SKIP_SAM_BUILD:-0}" != 1 ]; then
   say "sam build (release, arm64, every function)"
-  rustup target add aarch64-unknown-linux-gnu >/dev/null
+  for try in 1 2 3; do
+    rustup target add aarch64-unknown-linux-gnu >/dev/null && break
+    [ "$try" = 3 ] && { echo "cannot install the aarch64-unknown-linux-gnu target (rustup)" >&2; exit 1; }
+    sleep 5
+  done
   # Keep cargo's output outside the tree SAM reads.
   CARGO_TARGET_DIR="${SHEPHERD_LAMBDA_TARGET_DIR:-$ROOT/../.shepherd-lambda-target}" \
     sam build --template template.yaml --build-dir "$LOCAL/sam-build"

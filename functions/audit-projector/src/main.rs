@@ -31,10 +31,16 @@ async fn main() -> Result<(), Error> {
     shepherd::observability::init();
     let table = std::env::var("SHEPHERD_AUDIT_TABLE")
         .map_err(|_| "configuration SHEPHERD_AUDIT_TABLE is not set")?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    // Built on the first event: loading the TLS roots is most of a cold start.
+    let client = tokio::sync::OnceCell::new();
     let (client, table) = (&client, table.as_str());
     lambda_runtime::run(service_fn(move |e: LambdaEvent<Event>| async move {
+        let client = client
+            .get_or_init(|| async {
+                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                aws_sdk_dynamodb::Client::new(&sdk)
+            })
+            .await;
         handler(client, table, e.payload).await
     }))
     .await

@@ -543,16 +543,25 @@ impl PhaseRuntime {
     }
 }
 
-/// The Lambda entry point of a phase function: config from the environment, clients built
-/// once (no network at init), one handler per batch.
+/// The Lambda entry point of a phase function. Configuration is read and checked at init
+/// (a bad deployment fails there, naming the variable); the SDK config and clients are
+/// built on the first event, because building them loads and parses the TLS root store,
+/// which is most of a cold start (see docs/decisions.md). No network at init either way.
 pub async fn serve(phase: impl Phase + 'static) -> Result<(), lambda_runtime::Error> {
     crate::observability::init();
     let config = Config::from_env()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let runtime = PhaseRuntime::from_sdk(Arc::new(phase), &sdk, config);
-    let runtime = &runtime;
+    let phase: Arc<dyn Phase> = Arc::new(phase);
+    let runtime = tokio::sync::OnceCell::new();
+    let (runtime, phase, config) = (&runtime, &phase, &config);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
+            let runtime = runtime
+                .get_or_init(|| async {
+                    let sdk =
+                        aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                    PhaseRuntime::from_sdk(phase.clone(), &sdk, config.clone())
+                })
+                .await;
             Ok::<_, lambda_runtime::Error>(runtime.handle(event.payload).await)
         },
     ))
