@@ -112,7 +112,12 @@ async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_pr
     }
     assert_eq!(
         done.available_actions(),
-        vec![Action::RetryPhase, Action::Cancel]
+        vec![
+            Action::RetryPhase,
+            Action::Edit,
+            Action::Cancel,
+            Action::Override
+        ]
     );
 
     // Nothing further was enqueued, the message was consumed, not dead-lettered.
@@ -153,7 +158,12 @@ async fn exhausting_retries_dead_letters_the_phase_and_moves_the_message_to_its_
     );
     assert_eq!(
         done.available_actions(),
-        vec![Action::RetryPhase, Action::Cancel]
+        vec![
+            Action::RetryPhase,
+            Action::Edit,
+            Action::Cancel,
+            Action::Override
+        ]
     );
 
     t.wait_depth("BriefDeadLetterQueue", 1, SETTLE).await;

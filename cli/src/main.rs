@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use shepherd::domain::{Brief, Production, ProductionStatus};
-use shepherd::ops::Ops;
+use shepherd::domain::{Brief, OverrideTarget, Production, ProductionStatus};
+use shepherd::ops::{OperatorAction, Ops, Role};
 use shepherd::ports::Actor;
 
 mod render;
@@ -25,6 +25,10 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Your role: viewer, operator or admin (admin may override). In AWS the API's
+    /// authorizer decides; the CLI talks to the tables directly and trusts this.
+    #[arg(long, global = true, env = "SHEPHERD_ROLE", default_value = "operator")]
+    role: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +57,48 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         interval_ms: u64,
     },
+    /// Hold the production at the next phase boundary (a running phase finishes).
+    Pause { id: String },
+    /// Continue a paused production exactly where it stopped.
+    Resume { id: String },
+    /// Run the failed or dead-lettered phase again (attempt + 1).
+    Retry { id: String },
+    /// Approve the phase waiting for approval: the next phase starts.
+    Approve { id: String },
+    /// Re-run the phase waiting for approval, with your feedback in its input.
+    Reject {
+        id: String,
+        #[arg(long)]
+        feedback: String,
+    },
+    /// Change settings (title, topic, audience, tone, voice, language); then retry or resume.
+    Edit {
+        id: String,
+        /// FIELD=VALUE, repeatable.
+        #[arg(long = "set", value_name = "FIELD=VALUE", required = true)]
+        set: Vec<String>,
+    },
+    /// Stop the production for good; every record is kept.
+    Cancel { id: String },
+    /// Admin: skip the open approval gate, or jump to a phase. A reason is required.
+    Override {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, conflicts_with = "jump_to", required_unless_present = "jump_to")]
+        skip_gate: bool,
+        #[arg(long, value_name = "PHASE")]
+        jump_to: Option<String>,
+    },
+}
+
+fn role(name: &str) -> Result<Role> {
+    match name {
+        "viewer" => Ok(Role::Viewer),
+        "operator" => Ok(Role::Operator),
+        "admin" => Ok(Role::Admin),
+        other => anyhow::bail!("--role {other:?}: expected viewer, operator or admin"),
+    }
 }
 
 #[tokio::main]
@@ -136,7 +182,66 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )
             .await
         }
+        Command::Pause { ref id } => act(&cli, id, OperatorAction::Pause).await,
+        Command::Resume { ref id } => act(&cli, id, OperatorAction::Resume).await,
+        Command::Retry { ref id } => act(&cli, id, OperatorAction::RetryPhase).await,
+        Command::Approve { ref id } => act(&cli, id, OperatorAction::Approve).await,
+        Command::Reject {
+            ref id,
+            ref feedback,
+        } => {
+            let feedback = feedback.clone();
+            act(&cli, id, OperatorAction::Reject { feedback }).await
+        }
+        Command::Cancel { ref id } => act(&cli, id, OperatorAction::Cancel).await,
+        Command::Edit { ref id, ref set } => {
+            let changes = set
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() => {
+                        Ok((k.trim().to_string(), v.to_string()))
+                    }
+                    _ => anyhow::bail!("--set {kv:?}: expected FIELD=VALUE"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            act(&cli, id, OperatorAction::Edit { changes }).await
+        }
+        Command::Override {
+            ref id,
+            ref reason,
+            skip_gate,
+            ref jump_to,
+        } => {
+            let target = match (skip_gate, jump_to) {
+                (true, _) => OverrideTarget::SkipGate,
+                (false, Some(phase)) => OverrideTarget::JumpTo(phase.clone()),
+                (false, None) => anyhow::bail!("override needs --skip-gate or --jump-to PHASE"),
+            };
+            let reason = reason.clone();
+            act(&cli, id, OperatorAction::Override { reason, target }).await
+        }
     }
+}
+
+/// One operator action, then the production as it now is.
+async fn act(cli: &Cli, id: &str, action: OperatorAction) -> Result<ExitCode> {
+    let role = role(&cli.role)?;
+    let name = action.name();
+    let ops = connect(&cli.stack).await?;
+    let p = ops.act(id, action, &actor(), role).await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
+    } else {
+        println!("{name}: done. {}", render::banner(&p));
+        let actions: Vec<&str> = p.available_actions().iter().map(|a| a.as_str()).collect();
+        let actions = if actions.is_empty() {
+            "none".to_string()
+        } else {
+            actions.join(", ")
+        };
+        println!("Actions now: {actions}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints each change until the production settles.

@@ -39,7 +39,16 @@ pub fn banner(p: &Production) -> String {
     match p.status {
         ProductionStatus::Queued => format!("Queued: phase {current} waits for a worker."),
         ProductionStatus::Running => format!("Running phase {current}."),
-        ProductionStatus::AwaitingApproval => format!("Waiting for approval of phase {current}."),
+        ProductionStatus::AwaitingApproval => {
+            let until = p
+                .approval
+                .as_ref()
+                .map(|a| time(a.expires_at))
+                .unwrap_or_default();
+            format!(
+                "Phase {current} waits for approval (approve, or reject with feedback) until {until}."
+            )
+        }
         ProductionStatus::Paused => {
             format!(
                 "Paused at phase {current}; the next phase will not start automatically. Use resume to continue."
@@ -65,9 +74,10 @@ pub fn show(p: &Production) -> String {
         "Production {}  pipeline {}  account {}",
         p.id, p.pipeline, p.account
     );
+    let badge = if p.overridden { "  [OVERRIDE]" } else { "" };
     let _ = writeln!(
         s,
-        "Status:   {}  (version {})",
+        "Status:   {}  (version {}){badge}",
         p.status.as_str(),
         p.version
     );

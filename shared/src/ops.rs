@@ -6,9 +6,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::{DynamoStore, SqsQueue};
-use crate::domain::{Brief, BriefError, Production, start};
+use crate::domain::{
+    Brief, BriefError, Command, DomainError, GatePolicy, OnExpiry, OverrideTarget, Production,
+    Transition, decide, start,
+};
 use crate::phases::{CONTENT_PIPELINE, CONTENT_PIPELINE_NAME};
-use crate::ports::{Actor, Clock, OutMessage, Queue, Store, StoreError, SystemClock};
+use crate::ports::{
+    Actor, Clock, CommitOutcome, OutMessage, Queue, Store, StoreError, SystemClock,
+};
 use crate::runtime::PhaseMessage;
 
 /// Where a deployed (or local) stack keeps its resources. The template writes it to the SSM
@@ -21,11 +26,59 @@ pub struct StackConfig {
     /// `phase=url,...`
     pub queues: String,
     pub dlqs: String,
+    /// Phases after which productions wait for approval (`a,b`); empty: none.
+    #[serde(default)]
+    pub approval_phases: String,
+    #[serde(default = "default_approval_ttl")]
+    pub approval_ttl_secs: u64,
+    /// `fail` or `renew`.
+    #[serde(default = "default_on_expiry")]
+    pub approval_on_expiry: String,
+}
+
+fn default_approval_ttl() -> u64 {
+    86_400
+}
+fn default_on_expiry() -> String {
+    "fail".into()
 }
 
 impl StackConfig {
     pub fn parameter_name(stack: &str) -> String {
         format!("/shepherd/{stack}/config")
+    }
+
+    /// The gate policy new productions get; `auto_approve` comes from the brief.
+    pub fn gate_policy(&self, auto_approve: bool) -> Result<GatePolicy, OpsError> {
+        let phases: Vec<String> = self
+            .approval_phases
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        for p in &phases {
+            if !CONTENT_PIPELINE.contains(&p.as_str()) {
+                return Err(OpsError::Config(format!(
+                    "approval phase {p:?} is not a phase of the pipeline"
+                )));
+            }
+        }
+        let on_expiry = match self.approval_on_expiry.as_str() {
+            "fail" => OnExpiry::Fail,
+            "renew" => OnExpiry::Renew,
+            other => {
+                return Err(OpsError::Config(format!(
+                    "approval_on_expiry {other:?}: expected fail or renew"
+                )));
+            }
+        };
+        Ok(GatePolicy {
+            phases,
+            auto_approve,
+            ttl: self.approval_ttl_secs.max(1) as i64 * 1000,
+            on_expiry,
+        })
     }
 
     pub fn queue_map(&self) -> BTreeMap<String, String> {
@@ -52,12 +105,92 @@ pub enum OpsError {
     DispatchFailed { id: String, reason: String },
     #[error("stack configuration: {0}")]
     Config(String),
+    /// The action is not among the production's available actions (HTTP 409).
+    #[error("{action} is not available while the production is {status} (available: {available})")]
+    Conflict {
+        action: String,
+        status: String,
+        available: String,
+    },
+    /// The caller's role may not do this (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request itself is wrong (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl OpsError {
+    /// The HTTP status an API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidBrief(_) | Self::Invalid(_) => 400,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Conflict { .. } => 409,
+            Self::DispatchFailed { .. } | Self::Store(_) | Self::Config(_) => 503,
+        }
+    }
+}
+
+/// Who may do what: viewers read; operators act; admins also override (and, later,
+/// discard DLQ messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+/// An operator's action on a production.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorAction {
+    Pause,
+    Resume,
+    RetryPhase,
+    Approve,
+    Reject {
+        feedback: String,
+    },
+    Cancel,
+    /// Change brief fields (see `Brief::EDITABLE`); retry or resume afterwards.
+    Edit {
+        changes: Vec<(String, String)>,
+    },
+    Override {
+        reason: String,
+        target: OverrideTarget,
+    },
+}
+
+impl OperatorAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::RetryPhase => "retry_phase",
+            Self::Approve => "approve",
+            Self::Reject { .. } => "reject",
+            Self::Cancel => "cancel",
+            Self::Edit { .. } => "edit",
+            Self::Override { .. } => "override",
+        }
+    }
+
+    fn required_role(&self) -> Role {
+        match self {
+            Self::Override { .. } => Role::Admin,
+            _ => Role::Operator,
+        }
+    }
 }
 
 pub struct Ops {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     clock: Arc<dyn Clock>,
+    stack: StackConfig,
     queues: BTreeMap<String, String>,
 }
 
@@ -66,12 +199,14 @@ impl Ops {
         store: Arc<dyn Store>,
         queue: Arc<dyn Queue>,
         clock: Arc<dyn Clock>,
-        queues: BTreeMap<String, String>,
+        stack: StackConfig,
     ) -> Self {
+        let queues = stack.queue_map();
         Self {
             store,
             queue,
             clock,
+            stack,
             queues,
         }
     }
@@ -106,7 +241,7 @@ impl Ops {
             )),
             Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
             Arc::new(SystemClock),
-            config.queue_map(),
+            config.clone(),
         );
         Ok((ops, config))
     }
@@ -116,11 +251,13 @@ impl Ops {
         let brief = Brief::parse(brief_json)?;
         let id = uuid::Uuid::now_v7().to_string();
         let trace = uuid::Uuid::now_v7().simple().to_string();
+        let gates = self.stack.gate_policy(brief.auto_approve)?;
         let t = start(
             id.clone(),
             brief.account.clone(),
             CONTENT_PIPELINE_NAME.into(),
             &CONTENT_PIPELINE,
+            gates,
             trace,
             self.clock.now(),
         );
@@ -154,6 +291,110 @@ impl Ops {
         }
     }
 
+    /// Carries out an operator's action: refused with 409 unless available, 403 unless the
+    /// role allows it; otherwise committed (with its audit event) and dispatched.
+    pub async fn act(
+        &self,
+        id: &str,
+        action: OperatorAction,
+        actor: &Actor,
+        role: Role,
+    ) -> Result<Production, OpsError> {
+        if role < action.required_role() {
+            return Err(OpsError::Forbidden(format!(
+                "{} needs the {:?} role; you are {:?}",
+                action.name(),
+                action.required_role(),
+                role
+            )));
+        }
+        for _ in 0..5 {
+            let p = self.get(id).await?;
+            let (cmd, brief) = match &action {
+                OperatorAction::Pause => (Command::Pause, None),
+                OperatorAction::Resume => (Command::Resume, None),
+                OperatorAction::RetryPhase => (Command::RetryPhase, None),
+                OperatorAction::Approve => (Command::Approve, None),
+                OperatorAction::Reject { feedback } => (
+                    Command::Reject {
+                        feedback: feedback.clone(),
+                    },
+                    None,
+                ),
+                OperatorAction::Cancel => (Command::Cancel, None),
+                OperatorAction::Override { reason, target } => (
+                    Command::Override {
+                        reason: reason.clone(),
+                        target: target.clone(),
+                    },
+                    None,
+                ),
+                OperatorAction::Edit { changes } => {
+                    let current = self
+                        .store
+                        .get_brief(id)
+                        .await?
+                        .ok_or_else(|| OpsError::NotFound(format!("brief of {id}")))?;
+                    let edited = current.edited(changes)?;
+                    let fields = changes.iter().map(|(k, _)| k.clone()).collect();
+                    (Command::Edit { fields }, Some(edited))
+                }
+            };
+            let t = decide(&p, cmd, self.clock.now()).map_err(|e| match e {
+                DomainError::ActionUnavailable(action, status) => OpsError::Conflict {
+                    action: action.into(),
+                    status: status.into(),
+                    available: available(&p),
+                },
+                other => OpsError::Invalid(other.to_string()),
+            })?;
+            let outcome = match &brief {
+                Some(b) => self.store.commit_with_brief(&t, b, actor).await?,
+                None => self.store.commit(&t, actor).await?,
+            };
+            match outcome {
+                CommitOutcome::Committed => {
+                    self.dispatch(&t).await?;
+                    return Ok(t.production);
+                }
+                // Someone else changed it first: decide again on the newer state.
+                CommitOutcome::Conflict(_) => continue,
+            }
+        }
+        Err(OpsError::Store(StoreError::Unavailable(format!(
+            "production {id} kept changing; try again"
+        ))))
+    }
+
+    /// Sends the transition's dispatch, if any.
+    async fn dispatch(&self, t: &Transition) -> Result<(), OpsError> {
+        let Some(d) = &t.dispatch else { return Ok(()) };
+        let id = &t.production.id;
+        let url = self
+            .queues
+            .get(&d.phase)
+            .ok_or_else(|| OpsError::DispatchFailed {
+                id: id.clone(),
+                reason: format!("no queue for phase {}", d.phase),
+            })?;
+        let msg = OutMessage {
+            id: "op".into(),
+            body: PhaseMessage::new(id, &d.phase, d.attempt).to_body(),
+            attributes: vec![],
+        };
+        match self.queue.send_batch(url, std::slice::from_ref(&msg)).await {
+            Ok(failed) if failed.is_empty() => Ok(()),
+            Ok(_) => Err(OpsError::DispatchFailed {
+                id: id.clone(),
+                reason: "SQS refused the message".into(),
+            }),
+            Err(e) => Err(OpsError::DispatchFailed {
+                id: id.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     pub async fn get(&self, id: &str) -> Result<Production, OpsError> {
         self.store
             .get(id)
@@ -179,5 +420,14 @@ impl Ops {
 
     pub async fn list(&self, account: &str, limit: usize) -> Result<Vec<Production>, OpsError> {
         Ok(self.store.list(account, limit).await?)
+    }
+}
+
+fn available(p: &Production) -> String {
+    let a: Vec<&str> = p.available_actions().iter().map(|a| a.as_str()).collect();
+    if a.is_empty() {
+        "none".into()
+    } else {
+        a.join(", ")
     }
 }

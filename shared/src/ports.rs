@@ -30,7 +30,7 @@ pub enum ClaimOutcome {
 pub enum CommitOutcome {
     Committed,
     /// Someone else changed the production first; here it is as it is now.
-    Conflict(Option<Production>),
+    Conflict(Option<Box<Production>>),
 }
 
 /// Who did it, for the audit.
@@ -61,6 +61,13 @@ pub trait Store: Send + Sync {
     fn commit<'a>(
         &'a self,
         t: &'a Transition,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
+    /// Like `commit`, and replaces the production's brief in the same transaction (edit).
+    fn commit_with_brief<'a>(
+        &'a self,
+        t: &'a Transition,
+        brief: &'a Brief,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
     fn get_brief<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Brief>, StoreError>>;

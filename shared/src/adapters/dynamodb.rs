@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sdk_error;
 use crate::domain::{
-    AuditEvent, Brief, ErrorClass, Millis, PhaseError, PhaseState, PhaseStatus, Production,
-    ProductionStatus, Transition,
+    Approval, AuditEvent, Brief, ErrorClass, GatePolicy, Millis, PhaseError, PhaseState,
+    PhaseStatus, Production, ProductionStatus, Transition,
 };
 use crate::ports::{Actor, ClaimOutcome, CommitOutcome, Outcome, Outcomes, Store, StoreError};
 
@@ -45,6 +45,15 @@ pub(crate) struct StoredProduction {
     pub po: Vec<String>,
     /// Phases by name, so a claim can update one in place.
     pub ph: BTreeMap<String, StoredPhase>,
+    /// Gate policy; omitted when the production has no gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<GatePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ap: Option<Approval>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ov: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rv: u32,
     /// The audit events of this write; the table's stream projects them to the audit table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub au: Vec<StoredAudit>,
@@ -71,6 +80,8 @@ pub(crate) struct StoredPhase {
     le: Option<StoredError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     o: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fb: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,6 +108,10 @@ pub(crate) struct StoredAudit {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub d: String,
     pub by: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 pub(crate) fn production_pk(id: &str) -> String {
@@ -138,6 +153,7 @@ impl StoredProduction {
                             ps: e.provider_status,
                         }),
                         o: ph.output.clone(),
+                        fb: ph.feedback.clone(),
                     };
                     (ph.name.clone(), stored)
                 })
@@ -154,6 +170,10 @@ impl StoredProduction {
                     by: actor.0.clone(),
                 })
                 .collect(),
+            gt: (p.gates != GatePolicy::default()).then(|| p.gates.clone()),
+            ap: p.approval.clone(),
+            ov: p.overridden,
+            rv: p.revision,
             gpk: format!("A#{}", p.account),
             gsk: format!("{:013}#{}", p.created_at, p.id),
         }
@@ -183,6 +203,7 @@ impl StoredProduction {
                     provider_status: e.ps,
                 }),
                 output: s.o,
+                feedback: s.fb,
             });
         }
         Ok(Production {
@@ -195,6 +216,10 @@ impl StoredProduction {
             trace_id: self.tr,
             created_at: self.ca,
             updated_at: self.ua,
+            gates: self.gt.unwrap_or_default(),
+            approval: self.ap,
+            overridden: self.ov,
+            revision: self.rv,
         })
     }
 }
@@ -405,10 +430,58 @@ impl DynamoStore {
             Ok(_) => Ok(CommitOutcome::Committed),
             Err(e) => match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(c)) => Ok(
-                    CommitOutcome::Conflict(c.item.clone().map(decode).transpose()?),
+                    CommitOutcome::Conflict(c.item.clone().map(decode).transpose()?.map(Box::new)),
                 ),
                 _ => Err(StoreError::Unavailable(sdk_error(&e))),
             },
+        }
+    }
+
+    async fn commit_with_brief_impl(
+        &self,
+        t: &Transition,
+        brief: &Brief,
+        actor: &Actor,
+    ) -> Result<CommitOutcome, StoreError> {
+        let p = &t.production;
+        let hot = serde_dynamo::to_item(StoredProduction::from_domain(p, &t.audit, actor))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut brief_item = Self::key(production_pk(&p.id), "B");
+        brief_item.insert(
+            "body".into(),
+            s(serde_json::to_string(brief).expect("brief serialises")),
+        );
+        let state = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(hot))
+            .condition_expression("v = :expected")
+            .expression_attribute_values(":expected", n(p.version - 1))
+            .build()
+            .expect("put complete");
+        let brief_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(brief_item))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .expect("put complete");
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(state).build())
+            .transact_items(TransactWriteItem::builder().put(brief_put).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(CommitOutcome::Committed),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                Ok(CommitOutcome::Conflict(
+                    self.get_impl(&p.id).await?.map(Box::new),
+                ))
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_error(&e))),
         }
     }
 
@@ -485,6 +558,14 @@ impl Store for DynamoStore {
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
         self.commit_impl(t, actor).boxed()
+    }
+    fn commit_with_brief<'a>(
+        &'a self,
+        t: &'a Transition,
+        brief: &'a Brief,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>> {
+        self.commit_with_brief_impl(t, brief, actor).boxed()
     }
     fn get_brief<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Brief>, StoreError>> {
         async move {

@@ -22,6 +22,9 @@ pub struct Brief {
     pub voice: String,
     #[serde(default = "default_language")]
     pub language: String,
+    /// Skip approval gates (an errored phase still stops the production).
+    #[serde(default)]
+    pub auto_approve: bool,
 }
 
 fn default_audience() -> String {
@@ -47,6 +50,8 @@ pub enum BriefError {
         field: &'static str,
         problem: String,
     },
+    #[error("brief.{0} cannot be edited (editable: title, topic, audience, tone, voice, language)")]
+    NotEditable(String),
 }
 
 impl Brief {
@@ -58,6 +63,32 @@ impl Brief {
             serde_json::from_str(text).map_err(|e| BriefError::Malformed(e.to_string()))?;
         brief.validate()?;
         Ok(brief)
+    }
+
+    /// Fields an operator may change on a running production (`edit`): not the account,
+    /// nor the number of scenes the plan was made for.
+    pub const EDITABLE: &'static [&'static str] =
+        &["title", "topic", "audience", "tone", "voice", "language"];
+
+    /// A copy with `changes` applied and validated; names a field that cannot be edited.
+    pub fn edited(&self, changes: &[(String, String)]) -> Result<Brief, BriefError> {
+        let mut b = self.clone();
+        for (field, value) in changes {
+            let slot = match field.as_str() {
+                "title" => &mut b.title,
+                "topic" => &mut b.topic,
+                "audience" => &mut b.audience,
+                "tone" => &mut b.tone,
+                "voice" => &mut b.voice,
+                "language" => &mut b.language,
+                _ => {
+                    return Err(BriefError::NotEditable(field.clone()));
+                }
+            };
+            *slot = value.clone();
+        }
+        b.validate()?;
+        Ok(b)
     }
 
     pub fn validate(&self) -> Result<(), BriefError> {

@@ -7,11 +7,12 @@ mod transition;
 
 pub use brief::{Brief, BriefError, VOICES};
 pub use production::{
-    Action, ErrorClass, PhaseError, PhaseState, PhaseStatus, Production, ProductionStatus,
+    Action, Approval, ErrorClass, GatePolicy, OnExpiry, PhaseError, PhaseState, PhaseStatus,
+    Production, ProductionStatus,
 };
 pub use transition::{
-    AuditEvent, ClaimRefusal, Command, Dispatch, DomainError, FailDisposition, Transition,
-    claim_refusal, decide, start,
+    AuditEvent, ClaimRefusal, Command, Dispatch, DomainError, FailDisposition, OverrideTarget,
+    Transition, claim_refusal, decide, start,
 };
 
 /// Milliseconds since the Unix epoch. The domain never reads a clock; callers pass `now`.

@@ -56,17 +56,25 @@ pub enum PhaseStatus {
     Succeeded,
     Failed,
     DeadLettered,
+    /// Jumped over by an admin override; counts as done.
+    Skipped,
 }
 
 impl PhaseStatus {
-    pub const ALL: [PhaseStatus; 6] = [
+    pub const ALL: [PhaseStatus; 7] = [
         Self::Pending,
         Self::Queued,
         Self::Running,
         Self::Succeeded,
         Self::Failed,
         Self::DeadLettered,
+        Self::Skipped,
     ];
+
+    /// Nothing more will happen to this phase unless an operator acts.
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Skipped)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -76,6 +84,7 @@ impl PhaseStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::DeadLettered => "dead_lettered",
+            Self::Skipped => "skipped",
         }
     }
 }
@@ -152,6 +161,9 @@ pub struct PhaseState {
     /// Key of the phase's output item (outputs live apart from the hot state item).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// An operator's feedback from a reject, given to the phase's next run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
 }
 
 impl PhaseState {
@@ -167,8 +179,53 @@ impl PhaseState {
             error_count: 0,
             last_error: None,
             output: None,
+            feedback: None,
         }
     }
+}
+
+/// What happens when an approval is not given in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExpiry {
+    /// The gated phase fails (`approval_expired`); an operator retries or cancels.
+    Fail,
+    /// A new approval window opens and operators are alerted.
+    Renew,
+}
+
+/// How a production's approval gates behave, fixed when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatePolicy {
+    /// Phases after which the production waits for approval.
+    pub phases: Vec<String>,
+    /// Skip every gate (an errored phase still stops the production).
+    pub auto_approve: bool,
+    /// How long an approval stays open; every approval expires.
+    pub ttl: Millis,
+    pub on_expiry: OnExpiry,
+}
+
+impl Default for GatePolicy {
+    fn default() -> Self {
+        Self {
+            phases: vec![],
+            auto_approve: false,
+            ttl: 24 * 3_600_000,
+            on_expiry: OnExpiry::Fail,
+        }
+    }
+}
+
+/// An open approval request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub phase: String,
+    pub attempt: u32,
+    pub requested_at: Millis,
+    pub expires_at: Millis,
+    #[serde(default)]
+    pub renewals: u32,
 }
 
 /// One run of a pipeline for one account. Never deleted.
@@ -184,6 +241,17 @@ pub struct Production {
     pub trace_id: String,
     pub created_at: Millis,
     pub updated_at: Millis,
+    #[serde(default)]
+    pub gates: GatePolicy,
+    /// The open approval, while `awaiting_approval` (kept while paused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// An admin override changed this production's course (shown as a badge).
+    #[serde(default)]
+    pub overridden: bool,
+    /// Bumped by edit and reject: phases' inputs changed, so their tool calls are new calls.
+    #[serde(default)]
+    pub revision: u32,
 }
 
 /// What an operator may do now; every surface shows exactly this list.
@@ -193,7 +261,12 @@ pub enum Action {
     Pause,
     Resume,
     RetryPhase,
+    Approve,
+    Reject,
+    Edit,
     Cancel,
+    /// Admin only: skip a gate or jump to a phase.
+    Override,
 }
 
 impl Action {
@@ -202,7 +275,11 @@ impl Action {
             Self::Pause => "pause",
             Self::Resume => "resume",
             Self::RetryPhase => "retry_phase",
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Edit => "edit",
             Self::Cancel => "cancel",
+            Self::Override => "override",
         }
     }
 }
@@ -216,21 +293,31 @@ impl Production {
         self.phases.iter().position(|p| p.name == name)
     }
 
-    /// The phase an operator is looking at: the first one that has not succeeded.
+    /// The phase an operator is looking at: the gated one while awaiting approval, else
+    /// the first one not done.
     pub fn current_phase(&self) -> Option<&PhaseState> {
-        self.phases
-            .iter()
-            .find(|p| p.status != PhaseStatus::Succeeded)
+        if let Some(a) = &self.approval {
+            return self.phase(&a.phase);
+        }
+        self.phases.iter().find(|p| !p.status.is_done())
     }
 
     /// Derived from state alone; the state machine refuses anything not listed here.
     pub fn available_actions(&self) -> Vec<Action> {
+        use Action as A;
         use ProductionStatus as S;
         match self.status {
-            S::Queued | S::Running => vec![Action::Pause, Action::Cancel],
-            S::AwaitingApproval => vec![Action::Pause, Action::Cancel],
-            S::Paused => vec![Action::Resume, Action::Cancel],
-            S::Failed | S::DeadLettered => vec![Action::RetryPhase, Action::Cancel],
+            S::Queued | S::Running => vec![A::Pause, A::Cancel],
+            S::AwaitingApproval => vec![
+                A::Approve,
+                A::Reject,
+                A::Pause,
+                A::Edit,
+                A::Cancel,
+                A::Override,
+            ],
+            S::Paused => vec![A::Resume, A::Edit, A::Cancel, A::Override],
+            S::Failed | S::DeadLettered => vec![A::RetryPhase, A::Edit, A::Cancel, A::Override],
             S::Completed | S::Cancelled => vec![],
         }
     }

@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Action, ErrorClass, Millis, PhaseError, PhaseState, PhaseStatus, Production, ProductionStatus,
+    Action, Approval, ErrorClass, GatePolicy, Millis, OnExpiry, PhaseError, PhaseState,
+    PhaseStatus, Production, ProductionStatus,
 };
 
 /// Everything that can change a production.
@@ -29,7 +30,40 @@ pub enum Command {
     Pause,
     Resume,
     RetryPhase,
+    /// Approve the gated phase: the next phase starts.
+    Approve,
+    /// Re-run the gated phase with the operator's feedback in its input.
+    Reject {
+        feedback: String,
+    },
+    /// The production's settings changed (the brief is stored by the adapter).
+    Edit {
+        fields: Vec<String>,
+    },
     Cancel,
+    /// Admin only (checked by the caller); a reason is required.
+    Override {
+        reason: String,
+        target: OverrideTarget,
+    },
+    /// Sweeper: a queued phase was never claimed; send its message again (same attempt).
+    Redispatch {
+        phase: String,
+    },
+    /// Sweeper: a running phase's lease expired (its worker died); run it again (attempt + 1).
+    Reconcile {
+        phase: String,
+    },
+    /// Sweeper: the open approval expired; apply the production's policy.
+    ExpireApproval,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverrideTarget {
+    /// Pass the open approval gate without an approval.
+    SkipGate,
+    /// Run this phase next; earlier phases not done are skipped, later ones reset.
+    JumpTo(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +154,8 @@ pub enum DomainError {
     NotRunning { phase: String, attempt: u32 },
     #[error("unknown phase {0}")]
     UnknownPhase(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A new production with its first phase queued (attempt 1).
@@ -128,6 +164,7 @@ pub fn start(
     account: String,
     pipeline: String,
     phases: &[&str],
+    gates: GatePolicy,
     trace_id: String,
     now: Millis,
 ) -> Transition {
@@ -150,6 +187,10 @@ pub fn start(
         trace_id,
         created_at: now,
         updated_at: now,
+        gates,
+        approval: None,
+        overridden: false,
+        revision: 0,
     };
     Transition {
         production,
@@ -176,7 +217,10 @@ pub fn claim_refusal(
         return Some(ClaimRefusal::Stale);
     }
     match ph.status {
-        PhaseStatus::Succeeded | PhaseStatus::Failed | PhaseStatus::DeadLettered => {
+        PhaseStatus::Succeeded
+        | PhaseStatus::Failed
+        | PhaseStatus::DeadLettered
+        | PhaseStatus::Skipped => {
             return Some(ClaimRefusal::AlreadyFinished);
         }
         PhaseStatus::Pending => return Some(ClaimRefusal::Stale),
@@ -234,27 +278,40 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
             let mut event = AuditEvent::new("phase.succeeded", "success", now)
                 .phase(&phase, attempt)
                 .detail(format!("took {} ms", now - started));
-            match next.status {
-                // Paused or cancelled while it ran: the work is kept, nothing new starts.
-                ProductionStatus::Paused => event.detail.push_str("; paused, next phase held"),
-                ProductionStatus::Cancelled => event.detail.push_str("; production cancelled"),
-                _ => match next.phases.get_mut(i + 1) {
-                    Some(n) => {
-                        n.status = PhaseStatus::Queued;
-                        n.attempt += 1;
-                        n.queued_at = Some(now);
-                        event.detail.push_str(&format!("; {} queued", n.name));
-                        dispatch = Some(Dispatch {
-                            phase: n.name.clone(),
-                            attempt: n.attempt,
-                        });
-                    }
-                    None => {
-                        next.status = ProductionStatus::Completed;
-                        audit.push(event);
-                        event = AuditEvent::new("production.completed", "success", now);
-                    }
-                },
+            let gated = p.gates.phases.contains(&phase) && !p.gates.auto_approve;
+            if gated && next.status != ProductionStatus::Cancelled {
+                // Held even if paused: resume returns to the open approval.
+                next.approval = Some(Approval {
+                    phase: phase.clone(),
+                    attempt,
+                    requested_at: now,
+                    expires_at: now + p.gates.ttl,
+                    renewals: 0,
+                });
+                if next.status != ProductionStatus::Paused {
+                    next.status = ProductionStatus::AwaitingApproval;
+                }
+                event.detail.push_str("; approval requested");
+                audit.push(event);
+                event = AuditEvent::new("approval.requested", "success", now)
+                    .phase(&phase, attempt)
+                    .detail(format!("expires in {} s", p.gates.ttl / 1000));
+            } else {
+                match next.status {
+                    // Paused or cancelled while it ran: the work is kept, nothing new starts.
+                    ProductionStatus::Paused => event.detail.push_str("; paused, next phase held"),
+                    ProductionStatus::Cancelled => event.detail.push_str("; production cancelled"),
+                    _ => match advance(&mut next, i, now) {
+                        Some(d) => {
+                            event.detail.push_str(&format!("; {} queued", d.phase));
+                            dispatch = Some(d);
+                        }
+                        None => {
+                            audit.push(event);
+                            event = AuditEvent::new("production.completed", "success", now);
+                        }
+                    },
+                }
             }
             audit.push(event);
         }
@@ -326,18 +383,22 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
             }
             next.status = ProductionStatus::Running;
             let mut event = AuditEvent::new("production.resumed", "success", now);
-            match next
-                .phases
-                .iter_mut()
-                .find(|ph| ph.status != PhaseStatus::Succeeded)
-            {
+            if next.approval.is_some() {
+                next.status = ProductionStatus::AwaitingApproval;
+                event.detail = "back to the open approval".into();
+                audit.push(event);
+                return Ok(Transition {
+                    production: next,
+                    dispatch,
+                    audit,
+                });
+            }
+            match next.phases.iter_mut().find(|ph| !ph.status.is_done()) {
                 // A phase still running will hand off itself when it commits.
                 Some(ph) if ph.status == PhaseStatus::Running => {}
                 Some(ph) => {
                     // A new attempt, so a message held while paused is refused as stale.
-                    ph.status = PhaseStatus::Queued;
-                    ph.attempt += 1;
-                    ph.queued_at = Some(now);
+                    requeue(ph, now);
                     event = event.phase(&ph.name, ph.attempt);
                     dispatch = Some(Dispatch {
                         phase: ph.name.clone(),
@@ -373,6 +434,67 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
                 attempt: ph.attempt,
             });
         }
+        Command::Approve => {
+            if !p.available_actions().contains(&Action::Approve) {
+                return Err(unavailable(Action::Approve));
+            }
+            let a = next
+                .approval
+                .take()
+                .expect("awaiting approval has an approval");
+            let i = p.phase_index(&a.phase).expect("gated phase exists");
+            next.status = ProductionStatus::Running;
+            audit.push(
+                AuditEvent::new("approval.approved", "success", now).phase(&a.phase, a.attempt),
+            );
+            match advance(&mut next, i, now) {
+                Some(d) => dispatch = Some(d),
+                None => audit.push(AuditEvent::new("production.completed", "success", now)),
+            }
+        }
+        Command::Reject { feedback } => {
+            if !p.available_actions().contains(&Action::Reject) {
+                return Err(unavailable(Action::Reject));
+            }
+            let feedback = feedback.trim().to_string();
+            if feedback.is_empty() {
+                return Err(DomainError::Invalid(
+                    "reject needs feedback: what should the phase do differently?".into(),
+                ));
+            }
+            let a = next
+                .approval
+                .take()
+                .expect("awaiting approval has an approval");
+            let i = p.phase_index(&a.phase).expect("gated phase exists");
+            next.status = ProductionStatus::Running;
+            next.revision += 1;
+            let ph = &mut next.phases[i];
+            requeue(ph, now);
+            ph.feedback = Some(feedback.clone());
+            audit.push(
+                AuditEvent::new("approval.rejected", "success", now)
+                    .phase(&a.phase, a.attempt)
+                    .detail(feedback),
+            );
+            dispatch = Some(Dispatch {
+                phase: ph.name.clone(),
+                attempt: ph.attempt,
+            });
+        }
+        Command::Edit { fields } => {
+            if !p.available_actions().contains(&Action::Edit) {
+                return Err(unavailable(Action::Edit));
+            }
+            if fields.is_empty() {
+                return Err(DomainError::Invalid("edit changes nothing".into()));
+            }
+            next.revision += 1;
+            audit.push(
+                AuditEvent::new("production.edited", "success", now)
+                    .detail(format!("changed {}", fields.join(", "))),
+            );
+        }
         Command::Cancel => {
             if !p.available_actions().contains(&Action::Cancel) {
                 return Err(unavailable(Action::Cancel));
@@ -380,12 +502,192 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
             next.status = ProductionStatus::Cancelled;
             audit.push(AuditEvent::new("production.cancelled", "success", now));
         }
+        Command::Override { reason, target } => {
+            if !p.available_actions().contains(&Action::Override) {
+                return Err(unavailable(Action::Override));
+            }
+            let reason = reason.trim().to_string();
+            if reason.is_empty() {
+                return Err(DomainError::Invalid("an override needs a reason".into()));
+            }
+            next.overridden = true;
+            match target {
+                OverrideTarget::SkipGate => {
+                    let Some(a) = next.approval.take() else {
+                        return Err(DomainError::Invalid(
+                            "there is no open approval to skip".into(),
+                        ));
+                    };
+                    let i = p.phase_index(&a.phase).expect("gated phase exists");
+                    next.status = ProductionStatus::Running;
+                    audit.push(
+                        AuditEvent::new("override.applied", "success", now)
+                            .phase(&a.phase, a.attempt)
+                            .detail(format!("skipped the approval gate: {reason}")),
+                    );
+                    match advance(&mut next, i, now) {
+                        Some(d) => dispatch = Some(d),
+                        None => audit.push(AuditEvent::new("production.completed", "success", now)),
+                    }
+                }
+                OverrideTarget::JumpTo(target) => {
+                    let t = p
+                        .phase_index(&target)
+                        .ok_or_else(|| DomainError::UnknownPhase(target.clone()))?;
+                    if p.phases.iter().any(|ph| ph.status == PhaseStatus::Running) {
+                        return Err(DomainError::Invalid(
+                            "a phase is running; wait for it to finish before jumping".into(),
+                        ));
+                    }
+                    next.approval = None;
+                    next.status = ProductionStatus::Running;
+                    for (j, ph) in next.phases.iter_mut().enumerate() {
+                        if j < t && !ph.status.is_done() {
+                            ph.status = PhaseStatus::Skipped;
+                        } else if j > t && ph.status != PhaseStatus::Pending {
+                            ph.status = PhaseStatus::Pending;
+                        }
+                    }
+                    let ph = &mut next.phases[t];
+                    requeue(ph, now);
+                    audit.push(
+                        AuditEvent::new("override.applied", "success", now)
+                            .phase(&target, ph.attempt)
+                            .detail(format!("jumped to {target}: {reason}")),
+                    );
+                    dispatch = Some(Dispatch {
+                        phase: target,
+                        attempt: ph.attempt,
+                    });
+                }
+            }
+        }
+        Command::Redispatch { phase } => {
+            let i = p
+                .phase_index(&phase)
+                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let ph = &mut next.phases[i];
+            let runs = matches!(
+                p.status,
+                ProductionStatus::Queued | ProductionStatus::Running
+            );
+            if ph.status != PhaseStatus::Queued || !runs {
+                return Err(DomainError::Invalid(format!(
+                    "phase {phase} is not waiting for a worker"
+                )));
+            }
+            ph.queued_at = Some(now);
+            audit.push(
+                AuditEvent::new("phase.redispatched", "success", now).phase(&phase, ph.attempt),
+            );
+            dispatch = Some(Dispatch {
+                phase,
+                attempt: ph.attempt,
+            });
+        }
+        Command::Reconcile { phase } => {
+            let i = p
+                .phase_index(&phase)
+                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let ph = &mut next.phases[i];
+            let expired = ph.lease_until.is_some_and(|l| l <= now);
+            if ph.status != PhaseStatus::Running || !expired {
+                return Err(DomainError::Invalid(format!(
+                    "phase {phase} has no expired lease"
+                )));
+            }
+            let lost = ph.attempt;
+            audit.push(
+                AuditEvent::new("tool_call.unknown", "unknown", now)
+                    .phase(&phase, lost)
+                    .detail("the worker stopped mid-phase; unrecorded tool calls are retried under their keys"),
+            );
+            requeue(ph, now);
+            // A paused production keeps the phase queued; resume dispatches it.
+            if p.status == ProductionStatus::Running {
+                audit.push(
+                    AuditEvent::new("phase.reconciled", "success", now).phase(&phase, ph.attempt),
+                );
+                dispatch = Some(Dispatch {
+                    phase,
+                    attempt: ph.attempt,
+                });
+            }
+        }
+        Command::ExpireApproval => {
+            let Some(a) = next.approval.clone() else {
+                return Err(DomainError::Invalid("there is no open approval".into()));
+            };
+            if a.expires_at > now || p.status != ProductionStatus::AwaitingApproval {
+                return Err(DomainError::Invalid("the approval has not expired".into()));
+            }
+            match p.gates.on_expiry {
+                OnExpiry::Renew => {
+                    let renewed = next.approval.as_mut().expect("checked");
+                    renewed.expires_at = now + p.gates.ttl;
+                    renewed.renewals += 1;
+                    audit.push(
+                        AuditEvent::new("approval.renewed", "success", now)
+                            .phase(&a.phase, a.attempt)
+                            .detail(format!("expired unanswered; renewal {}", renewed.renewals)),
+                    );
+                }
+                OnExpiry::Fail => {
+                    next.approval = None;
+                    next.status = ProductionStatus::Failed;
+                    let i = p.phase_index(&a.phase).expect("gated phase exists");
+                    let ph = &mut next.phases[i];
+                    ph.status = PhaseStatus::Failed;
+                    ph.error_count += 1;
+                    ph.last_error = Some(PhaseError {
+                        attempt: a.attempt,
+                        at: now,
+                        ..PhaseError::new(
+                            "approval_expired",
+                            ErrorClass::Permanent,
+                            "no approval before the deadline; retry the phase or cancel",
+                        )
+                    });
+                    audit.push(
+                        AuditEvent::new("approval.expired", "failure", now)
+                            .phase(&a.phase, a.attempt),
+                    );
+                }
+            }
+        }
     }
     Ok(Transition {
         production: next,
         dispatch,
         audit,
     })
+}
+
+/// Queues the phase after `i` (a new attempt), or completes the production.
+fn advance(p: &mut Production, i: usize, now: Millis) -> Option<Dispatch> {
+    match p.phases.get_mut(i + 1) {
+        Some(n) => {
+            requeue(n, now);
+            Some(Dispatch {
+                phase: n.name.clone(),
+                attempt: n.attempt,
+            })
+        }
+        None => {
+            p.status = ProductionStatus::Completed;
+            None
+        }
+    }
+}
+
+/// A fresh attempt of `ph`, waiting for a worker.
+fn requeue(ph: &mut PhaseState, now: Millis) {
+    ph.status = PhaseStatus::Queued;
+    ph.attempt += 1;
+    ph.queued_at = Some(now);
+    ph.started_at = None;
+    ph.lease_until = None;
+    ph.finished_at = None;
 }
 
 fn running_index(p: &Production, phase: &str, attempt: u32) -> Result<usize, DomainError> {

@@ -3,12 +3,22 @@ use super::*;
 const PHASES: [&str; 5] = ["brief", "script", "assets", "voice", "publish"];
 const NOW: Millis = 1_000_000;
 
+fn gates() -> GatePolicy {
+    GatePolicy {
+        phases: vec!["script".into()],
+        auto_approve: false,
+        ttl: 1000,
+        on_expiry: OnExpiry::Fail,
+    }
+}
+
 fn fresh() -> Production {
     start(
         "p1".into(),
         "acme".into(),
         "content".into(),
         &PHASES,
+        gates(),
         "t1".into(),
         NOW - 10_000,
     )
@@ -40,6 +50,13 @@ fn fixture(status: ProductionStatus) -> Production {
         S::AwaitingApproval => {
             set(&mut p, 0, Ph::Succeeded, 1);
             set(&mut p, 1, Ph::Succeeded, 1);
+            p.approval = Some(Approval {
+                phase: "script".into(),
+                attempt: 1,
+                requested_at: NOW - 10,
+                expires_at: NOW + 1000,
+                renewals: 0,
+            });
         }
         S::Failed | S::DeadLettered => {
             set(&mut p, 0, Ph::Succeeded, 1);
@@ -103,7 +120,47 @@ fn commands(p: &Production) -> Vec<(&'static str, Command)> {
         ("pause", Command::Pause),
         ("resume", Command::Resume),
         ("retry_phase", Command::RetryPhase),
+        ("approve", Command::Approve),
+        (
+            "reject",
+            Command::Reject {
+                feedback: "shorter, please".into(),
+            },
+        ),
+        (
+            "edit",
+            Command::Edit {
+                fields: vec!["voice".into()],
+            },
+        ),
         ("cancel", Command::Cancel),
+        (
+            "override_skip",
+            Command::Override {
+                reason: "legal signed off by phone".into(),
+                target: OverrideTarget::SkipGate,
+            },
+        ),
+        (
+            "override_jump",
+            Command::Override {
+                reason: "voice vendor fixed".into(),
+                target: OverrideTarget::JumpTo("voice".into()),
+            },
+        ),
+        (
+            "redispatch",
+            Command::Redispatch {
+                phase: phase.clone(),
+            },
+        ),
+        (
+            "reconcile",
+            Command::Reconcile {
+                phase: phase.clone(),
+            },
+        ),
+        ("expire_approval", Command::ExpireApproval),
     ]
 }
 
@@ -116,11 +173,14 @@ fn every_status_against_every_command() {
         match (s, c) {
             (S::Queued, "claim") => Ok(S::Running),
             (S::Running | S::Paused, "claim") => Err("Duplicate"),
-            (S::AwaitingApproval, "claim") => Err("Stale"),
-            (S::Failed | S::DeadLettered | S::Completed, "claim") => Err("AlreadyFinished"),
+            (S::AwaitingApproval | S::Failed | S::DeadLettered | S::Completed, "claim") => {
+                Err("AlreadyFinished")
+            }
             (S::Cancelled, "claim") => Err("NotRunnable"),
-            (S::Running, "succeed" | "fail_retry") => Ok(S::Running),
-            (S::Paused, "succeed" | "fail_retry") => Ok(S::Paused),
+            (S::Running, "succeed") => Ok(S::AwaitingApproval),
+            (S::Paused, "succeed") => Ok(S::Paused),
+            (S::Running, "fail_retry") => Ok(S::Running),
+            (S::Paused, "fail_retry") => Ok(S::Paused),
             (S::Running | S::Paused, "fail_dead_letter") => Ok(S::DeadLettered),
             (S::Running | S::Paused, "fail_stop") => Ok(S::Failed),
             (_, "succeed" | "fail_retry" | "fail_dead_letter" | "fail_stop") => {
@@ -129,9 +189,21 @@ fn every_status_against_every_command() {
             (S::Queued | S::Running | S::AwaitingApproval, "pause") => Ok(S::Paused),
             (S::Paused, "resume") => Ok(S::Running),
             (S::Failed | S::DeadLettered, "retry_phase") => Ok(S::Running),
+            (S::AwaitingApproval, "approve" | "reject") => Ok(S::Running),
+            (S::AwaitingApproval | S::Paused | S::Failed | S::DeadLettered, "edit") => Ok(s),
             (S::Completed | S::Cancelled, "cancel") => Err("not available"),
             (_, "cancel") => Ok(S::Cancelled),
-            (_, "pause" | "resume" | "retry_phase") => Err("not available"),
+            (S::AwaitingApproval, "override_skip" | "override_jump") => Ok(S::Running),
+            (S::Paused | S::Failed | S::DeadLettered, "override_skip") => Err("no open approval"),
+            (S::Paused, "override_jump") => Err("a phase is running"),
+            (S::Failed | S::DeadLettered, "override_jump") => Ok(S::Running),
+            (S::Queued, "redispatch") => Ok(S::Queued),
+            (_, "redispatch") => Err("not waiting for a worker"),
+            (_, "reconcile") => Err("no expired lease"),
+            (S::AwaitingApproval, "expire_approval") => Err("has not expired"),
+            (_, "expire_approval") => Err("no open approval"),
+            (_, "pause" | "resume" | "retry_phase" | "approve" | "reject" | "edit")
+            | (_, "override_skip" | "override_jump") => Err("not available"),
             _ => unreachable!("{s:?} {c}"),
         }
     };
@@ -154,7 +226,7 @@ fn every_status_against_every_command() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 8 * 9);
+    assert_eq!(checked, 8 * 17);
 }
 
 #[test]
@@ -166,10 +238,36 @@ fn operator_commands_are_accepted_exactly_when_available() {
             (Action::Pause, Command::Pause),
             (Action::Resume, Command::Resume),
             (Action::RetryPhase, Command::RetryPhase),
+            (Action::Approve, Command::Approve),
+            (
+                Action::Reject,
+                Command::Reject {
+                    feedback: "x".into(),
+                },
+            ),
+            (
+                Action::Edit,
+                Command::Edit {
+                    fields: vec!["tone".into()],
+                },
+            ),
             (Action::Cancel, Command::Cancel),
         ] {
             let ok = decide(&p, cmd, NOW).is_ok();
             assert_eq!(ok, actions.contains(&action), "{status:?} {action:?}");
+        }
+        // An override is refused unless offered; when offered it may still need a target.
+        let jump = Command::Override {
+            reason: "r".into(),
+            target: OverrideTarget::JumpTo("publish".into()),
+        };
+        if !actions.contains(&Action::Override) {
+            assert!(
+                decide(&p, jump, NOW)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("not available")
+            );
         }
     }
 }
@@ -189,6 +287,7 @@ fn happy_path_walks_every_phase_and_completes() {
         "a".into(),
         "content".into(),
         &PHASES,
+        GatePolicy::default(),
         "t".into(),
         NOW,
     );
@@ -314,9 +413,9 @@ fn a_panic_is_recorded_as_step_unexpected_error_and_fails_the_production() {
 
 #[test]
 fn pause_while_running_holds_the_next_phase_and_resume_dispatches_it() {
-    let p = decide(&fixture(ProductionStatus::Running), Command::Pause, NOW)
-        .unwrap()
-        .production;
+    let mut ungated = fixture(ProductionStatus::Running);
+    ungated.gates = GatePolicy::default();
+    let p = decide(&ungated, Command::Pause, NOW).unwrap().production;
     let t = decide(
         &p,
         Command::Succeed {
@@ -407,4 +506,229 @@ fn a_phase_finishing_after_cancel_keeps_the_production_cancelled() {
 fn long_error_details_are_cut_on_a_char_boundary() {
     let e = PhaseError::new("x", ErrorClass::Permanent, "é".repeat(400));
     assert!(e.detail.len() <= PhaseError::MAX_DETAIL + '…'.len_utf8());
+}
+
+fn awaiting() -> Production {
+    fixture(ProductionStatus::AwaitingApproval)
+}
+
+#[test]
+fn a_gated_phase_waits_for_approval_and_approve_starts_the_next() {
+    let t = decide(
+        &fixture(ProductionStatus::Running),
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(t.dispatch, None);
+    let a = t.production.approval.clone().unwrap();
+    assert_eq!(
+        (a.phase.as_str(), a.expires_at),
+        ("script", NOW + 1000),
+        "every approval expires"
+    );
+    assert_eq!(t.audit[1].kind, "approval.requested");
+    let t = decide(&t.production, Command::Approve, NOW).unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "assets".into(),
+            attempt: 1
+        })
+    );
+    assert_eq!(t.production.approval, None);
+}
+
+#[test]
+fn auto_approve_skips_gates() {
+    let mut p = fixture(ProductionStatus::Running);
+    p.gates.auto_approve = true;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Running);
+    assert_eq!(t.dispatch.unwrap().phase, "assets");
+}
+
+#[test]
+fn reject_with_feedback_reruns_the_phase_with_the_feedback() {
+    let t = decide(
+        &awaiting(),
+        Command::Reject {
+            feedback: "  Re-target teenagers. ".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    let script = t.production.phase("script").unwrap();
+    assert_eq!((script.status, script.attempt), (PhaseStatus::Queued, 2));
+    assert_eq!(script.feedback.as_deref(), Some("Re-target teenagers."));
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
+    assert_eq!(t.audit[0].kind, "approval.rejected");
+    let err = decide(
+        &awaiting(),
+        Command::Reject {
+            feedback: " ".into(),
+        },
+        NOW,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("needs feedback"));
+}
+
+#[test]
+fn an_expired_approval_fails_the_phase_or_renews_per_policy() {
+    let later = NOW + 5000;
+    let t = decide(&awaiting(), Command::ExpireApproval, later).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Failed);
+    let script = t.production.phase("script").unwrap();
+    assert_eq!(script.last_error.as_ref().unwrap().code, "approval_expired");
+    assert_eq!(t.production.available_actions()[0], Action::RetryPhase);
+
+    let mut p = awaiting();
+    p.gates.on_expiry = OnExpiry::Renew;
+    let t = decide(&p, Command::ExpireApproval, later).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::AwaitingApproval);
+    let a = t.production.approval.unwrap();
+    assert_eq!((a.expires_at, a.renewals), (later + 1000, 1));
+    assert_eq!(t.audit[0].kind, "approval.renewed");
+}
+
+#[test]
+fn override_needs_a_reason_and_leaves_a_badge() {
+    let skip = |reason: &str| Command::Override {
+        reason: reason.into(),
+        target: OverrideTarget::SkipGate,
+    };
+    assert!(
+        decide(&awaiting(), skip(" "), NOW)
+            .unwrap_err()
+            .to_string()
+            .contains("needs a reason")
+    );
+    let t = decide(&awaiting(), skip("signed off"), NOW).unwrap();
+    assert!(t.production.overridden);
+    assert_eq!(t.audit[0].kind, "override.applied");
+    assert_eq!(t.dispatch.unwrap().phase, "assets");
+}
+
+#[test]
+fn jumping_skips_unfinished_earlier_phases_and_resets_later_ones() {
+    let p = fixture(ProductionStatus::Failed); // brief ok, script failed
+    let jump = Command::Override {
+        reason: "script done by hand".into(),
+        target: OverrideTarget::JumpTo("assets".into()),
+    };
+    let t = decide(&p, jump, NOW).unwrap();
+    let st: Vec<_> = t.production.phases.iter().map(|ph| ph.status).collect();
+    use PhaseStatus as Ph;
+    assert_eq!(
+        st,
+        vec![
+            Ph::Succeeded,
+            Ph::Skipped,
+            Ph::Queued,
+            Ph::Pending,
+            Ph::Pending
+        ]
+    );
+    assert_eq!(t.production.current_phase().unwrap().name, "assets");
+    let unknown = Command::Override {
+        reason: "r".into(),
+        target: OverrideTarget::JumpTo("render".into()),
+    };
+    assert!(matches!(
+        decide(&p, unknown, NOW),
+        Err(DomainError::UnknownPhase(_))
+    ));
+}
+
+#[test]
+fn an_expired_lease_is_reconciled_with_a_new_attempt() {
+    let mut p = fixture(ProductionStatus::Running);
+    p.phases[1].lease_until = Some(NOW - 1);
+    let t = decide(
+        &p,
+        Command::Reconcile {
+            phase: "script".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
+    let kinds: Vec<_> = t.audit.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["tool_call.unknown", "phase.reconciled"]);
+    assert_eq!(
+        claim_refusal(&t.production, "script", 1, NOW),
+        Some(ClaimRefusal::Stale),
+        "the lost run's message is stale"
+    );
+}
+
+#[test]
+fn a_lost_dispatch_is_sent_again_with_the_same_attempt() {
+    let t = decide(
+        &fixture(ProductionStatus::Queued),
+        Command::Redispatch {
+            phase: "brief".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "brief".into(),
+            attempt: 1
+        })
+    );
+    assert_eq!(t.audit[0].kind, "phase.redispatched");
+}
+
+#[test]
+fn a_gate_reached_while_paused_is_held_and_resume_returns_to_it() {
+    let p = decide(&fixture(ProductionStatus::Running), Command::Pause, NOW)
+        .unwrap()
+        .production;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Paused);
+    assert!(t.production.approval.is_some());
+    let t = decide(&t.production, Command::Resume, NOW).unwrap();
+    assert_eq!(
+        (t.production.status, t.dispatch),
+        (ProductionStatus::AwaitingApproval, None)
+    );
 }

@@ -91,8 +91,13 @@ impl Phase for BriefPhase {
                     b.scenes
                 ),
                 format!(
-                    "Title: {}\nTopic: {}\nAudience: {}\nTone: {}\nLanguage: {}",
-                    b.title, b.topic, b.audience, b.tone, b.language
+                    "Title: {}\nTopic: {}\nAudience: {}\nTone: {}\nLanguage: {}{}",
+                    b.title,
+                    b.topic,
+                    b.audience,
+                    b.tone,
+                    b.language,
+                    ctx.feedback_line()
                 ),
             );
             let plan: Plan = parse_answer(&ctx.tools.chat("plan", &req).await?, "the plan")?;
@@ -135,7 +140,7 @@ impl Phase for Script {
                     ctx.brief.tone,
                     ctx.brief.language
                 ),
-                format!("{}\n{scenes}", plan.title),
+                format!("{}\n{scenes}{}", plan.title, ctx.feedback_line()),
             );
             let script: ScriptOut =
                 parse_answer(&ctx.tools.chat("script", &req).await?, "the script")?;
@@ -174,7 +179,13 @@ impl Phase for Assets {
             for s in &plan.scenes {
                 let req = ImageRequest {
                     model: IMAGE_MODEL.into(),
-                    prompt: format!("{} — {}", plan.title, s.description),
+                    prompt: format!(
+                        "{} — {} (for {}){}",
+                        plan.title,
+                        s.description,
+                        ctx.brief.audience,
+                        ctx.feedback_line()
+                    ),
                     n: 1,
                     size: "1024x1024".into(),
                 };

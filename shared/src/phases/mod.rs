@@ -32,7 +32,19 @@ pub struct PhaseContext {
     pub brief: Brief,
     /// Outputs of the phases that succeeded before this one, by phase name.
     pub inputs: BTreeMap<String, serde_json::Value>,
+    /// An operator's feedback from rejecting this phase's last result.
+    pub feedback: Option<String>,
     pub tools: Tools,
+}
+
+impl PhaseContext {
+    /// The operator's feedback as a line for a prompt, or nothing.
+    pub fn feedback_line(&self) -> String {
+        self.feedback
+            .as_ref()
+            .map(|f| format!("\nReviewer feedback on the previous version: {f}"))
+            .unwrap_or_default()
+    }
 }
 
 impl PhaseContext {

@@ -380,9 +380,14 @@ impl PhaseRuntime {
             self.clock.clone(),
             &p.id,
             self.phase.name(),
+            p.revision,
             self.config.outcome_ttl,
         );
+        let feedback = p
+            .phase(self.phase.name())
+            .and_then(|ph| ph.feedback.clone());
         Ok(PhaseContext {
+            feedback,
             production: p.clone(),
             brief,
             inputs,
@@ -408,7 +413,7 @@ impl PhaseRuntime {
             };
             match self.store.commit(&t, &self.actor).await? {
                 CommitOutcome::Committed => return Ok(Some(t)),
-                CommitOutcome::Conflict(Some(current)) => p = current,
+                CommitOutcome::Conflict(Some(current)) => p = *current,
                 CommitOutcome::Conflict(None) => return Ok(None),
             }
         }

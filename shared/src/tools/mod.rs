@@ -1,8 +1,10 @@
 //! The tool runtime: calls to AI providers, each idempotent and its outcome recorded, so a
 //! re-run of a phase never buys a finished call again.
 //!
-//! Key rule: `<production>#<phase>#<call name>`, where the call name is stable within the
-//! phase (`scene-3`, not a counter). The request hash (SHA-256 of the request JSON) is stored
+//! Key rule: `<production>#<phase>#<call name>`, or `<production>#<phase>#v<revision>#<call
+//! name>` once an edit or a reject changed the production's inputs (revision > 0). The call
+//! name is stable within the phase (`scene-3`, not a counter), so a retry, a reconciled crash,
+//! a redrive or a duplicate delivery finds the finished calls and makes only the rest. The request hash (SHA-256 of the request JSON) is stored
 //! with the outcome; the same key with a different hash is refused, never silently reused.
 
 mod openai;
@@ -87,13 +89,18 @@ impl Tools {
         clock: Arc<dyn Clock>,
         production_id: &str,
         phase: &str,
+        revision: u32,
         ttl: std::time::Duration,
     ) -> Self {
+        let key_prefix = match revision {
+            0 => format!("{production_id}#{phase}#"),
+            r => format!("{production_id}#{phase}#v{r}#"),
+        };
         Self {
             provider,
             outcomes,
             clock,
-            key_prefix: format!("{production_id}#{phase}#"),
+            key_prefix,
             ttl_ms: ttl.as_millis() as Millis,
         }
     }

@@ -305,7 +305,7 @@ async fn transitions(args: &Args) -> Result<()> {
         )),
         Arc::new(SqsQueue::new(start_clients.sqs.clone())),
         Arc::new(SystemClock),
-        config.queue_map(),
+        config.clone(),
     );
     let brief = serde_json::json!({"account": "bench", "title": "Bench", "topic": "Counting requests", "scenes": args.scenes}).to_string();
     let began = Instant::now();

@@ -1,0 +1,308 @@
+//! Operators recover productions: pause, resume, retry, approve, reject, edit, cancel,
+//! override; every action only when available, audited, and refused cleanly otherwise.
+
+use std::time::Duration;
+
+use shepherd::domain::{Action, OverrideTarget, PhaseStatus, ProductionStatus};
+use shepherd::ops::{OperatorAction, OpsError, Role};
+use shepherd_it::{Fault, FaultRule, TestStack};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn op() -> shepherd::ports::Actor {
+    TestStack::actor()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_while_a_phase_runs_lets_it_finish_and_holds_the_next_until_resume() {
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("images", Fault::Slow { ms: 1500 }).times(1));
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, SETTLE, |p| {
+        p.phase("assets").unwrap().status == PhaseStatus::Running
+    })
+    .await;
+
+    let paused = t
+        .ops
+        .act(&p.id, OperatorAction::Pause, &op(), Role::Operator)
+        .await
+        .unwrap();
+    assert_eq!(paused.status, ProductionStatus::Paused);
+    assert_eq!(
+        paused.available_actions(),
+        vec![
+            Action::Resume,
+            Action::Edit,
+            Action::Cancel,
+            Action::Override
+        ]
+    );
+
+    let held = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.phase("assets").unwrap().status == PhaseStatus::Succeeded
+        })
+        .await;
+    assert_eq!(
+        held.status,
+        ProductionStatus::Paused,
+        "the running phase finished; the production stays paused"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = t.ops.get(&p.id).await.unwrap();
+    assert_eq!(
+        still.phase("voice").unwrap().status,
+        PhaseStatus::Pending,
+        "the next phase did not start"
+    );
+    assert_eq!(t.depth("VoiceQueue").await, 0);
+
+    let resumed = t
+        .ops
+        .act(&p.id, OperatorAction::Resume, &op(), Role::Operator)
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, ProductionStatus::Running);
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_gate_waits_and_reject_with_feedback_reruns_the_phase_with_it() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+    let p = t.start_production(2).await;
+    let waiting = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(waiting.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(waiting.approval.as_ref().unwrap().phase, "script");
+    assert_eq!(
+        waiting.phase("assets").unwrap().status,
+        PhaseStatus::Pending
+    );
+    assert!(
+        waiting.approval.as_ref().unwrap().expires_at > waiting.updated_at,
+        "every approval expires"
+    );
+
+    let feedback = "Make it about spring tides specifically.";
+    t.ops
+        .act(
+            &p.id,
+            OperatorAction::Reject {
+                feedback: feedback.into(),
+            },
+            &op(),
+            Role::Operator,
+        )
+        .await
+        .unwrap();
+    let again = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+                && p.phase("script").unwrap().attempt == 2
+        })
+        .await;
+    assert_eq!(
+        again.phase("script").unwrap().feedback.as_deref(),
+        Some(feedback)
+    );
+    let calls = t.provider.calls();
+    let saw = calls
+        .bodies
+        .iter()
+        .filter(|b| b.to_string().contains("spring tides specifically"))
+        .count();
+    assert_eq!(
+        saw, 1,
+        "the provider saw the feedback in the re-run's request"
+    );
+    assert_eq!(
+        calls.served["/v1/chat/completions"], 3,
+        "plan + script + script again"
+    );
+
+    t.ops
+        .act(&p.id, OperatorAction::Approve, &op(), Role::Operator)
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_approve_skips_gates() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+    let mut brief: serde_json::Value = serde_json::from_str(&shepherd_it::brief(1)).unwrap();
+    brief["auto_approve"] = true.into();
+    let p = t.ops.start(&brief.to_string(), &op()).await.unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_then_retry_reruns_the_failed_phase_with_the_new_settings() {
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("speech", Fault::Refusal(true)).times(1));
+    let p = t.start_production(1).await;
+    let failed = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(failed.status, ProductionStatus::Failed);
+    assert_eq!(
+        failed
+            .phase("voice")
+            .unwrap()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .code,
+        "content_refused"
+    );
+
+    let edit = OperatorAction::Edit {
+        changes: vec![("voice".into(), "onyx".into())],
+    };
+    t.ops.act(&p.id, edit, &op(), Role::Operator).await.unwrap();
+    let bad = OperatorAction::Edit {
+        changes: vec![("scenes".into(), "9".into())],
+    };
+    let err = t
+        .ops
+        .act(&p.id, bad, &op(), Role::Operator)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("brief.scenes cannot be edited"),
+        "{err}"
+    );
+
+    t.ops
+        .act(&p.id, OperatorAction::RetryPhase, &op(), Role::Operator)
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(done.phase("voice").unwrap().attempt, 2);
+    let calls = t.provider.calls();
+    assert!(
+        calls.bodies.iter().any(|b| b["voice"] == "onyx"),
+        "the retry used the edited voice"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_action_is_refused_with_409_and_changes_nothing() {
+    let t = TestStack::start(&[]).await;
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    for action in [
+        OperatorAction::Pause,
+        OperatorAction::Approve,
+        OperatorAction::RetryPhase,
+        OperatorAction::Cancel,
+    ] {
+        let err = t
+            .ops
+            .act(&p.id, action, &op(), Role::Operator)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 409, "{err}");
+        assert!(
+            err.to_string()
+                .contains("while the production is completed (available: none)"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        t.ops.get(&p.id).await.unwrap().version,
+        done.version,
+        "nothing changed"
+    );
+    let err = t
+        .ops
+        .act("no-such-id", OperatorAction::Pause, &op(), Role::Operator)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpsError::NotFound(_)));
+    assert_eq!(err.status(), 404);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_who_may_act_and_an_admin_override_leaves_a_badge() {
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, SETTLE, |p| {
+        p.status == ProductionStatus::AwaitingApproval
+    })
+    .await;
+
+    let err = t
+        .ops
+        .act(&p.id, OperatorAction::Approve, &op(), Role::Viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403, "{err}");
+    let skip = || OperatorAction::Override {
+        reason: "signed off on the phone".into(),
+        target: OverrideTarget::SkipGate,
+    };
+    let err = t
+        .ops
+        .act(&p.id, skip(), &op(), Role::Operator)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403, "override is admin only: {err}");
+    let no_reason = OperatorAction::Override {
+        reason: " ".into(),
+        target: OverrideTarget::SkipGate,
+    };
+    assert_eq!(
+        t.ops
+            .act(&p.id, no_reason, &op(), Role::Admin)
+            .await
+            .unwrap_err()
+            .status(),
+        400
+    );
+
+    let after = t.ops.act(&p.id, skip(), &op(), Role::Admin).await.unwrap();
+    assert!(after.overridden);
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed);
+    assert!(done.overridden, "the badge stays");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_for_good_and_keeps_every_record() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, SETTLE, |p| {
+        p.status == ProductionStatus::AwaitingApproval
+    })
+    .await;
+    let c = t
+        .ops
+        .act(&p.id, OperatorAction::Cancel, &op(), Role::Operator)
+        .await
+        .unwrap();
+    assert_eq!(c.status, ProductionStatus::Cancelled);
+    assert!(c.available_actions().is_empty());
+    let kept = t.ops.get(&p.id).await.unwrap();
+    let outputs = t.ops.outputs(&kept).await.unwrap();
+    assert!(
+        outputs.contains_key("brief") && outputs.contains_key("script"),
+        "outputs kept"
+    );
+    assert_eq!(
+        t.ops.list("acme", 10).await.unwrap()[0].id,
+        p.id,
+        "still listed"
+    );
+    t.stop().await;
+}
