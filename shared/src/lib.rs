@@ -7,6 +7,7 @@
 //! - [`phases`]: the sample content pipeline.
 //! - [`ops`]: what operators and the CLI do (start, list, show).
 //! - [`audit`]: projecting the audit events carried by state writes.
+//! - [`recovery`]: the recovery sweep (lost dispatches, expired approvals and leases, DLQs).
 pub mod adapters;
 pub mod audit;
 pub mod config;
@@ -15,5 +16,6 @@ pub mod observability;
 pub mod ops;
 pub mod phases;
 pub mod ports;
+pub mod recovery;
 pub mod runtime;
 pub mod tools;

@@ -84,6 +84,12 @@ pub trait Store: Send + Sync {
         id: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
+    /// Ids of productions due for the recovery sweep at `now` (a sparse index Query).
+    fn due<'a>(
+        &'a self,
+        now: Millis,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
     /// Newest first, one account's productions.
     fn list<'a>(
         &'a self,
@@ -104,7 +110,20 @@ pub struct OutMessage {
     pub attributes: Vec<(String, String)>,
 }
 
+/// A message read from a queue without consuming it.
+#[derive(Debug, Clone)]
+pub struct InMessage {
+    pub id: String,
+    pub body: String,
+}
+
 pub trait Queue: Send + Sync {
+    /// Reads up to ten messages, leaving them visible (for inspection, not processing).
+    fn peek<'a>(
+        &'a self,
+        queue_url: &'a str,
+        max: i32,
+    ) -> BoxFuture<'a, Result<Vec<InMessage>, QueueError>>;
     /// Sends up to ten messages in one request; returns the ids that failed.
     fn send_batch<'a>(
         &'a self,

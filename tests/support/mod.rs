@@ -62,6 +62,11 @@ impl TestStack {
         Self::new(&[], false).await
     }
 
+    /// An idle stack with parameter overrides.
+    pub async fn start_idle_with(overrides: &[(&str, &str)]) -> Self {
+        Self::new(overrides, false).await
+    }
+
     async fn new(overrides: &[(&str, &str)], run: bool) -> Self {
         let sdk = shepherd_local::sdk_config(&endpoint()).await;
         let provider = ProviderServer::start("127.0.0.1:0".parse().unwrap(), "local-provider-key")
@@ -124,6 +129,39 @@ impl TestStack {
             .expect("function in template");
         let clients = shepherd::runtime::AwsClients::new(&self.sdk);
         shepherd_local::runtime::phase_runtime(f, &clients).expect("handler builds")
+    }
+
+    /// The sweeper, built from the template as the local runtime builds it.
+    pub fn sweeper(&self) -> shepherd::recovery::Sweeper {
+        let f = self
+            .stack
+            .functions
+            .iter()
+            .find(|f| f.binary == "sweeper")
+            .expect("sweeper in template");
+        let clients = shepherd::runtime::AwsClients::new(&self.sdk);
+        shepherd_local::runtime::sweeper(f, &clients).expect("sweeper builds")
+    }
+
+    /// Starts the functions of an idle stack.
+    pub fn run(&mut self) {
+        assert!(self.runtime.is_none(), "already running");
+        let clients = Clients::new(&self.sdk);
+        self.runtime = Some(LocalRuntime::start(&self.stack, &clients).expect("runtime starts"));
+    }
+
+    /// Deletes every message in a queue (a lost message, for tests).
+    pub async fn drain(&self, logical: &str) {
+        let url = self.queue_url(logical);
+        for m in self.peek(logical).await {
+            self.sqs()
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
     }
 
     /// Receives up to ten messages from a queue (with all attributes), leaving them there.

@@ -50,6 +50,25 @@ pub enum EventSource {
         stream_arn: String,
         batch_size: i32,
     },
+    /// EventBridge Scheduler (`ScheduleV2`): `rate(...)` expressions run locally.
+    Schedule {
+        every: std::time::Duration,
+    },
+}
+
+/// `rate(1 minute)`, `rate(5 minutes)`, `rate(2 hours)`: the interval; other expressions
+/// (cron, at) are not run locally.
+pub fn rate(expression: &str) -> Option<std::time::Duration> {
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.split_once(' ')?;
+    let n: u64 = n.trim().parse().ok()?;
+    let secs = match unit.trim().trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(n * secs))
 }
 
 /// What was provisioned: every resolved reference, and the functions to run.
@@ -390,6 +409,13 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
                     stream_arn: scalar(&p["Stream"]),
                     batch_size: p["BatchSize"].as_i64().unwrap_or(100) as i32,
                 }),
+                "ScheduleV2" | "Schedule" => {
+                    let expr = scalar(&p["ScheduleExpression"]);
+                    let every = rate(&expr).ok_or_else(|| {
+                        TemplateError::Unsupported(format!("{id}: schedule {expr}"))
+                    })?;
+                    events.push(EventSource::Schedule { every });
+                }
                 other => {
                     return Err(
                         TemplateError::Unsupported(format!("{id}: event type {other}")).into(),

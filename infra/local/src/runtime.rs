@@ -10,6 +10,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use shepherd::audit::{AuditSource, project};
 use shepherd::config::Config;
+use shepherd::recovery::{Sweeper, lost_dispatch_after};
 use shepherd::runtime::{AwsClients, PhaseRuntime, Stats};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -40,6 +41,8 @@ pub struct Clients {
     pub handlers: AwsClients,
     pub pollers: aws_config::SdkConfig,
     pub exec: Option<tokio::runtime::Handle>,
+    /// Run scheduled functions this often instead of the template's rate (tests).
+    pub schedule_every: Option<Duration>,
 }
 
 impl Clients {
@@ -49,6 +52,7 @@ impl Clients {
             handlers: AwsClients::new(sdk),
             pollers: sdk.clone(),
             exec: None,
+            schedule_every: None,
         }
     }
 }
@@ -78,6 +82,11 @@ impl LocalRuntime {
                             exec: clients.exec.clone(),
                         };
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
+                    }
+                    EventSource::Schedule { every } => {
+                        let sweeper = sweeper(f, &clients.handlers)?;
+                        let every = clients.schedule_every.unwrap_or(*every);
+                        tasks.push(tokio::spawn(tick(sweeper, every, stop.subscribe())));
                     }
                     EventSource::DynamoDbStream {
                         stream_arn,
@@ -137,6 +146,34 @@ pub fn phase_runtime(
         clients.clone(),
         config,
     ))
+}
+
+/// The handler a scheduled function runs (the sweeper is the only one).
+pub fn sweeper(f: &LocalFunction, clients: &AwsClients) -> Result<Sweeper, RuntimeError> {
+    if f.binary != "sweeper" {
+        return Err(RuntimeError::UnknownBinary(
+            f.logical_id.clone(),
+            f.binary.clone(),
+        ));
+    }
+    let config =
+        Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
+    let lost =
+        lost_dispatch_after(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
+    Ok(Sweeper::from_clients(clients.clone(), &config, lost))
+}
+
+/// The scheduler's part: one sweep per interval.
+async fn tick(sweeper: Sweeper, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = sweeper.sweep().await {
+            warn!(error = %e, "sweep failed");
+        }
+    }
 }
 
 struct SqsPoller {

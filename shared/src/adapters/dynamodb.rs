@@ -54,6 +54,11 @@ pub(crate) struct StoredProduction {
     pub ov: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rv: u32,
+    /// Sparse `by_due` index: present only while the production is due for the sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dat: Option<Millis>,
     /// The audit events of this write; the table's stream projects them to the audit table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub au: Vec<StoredAudit>,
@@ -109,6 +114,10 @@ pub(crate) struct StoredAudit {
     pub d: String,
     pub by: String,
 }
+
+/// One partition for the due index: the sweep's reads grow with what is due, which is
+/// small by design. Shard it (`DUE#<n>`) if thousands are ever due at once.
+const DUE_PARTITION: &str = "DUE";
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -174,6 +183,8 @@ impl StoredProduction {
             ap: p.approval.clone(),
             ov: p.overridden,
             rv: p.revision,
+            dpk: p.due_at.map(|_| DUE_PARTITION.to_string()),
+            dat: p.due_at,
             gpk: format!("A#{}", p.account),
             gsk: format!("{:013}#{}", p.created_at, p.id),
         }
@@ -220,6 +231,7 @@ impl StoredProduction {
             approval: self.ap,
             overridden: self.ov,
             revision: self.rv,
+            due_at: self.dat,
         })
     }
 }
@@ -368,7 +380,7 @@ impl DynamoStore {
             .set_key(Some(Self::key(production_pk(id), "P")))
             .update_expression(
                 "SET ph.#p.s = :running, ph.#p.sa = :now, ph.#p.lu = :lease, st = :running, \
-                 v = v + :one, ua = :now REMOVE au",
+                 v = v + :one, ua = :now REMOVE au, dpk, dat",
             )
             .condition_expression(
                 "attribute_exists(pk) AND ph.#p.a = :attempt AND (st = :queued OR st = :running) \
@@ -501,6 +513,39 @@ impl DynamoStore {
             .and_then(|b| b.as_s().ok().cloned()))
     }
 
+    async fn due_impl(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("by_due")
+                .key_condition_expression("dpk = :d AND dat <= :now")
+                .expression_attribute_values(":d", s(DUE_PARTITION))
+                .expression_attribute_values(":now", n(now))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            for key in out.items() {
+                if let Some(id) = key
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|pk| pk.strip_prefix("P#"))
+                {
+                    ids.push(id.to_string());
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || ids.len() >= limit {
+                ids.truncate(limit);
+                return Ok(ids);
+            }
+        }
+    }
+
     async fn list_impl(&self, account: &str, limit: usize) -> Result<Vec<Production>, StoreError> {
         let out = self
             .client
@@ -621,6 +666,13 @@ impl Store for DynamoStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Production>, StoreError>> {
         self.list_impl(account, limit).boxed()
+    }
+    fn due<'a>(
+        &'a self,
+        now: Millis,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        self.due_impl(now, limit).boxed()
     }
 }
 

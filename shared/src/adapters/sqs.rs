@@ -4,7 +4,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::sdk_error;
-use crate::ports::{OutMessage, Queue, QueueError};
+use crate::ports::{InMessage, OutMessage, Queue, QueueError};
 
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -18,6 +18,34 @@ impl SqsQueue {
 }
 
 impl Queue for SqsQueue {
+    fn peek<'a>(
+        &'a self,
+        queue_url: &'a str,
+        max: i32,
+    ) -> BoxFuture<'a, Result<Vec<InMessage>, QueueError>> {
+        async move {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(max.clamp(1, 10))
+                .visibility_timeout(0)
+                .send()
+                .await
+                .map_err(|e| QueueError(sdk_error(&e)))?;
+            Ok(out
+                .messages
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| InMessage {
+                    id: m.message_id.unwrap_or_default(),
+                    body: m.body.unwrap_or_default(),
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
     fn send_batch<'a>(
         &'a self,
         queue_url: &'a str,

@@ -252,6 +252,11 @@ pub struct Production {
     /// Bumped by edit and reject: phases' inputs changed, so their tool calls are new calls.
     #[serde(default)]
     pub revision: u32,
+    /// When the recovery sweep should look at this production (the sparse `by_due` index):
+    /// set while an operator's dispatch is unclaimed or an approval is open, never on the
+    /// hot path of phase hand-offs (those are recovered by SQS redelivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Millis>,
 }
 
 /// What an operator may do now; every surface shows exactly this list.

@@ -56,6 +56,12 @@ pub enum Command {
     },
     /// Sweeper: the open approval expired; apply the production's policy.
     ExpireApproval,
+    /// Sweeper: the phase's message reached its DLQ without the runtime marking the phase
+    /// (the worker died on its last receive).
+    ObserveDeadLetter {
+        phase: String,
+        attempt: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +164,21 @@ pub enum DomainError {
     Invalid(String),
 }
 
+/// Which transitions leave work for the sweep: a dispatch sent by an operator or by the
+/// sweep itself (no SQS message stands behind it yet), and an open approval (it expires).
+/// A phase's own hand-off is not due: if its send is lost, SQS redelivers the finished
+/// phase's message and the runtime sends again.
+fn due_after(cmd: &Command, next: &Production, dispatched: bool, now: Millis) -> Option<Millis> {
+    if let (ProductionStatus::AwaitingApproval, Some(a)) = (next.status, &next.approval) {
+        return Some(a.expires_at);
+    }
+    let handoff = matches!(
+        cmd,
+        Command::Succeed { .. } | Command::Fail { .. } | Command::Claim { .. }
+    );
+    (dispatched && !handoff).then_some(now)
+}
+
 /// A new production with its first phase queued (attempt 1).
 pub fn start(
     id: String,
@@ -191,6 +212,7 @@ pub fn start(
         approval: None,
         overridden: false,
         revision: 0,
+        due_at: Some(now),
     };
     Transition {
         production,
@@ -238,6 +260,12 @@ pub fn claim_refusal(
 
 /// The state machine. Pure: the same inputs always give the same transition.
 pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, DomainError> {
+    let mut t = decide_inner(p, cmd.clone(), now)?;
+    t.production.due_at = due_after(&cmd, &t.production, t.dispatch.is_some(), now);
+    Ok(t)
+}
+
+fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition, DomainError> {
     let mut next = p.clone();
     next.version += 1;
     next.updated_at = now;
@@ -613,6 +641,37 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
                     attempt: ph.attempt,
                 });
             }
+        }
+        Command::ObserveDeadLetter { phase, attempt } => {
+            let i = p
+                .phase_index(&phase)
+                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let ph = &mut next.phases[i];
+            let open = matches!(ph.status, PhaseStatus::Queued | PhaseStatus::Running);
+            if ph.attempt != attempt || !open {
+                return Err(DomainError::Invalid(format!(
+                    "phase {phase} attempt {attempt} is not waiting or running"
+                )));
+            }
+            ph.status = PhaseStatus::DeadLettered;
+            ph.lease_until = None;
+            ph.finished_at = Some(now);
+            ph.error_count += 1;
+            ph.last_error = Some(PhaseError {
+                attempt,
+                at: now,
+                ..PhaseError::new(
+                    "dead_lettered_unhandled",
+                    ErrorClass::Retryable,
+                    "the message reached the DLQ after its last receive without a result (the worker stopped)",
+                )
+            });
+            if next.status != ProductionStatus::Cancelled {
+                next.status = ProductionStatus::DeadLettered;
+            }
+            audit.push(
+                AuditEvent::new("phase.dead_lettered", "failure", now).phase(&phase, attempt),
+            );
         }
         Command::ExpireApproval => {
             let Some(a) = next.approval.clone() else {

@@ -732,3 +732,84 @@ fn a_gate_reached_while_paused_is_held_and_resume_returns_to_it() {
         (ProductionStatus::AwaitingApproval, None)
     );
 }
+
+#[test]
+fn only_operator_dispatches_and_open_approvals_are_due() {
+    let p = fixture(ProductionStatus::Queued);
+    assert_eq!(
+        p.due_at,
+        Some(NOW - 10_000),
+        "a new production is due until its first claim"
+    );
+    let claimed = decide(
+        &p,
+        Command::Claim {
+            phase: "brief".into(),
+            attempt: 1,
+            lease_until: NOW + 60_000,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(claimed.production.due_at, None);
+    let handed_off = decide(
+        &claimed.production,
+        Command::Succeed {
+            phase: "brief".into(),
+            attempt: 1,
+            output: "o".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        handed_off.production.due_at, None,
+        "a hand-off is recovered by SQS, not the sweep"
+    );
+    let waiting = decide(
+        &fixture(ProductionStatus::Running),
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        waiting.production.due_at,
+        Some(NOW + 1000),
+        "due when the approval expires"
+    );
+    let retried = decide(&fixture(ProductionStatus::Failed), Command::RetryPhase, NOW).unwrap();
+    assert_eq!(retried.production.due_at, Some(NOW));
+}
+
+#[test]
+fn a_message_dead_lettered_without_a_result_marks_the_phase() {
+    let t = decide(
+        &fixture(ProductionStatus::Running),
+        Command::ObserveDeadLetter {
+            phase: "script".into(),
+            attempt: 1,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::DeadLettered);
+    assert_eq!(
+        t.production
+            .phase("script")
+            .unwrap()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .code,
+        "dead_lettered_unhandled"
+    );
+    let stale = Command::ObserveDeadLetter {
+        phase: "script".into(),
+        attempt: 7,
+    };
+    assert!(decide(&fixture(ProductionStatus::Running), stale, NOW).is_err());
+}

@@ -284,6 +284,7 @@ async fn transitions(args: &Args) -> Result<()> {
         handlers: counted_clients(&sdk, Counting(engine.clone(), "engine")),
         pollers: sdk.clone(),
         exec: Some(exec.clone()),
+        schedule_every: None,
     };
     let cpu_before = exec.spawn(async { thread_cpu_ns() }).await?;
     let runtime = LocalRuntime::start(&stack, &clients)?;

@@ -1,0 +1,6 @@
+//! The recovery sweep, run every minute by EventBridge Scheduler. Logic: `shepherd::recovery`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shepherd::recovery::serve().await
+}

@@ -1,0 +1,334 @@
+//! The recovery sweep (EventBridge Scheduler, every minute): reads the sparse `by_due`
+//! index and the DLQs, and for each production found applies the recovery the state
+//! machine allows. Two overlapping sweeps do no harm: every change is a conditional
+//! commit on the production's version, and a sweep that loses re-decides on the new state.
+//!
+//! | found | command | audit |
+//! |---|---|---|
+//! | an approval past its expiry | `ExpireApproval` (fail or renew, per production) | `approval.expired` / `approval.renewed` |
+//! | a queued phase unclaimed past `lost_dispatch_after` | `Redispatch` (same attempt) | `phase.redispatched` |
+//! | a running phase whose lease expired | `Reconcile` (attempt + 1) | `tool_call.unknown`, `phase.reconciled` |
+//! | a phase message in its DLQ, the phase still open | `ObserveDeadLetter` | `phase.dead_lettered` |
+//!
+//! Crashes mid-phase are normally recovered before the sweep sees them: SQS delivers the
+//! unfinished message again after its visibility timeout and the claim takes the expired
+//! lease. See docs/decisions.md ("what the sweep reads").
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::adapters::{DynamoStore, SqsQueue};
+use crate::config::Config;
+use crate::domain::{Command, Millis, PhaseStatus, Production, ProductionStatus, decide};
+use crate::ports::{
+    Actor, Clock, CommitOutcome, OutMessage, Queue, Store, StoreError, SystemClock,
+};
+use crate::runtime::{AwsClients, PhaseMessage};
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub due: usize,
+    pub redispatched: usize,
+    pub reconciled: usize,
+    pub approvals_expired: usize,
+    pub approvals_renewed: usize,
+    pub dead_letters_observed: usize,
+    /// Found but nothing to do (already recovered, or another sweep won).
+    pub skipped: usize,
+    pub errors: usize,
+}
+
+/// The recovery a production needs at `now`, if any. Pure.
+pub fn recovery_command(
+    p: &Production,
+    now: Millis,
+    lost_dispatch_after: Millis,
+) -> Option<Command> {
+    if p.status == ProductionStatus::AwaitingApproval
+        && p.approval.as_ref().is_some_and(|a| a.expires_at <= now)
+    {
+        return Some(Command::ExpireApproval);
+    }
+    let runs = matches!(
+        p.status,
+        ProductionStatus::Queued | ProductionStatus::Running
+    );
+    for ph in &p.phases {
+        match ph.status {
+            PhaseStatus::Queued
+                if runs && ph.queued_at.is_some_and(|q| q + lost_dispatch_after <= now) =>
+            {
+                return Some(Command::Redispatch {
+                    phase: ph.name.clone(),
+                });
+            }
+            PhaseStatus::Running if ph.lease_until.is_some_and(|l| l <= now) => {
+                return Some(Command::Reconcile {
+                    phase: ph.name.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+pub struct Sweeper {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    clock: Arc<dyn Clock>,
+    queues: BTreeMap<String, String>,
+    dlqs: BTreeMap<String, String>,
+    lost_dispatch_after: Duration,
+    actor: Actor,
+}
+
+impl Sweeper {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        clock: Arc<dyn Clock>,
+        config: &Config,
+        lost_dispatch_after: Duration,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            clock,
+            queues: config.queues.clone(),
+            dlqs: config.dlqs.clone(),
+            lost_dispatch_after,
+            actor: Actor("system:sweeper".into()),
+        }
+    }
+
+    pub fn from_clients(
+        clients: AwsClients,
+        config: &Config,
+        lost_dispatch_after: Duration,
+    ) -> Self {
+        Self::new(
+            Arc::new(DynamoStore::new(clients.dynamodb, &config.state_table)),
+            Arc::new(SqsQueue::new(clients.sqs)),
+            Arc::new(SystemClock),
+            config,
+            lost_dispatch_after,
+        )
+    }
+
+    /// One sweep over what is due and what sits in the DLQs.
+    pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
+        let now = self.clock.now();
+        let mut report = SweepReport::default();
+        let due = self.store.due(now, 500).await?;
+        report.due = due.len();
+        for id in due {
+            if let Err(e) = self.recover(&id, &mut report).await {
+                warn!(production = %id, error = %e, "recovery failed; the next sweep tries again");
+                report.errors += 1;
+            }
+        }
+        self.observe_dead_letters(&mut report).await;
+        info!(?report, "sweep done");
+        Ok(report)
+    }
+
+    async fn recover(&self, id: &str, report: &mut SweepReport) -> Result<(), StoreError> {
+        let lost_after = self.lost_dispatch_after.as_millis() as Millis;
+        for _ in 0..3 {
+            let Some(p) = self.store.get(id).await? else {
+                return Ok(());
+            };
+            let now = self.clock.now();
+            let Some(cmd) = recovery_command(&p, now, lost_after) else {
+                report.skipped += 1;
+                return Ok(());
+            };
+            if self.apply(&p, cmd.clone(), now).await? {
+                match cmd {
+                    Command::Redispatch { .. } => report.redispatched += 1,
+                    Command::Reconcile { .. } => report.reconciled += 1,
+                    Command::ExpireApproval
+                        if p.gates.on_expiry == crate::domain::OnExpiry::Renew =>
+                    {
+                        warn!(production = %id, "approval expired unanswered and was renewed; an operator should look");
+                        report.approvals_renewed += 1;
+                    }
+                    Command::ExpireApproval => report.approvals_expired += 1,
+                    _ => {}
+                }
+                return Ok(());
+            }
+        }
+        report.skipped += 1;
+        Ok(())
+    }
+
+    /// Decides and commits; `false` if another writer changed the production first.
+    async fn apply(&self, p: &Production, cmd: Command, now: Millis) -> Result<bool, StoreError> {
+        let Ok(t) = decide(p, cmd, now) else {
+            return Ok(false);
+        };
+        match self.store.commit(&t, &self.actor).await? {
+            CommitOutcome::Conflict(_) => Ok(false),
+            CommitOutcome::Committed => {
+                if let Some(d) = &t.dispatch {
+                    // A lost send leaves the production due: the next sweep sends again.
+                    let url = self
+                        .queues
+                        .get(&d.phase)
+                        .map(String::as_str)
+                        .unwrap_or_default();
+                    let msg = OutMessage {
+                        id: "sweep".into(),
+                        body: PhaseMessage::new(&p.id, &d.phase, d.attempt).to_body(),
+                        attributes: vec![],
+                    };
+                    if let Err(e) = self.queue.send_batch(url, std::slice::from_ref(&msg)).await {
+                        warn!(production = %p.id, error = %e, "dispatch failed; it stays due");
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// A phase message in a DLQ whose phase is still open: the worker died on the last
+    /// receive. Marks the phase so operators see it and can retry or redrive.
+    async fn observe_dead_letters(&self, report: &mut SweepReport) {
+        for (phase, url) in &self.dlqs {
+            let messages = match self.queue.peek(url, 10).await {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(%phase, error = %e, "cannot read the DLQ");
+                    report.errors += 1;
+                    continue;
+                }
+            };
+            for m in messages {
+                let Ok(msg) = PhaseMessage::parse(&m.body, phase) else {
+                    continue;
+                };
+                let Ok(Some(p)) = self.store.get(&msg.production_id).await else {
+                    continue;
+                };
+                let open = p.phase(phase).is_some_and(|ph| {
+                    ph.attempt == msg.attempt
+                        && matches!(ph.status, PhaseStatus::Queued | PhaseStatus::Running)
+                });
+                if !open {
+                    continue;
+                }
+                let cmd = Command::ObserveDeadLetter {
+                    phase: phase.clone(),
+                    attempt: msg.attempt,
+                };
+                match self.apply(&p, cmd, self.clock.now()).await {
+                    Ok(true) => report.dead_letters_observed += 1,
+                    Ok(false) => report.skipped += 1,
+                    Err(_) => report.errors += 1,
+                }
+            }
+        }
+    }
+}
+
+/// The Lambda entry point of the sweeper (EventBridge Scheduler passes only its `Input`).
+pub async fn serve() -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let lost = lost_dispatch_after(&std::env::vars().collect())?;
+    let sweeper = tokio::sync::OnceCell::new();
+    let (sweeper, config) = (&sweeper, &config);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+            let s = sweeper
+                .get_or_init(|| async {
+                    let sdk =
+                        aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                    Sweeper::from_clients(AwsClients::new(&sdk), config, lost)
+                })
+                .await;
+            Ok::<_, lambda_runtime::Error>(s.sweep().await?)
+        },
+    ))
+    .await
+}
+
+/// `SHEPHERD_LOST_DISPATCH_SECS` (default 120).
+pub fn lost_dispatch_after(
+    env: &std::collections::HashMap<String, String>,
+) -> Result<Duration, crate::config::ConfigError> {
+    match env
+        .get("SHEPHERD_LOST_DISPATCH_SECS")
+        .filter(|v| !v.is_empty())
+    {
+        None => Ok(Duration::from_secs(120)),
+        Some(v) => {
+            v.parse()
+                .map(Duration::from_secs)
+                .map_err(|_| crate::config::ConfigError::Invalid {
+                    name: "SHEPHERD_LOST_DISPATCH_SECS",
+                    problem: format!("{v:?} is not a whole number"),
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{GatePolicy, start};
+
+    fn fresh(now: Millis) -> Production {
+        start(
+            "p".into(),
+            "a".into(),
+            "content".into(),
+            &["brief", "script"],
+            GatePolicy::default(),
+            "t".into(),
+            now,
+        )
+        .production
+    }
+
+    #[test]
+    fn a_queued_phase_is_redispatched_only_after_the_threshold() {
+        let p = fresh(1000);
+        assert_eq!(recovery_command(&p, 1500, 1000), None);
+        assert_eq!(
+            recovery_command(&p, 2000, 1000),
+            Some(Command::Redispatch {
+                phase: "brief".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_paused_production_is_not_redispatched() {
+        let mut p = fresh(0);
+        p.status = ProductionStatus::Paused;
+        assert_eq!(recovery_command(&p, 10_000, 1), None);
+    }
+
+    #[test]
+    fn an_expired_lease_is_reconciled() {
+        let mut p = fresh(0);
+        p.status = ProductionStatus::Running;
+        p.phases[0].status = PhaseStatus::Running;
+        p.phases[0].lease_until = Some(5000);
+        assert_eq!(recovery_command(&p, 4999, 1), None);
+        assert_eq!(
+            recovery_command(&p, 5000, 1),
+            Some(Command::Reconcile {
+                phase: "brief".into()
+            })
+        );
+    }
+}
