@@ -80,6 +80,9 @@ enum Command {
     },
     /// Stop the production for good; every record is kept.
     Cancel { id: String },
+    /// Dead-letter queues: list, show, resubmit, redrive, discard.
+    #[command(subcommand)]
+    Dlq(Dlq),
     /// Admin: skip the open approval gate, or jump to a phase. A reason is required.
     Override {
         id: String,
@@ -89,6 +92,52 @@ enum Command {
         skip_gate: bool,
         #[arg(long, value_name = "PHASE")]
         jump_to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Dlq {
+    /// Messages in the DLQs: production, phase, attempt, last error, age.
+    List {
+        #[arg(long)]
+        phase: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One message, decoded, with its production's state.
+    Show { message_id: String },
+    /// Send one message back to its phase queue (after fixing the cause).
+    Resubmit {
+        message_id: String,
+        /// Also for a malformed message (it will be quarantined again unless fixed).
+        #[arg(long)]
+        include_malformed: bool,
+    },
+    /// Send messages back to their phase queues, filtered and rate-limited.
+    Redrive {
+        /// One phase's DLQ.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        phase: Option<String>,
+        /// Every phase's DLQ.
+        #[arg(long)]
+        all: bool,
+        /// Only messages whose last error has this code.
+        #[arg(long)]
+        code: Option<String>,
+        /// Only messages at least this many seconds old.
+        #[arg(long, value_name = "SECS")]
+        older_than: Option<u64>,
+        /// Messages per second.
+        #[arg(long, default_value_t = 5)]
+        rate: u32,
+        #[arg(long)]
+        include_malformed: bool,
+    },
+    /// Admin: delete one message for good, with a reason (audited).
+    Discard {
+        message_id: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -194,6 +243,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             act(&cli, id, OperatorAction::Reject { feedback }).await
         }
         Command::Cancel { ref id } => act(&cli, id, OperatorAction::Cancel).await,
+        Command::Dlq(ref cmd) => dlq(&cli, cmd).await,
         Command::Edit { ref id, ref set } => {
             let changes = set
                 .iter()
@@ -221,6 +271,100 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             act(&cli, id, OperatorAction::Override { reason, target }).await
         }
     }
+}
+
+async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
+    use shepherd::dlq::RedriveFilter;
+    let ops = connect(&cli.stack).await?;
+    let role = role(&cli.role)?;
+    let print =
+        |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    match cmd {
+        Dlq::List { phase, limit } => {
+            let entries = ops.dlq_list(phase.as_deref(), *limit).await?;
+            if cli.json {
+                print(serde_json::to_value(&entries)?);
+            } else {
+                print!("{}", render::dlq(&entries));
+            }
+        }
+        Dlq::Show { message_id } => {
+            let (entry, production) = ops.dlq_show(message_id).await?;
+            if cli.json {
+                print(
+                    serde_json::json!({"message": entry, "production": production.as_ref().map(|p| render::json(p, None))}),
+                );
+            } else {
+                print!("{}", render::dlq(std::slice::from_ref(&entry)));
+                println!("\nbody: {}", entry.body);
+                if let Some(p) = production {
+                    print!("\n{}", render::show(&p));
+                }
+            }
+        }
+        Dlq::Resubmit {
+            message_id,
+            include_malformed,
+        } => {
+            let filter = RedriveFilter {
+                message_id: Some(message_id.clone()),
+                include_malformed: *include_malformed,
+                ..Default::default()
+            };
+            let r = ops.dlq_redrive(&filter, 10, &actor(), role).await?;
+            if cli.json {
+                print(serde_json::to_value(&r)?);
+            } else {
+                println!(
+                    "resubmitted {message_id}: it becomes the phase's next attempt when the runtime takes it"
+                );
+            }
+        }
+        Dlq::Redrive {
+            phase,
+            all: _,
+            code,
+            older_than,
+            rate,
+            include_malformed,
+        } => {
+            let filter = RedriveFilter {
+                phase: phase.clone(),
+                code: code.clone(),
+                older_than: older_than.map(Duration::from_secs),
+                message_id: None,
+                include_malformed: *include_malformed,
+            };
+            let r = ops.dlq_redrive(&filter, *rate, &actor(), role).await?;
+            if cli.json {
+                print(serde_json::to_value(&r)?);
+            } else {
+                for (id, phase, production) in &r.moved {
+                    println!(
+                        "redriven {id} ({phase}, production {})",
+                        production.as_deref().unwrap_or("?")
+                    );
+                }
+                println!(
+                    "{} redriven, {} left in place (filtered out)",
+                    r.moved.len(),
+                    r.skipped
+                );
+            }
+        }
+        Dlq::Discard { message_id, reason } => {
+            let e = ops.dlq_discard(message_id, reason, &actor(), role).await?;
+            if cli.json {
+                print(serde_json::to_value(&e)?);
+            } else {
+                println!(
+                    "discarded {message_id} ({}); audited as dlq.discarded",
+                    e.reason
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One operator action, then the production as it now is.

@@ -146,6 +146,35 @@ pub fn show(p: &Production) -> String {
     s
 }
 
+pub fn dlq(entries: &[shepherd::dlq::DlqEntry]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<38} {:<8} {:<38} {:>7} {:>8}  REASON",
+        "MESSAGE", "PHASE", "PRODUCTION", "ATTEMPT", "AGE"
+    );
+    for e in entries {
+        let attempt = e
+            .attempt
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "{:<38} {:<8} {:<38} {:>7} {:>7}s  {}",
+            e.message_id,
+            e.phase,
+            e.production_id.as_deref().unwrap_or("-"),
+            attempt,
+            e.age_secs,
+            e.reason
+        );
+    }
+    if entries.is_empty() {
+        let _ = writeln!(s, "(the DLQs are empty)");
+    }
+    s
+}
+
 pub fn list(ps: &[Production]) -> String {
     let mut s = String::new();
     let _ = writeln!(

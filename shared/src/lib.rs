@@ -11,6 +11,7 @@
 pub mod adapters;
 pub mod audit;
 pub mod config;
+pub mod dlq;
 pub mod domain;
 pub mod observability;
 pub mod ops;

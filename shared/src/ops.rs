@@ -187,11 +187,13 @@ impl OperatorAction {
 }
 
 pub struct Ops {
-    store: Arc<dyn Store>,
-    queue: Arc<dyn Queue>,
-    clock: Arc<dyn Clock>,
-    stack: StackConfig,
-    queues: BTreeMap<String, String>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) stack: StackConfig,
+    pub(crate) queues: BTreeMap<String, String>,
+    /// Where audit rows that belong to no production go (DLQ discards).
+    pub(crate) audit: Option<(aws_sdk_dynamodb::Client, String)>,
 }
 
 impl Ops {
@@ -208,7 +210,18 @@ impl Ops {
             clock,
             stack,
             queues,
+            audit: None,
         }
+    }
+
+    /// Lets operations that change no production (DLQ discards) write their audit rows.
+    pub fn with_audit(
+        mut self,
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+    ) -> Self {
+        self.audit = Some((client, table.into()));
+        self
     }
 
     /// Reads the stack's configuration from SSM and builds the AWS adapters.
@@ -242,7 +255,8 @@ impl Ops {
             Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk))),
             Arc::new(SystemClock),
             config.clone(),
-        );
+        )
+        .with_audit(aws_sdk_dynamodb::Client::new(sdk), &config.audit_table);
         Ok((ops, config))
     }
 

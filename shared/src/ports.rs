@@ -110,11 +110,16 @@ pub struct OutMessage {
     pub attributes: Vec<(String, String)>,
 }
 
-/// A message read from a queue without consuming it.
-#[derive(Debug, Clone)]
+/// A message read from a queue.
+#[derive(Debug, Clone, Default)]
 pub struct InMessage {
     pub id: String,
     pub body: String,
+    pub receipt: String,
+    /// When it was first sent (SentTimestamp).
+    pub sent_at: Option<crate::domain::Millis>,
+    /// Its message attributes' string values (`shepherd_error`, lineage, ...).
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 pub trait Queue: Send + Sync {
@@ -123,7 +128,21 @@ pub trait Queue: Send + Sync {
         &'a self,
         queue_url: &'a str,
         max: i32,
+    ) -> BoxFuture<'a, Result<Vec<InMessage>, QueueError>> {
+        self.receive(queue_url, max, 0)
+    }
+    /// Receives up to ten messages and hides them for `visibility` seconds.
+    fn receive<'a>(
+        &'a self,
+        queue_url: &'a str,
+        max: i32,
+        visibility: i32,
     ) -> BoxFuture<'a, Result<Vec<InMessage>, QueueError>>;
+    fn delete<'a>(
+        &'a self,
+        queue_url: &'a str,
+        receipt: &'a str,
+    ) -> BoxFuture<'a, Result<(), QueueError>>;
     /// Sends up to ten messages in one request; returns the ids that failed.
     fn send_batch<'a>(
         &'a self,

@@ -18,18 +18,22 @@ impl SqsQueue {
 }
 
 impl Queue for SqsQueue {
-    fn peek<'a>(
+    fn receive<'a>(
         &'a self,
         queue_url: &'a str,
         max: i32,
+        visibility: i32,
     ) -> BoxFuture<'a, Result<Vec<InMessage>, QueueError>> {
+        use aws_sdk_sqs::types::MessageSystemAttributeName as A;
         async move {
             let out = self
                 .client
                 .receive_message()
                 .queue_url(queue_url)
                 .max_number_of_messages(max.clamp(1, 10))
-                .visibility_timeout(0)
+                .visibility_timeout(visibility)
+                .message_system_attribute_names(A::SentTimestamp)
+                .message_attribute_names("All")
                 .send()
                 .await
                 .map_err(|e| QueueError(sdk_error(&e)))?;
@@ -38,10 +42,40 @@ impl Queue for SqsQueue {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|m| InMessage {
+                    sent_at: m
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get(&A::SentTimestamp))
+                        .and_then(|t| t.parse().ok()),
+                    attributes: m
+                        .message_attributes
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+                        .collect(),
                     id: m.message_id.unwrap_or_default(),
                     body: m.body.unwrap_or_default(),
+                    receipt: m.receipt_handle.unwrap_or_default(),
                 })
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(
+        &'a self,
+        queue_url: &'a str,
+        receipt: &'a str,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        async move {
+            self.client
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .map_err(|e| QueueError(sdk_error(&e)))?;
+            Ok(())
         }
         .boxed()
     }

@@ -62,6 +62,13 @@ pub enum Command {
         phase: String,
         attempt: u32,
     },
+    /// A dead-lettered attempt's message came back (Shepherd's redrive, the console's, or
+    /// `start-message-move-task`): run the phase again as attempt + 1, keeping the lineage.
+    Redrive {
+        phase: String,
+        attempt: u32,
+        message_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -641,6 +648,41 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
                     attempt: ph.attempt,
                 });
             }
+        }
+        Command::Redrive {
+            phase,
+            attempt,
+            message_id,
+        } => {
+            let i = p
+                .phase_index(&phase)
+                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let ph = &mut next.phases[i];
+            if ph.status != PhaseStatus::DeadLettered
+                || ph.attempt != attempt
+                || p.status != ProductionStatus::DeadLettered
+            {
+                return Err(DomainError::Invalid(format!(
+                    "phase {phase} attempt {attempt} is not dead-lettered (it is {} at attempt {}, production {})",
+                    ph.status.as_str(),
+                    ph.attempt,
+                    p.status.as_str()
+                )));
+            }
+            requeue(ph, now);
+            next.status = ProductionStatus::Running;
+            audit.push(
+                AuditEvent::new("dlq.redriven", "success", now)
+                    .phase(&phase, ph.attempt)
+                    .detail(format!(
+                        "DLQ message {message_id}: attempt {attempt} -> {}",
+                        ph.attempt
+                    )),
+            );
+            dispatch = Some(Dispatch {
+                phase,
+                attempt: ph.attempt,
+            });
         }
         Command::ObserveDeadLetter { phase, attempt } => {
             let i = p

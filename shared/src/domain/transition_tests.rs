@@ -786,6 +786,32 @@ fn only_operator_dispatches_and_open_approvals_are_due() {
 }
 
 #[test]
+fn a_redriven_message_reruns_its_dead_lettered_phase_as_a_new_attempt() {
+    let p = fixture(ProductionStatus::DeadLettered);
+    let cmd = |attempt| Command::Redrive {
+        phase: "script".into(),
+        attempt,
+        message_id: "m-1".into(),
+    };
+    let t = decide(&p, cmd(1), NOW).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Running);
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
+    assert_eq!(t.audit[0].kind, "dlq.redriven");
+    assert!(t.audit[0].detail.contains("m-1: attempt 1 -> 2"));
+    assert!(
+        decide(&t.production, cmd(1), NOW).is_err(),
+        "redriving twice runs once"
+    );
+    assert!(decide(&fixture(ProductionStatus::Running), cmd(1), NOW).is_err());
+}
+
+#[test]
 fn a_message_dead_lettered_without_a_result_marks_the_phase() {
     let t = decide(
         &fixture(ProductionStatus::Running),

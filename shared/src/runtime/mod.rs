@@ -26,7 +26,7 @@ use crate::adapters::{CachedParams, DynamoOutcomes, DynamoStore, SqsQueue, SsmPa
 use crate::config::Config;
 use crate::domain::{
     ClaimRefusal, Command, Dispatch, ErrorClass, FailDisposition, Millis, PhaseError, PhaseStatus,
-    Production, claim_refusal, decide,
+    Production, ProductionStatus, claim_refusal, decide,
 };
 use crate::phases::{Phase, PhaseContext};
 use crate::ports::{
@@ -228,7 +228,7 @@ impl PhaseRuntime {
                     .await;
             }
             Ok(ClaimOutcome::Refused(Some(p))) => {
-                return self.refused(&msg, &p, now, receive_count);
+                return self.refused(m, &msg, &p, now, receive_count).await;
             }
             Err(e) => {
                 warn!(error = %e, production = %msg.production_id, "claim failed; will retry");
@@ -420,14 +420,21 @@ impl PhaseRuntime {
         Err(StoreError::Unavailable("commit kept conflicting".into()))
     }
 
-    fn refused(
+    async fn refused(
         &self,
+        m: &SqsMessage,
         msg: &PhaseMessage,
         p: &Production,
         now: Millis,
         receive_count: u32,
     ) -> Verdict {
         let refusal = claim_refusal(p, &msg.phase, msg.attempt, now);
+        let dead = p
+            .phase(&msg.phase)
+            .is_some_and(|ph| ph.status == PhaseStatus::DeadLettered && ph.attempt == msg.attempt);
+        if dead && p.status == ProductionStatus::DeadLettered {
+            return self.redriven(m, msg, p.clone(), now).await;
+        }
         let counter = match refusal {
             Some(ClaimRefusal::Duplicate) => &self.stats.duplicate,
             Some(ClaimRefusal::Paused) => &self.stats.paused,
@@ -456,6 +463,47 @@ impl PhaseRuntime {
             }
         }
         Verdict::Done
+    }
+
+    /// A dead-lettered attempt's message is back in the phase queue: an operator redrove it
+    /// (Shepherd, the console or `start-message-move-task`, all alike). Run it as a new
+    /// attempt; the audit keeps which message became which attempt.
+    async fn redriven(
+        &self,
+        m: &SqsMessage,
+        msg: &PhaseMessage,
+        p: Production,
+        now: Millis,
+    ) -> Verdict {
+        let message_id = m
+            .message_attributes
+            .get("shepherd_redriven_from")
+            .and_then(|a| a.string_value.clone())
+            .or_else(|| m.message_id.clone())
+            .unwrap_or_default();
+        let cmd = Command::Redrive {
+            phase: msg.phase.clone(),
+            attempt: msg.attempt,
+            message_id,
+        };
+        match self.commit(p, cmd, now).await {
+            Ok(Some(t)) => {
+                self.stats.inc(&self.stats.redriven);
+                info!(production = %t.production.id, phase = %msg.phase, "redriven message accepted");
+                match t.dispatch {
+                    Some(next) => Verdict::Handoff {
+                        production: t.production.id.clone(),
+                        next,
+                    },
+                    None => Verdict::Done,
+                }
+            }
+            Ok(None) => Verdict::Done,
+            Err(e) => {
+                warn!(error = %e, "could not accept the redriven message; will retry");
+                Verdict::Retry
+            }
+        }
     }
 
     /// The phase ran but its result could not be stored: deliver again after the lease, when

@@ -17,6 +17,8 @@ pub struct Stats {
     pub poison: AtomicU64,
     pub handoff_failed: AtomicU64,
     pub handoff_resent: AtomicU64,
+    /// Messages of dead-lettered attempts sent back by a redrive and accepted.
+    pub redriven: AtomicU64,
 }
 
 impl Stats {
