@@ -92,6 +92,28 @@ fn visibility_is_six_times_the_timeout_and_the_functions_know_both_settings() {
 }
 
 #[test]
+fn every_dlq_and_phase_queue_has_an_alarm_to_the_alarm_topic() {
+    let t = template();
+    let resources = t["Resources"].as_object().unwrap();
+    let alarmed: Vec<String> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|r| {
+            assert_eq!(r["Properties"]["AlarmActions"][0]["Ref"], "AlarmTopic");
+            r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for (id, r) in resources {
+        if r["Type"] == "AWS::SQS::Queue" {
+            assert!(alarmed.contains(id), "{id} has no alarm");
+        }
+    }
+}
+
+#[test]
 fn state_is_retained_and_the_stream_feeds_the_audit_projector() {
     let t = template();
     for table in ["StateTable", "IdempotencyTable", "AuditTable"] {
