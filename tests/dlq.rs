@@ -22,6 +22,14 @@ async fn dead_lettered(t: &TestStack) -> Production {
     p
 }
 
+/// Waits until the redriven production has left `dead_lettered` and settled again.
+async fn redriven(t: &TestStack, id: &str) -> Production {
+    t.wait_for(id, SETTLE, |p| {
+        p.status != ProductionStatus::DeadLettered && p.status.is_settled()
+    })
+    .await
+}
+
 async fn poison(t: &TestStack) {
     t.sqs()
         .send_message()
@@ -59,7 +67,7 @@ async fn list_show_and_resubmit_one_message_after_fixing_the_cause() {
         .await
         .unwrap();
     assert_eq!(r.moved.len(), 1);
-    let done = t.wait_settled(&p.id, SETTLE).await;
+    let done = redriven(&t, &p.id).await;
     assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
     assert_eq!(
         done.phase("brief").unwrap().attempt,
@@ -97,7 +105,7 @@ async fn a_redrive_by_the_console_or_move_task_is_accepted_the_same_way() {
         .send()
         .await
         .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
+    let done = redriven(&t, &p.id).await;
     assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
     assert_eq!(done.phase("brief").unwrap().attempt, 2);
     t.stop().await;
@@ -144,7 +152,7 @@ async fn redrive_filters_leave_poison_in_place_and_discard_is_admin_only_and_aud
         (1, 1),
         "malformed messages stay unless asked for"
     );
-    let done = t.wait_settled(&p.id, SETTLE).await;
+    let done = redriven(&t, &p.id).await;
     assert_eq!(done.status, ProductionStatus::Completed);
     assert_eq!(done.phase("brief").unwrap().status, PhaseStatus::Succeeded);
 

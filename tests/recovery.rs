@@ -138,5 +138,12 @@ async fn a_message_in_the_dlq_whose_phase_was_never_marked_is_observed() {
     );
     let again = t.sweeper().sweep().await.unwrap();
     assert_eq!(again.dead_letters_observed, 0, "observed once");
+    let alarms = t.ops.alarms().await.unwrap();
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.kind == "dlq_arrival" && a.subject == p.id),
+        "{alarms:?}"
+    );
     t.stop().await;
 }

@@ -83,6 +83,11 @@ enum Command {
     /// Dead-letter queues: list, show, resubmit, redrive, discard.
     #[command(subcommand)]
     Dlq(Dlq),
+    /// Alarms: list (default), acknowledge or resolve one (`<type>#<subject>`).
+    Alarms {
+        #[command(subcommand)]
+        action: Option<AlarmAction>,
+    },
     /// Admin: skip the open approval gate, or jump to a phase. A reason is required.
     Override {
         id: String,
@@ -139,6 +144,14 @@ enum Dlq {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AlarmAction {
+    /// Seen; someone is on it.
+    Ack { id: String },
+    /// Fixed; a new occurrence reopens it.
+    Resolve { id: String },
 }
 
 fn role(name: &str) -> Result<Role> {
@@ -244,6 +257,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Cancel { ref id } => act(&cli, id, OperatorAction::Cancel).await,
         Command::Dlq(ref cmd) => dlq(&cli, cmd).await,
+        Command::Alarms { ref action } => {
+            use shepherd::alarms::AlarmStatus;
+            let ops = connect(&cli.stack).await?;
+            match action {
+                None => {
+                    let alarms = ops.alarms().await?;
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&alarms)?);
+                    } else {
+                        print!("{}", render::alarms(&alarms));
+                    }
+                }
+                Some(AlarmAction::Ack { id }) => {
+                    ops.set_alarm(id, AlarmStatus::Acknowledged, &actor(), role(&cli.role)?)
+                        .await?;
+                    println!("acknowledged {id}");
+                }
+                Some(AlarmAction::Resolve { id }) => {
+                    ops.set_alarm(id, AlarmStatus::Resolved, &actor(), role(&cli.role)?)
+                        .await?;
+                    println!("resolved {id}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Edit { ref id, ref set } => {
             let changes = set
                 .iter()

@@ -175,6 +175,32 @@ pub fn dlq(entries: &[shepherd::dlq::DlqEntry]) -> String {
     s
 }
 
+pub fn alarms(alarms: &[shepherd::alarms::Alarm]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<9} {:<13} {:>5} {:<25} ALARM / DETAIL",
+        "SEVERITY", "STATUS", "COUNT", "LAST SEEN"
+    );
+    for a in alarms {
+        let _ = writeln!(
+            s,
+            "{:<9} {:<13} {:>5} {:<25} {}\n{:>55}{}",
+            format!("{:?}", a.severity).to_lowercase(),
+            format!("{:?}", a.status).to_lowercase(),
+            a.count,
+            time(a.last_seen),
+            a.id(),
+            "",
+            a.detail
+        );
+    }
+    if alarms.is_empty() {
+        let _ = writeln!(s, "(no alarms)");
+    }
+    s
+}
+
 pub fn list(ps: &[Production]) -> String {
     let mut s = String::new();
     let _ = writeln!(

@@ -9,6 +9,7 @@
 //! - [`audit`]: projecting the audit events carried by state writes.
 //! - [`recovery`]: the recovery sweep (lost dispatches, expired approvals and leases, DLQs).
 pub mod adapters;
+pub mod alarms;
 pub mod audit;
 pub mod config;
 pub mod dlq;
@@ -18,5 +19,6 @@ pub mod ops;
 pub mod phases;
 pub mod ports;
 pub mod recovery;
+pub mod redact;
 pub mod runtime;
 pub mod tools;

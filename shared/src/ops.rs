@@ -409,6 +409,35 @@ impl Ops {
         }
     }
 
+    /// Every stored alarm, newest first.
+    pub async fn alarms(&self) -> Result<Vec<crate::alarms::Alarm>, OpsError> {
+        Ok(self.store.alarms().await?)
+    }
+
+    /// Acknowledges or resolves an alarm (`<type>#<subject>`).
+    pub async fn set_alarm(
+        &self,
+        id: &str,
+        status: crate::alarms::AlarmStatus,
+        actor: &Actor,
+        role: Role,
+    ) -> Result<(), OpsError> {
+        if role < Role::Operator {
+            return Err(OpsError::Forbidden(
+                "handling alarms needs the Operator role".into(),
+            ));
+        }
+        if self
+            .store
+            .set_alarm_status(id, status, actor, self.clock.now())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(OpsError::NotFound(format!("alarm {id}")))
+        }
+    }
+
     pub async fn get(&self, id: &str) -> Result<Production, OpsError> {
         self.store
             .get(id)

@@ -84,6 +84,21 @@ pub trait Store: Send + Sync {
         id: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
+    /// Records an alarm occurrence (deduplicated by type and subject).
+    fn raise_alarm<'a>(
+        &'a self,
+        alarm: &'a crate::alarms::Raise,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn alarms<'a>(&'a self) -> BoxFuture<'a, Result<Vec<crate::alarms::Alarm>, StoreError>>;
+    /// Acknowledges or resolves an alarm; `false` if there is no such alarm.
+    fn set_alarm_status<'a>(
+        &'a self,
+        id: &'a str,
+        status: crate::alarms::AlarmStatus,
+        actor: &'a Actor,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Ids of productions due for the recovery sweep at `now` (a sparse index Query).
     fn due<'a>(
         &'a self,

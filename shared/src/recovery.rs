@@ -22,6 +22,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::adapters::{DynamoStore, SqsQueue};
+use crate::alarms::{Raise, Severity};
 use crate::config::Config;
 use crate::domain::{Command, Millis, PhaseStatus, Production, ProductionStatus, decide};
 use crate::ports::{
@@ -158,6 +159,9 @@ impl Sweeper {
                     {
                         warn!(production = %id, "approval expired unanswered and was renewed; an operator should look");
                         report.approvals_renewed += 1;
+                        let detail = "an approval expired unanswered and was renewed";
+                        self.alarm("approval_renewed", id, Severity::Warning, detail)
+                            .await;
                     }
                     Command::ExpireApproval => report.approvals_expired += 1,
                     _ => {}
@@ -167,6 +171,18 @@ impl Sweeper {
         }
         report.skipped += 1;
         Ok(())
+    }
+
+    async fn alarm(&self, kind: &str, subject: &str, severity: Severity, detail: &str) {
+        let raise = Raise {
+            kind: kind.into(),
+            subject: subject.into(),
+            severity,
+            detail: detail.into(),
+        };
+        if let Err(e) = self.store.raise_alarm(&raise, self.clock.now()).await {
+            warn!(error = %e, kind, subject, "could not record the alarm");
+        }
     }
 
     /// Decides and commits; `false` if another writer changed the production first.
@@ -229,7 +245,15 @@ impl Sweeper {
                     attempt: msg.attempt,
                 };
                 match self.apply(&p, cmd, self.clock.now()).await {
-                    Ok(true) => report.dead_letters_observed += 1,
+                    Ok(true) => {
+                        report.dead_letters_observed += 1;
+                        let detail = format!(
+                            "phase {phase} attempt {} reached the DLQ unhandled",
+                            msg.attempt
+                        );
+                        self.alarm("dlq_arrival", &p.id, Severity::Warning, &detail)
+                            .await;
+                    }
                     Ok(false) => report.skipped += 1,
                     Err(_) => report.errors += 1,
                 }

@@ -47,6 +47,9 @@ pub struct FaultRule {
     /// Matching calls let through before the fault starts.
     #[serde(default)]
     pub after: u32,
+    /// The error message a `status` fault answers with.
+    #[serde(default)]
+    pub message: Option<String>,
     #[serde(skip)]
     seen: u32,
 }
@@ -59,6 +62,7 @@ impl FaultRule {
             fault,
             times: None,
             after: 0,
+            message: None,
             seen: 0,
         }
     }
@@ -68,6 +72,10 @@ impl FaultRule {
     }
     pub fn after(mut self, n: u32) -> Self {
         self.after = n;
+        self
+    }
+    pub fn message(mut self, m: &str) -> Self {
+        self.message = Some(m.into());
         self
     }
     pub fn key(mut self, k: &str) -> Self {
@@ -208,13 +216,16 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
             let active =
                 rule.seen > rule.after && rule.times.is_none_or(|t| rule.seen <= rule.after + t);
             if active {
-                chosen = Some(rule.fault.clone());
+                chosen = Some((rule.fault.clone(), rule.message.clone()));
                 break;
             }
         }
         if !matches!(
             chosen,
-            Some(Fault::Status(_) | Fault::RateLimit { .. } | Fault::Refusal(true))
+            Some((
+                Fault::Status(_) | Fault::RateLimit { .. } | Fault::Refusal(true),
+                _
+            ))
         ) {
             *inner.calls.served.entry(path.clone()).or_default() += 1;
             *inner.calls.by_key.entry(key).or_default() += 1;
@@ -222,15 +233,17 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
         }
         chosen
     };
+    let (fault, message) = match fault {
+        Some((f, m)) => (Some(f), m),
+        None => (None, None),
+    };
     match fault {
         None | Some(Fault::Refusal(false)) => Gate::Serve,
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Gate::Fail(error(
-                status,
-                "server_error",
-                "The server had an error while processing your request.",
-            ))
+            let message = message
+                .unwrap_or_else(|| "The server had an error while processing your request.".into());
+            Gate::Fail(error(status, "server_error", &message))
         }
         Some(Fault::RateLimit { reset_secs }) => {
             let mut r = error(

@@ -236,6 +236,33 @@ impl StoredProduction {
     }
 }
 
+impl StoredProduction {
+    /// Redacts every free text the item carries (error details, feedback, audit details);
+    /// returns where a known secret format was found.
+    fn redact(&mut self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let mut scrub = |text: &mut String, place: String| {
+            let r = crate::redact::redact(text);
+            for kind in &r.leaks {
+                leaks.push(format!("{kind} in {place}"));
+            }
+            *text = r.text;
+        };
+        for (name, ph) in self.ph.iter_mut() {
+            if let Some(e) = ph.le.as_mut() {
+                scrub(&mut e.d, format!("phase {name} error detail"));
+            }
+            if let Some(f) = ph.fb.as_mut() {
+                scrub(f, format!("phase {name} feedback"));
+            }
+        }
+        for e in self.au.iter_mut() {
+            scrub(&mut e.d, format!("audit {} detail", e.t));
+        }
+        leaks
+    }
+}
+
 /// Serialised size of an item as DynamoDB bills it (names + values), for benchmarks.
 pub fn item_size(item: &Item) -> usize {
     fn value_size(v: &AttributeValue) -> usize {
@@ -312,8 +339,7 @@ impl DynamoStore {
         actor: &Actor,
     ) -> Result<(), StoreError> {
         let p = &t.production;
-        let hot = serde_dynamo::to_item(StoredProduction::from_domain(p, &t.audit, actor))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (hot, leaks) = self.hot(t, actor)?;
         let mut brief_item = Self::key(production_pk(&p.id), "B");
         brief_item.insert(
             "body".into(),
@@ -335,7 +361,10 @@ impl DynamoStore {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.leaked(&p.id, leaks, p.updated_at).await;
+                Ok(())
+            }
             Err(e) => {
                 let conditional = e.as_service_error().is_some_and(|se| {
                     se.is_transaction_canceled_exception()
@@ -347,6 +376,31 @@ impl DynamoStore {
                     Err(StoreError::Unavailable(sdk_error(&e)))
                 }
             }
+        }
+    }
+
+    /// The hot item to write, redacted, and where known secret formats were removed.
+    fn hot(&self, t: &Transition, actor: &Actor) -> Result<(Item, Vec<String>), StoreError> {
+        let mut stored = StoredProduction::from_domain(&t.production, &t.audit, actor);
+        let leaks = stored.redact();
+        let item = serde_dynamo::to_item(stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((item, leaks))
+    }
+
+    /// After a write that had to redact a known secret format: a critical alarm.
+    async fn leaked(&self, id: &str, leaks: Vec<String>, now: Millis) {
+        if leaks.is_empty() {
+            return;
+        }
+        let alarm = crate::alarms::Raise {
+            kind: "secret_leak_detected".into(),
+            subject: id.into(),
+            severity: crate::alarms::Severity::Critical,
+            detail: format!("redacted before storing: {}", leaks.join("; ")),
+        };
+        tracing::error!(production = %id, detail = %alarm.detail, "secret leak detected and redacted");
+        if let Err(e) = self.raise_impl(&alarm, now).await {
+            tracing::error!(production = %id, error = %e, "could not record the secret_leak_detected alarm");
         }
     }
 
@@ -422,12 +476,7 @@ impl DynamoStore {
         t: &Transition,
         actor: &Actor,
     ) -> Result<CommitOutcome, StoreError> {
-        let item = serde_dynamo::to_item(StoredProduction::from_domain(
-            &t.production,
-            &t.audit,
-            actor,
-        ))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (item, leaks) = self.hot(t, actor)?;
         let res = self
             .client
             .put_item()
@@ -439,7 +488,11 @@ impl DynamoStore {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(CommitOutcome::Committed),
+            Ok(_) => {
+                self.leaked(&t.production.id, leaks, t.production.updated_at)
+                    .await;
+                Ok(CommitOutcome::Committed)
+            }
             Err(e) => match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(c)) => Ok(
                     CommitOutcome::Conflict(c.item.clone().map(decode).transpose()?.map(Box::new)),
@@ -456,8 +509,7 @@ impl DynamoStore {
         actor: &Actor,
     ) -> Result<CommitOutcome, StoreError> {
         let p = &t.production;
-        let hot = serde_dynamo::to_item(StoredProduction::from_domain(p, &t.audit, actor))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (hot, leaks) = self.hot(t, actor)?;
         let mut brief_item = Self::key(production_pk(&p.id), "B");
         brief_item.insert(
             "body".into(),
@@ -484,7 +536,10 @@ impl DynamoStore {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(CommitOutcome::Committed),
+            Ok(_) => {
+                self.leaked(&p.id, leaks, p.updated_at).await;
+                Ok(CommitOutcome::Committed)
+            }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_transaction_canceled_exception()) =>
@@ -511,6 +566,127 @@ impl DynamoStore {
             .item
             .and_then(|mut i| i.remove("body"))
             .and_then(|b| b.as_s().ok().cloned()))
+    }
+
+    /// Alarms live in the state table (`pk = ALARM#<type>#<subject>`), listed through the
+    /// KEYS_ONLY `by_account` index under the fixed key `ALARMS`.
+    async fn raise_impl(&self, a: &crate::alarms::Raise, now: Millis) -> Result<(), StoreError> {
+        let id = format!("{}#{}", a.kind, a.subject);
+        let severity = serde_json::to_value(a.severity).expect("severity serialises");
+        let detail = crate::redact::redact(&a.detail).text;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(format!("ALARM#{id}"), "A")))
+            .update_expression(
+                "SET #t = :t, subj = :s, sev = :sev, det = :d, ls = :now, fs = if_not_exists(fs, :now), \
+                 #st = :open, gpk = :g, gsk = :id REMOVE hb ADD #c :one",
+            )
+            .expression_attribute_names("#t", "type")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_values(":t", s(&a.kind))
+            .expression_attribute_values(":s", s(&a.subject))
+            .expression_attribute_values(":sev", s(severity.as_str().unwrap_or("warning")))
+            .expression_attribute_values(":d", s(detail))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":g", s("ALARMS"))
+            .expression_attribute_values(":id", s(&id))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        Ok(())
+    }
+
+    async fn alarms_impl(&self) -> Result<Vec<crate::alarms::Alarm>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by_account")
+            .key_condition_expression("gpk = :g")
+            .expression_attribute_values(":g", s("ALARMS"))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        let mut alarms = Vec::new();
+        for key in out.items() {
+            let Some(pk) = key.get("pk").and_then(|v| v.as_s().ok()) else {
+                continue;
+            };
+            let got = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(pk.clone(), "A")))
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            let Some(i) = got.item else { continue };
+            let text = |k: &str| {
+                i.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let num = |k: &str| {
+                i.get(k)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0)
+            };
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("alarm {pk}: {e}"));
+            alarms.push(crate::alarms::Alarm {
+                kind: text("type"),
+                subject: text("subj"),
+                severity: serde_json::from_value(text("sev").into()).map_err(corrupt)?,
+                status: serde_json::from_value(text("status").into()).map_err(corrupt)?,
+                count: num("count") as u64,
+                first_seen: num("fs"),
+                last_seen: num("ls"),
+                detail: text("det"),
+                handled_by: i.get("hb").and_then(|v| v.as_s().ok()).cloned(),
+            });
+        }
+        alarms.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
+        Ok(alarms)
+    }
+
+    async fn set_alarm_status_impl(
+        &self,
+        id: &str,
+        status: crate::alarms::AlarmStatus,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let value = serde_json::to_value(status).expect("status serialises");
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(format!("ALARM#{id}"), "A")))
+            .update_expression("SET #st = :st, hb = :by, ha = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(value.as_str().unwrap_or("open")))
+            .expression_attribute_values(":by", s(&actor.0))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_error(&e))),
+        }
     }
 
     async fn due_impl(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -673,6 +849,25 @@ impl Store for DynamoStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         self.due_impl(now, limit).boxed()
+    }
+    fn raise_alarm<'a>(
+        &'a self,
+        alarm: &'a crate::alarms::Raise,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.raise_impl(alarm, now).boxed()
+    }
+    fn alarms<'a>(&'a self) -> BoxFuture<'a, Result<Vec<crate::alarms::Alarm>, StoreError>> {
+        self.alarms_impl().boxed()
+    }
+    fn set_alarm_status<'a>(
+        &'a self,
+        id: &'a str,
+        status: crate::alarms::AlarmStatus,
+        actor: &'a Actor,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.set_alarm_status_impl(id, status, actor, now).boxed()
     }
 }
 
