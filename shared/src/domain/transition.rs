@@ -171,6 +171,9 @@ pub enum DomainError {
     Invalid(String),
 }
 
+/// Feedback and reasons live in the hot item and its audit event; this keeps both small.
+pub const MAX_OPERATOR_TEXT: usize = 2000;
+
 /// Which transitions leave work for the sweep: a dispatch sent by an operator or by the
 /// sweep itself (no SQS message stands behind it yet), and an open approval (it expires).
 /// A phase's own hand-off is not due: if its send is lost, SQS redelivers the finished
@@ -497,6 +500,12 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
                     "reject needs feedback: what should the phase do differently?".into(),
                 ));
             }
+            if feedback.chars().count() > MAX_OPERATOR_TEXT {
+                return Err(DomainError::Invalid(format!(
+                    "feedback is {} characters; at most {MAX_OPERATOR_TEXT}",
+                    feedback.chars().count()
+                )));
+            }
             let a = next
                 .approval
                 .take()
@@ -544,6 +553,12 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             let reason = reason.trim().to_string();
             if reason.is_empty() {
                 return Err(DomainError::Invalid("an override needs a reason".into()));
+            }
+            if reason.chars().count() > MAX_OPERATOR_TEXT {
+                return Err(DomainError::Invalid(format!(
+                    "the reason is {} characters; at most {MAX_OPERATOR_TEXT}",
+                    reason.chars().count()
+                )));
             }
             next.overridden = true;
             match target {

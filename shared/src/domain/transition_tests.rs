@@ -592,6 +592,11 @@ fn reject_with_feedback_reruns_the_phase_with_the_feedback() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("needs feedback"));
+    let long = Command::Reject {
+        feedback: "x".repeat(MAX_OPERATOR_TEXT + 1),
+    };
+    let err = decide(&awaiting(), long, NOW).unwrap_err();
+    assert!(err.to_string().contains("at most 2000"), "{err}");
 }
 
 #[test]
