@@ -144,7 +144,18 @@ impl PhaseRuntime {
             }
         }
         for (phase, items) in handoffs {
-            failed.extend(self.hand_off(&phase, &items).await);
+            let lost = self.hand_off(&phase, &items).await;
+            // Back after the first backoff step, not the queue's whole visibility timeout:
+            // the redelivery finds the phase finished and sends its successor again.
+            let wait = self.config.retry_base.as_secs().max(1) as i32;
+            for m in event
+                .records
+                .iter()
+                .filter(|m| m.message_id.as_ref().is_some_and(|id| lost.contains(id)))
+            {
+                self.set_visibility(m, wait).await;
+            }
+            failed.extend(lost);
         }
         let mut res = SqsBatchResponse::default();
         for id in failed {

@@ -525,8 +525,9 @@ fn cold_starts(args: &Args) -> Result<()> {
         "# Cold start: process start to first Runtime API request ({} runs each, median / p90)",
         args.cold_starts
     );
-    let mut baseline = None;
-    for name in [
+    // Interleaved: each round starts every binary once, so drift on a shared machine
+    // touches them all alike.
+    let names = [
         "bench-hello",
         "brief",
         "script",
@@ -534,27 +535,37 @@ fn cold_starts(args: &Args) -> Result<()> {
         "voice",
         "publish",
         "audit-projector",
-    ] {
-        let bin = args.bin_dir.join(name);
-        if !bin.exists() {
-            println!("{name:<16} not built (cargo build --release -p {name})");
-            continue;
+        "sweeper",
+    ];
+    let built: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| args.bin_dir.join(n).exists())
+        .collect();
+    for n in names.iter().filter(|n| !built.contains(n)) {
+        println!("{n:<16} not built (cargo build --release -p {n})");
+    }
+    let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for _ in 0..args.cold_starts {
+        for name in &built {
+            let t = one_cold_start(&args.bin_dir.join(name), &template_env)?;
+            times.entry(name).or_default().push(t);
         }
-        let mut times: Vec<Duration> = (0..args.cold_starts)
-            .map(|_| one_cold_start(&bin, &template_env))
-            .collect::<Result<_>>()?;
-        times.sort();
-        let median = times[times.len() / 2];
-        let p90 = times[times.len() * 9 / 10];
-        let ratio = baseline
-            .map(|b: Duration| format!("{:.2}x hello", median.as_secs_f64() / b.as_secs_f64()))
-            .unwrap_or_else(|| "baseline".into());
-        if name == "bench-hello" {
-            baseline = Some(median);
-        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let baseline = times.get_mut("bench-hello").map(|v| median(v).0);
+    for name in &built {
+        let (m, p90) = median(times.get_mut(name).expect("measured"));
+        let ratio = match (baseline, *name) {
+            (_, "bench-hello") | (None, _) => "baseline".to_string(),
+            (Some(b), _) => format!("{:.2}x hello", m.as_secs_f64() / b.as_secs_f64()),
+        };
         println!(
             "{name:<16} {:>7.2} ms / {:>7.2} ms   {ratio}",
-            median.as_secs_f64() * 1000.0,
+            m.as_secs_f64() * 1000.0,
             p90.as_secs_f64() * 1000.0
         );
     }
@@ -572,6 +583,7 @@ fn sizes(args: &Args) {
         "voice",
         "publish",
         "audit-projector",
+        "sweeper",
     ] {
         let native = std::fs::metadata(args.bin_dir.join(name))
             .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
