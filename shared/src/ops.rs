@@ -276,33 +276,8 @@ impl Ops {
             self.clock.now(),
         );
         self.store.create(&t, &brief, actor).await?;
-        let d = t
-            .dispatch
-            .as_ref()
-            .expect("start dispatches the first phase");
-        let url = self
-            .queues
-            .get(&d.phase)
-            .ok_or_else(|| OpsError::DispatchFailed {
-                id: id.clone(),
-                reason: format!("no queue for phase {}", d.phase),
-            })?;
-        let msg = OutMessage {
-            id: "start".into(),
-            body: PhaseMessage::new(&id, &d.phase, d.attempt).to_body(),
-            attributes: vec![],
-        };
-        match self.queue.send_batch(url, std::slice::from_ref(&msg)).await {
-            Ok(failed) if failed.is_empty() => Ok(t.production),
-            Ok(_) => Err(OpsError::DispatchFailed {
-                id,
-                reason: "SQS refused the message".into(),
-            }),
-            Err(e) => Err(OpsError::DispatchFailed {
-                id,
-                reason: e.to_string(),
-            }),
-        }
+        self.dispatch(&t).await?;
+        Ok(t.production)
     }
 
     /// Carries out an operator's action: refused with 409 unless available, 403 unless the

@@ -328,6 +328,13 @@ impl DynamoStore {
         }
     }
 
+    fn brief_item(id: &str, brief: &Brief) -> Item {
+        let mut item = Self::key(production_pk(id), "B");
+        let body = serde_json::to_string(brief).expect("brief serialises");
+        item.insert("body".into(), s(body));
+        item
+    }
+
     fn key(pk: String, sk: &str) -> Item {
         HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
     }
@@ -340,11 +347,7 @@ impl DynamoStore {
     ) -> Result<(), StoreError> {
         let p = &t.production;
         let (hot, leaks) = self.hot(t, actor)?;
-        let mut brief_item = Self::key(production_pk(&p.id), "B");
-        brief_item.insert(
-            "body".into(),
-            s(serde_json::to_string(brief).expect("brief serialises")),
-        );
+        let brief_item = Self::brief_item(&p.id, brief);
         let put = |item: Item| {
             Put::builder()
                 .table_name(&self.table)
@@ -510,11 +513,7 @@ impl DynamoStore {
     ) -> Result<CommitOutcome, StoreError> {
         let p = &t.production;
         let (hot, leaks) = self.hot(t, actor)?;
-        let mut brief_item = Self::key(production_pk(&p.id), "B");
-        brief_item.insert(
-            "body".into(),
-            s(serde_json::to_string(brief).expect("brief serialises")),
-        );
+        let brief_item = Self::brief_item(&p.id, brief);
         let state = Put::builder()
             .table_name(&self.table)
             .set_item(Some(hot))
