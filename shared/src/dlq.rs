@@ -116,6 +116,31 @@ impl Ops {
         (entry, production)
     }
 
+    /// Receives every message of a DLQ, hiding each for `HOLD_SECS`; the caller deletes
+    /// the ones it moves and releases the rest.
+    async fn hold_all(&self, dlq: &str) -> Result<Vec<InMessage>, OpsError> {
+        let mut held: Vec<InMessage> = Vec::new();
+        let mut seen = HashSet::new();
+        loop {
+            let got = self
+                .queue
+                .receive(dlq, 10, HOLD_SECS)
+                .await
+                .map_err(|e| OpsError::Invalid(e.to_string()))?;
+            if got.is_empty() || got.iter().all(|m| seen.contains(&m.id)) {
+                return Ok(held);
+            }
+            held.extend(got.into_iter().filter(|m| seen.insert(m.id.clone())));
+        }
+    }
+
+    /// Makes held messages visible again.
+    async fn release(&self, dlq: &str, receipts: &[String]) {
+        for receipt in receipts {
+            let _ = self.queue.change_visibility(dlq, receipt, 0).await;
+        }
+    }
+
     /// The messages in one phase's DLQ (or all), without taking them.
     pub async fn dlq_list(
         &self,
@@ -189,64 +214,54 @@ impl Ops {
                 .get(&phase)
                 .cloned()
                 .ok_or_else(|| OpsError::Config(format!("no queue for phase {phase}")))?;
+            let messages = self.hold_all(&dlq).await?;
+            let now = self.clock.now();
             let mut held = Vec::new();
-            let mut seen = HashSet::new();
-            loop {
-                let got = self
+            let mut failure = None;
+            for m in messages {
+                let (entry, _) = self.entry(&phase, &m, now).await;
+                let matches = filter.message_id.as_ref().is_none_or(|id| *id == m.id)
+                    && filter.code.as_ref().is_none_or(|c| *c == entry.code)
+                    && filter
+                        .older_than
+                        .is_none_or(|d| entry.age_secs >= d.as_secs() as i64)
+                    && (!entry.malformed || filter.include_malformed);
+                if !matches || failure.is_some() {
+                    report.skipped += usize::from(failure.is_none());
+                    held.push(m.receipt.clone());
+                    continue;
+                }
+                let out = OutMessage {
+                    id: "redrive".into(),
+                    body: m.body.clone(),
+                    attributes: vec![
+                        ("shepherd_redriven_from".into(), m.id.clone()),
+                        ("shepherd_redriven_by".into(), actor.0.clone()),
+                    ],
+                };
+                let sent = self
                     .queue
-                    .receive(&dlq, 10, HOLD_SECS)
-                    .await
-                    .map_err(|e| OpsError::Invalid(e.to_string()))?;
-                if got.is_empty() || got.iter().all(|m| seen.contains(&m.id)) {
-                    break;
+                    .send_batch(&source, std::slice::from_ref(&out))
+                    .await;
+                if !matches!(sent, Ok(ref failed) if failed.is_empty()) {
+                    held.push(m.receipt.clone());
+                    failure = Some(OpsError::DispatchFailed {
+                        id: entry.production_id.unwrap_or_default(),
+                        reason: format!("could not send DLQ message {} back: {sent:?}", m.id),
+                    });
+                    continue;
                 }
-                let now = self.clock.now();
-                for m in got {
-                    if !seen.insert(m.id.clone()) {
-                        continue;
-                    }
-                    let (entry, _) = self.entry(&phase, &m, now).await;
-                    let matches = filter.message_id.as_ref().is_none_or(|id| *id == m.id)
-                        && filter.code.as_ref().is_none_or(|c| *c == entry.code)
-                        && filter
-                            .older_than
-                            .is_none_or(|d| entry.age_secs >= d.as_secs() as i64)
-                        && (!entry.malformed || filter.include_malformed);
-                    if !matches {
-                        report.skipped += 1;
-                        held.push(m.receipt.clone());
-                        continue;
-                    }
-                    let out = OutMessage {
-                        id: "redrive".into(),
-                        body: m.body.clone(),
-                        attributes: vec![
-                            ("shepherd_redriven_from".into(), m.id.clone()),
-                            ("shepherd_redriven_by".into(), actor.0.clone()),
-                        ],
-                    };
-                    let sent = self
-                        .queue
-                        .send_batch(&source, std::slice::from_ref(&out))
-                        .await;
-                    if !matches!(sent, Ok(ref failed) if failed.is_empty()) {
-                        held.push(m.receipt.clone());
-                        return Err(OpsError::DispatchFailed {
-                            id: entry.production_id.unwrap_or_default(),
-                            reason: format!("could not send DLQ message {} back: {sent:?}", m.id),
-                        });
-                    }
-                    // Sent first, deleted second: a failure in between leaves a duplicate,
-                    // which the claim dedupes, never a loss.
-                    let _ = self.queue.delete(&dlq, &m.receipt).await;
-                    report
-                        .moved
-                        .push((m.id.clone(), phase.clone(), entry.production_id.clone()));
-                    tokio::time::sleep(pause).await;
-                }
+                // Sent first, deleted second: a failure in between leaves a duplicate,
+                // which the claim dedupes, never a loss.
+                let _ = self.queue.delete(&dlq, &m.receipt).await;
+                report
+                    .moved
+                    .push((m.id.clone(), phase.clone(), entry.production_id.clone()));
+                tokio::time::sleep(pause).await;
             }
-            for receipt in held {
-                let _ = self.queue.change_visibility(&dlq, &receipt, 0).await;
+            self.release(&dlq, &held).await;
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
         if filter.message_id.is_some() && report.moved.is_empty() {
@@ -279,34 +294,14 @@ impl Ops {
             ));
         };
         for (phase, dlq) in self.dlqs(None)? {
-            let mut held = Vec::new();
-            let mut seen = HashSet::new();
-            let mut found = None;
-            loop {
-                let got = self
-                    .queue
-                    .receive(&dlq, 10, HOLD_SECS)
-                    .await
-                    .map_err(|e| OpsError::Invalid(e.to_string()))?;
-                if got.is_empty() || got.iter().all(|m| seen.contains(&m.id)) {
-                    break;
-                }
-                for m in got {
-                    if seen.insert(m.id.clone()) {
-                        if m.id == message_id {
-                            found = Some(m);
-                        } else {
-                            held.push(m.receipt.clone());
-                        }
-                    }
-                }
-                if found.is_some() {
-                    break;
-                }
-            }
-            for receipt in held {
-                let _ = self.queue.change_visibility(&dlq, &receipt, 0).await;
-            }
+            let (found, others): (Vec<InMessage>, Vec<InMessage>) = self
+                .hold_all(&dlq)
+                .await?
+                .into_iter()
+                .partition(|m| m.id == message_id);
+            let others: Vec<String> = others.into_iter().map(|m| m.receipt).collect();
+            self.release(&dlq, &others).await;
+            let found = found.into_iter().next();
             let Some(m) = found else { continue };
             let now = self.clock.now();
             let (entry, production) = self.entry(&phase, &m, now).await;

@@ -613,9 +613,7 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             }
         }
         Command::Redispatch { phase } => {
-            let i = p
-                .phase_index(&phase)
-                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let i = known_phase(p, &phase)?;
             let ph = &mut next.phases[i];
             let runs = matches!(
                 p.status,
@@ -636,9 +634,7 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             });
         }
         Command::Reconcile { phase } => {
-            let i = p
-                .phase_index(&phase)
-                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let i = known_phase(p, &phase)?;
             let ph = &mut next.phases[i];
             let expired = ph.lease_until.is_some_and(|l| l <= now);
             if ph.status != PhaseStatus::Running || !expired {
@@ -669,9 +665,7 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             attempt,
             message_id,
         } => {
-            let i = p
-                .phase_index(&phase)
-                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let i = known_phase(p, &phase)?;
             let ph = &mut next.phases[i];
             if ph.status != PhaseStatus::DeadLettered
                 || ph.attempt != attempt
@@ -700,9 +694,7 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             });
         }
         Command::ObserveDeadLetter { phase, attempt } => {
-            let i = p
-                .phase_index(&phase)
-                .ok_or_else(|| DomainError::UnknownPhase(phase.clone()))?;
+            let i = known_phase(p, &phase)?;
             let ph = &mut next.phases[i];
             let open = matches!(ph.status, PhaseStatus::Queued | PhaseStatus::Running);
             if ph.attempt != attempt || !open {
@@ -777,6 +769,11 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
         dispatch,
         audit,
     })
+}
+
+fn known_phase(p: &Production, phase: &str) -> Result<usize, DomainError> {
+    p.phase_index(phase)
+        .ok_or_else(|| DomainError::UnknownPhase(phase.into()))
 }
 
 /// Queues the phase after `i` (a new attempt), or completes the production.

@@ -37,6 +37,18 @@ const SQS_REQUEST: f64 = 0.40;
 const LAMBDA_INVOCATION: f64 = 0.20;
 const TEMPLATE_BATCH: f64 = 10.0;
 
+/// The release binaries measured, the bare hello-world baseline first.
+const BINARIES: [&str; 8] = [
+    "bench-hello",
+    "brief",
+    "script",
+    "assets",
+    "voice",
+    "publish",
+    "audit-projector",
+    "sweeper",
+];
+
 #[derive(Parser)]
 struct Args {
     #[arg(
@@ -527,16 +539,7 @@ fn cold_starts(args: &Args) -> Result<()> {
     );
     // Interleaved: each round starts every binary once, so drift on a shared machine
     // touches them all alike.
-    let names = [
-        "bench-hello",
-        "brief",
-        "script",
-        "assets",
-        "voice",
-        "publish",
-        "audit-projector",
-        "sweeper",
-    ];
+    let names = BINARIES;
     let built: Vec<&str> = names
         .iter()
         .copied()
@@ -575,16 +578,7 @@ fn cold_starts(args: &Args) -> Result<()> {
 fn sizes(args: &Args) {
     println!();
     println!("# Release bootstrap sizes");
-    for name in [
-        "bench-hello",
-        "brief",
-        "script",
-        "assets",
-        "voice",
-        "publish",
-        "audit-projector",
-        "sweeper",
-    ] {
+    for name in BINARIES {
         let native = std::fs::metadata(args.bin_dir.join(name))
             .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
             .unwrap_or_else(|_| "-".into());
