@@ -51,22 +51,11 @@ async fn a_secret_in_an_error_detail_is_redacted_and_alarmed() {
     assert!(!a.detail.contains(KEY));
 
     // The audit trail got the redacted text only.
-    let ddb = aws_sdk_dynamodb::Client::new(&t.sdk);
-    let table = t.stack.reference("AuditTable").unwrap().to_string();
-    let start = std::time::Instant::now();
-    let rows = loop {
-        let rows = shepherd::audit::for_production(&ddb, &table, &p.id)
-            .await
-            .unwrap();
-        if rows
-            .iter()
-            .any(|r| r["et"].as_s().unwrap() == "phase.failed")
-            || start.elapsed() > SETTLE
-        {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rows = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "phase.failed")
+        })
+        .await;
     let text = format!("{rows:?}");
     assert!(
         text.contains("phase.failed") && !text.contains(KEY),

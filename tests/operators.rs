@@ -300,7 +300,7 @@ async fn cancel_stops_for_good_and_keeps_every_record() {
         "outputs kept"
     );
     assert_eq!(
-        t.ops.list("acme", 10).await.unwrap()[0].id,
+        t.ops.list("acme", None, 10).await.unwrap()[0].id,
         p.id,
         "still listed"
     );

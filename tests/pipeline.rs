@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use shepherd::audit::AuditQuery;
 use shepherd::domain::{Action, ErrorClass, PhaseStatus, ProductionStatus};
 use shepherd::runtime::{PhaseMessage, Stats};
 use shepherd_it::{Fault, FaultRule, TestStack, brief};
@@ -187,22 +188,8 @@ async fn audit_events_are_projected_from_the_state_stream() {
     let t = TestStack::start(&[]).await;
     let p = t.start_production(1).await;
     t.wait_settled(&p.id, SETTLE).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&t.sdk);
-    let table = t.stack.reference("AuditTable").unwrap().to_string();
-    let start = std::time::Instant::now();
-    let events = loop {
-        let items = shepherd::audit::for_production(&ddb, &table, &p.id)
-            .await
-            .unwrap();
-        if items.len() >= 7 || start.elapsed() > SETTLE {
-            break items;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|e| e["et"].as_s().unwrap().as_str())
-        .collect();
+    let events = t.audit_until(&p.id, |rows| rows.len() >= 7).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         kinds,
         [
@@ -215,13 +202,52 @@ async fn audit_events_are_projected_from_the_state_stream() {
             "production.completed"
         ]
     );
-    assert_eq!(events[0]["actor"].as_s().unwrap(), "operator:test");
-    assert_eq!(events[1]["actor"].as_s().unwrap(), "system:brief");
+    assert_eq!(events[0].actor, "operator:test");
+    assert_eq!(events[1].actor, "system:brief");
     assert!(
         events
             .iter()
-            .all(|e| e["tr"].as_s().unwrap() == &p.trace_id)
+            .all(|e| e.trace_id.as_deref() == Some(p.trace_id.as_str()))
     );
+    // The same events by trace id, and by type over a window.
+    let by_trace = t
+        .ops
+        .audit(&AuditQuery::Trace(p.trace_id.clone()), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(by_trace, events);
+    let created_at = events[0].at;
+    let window = |since, until| AuditQuery::Type {
+        event_type: "production.created".into(),
+        since,
+        until,
+    };
+    let hits = t
+        .ops
+        .audit(&window(created_at, created_at + 1), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(hits, events[..1]);
+    let before = t
+        .ops
+        .audit(&window(created_at - 60_000, created_at), 100, None)
+        .await
+        .unwrap();
+    assert!(
+        before
+            .iter()
+            .all(|e| e.production_id.as_deref() != Some(p.id.as_str()))
+    );
+    // Scoped to another account, the production's trail is not there.
+    let other = t
+        .ops
+        .audit(
+            &AuditQuery::Production(p.id.clone()),
+            100,
+            Some("someone-else"),
+        )
+        .await;
+    assert_eq!(other.unwrap_err().status(), 404);
     t.stop().await;
 }
 

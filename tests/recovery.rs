@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use shepherd::domain::{PhaseStatus, ProductionStatus};
-use shepherd::runtime::PhaseMessage;
-use shepherd_it::TestStack;
+use shepherd::runtime::{PhaseMessage, Stats};
+use shepherd_it::{Fault, FaultRule, TestStack};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -145,5 +145,65 @@ async fn a_message_in_the_dlq_whose_phase_was_never_marked_is_observed() {
             .any(|a| a.kind == "dlq_arrival" && a.subject == p.id),
         "{alarms:?}"
     );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_phase_is_reconciled_and_completes_without_repeating_finished_calls() {
+    // A short timeout profile: leases last 4 s, unfinished messages come back after 6 s.
+    let t = TestStack::start(&[
+        ("PhaseTimeoutSeconds", "4"),
+        ("QueueVisibilitySeconds", "6"),
+        ("ProviderTimeoutSeconds", "10"),
+    ])
+    .await;
+    // The assets phase's second image is slow, and the worker dies while waiting for it
+    // (the first image's outcome is already recorded).
+    t.provider.add_fault(
+        FaultRule::new("images", Fault::Slow { ms: 3000 })
+            .after(1)
+            .times(1),
+    );
+    t.crash_next("assets", Duration::from_millis(800));
+    let p = t.start_production(3).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let assets = done.phase("assets").unwrap();
+    assert_eq!(
+        assets.attempt, 2,
+        "the killed attempt was replaced by the next: {assets:#?}"
+    );
+    assert_eq!(assets.status, PhaseStatus::Succeeded);
+
+    let calls = t.provider.calls();
+    assert_eq!(calls.received, 10, "9 calls + the one cut off: {calls:?}");
+    let repeated: Vec<_> = calls.by_key.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(
+        repeated.len(),
+        1,
+        "only the call cut off mid-flight was made again: {:?}",
+        calls.by_key
+    );
+    assert!(repeated[0].0.contains("assets"), "{repeated:?}");
+
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "production.completed")
+        })
+        .await;
+    let unknown = audit
+        .iter()
+        .find(|r| r.event_type == "tool_call.unknown")
+        .expect("the lost outcome is audited");
+    assert_eq!(
+        (unknown.phase.as_deref(), unknown.attempt),
+        (Some("assets"), Some(1))
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.event_type == "phase.reconciled" && r.attempt == Some(2))
+    );
+    assert_eq!(Stats::get(&t.stats("assets").reconciled), 1);
     t.stop().await;
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use shepherd::domain::{Brief, OverrideTarget, Production, ProductionStatus};
 use shepherd::ops::{OperatorAction, Ops, Role};
-use shepherd::ports::Actor;
+use shepherd::ports::{Actor, Clock};
 
 mod render;
 
@@ -46,7 +46,26 @@ enum Command {
     List {
         #[arg(long, env = "SHEPHERD_ACCOUNT")]
         account: String,
+        /// Only productions in this status (e.g. awaiting_approval, failed, dead_lettered).
+        #[arg(long, value_parser = ProductionStatus::parse)]
+        status: Option<ProductionStatus>,
         #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Audit events, oldest first: a production's, a trace's, or one type's in a window.
+    Audit {
+        /// The production whose trail to show.
+        #[arg(conflicts_with_all = ["trace", "event_type"], required_unless_present_any = ["trace", "event_type"])]
+        id: Option<String>,
+        #[arg(long)]
+        trace: Option<String>,
+        /// An event type (e.g. operator.paused, tool_call.unknown, dlq.redriven).
+        #[arg(long = "type", conflicts_with = "trace")]
+        event_type: Option<String>,
+        /// With --type: from this many minutes ago (default 1440, a day).
+        #[arg(long, default_value_t = 1440)]
+        since_minutes: u64,
+        #[arg(long, default_value_t = 500)]
         limit: usize,
     },
     /// A production's phase timeline, attempts, errors and available actions.
@@ -209,9 +228,43 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { account, limit } => {
+        Command::Audit {
+            ref id,
+            ref trace,
+            ref event_type,
+            since_minutes,
+            limit,
+        } => {
+            use shepherd::audit::AuditQuery;
+            let q = match (id, trace, event_type) {
+                (Some(id), _, _) => AuditQuery::Production(id.clone()),
+                (_, Some(t), _) => AuditQuery::Trace(t.clone()),
+                (_, _, Some(ty)) => {
+                    let until = shepherd::ports::SystemClock.now() + 1;
+                    AuditQuery::Type {
+                        event_type: ty.clone(),
+                        since: until - (since_minutes as i64) * 60_000,
+                        until,
+                    }
+                }
+                _ => anyhow::bail!("audit needs a production id, --trace or --type"),
+            };
             let ops = connect(&cli.stack).await?;
-            let list = ops.list(&account, limit).await?;
+            let rows = ops.audit(&q, limit, None).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", render::audit(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List {
+            account,
+            status,
+            limit,
+        } => {
+            let ops = connect(&cli.stack).await?;
+            let list = ops.list(&account, status, limit).await?;
             if cli.json {
                 let v: Vec<_> = list.iter().map(|p| render::json(p, None)).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -372,6 +425,7 @@ async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
                 older_than: older_than.map(Duration::from_secs),
                 message_id: None,
                 include_malformed: *include_malformed,
+                account: None,
             };
             let r = ops.dlq_redrive(&filter, *rate, &actor(), role).await?;
             if cli.json {

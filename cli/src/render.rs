@@ -256,3 +256,36 @@ pub fn changes(before: Option<&Production>, p: &Production) -> Vec<String> {
     }
     lines
 }
+
+pub fn audit(rows: &[shepherd::audit::AuditRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<25} {:<26} {:<8} {:<14} {:<24} PRODUCTION / DETAIL",
+        "AT", "EVENT", "OUTCOME", "PHASE", "ACTOR"
+    );
+    for r in rows {
+        let phase = match (&r.phase, r.attempt) {
+            (Some(p), Some(a)) => format!("{p}#{a}"),
+            (Some(p), None) => p.clone(),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<25} {:<26} {:<8} {:<14} {:<24} {}",
+            time(r.at),
+            r.event_type,
+            r.outcome,
+            phase,
+            r.actor,
+            r.production_id.as_deref().unwrap_or("-"),
+        );
+        if let Some(d) = &r.detail {
+            let _ = writeln!(s, "{:>26}{d}", "");
+        }
+    }
+    if rows.is_empty() {
+        let _ = writeln!(s, "(no audit events)");
+    }
+    s
+}

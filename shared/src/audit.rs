@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::adapters::dynamodb::StoredAudit;
 use crate::domain::Millis;
@@ -120,28 +120,92 @@ pub async fn project(
     Ok(items.len())
 }
 
-/// Reads a production's audit trail, oldest first.
-pub async fn for_production(
+/// One audit event as stored in the audit table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    #[serde(rename = "et")]
+    pub event_type: String,
+    #[serde(default)]
+    pub production_id: Option<String>,
+    #[serde(rename = "tr", default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    pub outcome: String,
+    pub actor: String,
+    pub at: Millis,
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// Which events to read. Every query is a `Query` on the table or one of its indexes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditQuery {
+    /// A production's whole trail.
+    Production(String),
+    /// Everything one trace touched.
+    Trace(String),
+    /// One event type within `[since, until)` (epoch milliseconds).
+    Type {
+        event_type: String,
+        since: Millis,
+        until: Millis,
+    },
+}
+
+/// Reads events, oldest first, at most `limit`.
+pub async fn query(
     client: &Client,
     table: &str,
-    id: &str,
-) -> Result<Vec<HashMap<String, AttributeValue>>, ProjectError> {
-    let mut items = Vec::new();
+    q: &AuditQuery,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, ProjectError> {
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let req = client.query().table_name(table);
+    let req = match q {
+        AuditQuery::Production(id) => req
+            .key_condition_expression("pk = :k")
+            .expression_attribute_values(":k", s(&format!("P#{id}"))),
+        AuditQuery::Trace(trace) => req
+            .index_name("by_trace")
+            .key_condition_expression("tr = :k")
+            .expression_attribute_values(":k", s(trace)),
+        AuditQuery::Type {
+            event_type,
+            since,
+            until,
+        } => req
+            .index_name("by_type")
+            .key_condition_expression("et = :k AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":k", s(event_type))
+            .expression_attribute_values(":a", s(&format!("{since:013}")))
+            // `sk` is `<at:013>#...`: every key of a millisecond before `until` sorts below.
+            .expression_attribute_values(":b", s(&format!("{:013}$", until.saturating_sub(1)))),
+    };
+    let mut out = Vec::new();
     let mut start = None;
     loop {
-        let out = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(format!("P#{id}")))
+        let page = req
+            .clone()
             .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| ProjectError(crate::adapters::sdk_error(&e)))?;
-        items.extend(out.items.unwrap_or_default());
-        start = out.last_evaluated_key;
+        for item in page.items.unwrap_or_default() {
+            let record: AuditRecord = serde_dynamo::from_item(item)
+                .map_err(|e| ProjectError(format!("unreadable audit row: {e}")))?;
+            out.push(record);
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+        start = page.last_evaluated_key;
         if start.is_none() {
-            return Ok(items);
+            return Ok(out);
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct DlqEntry {
     pub phase: String,
     pub message_id: String,
     pub production_id: Option<String>,
+    /// The production's account, when the production is known.
+    pub account: Option<String>,
     pub attempt: Option<u32>,
     /// `malformed_message: ...`, or the phase's last error (`code: detail`).
     pub reason: String,
@@ -43,6 +45,8 @@ pub struct RedriveFilter {
     pub older_than: Option<Duration>,
     pub message_id: Option<String>,
     pub include_malformed: bool,
+    /// Only messages of this account's productions (API callers); `None`: every message.
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -106,6 +110,7 @@ impl Ops {
             phase: phase.into(),
             message_id: m.id.clone(),
             production_id: parsed.as_ref().map(|p| p.production_id.clone()),
+            account: production.as_ref().map(|p| p.account.clone()),
             attempt: parsed.as_ref().map(|p| p.attempt),
             reason,
             code,
@@ -225,7 +230,11 @@ impl Ops {
                     && filter
                         .older_than
                         .is_none_or(|d| entry.age_secs >= d.as_secs() as i64)
-                    && (!entry.malformed || filter.include_malformed);
+                    && (!entry.malformed || filter.include_malformed)
+                    && filter
+                        .account
+                        .as_ref()
+                        .is_none_or(|a| entry.account.as_ref() == Some(a));
                 if !matches || failure.is_some() {
                     report.skipped += usize::from(failure.is_none());
                     held.push(m.receipt.clone());

@@ -389,6 +389,50 @@ impl Ops {
         Ok(self.store.alarms().await?)
     }
 
+    /// The alarms one account may see: those about its own productions; alarms about
+    /// no production (a queue, the stack) only for admins.
+    pub async fn alarms_for(
+        &self,
+        account: &str,
+        role: Role,
+    ) -> Result<Vec<crate::alarms::Alarm>, OpsError> {
+        let mut out = Vec::new();
+        for a in self.alarms().await? {
+            if self.alarm_visible(&a.subject, account, role).await? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn alarm_visible(
+        &self,
+        subject: &str,
+        account: &str,
+        role: Role,
+    ) -> Result<bool, OpsError> {
+        Ok(match self.store.get(subject).await? {
+            Some(p) => p.account == account,
+            None => role == Role::Admin,
+        })
+    }
+
+    /// `set_alarm` for an API caller: an alarm the account may not see is not found.
+    pub async fn set_alarm_in(
+        &self,
+        id: &str,
+        status: crate::alarms::AlarmStatus,
+        actor: &Actor,
+        role: Role,
+        account: &str,
+    ) -> Result<(), OpsError> {
+        let subject = id.split_once('#').map(|(_, s)| s).unwrap_or_default();
+        if !self.alarm_visible(subject, account, role).await? {
+            return Err(OpsError::NotFound(format!("alarm {id}")));
+        }
+        self.set_alarm(id, status, actor, role).await
+    }
+
     /// Acknowledges or resolves an alarm (`<type>#<subject>`).
     pub async fn set_alarm(
         &self,
@@ -436,8 +480,50 @@ impl Ops {
         Ok(out)
     }
 
-    pub async fn list(&self, account: &str, limit: usize) -> Result<Vec<Production>, OpsError> {
-        Ok(self.store.list(account, limit).await?)
+    /// Audit events, oldest first. With `account`, only that account's events (a
+    /// production of another account is unknown: 404).
+    pub async fn audit(
+        &self,
+        q: &crate::audit::AuditQuery,
+        limit: usize,
+        account: Option<&str>,
+    ) -> Result<Vec<crate::audit::AuditRecord>, OpsError> {
+        if let (crate::audit::AuditQuery::Production(id), Some(_)) = (q, account) {
+            self.get_in(id, account).await?;
+        }
+        let Some((client, table)) = &self.audit else {
+            return Err(OpsError::Config("no audit table configured".into()));
+        };
+        let rows = crate::audit::query(client, table, q, limit)
+            .await
+            .map_err(|e| OpsError::Store(StoreError::Unavailable(e.to_string())))?;
+        Ok(match account {
+            None => rows,
+            Some(a) => rows
+                .into_iter()
+                .filter(|r| r.account.as_deref() == Some(a))
+                .collect(),
+        })
+    }
+
+    /// A production, as seen from `account` (`None`: every account). Another account's
+    /// production is reported as not found, so ids cannot be probed.
+    pub async fn get_in(&self, id: &str, account: Option<&str>) -> Result<Production, OpsError> {
+        let p = self.get(id).await?;
+        match account {
+            Some(a) if a != p.account => Err(OpsError::NotFound(id.into())),
+            _ => Ok(p),
+        }
+    }
+
+    /// Newest first; `status` keeps only productions in that status.
+    pub async fn list(
+        &self,
+        account: &str,
+        status: Option<crate::domain::ProductionStatus>,
+        limit: usize,
+    ) -> Result<Vec<Production>, OpsError> {
+        Ok(self.store.list(account, status, limit).await?)
     }
 }
 

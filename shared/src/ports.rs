@@ -105,10 +105,11 @@ pub trait Store: Send + Sync {
         now: Millis,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
-    /// Newest first, one account's productions.
+    /// Newest first, one account's productions, optionally only those in one status.
     fn list<'a>(
         &'a self,
         account: &'a str,
+        status: Option<crate::domain::ProductionStatus>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Production>, StoreError>>;
 }

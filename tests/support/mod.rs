@@ -115,6 +115,14 @@ impl TestStack {
             .expect("production starts")
     }
 
+    /// Kills the phase's next invocation `after` it starts, as a dying Lambda sandbox would.
+    pub fn crash_next(&self, phase: &str, after: Duration) {
+        self.runtime
+            .as_ref()
+            .expect("running")
+            .crash_next(phase, after);
+    }
+
     pub fn stats(&self, phase: &str) -> Arc<Stats> {
         self.runtime.as_ref().expect("running").stats[phase].clone()
     }
@@ -224,6 +232,27 @@ impl TestStack {
                 panic!("timed out after {timeout:?}; production is {p:#?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A production's audit trail once `done` holds for it (the projector is asynchronous).
+    pub async fn audit_until(
+        &self,
+        id: &str,
+        done: impl Fn(&[shepherd::audit::AuditRecord]) -> bool,
+    ) -> Vec<shepherd::audit::AuditRecord> {
+        let q = shepherd::audit::AuditQuery::Production(id.into());
+        let start = Instant::now();
+        loop {
+            let rows = self
+                .ops
+                .audit(&q, 1000, None)
+                .await
+                .expect("audit readable");
+            if done(&rows) || start.elapsed() > Duration::from_secs(60) {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

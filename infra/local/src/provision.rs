@@ -391,9 +391,13 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
                 env.insert(k.clone(), scalar(v));
             }
         }
-        let timeout = props["Timeout"]
-            .as_u64()
-            .or(globals["Timeout"].as_u64())
+        // A resolved `!Ref` of a Number parameter is a string.
+        let secs = |v: &Value| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
+        let timeout = secs(&props["Timeout"])
+            .or(secs(&globals["Timeout"]))
             .unwrap_or(3);
         let mut events = Vec::new();
         for (_, e) in props["Events"].as_object().into_iter().flatten() {

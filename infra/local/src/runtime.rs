@@ -32,7 +32,12 @@ pub struct LocalRuntime {
     tasks: Vec<JoinHandle<()>>,
     /// Per phase: what its runtime did with the messages it received.
     pub stats: HashMap<String, Arc<Stats>>,
+    crashes: HashMap<String, CrashPlan>,
 }
+
+/// When set, the phase's next invocation is killed this long after it starts, the way a
+/// Lambda sandbox dies (out of memory, host failure): no code of the function runs after.
+type CrashPlan = Arc<std::sync::Mutex<Option<Duration>>>;
 
 /// Clients for the two sides, so a benchmark can count the handlers' requests apart from
 /// the event source mappings' polling; and where handlers run (a benchmark measures the
@@ -62,6 +67,7 @@ impl LocalRuntime {
         let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut stats = HashMap::new();
+        let mut crashes = HashMap::new();
         for f in &stack.functions {
             for source in &f.events {
                 match source {
@@ -72,7 +78,10 @@ impl LocalRuntime {
                     } => {
                         let runtime = Arc::new(phase_runtime(f, &clients.handlers)?);
                         stats.insert(runtime.phase_name().to_string(), runtime.stats.clone());
+                        let crash = CrashPlan::default();
+                        crashes.insert(runtime.phase_name().to_string(), crash.clone());
                         let poller = SqsPoller {
+                            crash,
                             sqs: aws_sdk_sqs::Client::new(&clients.pollers),
                             queue_url: queue_url.clone(),
                             batch_size: (*batch_size).clamp(1, 10),
@@ -121,7 +130,19 @@ impl LocalRuntime {
             pollers = tasks.len(),
             "local runtime started"
         );
-        Ok(Self { stop, tasks, stats })
+        Ok(Self {
+            stop,
+            tasks,
+            stats,
+            crashes,
+        })
+    }
+
+    /// Kills `phase`'s next invocation `after` it starts (failure injection for tests).
+    pub fn crash_next(&self, phase: &str, after: Duration) {
+        if let Some(plan) = self.crashes.get(phase) {
+            *plan.lock().expect("crash plan") = Some(after);
+        }
     }
 
     pub async fn stop(self) {
@@ -184,6 +205,7 @@ struct SqsPoller {
     timeout: Duration,
     runtime: Arc<PhaseRuntime>,
     exec: Option<tokio::runtime::Handle>,
+    crash: CrashPlan,
 }
 
 impl SqsPoller {
@@ -233,16 +255,29 @@ impl SqsPoller {
         event.records = records;
         let runtime = self.runtime.clone();
         let invocation = async move { runtime.handle(event).await };
+        // Past the function's timeout Lambda kills the invocation mid-work: so does this
+        // (the future is dropped or the task aborted), leaving the claim's lease to expire.
+        let crash = self.crash.lock().expect("crash plan").take();
+        if let Some(after) = crash {
+            warn!(queue = %self.queue_url, ?after, "this invocation will be killed (crash injected)");
+        }
+        let limit = crash.unwrap_or(self.timeout);
         let answer = match &self.exec {
             Some(exec) => {
-                let task = exec.spawn(invocation);
-                tokio::time::timeout(self.timeout, async { task.await.ok() })
-                    .await
-                    .ok()
-                    .flatten()
+                let mut task = exec.spawn(invocation);
+                match tokio::time::timeout(limit, &mut task).await {
+                    Ok(done) => done.ok(),
+                    Err(_) => {
+                        task.abort();
+                        None
+                    }
+                }
             }
-            None => tokio::time::timeout(self.timeout, invocation).await.ok(),
+            None => tokio::time::timeout(limit, invocation).await.ok(),
         };
+        if answer.is_none() {
+            warn!(queue = %self.queue_url, timeout = ?self.timeout, "invocation timed out and was stopped");
+        }
         let failed: Vec<String> = match answer {
             Some(res) if self.partial => res
                 .batch_item_failures

@@ -66,11 +66,14 @@ fn every_phase_has_a_function_queue_and_dlq_wired_for_partial_batches() {
 fn visibility_is_six_times_the_timeout_and_the_functions_know_both_settings() {
     let t = template();
     let g = &t["Globals"]["Function"];
-    let timeout = g["Timeout"].as_u64().unwrap();
+    // Both settings are parameters (tests shorten them); their defaults keep the 6x rule.
+    assert_eq!(g["Timeout"]["Ref"], "PhaseTimeoutSeconds");
+    let default = |p: &str| t["Parameters"][p]["Default"].as_u64().unwrap();
+    let timeout = default("PhaseTimeoutSeconds");
     let env = &g["Environment"]["Variables"];
     assert_eq!(
-        env["SHEPHERD_FUNCTION_TIMEOUT_SECS"].as_str().unwrap(),
-        timeout.to_string()
+        env["SHEPHERD_FUNCTION_TIMEOUT_SECS"]["Ref"],
+        "PhaseTimeoutSeconds"
     );
     assert_eq!(env["SHEPHERD_MAX_RECEIVE_COUNT"]["Ref"], "MaxReceiveCount");
     assert_eq!(g["Runtime"], "provided.al2023");
@@ -81,9 +84,9 @@ fn visibility_is_six_times_the_timeout_and_the_functions_know_both_settings() {
             .as_str()
             .unwrap()
             .to_string();
-        let visibility = t["Resources"][&queue_id]["Properties"]["VisibilityTimeout"]
-            .as_u64()
-            .unwrap();
+        let visibility = &t["Resources"][&queue_id]["Properties"]["VisibilityTimeout"];
+        assert_eq!(visibility["Ref"], "QueueVisibilitySeconds", "{id}");
+        let visibility = default("QueueVisibilitySeconds");
         assert!(
             visibility >= 6 * own,
             "{id}: visibility {visibility} < 6 x {own}"

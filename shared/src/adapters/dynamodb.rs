@@ -428,8 +428,9 @@ impl DynamoStore {
         lease_until: Millis,
         now: Millis,
     ) -> Result<ClaimOutcome, StoreError> {
-        // Mirrors domain::claim_refusal: same attempt; the phase queued, or running under an
-        // expired lease; the production queued or running. One request, no read.
+        // Mirrors domain::claim_refusal: same attempt; the phase queued; the production
+        // queued or running. One request, no read. (An expired lease is refused too: the
+        // runtime reconciles it, see PhaseRuntime::refused.)
         let res = self
             .client
             .update_item()
@@ -441,7 +442,7 @@ impl DynamoStore {
             )
             .condition_expression(
                 "attribute_exists(pk) AND ph.#p.a = :attempt AND (st = :queued OR st = :running) \
-                 AND (ph.#p.s = :queued OR (ph.#p.s = :running AND ph.#p.lu < :now))",
+                 AND ph.#p.s = :queued",
             )
             .expression_attribute_names("#p", phase)
             .expression_attribute_values(":running", status_value(PhaseStatus::Running))
@@ -721,31 +722,49 @@ impl DynamoStore {
         }
     }
 
-    async fn list_impl(&self, account: &str, limit: usize) -> Result<Vec<Production>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("by_account")
-            .key_condition_expression("gpk = :a")
-            .expression_attribute_values(":a", s(format!("A#{account}")))
-            .scan_index_forward(false)
-            .limit(limit.clamp(1, 100) as i32)
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+    async fn list_impl(
+        &self,
+        account: &str,
+        status: Option<crate::domain::ProductionStatus>,
+        limit: usize,
+    ) -> Result<Vec<Production>, StoreError> {
+        let limit = limit.clamp(1, 1000);
         let mut found = Vec::new();
-        for key in out.items() {
-            let id = key
-                .get("pk")
-                .and_then(|v| v.as_s().ok())
-                .and_then(|pk| pk.strip_prefix("P#"))
-                .unwrap_or_default();
-            if let Some(p) = self.get_impl(id).await? {
-                found.push(p);
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("by_account")
+                .key_condition_expression("gpk = :a")
+                .expression_attribute_values(":a", s(format!("A#{account}")))
+                .scan_index_forward(false)
+                .limit(limit.min(100) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+            for key in out.items() {
+                let id = key
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|pk| pk.strip_prefix("P#"))
+                    .unwrap_or_default();
+                if let Some(p) = self.get_impl(id).await?
+                    && status.is_none_or(|s| s == p.status)
+                {
+                    found.push(p);
+                    if found.len() >= limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(found);
             }
         }
-        Ok(found)
     }
 }
 
@@ -838,9 +857,10 @@ impl Store for DynamoStore {
     fn list<'a>(
         &'a self,
         account: &'a str,
+        status: Option<crate::domain::ProductionStatus>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Production>, StoreError>> {
-        self.list_impl(account, limit).boxed()
+        self.list_impl(account, status, limit).boxed()
     }
     fn due<'a>(
         &'a self,

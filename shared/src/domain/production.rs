@@ -45,6 +45,17 @@ impl ProductionStatus {
             Self::Cancelled => "cancelled",
         }
     }
+
+    /// The status named `s` (as `as_str` writes it), or an error listing the valid names.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                format!("unknown status {s:?}: expected one of {}", names.join(", "))
+            })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

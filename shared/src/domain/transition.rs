@@ -152,6 +152,9 @@ pub enum ClaimRefusal {
     /// A newer attempt exists, or this attempt was never dispatched.
     Stale,
     Paused,
+    /// The attempt was claimed and its lease ran out: the worker died or timed out
+    /// mid-phase. Not run as it is: reconciled first (`tool_call.unknown`, attempt + 1).
+    LeaseExpired,
     /// The production no longer runs phases (cancelled, failed, completed, awaiting approval).
     NotRunnable,
     UnknownPhase,
@@ -259,7 +262,8 @@ pub fn claim_refusal(
         PhaseStatus::Running if ph.lease_until.is_some_and(|l| l > now) => {
             return Some(ClaimRefusal::Duplicate);
         }
-        PhaseStatus::Queued | PhaseStatus::Running => {}
+        PhaseStatus::Running => return Some(ClaimRefusal::LeaseExpired),
+        PhaseStatus::Queued => {}
     }
     match p.status {
         ProductionStatus::Queued | ProductionStatus::Running => None,

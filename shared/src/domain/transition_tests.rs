@@ -336,14 +336,29 @@ fn happy_path_walks_every_phase_and_completes() {
 }
 
 #[test]
-fn an_expired_lease_can_be_reclaimed_but_a_live_one_cannot() {
+fn a_live_lease_is_a_duplicate_and_an_expired_one_is_reconciled_not_reclaimed() {
     let mut p = fixture(ProductionStatus::Running);
     assert_eq!(
         claim_refusal(&p, "script", 1, NOW),
         Some(ClaimRefusal::Duplicate)
     );
     p.phases[1].lease_until = Some(NOW - 1);
-    assert_eq!(claim_refusal(&p, "script", 1, NOW), None);
+    assert_eq!(
+        claim_refusal(&p, "script", 1, NOW),
+        Some(ClaimRefusal::LeaseExpired)
+    );
+    let t = decide(
+        &p,
+        Command::Reconcile {
+            phase: "script".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    let types: Vec<&str> = t.audit.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(types, ["tool_call.unknown", "phase.reconciled"]);
+    assert_eq!(t.production.phases[1].attempt, 2);
+    assert_eq!(claim_refusal(&t.production, "script", 2, NOW), None);
 }
 
 #[test]

@@ -446,6 +446,9 @@ impl PhaseRuntime {
         if dead && p.status == ProductionStatus::DeadLettered {
             return self.redriven(m, msg, p.clone(), now).await;
         }
+        if refusal == Some(ClaimRefusal::LeaseExpired) {
+            return self.reconcile(msg, p.clone(), now).await;
+        }
         let counter = match refusal {
             Some(ClaimRefusal::Duplicate) => &self.stats.duplicate,
             Some(ClaimRefusal::Paused) => &self.stats.paused,
@@ -474,6 +477,35 @@ impl PhaseRuntime {
             }
         }
         Verdict::Done
+    }
+
+    /// The attempt's worker died or timed out mid-phase (its message came back after the
+    /// lease). The sweeper's recovery, applied at once: `tool_call.unknown`, attempt + 1,
+    /// dispatched; recorded tool outcomes are reused, unrecorded calls retried under their keys.
+    async fn reconcile(&self, msg: &PhaseMessage, p: Production, now: Millis) -> Verdict {
+        let cmd = Command::Reconcile {
+            phase: msg.phase.clone(),
+        };
+        match self.commit(p, cmd, now).await {
+            Ok(Some(t)) => {
+                self.stats.inc(&self.stats.reconciled);
+                warn!(production = %t.production.id, phase = %msg.phase, attempt = msg.attempt,
+                      "lease expired mid-phase; reconciled as the next attempt");
+                match t.dispatch {
+                    Some(next) => Verdict::Handoff {
+                        production: t.production.id.clone(),
+                        next,
+                    },
+                    None => Verdict::Done,
+                }
+            }
+            // Someone else (a sweep, an operator) moved it on first.
+            Ok(None) => Verdict::Done,
+            Err(e) => {
+                warn!(error = %e, "reconcile could not be stored; the message comes back");
+                Verdict::Retry
+            }
+        }
     }
 
     /// A dead-lettered attempt's message is back in the phase queue: an operator redrove it

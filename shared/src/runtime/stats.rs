@@ -19,6 +19,8 @@ pub struct Stats {
     pub handoff_resent: AtomicU64,
     /// Messages of dead-lettered attempts sent back by a redrive and accepted.
     pub redriven: AtomicU64,
+    /// Messages that came back after their attempt's lease ran out (a worker died).
+    pub reconciled: AtomicU64,
 }
 
 impl Stats {
