@@ -1,70 +1,13 @@
 //! Text and JSON views of a production.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use shepherd::domain::{Millis, PhaseStatus, Production, ProductionStatus};
-
-pub fn time(ms: Millis) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
+use shepherd::domain::{Millis, PhaseStatus, Production};
+pub use shepherd::view::{banner, json, time};
 
 fn clock(ms: Option<Millis>) -> String {
     ms.map(|m| time(m).get(11..19).unwrap_or_default().to_string())
         .unwrap_or_else(|| "-".into())
-}
-
-pub fn json(
-    p: &Production,
-    outputs: Option<&BTreeMap<String, serde_json::Value>>,
-) -> serde_json::Value {
-    let mut v = serde_json::to_value(p).expect("production serialises");
-    v["available_actions"] =
-        serde_json::to_value(p.available_actions()).expect("actions serialise");
-    if let Some(o) = outputs {
-        v["outputs"] = serde_json::to_value(o).expect("outputs serialise");
-    }
-    v
-}
-
-/// What an operator must know first, in one sentence.
-pub fn banner(p: &Production) -> String {
-    let current = p.current_phase().map(|c| c.name.as_str()).unwrap_or("-");
-    match p.status {
-        ProductionStatus::Queued => format!("Queued: phase {current} waits for a worker."),
-        ProductionStatus::Running => format!("Running phase {current}."),
-        ProductionStatus::AwaitingApproval => {
-            let until = p
-                .approval
-                .as_ref()
-                .map(|a| time(a.expires_at))
-                .unwrap_or_default();
-            format!(
-                "Phase {current} waits for approval (approve, or reject with feedback) until {until}."
-            )
-        }
-        ProductionStatus::Paused => {
-            format!(
-                "Paused at phase {current}; the next phase will not start automatically. Use resume to continue."
-            )
-        }
-        ProductionStatus::Failed => {
-            format!(
-                "Phase {current} failed; the next phase will not start automatically. Use retry_phase to try again."
-            )
-        }
-        ProductionStatus::DeadLettered => format!(
-            "Phase {current} exhausted its retries and its message is in the DLQ. Fix the cause, then retry_phase."
-        ),
-        ProductionStatus::Completed => "Completed: every phase succeeded.".into(),
-        ProductionStatus::Cancelled => "Cancelled; all records are kept.".into(),
-    }
 }
 
 pub fn show(p: &Production) -> String {

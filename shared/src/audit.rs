@@ -123,11 +123,11 @@ pub async fn project(
 /// One audit event as stored in the audit table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    #[serde(rename = "et")]
+    #[serde(rename(deserialize = "et"))]
     pub event_type: String,
     #[serde(default)]
     pub production_id: Option<String>,
-    #[serde(rename = "tr", default)]
+    #[serde(rename(deserialize = "tr"), default)]
     pub trace_id: Option<String>,
     #[serde(default)]
     pub account: Option<String>,

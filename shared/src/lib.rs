@@ -22,3 +22,4 @@ pub mod recovery;
 pub mod redact;
 pub mod runtime;
 pub mod tools;
+pub mod view;

@@ -229,11 +229,22 @@ impl Ops {
         sdk: &aws_config::SdkConfig,
         stack: &str,
     ) -> Result<(Self, StackConfig), OpsError> {
-        let name = StackConfig::parameter_name(stack);
+        Self::connect_parameter(sdk, &StackConfig::parameter_name(stack)).await
+    }
+
+    /// As `connect`, from the configuration parameter's name (what the API function gets).
+    pub async fn connect_parameter(
+        sdk: &aws_config::SdkConfig,
+        name: &str,
+    ) -> Result<(Self, StackConfig), OpsError> {
+        let stack = name
+            .strip_prefix("/shepherd/")
+            .and_then(|s| s.strip_suffix("/config"))
+            .unwrap_or(name);
         let ssm = aws_sdk_ssm::Client::new(sdk);
         let value = ssm
             .get_parameter()
-            .name(&name)
+            .name(name)
             .send()
             .await
             .map_err(|e| {
@@ -455,6 +466,12 @@ impl Ops {
         } else {
             Err(OpsError::NotFound(format!("alarm {id}")))
         }
+    }
+
+    /// One cheap read of the state table: is the store reachable?
+    pub async fn probe(&self) -> Result<(), OpsError> {
+        self.store.get("health-probe").await?;
+        Ok(())
     }
 
     pub async fn get(&self, id: &str) -> Result<Production, OpsError> {

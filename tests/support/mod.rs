@@ -43,11 +43,40 @@ pub fn brief(scenes: u32) -> String {
     .to_string()
 }
 
+/// The local API's callers in every test stack: `<role>-<account>`.
+pub const TOKENS: [(&str, &str, &str); 5] = [
+    ("viewer-acme", "acme", "viewer"),
+    ("operator-acme", "acme", "operator"),
+    ("admin-acme", "acme", "admin"),
+    ("operator-globex", "globex", "operator"),
+    ("admin-globex", "globex", "admin"),
+];
+
+/// Runtime clients with the HTTP API on a free port and a token file for `TOKENS`.
+fn clients(sdk: &aws_config::SdkConfig, stack: &str) -> Clients {
+    let path = std::env::temp_dir().join(format!("shepherd-{stack}-tokens.json"));
+    let tokens: serde_json::Map<String, serde_json::Value> = TOKENS
+        .iter()
+        .map(|(t, account, role)| {
+            (
+                t.to_string(),
+                serde_json::json!({"account": account, "role": role, "name": t}),
+            )
+        })
+        .collect();
+    std::fs::write(&path, serde_json::json!({ "tokens": tokens }).to_string())
+        .expect("token file written");
+    let mut c = Clients::new(sdk);
+    c.api = Some(("127.0.0.1:0".parse().unwrap(), path));
+    c
+}
+
 pub struct TestStack {
     pub sdk: aws_config::SdkConfig,
     pub stack: Provisioned,
     pub provider: ProviderServer,
     pub ops: Ops,
+    pub config: shepherd::ops::StackConfig,
     runtime: Option<LocalRuntime>,
 }
 
@@ -90,16 +119,17 @@ impl TestStack {
         let stack = provision(&sdk, &repo_root().join("template.yaml"), &name, &params)
             .await
             .expect("stack provisions");
-        let (ops, _) = Ops::connect(&sdk, &name)
+        let (ops, config) = Ops::connect(&sdk, &name)
             .await
             .expect("stack config readable");
-        let clients = Clients::new(&sdk);
-        let runtime = run.then(|| LocalRuntime::start(&stack, &clients).expect("runtime starts"));
+        let runtime = run
+            .then(|| LocalRuntime::start(&stack, &clients(&sdk, &name)).expect("runtime starts"));
         Self {
             sdk,
             stack,
             provider,
             ops,
+            config,
             runtime,
         }
     }
@@ -154,7 +184,7 @@ impl TestStack {
     /// Starts the functions of an idle stack.
     pub fn run(&mut self) {
         assert!(self.runtime.is_none(), "already running");
-        let clients = Clients::new(&self.sdk);
+        let clients = clients(&self.sdk, &self.stack.stack);
         self.runtime = Some(LocalRuntime::start(&self.stack, &clients).expect("runtime starts"));
     }
 
@@ -285,6 +315,38 @@ impl TestStack {
                 .unwrap_or(0)
         })
         .sum()
+    }
+
+    /// One HTTP API call as `token` (see `TOKENS`): the status and the JSON body.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let addr = self
+            .runtime
+            .as_ref()
+            .and_then(|r| r.api_addr)
+            .expect("the API runs with the stack");
+        let mut req = reqwest::Client::new().request(
+            method.parse().expect("method"),
+            format!("http://{addr}{path}"),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("API answers");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{method} {path} answered {status} with non-JSON {text:?}: {e}")
+        });
+        (status, json)
     }
 
     pub async fn stop(mut self) {

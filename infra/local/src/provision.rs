@@ -54,6 +54,12 @@ pub enum EventSource {
     Schedule {
         every: std::time::Duration,
     },
+    /// An API Gateway HTTP API route. Locally one server per function answers every route;
+    /// the authorizer's part is played by a token file.
+    Http {
+        path: String,
+        method: String,
+    },
 }
 
 /// `rate(1 minute)`, `rate(5 minutes)`, `rate(2 hours)`: the interval; other expressions
@@ -423,6 +429,10 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
                 "DynamoDB" => events.push(EventSource::DynamoDbStream {
                     stream_arn: scalar(&p["Stream"]),
                     batch_size: p["BatchSize"].as_i64().unwrap_or(100) as i32,
+                }),
+                "HttpApi" => events.push(EventSource::Http {
+                    path: scalar(&p["Path"]),
+                    method: scalar(&p["Method"]),
                 }),
                 "ScheduleV2" | "Schedule" => {
                     let expr = scalar(&p["ScheduleExpression"]);

@@ -24,6 +24,8 @@ pub enum RuntimeError {
     UnknownBinary(String, String),
     #[error("function {0}: {1}")]
     Config(String, shepherd::config::ConfigError),
+    #[error("function {0}: {1}")]
+    Api(String, String),
 }
 
 /// The running pollers. `stop` ends them and waits.
@@ -33,6 +35,8 @@ pub struct LocalRuntime {
     /// Per phase: what its runtime did with the messages it received.
     pub stats: HashMap<String, Arc<Stats>>,
     crashes: HashMap<String, CrashPlan>,
+    /// Where the HTTP API listens, when asked for.
+    pub api_addr: Option<std::net::SocketAddr>,
 }
 
 /// When set, the phase's next invocation is killed this long after it starts, the way a
@@ -48,6 +52,8 @@ pub struct Clients {
     pub exec: Option<tokio::runtime::Handle>,
     /// Run scheduled functions this often instead of the template's rate (tests).
     pub schedule_every: Option<Duration>,
+    /// Serve the HTTP API here (port 0: any free port), callers from this token file.
+    pub api: Option<(std::net::SocketAddr, std::path::PathBuf)>,
 }
 
 impl Clients {
@@ -58,6 +64,7 @@ impl Clients {
             pollers: sdk.clone(),
             exec: None,
             schedule_every: None,
+            api: None,
         }
     }
 }
@@ -68,7 +75,17 @@ impl LocalRuntime {
         let mut tasks = Vec::new();
         let mut stats = HashMap::new();
         let mut crashes = HashMap::new();
+        let mut api_addr = None;
         for f in &stack.functions {
+            let http = f
+                .events
+                .iter()
+                .any(|e| matches!(e, EventSource::Http { .. }));
+            if let (true, Some((addr, tokens))) = (http, &clients.api) {
+                let (addr, task) = serve_api(f, addr, tokens, &clients.pollers, stop.subscribe())?;
+                api_addr = Some(addr);
+                tasks.push(task);
+            }
             for source in &f.events {
                 match source {
                     EventSource::Sqs {
@@ -92,6 +109,8 @@ impl LocalRuntime {
                         };
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
+                    // Served above, once per function.
+                    EventSource::Http { .. } => {}
                     EventSource::Schedule { every } => {
                         let sweeper = sweeper(f, &clients.handlers)?;
                         let every = clients.schedule_every.unwrap_or(*every);
@@ -135,6 +154,7 @@ impl LocalRuntime {
             tasks,
             stats,
             crashes,
+            api_addr,
         })
     }
 
@@ -182,6 +202,38 @@ pub fn sweeper(f: &LocalFunction, clients: &AwsClients) -> Result<Sweeper, Runti
     let lost =
         lost_dispatch_after(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
     Ok(Sweeper::from_clients(clients.clone(), &config, lost))
+}
+
+/// API Gateway's part: the API function's router on a local address.
+fn serve_api(
+    f: &LocalFunction,
+    addr: &std::net::SocketAddr,
+    tokens: &std::path::Path,
+    sdk: &aws_config::SdkConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(std::net::SocketAddr, JoinHandle<()>), RuntimeError> {
+    let fail = |e: String| RuntimeError::Api(f.logical_id.clone(), e);
+    let mut env = f.env.clone();
+    env.insert("SHEPHERD_API_TOKENS".into(), tokens.display().to_string());
+    let api = shepherd_api::Api::from_map(&env, Some(sdk.clone())).map_err(fail)?;
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| fail(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+    info!(api = %format!("http://{bound}"), "HTTP API listening");
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, shepherd_api::router(api))
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            warn!(error = %e, "HTTP API stopped");
+        }
+    });
+    Ok((bound, task))
 }
 
 /// The scheduler's part: one sweep per interval.

@@ -297,6 +297,7 @@ async fn transitions(args: &Args) -> Result<()> {
         pollers: sdk.clone(),
         exec: Some(exec.clone()),
         schedule_every: None,
+        api: None,
     };
     let cpu_before = exec.spawn(async { thread_cpu_ns() }).await?;
     let runtime = LocalRuntime::start(&stack, &clients)?;

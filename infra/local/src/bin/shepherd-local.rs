@@ -41,6 +41,13 @@ enum Command {
     Up {
         #[arg(long, default_value = "127.0.0.1:4010")]
         provider: SocketAddr,
+        /// Where the HTTP API listens.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        api: SocketAddr,
+        /// Bearer tokens for the local API (API Gateway's authorizer's part). Created with
+        /// viewer, operator and admin tokens for the sample account `acme` if missing.
+        #[arg(long, default_value = ".local/api-tokens.json")]
+        api_tokens: PathBuf,
     },
     /// Create the template's resources and print them.
     Provision,
@@ -74,6 +81,24 @@ async fn stopped() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Writes the local API's token file unless it exists (local tokens only: the deployed API
+/// takes verified JWTs).
+fn ensure_tokens(path: &std::path::Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tokens = serde_json::json!({"tokens": {
+        "local-viewer": {"account": "acme", "role": "viewer", "name": "local-viewer"},
+        "local-operator": {"account": "acme", "role": "operator", "name": "local-operator"},
+        "local-admin": {"account": "acme", "role": "admin", "name": "local-admin"},
+    }});
+    std::fs::write(path, serde_json::to_string_pretty(&tokens)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[tokio::main]
@@ -125,7 +150,12 @@ async fn main() -> Result<()> {
             stopped().await;
             p.stop().await;
         }
-        Command::Up { provider } => {
+        Command::Up {
+            provider,
+            api,
+            api_tokens,
+        } => {
+            ensure_tokens(&api_tokens)?;
             let server = ProviderServer::start(provider, "local-provider-key")
                 .await
                 .with_context(|| format!("fake provider cannot listen on {provider}"))?;
@@ -135,12 +165,16 @@ async fn main() -> Result<()> {
             let stack = provision(&sdk, &cli.template, &cli.stack, &params)
                 .await
                 .with_context(|| format!("provisioning {} into {}", cli.stack, cli.endpoint))?;
-            let runtime = LocalRuntime::start(&stack, &Clients::new(&sdk))?;
+            let mut clients = Clients::new(&sdk);
+            clients.api = Some((api, api_tokens.clone()));
+            let runtime = LocalRuntime::start(&stack, &clients)?;
             println!(
-                "local stack {:?} up: {} functions, provider {}",
+                "local stack {:?} up: {} functions, provider {}, API http://{} (tokens: {})",
                 cli.stack,
                 stack.functions.len(),
-                server.base_url()
+                server.base_url(),
+                runtime.api_addr.unwrap_or(api),
+                api_tokens.display()
             );
             stopped().await;
             println!("stopping");

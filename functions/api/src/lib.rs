@@ -1,0 +1,791 @@
+//! Shepherd's HTTP API: the operator library (`shepherd::ops`) over HTTP, for the API
+//! Gateway HTTP API in `template.yaml` and, locally, for the local runtime on 127.0.0.1.
+//!
+//! | method | path | role | what |
+//! |---|---|---|---|
+//! | GET | /health | none | `ok`, or 503 `degraded` when the configuration or the store is unreachable |
+//! | GET | /productions?status=&limit= | viewer | the caller's account's productions, newest first |
+//! | POST | /productions | operator | create from a brief (its `account` must be the caller's) |
+//! | GET | /productions/{id} | viewer | state, phases, `available_actions`, `summary`, outputs |
+//! | POST | /productions/{id}/actions/{action} | operator (override: admin) | pause, resume, retry_phase, approve, reject `{feedback}`, edit `{changes}`, cancel, override `{reason, skip_gate \| jump_to}` |
+//! | GET | /productions/{id}/audit | viewer | the production's audit trail |
+//! | GET | /approvals | viewer | productions waiting for approval |
+//! | POST | /approvals/{id}/approve, /approvals/{id}/reject | operator | answer an approval |
+//! | GET | /audit?trace= or ?type=&since=&until= | viewer | events by trace id, or by type in a window |
+//! | GET | /alarms | viewer | alarms about the account's productions (admins: also stack alarms) |
+//! | POST | /alarms/{id}/ack, /alarms/{id}/resolve | operator | handle an alarm (`<type>#<subject>`) |
+//! | GET | /dlq?phase=&limit= | viewer | DLQ messages of the account's productions |
+//! | GET | /dlq/messages/{id} | viewer | one message, decoded, with its production |
+//! | POST | /dlq/messages/{id}/resubmit | operator | back to its source queue as the next attempt |
+//! | POST | /dlq/redrive | operator | `{phase?, code?, older_than_secs?, rate?}` |
+//! | POST | /dlq/messages/{id}/discard | admin | `{reason}`, audited |
+//!
+//! Errors are JSON `{"code", "message"}` (409s add `available`): `invalid_request` 400,
+//! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409, `unavailable` 503.
+//! An account never sees another account's productions: they are `not_found`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shepherd::alarms::AlarmStatus;
+use shepherd::audit::AuditQuery;
+use shepherd::dlq::RedriveFilter;
+use shepherd::domain::{Brief, OverrideTarget, ProductionStatus};
+use shepherd::ops::{OperatorAction, Ops, OpsError, Role};
+use shepherd::ports::{Actor, Clock, SystemClock};
+use shepherd::view;
+
+/// Who is calling, as the authorizer (or the local token file) says.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Caller {
+    pub account: String,
+    pub role: Role,
+    /// For the audit trail's actor.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Caller {
+    fn actor(&self) -> Actor {
+        Actor(format!("api:{}", self.name))
+    }
+}
+
+/// How callers are identified.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// In AWS: API Gateway's JWT authorizer verified the token; its claims name the account
+    /// and role (claim names configurable, Cognito custom attributes by default).
+    Claims { account: String, role: String },
+    /// Locally: `Authorization: Bearer <token>`, tokens from a JSON file
+    /// `{"tokens": {"<token>": {"account": "...", "role": "operator", "name": "..."}}}`.
+    Tokens(HashMap<String, Caller>),
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenFile {
+    tokens: HashMap<String, Caller>,
+}
+
+impl Auth {
+    pub fn claims_from_env(env: &HashMap<String, String>) -> Self {
+        let get = |k: &str, d: &str| env.get(k).cloned().unwrap_or_else(|| d.into());
+        Self::Claims {
+            account: get("SHEPHERD_ACCOUNT_CLAIM", "custom:account"),
+            role: get("SHEPHERD_ROLE_CLAIM", "custom:role"),
+        }
+    }
+
+    /// Reads a token file; a missing or malformed file is an error naming it.
+    pub fn tokens_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+        let file: TokenFile = serde_json::from_str(&text)
+            .map_err(|e| format!("token file {} is not valid: {e}", path.display()))?;
+        Ok(Self::Tokens(
+            file.tokens
+                .into_iter()
+                .map(|(token, mut c)| {
+                    if c.name.is_empty() {
+                        c.name = format!("{:?}@{}", c.role, c.account).to_lowercase();
+                    }
+                    (token, c)
+                })
+                .collect(),
+        ))
+    }
+
+    fn caller(&self, parts: &Parts) -> Result<Caller, ApiError> {
+        match self {
+            Self::Tokens(tokens) => {
+                let token = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "unauthorized",
+                            "send Authorization: Bearer <token>",
+                        )
+                    })?;
+                tokens.get(token.trim()).cloned().ok_or_else(|| {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
+                })
+            }
+            Self::Claims { account, role } => {
+                let claims = parts
+                    .extensions
+                    .get::<lambda_http::request::RequestContext>()
+                    .and_then(|c| c.authorizer())
+                    .and_then(|a| a.jwt.as_ref())
+                    .map(|j| &j.claims)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "unauthorized",
+                            "no verified token (the route has no authorizer)",
+                        )
+                    })?;
+                let claim = |name: &str| {
+                    claims.get(name).cloned().ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            format!("the token has no {name} claim"),
+                        )
+                    })
+                };
+                let role_name = claim(role)?;
+                let role = parse_role(&role_name).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("role {role_name:?} is not viewer, operator or admin"),
+                    )
+                })?;
+                let name = ["email", "cognito:username", "sub"]
+                    .iter()
+                    .find_map(|k| claims.get(*k).cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                Ok(Caller {
+                    account: claim(account)?,
+                    role,
+                    name,
+                })
+            }
+        }
+    }
+}
+
+fn parse_role(s: &str) -> Option<Role> {
+    match s {
+        "viewer" => Some(Role::Viewer),
+        "operator" => Some(Role::Operator),
+        "admin" => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+/// The API's state: the operations (built on first use, so a cold start stays cheap and an
+/// unreachable configuration shows as `degraded`) and how callers are identified.
+#[derive(Clone)]
+pub struct Api(Arc<Inner>);
+
+struct Inner {
+    ops: tokio::sync::OnceCell<Arc<Ops>>,
+    /// The SSM parameter holding the stack configuration, and the SDK config to read it
+    /// with (`None`: the environment's).
+    parameter: String,
+    sdk: Option<aws_config::SdkConfig>,
+    auth: Auth,
+}
+
+impl Api {
+    /// An API over ready-made operations.
+    pub fn new(ops: Ops, auth: Auth) -> Self {
+        Self(Arc::new(Inner {
+            ops: tokio::sync::OnceCell::new_with(Some(Arc::new(ops))),
+            parameter: String::new(),
+            sdk: None,
+            auth,
+        }))
+    }
+
+    /// An API that reads the stack configuration from `parameter` on first use.
+    pub fn connecting(parameter: String, sdk: Option<aws_config::SdkConfig>, auth: Auth) -> Self {
+        Self(Arc::new(Inner {
+            ops: tokio::sync::OnceCell::new(),
+            parameter,
+            sdk,
+            auth,
+        }))
+    }
+
+    /// As the deployed function starts: `SHEPHERD_STACK_CONFIG_PARAM`; callers from the
+    /// authorizer's claims, or from `SHEPHERD_API_TOKENS` (a token file) when set.
+    pub fn from_env() -> Result<Self, String> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::from_map(&env, None)
+    }
+
+    pub fn from_map(
+        env: &HashMap<String, String>,
+        sdk: Option<aws_config::SdkConfig>,
+    ) -> Result<Self, String> {
+        let parameter = env
+            .get("SHEPHERD_STACK_CONFIG_PARAM")
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .ok_or("SHEPHERD_STACK_CONFIG_PARAM is not set")?;
+        let auth = match env.get("SHEPHERD_API_TOKENS").filter(|p| !p.is_empty()) {
+            Some(path) => Auth::tokens_file(std::path::Path::new(path))?,
+            None => Auth::claims_from_env(env),
+        };
+        Ok(Self::connecting(parameter, sdk, auth))
+    }
+
+    async fn ops(&self) -> Result<Arc<Ops>, ApiError> {
+        self.0
+            .ops
+            .get_or_try_init(|| async {
+                let sdk = match &self.0.sdk {
+                    Some(sdk) => sdk.clone(),
+                    None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+                };
+                let (ops, _) = Ops::connect_parameter(&sdk, &self.0.parameter).await?;
+                Ok::<_, OpsError>(Arc::new(ops))
+            })
+            .await
+            .cloned()
+            .map_err(ApiError::from)
+    }
+}
+
+impl FromRequestParts<Api> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
+        api.0.auth.caller(parts)
+    }
+}
+
+/// An error as the API answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    available: Option<Vec<String>>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            available: None,
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = match status.as_u16() {
+            400 => "invalid_request",
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            _ => "unavailable",
+        };
+        let available = match &e {
+            OpsError::Conflict { available, .. } => Some(
+                available
+                    .split(", ")
+                    .filter(|a| *a != "none")
+                    .map(String::from)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Self {
+            status,
+            code,
+            message: e.to_string(),
+            available,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, message = %self.message, "request failed");
+        }
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let Some(a) = self.available {
+            body["available"] = a.into();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn ok(v: Value) -> Answer {
+    Ok(Json(v).into_response())
+}
+
+/// A JSON body, `{}` when empty; anything else is a 400 naming the problem.
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+}
+
+fn require(caller: &Caller, role: Role, what: &str) -> Result<(), ApiError> {
+    if caller.role < role {
+        return Err(ApiError::from(OpsError::Forbidden(format!(
+            "{what} needs the {role:?} role; you are {:?}",
+            caller.role
+        ))));
+    }
+    Ok(())
+}
+
+/// The routes, with their state; serve it with `lambda_http::run` or `axum::serve`.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/productions", get(list).post(create))
+        .route("/productions/{id}", get(show))
+        .route("/productions/{id}/actions/{action}", post(act))
+        .route("/productions/{id}/audit", get(production_audit))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/{answer}", post(answer))
+        .route("/audit", get(audit))
+        .route("/alarms", get(alarms))
+        .route("/alarms/{id}/{status}", post(set_alarm))
+        .route("/dlq", get(dlq_list))
+        .route("/dlq/redrive", post(dlq_redrive))
+        .route("/dlq/messages/{id}", get(dlq_show))
+        .route("/dlq/messages/{id}/{action}", post(dlq_act))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .with_state(api)
+}
+
+async fn health(State(api): State<Api>) -> Response {
+    let degraded = |check: &str, e: ApiError| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "checks": {check: e.message}})),
+        )
+            .into_response()
+    };
+    let ops = match tokio::time::timeout(Duration::from_secs(5), api.ops()).await {
+        Ok(Ok(ops)) => ops,
+        Ok(Err(e)) => return degraded("config", e),
+        Err(_) => return degraded("config", ApiError::invalid("timed out")),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), ops.probe()).await {
+        Ok(Ok(())) => Json(json!({"status": "ok", "checks": {"store": "ok"}})).into_response(),
+        Ok(Err(e)) => degraded("store", e.into()),
+        Err(_) => degraded("store", ApiError::invalid("timed out")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(State(api): State<Api>, caller: Caller, Query(q): Query<ListQuery>) -> Answer {
+    let status = q
+        .status
+        .as_deref()
+        .map(ProductionStatus::parse)
+        .transpose()
+        .map_err(ApiError::invalid)?;
+    let ps = api
+        .ops()
+        .await?
+        .list(&caller.account, status, q.limit.unwrap_or(50))
+        .await?;
+    let items: Vec<Value> = ps.iter().map(|p| view::json(p, None)).collect();
+    ok(json!({"productions": items}))
+}
+
+async fn create(State(api): State<Api>, caller: Caller, bytes: Bytes) -> Answer {
+    require(&caller, Role::Operator, "creating a production")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::invalid("body is not UTF-8"))?;
+    let brief = Brief::parse(text).map_err(OpsError::from)?;
+    if brief.account != caller.account {
+        return Err(ApiError::from(OpsError::Forbidden(format!(
+            "the brief's account {:?} is not yours",
+            brief.account
+        ))));
+    }
+    let p = api.ops().await?.start(text, &caller.actor()).await?;
+    let location = format!("/productions/{}", p.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(view::json(&p, None)),
+    )
+        .into_response())
+}
+
+async fn show(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let ops = api.ops().await?;
+    let p = ops.get_in(&id, Some(&caller.account)).await?;
+    let outputs = ops.outputs(&p).await?;
+    ok(view::json(&p, Some(&outputs)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    feedback: Option<String>,
+    changes: Option<HashMap<String, String>>,
+    reason: Option<String>,
+    #[serde(default)]
+    skip_gate: bool,
+    jump_to: Option<String>,
+}
+
+fn action(name: &str, b: ActionBody) -> Result<OperatorAction, ApiError> {
+    let missing = |field: &str| ApiError::invalid(format!("{name} needs {field:?} in the body"));
+    Ok(match name {
+        "pause" => OperatorAction::Pause,
+        "resume" => OperatorAction::Resume,
+        "retry_phase" | "retry" => OperatorAction::RetryPhase,
+        "approve" => OperatorAction::Approve,
+        "cancel" => OperatorAction::Cancel,
+        "reject" => OperatorAction::Reject {
+            feedback: b.feedback.ok_or_else(|| missing("feedback"))?,
+        },
+        "edit" => {
+            let changes = b.changes.ok_or_else(|| missing("changes"))?;
+            let mut changes: Vec<(String, String)> = changes.into_iter().collect();
+            changes.sort();
+            OperatorAction::Edit { changes }
+        }
+        "override" => {
+            let reason = b.reason.ok_or_else(|| missing("reason"))?;
+            let target = match (b.skip_gate, b.jump_to) {
+                (true, None) => OverrideTarget::SkipGate,
+                (false, Some(p)) => OverrideTarget::JumpTo(p),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "override needs exactly one of \"skip_gate\": true or \"jump_to\"",
+                    ));
+                }
+            };
+            OperatorAction::Override { reason, target }
+        }
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action {other:?} (pause, resume, retry_phase, approve, reject, edit, cancel, override)"
+            )));
+        }
+    })
+}
+
+async fn act(
+    State(api): State<Api>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let action = action(&name, body(&bytes)?)?;
+    let ops = api.ops().await?;
+    ops.get_in(&id, Some(&caller.account)).await?;
+    let p = ops.act(&id, action, &caller.actor(), caller.role).await?;
+    ok(view::json(&p, None))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn production_audit(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<Limit>,
+) -> Answer {
+    let rows = api
+        .ops()
+        .await?
+        .audit(
+            &AuditQuery::Production(id),
+            q.limit.unwrap_or(1000),
+            Some(&caller.account),
+        )
+        .await?;
+    ok(json!({"events": rows}))
+}
+
+async fn approvals(State(api): State<Api>, caller: Caller, Query(q): Query<Limit>) -> Answer {
+    let ps = api
+        .ops()
+        .await?
+        .list(
+            &caller.account,
+            Some(ProductionStatus::AwaitingApproval),
+            q.limit.unwrap_or(50),
+        )
+        .await?;
+    let items: Vec<Value> = ps
+        .iter()
+        .map(|p| {
+            json!({
+                "production_id": p.id,
+                "approval": p.approval,
+                "summary": view::banner(p),
+            })
+        })
+        .collect();
+    ok(json!({"approvals": items}))
+}
+
+async fn answer(
+    State(api): State<Api>,
+    caller: Caller,
+    Path((id, answer)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    if answer != "approve" && answer != "reject" {
+        return Err(ApiError::not_found(format!(
+            "no answer {answer:?} (approve, reject)"
+        )));
+    }
+    act(State(api), caller, Path((id, answer)), bytes).await
+}
+
+#[derive(Deserialize)]
+struct AuditParams {
+    trace: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Epoch milliseconds or RFC 3339.
+fn instant(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    shepherd::view::parse_time(v).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "{name} {v:?}: expected epoch milliseconds or RFC 3339"
+        ))
+    })
+}
+
+async fn audit(State(api): State<Api>, caller: Caller, Query(q): Query<AuditParams>) -> Answer {
+    let query = match (q.trace, q.event_type) {
+        (Some(t), None) => AuditQuery::Trace(t),
+        (None, Some(event_type)) => {
+            let until = match &q.until {
+                Some(u) => instant("until", u)?,
+                None => SystemClock.now() + 1,
+            };
+            let since = match &q.since {
+                Some(s) => instant("since", s)?,
+                None => until - 86_400_000,
+            };
+            if since >= until {
+                return Err(ApiError::invalid("since must be before until"));
+            }
+            AuditQuery::Type {
+                event_type,
+                since,
+                until,
+            }
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of trace=<id> or type=<event type> (with since/until)",
+            ));
+        }
+    };
+    let rows = api
+        .ops()
+        .await?
+        .audit(&query, q.limit.unwrap_or(1000), Some(&caller.account))
+        .await?;
+    ok(json!({"events": rows}))
+}
+
+async fn alarms(State(api): State<Api>, caller: Caller) -> Answer {
+    let alarms = api
+        .ops()
+        .await?
+        .alarms_for(&caller.account, caller.role)
+        .await?;
+    let items: Vec<Value> = alarms
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            v["id"] = a.id().into();
+            v
+        })
+        .collect();
+    ok(json!({"alarms": items}))
+}
+
+async fn set_alarm(
+    State(api): State<Api>,
+    caller: Caller,
+    Path((id, status)): Path<(String, String)>,
+) -> Answer {
+    let status = match status.as_str() {
+        "ack" | "acknowledge" => AlarmStatus::Acknowledged,
+        "resolve" => AlarmStatus::Resolved,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no alarm action {other:?} (ack, resolve)"
+            )));
+        }
+    };
+    api.ops()
+        .await?
+        .set_alarm_in(&id, status, &caller.actor(), caller.role, &caller.account)
+        .await?;
+    ok(json!({"id": id, "status": status}))
+}
+
+/// Messages of the caller's productions; messages of no production only for admins.
+fn visible(e: &shepherd::dlq::DlqEntry, caller: &Caller) -> bool {
+    match &e.account {
+        Some(a) => *a == caller.account,
+        None => caller.role == Role::Admin,
+    }
+}
+
+#[derive(Deserialize)]
+struct DlqQuery {
+    phase: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn dlq_list(State(api): State<Api>, caller: Caller, Query(q): Query<DlqQuery>) -> Answer {
+    let entries = api
+        .ops()
+        .await?
+        .dlq_list(q.phase.as_deref(), q.limit.unwrap_or(100))
+        .await?;
+    let items: Vec<_> = entries.iter().filter(|e| visible(e, &caller)).collect();
+    ok(json!({"messages": items}))
+}
+
+async fn dlq_entry(
+    ops: &Ops,
+    id: &str,
+    caller: &Caller,
+) -> Result<
+    (
+        shepherd::dlq::DlqEntry,
+        Option<shepherd::domain::Production>,
+    ),
+    ApiError,
+> {
+    let (entry, production) = ops.dlq_show(id).await?;
+    if !visible(&entry, caller) {
+        return Err(ApiError::not_found(format!("DLQ message {id}")));
+    }
+    Ok((entry, production))
+}
+
+async fn dlq_show(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Answer {
+    let ops = api.ops().await?;
+    let (entry, production) = dlq_entry(&ops, &id, &caller).await?;
+    ok(json!({
+        "message": entry,
+        "production": production.as_ref().map(|p| view::json(p, None)),
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DlqBody {
+    reason: Option<String>,
+    #[serde(default)]
+    include_malformed: bool,
+    phase: Option<String>,
+    code: Option<String>,
+    older_than_secs: Option<u64>,
+    rate: Option<u32>,
+}
+
+async fn dlq_act(
+    State(api): State<Api>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let b: DlqBody = body(&bytes)?;
+    let ops = api.ops().await?;
+    match action.as_str() {
+        "resubmit" => {
+            require(&caller, Role::Operator, "resubmit")?;
+            let (entry, _) = dlq_entry(&ops, &id, &caller).await?;
+            let filter = RedriveFilter {
+                message_id: Some(id),
+                include_malformed: b.include_malformed,
+                account: entry.account.clone(),
+                ..Default::default()
+            };
+            let r = ops
+                .dlq_redrive(&filter, 10, &caller.actor(), caller.role)
+                .await?;
+            ok(serde_json::to_value(r).unwrap_or_default())
+        }
+        "discard" => {
+            require(&caller, Role::Admin, "discard")?;
+            dlq_entry(&ops, &id, &caller).await?;
+            let reason = b.reason.unwrap_or_default();
+            let e = ops
+                .dlq_discard(&id, &reason, &caller.actor(), caller.role)
+                .await?;
+            ok(json!({"discarded": e}))
+        }
+        other => Err(ApiError::not_found(format!(
+            "no DLQ action {other:?} (resubmit, discard)"
+        ))),
+    }
+}
+
+async fn dlq_redrive(State(api): State<Api>, caller: Caller, bytes: Bytes) -> Answer {
+    let b: DlqBody = body(&bytes)?;
+    let filter = RedriveFilter {
+        phase: b.phase,
+        code: b.code,
+        older_than: b.older_than_secs.map(Duration::from_secs),
+        message_id: None,
+        include_malformed: b.include_malformed,
+        account: Some(caller.account.clone()),
+    };
+    let r = api
+        .ops()
+        .await?
+        .dlq_redrive(&filter, b.rate.unwrap_or(10), &caller.actor(), caller.role)
+        .await?;
+    ok(serde_json::to_value(r).unwrap_or_default())
+}
