@@ -53,3 +53,38 @@ async fn the_sample_event_for_an_unknown_production_is_quarantined() {
     .await;
     t.stop().await;
 }
+
+/// What API Gateway sends the API function (`cargo lambda invoke api --data-file
+/// events/apigw-api-productions.json`): the JWT authorizer's claims decide the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_api_event_lists_the_claimed_accounts_productions_awaiting_approval() {
+    use tower::ServiceExt;
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let p = t.start_production(1).await; // account acme, as the sample's claims
+    t.wait_for(&p.id, std::time::Duration::from_secs(60), |p| {
+        p.status == shepherd::domain::ProductionStatus::AwaitingApproval
+    })
+    .await;
+    let f = t
+        .stack
+        .functions
+        .iter()
+        .find(|f| f.binary == "api")
+        .expect("API function in template");
+    let api = shepherd_api::Api::from_map(&f.env, Some(t.sdk.clone())).unwrap();
+    let req = lambda_http::request::from_str(&read("apigw-api-productions.json")).unwrap();
+    let res = shepherd_api::router(api).oneshot(req).await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let ids: Vec<&str> = body["productions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [p.id.as_str()], "{body}");
+    t.stop().await;
+}

@@ -454,7 +454,7 @@ async fn show(State(api): State<Api>, caller: Caller, Path(id): Path<String>) ->
     ok(view::json(&p, Some(&outputs)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
     feedback: Option<String>,
@@ -788,4 +788,111 @@ async fn dlq_redrive(State(api): State<Api>, caller: Caller, bytes: Bytes) -> An
         .dlq_redrive(&filter, b.rate.unwrap_or(10), &caller.actor(), caller.role)
         .await?;
     ok(serde_json::to_value(r).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample event `cargo lambda invoke` sends, as lambda_http hands it to the router.
+    fn parts(edit: impl FnOnce(&mut Value)) -> Parts {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../events/apigw-api-productions.json"
+        );
+        let mut event: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        edit(&mut event);
+        let req = lambda_http::request::from_str(&event.to_string()).unwrap();
+        req.into_parts().0
+    }
+
+    fn claims_auth() -> Auth {
+        Auth::claims_from_env(&HashMap::new())
+    }
+
+    #[test]
+    fn the_authorizers_claims_name_the_account_role_and_actor() {
+        let caller = claims_auth().caller(&parts(|_| {})).unwrap();
+        assert_eq!(
+            caller,
+            Caller {
+                account: "acme".into(),
+                role: Role::Operator,
+                name: "ana@acme.example".into()
+            }
+        );
+        assert_eq!(caller.actor().0, "api:ana@acme.example");
+    }
+
+    #[test]
+    fn a_token_without_a_known_role_or_account_is_forbidden() {
+        let claims = "/requestContext/authorizer/jwt/claims";
+        let no_role = parts(|e| {
+            e.pointer_mut(claims)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove("custom:role");
+        });
+        let err = claims_auth().caller(&no_role).unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (403, "forbidden"));
+        assert!(err.message.contains("custom:role"), "{}", err.message);
+        let superuser = parts(|e| e.pointer_mut(claims).unwrap()["custom:role"] = "root".into());
+        assert_eq!(claims_auth().caller(&superuser).unwrap_err().status, 403);
+        let no_account = parts(|e| {
+            e.pointer_mut(claims)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove("custom:account");
+        });
+        assert_eq!(claims_auth().caller(&no_account).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn a_request_without_a_verified_token_is_unauthorized() {
+        let anonymous = parts(|e| {
+            e["requestContext"]
+                .as_object_mut()
+                .unwrap()
+                .remove("authorizer");
+        });
+        let err = claims_auth().caller(&anonymous).unwrap_err();
+        assert_eq!(err.status.as_u16(), 401);
+    }
+
+    #[test]
+    fn claim_names_are_configurable() {
+        let env = HashMap::from([
+            ("SHEPHERD_ACCOUNT_CLAIM".to_string(), "email".to_string()),
+            ("SHEPHERD_ROLE_CLAIM".to_string(), "custom:role".to_string()),
+        ]);
+        let caller = Auth::claims_from_env(&env).caller(&parts(|_| {})).unwrap();
+        assert_eq!(caller.account, "ana@acme.example");
+    }
+
+    #[test]
+    fn action_bodies_are_checked() {
+        assert!(matches!(
+            action("reject", ActionBody::default()).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        ));
+        let both = ActionBody {
+            reason: Some("r".into()),
+            skip_gate: true,
+            jump_to: Some("voice".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            action("override", both).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            action("explode", ActionBody::default()).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        let err = body::<ActionBody>(&Bytes::from_static(b"{\"feedbak\": \"x\"}")).unwrap_err();
+        assert!(err.message.contains("feedbak"), "{}", err.message);
+    }
 }
