@@ -306,3 +306,61 @@ async fn cancel_stops_for_good_and_keeps_every_record() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_write_that_fails_leaves_the_state_unchanged_and_the_caller_gets_an_error() {
+    use shepherd_local::faultproxy::{FaultProxy, ProxyRule};
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let p = t.start_production(1).await;
+    let waiting = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+        })
+        .await;
+    // An operator whose writes pass through a proxy that fails the write carrying the
+    // rejection's audit event (the event rides in the state write: one request, both or none).
+    let proxy = FaultProxy::start(&shepherd_it::endpoint()).await.unwrap();
+    let sdk = shepherd_local::sdk_config(&proxy.endpoint()).await;
+    let (ops, _) = shepherd::ops::Ops::connect(&sdk, &t.stack.stack)
+        .await
+        .unwrap();
+    proxy.fail(ProxyRule {
+        target: "PutItem".into(),
+        body: "approval.rejected".into(),
+    });
+    let reject = || OperatorAction::Reject {
+        feedback: "shorter, please".into(),
+    };
+    let err = ops
+        .act(&p.id, reject(), &op(), Role::Operator)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 503, "{err}");
+    assert!(
+        proxy.failed() >= 1,
+        "the audit-carrying write was attempted and failed"
+    );
+
+    let now = t.ops.get(&p.id).await.unwrap();
+    assert_eq!(now, waiting, "the state change did not happen");
+    assert_eq!(t.depth("BriefQueue").await, 0, "nothing was dispatched");
+
+    // Once writes succeed again the same action goes through, audited exactly once.
+    proxy.clear();
+    let rejected = ops
+        .act(&p.id, reject(), &op(), Role::Operator)
+        .await
+        .unwrap();
+    assert_eq!(rejected.version, waiting.version + 1);
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "approval.rejected")
+        })
+        .await;
+    let rejections = audit
+        .iter()
+        .filter(|r| r.event_type == "approval.rejected")
+        .count();
+    assert_eq!(rejections, 1);
+    t.stop().await;
+}

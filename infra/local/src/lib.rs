@@ -1,6 +1,7 @@
 //! The local stack: provisioning from `template.yaml` into the emulator, a runtime that
 //! plays Lambda's part, and a fake AI provider.
 
+pub mod faultproxy;
 pub mod provider;
 pub mod provision;
 pub mod runtime;
