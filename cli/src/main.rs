@@ -102,6 +102,11 @@ enum Command {
     /// Dead-letter queues: list, show, resubmit, redrive, discard.
     #[command(subcommand)]
     Dlq(Dlq),
+    /// Integrations (AI providers): list with health (default), enable, disable, test.
+    Integrations {
+        #[command(subcommand)]
+        action: Option<IntegrationAction>,
+    },
     /// Alarms: list (default), acknowledge or resolve one (`<type>#<subject>`).
     Alarms {
         #[command(subcommand)]
@@ -162,6 +167,23 @@ enum Dlq {
         message_id: String,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntegrationAction {
+    /// Never call it until enabled again (calls fall back along the chain or fail fast).
+    Disable {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Enable {
+        id: String,
+    },
+    /// Check its secret exists and its base URL answers with it (never prints the secret).
+    Test {
+        id: String,
     },
 }
 
@@ -310,6 +332,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Cancel { ref id } => act(&cli, id, OperatorAction::Cancel).await,
         Command::Dlq(ref cmd) => dlq(&cli, cmd).await,
+        Command::Integrations { ref action } => {
+            let ops = connect(&cli.stack).await?;
+            let role = role(&cli.role)?;
+            let shown = match action {
+                None => {
+                    let list = ops.integrations().await?;
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        print!("{}", render::integrations(&list));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(IntegrationAction::Disable { id, reason }) => {
+                    ops.set_integration_enabled(id, false, reason, &actor(), role)
+                        .await?
+                }
+                Some(IntegrationAction::Enable { id }) => {
+                    ops.set_integration_enabled(id, true, "", &actor(), role)
+                        .await?
+                }
+                Some(IntegrationAction::Test { id }) => {
+                    let r = ops.test_integration(id).await?;
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        println!("{}: secret {}; {}", r.id, r.secret, r.reachable);
+                    }
+                    return Ok(if r.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    });
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                print!("{}", render::integrations(std::slice::from_ref(&shown)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Alarms { ref action } => {
             use shepherd::alarms::AlarmStatus;
             let ops = connect(&cli.stack).await?;

@@ -232,3 +232,35 @@ pub fn audit(rows: &[shepherd::audit::AuditRecord]) -> String {
     }
     s
 }
+
+pub fn integrations(list: &[shepherd::integrations::IntegrationView]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<3} {:<12} {:<12} {:>6} {:<25} BASE URL / LAST ERROR",
+        "#", "INTEGRATION", "STATUS", "ERRORS", "RATE LIMIT RESETS"
+    );
+    for i in list {
+        let status = format!("{:?}", i.status).to_lowercase();
+        let resets = i
+            .health
+            .rate_limit_resets_at
+            .map(time)
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "{:<3} {:<12} {:<12} {:>6} {:<25} {}",
+            i.position, i.id, status, i.health.consecutive_errors, resets, i.base_url
+        );
+        if let Some(e) = &i.health.last_error {
+            let _ = writeln!(s, "{:>64}{e}", "");
+        }
+        if let Some(r) = &i.health.disabled_reason {
+            let _ = writeln!(s, "{:>64}disabled: {r}", "");
+        }
+    }
+    if list.is_empty() {
+        let _ = writeln!(s, "(no integrations configured)");
+    }
+    s
+}

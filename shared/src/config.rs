@@ -26,9 +26,13 @@ pub struct Config {
     pub function_timeout: Duration,
     pub retry_base: Duration,
     pub retry_cap: Duration,
-    pub provider_base_url_param: String,
-    pub provider_api_key_param: String,
+    /// The SSM parameter holding the integration registry (chain and definitions).
+    pub integrations_param: String,
     pub provider_timeout: Duration,
+    /// Consecutive errors that open an integration's circuit.
+    pub integration_error_threshold: u32,
+    /// How long an open circuit fails fast before one probe call.
+    pub circuit_cooldown: Duration,
     pub secret_cache: Duration,
     pub outcome_ttl: Duration,
 }
@@ -70,9 +74,11 @@ impl Config {
             function_timeout: Duration::from_secs(num("SHEPHERD_FUNCTION_TIMEOUT_SECS", 60)?),
             retry_base: Duration::from_secs(num("SHEPHERD_RETRY_BASE_SECS", 5)?),
             retry_cap: Duration::from_secs(num("SHEPHERD_RETRY_CAP_SECS", 300)?),
-            provider_base_url_param: get("SHEPHERD_PROVIDER_BASE_URL_PARAM")?,
-            provider_api_key_param: get("SHEPHERD_PROVIDER_API_KEY_PARAM")?,
+            integrations_param: get("SHEPHERD_INTEGRATIONS_PARAM")?,
             provider_timeout: Duration::from_secs(num("SHEPHERD_PROVIDER_TIMEOUT_SECS", 20)?),
+            integration_error_threshold: num("SHEPHERD_INTEGRATION_ERROR_THRESHOLD", 3)?.max(1)
+                as u32,
+            circuit_cooldown: Duration::from_secs(num("SHEPHERD_CIRCUIT_COOLDOWN_SECS", 30)?),
             secret_cache: Duration::from_secs(num("SHEPHERD_SECRET_CACHE_SECS", 300)?),
             outcome_ttl: Duration::from_secs(num("SHEPHERD_OUTCOME_TTL_DAYS", 14)? * 86_400),
         })
@@ -117,8 +123,7 @@ mod tests {
                 "brief=http://q/brief,script=http://q/script",
             ),
             ("SHEPHERD_DLQS", "brief=http://q/brief-dlq"),
-            ("SHEPHERD_PROVIDER_BASE_URL_PARAM", "/x/url"),
-            ("SHEPHERD_PROVIDER_API_KEY_PARAM", "/x/key"),
+            ("SHEPHERD_INTEGRATIONS_PARAM", "/x/integrations"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -282,6 +282,52 @@ impl Ops {
         Ok(report)
     }
 
+    /// Writes one audit row that belongs to no production's state write (a DLQ discard,
+    /// an integration switched): `pk` names what it is about. Redacted like every row.
+    pub(crate) async fn audit_row(
+        &self,
+        pk: &str,
+        event_type: &str,
+        detail: &str,
+        production: Option<&Production>,
+        actor: &Actor,
+    ) -> Result<(), OpsError> {
+        let Some((client, table)) = &self.audit else {
+            return Err(OpsError::Config("no audit table configured".into()));
+        };
+        let now = self.clock.now();
+        let s = |v: &str| AttributeValue::S(v.to_string());
+        let mut item = std::collections::HashMap::from([
+            ("pk".to_string(), s(pk)),
+            (
+                "sk".to_string(),
+                s(&format!("{now:013}#{}", uuid::Uuid::now_v7().simple())),
+            ),
+            ("et".to_string(), s(event_type)),
+            ("outcome".to_string(), s("success")),
+            ("actor".to_string(), s(&actor.0)),
+            ("at".to_string(), AttributeValue::N(now.to_string())),
+            ("detail".to_string(), s(&crate::redact::redact(detail).text)),
+        ]);
+        if let Some(p) = production {
+            item.insert("production_id".into(), s(&p.id));
+            item.insert("tr".into(), s(&p.trace_id));
+            item.insert("account".into(), s(&p.account));
+        }
+        client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| {
+                OpsError::Store(crate::ports::StoreError::Unavailable(
+                    crate::adapters::sdk_error(&e),
+                ))
+            })?;
+        Ok(())
+    }
+
     /// Deletes one DLQ message for good (admin). The audit row is written first: if it
     /// cannot be, the message stays.
     pub async fn dlq_discard(
@@ -297,11 +343,11 @@ impl Ops {
         if reason.trim().is_empty() {
             return Err(OpsError::Invalid("discard needs a reason".into()));
         }
-        let Some((client, table)) = &self.audit else {
+        if self.audit.is_none() {
             return Err(OpsError::Config(
                 "no audit table configured; nothing discarded".into(),
             ));
-        };
+        }
         for (phase, dlq) in self.dlqs(None)? {
             let (found, others): (Vec<InMessage>, Vec<InMessage>) = self
                 .hold_all(&dlq)
@@ -314,36 +360,14 @@ impl Ops {
             let Some(m) = found else { continue };
             let now = self.clock.now();
             let (entry, production) = self.entry(&phase, &m, now).await;
-            let s = |v: &str| AttributeValue::S(v.to_string());
-            let mut item = std::collections::HashMap::from([
-                ("pk".to_string(), s(&format!("DLQ#{phase}"))),
-                ("sk".to_string(), s(&format!("{now:013}#{}", m.id))),
-                ("et".to_string(), s("dlq.discarded")),
-                ("outcome".to_string(), s("success")),
-                ("actor".to_string(), s(&actor.0)),
-                ("at".to_string(), AttributeValue::N(now.to_string())),
-                ("phase".to_string(), s(&phase)),
-                (
-                    "detail".to_string(),
-                    s(&format!("message {}: {}", m.id, reason.trim())),
-                ),
-            ]);
-            if let Some(p) = &production {
-                item.insert("production_id".into(), s(&p.id));
-                item.insert("tr".into(), s(&p.trace_id));
-                item.insert("account".into(), s(&p.account));
-            }
-            client
-                .put_item()
-                .table_name(table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(|e| {
-                    OpsError::Store(crate::ports::StoreError::Unavailable(
-                        crate::adapters::sdk_error(&e),
-                    ))
-                })?;
+            self.audit_row(
+                &format!("DLQ#{phase}"),
+                "dlq.discarded",
+                &format!("phase {phase}, message {}: {}", m.id, reason.trim()),
+                production.as_ref(),
+                actor,
+            )
+            .await?;
             self.queue
                 .delete(&dlq, &m.receipt)
                 .await

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod config;
 pub mod dlq;
 pub mod domain;
+pub mod integrations;
 pub mod observability;
 pub mod ops;
 pub mod phases;

@@ -34,6 +34,9 @@ pub struct StackConfig {
     /// `fail` or `renew`.
     #[serde(default = "default_on_expiry")]
     pub approval_on_expiry: String,
+    /// The SSM parameter holding the integration registry.
+    #[serde(default)]
+    pub integrations_param: String,
 }
 
 fn default_approval_ttl() -> u64 {
@@ -194,6 +197,8 @@ pub struct Ops {
     pub(crate) queues: BTreeMap<String, String>,
     /// Where audit rows that belong to no production go (DLQ discards).
     pub(crate) audit: Option<(aws_sdk_dynamodb::Client, String)>,
+    /// Reads the integration registry and, for `integrations test`, secrets.
+    pub(crate) params: Option<Arc<dyn crate::ports::Params>>,
 }
 
 impl Ops {
@@ -211,6 +216,7 @@ impl Ops {
             stack,
             queues,
             audit: None,
+            params: None,
         }
     }
 
@@ -268,6 +274,10 @@ impl Ops {
             config.clone(),
         )
         .with_audit(aws_sdk_dynamodb::Client::new(sdk), &config.audit_table);
+        let ops = Self {
+            params: Some(Arc::new(crate::adapters::SsmParams::new(ssm))),
+            ..ops
+        };
         Ok((ops, config))
     }
 

@@ -105,6 +105,16 @@ pub trait Store: Send + Sync {
         now: Millis,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    /// An integration's health record (a fresh, healthy one if none is stored).
+    fn health<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<crate::integrations::Health, StoreError>>;
+    /// Stores `h` if the stored version is `h.version - 1`; `false` if someone else wrote first.
+    fn put_health<'a>(
+        &'a self,
+        h: &'a crate::integrations::Health,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Newest first, one account's productions, optionally only those in one status.
     fn list<'a>(
         &'a self,

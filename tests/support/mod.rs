@@ -75,6 +75,8 @@ pub struct TestStack {
     pub sdk: aws_config::SdkConfig,
     pub stack: Provisioned,
     pub provider: ProviderServer,
+    /// The fallback integration's provider (`start_with_fallback`).
+    pub fallback: Option<ProviderServer>,
     pub ops: Ops,
     pub config: shepherd::ops::StackConfig,
     runtime: Option<LocalRuntime>,
@@ -83,20 +85,25 @@ pub struct TestStack {
 impl TestStack {
     /// A fresh stack with fast retries: `RetryBaseSeconds=1`, `MaxReceiveCount=3` unless overridden.
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
-        Self::new(overrides, true).await
+        Self::new(overrides, true, false).await
+    }
+
+    /// A running stack with a second fake provider as the chain's fallback integration.
+    pub async fn start_with_fallback(overrides: &[(&str, &str)]) -> Self {
+        Self::new(overrides, true, true).await
     }
 
     /// A stack with no pollers: the test delivers messages to handlers itself.
     pub async fn start_idle() -> Self {
-        Self::new(&[], false).await
+        Self::new(&[], false, false).await
     }
 
     /// An idle stack with parameter overrides.
     pub async fn start_idle_with(overrides: &[(&str, &str)]) -> Self {
-        Self::new(overrides, false).await
+        Self::new(overrides, false, false).await
     }
 
-    async fn new(overrides: &[(&str, &str)], run: bool) -> Self {
+    async fn new(overrides: &[(&str, &str)], run: bool, with_fallback: bool) -> Self {
         let sdk = shepherd_local::sdk_config(&endpoint()).await;
         let provider = ProviderServer::start("127.0.0.1:0".parse().unwrap(), "local-provider-key")
             .await
@@ -113,6 +120,15 @@ impl TestStack {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         params.insert("ProviderBaseUrl".into(), provider.base_url());
+        let fallback = if with_fallback {
+            let f = ProviderServer::start("127.0.0.1:0".parse().unwrap(), "local-provider-key")
+                .await
+                .expect("fallback provider starts");
+            params.insert("FallbackProviderBaseUrl".into(), f.base_url());
+            Some(f)
+        } else {
+            None
+        };
         for (k, v) in overrides {
             params.insert(k.to_string(), v.to_string());
         }
@@ -128,6 +144,7 @@ impl TestStack {
             sdk,
             stack,
             provider,
+            fallback,
             ops,
             config,
             runtime,

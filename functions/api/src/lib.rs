@@ -19,6 +19,8 @@
 //! | POST | /dlq/messages/{id}/resubmit | operator | back to its source queue as the next attempt |
 //! | POST | /dlq/redrive | operator | `{phase?, code?, older_than_secs?, rate?}` |
 //! | POST | /dlq/messages/{id}/discard | admin | `{reason}`, audited |
+//! | GET | /integrations | viewer | the providers in chain order, with health |
+//! | PATCH | /integrations/{id} | operator | `{"enabled": false, "reason": "..."}` or `{"enabled": true}` |
 //!
 //! Errors are JSON `{"code", "message"}` (409s add `available`): `invalid_request` 400,
 //! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409, `unavailable` 503.
@@ -374,6 +376,8 @@ pub fn router(api: Api) -> Router {
         .route("/dlq/redrive", post(dlq_redrive))
         .route("/dlq/messages/{id}", get(dlq_show))
         .route("/dlq/messages/{id}/{action}", post(dlq_act))
+        .route("/integrations", get(integrations))
+        .route("/integrations/{id}", axum::routing::patch(set_integration))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -788,6 +792,40 @@ async fn dlq_redrive(State(api): State<Api>, caller: Caller, bytes: Bytes) -> An
         .dlq_redrive(&filter, b.rate.unwrap_or(10), &caller.actor(), caller.role)
         .await?;
     ok(serde_json::to_value(r).unwrap_or_default())
+}
+
+async fn integrations(State(api): State<Api>, _caller: Caller) -> Answer {
+    let list = api.ops().await?.integrations().await?;
+    ok(json!({"integrations": list}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntegrationPatch {
+    enabled: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn set_integration(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let patch: IntegrationPatch = body(&bytes)?;
+    let view = api
+        .ops()
+        .await?
+        .set_integration_enabled(
+            &id,
+            patch.enabled,
+            &patch.reason,
+            &caller.actor(),
+            caller.role,
+        )
+        .await?;
+    ok(serde_json::to_value(view).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use crate::domain::{
     Approval, AuditEvent, Brief, ErrorClass, GatePolicy, Millis, PhaseError, PhaseState,
     PhaseStatus, Production, ProductionStatus, Transition,
 };
+use crate::integrations::Health;
 use crate::ports::{Actor, ClaimOutcome, CommitOutcome, Outcome, Outcomes, Store, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -570,6 +571,53 @@ impl DynamoStore {
 
     /// Alarms live in the state table (`pk = ALARM#<type>#<subject>`), listed through the
     /// KEYS_ONLY `by_account` index under the fixed key `ALARMS`.
+    async fn health_impl(&self, id: &str) -> Result<Health, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(format!("INT#{id}"), "I")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        match out.item {
+            None => Ok(Health::new(id)),
+            Some(item) => serde_dynamo::from_item(item)
+                .map_err(|e| StoreError::Corrupt(format!("integration {id}: {e}"))),
+        }
+    }
+
+    async fn put_health_impl(&self, h: &Health) -> Result<bool, StoreError> {
+        let mut item: Item =
+            serde_dynamo::to_item(h).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        item.extend(Self::key(format!("INT#{}", h.id), "I"));
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let req = if h.version <= 1 {
+            req.condition_expression("attribute_not_exists(pk)")
+        } else {
+            req.condition_expression("#v = :v")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":v", n(h.version - 1))
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::Unavailable(sdk_error(&e))),
+        }
+    }
+
     async fn raise_impl(&self, a: &crate::alarms::Raise, now: Millis) -> Result<(), StoreError> {
         let id = format!("{}#{}", a.kind, a.subject);
         let severity = serde_json::to_value(a.severity).expect("severity serialises");
@@ -878,6 +926,12 @@ impl Store for DynamoStore {
     }
     fn alarms<'a>(&'a self) -> BoxFuture<'a, Result<Vec<crate::alarms::Alarm>, StoreError>> {
         self.alarms_impl().boxed()
+    }
+    fn health<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Health, StoreError>> {
+        self.health_impl(id).boxed()
+    }
+    fn put_health<'a>(&'a self, h: &'a Health) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.put_health_impl(h).boxed()
     }
     fn set_alarm_status<'a>(
         &'a self,

@@ -112,7 +112,7 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    fn new(kind: &str, outcome: &str, at: Millis) -> Self {
+    pub fn new(kind: &str, outcome: &str, at: Millis) -> Self {
         Self {
             kind: kind.into(),
             phase: None,
@@ -122,12 +122,12 @@ impl AuditEvent {
             detail: String::new(),
         }
     }
-    fn phase(mut self, phase: &str, attempt: u32) -> Self {
+    pub fn phase(mut self, phase: &str, attempt: u32) -> Self {
         self.phase = Some(phase.into());
         self.attempt = Some(attempt);
         self
     }
-    fn detail(mut self, detail: impl Into<String>) -> Self {
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
         self
     }

@@ -24,16 +24,18 @@ pub use stats::Stats;
 
 use crate::adapters::{CachedParams, DynamoOutcomes, DynamoStore, SqsQueue, SsmParams};
 use crate::config::Config;
+use crate::domain::AuditEvent;
 use crate::domain::{
     ClaimRefusal, Command, Dispatch, ErrorClass, FailDisposition, Millis, PhaseError, PhaseStatus,
     Production, ProductionStatus, claim_refusal, decide,
 };
+use crate::integrations::{Integrations, Policy};
 use crate::phases::{Phase, PhaseContext};
 use crate::ports::{
     Actor, ClaimOutcome, Clock, CommitOutcome, OutMessage, Outcomes, Queue, Store, StoreError,
     SystemClock,
 };
-use crate::tools::{ProviderClient, StepError, Tools};
+use crate::tools::{StepError, Tools};
 
 /// How one record ended.
 #[derive(Debug)]
@@ -58,7 +60,7 @@ pub struct PhaseRuntime {
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     outcomes: Arc<dyn Outcomes>,
-    provider: Arc<ProviderClient>,
+    integrations: Arc<Integrations>,
     clock: Arc<dyn Clock>,
     config: Config,
     actor: Actor,
@@ -97,20 +99,25 @@ impl PhaseRuntime {
             config.secret_cache,
         ));
         let ddb = clients.dynamodb;
-        let provider = Arc::new(ProviderClient::new(
+        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb.clone(), &config.state_table));
+        let integrations = Arc::new(Integrations::new(
             params,
+            &config.integrations_param,
+            store.clone(),
             clock.clone(),
-            &config.provider_base_url_param,
-            &config.provider_api_key_param,
+            Policy {
+                threshold: config.integration_error_threshold,
+                cooldown: config.circuit_cooldown.as_millis() as Millis,
+            },
             config.provider_timeout,
         ));
         Self {
             actor: Actor(format!("system:{}", phase.name())),
             phase,
-            store: Arc::new(DynamoStore::new(ddb.clone(), &config.state_table)),
+            store,
             queue: Arc::new(SqsQueue::new(clients.sqs)),
             outcomes: Arc::new(DynamoOutcomes::new(ddb, &config.idempotency_table)),
-            provider,
+            integrations,
             clock,
             config,
             stats: Arc::new(Stats::default()),
@@ -250,7 +257,7 @@ impl PhaseRuntime {
         info!(production = %production.id, trace = %production.trace_id, phase = %msg.phase,
               attempt = msg.attempt, receive_count, "phase claimed");
 
-        let result = self.execute(&production).await;
+        let (result, events) = self.execute(&production).await;
         let now = self.clock.now();
         let (command, disposition) = match result {
             Ok(output) => match self
@@ -290,7 +297,14 @@ impl PhaseRuntime {
                 (cmd, Some((disposition, step)))
             }
         };
-        let committed = match self.commit(production.clone(), command, now).await {
+        let events: Vec<AuditEvent> = events
+            .into_iter()
+            .map(|e| e.phase(&msg.phase, msg.attempt))
+            .collect();
+        let committed = match self
+            .commit_with(production.clone(), command, now, &events)
+            .await
+        {
             Ok(c) => c,
             Err(e) => return self.after_lost_commit(m, &production, &msg, e).await,
         };
@@ -326,15 +340,31 @@ impl PhaseRuntime {
         }
     }
 
-    /// Runs the phase: loads its inputs, catches a panic, bounds its time.
-    async fn execute(&self, p: &Production) -> Result<serde_json::Value, StepError> {
-        let ctx = self.context(p).await?;
+    /// Runs the phase: loads its inputs, catches a panic, bounds its time. Also returns the
+    /// audit events of its tool calls, which ride in the commit.
+    async fn execute(
+        &self,
+        p: &Production,
+    ) -> (Result<serde_json::Value, StepError>, Vec<AuditEvent>) {
+        let ctx = match self.context(p).await {
+            Ok(ctx) => ctx,
+            Err(e) => return (Err(e), vec![]),
+        };
+        let result = self.run_bounded(p, &ctx).await;
+        (result, ctx.tools.take_events())
+    }
+
+    async fn run_bounded(
+        &self,
+        p: &Production,
+        ctx: &PhaseContext,
+    ) -> Result<serde_json::Value, StepError> {
         let budget = self
             .config
             .function_timeout
             .saturating_sub(std::time::Duration::from_secs(2))
             .max(std::time::Duration::from_secs(1));
-        let run = AssertUnwindSafe(self.phase.run(&ctx)).catch_unwind();
+        let run = AssertUnwindSafe(self.phase.run(ctx)).catch_unwind();
         match tokio::time::timeout(budget, run).await {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => {
@@ -386,7 +416,7 @@ impl PhaseRuntime {
             }
         }
         let tools = Tools::new(
-            self.provider.clone(),
+            self.integrations.clone(),
             self.outcomes.clone(),
             self.clock.clone(),
             &p.id,
@@ -410,13 +440,27 @@ impl PhaseRuntime {
     /// `None`: the state machine refused it (the attempt was superseded by an operator).
     async fn commit(
         &self,
-        mut p: Production,
+        p: Production,
         cmd: Command,
         now: Millis,
     ) -> Result<Option<crate::domain::Transition>, StoreError> {
+        self.commit_with(p, cmd, now, &[]).await
+    }
+
+    /// `commit`, with `extra` audit events (the tool calls') in the same write.
+    async fn commit_with(
+        &self,
+        mut p: Production,
+        cmd: Command,
+        now: Millis,
+        extra: &[AuditEvent],
+    ) -> Result<Option<crate::domain::Transition>, StoreError> {
         for _ in 0..5 {
             let t = match decide(&p, cmd.clone(), now) {
-                Ok(t) => t,
+                Ok(mut t) => {
+                    t.audit.extend_from_slice(extra);
+                    t
+                }
                 Err(e) => {
                     warn!(production = %p.id, error = %e, "result discarded");
                     return Ok(None);

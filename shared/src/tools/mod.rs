@@ -9,7 +9,7 @@
 
 mod openai;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,7 +20,8 @@ pub use openai::{
     SpeechResult,
 };
 
-use crate::domain::{ErrorClass, Millis};
+use crate::domain::{AuditEvent, ErrorClass, Millis};
+use crate::integrations::{CallKind, Integrations};
 use crate::ports::{Clock, Outcome, Outcomes};
 
 /// A failed step: what the runtime needs to decide between backoff, `failed` and the DLQ.
@@ -75,7 +76,9 @@ pub fn request_hash(request: &impl Serialize) -> String {
 
 /// The tools one phase run may use, bound to its production and phase.
 pub struct Tools {
-    provider: Arc<ProviderClient>,
+    integrations: Arc<Integrations>,
+    /// Audit events of the run's calls (failures, routing), for the phase's commit.
+    events: Mutex<Vec<AuditEvent>>,
     outcomes: Arc<dyn Outcomes>,
     clock: Arc<dyn Clock>,
     key_prefix: String,
@@ -84,7 +87,7 @@ pub struct Tools {
 
 impl Tools {
     pub fn new(
-        provider: Arc<ProviderClient>,
+        integrations: Arc<Integrations>,
         outcomes: Arc<dyn Outcomes>,
         clock: Arc<dyn Clock>,
         production_id: &str,
@@ -97,7 +100,8 @@ impl Tools {
             r => format!("{production_id}#{phase}#v{r}#"),
         };
         Self {
-            provider,
+            integrations,
+            events: Mutex::new(Vec::new()),
             outcomes,
             clock,
             key_prefix,
@@ -106,20 +110,41 @@ impl Tools {
     }
 
     pub async fn chat(&self, name: &str, req: &ChatRequest) -> Result<String, StepError> {
-        let key = self.key(name);
-        self.once(&key, req, || self.provider.chat(req, &key)).await
+        let key = &self.key(name);
+        self.once(key, req, || {
+            self.integrations
+                .call(CallKind::Chat, key, &self.events, move |p| async move {
+                    p.chat(req, key).await
+                })
+        })
+        .await
     }
 
     pub async fn image(&self, name: &str, req: &ImageRequest) -> Result<ImageResult, StepError> {
-        let key = self.key(name);
-        self.once(&key, req, || self.provider.image(req, &key))
-            .await
+        let key = &self.key(name);
+        self.once(key, req, || {
+            self.integrations
+                .call(CallKind::Image, key, &self.events, move |p| async move {
+                    p.image(req, key).await
+                })
+        })
+        .await
     }
 
     pub async fn speech(&self, name: &str, req: &SpeechRequest) -> Result<SpeechResult, StepError> {
-        let key = self.key(name);
-        self.once(&key, req, || self.provider.speech(req, &key))
-            .await
+        let key = &self.key(name);
+        self.once(key, req, || {
+            self.integrations
+                .call(CallKind::Speech, key, &self.events, move |p| async move {
+                    p.speech(req, key).await
+                })
+        })
+        .await
+    }
+
+    /// The audit events of the calls made so far (taken: each is committed once).
+    pub fn take_events(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.events.lock().expect("events"))
     }
 
     fn key(&self, name: &str) -> String {

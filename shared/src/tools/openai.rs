@@ -68,14 +68,15 @@ pub struct SpeechResult {
     pub format: String,
 }
 
-/// Calls the provider whose base URL and API key are SSM parameters (the key a SecureString).
+/// Calls one OpenAI-compatible provider; its API key is an SSM SecureString, read through
+/// the (cached) parameters and refreshed once on an authentication error.
 pub struct ProviderClient {
     /// Built on first use: loading the TLS roots costs tens of milliseconds of cold start.
     http: std::sync::OnceLock<reqwest::Client>,
     timeout: Duration,
     params: Arc<dyn Params>,
     clock: Arc<dyn Clock>,
-    base_url_param: String,
+    base_url: String,
     api_key_param: String,
 }
 
@@ -121,7 +122,7 @@ impl ProviderClient {
     pub fn new(
         params: Arc<dyn Params>,
         clock: Arc<dyn Clock>,
-        base_url_param: impl Into<String>,
+        base_url: impl Into<String>,
         api_key_param: impl Into<String>,
         timeout: Duration,
     ) -> Self {
@@ -130,7 +131,7 @@ impl ProviderClient {
             timeout,
             params,
             clock,
-            base_url_param: base_url_param.into(),
+            base_url: base_url.into(),
             api_key_param: api_key_param.into(),
         }
     }
@@ -195,8 +196,7 @@ impl ProviderClient {
         req: &impl Serialize,
         key: &str,
     ) -> Result<reqwest::Response, StepError> {
-        let base = self.param(&self.base_url_param).await?;
-        let url = format!("{}/{path}", base.trim_end_matches('/'));
+        let url = format!("{}/{path}", self.base_url.trim_end_matches('/'));
         for refreshed in [false, true] {
             let api_key = self.param(&self.api_key_param).await?;
             let res = self

@@ -512,12 +512,8 @@ fn cold_starts(args: &Args) -> Result<()> {
             ),
             ("SHEPHERD_DLQS", "brief=http://127.0.0.1:9/q/brief-dlq"),
             (
-                "SHEPHERD_PROVIDER_BASE_URL_PARAM",
-                "/shepherd/bench/provider/base_url",
-            ),
-            (
-                "SHEPHERD_PROVIDER_API_KEY_PARAM",
-                "/shepherd/bench/provider/api_key",
+                "SHEPHERD_INTEGRATIONS_PARAM",
+                "/shepherd/bench/integrations",
             ),
             ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
             ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),

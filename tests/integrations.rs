@@ -1,0 +1,209 @@
+//! Provider outages, rate limits and switched-off integrations, on the local stack with one
+//! or two fake providers: calls are routed along the chain, health is recorded, nothing is
+//! bought twice.
+
+use std::time::{Duration, Instant};
+
+use shepherd::alarms::Severity;
+use shepherd::domain::ProductionStatus;
+use shepherd::integrations::HealthStatus;
+use shepherd::ops::Role;
+use shepherd_it::{Fault, FaultRule, TestStack};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+async fn status_of(t: &TestStack, id: &str) -> HealthStatus {
+    t.ops
+        .integrations()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("integration {id}"))
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_first_unavailable() {
+    let t = TestStack::start_with_fallback(&[("CircuitCooldownSeconds", "3")]).await;
+    let fallback = t.fallback.as_ref().unwrap();
+    t.provider.add_fault(FaultRule::new("", Fault::Status(503)));
+
+    let p = t.start_production(2).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(
+        done.phase("brief").unwrap().error_count,
+        0,
+        "the fallback took the call in the same attempt"
+    );
+
+    // The first provider saw exactly the calls that opened its circuit; the rest went
+    // straight to the second, which served every call once.
+    let primary = t.provider.calls();
+    assert_eq!(primary.served.values().sum::<u64>(), 0);
+    assert_eq!(
+        primary.received, 3,
+        "threshold 3, then fail fast: {primary:?}"
+    );
+    let second = fallback.calls();
+    assert_eq!(second.served.values().sum::<u64>(), 7, "{second:?}");
+    assert!(second.by_key.values().all(|n| *n == 1), "{second:?}");
+
+    let list = t.ops.integrations().await.unwrap();
+    assert_eq!(
+        (list[0].id.as_str(), list[0].status),
+        ("primary", HealthStatus::Unavailable)
+    );
+    assert_eq!(list[0].health.consecutive_errors, 3);
+    assert!(
+        list[0]
+            .health
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("provider_unavailable")
+    );
+    assert_eq!(list[1].status, HealthStatus::Healthy);
+    let alarm = t
+        .ops
+        .alarms()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.kind == "integration_unhealthy")
+        .expect("alarm raised");
+    assert_eq!(
+        (alarm.subject.as_str(), alarm.severity),
+        ("integration:primary", Severity::Critical)
+    );
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "production.completed")
+        })
+        .await;
+    let routed = audit
+        .iter()
+        .filter(|r| r.event_type == "routing.decided")
+        .count();
+    assert!(routed >= 1, "{audit:#?}");
+    let failed: Vec<_> = audit
+        .iter()
+        .filter(|r| r.event_type == "tool_call.failed")
+        .collect();
+    assert!(
+        failed[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("primary: provider_unavailable"),
+        "{failed:#?}"
+    );
+    assert!(
+        failed[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("retryable=true")
+    );
+
+    // The provider recovers: after the cooldown one probe brings it back.
+    t.provider.clear_faults();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let again = t.start_production(1).await;
+    let done = t.wait_settled(&again.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed);
+    assert_eq!(status_of(&t, "primary").await, HealthStatus::Healthy);
+    assert!(t.provider.calls().served.values().sum::<u64>() >= 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_a_20_second_reset_holds_every_productions_calls_to_that_provider() {
+    let t = TestStack::start(&[("MaxReceiveCount", "5")]).await;
+    t.provider
+        .add_fault(FaultRule::new("chat", Fault::RateLimit { reset_secs: 20 }).times(1));
+    let a = t.start_production(1).await;
+    // Wait until the 429 was recorded on the integration, then start a second production.
+    let start = Instant::now();
+    while t.provider.calls().received == 0 {
+        assert!(start.elapsed() < SETTLE, "no call reached the provider");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let limited_at = Instant::now();
+    let b = t.start_production(1).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        t.provider.calls().received,
+        1,
+        "no call to the provider before its reset, from either production"
+    );
+    assert_eq!(status_of(&t, "primary").await, HealthStatus::Degraded);
+    let held = t.ops.get(&b.id).await.unwrap();
+    let err = held.phase("brief").unwrap().last_error.clone().unwrap();
+    assert_eq!(err.code, "integration_unavailable", "{err:?}");
+    assert!(err.detail.contains("rate limited"), "{err:?}");
+
+    for id in [&a.id, &b.id] {
+        let done = t.wait_settled(id, SETTLE).await;
+        assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    }
+    assert!(
+        limited_at.elapsed() >= Duration::from_secs(19),
+        "completed only after the reset"
+    );
+    assert_eq!(status_of(&t, "primary").await, HealthStatus::Healthy);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_integration_fails_fast_without_a_provider_call_until_enabled() {
+    let t = TestStack::start(&[("MaxReceiveCount", "10")]).await;
+    let actor = TestStack::actor();
+    let viewer = t
+        .ops
+        .set_integration_enabled("primary", false, "key rotation", &actor, Role::Viewer)
+        .await;
+    assert_eq!(viewer.unwrap_err().status(), 403);
+    let no_reason = t
+        .ops
+        .set_integration_enabled("primary", false, " ", &actor, Role::Operator)
+        .await;
+    assert_eq!(no_reason.unwrap_err().status(), 400);
+    let unknown = t
+        .ops
+        .set_integration_enabled("nope", false, "x", &actor, Role::Operator)
+        .await;
+    assert_eq!(unknown.unwrap_err().status(), 404);
+    let view = t
+        .ops
+        .set_integration_enabled("primary", false, "key rotation", &actor, Role::Operator)
+        .await
+        .unwrap();
+    assert_eq!(view.status, HealthStatus::Disabled);
+
+    let p = t.start_production(1).await;
+    let failing = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.phase("brief").unwrap().error_count >= 1
+        })
+        .await;
+    let err = failing.phase("brief").unwrap().last_error.clone().unwrap();
+    assert_eq!(err.code, "integration_unavailable");
+    assert!(err.detail.contains("primary (disabled)"), "{err:?}");
+    assert_eq!(t.provider.calls().received, 0, "not one call was made");
+
+    t.ops
+        .set_integration_enabled("primary", true, "", &actor, Role::Operator)
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let test = t.ops.test_integration("primary").await.unwrap();
+    assert!(test.ok, "{test:?}");
+    assert!(
+        !format!("{test:?}").contains("local-provider-key"),
+        "never the secret"
+    );
+    t.stop().await;
+}
