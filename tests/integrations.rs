@@ -207,3 +207,49 @@ async fn a_disabled_integration_fails_fast_without_a_provider_call_until_enabled
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_recorded_for_a_different_request_is_refused_audited_and_alarmed() {
+    let mut t = TestStack::start_idle().await;
+    let p = t.start_production(1).await;
+    // The brief's plan call was recorded for another request (a deploy changed the prompt
+    // while this production was in flight).
+    let table = t.stack.reference("IdempotencyTable").unwrap().to_string();
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    aws_sdk_dynamodb::Client::new(&t.sdk)
+        .put_item()
+        .table_name(&table)
+        .item("pk", s(&format!("{}#brief#plan", p.id)))
+        .item("rh", s("0000-another-request"))
+        .item("st", s("completed"))
+        .item("res", s("\"{}\""))
+        .send()
+        .await
+        .unwrap();
+    t.run();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Failed, "{done:#?}");
+    let err = done.phase("brief").unwrap().last_error.clone().unwrap();
+    assert_eq!(err.code, "idempotency_key_collision");
+    assert_eq!(t.provider.calls().received, 0, "neither reused nor made");
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "tool_call.deduped")
+        })
+        .await;
+    let deduped = audit
+        .iter()
+        .find(|r| r.event_type == "tool_call.deduped")
+        .unwrap();
+    assert_eq!(deduped.outcome, "anomaly");
+    let alarm = t
+        .ops
+        .alarms()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.kind == "tool_call_deduped")
+        .expect("anomaly alarmed");
+    assert_eq!(alarm.subject, p.id);
+    t.stop().await;
+}

@@ -150,22 +150,22 @@ async fn a_message_in_the_dlq_whose_phase_was_never_marked_is_observed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_phase_is_reconciled_and_completes_without_repeating_finished_calls() {
-    // A short timeout profile: leases last 4 s, unfinished messages come back after 6 s.
+    // A short timeout profile: leases last 8 s, unfinished messages come back after 10 s.
     let t = TestStack::start(&[
-        ("PhaseTimeoutSeconds", "4"),
-        ("QueueVisibilitySeconds", "6"),
+        ("PhaseTimeoutSeconds", "8"),
+        ("QueueVisibilitySeconds", "10"),
         ("ProviderTimeoutSeconds", "10"),
     ])
     .await;
-    // The assets phase's second image is slow, and the worker dies while waiting for it
-    // (the first image's outcome is already recorded).
+    // Five images to make; the fourth is slow, and the worker dies while waiting for it
+    // (the first three outcomes are already recorded).
     t.provider.add_fault(
-        FaultRule::new("images", Fault::Slow { ms: 3000 })
-            .after(1)
+        FaultRule::new("images", Fault::Slow { ms: 6000 })
+            .after(3)
             .times(1),
     );
-    t.crash_next("assets", Duration::from_millis(800));
-    let p = t.start_production(3).await;
+    t.crash_next("assets", Duration::from_millis(3000));
+    let p = t.start_production(5).await;
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
     let assets = done.phase("assets").unwrap();
@@ -175,30 +175,42 @@ async fn a_worker_killed_mid_phase_is_reconciled_and_completes_without_repeating
     );
     assert_eq!(assets.status, PhaseStatus::Succeeded);
 
+    // The re-run made only the two unfinished images: the one cut off (same key) and the last.
     let calls = t.provider.calls();
-    assert_eq!(calls.received, 10, "9 calls + the one cut off: {calls:?}");
-    let repeated: Vec<_> = calls.by_key.iter().filter(|(_, n)| **n > 1).collect();
+    let images = |scene: u32| {
+        calls
+            .by_key
+            .iter()
+            .filter(|(k, _)| k.ends_with(&format!("#assets#scene-{scene}")))
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
     assert_eq!(
-        repeated.len(),
-        1,
-        "only the call cut off mid-flight was made again: {:?}",
+        (1..=5).map(images).collect::<Vec<_>>(),
+        [1, 1, 1, 2, 1],
+        "{:?}",
         calls.by_key
     );
-    assert!(repeated[0].0.contains("assets"), "{repeated:?}");
 
     let audit = t
         .audit_until(&p.id, |rows| {
             rows.iter().any(|r| r.event_type == "production.completed")
         })
         .await;
-    let unknown = audit
+    let unknown: Vec<_> = audit
         .iter()
-        .find(|r| r.event_type == "tool_call.unknown")
-        .expect("the lost outcome is audited");
+        .filter(|r| r.event_type == "tool_call.unknown")
+        .collect();
     assert_eq!(
-        (unknown.phase.as_deref(), unknown.attempt),
-        (Some("assets"), Some(1))
+        (unknown[0].phase.as_deref(), unknown[0].attempt),
+        (Some("assets"), Some(1)),
+        "the reconciliation: {unknown:#?}"
     );
+    let call = unknown
+        .iter()
+        .find(|r| r.detail.as_deref().unwrap_or_default().contains("scene-4"))
+        .expect("the cut-off call's outcome is audited as unknown");
+    assert_eq!(call.attempt, Some(2), "found by the re-run");
     assert!(
         audit
             .iter()

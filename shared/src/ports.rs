@@ -198,10 +198,22 @@ pub trait Params: Send + Sync {
     fn invalidate(&self, _name: &str) {}
 }
 
+/// Where a tool call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeStatus {
+    /// Being made by `attempt` under the phase's lease.
+    InProgress { attempt: u32, lease_until: Millis },
+    /// Made; `result` holds the answer.
+    Completed,
+    /// Failed; `result` holds the error code, and it may be made again.
+    Failed,
+}
+
 /// A recorded tool-call outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub request_hash: String,
+    pub status: OutcomeStatus,
     pub result: String,
 }
 

@@ -25,7 +25,9 @@ use crate::domain::{
     PhaseStatus, Production, ProductionStatus, Transition,
 };
 use crate::integrations::Health;
-use crate::ports::{Actor, ClaimOutcome, CommitOutcome, Outcome, Outcomes, Store, StoreError};
+use crate::ports::{
+    Actor, ClaimOutcome, CommitOutcome, Outcome, OutcomeStatus, Outcomes, Store, StoreError,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -994,8 +996,23 @@ impl Outcomes for DynamoOutcomes {
             if ttl.saturating_mul(1000) <= now {
                 return Ok(None);
             }
+            let num = |k: &str| {
+                item.get(k)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .unwrap_or(0)
+            };
+            let status = match text("st").as_str() {
+                "in_progress" => OutcomeStatus::InProgress {
+                    attempt: num("at") as u32,
+                    lease_until: num("lu"),
+                },
+                "failed" => OutcomeStatus::Failed,
+                _ => OutcomeStatus::Completed,
+            };
             Ok(Some(Outcome {
                 request_hash: text("rh"),
+                status,
                 result: text("res"),
             }))
         }
@@ -1008,15 +1025,26 @@ impl Outcomes for DynamoOutcomes {
         expires_at: Millis,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            self.client
+            let req = self
+                .client
                 .put_item()
                 .table_name(&self.table)
                 .item("pk", s(key))
                 .item("rh", s(&outcome.request_hash))
-                .item("st", s("completed"))
                 .item("res", s(&outcome.result))
-                .item("ttl", n(expires_at / 1000))
-                .send()
+                .item("ttl", n(expires_at / 1000));
+            let req = match outcome.status {
+                OutcomeStatus::InProgress {
+                    attempt,
+                    lease_until,
+                } => req
+                    .item("st", s("in_progress"))
+                    .item("at", n(attempt))
+                    .item("lu", n(lease_until)),
+                OutcomeStatus::Completed => req.item("st", s("completed")),
+                OutcomeStatus::Failed => req.item("st", s("failed")),
+            };
+            req.send()
                 .await
                 .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
             Ok(())

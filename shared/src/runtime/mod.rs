@@ -258,6 +258,20 @@ impl PhaseRuntime {
               attempt = msg.attempt, receive_count, "phase claimed");
 
         let (result, events) = self.execute(&production).await;
+        if events.iter().any(|e| e.kind == "tool_call.deduped") {
+            let raise = crate::alarms::Raise {
+                kind: "tool_call_deduped".into(),
+                subject: production.id.clone(),
+                severity: crate::alarms::Severity::Critical,
+                detail: format!(
+                    "phase {}: a tool call's key was reused for a different request; the call was refused",
+                    msg.phase
+                ),
+            };
+            if let Err(e) = self.store.raise_alarm(&raise, self.clock.now()).await {
+                warn!(error = %e, "could not record the alarm");
+            }
+        }
         let now = self.clock.now();
         let (command, disposition) = match result {
             Ok(output) => match self
@@ -419,9 +433,16 @@ impl PhaseRuntime {
             self.integrations.clone(),
             self.outcomes.clone(),
             self.clock.clone(),
-            &p.id,
-            self.phase.name(),
-            p.revision,
+            crate::tools::Run {
+                production_id: &p.id,
+                phase: self.phase.name(),
+                revision: p.revision,
+                attempt: p.phase(self.phase.name()).map(|ph| ph.attempt).unwrap_or(1),
+                lease_until: p
+                    .phase(self.phase.name())
+                    .and_then(|ph| ph.lease_until)
+                    .unwrap_or_default(),
+            },
             self.config.outcome_ttl,
         );
         let feedback = p

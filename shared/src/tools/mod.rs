@@ -4,8 +4,16 @@
 //! Key rule: `<production>#<phase>#<call name>`, or `<production>#<phase>#v<revision>#<call
 //! name>` once an edit or a reject changed the production's inputs (revision > 0). The call
 //! name is stable within the phase (`scene-3`, not a counter), so a retry, a reconciled crash,
-//! a redrive or a duplicate delivery finds the finished calls and makes only the rest. The request hash (SHA-256 of the request JSON) is stored
-//! with the outcome; the same key with a different hash is refused, never silently reused.
+//! a redrive or a duplicate delivery finds the finished calls and makes only the rest.
+//!
+//! Each outcome records its request hash (SHA-256 of the request JSON) and a status:
+//! `in_progress` (written before the call, with the attempt and the phase's lease),
+//! `completed` (with the result) or `failed` (with the error code; made again next time).
+//! An `in_progress` outcome found by a later run was cut off (the worker died or timed out):
+//! its result is unknown, `tool_call.unknown` is audited and the call is made again under the
+//! same key (the provider sees the same `Idempotency-Key`). The same key with a different
+//! request hash is never reused nor made: `tool_call.deduped` is audited as an anomaly, an
+//! alarm raised, and the call fails (`idempotency_key_collision`).
 
 mod openai;
 
@@ -22,7 +30,7 @@ pub use openai::{
 
 use crate::domain::{AuditEvent, ErrorClass, Millis};
 use crate::integrations::{CallKind, Integrations};
-use crate::ports::{Clock, Outcome, Outcomes};
+use crate::ports::{Clock, Outcome, OutcomeStatus, Outcomes};
 
 /// A failed step: what the runtime needs to decide between backoff, `failed` and the DLQ.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +91,19 @@ pub struct Tools {
     clock: Arc<dyn Clock>,
     key_prefix: String,
     ttl_ms: Millis,
+    attempt: u32,
+    lease_until: Millis,
+}
+
+/// Which run the calls belong to: the production's phase, the production's revision, the
+/// phase's attempt and its claim's lease.
+#[derive(Debug, Clone)]
+pub struct Run<'a> {
+    pub production_id: &'a str,
+    pub phase: &'a str,
+    pub revision: u32,
+    pub attempt: u32,
+    pub lease_until: Millis,
 }
 
 impl Tools {
@@ -90,12 +111,11 @@ impl Tools {
         integrations: Arc<Integrations>,
         outcomes: Arc<dyn Outcomes>,
         clock: Arc<dyn Clock>,
-        production_id: &str,
-        phase: &str,
-        revision: u32,
+        run: Run<'_>,
         ttl: std::time::Duration,
     ) -> Self {
-        let key_prefix = match revision {
+        let (production_id, phase) = (run.production_id, run.phase);
+        let key_prefix = match run.revision {
             0 => format!("{production_id}#{phase}#"),
             r => format!("{production_id}#{phase}#v{r}#"),
         };
@@ -106,6 +126,8 @@ impl Tools {
             clock,
             key_prefix,
             ttl_ms: ttl.as_millis() as Millis,
+            attempt: run.attempt,
+            lease_until: run.lease_until,
         }
     }
 
@@ -142,6 +164,10 @@ impl Tools {
         .await
     }
 
+    fn event(&self, e: AuditEvent) {
+        self.events.lock().expect("events").push(e);
+    }
+
     /// The audit events of the calls made so far (taken: each is committed once).
     pub fn take_events(&self) -> Vec<AuditEvent> {
         std::mem::take(&mut *self.events.lock().expect("events"))
@@ -161,6 +187,7 @@ impl Tools {
     {
         let hash = request_hash(req);
         let now = self.clock.now();
+        let expires = now + self.ttl_ms;
         if let Some(found) = self
             .outcomes
             .get(key, now)
@@ -168,22 +195,65 @@ impl Tools {
             .retryable("outcome_store")?
         {
             if found.request_hash != hash {
+                self.event(
+                    AuditEvent::new("tool_call.deduped", "anomaly", now).detail(format!(
+                        "{key}: recorded for a different request; neither reused nor made"
+                    )),
+                );
                 return Err(StepError::permanent(
                     "idempotency_key_collision",
-                    format!("call {key} was recorded for a different request"),
+                    format!(
+                        "call {key} was recorded for a different request (its request hash differs); \
+                         it was neither reused nor made again"
+                    ),
                 ));
             }
-            return serde_json::from_str(&found.result).permanent("outcome_corrupt");
+            match found.status {
+                OutcomeStatus::Completed => {
+                    return serde_json::from_str(&found.result).permanent("outcome_corrupt");
+                }
+                OutcomeStatus::InProgress { attempt, .. } => self.event(
+                    AuditEvent::new("tool_call.unknown", "unknown", now).detail(format!(
+                        "{key}: attempt {attempt} stopped before recording its outcome; \
+                         made again under the same key"
+                    )),
+                ),
+                OutcomeStatus::Failed => {}
+            }
         }
-        let result = call().await?;
-        let outcome = Outcome {
-            request_hash: hash,
-            result: serde_json::to_string(&result).expect("result serialises"),
+        let record = |status, result: String| Outcome {
+            request_hash: hash.clone(),
+            status,
+            result,
         };
+        let started = record(
+            OutcomeStatus::InProgress {
+                attempt: self.attempt,
+                lease_until: self.lease_until,
+            },
+            String::new(),
+        );
         self.outcomes
-            .put(key, &outcome, now + self.ttl_ms)
+            .put(key, &started, expires)
             .await
             .retryable("outcome_store")?;
-        Ok(result)
+        match call().await {
+            Ok(result) => {
+                let json = serde_json::to_string(&result).expect("result serialises");
+                self.outcomes
+                    .put(key, &record(OutcomeStatus::Completed, json), expires)
+                    .await
+                    .retryable("outcome_store")?;
+                Ok(result)
+            }
+            Err(e) => {
+                // Best effort: a lost `failed` leaves `in_progress`, read as unknown next time.
+                let _ = self
+                    .outcomes
+                    .put(key, &record(OutcomeStatus::Failed, e.code.clone()), expires)
+                    .await;
+                Err(e)
+            }
+        }
     }
 }
