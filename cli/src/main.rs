@@ -99,6 +99,9 @@ enum Command {
     },
     /// Stop the production for good; every record is kept.
     Cancel { id: String },
+    /// You read the production's warnings (`show` lists them); publish may start.
+    #[command(name = "acknowledge-warnings", alias = "ack-warnings")]
+    AcknowledgeWarnings { id: String },
     /// Dead-letter queues: list, show, resubmit, redrive, discard.
     #[command(subcommand)]
     Dlq(Dlq),
@@ -331,6 +334,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             act(&cli, id, OperatorAction::Reject { feedback }).await
         }
         Command::Cancel { ref id } => act(&cli, id, OperatorAction::Cancel).await,
+        Command::AcknowledgeWarnings { ref id } => {
+            act(&cli, id, OperatorAction::AcknowledgeWarnings).await
+        }
         Command::Dlq(ref cmd) => dlq(&cli, cmd).await,
         Command::Integrations { ref action } => {
             let ops = connect(&cli.stack).await?;

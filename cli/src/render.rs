@@ -42,6 +42,16 @@ pub fn show(p: &Production) -> String {
             actions.join(", ")
         }
     );
+    if !p.warnings.is_empty() {
+        let ack = match p.warnings_acknowledged_at {
+            Some(at) => format!("acknowledged {}", time(at)),
+            None => "not acknowledged".into(),
+        };
+        let _ = writeln!(s, "Warnings ({ack}):");
+        for w in &p.warnings {
+            let _ = writeln!(s, "  - {w}");
+        }
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

@@ -78,6 +78,8 @@ impl StackConfig {
         };
         Ok(GatePolicy {
             phases,
+            // The content pipeline publishes last: nothing is published with open warnings.
+            acknowledge_before: Some("publish".into()),
             auto_approve,
             ttl: self.approval_ttl_secs.max(1) as i64 * 1000,
             on_expiry,
@@ -165,6 +167,8 @@ pub enum OperatorAction {
         reason: String,
         target: OverrideTarget,
     },
+    /// The production's warnings were read; the held phase (publish) may start.
+    AcknowledgeWarnings,
 }
 
 impl OperatorAction {
@@ -178,6 +182,7 @@ impl OperatorAction {
             Self::Cancel => "cancel",
             Self::Edit { .. } => "edit",
             Self::Override { .. } => "override",
+            Self::AcknowledgeWarnings => "acknowledge_warnings",
         }
     }
 
@@ -332,6 +337,7 @@ impl Ops {
                     None,
                 ),
                 OperatorAction::Cancel => (Command::Cancel, None),
+                OperatorAction::AcknowledgeWarnings => (Command::AcknowledgeWarnings, None),
                 OperatorAction::Override { reason, target } => (
                     Command::Override {
                         reason: reason.clone(),

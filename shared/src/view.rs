@@ -37,6 +37,21 @@ pub fn banner(p: &Production) -> String {
     match p.status {
         ProductionStatus::Queued => format!("Queued: phase {current} waits for a worker."),
         ProductionStatus::Running => format!("Running phase {current}."),
+        ProductionStatus::AwaitingApproval
+            if p.approval
+                .as_ref()
+                .is_some_and(|a| a.kind == crate::domain::GateKind::Warnings) =>
+        {
+            let held = p
+                .gates
+                .acknowledge_before
+                .as_deref()
+                .unwrap_or("the next phase");
+            format!(
+                "{held} waits until the warnings are acknowledged (acknowledge_warnings): {}",
+                p.warnings.join("; ")
+            )
+        }
         ProductionStatus::AwaitingApproval => {
             let until = p
                 .approval

@@ -7,7 +7,7 @@
 //! | GET | /productions?status=&limit= | viewer | the caller's account's productions, newest first |
 //! | POST | /productions | operator | create from a brief (its `account` must be the caller's) |
 //! | GET | /productions/{id} | viewer | state, phases, `available_actions`, `summary`, outputs |
-//! | POST | /productions/{id}/actions/{action} | operator (override: admin) | pause, resume, retry_phase, approve, reject `{feedback}`, edit `{changes}`, cancel, override `{reason, skip_gate \| jump_to}` |
+//! | POST | /productions/{id}/actions/{action} | operator (override: admin) | pause, resume, retry_phase, approve, reject `{feedback}`, edit `{changes}`, cancel, acknowledge_warnings, override `{reason, skip_gate \| jump_to}` |
 //! | GET | /productions/{id}/audit | viewer | the production's audit trail |
 //! | GET | /approvals | viewer | productions waiting for approval |
 //! | POST | /approvals/{id}/approve, /approvals/{id}/reject | operator | answer an approval |
@@ -477,6 +477,7 @@ fn action(name: &str, b: ActionBody) -> Result<OperatorAction, ApiError> {
         "retry_phase" | "retry" => OperatorAction::RetryPhase,
         "approve" => OperatorAction::Approve,
         "cancel" => OperatorAction::Cancel,
+        "acknowledge_warnings" => OperatorAction::AcknowledgeWarnings,
         "reject" => OperatorAction::Reject {
             feedback: b.feedback.ok_or_else(|| missing("feedback"))?,
         },
@@ -501,7 +502,7 @@ fn action(name: &str, b: ActionBody) -> Result<OperatorAction, ApiError> {
         }
         other => {
             return Err(ApiError::not_found(format!(
-                "no action {other:?} (pause, resume, retry_phase, approve, reject, edit, cancel, override)"
+                "no action {other:?} (pause, resume, retry_phase, approve, reject, edit, cancel, override, acknowledge_warnings)"
             )));
         }
     })

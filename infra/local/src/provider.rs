@@ -28,9 +28,17 @@ use sha2::{Digest, Sha256};
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     Status(u16),
-    RateLimit { reset_secs: u64 },
-    Slow { ms: u64 },
+    RateLimit {
+        reset_secs: u64,
+    },
+    Slow {
+        ms: u64,
+    },
     Refusal(bool),
+    /// Images: answer 200 with no image (a provider's silent filter).
+    NoImage,
+    /// Images: answer with these warning flags on the image (`copyright_risk`, ...).
+    Flags(Vec<String>),
 }
 
 /// A fault for the calls whose path (and optionally idempotency key) contain the given text.
@@ -183,6 +191,8 @@ enum Gate {
     Serve,
     Fail(Response),
     Refuse,
+    NoImage,
+    Flags(Vec<String>),
 }
 
 /// Counts the call, applies a matching fault.
@@ -266,6 +276,8 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
             Gate::Serve
         }
         Some(Fault::Refusal(true)) => Gate::Refuse,
+        Some(Fault::NoImage) => Gate::NoImage,
+        Some(Fault::Flags(flags)) => Gate::Flags(flags),
     }
 }
 
@@ -335,7 +347,10 @@ async fn chat(
             json!("I can't help with that request."),
             "stop",
         ),
-        Gate::Serve => (json!(answer(&messages)), Value::Null, "stop"),
+        // Image-only faults do not apply to chat.
+        Gate::Serve | Gate::NoImage | Gate::Flags(_) => {
+            (json!(answer(&messages)), Value::Null, "stop")
+        }
     };
     Json(json!({
         "id": format!("chatcmpl-{}", digest(&body.to_string())),
@@ -361,9 +376,15 @@ async fn image(
             "content_policy_violation",
             "Your request was rejected as a result of our safety system.",
         ),
-        Gate::Serve => {
+        Gate::NoImage => Json(json!({"created": 1_700_000_000, "data": []})).into_response(),
+        gate => {
             let prompt = body["prompt"].as_str().unwrap_or_default();
-            Json(json!({"created": 1_700_000_000, "data": [{"url": format!("https://images.provider.local/{}.png", digest(prompt))}]})).into_response()
+            let mut image =
+                json!({"url": format!("https://images.provider.local/{}.png", digest(prompt))});
+            if let Gate::Flags(flags) = gate {
+                image["warnings"] = json!(flags);
+            }
+            Json(json!({"created": 1_700_000_000, "data": [image]})).into_response()
         }
     }
 }
@@ -381,7 +402,7 @@ async fn speech(
             "content_policy_violation",
             "The input was rejected by our safety system.",
         ),
-        Gate::Serve => {
+        Gate::Serve | Gate::NoImage | Gate::Flags(_) => {
             let input = body["input"].as_str().unwrap_or_default();
             let mut audio = b"ID3".to_vec();
             audio.extend(Sha256::digest(input.as_bytes()).iter().cycle().take(1021));

@@ -57,6 +57,11 @@ pub(crate) struct StoredProduction {
     pub ov: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rv: u32,
+    /// Warnings raised by phases' outputs, and when they were acknowledged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wn: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wa: Option<Millis>,
     /// Sparse `by_due` index: present only while the production is due for the sweep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpk: Option<String>,
@@ -186,6 +191,8 @@ impl StoredProduction {
             ap: p.approval.clone(),
             ov: p.overridden,
             rv: p.revision,
+            wn: p.warnings.clone(),
+            wa: p.warnings_acknowledged_at,
             dpk: p.due_at.map(|_| DUE_PARTITION.to_string()),
             dat: p.due_at,
             gpk: format!("A#{}", p.account),
@@ -234,6 +241,8 @@ impl StoredProduction {
             approval: self.ap,
             overridden: self.ov,
             revision: self.rv,
+            warnings: self.wn,
+            warnings_acknowledged_at: self.wa,
             due_at: self.dat,
         })
     }
@@ -261,6 +270,9 @@ impl StoredProduction {
         }
         for e in self.au.iter_mut() {
             scrub(&mut e.d, format!("audit {} detail", e.t));
+        }
+        for w in self.wn.iter_mut() {
+            scrub(w, "a warning".into());
         }
         leaks
     }

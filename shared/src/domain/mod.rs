@@ -7,8 +7,8 @@ mod transition;
 
 pub use brief::{Brief, BriefError, VOICES};
 pub use production::{
-    Action, Approval, ErrorClass, GatePolicy, OnExpiry, PhaseError, PhaseState, PhaseStatus,
-    Production, ProductionStatus,
+    Action, Approval, ErrorClass, GateKind, GatePolicy, OnExpiry, PhaseError, PhaseState,
+    PhaseStatus, Production, ProductionStatus,
 };
 pub use transition::{
     AuditEvent, ClaimRefusal, Command, Dispatch, DomainError, FailDisposition, OverrideTarget,

@@ -195,6 +195,21 @@ impl PhaseState {
     }
 }
 
+/// What a gate waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateKind {
+    #[default]
+    Approval,
+    Warnings,
+}
+
+impl GateKind {
+    pub fn is_approval(&self) -> bool {
+        *self == Self::Approval
+    }
+}
+
 /// What happens when an approval is not given in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -210,6 +225,9 @@ pub enum OnExpiry {
 pub struct GatePolicy {
     /// Phases after which the production waits for approval.
     pub phases: Vec<String>,
+    /// The phase that may not start while warnings are unacknowledged (publish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledge_before: Option<String>,
     /// Skip every gate (an errored phase still stops the production).
     pub auto_approve: bool,
     /// How long an approval stays open; every approval expires.
@@ -221,6 +239,9 @@ impl Default for GatePolicy {
     fn default() -> Self {
         Self {
             phases: vec![],
+            // A pipeline's publishing phase is called `publish` by convention; a pipeline
+            // without one is never held.
+            acknowledge_before: Some("publish".into()),
             auto_approve: false,
             ttl: 24 * 3_600_000,
             on_expiry: OnExpiry::Fail,
@@ -231,6 +252,11 @@ impl Default for GatePolicy {
 /// An open approval request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
+    /// What the gate waits for: an approval (approve / reject), or an acknowledgement of
+    /// the production's warnings.
+    #[serde(default, skip_serializing_if = "GateKind::is_approval")]
+    pub kind: GateKind,
+    /// The phase the gate follows.
     pub phase: String,
     pub attempt: u32,
     pub requested_at: Millis,
@@ -263,6 +289,12 @@ pub struct Production {
     /// Bumped by edit and reject: phases' inputs changed, so their tool calls are new calls.
     #[serde(default)]
     pub revision: u32,
+    /// Flags raised by phases' outputs (`<phase>: <warning>`): the production proceeds, but
+    /// `gates.acknowledge_before` waits until an operator acknowledges them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings_acknowledged_at: Option<Millis>,
     /// When the recovery sweep should look at this production (the sparse `by_due` index):
     /// set while an operator's dispatch is unclaimed or an approval is open, never on the
     /// hot path of phase hand-offs (those are recovered by SQS redelivery).
@@ -283,6 +315,7 @@ pub enum Action {
     Cancel,
     /// Admin only: skip a gate or jump to a phase.
     Override,
+    AcknowledgeWarnings,
 }
 
 impl Action {
@@ -296,6 +329,7 @@ impl Action {
             Self::Edit => "edit",
             Self::Cancel => "cancel",
             Self::Override => "override",
+            Self::AcknowledgeWarnings => "acknowledge_warnings",
         }
     }
 }
@@ -324,6 +358,20 @@ impl Production {
         use ProductionStatus as S;
         match self.status {
             S::Queued | S::Running => vec![A::Pause, A::Cancel],
+            S::AwaitingApproval
+                if self
+                    .approval
+                    .as_ref()
+                    .is_some_and(|a| a.kind == GateKind::Warnings) =>
+            {
+                vec![
+                    A::AcknowledgeWarnings,
+                    A::Pause,
+                    A::Edit,
+                    A::Cancel,
+                    A::Override,
+                ]
+            }
             S::AwaitingApproval => vec![
                 A::Approve,
                 A::Reject,

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Action, Approval, ErrorClass, GatePolicy, Millis, OnExpiry, PhaseError, PhaseState,
+    Action, Approval, ErrorClass, GateKind, GatePolicy, Millis, OnExpiry, PhaseError, PhaseState,
     PhaseStatus, Production, ProductionStatus,
 };
 
@@ -19,6 +19,8 @@ pub enum Command {
         phase: String,
         attempt: u32,
         output: String,
+        /// Flags the output raised (e.g. `scene 2: copyright_risk`); see `GatePolicy`.
+        warnings: Vec<String>,
     },
     /// The claimed phase errored; `disposition` says what the runtime does with the message.
     Fail {
@@ -56,6 +58,8 @@ pub enum Command {
     },
     /// Sweeper: the open approval expired; apply the production's policy.
     ExpireApproval,
+    /// An operator read the production's warnings; the held phase may start.
+    AcknowledgeWarnings,
     /// Sweeper: the phase's message reached its DLQ without the runtime marking the phase
     /// (the worker died on its last receive).
     ObserveDeadLetter {
@@ -225,6 +229,8 @@ pub fn start(
         approval: None,
         overridden: false,
         revision: 0,
+        warnings: vec![],
+        warnings_acknowledged_at: None,
         due_at: Some(now),
     };
     Transition {
@@ -309,6 +315,7 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             phase,
             attempt,
             output,
+            warnings,
         } => {
             let i = running_index(p, &phase, attempt)?;
             let started = p.phases[i].started_at.unwrap_or(now);
@@ -320,10 +327,23 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             let mut event = AuditEvent::new("phase.succeeded", "success", now)
                 .phase(&phase, attempt)
                 .detail(format!("took {} ms", now - started));
+            // This phase's warnings replace those of its earlier runs; new ones need a new
+            // acknowledgement.
+            let prefix = format!("{phase}: ");
+            next.warnings.retain(|w| !w.starts_with(&prefix));
+            if !warnings.is_empty() {
+                event
+                    .detail
+                    .push_str(&format!("; {} warning(s)", warnings.len()));
+                next.warnings
+                    .extend(warnings.iter().map(|w| format!("{prefix}{w}")));
+                next.warnings_acknowledged_at = None;
+            }
             let gated = p.gates.phases.contains(&phase) && !p.gates.auto_approve;
             if gated && next.status != ProductionStatus::Cancelled {
                 // Held even if paused: resume returns to the open approval.
                 next.approval = Some(Approval {
+                    kind: GateKind::Approval,
                     phase: phase.clone(),
                     attempt,
                     requested_at: now,
@@ -344,11 +364,15 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
                     ProductionStatus::Paused => event.detail.push_str("; paused, next phase held"),
                     ProductionStatus::Cancelled => event.detail.push_str("; production cancelled"),
                     _ => match advance(&mut next, i, now) {
-                        Some(d) => {
+                        Step::Dispatch(d) => {
                             event.detail.push_str(&format!("; {} queued", d.phase));
                             dispatch = Some(d);
                         }
-                        None => {
+                        Step::Held(held) => {
+                            audit.push(event);
+                            event = held;
+                        }
+                        Step::Completed => {
                             audit.push(event);
                             event = AuditEvent::new("production.completed", "success", now);
                         }
@@ -435,6 +459,19 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
                     audit,
                 });
             }
+            let undone = next.phases.iter().position(|ph| !ph.status.is_done());
+            if let Some(j) = undone.filter(|j| *j > 0)
+                && next.phases[j].status != PhaseStatus::Running
+                && held_for_warnings(&next, &next.phases[j].name.clone())
+            {
+                audit.push(event);
+                audit.push(open_warnings_gate(&mut next, j - 1, now));
+                return Ok(Transition {
+                    production: next,
+                    dispatch,
+                    audit,
+                });
+            }
             match next.phases.iter_mut().find(|ph| !ph.status.is_done()) {
                 // A phase still running will hand off itself when it commits.
                 Some(ph) if ph.status == PhaseStatus::Running => {}
@@ -489,10 +526,25 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
             audit.push(
                 AuditEvent::new("approval.approved", "success", now).phase(&a.phase, a.attempt),
             );
-            match advance(&mut next, i, now) {
-                Some(d) => dispatch = Some(d),
-                None => audit.push(AuditEvent::new("production.completed", "success", now)),
+            step(&mut next, i, now, &mut dispatch, &mut audit);
+        }
+        Command::AcknowledgeWarnings => {
+            if !p.available_actions().contains(&Action::AcknowledgeWarnings) {
+                return Err(unavailable(Action::AcknowledgeWarnings));
             }
+            let a = next
+                .approval
+                .take()
+                .expect("awaiting acknowledgement has a gate");
+            let i = p.phase_index(&a.phase).expect("gated phase exists");
+            next.status = ProductionStatus::Running;
+            next.warnings_acknowledged_at = Some(now);
+            audit.push(
+                AuditEvent::new("warnings.acknowledged", "success", now)
+                    .phase(&a.phase, a.attempt)
+                    .detail(next.warnings.join("; ")),
+            );
+            step(&mut next, i, now, &mut dispatch, &mut audit);
         }
         Command::Reject { feedback } => {
             if !p.available_actions().contains(&Action::Reject) {
@@ -574,15 +626,19 @@ fn decide_inner(p: &Production, cmd: Command, now: Millis) -> Result<Transition,
                     };
                     let i = p.phase_index(&a.phase).expect("gated phase exists");
                     next.status = ProductionStatus::Running;
+                    let gate = match a.kind {
+                        GateKind::Approval => "the approval gate",
+                        GateKind::Warnings => {
+                            next.warnings_acknowledged_at = Some(now);
+                            "the warnings acknowledgement"
+                        }
+                    };
                     audit.push(
                         AuditEvent::new("override.applied", "success", now)
                             .phase(&a.phase, a.attempt)
-                            .detail(format!("skipped the approval gate: {reason}")),
+                            .detail(format!("skipped {gate}: {reason}")),
                     );
-                    match advance(&mut next, i, now) {
-                        Some(d) => dispatch = Some(d),
-                        None => audit.push(AuditEvent::new("production.completed", "success", now)),
-                    }
+                    step(&mut next, i, now, &mut dispatch, &mut audit);
                 }
                 OverrideTarget::JumpTo(target) => {
                     let t = p
@@ -780,21 +836,76 @@ fn known_phase(p: &Production, phase: &str) -> Result<usize, DomainError> {
         .ok_or_else(|| DomainError::UnknownPhase(phase.into()))
 }
 
-/// Queues the phase after `i` (a new attempt), or completes the production.
-fn advance(p: &mut Production, i: usize, now: Millis) -> Option<Dispatch> {
-    match p.phases.get_mut(i + 1) {
-        Some(n) => {
-            requeue(n, now);
-            Some(Dispatch {
-                phase: n.name.clone(),
-                attempt: n.attempt,
-            })
-        }
-        None => {
-            p.status = ProductionStatus::Completed;
-            None
-        }
+/// What follows a finished (or approved) phase.
+enum Step {
+    Dispatch(Dispatch),
+    /// The next phase waits for the warnings to be acknowledged (the event says so).
+    Held(AuditEvent),
+    Completed,
+}
+
+/// Queues the phase after `i` (a new attempt), holds it for unacknowledged warnings, or
+/// completes the production.
+fn advance(p: &mut Production, i: usize, now: Millis) -> Step {
+    let Some(name) = p.phases.get(i + 1).map(|n| n.name.clone()) else {
+        p.status = ProductionStatus::Completed;
+        return Step::Completed;
+    };
+    if held_for_warnings(p, &name) {
+        return Step::Held(open_warnings_gate(p, i, now));
     }
+    let n = &mut p.phases[i + 1];
+    requeue(n, now);
+    Step::Dispatch(Dispatch {
+        phase: n.name.clone(),
+        attempt: n.attempt,
+    })
+}
+
+/// `advance`, recording the dispatch or the audit event it leads to.
+fn step(
+    p: &mut Production,
+    i: usize,
+    now: Millis,
+    dispatch: &mut Option<Dispatch>,
+    audit: &mut Vec<AuditEvent>,
+) {
+    match advance(p, i, now) {
+        Step::Dispatch(d) => *dispatch = Some(d),
+        Step::Held(e) => audit.push(e),
+        Step::Completed => audit.push(AuditEvent::new("production.completed", "success", now)),
+    }
+}
+
+/// Whether phase `name` may not start yet: it is the gated one and warnings are open.
+fn held_for_warnings(p: &Production, name: &str) -> bool {
+    p.gates.acknowledge_before.as_deref() == Some(name)
+        && !p.warnings.is_empty()
+        && p.warnings_acknowledged_at.is_none()
+}
+
+/// Opens the warnings gate after phase `after` (it expires like an approval).
+fn open_warnings_gate(p: &mut Production, after: usize, now: Millis) -> AuditEvent {
+    let ph = &p.phases[after];
+    let (phase, attempt) = (ph.name.clone(), ph.attempt);
+    p.approval = Some(Approval {
+        kind: GateKind::Warnings,
+        phase: phase.clone(),
+        attempt,
+        requested_at: now,
+        expires_at: now + p.gates.ttl,
+        renewals: 0,
+    });
+    if p.status != ProductionStatus::Paused {
+        p.status = ProductionStatus::AwaitingApproval;
+    }
+    AuditEvent::new("warnings.acknowledgement_requested", "success", now)
+        .phase(&phase, attempt)
+        .detail(format!(
+            "{} must not start before these are acknowledged: {}",
+            p.gates.acknowledge_before.as_deref().unwrap_or("-"),
+            p.warnings.join("; ")
+        ))
 }
 
 /// A fresh attempt of `ph`, waiting for a worker.

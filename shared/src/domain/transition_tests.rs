@@ -6,6 +6,7 @@ const NOW: Millis = 1_000_000;
 fn gates() -> GatePolicy {
     GatePolicy {
         phases: vec!["script".into()],
+        acknowledge_before: Some("publish".into()),
         auto_approve: false,
         ttl: 1000,
         on_expiry: OnExpiry::Fail,
@@ -51,6 +52,7 @@ fn fixture(status: ProductionStatus) -> Production {
             set(&mut p, 0, Ph::Succeeded, 1);
             set(&mut p, 1, Ph::Succeeded, 1);
             p.approval = Some(Approval {
+                kind: GateKind::Approval,
                 phase: "script".into(),
                 attempt: 1,
                 requested_at: NOW - 10,
@@ -112,6 +114,7 @@ fn commands(p: &Production) -> Vec<(&'static str, Command)> {
                 phase: phase.clone(),
                 attempt,
                 output: "OUT#x#1".into(),
+                warnings: vec![],
             },
         ),
         ("fail_retry", fail(FailDisposition::Retry)),
@@ -161,6 +164,7 @@ fn commands(p: &Production) -> Vec<(&'static str, Command)> {
             },
         ),
         ("expire_approval", Command::ExpireApproval),
+        ("acknowledge_warnings", Command::AcknowledgeWarnings),
     ]
 }
 
@@ -202,6 +206,7 @@ fn every_status_against_every_command() {
             (_, "reconcile") => Err("no expired lease"),
             (S::AwaitingApproval, "expire_approval") => Err("has not expired"),
             (_, "expire_approval") => Err("no open approval"),
+            (_, "acknowledge_warnings") => Err("not available"),
             (_, "pause" | "resume" | "retry_phase" | "approve" | "reject" | "edit")
             | (_, "override_skip" | "override_jump") => Err("not available"),
             _ => unreachable!("{s:?} {c}"),
@@ -226,7 +231,7 @@ fn every_status_against_every_command() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 8 * 17);
+    assert_eq!(checked, 8 * 18);
 }
 
 #[test]
@@ -313,6 +318,7 @@ fn happy_path_walks_every_phase_and_completes() {
                 phase: phase.to_string(),
                 attempt: 1,
                 output: format!("OUT#{phase}#1"),
+                warnings: vec![],
             },
             NOW + 10,
         )
@@ -437,6 +443,7 @@ fn pause_while_running_holds_the_next_phase_and_resume_dispatches_it() {
             phase: "script".into(),
             attempt: 1,
             output: "o".into(),
+            warnings: vec![],
         },
         NOW,
     )
@@ -509,6 +516,7 @@ fn a_phase_finishing_after_cancel_keeps_the_production_cancelled() {
             phase: "script".into(),
             attempt: 1,
             output: "o".into(),
+            warnings: vec![],
         },
         NOW,
     )
@@ -535,6 +543,7 @@ fn a_gated_phase_waits_for_approval_and_approve_starts_the_next() {
             phase: "script".into(),
             attempt: 1,
             output: "o".into(),
+            warnings: vec![],
         },
         NOW,
     )
@@ -569,6 +578,7 @@ fn auto_approve_skips_gates() {
             phase: "script".into(),
             attempt: 1,
             output: "o".into(),
+            warnings: vec![],
         },
         NOW,
     )
@@ -740,6 +750,7 @@ fn a_gate_reached_while_paused_is_held_and_resume_returns_to_it() {
             phase: "script".into(),
             attempt: 1,
             output: "o".into(),
+            warnings: vec![],
         },
         NOW,
     )
@@ -778,6 +789,7 @@ fn only_operator_dispatches_and_open_approvals_are_due() {
             phase: "brief".into(),
             attempt: 1,
             output: "o".into(),
+            warnings: vec![],
         },
         NOW,
     )
@@ -792,6 +804,7 @@ fn only_operator_dispatches_and_open_approvals_are_due() {
             phase: "script".into(),
             attempt: 1,
             output: "o".into(),
+            warnings: vec![],
         },
         NOW,
     )
@@ -858,4 +871,123 @@ fn a_message_dead_lettered_without_a_result_marks_the_phase() {
         attempt: 7,
     };
     assert!(decide(&fixture(ProductionStatus::Running), stale, NOW).is_err());
+}
+
+/// A production whose voice phase runs, with warnings from assets already recorded.
+fn voice_running_with_warnings() -> Production {
+    let mut p = fresh();
+    p.gates.phases.clear();
+    p.status = ProductionStatus::Running;
+    for i in 0..3 {
+        set(&mut p, i, PhaseStatus::Succeeded, 1);
+    }
+    set(&mut p, 3, PhaseStatus::Running, 1);
+    p.warnings = vec!["assets: scene 2: copyright_risk".into()];
+    p
+}
+
+fn succeed(phase: &str, warnings: &[&str]) -> Command {
+    Command::Succeed {
+        phase: phase.into(),
+        attempt: 1,
+        output: format!("O#{phase}#1"),
+        warnings: warnings.iter().map(|w| w.to_string()).collect(),
+    }
+}
+
+#[test]
+fn warnings_let_the_production_proceed_but_hold_publish_until_acknowledged() {
+    // Assets raise a warning: voice still starts.
+    let mut p = voice_running_with_warnings();
+    set(&mut p, 2, PhaseStatus::Running, 1);
+    set(&mut p, 3, PhaseStatus::Pending, 0);
+    p.warnings.clear();
+    let t = decide(&p, succeed("assets", &["scene 2: copyright_risk"]), NOW).unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "voice");
+    assert_eq!(t.production.warnings, ["assets: scene 2: copyright_risk"]);
+
+    // Voice succeeds: publish is held for the acknowledgement.
+    let t = decide(&voice_running_with_warnings(), succeed("voice", &[]), NOW).unwrap();
+    assert_eq!(t.dispatch, None);
+    let held = t.production;
+    assert_eq!(held.status, ProductionStatus::AwaitingApproval);
+    let gate = held.approval.clone().unwrap();
+    assert_eq!(
+        (gate.kind, gate.phase.as_str()),
+        (GateKind::Warnings, "voice")
+    );
+    assert_eq!(held.phase("publish").unwrap().status, PhaseStatus::Pending);
+    assert_eq!(
+        held.available_actions(),
+        [
+            Action::AcknowledgeWarnings,
+            Action::Pause,
+            Action::Edit,
+            Action::Cancel,
+            Action::Override
+        ]
+    );
+    assert!(
+        decide(&held, Command::Approve, NOW).is_err(),
+        "not an approval"
+    );
+    assert!(
+        decide(
+            &held,
+            Command::Reject {
+                feedback: "x".into()
+            },
+            NOW
+        )
+        .is_err(),
+        "nothing to re-run"
+    );
+
+    let t = decide(&held, Command::AcknowledgeWarnings, NOW + 5).unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "publish");
+    assert_eq!(t.production.warnings_acknowledged_at, Some(NOW + 5));
+    assert_eq!(t.production.approval, None);
+    assert_eq!(t.audit[0].kind, "warnings.acknowledged");
+    assert!(t.audit[0].detail.contains("copyright_risk"));
+}
+
+#[test]
+fn a_paused_production_with_warnings_resumes_into_the_acknowledgement() {
+    let mut p = voice_running_with_warnings();
+    p.status = ProductionStatus::Paused;
+    let t = decide(&p, succeed("voice", &[]), NOW).unwrap();
+    assert_eq!(
+        (t.production.status, t.dispatch.is_none()),
+        (ProductionStatus::Paused, true)
+    );
+    let t = decide(&t.production, Command::Resume, NOW + 1).unwrap();
+    assert_eq!(t.dispatch, None, "publish does not start");
+    assert_eq!(t.production.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(t.production.approval.unwrap().kind, GateKind::Warnings);
+}
+
+#[test]
+fn an_admin_override_skips_the_acknowledgement() {
+    let held = decide(&voice_running_with_warnings(), succeed("voice", &[]), NOW)
+        .unwrap()
+        .production;
+    let t = decide(
+        &held,
+        Command::Override {
+            reason: "legal reviewed the image".into(),
+            target: OverrideTarget::SkipGate,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "publish");
+    assert!(t.audit[0].detail.contains("warnings acknowledgement"));
+}
+
+#[test]
+fn without_warnings_publish_starts_at_once() {
+    let mut p = voice_running_with_warnings();
+    p.warnings.clear();
+    let t = decide(&p, succeed("voice", &[]), NOW).unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "publish");
 }

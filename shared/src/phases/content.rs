@@ -31,6 +31,9 @@ pub struct ScriptScene {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AssetsOut {
     pub images: Vec<SceneImage>,
+    /// `scene <n>: <flag>`: publish waits until an operator acknowledges them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SceneImage {
@@ -162,7 +165,9 @@ impl Phase for Script {
     }
 }
 
-/// One image per planned scene; each scene is its own idempotent call.
+/// One image per planned scene; each scene is its own idempotent call. Output contract:
+/// an image for every planned scene, or the phase fails (`assets_incomplete`) here rather
+/// than stalling publish later. Images' warning flags are passed on.
 pub struct Assets;
 
 impl Phase for Assets {
@@ -176,6 +181,8 @@ impl Phase for Assets {
         async move {
             let plan: Plan = ctx.input("brief")?;
             let mut images = Vec::with_capacity(plan.scenes.len());
+            let mut warnings = Vec::new();
+            let mut missing = Vec::new();
             for s in &plan.scenes {
                 let req = ImageRequest {
                     model: IMAGE_MODEL.into(),
@@ -189,13 +196,33 @@ impl Phase for Assets {
                     n: 1,
                     size: "1024x1024".into(),
                 };
-                let img = ctx.tools.image(&format!("scene-{}", s.n), &req).await?;
+                let img = match ctx.tools.image(&format!("scene-{}", s.n), &req).await {
+                    Ok(img) => img,
+                    // Not recorded as done: a retry asks again for this scene only.
+                    Err(e) if e.code == "provider_no_image" => {
+                        missing.push(s.n.to_string());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                warnings.extend(img.warnings.iter().map(|w| format!("scene {}: {w}", s.n)));
                 images.push(SceneImage {
                     scene: s.n,
                     url: img.url,
                 });
             }
-            to_value(AssetsOut { images })
+            if !missing.is_empty() {
+                return Err(StepError::permanent(
+                    "assets_incomplete",
+                    format!(
+                        "{} of {} scenes have an image (none for scene {})",
+                        images.len(),
+                        plan.scenes.len(),
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            to_value(AssetsOut { images, warnings })
         }
         .boxed()
     }

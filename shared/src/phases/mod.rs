@@ -62,6 +62,19 @@ impl PhaseContext {
     }
 }
 
+/// The warnings a phase's output raises: its top-level `warnings` array of strings (at most
+/// 20 kept, each at most 200 characters: they travel in the production's state).
+pub fn output_warnings(output: &serde_json::Value) -> Vec<String> {
+    output["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str())
+        .take(20)
+        .map(|w| w.chars().take(200).collect())
+        .collect()
+}
+
 /// The phase implementation for a name, for the local runtime and tests.
 pub fn by_name(name: &str) -> Option<Box<dyn Phase>> {
     Some(match name {

@@ -284,6 +284,7 @@ impl PhaseRuntime {
                         phase: msg.phase.clone(),
                         attempt: msg.attempt,
                         output: key,
+                        warnings: crate::phases::output_warnings(&output),
                     },
                     None,
                 ),

@@ -50,6 +50,10 @@ pub struct ImageRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageResult {
     pub url: String,
+    /// Flags the provider raised on the image (`copyright_risk`, `attribution_required`,
+    /// `low_safety_score`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +109,11 @@ struct ImageResponse {
 struct ImageDatum {
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+    /// Some providers score an image's safety in [0, 1]; below 0.5 is flagged.
+    #[serde(default)]
+    safety_score: Option<f64>,
 }
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -157,10 +166,24 @@ impl ProviderClient {
 
     pub async fn image(&self, req: &ImageRequest, key: &str) -> Result<ImageResult, StepError> {
         let res: ImageResponse = self.post_json("images/generations", req, key).await?;
-        let url = res.data.into_iter().find_map(|d| d.url).ok_or_else(|| {
-            StepError::permanent("provider_bad_response", "image response had no url")
-        })?;
-        Ok(ImageResult { url })
+        let datum = res
+            .data
+            .into_iter()
+            .find(|d| d.url.is_some())
+            .ok_or_else(|| {
+                StepError::permanent(
+                    "provider_no_image",
+                    "the provider answered without an image (filtered?)",
+                )
+            })?;
+        let mut warnings = datum.warnings;
+        if datum.safety_score.is_some_and(|s| s < 0.5) {
+            warnings.push("low_safety_score".into());
+        }
+        Ok(ImageResult {
+            url: datum.url.unwrap_or_default(),
+            warnings,
+        })
     }
 
     pub async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<SpeechResult, StepError> {
