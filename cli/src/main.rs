@@ -105,6 +105,16 @@ enum Command {
     /// Dead-letter queues: list, show, resubmit, redrive, discard.
     #[command(subcommand)]
     Dlq(Dlq),
+    /// An account's limits and usage; admins set them (`none`: the stack's default).
+    Account {
+        account: String,
+        /// Productions it may start per calendar month (UTC).
+        #[arg(long, value_parser = limit)]
+        monthly: Option<Limit>,
+        /// Productions it may have active at once.
+        #[arg(long, value_parser = limit)]
+        concurrent: Option<Limit>,
+    },
     /// Integrations (AI providers): list with health (default), enable, disable, test.
     Integrations {
         #[command(subcommand)]
@@ -196,6 +206,22 @@ enum AlarmAction {
     Ack { id: String },
     /// Fixed; a new occurrence reopens it.
     Resolve { id: String },
+}
+
+/// A limit given on the command line: a number, or `none` for the stack's default.
+#[derive(Clone, Copy)]
+struct Limit(Option<u32>);
+
+fn limit(s: &str) -> Result<Limit, String> {
+    match s {
+        "none" => Ok(Limit(None)),
+        n => n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| Limit(Some(n)))
+            .ok_or_else(|| format!("{s:?}: expected a number of at least 1, or none")),
+    }
 }
 
 fn role(name: &str) -> Result<Role> {
@@ -338,6 +364,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             act(&cli, id, OperatorAction::AcknowledgeWarnings).await
         }
         Command::Dlq(ref cmd) => dlq(&cli, cmd).await,
+        Command::Account {
+            ref account,
+            monthly,
+            concurrent,
+        } => {
+            let ops = connect(&cli.stack).await?;
+            let usage = if monthly.is_some() || concurrent.is_some() {
+                let current = ops.account_usage(account).await?.own;
+                let limits = shepherd::limits::Limits {
+                    monthly_allowance: monthly.map_or(current.monthly_allowance, |l| l.0),
+                    max_concurrent: concurrent.map_or(current.max_concurrent, |l| l.0),
+                };
+                ops.set_limits(account, limits, role(&cli.role)?).await?
+            } else {
+                ops.account_usage(account).await?
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&usage)?);
+            } else {
+                let show = |l: Option<u32>| l.map_or("unlimited".to_string(), |n| n.to_string());
+                println!("Account {} ({})", usage.account, usage.month);
+                println!(
+                    "  started this month: {} of {}",
+                    usage.started_this_month,
+                    show(usage.effective.monthly_allowance)
+                );
+                println!(
+                    "  active now:         {} of {}  {}",
+                    usage.active.len(),
+                    show(usage.effective.max_concurrent),
+                    usage.active.join(" ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Integrations { ref action } => {
             let ops = connect(&cli.stack).await?;
             let role = role(&cli.role)?;

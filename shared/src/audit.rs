@@ -23,6 +23,9 @@ pub struct AuditSource {
     pub acct: String,
     pub tr: String,
     pub v: u64,
+    /// The production's status after the write.
+    #[serde(default)]
+    pub st: Option<crate::domain::ProductionStatus>,
     #[serde(default)]
     pub(crate) au: Vec<StoredAudit>,
 }
@@ -208,4 +211,41 @@ pub async fn query(
             return Ok(out);
         }
     }
+}
+
+/// Keeps each account's set of productions holding a concurrency slot true to the writes
+/// (see `crate::limits`): a write that leaves a production in a status without a slot
+/// releases it; a retry, redrive or override that brings it back to work takes it again.
+/// Both are idempotent set operations, so a replayed stream record changes nothing.
+pub async fn settle_slots(
+    client: &Client,
+    state_table: &str,
+    sources: &[AuditSource],
+) -> Result<usize, ProjectError> {
+    let mut n = 0;
+    for src in sources {
+        let Some(status) = src.st else { continue };
+        let holds = crate::limits::holds_slot(status);
+        let revived = src
+            .au
+            .iter()
+            .any(|e| crate::limits::REVIVALS.contains(&e.t.as_str()));
+        let op = match (holds, revived) {
+            (false, _) => "DELETE",
+            (true, true) => "ADD",
+            (true, false) => continue,
+        };
+        client
+            .update_item()
+            .table_name(state_table)
+            .key("pk", AttributeValue::S(format!("ACCT#{}", src.acct)))
+            .key("sk", AttributeValue::S("A".into()))
+            .update_expression(format!("{op} active :ids"))
+            .expression_attribute_values(":ids", AttributeValue::Ss(vec![src.id.clone()]))
+            .send()
+            .await
+            .map_err(|e| ProjectError(crate::adapters::sdk_error(&e)))?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod dlq;
 pub mod domain;
 pub mod integrations;
+pub mod limits;
 pub mod observability;
 pub mod ops;
 pub mod phases;

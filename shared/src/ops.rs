@@ -37,6 +37,11 @@ pub struct StackConfig {
     /// The SSM parameter holding the integration registry.
     #[serde(default)]
     pub integrations_param: String,
+    /// Accounts without limits of their own get these (0: unlimited).
+    #[serde(default)]
+    pub default_monthly_allowance: u32,
+    #[serde(default)]
+    pub default_max_concurrent: u32,
 }
 
 fn default_approval_ttl() -> u64 {
@@ -86,6 +91,15 @@ impl StackConfig {
         })
     }
 
+    /// The limits of accounts that have none of their own.
+    pub fn default_limits(&self) -> crate::limits::Limits {
+        let some = |n: u32| (n > 0).then_some(n);
+        crate::limits::Limits {
+            monthly_allowance: some(self.default_monthly_allowance),
+            max_concurrent: some(self.default_max_concurrent),
+        }
+    }
+
     pub fn queue_map(&self) -> BTreeMap<String, String> {
         self.queues
             .split(',')
@@ -123,6 +137,9 @@ pub enum OpsError {
     /// The request itself is wrong (HTTP 400).
     #[error("{0}")]
     Invalid(String),
+    /// An account limit refused it (HTTP 429); the text names the limit and the figures.
+    #[error("{0}")]
+    LimitReached(String),
 }
 
 impl OpsError {
@@ -133,6 +150,7 @@ impl OpsError {
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::Conflict { .. } => 409,
+            Self::LimitReached(_) => 429,
             Self::DispatchFailed { .. } | Self::Store(_) | Self::Config(_) => 503,
         }
     }
@@ -301,9 +319,61 @@ impl Ops {
             trace,
             self.clock.now(),
         );
-        self.store.create(&t, &brief, actor).await?;
+        let reservation = crate::limits::Reservation {
+            account: brief.account.clone(),
+            month: crate::limits::month_of(self.clock.now()),
+            defaults: self.stack.default_limits(),
+        };
+        // A read first, for the common refusal: nothing is attempted. The transaction's
+        // condition below is what makes the reservation atomic (two racing starts).
+        let usage = self.account_usage(&brief.account).await?;
+        if usage.is_full() {
+            return Err(OpsError::LimitReached(usage.refusal()));
+        }
+        match self.store.create(&t, &brief, actor, &reservation).await {
+            Ok(()) => {}
+            Err(StoreError::LimitReached) => {
+                let usage = self.account_usage(&brief.account).await?;
+                return Err(OpsError::LimitReached(usage.refusal()));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.dispatch(&t).await?;
         Ok(t.production)
+    }
+
+    /// An account's limits and what it uses of them this month.
+    pub async fn account_usage(
+        &self,
+        account: &str,
+    ) -> Result<crate::limits::AccountUsage, OpsError> {
+        let month = crate::limits::month_of(self.clock.now());
+        Ok(self
+            .store
+            .account(account, &month, self.stack.default_limits())
+            .await?)
+    }
+
+    /// Sets an account's own limits (admin); `None` falls back to the stack's default.
+    pub async fn set_limits(
+        &self,
+        account: &str,
+        limits: crate::limits::Limits,
+        role: Role,
+    ) -> Result<crate::limits::AccountUsage, OpsError> {
+        if role < Role::Admin {
+            return Err(OpsError::Forbidden(
+                "setting an account's limits needs the Admin role".into(),
+            ));
+        }
+        if limits.monthly_allowance == Some(0) || limits.max_concurrent == Some(0) {
+            return Err(OpsError::Invalid(
+                "a limit is at least 1 (use none for unlimited; cancel productions to stop an account)"
+                    .into(),
+            ));
+        }
+        self.store.set_limits(account, limits).await?;
+        self.account_usage(account).await
     }
 
     /// Carries out an operator's action: refused with 409 unless available, 403 unless the

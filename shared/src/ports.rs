@@ -15,6 +15,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("production {0} already exists")]
     AlreadyExists(String),
+    /// The account's monthly allowance or concurrency limit refused a start.
+    #[error("an account limit was reached")]
+    LimitReached,
 }
 
 /// What a conditional claim did.
@@ -38,12 +41,27 @@ pub enum CommitOutcome {
 pub struct Actor(pub String);
 
 pub trait Store: Send + Sync {
-    /// Creates the production and its brief atomically (never overwrites).
+    /// Creates the production and its brief and reserves the account's allowance and a
+    /// concurrency slot, atomically (never overwrites; `LimitReached` changes nothing).
     fn create<'a>(
         &'a self,
         t: &'a Transition,
         brief: &'a Brief,
         actor: &'a Actor,
+        reservation: &'a crate::limits::Reservation,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// An account's limits and usage in `month` (`defaults` where it has none).
+    fn account<'a>(
+        &'a self,
+        account: &'a str,
+        month: &'a str,
+        defaults: crate::limits::Limits,
+    ) -> BoxFuture<'a, Result<crate::limits::AccountUsage, StoreError>>;
+    /// Sets an account's own limits (`None`: the stack's default).
+    fn set_limits<'a>(
+        &'a self,
+        account: &'a str,
+        limits: crate::limits::Limits,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Consistent read of one production.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Production>, StoreError>>;

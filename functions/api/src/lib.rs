@@ -19,11 +19,13 @@
 //! | POST | /dlq/messages/{id}/resubmit | operator | back to its source queue as the next attempt |
 //! | POST | /dlq/redrive | operator | `{phase?, code?, older_than_secs?, rate?}` |
 //! | POST | /dlq/messages/{id}/discard | admin | `{reason}`, audited |
+//! | GET | /account | viewer | the caller's account's limits and usage |
 //! | GET | /integrations | viewer | the providers in chain order, with health |
 //! | PATCH | /integrations/{id} | operator | `{"enabled": false, "reason": "..."}` or `{"enabled": true}` |
 //!
 //! Errors are JSON `{"code", "message"}` (409s add `available`): `invalid_request` 400,
-//! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409, `unavailable` 503.
+//! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409, `limit_reached` 429,
+//! `unavailable` 503.
 //! An account never sees another account's productions: they are `not_found`.
 
 use std::collections::HashMap;
@@ -299,6 +301,7 @@ impl From<OpsError> for ApiError {
             403 => "forbidden",
             404 => "not_found",
             409 => "conflict",
+            429 => "limit_reached",
             _ => "unavailable",
         };
         let available = match &e {
@@ -376,6 +379,7 @@ pub fn router(api: Api) -> Router {
         .route("/dlq/redrive", post(dlq_redrive))
         .route("/dlq/messages/{id}", get(dlq_show))
         .route("/dlq/messages/{id}/{action}", post(dlq_act))
+        .route("/account", get(account))
         .route("/integrations", get(integrations))
         .route("/integrations/{id}", axum::routing::patch(set_integration))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -793,6 +797,11 @@ async fn dlq_redrive(State(api): State<Api>, caller: Caller, bytes: Bytes) -> An
         .dlq_redrive(&filter, b.rate.unwrap_or(10), &caller.actor(), caller.role)
         .await?;
     ok(serde_json::to_value(r).unwrap_or_default())
+}
+
+async fn account(State(api): State<Api>, caller: Caller) -> Answer {
+    let usage = api.ops().await?.account_usage(&caller.account).await?;
+    ok(serde_json::to_value(usage).unwrap_or_default())
 }
 
 async fn integrations(State(api): State<Api>, _caller: Caller) -> Answer {

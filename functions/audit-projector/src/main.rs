@@ -2,11 +2,12 @@
 
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use shepherd::audit::{AuditSource, project};
+use shepherd::audit::{AuditSource, project, settle_slots};
 
 async fn handler(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
+    state_table: &str,
     event: Event,
 ) -> Result<(), Error> {
     let mut sources = Vec::new();
@@ -22,7 +23,8 @@ async fn handler(
         }
     }
     let n = project(client, table, &sources).await?;
-    tracing::info!(events = n, "audit projected");
+    let slots = settle_slots(client, state_table, &sources).await?;
+    tracing::info!(events = n, slots, "audit projected");
     Ok(())
 }
 
@@ -31,6 +33,9 @@ async fn main() -> Result<(), Error> {
     shepherd::observability::init();
     let table = std::env::var("SHEPHERD_AUDIT_TABLE")
         .map_err(|_| "configuration SHEPHERD_AUDIT_TABLE is not set")?;
+    let state_table = std::env::var("SHEPHERD_STATE_TABLE")
+        .map_err(|_| "configuration SHEPHERD_STATE_TABLE is not set")?;
+    let state_table = state_table.as_str();
     // Built on the first event: loading the TLS roots is most of a cold start.
     let client = tokio::sync::OnceCell::new();
     let (client, table) = (&client, table.as_str());
@@ -41,7 +46,7 @@ async fn main() -> Result<(), Error> {
                 aws_sdk_dynamodb::Client::new(&sdk)
             })
             .await;
-        handler(client, table, e.payload).await
+        handler(client, table, state_table, e.payload).await
     }))
     .await
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
-use shepherd::audit::{AuditSource, project};
+use shepherd::audit::{AuditSource, project, settle_slots};
 use shepherd::config::Config;
 use shepherd::recovery::{Sweeper, lost_dispatch_after};
 use shepherd::runtime::{AwsClients, PhaseRuntime, Stats};
@@ -125,6 +125,11 @@ impl LocalRuntime {
                             .get("SHEPHERD_AUDIT_TABLE")
                             .cloned()
                             .unwrap_or_default();
+                        let state_table = f
+                            .env
+                            .get("SHEPHERD_STATE_TABLE")
+                            .cloned()
+                            .unwrap_or_default();
                         if f.binary != "audit-projector" {
                             return Err(RuntimeError::UnknownBinary(
                                 f.logical_id.clone(),
@@ -138,6 +143,7 @@ impl LocalRuntime {
                             stream_arn: stream_arn.clone(),
                             batch_size: *batch_size,
                             table,
+                            state_table,
                         };
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
@@ -402,6 +408,7 @@ struct StreamPoller {
     stream_arn: String,
     batch_size: i32,
     table: String,
+    state_table: String,
     exec: Option<tokio::runtime::Handle>,
 }
 
@@ -450,7 +457,12 @@ impl StreamPoller {
                     Ok(0)
                 } else {
                     let (ddb, table) = (self.ddb.clone(), self.table.clone());
-                    let run = async move { project(&ddb, &table, &sources).await };
+                    let state_table = self.state_table.clone();
+                    let run = async move {
+                        let n = project(&ddb, &table, &sources).await?;
+                        settle_slots(&ddb, &state_table, &sources).await?;
+                        Ok::<_, shepherd::audit::ProjectError>(n)
+                    };
                     match &self.exec {
                         Some(exec) => exec.spawn(run).await.unwrap_or(Ok(0)),
                         None => run.await,

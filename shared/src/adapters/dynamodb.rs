@@ -354,11 +354,129 @@ impl DynamoStore {
         HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
     }
 
+    fn account_key(account: &str) -> Item {
+        Self::key(format!("ACCT#{account}"), "A")
+    }
+
+    /// The reservation `create` makes: the month's counter + 1 and the production in the
+    /// account's active set, on condition that neither limit is reached.
+    fn reserve(&self, id: &str, r: &crate::limits::Reservation) -> aws_sdk_dynamodb::types::Update {
+        let month = format!("m_{}", r.month.replace('-', "_"));
+        let unlimited = i64::from(u32::MAX);
+        aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::account_key(&r.account)))
+            .update_expression("ADD #m :one, active :ids")
+            .condition_expression(
+                "((attribute_not_exists(allow) AND (attribute_not_exists(#m) OR #m < :dallow)) \
+                   OR (attribute_exists(allow) AND (attribute_not_exists(#m) OR #m < allow))) \
+                 AND (attribute_not_exists(active) \
+                   OR (attribute_not_exists(maxc) AND size(active) < :dmaxc) \
+                   OR (attribute_exists(maxc) AND size(active) < maxc))",
+            )
+            .expression_attribute_names("#m", month)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ids", AttributeValue::Ss(vec![id.to_string()]))
+            .expression_attribute_values(
+                ":dallow",
+                n(r.defaults.monthly_allowance.map_or(unlimited, i64::from)),
+            )
+            .expression_attribute_values(
+                ":dmaxc",
+                n(r.defaults.max_concurrent.map_or(unlimited, i64::from)),
+            )
+            .build()
+            .expect("update has table, key and expression")
+    }
+
+    async fn account_impl(
+        &self,
+        account: &str,
+        month: &str,
+        defaults: crate::limits::Limits,
+    ) -> Result<crate::limits::AccountUsage, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::account_key(account)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        let item = out.item.unwrap_or_default();
+        let num = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        let own = crate::limits::Limits {
+            monthly_allowance: num("allow"),
+            max_concurrent: num("maxc"),
+        };
+        let mut active: Vec<String> = item
+            .get("active")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        active.sort();
+        Ok(crate::limits::AccountUsage {
+            account: account.into(),
+            month: month.into(),
+            started_this_month: num(&format!("m_{}", month.replace('-', "_"))).unwrap_or(0),
+            own,
+            effective: crate::limits::Limits {
+                monthly_allowance: own.monthly_allowance.or(defaults.monthly_allowance),
+                max_concurrent: own.max_concurrent.or(defaults.max_concurrent),
+            },
+            active,
+        })
+    }
+
+    async fn set_limits_impl(
+        &self,
+        account: &str,
+        limits: crate::limits::Limits,
+    ) -> Result<(), StoreError> {
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::account_key(account)));
+        for (attr, value) in [
+            ("allow", limits.monthly_allowance),
+            ("maxc", limits.max_concurrent),
+        ] {
+            match value {
+                Some(v) => {
+                    set.push(format!("{attr} = :{attr}"));
+                    req = req.expression_attribute_values(format!(":{attr}"), n(v));
+                }
+                None => remove.push(attr.to_string()),
+            }
+        }
+        let mut expr = String::new();
+        if !set.is_empty() {
+            expr.push_str(&format!("SET {}", set.join(", ")));
+        }
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        req.update_expression(expr.trim())
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_error(&e)))?;
+        Ok(())
+    }
+
     async fn create_impl(
         &self,
         t: &Transition,
         brief: &Brief,
         actor: &Actor,
+        reservation: &crate::limits::Reservation,
     ) -> Result<(), StoreError> {
         let p = &t.production;
         let (hot, leaks) = self.hot(t, actor)?;
@@ -376,6 +494,11 @@ impl DynamoStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put(hot)).build())
             .transact_items(TransactWriteItem::builder().put(put(brief_item)).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.reserve(&p.id, reservation))
+                    .build(),
+            )
             .send()
             .await;
         match res {
@@ -384,11 +507,26 @@ impl DynamoStore {
                 Ok(())
             }
             Err(e) => {
-                let conditional = e.as_service_error().is_some_and(|se| {
-                    se.is_transaction_canceled_exception()
-                        && format!("{se:?}").contains("ConditionalCheckFailed")
-                });
-                if conditional {
+                // Which item's condition failed: the production's (it exists) or the
+                // account's (a limit).
+                let reasons: Vec<Option<String>> = e
+                    .as_service_error()
+                    .and_then(|se| match se {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            Some(c.cancellation_reasons().iter().map(|r| r.code().map(String::from)).collect())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let failed = |i: usize| {
+                    reasons
+                        .get(i)
+                        .and_then(|r| r.as_deref())
+                        .is_some_and(|c| c == "ConditionalCheckFailed")
+                };
+                if failed(2) && !failed(0) {
+                    Err(StoreError::LimitReached)
+                } else if failed(0) || failed(1) {
                     Err(StoreError::AlreadyExists(p.id.clone()))
                 } else {
                     Err(StoreError::Unavailable(sdk_error(&e)))
@@ -836,8 +974,24 @@ impl Store for DynamoStore {
         t: &'a Transition,
         brief: &'a Brief,
         actor: &'a Actor,
+        reservation: &'a crate::limits::Reservation,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.create_impl(t, brief, actor).boxed()
+        self.create_impl(t, brief, actor, reservation).boxed()
+    }
+    fn account<'a>(
+        &'a self,
+        account: &'a str,
+        month: &'a str,
+        defaults: crate::limits::Limits,
+    ) -> BoxFuture<'a, Result<crate::limits::AccountUsage, StoreError>> {
+        self.account_impl(account, month, defaults).boxed()
+    }
+    fn set_limits<'a>(
+        &'a self,
+        account: &'a str,
+        limits: crate::limits::Limits,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.set_limits_impl(account, limits).boxed()
     }
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Production>, StoreError>> {
         self.get_impl(id).boxed()
