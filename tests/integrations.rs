@@ -253,3 +253,61 @@ async fn a_key_recorded_for_a_different_request_is_refused_audited_and_alarmed()
     assert_eq!(alarm.subject, p.id);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_disconnect_mid_call_records_an_unknown_outcome_reconnects_and_completes() {
+    let t = TestStack::start_with_mcp(&[]).await;
+    let mcp = t.mcp.as_ref().unwrap();
+    // The platform publishes, then the connection breaks before the answer arrives.
+    mcp.drop_next_calls(1);
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(
+        done.phase("publish").unwrap().error_count,
+        0,
+        "recovered in the same run"
+    );
+
+    // Called twice under one key, published once.
+    let calls = mcp.calls();
+    assert_eq!(calls.dropped, 1);
+    assert_eq!(calls.published, 1);
+    let key = format!("{}#publish#publish", p.id);
+    assert_eq!(calls.by_key.get(&key), Some(&2), "{calls:?}");
+
+    let out = t.ops.outputs(&done).await.unwrap();
+    let url = out["publish"]["published"]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://videos.publisher.local/"), "{url}");
+
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "production.completed")
+        })
+        .await;
+    let kinds: Vec<&str> = audit.iter().map(|r| r.event_type.as_str()).collect();
+    assert!(kinds.contains(&"mcp.disconnected"), "{kinds:?}");
+    let unknown = audit
+        .iter()
+        .find(|r| r.event_type == "tool_call.unknown")
+        .expect("the lost answer is audited");
+    assert!(unknown.detail.as_deref().unwrap().contains(&key));
+    let publisher = t
+        .ops
+        .integrations()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == "publisher")
+        .unwrap();
+    assert!(
+        publisher
+            .health
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("mcp_transport"),
+        "{publisher:?}"
+    );
+    t.stop().await;
+}

@@ -15,6 +15,7 @@ use shepherd_local::provider::ProviderServer;
 use shepherd_local::provision::{Provisioned, provision};
 use shepherd_local::runtime::{Clients, LocalRuntime};
 
+pub use shepherd_local::mcp::McpServer;
 pub use shepherd_local::provider::{Fault, FaultRule};
 
 /// The emulator's address, set by `infra/test.sh`.
@@ -77,6 +78,8 @@ pub struct TestStack {
     pub provider: ProviderServer,
     /// The fallback integration's provider (`start_with_fallback`).
     pub fallback: Option<ProviderServer>,
+    /// The publishing platform's MCP server (`start_with_mcp`).
+    pub mcp: Option<McpServer>,
     pub ops: Ops,
     pub config: shepherd::ops::StackConfig,
     runtime: Option<LocalRuntime>,
@@ -85,25 +88,35 @@ pub struct TestStack {
 impl TestStack {
     /// A fresh stack with fast retries: `RetryBaseSeconds=1`, `MaxReceiveCount=3` unless overridden.
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
-        Self::new(overrides, true, false).await
+        Self::new(overrides, true, false, false).await
     }
 
     /// A running stack with a second fake provider as the chain's fallback integration.
     pub async fn start_with_fallback(overrides: &[(&str, &str)]) -> Self {
-        Self::new(overrides, true, true).await
+        Self::new(overrides, true, true, false).await
     }
 
     /// A stack with no pollers: the test delivers messages to handlers itself.
     pub async fn start_idle() -> Self {
-        Self::new(&[], false, false).await
+        Self::new(&[], false, false, false).await
     }
 
     /// An idle stack with parameter overrides.
     pub async fn start_idle_with(overrides: &[(&str, &str)]) -> Self {
-        Self::new(overrides, false, false).await
+        Self::new(overrides, false, false, false).await
     }
 
-    async fn new(overrides: &[(&str, &str)], run: bool, with_fallback: bool) -> Self {
+    /// A running stack whose publish phase publishes through the local MCP server.
+    pub async fn start_with_mcp(overrides: &[(&str, &str)]) -> Self {
+        Self::new(overrides, true, false, true).await
+    }
+
+    async fn new(
+        overrides: &[(&str, &str)],
+        run: bool,
+        with_fallback: bool,
+        with_mcp: bool,
+    ) -> Self {
         let sdk = shepherd_local::sdk_config(&endpoint()).await;
         let provider = ProviderServer::start("127.0.0.1:0".parse().unwrap(), "local-provider-key")
             .await
@@ -129,6 +142,15 @@ impl TestStack {
         } else {
             None
         };
+        let mcp = if with_mcp {
+            let m = McpServer::start("127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("MCP server starts");
+            params.insert("PublisherMcpUrl".into(), m.url());
+            Some(m)
+        } else {
+            None
+        };
         for (k, v) in overrides {
             params.insert(k.to_string(), v.to_string());
         }
@@ -145,6 +167,7 @@ impl TestStack {
             stack,
             provider,
             fallback,
+            mcp,
             ops,
             config,
             runtime,

@@ -2,6 +2,7 @@
 //! plays Lambda's part, and a fake AI provider.
 
 pub mod faultproxy;
+pub mod mcp;
 pub mod provider;
 pub mod provision;
 pub mod runtime;

@@ -31,7 +31,7 @@ pub use ops::{IntegrationTest, IntegrationView};
 use crate::alarms::{Raise, Severity};
 use crate::domain::{AuditEvent, ErrorClass, Millis};
 use crate::ports::{Clock, ParamError, Params, Store};
-use crate::tools::{ProviderClient, StepError};
+use crate::tools::{McpClient, ProviderClient, StepError};
 
 /// What a call asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,6 +40,8 @@ pub enum CallKind {
     Chat,
     Image,
     Speech,
+    /// Tools on an MCP server (streamable HTTP).
+    Mcp,
 }
 
 fn all_kinds() -> Vec<CallKind> {
@@ -49,9 +51,10 @@ fn all_kinds() -> Vec<CallKind> {
 /// One integration as defined in the registry parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Definition {
-    /// An OpenAI-compatible API's base URL; empty: not configured (left out of the chain).
+    /// An OpenAI-compatible API's base URL, or an MCP server's endpoint (kind `mcp`);
+    /// empty: not configured (left out of the chain).
     pub base_url: String,
-    /// The SSM SecureString holding its API key.
+    /// The SSM SecureString holding its API key (or bearer token).
     pub secret_param: String,
     #[serde(default = "all_kinds")]
     pub kinds: Vec<CallKind>,
@@ -102,12 +105,15 @@ fn observation(e: &StepError, now: Millis) -> Option<Observation> {
         "provider_rate_limited" => Some(Observation::RateLimited {
             until: e.retry_at.unwrap_or(now + 30_000),
         }),
-        "provider_unavailable" | "provider_timeout" | "provider_unreachable" | "provider_auth" => {
-            Some(Observation::Failure {
-                code: e.code.clone(),
-                detail: e.detail.chars().take(300).collect(),
-            })
-        }
+        "provider_unavailable"
+        | "provider_timeout"
+        | "provider_unreachable"
+        | "provider_auth"
+        | "mcp_transport"
+        | "mcp_session_expired" => Some(Observation::Failure {
+            code: e.code.clone(),
+            detail: e.detail.chars().take(300).collect(),
+        }),
         _ => None,
     }
 }
@@ -125,6 +131,7 @@ pub struct Integrations {
     policy: Policy,
     timeout: Duration,
     providers: Mutex<HashMap<String, Arc<ProviderClient>>>,
+    mcp: Mutex<HashMap<String, Arc<McpClient>>>,
     cache: Mutex<HashMap<String, (Instant, Health)>>,
 }
 
@@ -145,6 +152,7 @@ impl Integrations {
             policy,
             timeout,
             providers: Mutex::new(HashMap::new()),
+            mcp: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -179,6 +187,83 @@ impl Integrations {
                 ))
             })
             .clone()
+    }
+
+    fn mcp_client(&self, id: &str, d: &Definition) -> Arc<McpClient> {
+        let mut clients = self.mcp.lock().expect("mcp clients");
+        clients
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(McpClient::new(
+                    d.base_url.clone(),
+                    d.secret_param.clone(),
+                    self.params.clone(),
+                    self.timeout,
+                ))
+            })
+            .clone()
+    }
+
+    /// Whether any integration serves `kind` (a phase may skip an optional step).
+    pub async fn serves(&self, kind: CallKind) -> Result<bool, StepError> {
+        Ok(!self.registry().await?.chain_for(kind).is_empty())
+    }
+
+    /// Calls tool `tool` on the chain's MCP servers. A connection lost mid-call leaves the
+    /// outcome unknown: `tool_call.unknown` and `mcp.disconnected` are audited, the
+    /// integration's health records the failure, and the client reconnects with backoff
+    /// and calls again under the same key (the arguments carry it as `idempotency_key`).
+    pub async fn call_mcp(
+        &self,
+        key: &str,
+        events: &Mutex<Vec<AuditEvent>>,
+        tool: &str,
+        arguments: &serde_json::Value,
+    ) -> Result<serde_json::Value, StepError> {
+        let mut arguments = arguments.clone();
+        arguments["idempotency_key"] = key.into();
+        let arguments = &arguments;
+        self.route(
+            CallKind::Mcp,
+            key,
+            events,
+            |id, d| (id.to_string(), self.mcp_client(id, d)),
+            |(id, client): (String, Arc<McpClient>)| async move {
+                let mut delay = Duration::from_millis(200);
+                let mut tries = 0;
+                loop {
+                    let e = match client.call_tool(tool, arguments).await {
+                        Err(e) if e.code == "mcp_transport" || e.code == "mcp_session_expired" => e,
+                        other => return other,
+                    };
+                    let now = self.clock.now();
+                    events.lock().expect("events").extend([
+                        AuditEvent::new("tool_call.unknown", "unknown", now).detail(format!(
+                            "{key}: the connection to {id} broke during {tool}; its outcome is unknown, \
+                             called again under the same key"
+                        )),
+                        AuditEvent::new("mcp.disconnected", "failure", now)
+                            .detail(format!("{id}: {}; reconnecting", e.detail)),
+                    ]);
+                    self.observe(
+                        &id,
+                        &Observation::Failure {
+                            code: e.code.clone(),
+                            detail: e.detail.chars().take(300).collect(),
+                        },
+                    )
+                    .await;
+                    client.disconnect().await;
+                    tries += 1;
+                    if tries >= 3 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            },
+        )
+        .await
     }
 
     async fn health(&self, id: &str) -> Result<Health, StepError> {
@@ -272,8 +357,8 @@ impl Integrations {
         )
     }
 
-    /// Routes one call along the chain for `kind` (see the module docs); `events` collects
-    /// the audit events the phase's commit will carry.
+    /// Routes one provider call along the chain for `kind` (see the module docs); `events`
+    /// collects the audit events the phase's commit will carry.
     pub async fn call<T, F, Fut>(
         &self,
         kind: CallKind,
@@ -283,6 +368,23 @@ impl Integrations {
     ) -> Result<T, StepError>
     where
         F: Fn(Arc<ProviderClient>) -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        self.route(kind, key, events, |id, d| self.provider(id, d), call)
+            .await
+    }
+
+    async fn route<C, T, G, F, Fut>(
+        &self,
+        kind: CallKind,
+        key: &str,
+        events: &Mutex<Vec<AuditEvent>>,
+        client: G,
+        call: F,
+    ) -> Result<T, StepError>
+    where
+        G: Fn(&str, &Definition) -> C,
+        F: Fn(C) -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
         let registry = self.registry().await?;
@@ -325,7 +427,7 @@ impl Integrations {
                     )),
                 );
             }
-            match call(self.provider(id, def)).await {
+            match call(client(id, def)).await {
                 Ok(v) => {
                     if !health.is_clean() || probing {
                         self.observe(id, &Observation::Success).await;

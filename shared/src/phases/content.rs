@@ -3,6 +3,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{Phase, PhaseContext};
+use crate::integrations::CallKind;
 use crate::tools::{ChatMessage, ChatRequest, ImageRequest, SpeechRequest, StepError};
 
 const CHAT_MODEL: &str = "gpt-4o-mini";
@@ -263,7 +264,8 @@ impl Phase for Voice {
     }
 }
 
-/// Assembles the manifest a publisher needs and writes its description.
+/// Assembles the manifest a publisher needs and writes its description; when the stack has
+/// a publishing platform (an MCP integration), publishes it there with `publish_video`.
 pub struct Publish;
 
 impl Phase for Publish {
@@ -311,10 +313,21 @@ impl Phase for Publish {
                     "audio_sha256": audio.sha256,
                 }));
             }
+            let published = if ctx.tools.serves(CallKind::Mcp).await? {
+                let args = serde_json::json!({
+                    "title": plan.title,
+                    "description": d.description,
+                    "scenes": scenes.len(),
+                });
+                Some(ctx.tools.mcp("publish", "publish_video", &args).await?)
+            } else {
+                None
+            };
             Ok(serde_json::json!({
                 "title": plan.title,
                 "description": d.description,
                 "scenes": scenes,
+                "published": published,
             }))
         }
         .boxed()

@@ -15,6 +15,7 @@
 //! request hash is never reused nor made: `tool_call.deduped` is audited as an anomaly, an
 //! alarm raised, and the call fails (`idempotency_key_collision`).
 
+mod mcp;
 mod openai;
 
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+pub use mcp::McpClient;
 pub use openai::{
     ChatMessage, ChatRequest, ImageRequest, ImageResult, ProviderClient, SpeechRequest,
     SpeechResult,
@@ -162,6 +164,26 @@ impl Tools {
                 })
         })
         .await
+    }
+
+    /// Calls tool `tool` on the chain's MCP servers, once per key like every call.
+    pub async fn mcp(
+        &self,
+        name: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+    ) -> Result<serde_json::Value, StepError> {
+        let key = &self.key(name);
+        self.once(key, arguments, || {
+            self.integrations
+                .call_mcp(key, &self.events, tool, arguments)
+        })
+        .await
+    }
+
+    /// Whether an integration serves `kind` (a phase's optional step).
+    pub async fn serves(&self, kind: CallKind) -> Result<bool, StepError> {
+        self.integrations.serves(kind).await
     }
 
     fn event(&self, e: AuditEvent) {
