@@ -44,6 +44,9 @@ enum Command {
         /// Where the HTTP API listens.
         #[arg(long, default_value = "127.0.0.1:8787")]
         api: SocketAddr,
+        /// Where the local publishing platform (an MCP server) listens; publish calls it.
+        #[arg(long, default_value = "127.0.0.1:4020")]
+        mcp: SocketAddr,
         /// Bearer tokens for the local API (API Gateway's authorizer's part). Created with
         /// viewer, operator and admin tokens for the sample account `acme` if missing.
         #[arg(long, default_value = ".local/api-tokens.json")]
@@ -153,9 +156,16 @@ async fn main() -> Result<()> {
         Command::Up {
             provider,
             api,
+            mcp,
             api_tokens,
         } => {
             ensure_tokens(&api_tokens)?;
+            let mcp = shepherd_local::mcp::McpServer::start(mcp)
+                .await
+                .with_context(|| format!("the MCP server cannot listen on {mcp}"))?;
+            params
+                .entry("PublisherMcpUrl".into())
+                .or_insert_with(|| mcp.url());
             let server = ProviderServer::start(provider, "local-provider-key")
                 .await
                 .with_context(|| format!("fake provider cannot listen on {provider}"))?;
@@ -169,10 +179,11 @@ async fn main() -> Result<()> {
             clients.api = Some((api, api_tokens.clone()));
             let runtime = LocalRuntime::start(&stack, &clients)?;
             println!(
-                "local stack {:?} up: {} functions, provider {}, API http://{} (tokens: {})",
+                "local stack {:?} up: {} functions, provider {}, MCP {}, API http://{} (tokens: {})",
                 cli.stack,
                 stack.functions.len(),
                 server.base_url(),
+                mcp.url(),
                 runtime.api_addr.unwrap_or(api),
                 api_tokens.display()
             );
