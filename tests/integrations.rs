@@ -311,3 +311,79 @@ async fn an_mcp_disconnect_mid_call_records_an_unknown_outcome_reconnects_and_co
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_rejected_secret_fails_naming_the_parameter_and_a_fixed_one_is_picked_up() {
+    let name = format!("/t/{}/api_key", uuid::Uuid::now_v7().simple());
+    let t = TestStack::start(&[("ProviderApiKeyParameter", name.as_str())]).await;
+    let ssm = aws_sdk_ssm::Client::new(&t.sdk);
+    let put = |value: &'static str| {
+        ssm.put_parameter()
+            .name(&name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+    };
+
+    // Missing: failed at once, the parameter named, no call made.
+    ssm.delete_parameter().name(&name).send().await.unwrap();
+    let test = t.ops.test_integration("primary").await.unwrap();
+    assert!(!test.ok && test.secret.contains(&name), "{test:?}");
+    let p = t.start_production(1).await;
+    let failed = t.wait_settled(&p.id, SETTLE).await;
+    let err = failed.phase("brief").unwrap().last_error.clone().unwrap();
+    assert_eq!(
+        (failed.status, err.code.as_str()),
+        (ProductionStatus::Failed, "config_missing")
+    );
+    assert!(err.detail.contains(&name), "{err:?}");
+    assert_eq!(t.provider.calls().received, 0);
+
+    // Rejected (a stale key): read again once on the 401, then failed naming the parameter,
+    // never the value.
+    put("sk-stale-key-0000000000000000000000").await.unwrap();
+    let retried = t
+        .ops
+        .act(
+            &p.id,
+            shepherd::ops::OperatorAction::RetryPhase,
+            &TestStack::actor(),
+            Role::Operator,
+        )
+        .await
+        .unwrap();
+    let failed = t
+        .wait_for(&p.id, SETTLE, |q| {
+            q.version > retried.version + 1 && q.status.is_settled()
+        })
+        .await;
+    let err = failed.phase("brief").unwrap().last_error.clone().unwrap();
+    assert_eq!(err.code, "provider_auth");
+    assert!(
+        err.detail.contains(&name) && !err.detail.contains("sk-stale"),
+        "{err:?}"
+    );
+    assert_eq!(
+        t.provider.calls().unauthorized,
+        2,
+        "one call, and one more after re-reading the key"
+    );
+
+    // Rotated: the next attempt reads the new key and completes.
+    put("local-provider-key").await.unwrap();
+    t.ops
+        .act(
+            &p.id,
+            shepherd::ops::OperatorAction::RetryPhase,
+            &TestStack::actor(),
+            Role::Operator,
+        )
+        .await
+        .unwrap();
+    let done = t
+        .wait_for(&p.id, SETTLE, |q| q.status == ProductionStatus::Completed)
+        .await;
+    assert_eq!(done.phase("brief").unwrap().attempt, 3);
+    t.stop().await;
+}

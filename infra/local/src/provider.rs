@@ -95,6 +95,9 @@ impl FaultRule {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Calls {
     pub received: u64,
+    /// Calls refused for a wrong or missing key (not counted in `received`).
+    #[serde(default)]
+    pub unauthorized: u64,
     pub served: BTreeMap<String, u64>,
     pub by_key: BTreeMap<String, u64>,
     /// Request bodies served, newest last (for asserting what a provider was asked).
@@ -202,6 +205,7 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if auth != format!("Bearer {}", state.api_key) {
+        state.inner.lock().expect("lock").calls.unauthorized += 1;
         return Gate::Fail(error(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
