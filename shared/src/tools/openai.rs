@@ -255,11 +255,21 @@ impl ProviderClient {
         if status.is_success() {
             return Ok(res);
         }
-        let retry_after = res
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok());
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // Retry-After (seconds), else the provider's rate-limit reset headers ("6m0s").
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .or_else(|| {
+                ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+                    .iter()
+                    .filter_map(|h| header(h).as_deref().and_then(reset_secs))
+                    .reduce(f64::max)
+            });
         let body = res.text().await.unwrap_or_default();
         let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
         let message = parsed
@@ -301,6 +311,36 @@ impl ProviderClient {
     }
 }
 
+/// A rate-limit reset like `1s`, `6m0s`, `20ms` or `1h2m3.5s`, in seconds.
+fn reset_secs(text: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (scale, unit_len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
 fn transport(e: reqwest::Error) -> StepError {
     let code = if e.is_timeout() {
         "provider_timeout"
@@ -309,4 +349,19 @@ fn transport(e: reqwest::Error) -> StepError {
     };
     // reqwest's text names the URL, never headers, so no key can leak here.
     StepError::retryable(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reset_secs;
+
+    #[test]
+    fn rate_limit_resets_are_read_in_the_providers_format() {
+        assert_eq!(reset_secs("1s"), Some(1.0));
+        assert_eq!(reset_secs("6m0s"), Some(360.0));
+        assert_eq!(reset_secs("20ms"), Some(0.02));
+        assert_eq!(reset_secs("1h2m3.5s"), Some(3723.5));
+        assert_eq!(reset_secs("soon"), None);
+        assert_eq!(reset_secs(""), None);
+    }
 }
