@@ -39,17 +39,8 @@ async fn an_asset_shortfall_fails_the_assets_phase_and_a_retry_makes_only_the_mi
         .unwrap();
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
-    let calls = t.provider.calls();
-    let images = |scene: u32| {
-        calls
-            .by_key
-            .iter()
-            .filter(|(k, _)| k.ends_with(&format!("#assets#scene-{scene}")))
-            .map(|(_, n)| *n)
-            .sum::<u64>()
-    };
     assert_eq!(
-        (1..=5).map(images).collect::<Vec<_>>(),
+        t.image_calls(5),
         [1, 1, 1, 2, 2],
         "the retry asked only for the missing scenes"
     );

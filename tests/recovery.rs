@@ -176,20 +176,11 @@ async fn a_worker_killed_mid_phase_is_reconciled_and_completes_without_repeating
     assert_eq!(assets.status, PhaseStatus::Succeeded);
 
     // The re-run made only the two unfinished images: the one cut off (same key) and the last.
-    let calls = t.provider.calls();
-    let images = |scene: u32| {
-        calls
-            .by_key
-            .iter()
-            .filter(|(k, _)| k.ends_with(&format!("#assets#scene-{scene}")))
-            .map(|(_, n)| *n)
-            .sum::<u64>()
-    };
     assert_eq!(
-        (1..=5).map(images).collect::<Vec<_>>(),
+        t.image_calls(5),
         [1, 1, 1, 2, 1],
         "{:?}",
-        calls.by_key
+        t.provider.calls().by_key
     );
 
     let audit = t

@@ -193,6 +193,21 @@ impl TestStack {
             .crash_next(phase, after);
     }
 
+    /// How many image calls the provider received for each of scenes 1..=n.
+    pub fn image_calls(&self, n: u32) -> Vec<u64> {
+        let calls = self.provider.calls();
+        (1..=n)
+            .map(|scene| {
+                calls
+                    .by_key
+                    .iter()
+                    .filter(|(k, _)| k.ends_with(&format!("#assets#scene-{scene}")))
+                    .map(|(_, n)| *n)
+                    .sum()
+            })
+            .collect()
+    }
+
     pub fn stats(&self, phase: &str) -> Arc<Stats> {
         self.runtime.as_ref().expect("running").stats[phase].clone()
     }

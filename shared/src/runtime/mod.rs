@@ -552,11 +552,23 @@ impl PhaseRuntime {
         let cmd = Command::Reconcile {
             phase: msg.phase.clone(),
         };
+        warn!(production = %p.id, phase = %msg.phase, attempt = msg.attempt,
+              "lease expired mid-phase; reconciling as the next attempt");
+        self.recover(p, cmd, now, &self.stats.reconciled).await
+    }
+
+    /// Commits a recovery (reconcile, redrive) and hands the new attempt off.
+    async fn recover(
+        &self,
+        p: Production,
+        cmd: Command,
+        now: Millis,
+        counter: &std::sync::atomic::AtomicU64,
+    ) -> Verdict {
         match self.commit(p, cmd, now).await {
             Ok(Some(t)) => {
-                self.stats.inc(&self.stats.reconciled);
-                warn!(production = %t.production.id, phase = %msg.phase, attempt = msg.attempt,
-                      "lease expired mid-phase; reconciled as the next attempt");
+                self.stats.inc(counter);
+                info!(production = %t.production.id, version = t.production.version, "recovered");
                 match t.dispatch {
                     Some(next) => Verdict::Handoff {
                         production: t.production.id.clone(),
@@ -568,7 +580,7 @@ impl PhaseRuntime {
             // Someone else (a sweep, an operator) moved it on first.
             Ok(None) => Verdict::Done,
             Err(e) => {
-                warn!(error = %e, "reconcile could not be stored; the message comes back");
+                warn!(error = %e, "the recovery could not be stored; the message comes back");
                 Verdict::Retry
             }
         }
@@ -595,24 +607,8 @@ impl PhaseRuntime {
             attempt: msg.attempt,
             message_id,
         };
-        match self.commit(p, cmd, now).await {
-            Ok(Some(t)) => {
-                self.stats.inc(&self.stats.redriven);
-                info!(production = %t.production.id, phase = %msg.phase, "redriven message accepted");
-                match t.dispatch {
-                    Some(next) => Verdict::Handoff {
-                        production: t.production.id.clone(),
-                        next,
-                    },
-                    None => Verdict::Done,
-                }
-            }
-            Ok(None) => Verdict::Done,
-            Err(e) => {
-                warn!(error = %e, "could not accept the redriven message; will retry");
-                Verdict::Retry
-            }
-        }
+        info!(production = %p.id, phase = %msg.phase, "redriven message accepted");
+        self.recover(p, cmd, now, &self.stats.redriven).await
     }
 
     /// The phase ran but its result could not be stored: deliver again after the lease, when
