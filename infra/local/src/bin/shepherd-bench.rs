@@ -38,7 +38,7 @@ const LAMBDA_INVOCATION: f64 = 0.20;
 const TEMPLATE_BATCH: f64 = 10.0;
 
 /// The release binaries measured, the bare hello-world baseline first.
-const BINARIES: [&str; 8] = [
+const BINARIES: [&str; 9] = [
     "bench-hello",
     "brief",
     "script",
@@ -47,6 +47,7 @@ const BINARIES: [&str; 8] = [
     "publish",
     "audit-projector",
     "sweeper",
+    "api",
 ];
 
 #[derive(Parser)]
@@ -515,6 +516,7 @@ fn cold_starts(args: &Args) -> Result<()> {
                 "SHEPHERD_INTEGRATIONS_PARAM",
                 "/shepherd/bench/integrations",
             ),
+            ("SHEPHERD_STACK_CONFIG_PARAM", "/shepherd/bench/config"),
             ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
             ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
