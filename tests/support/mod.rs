@@ -151,8 +151,9 @@ impl TestStack {
         } else {
             None
         };
+        // `{provider}` in an override stands for the fake provider's base URL.
         for (k, v) in overrides {
-            params.insert(k.to_string(), v.to_string());
+            params.insert(k.to_string(), v.replace("{provider}", &provider.base_url()));
         }
         let stack = provision(&sdk, &repo_root().join("template.yaml"), &name, &params)
             .await

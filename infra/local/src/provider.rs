@@ -136,6 +136,7 @@ impl ProviderServer {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/images/generations", post(image))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/hooks/{name}", post(hook))
             .route("/_faults", post(add_fault).delete(clear_faults))
             .route("/_calls", get(calls))
             .route("/_reset", post(reset))
@@ -390,6 +391,20 @@ async fn image(
             }
             Json(json!({"created": 1_700_000_000, "data": [image]})).into_response()
         }
+    }
+}
+
+/// A generic HTTP JSON endpoint (a webhook): acknowledges what it was sent.
+async fn hook(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    match gate(&s, &uri, &headers, &body).await {
+        Gate::Fail(r) => r,
+        Gate::Refuse => error(StatusCode::BAD_REQUEST, "rejected", "The hook refused it."),
+        _ => Json(json!({"ok": true, "received": digest(&body.to_string())})).into_response(),
     }
 }
 

@@ -42,6 +42,8 @@ pub enum CallKind {
     Speech,
     /// Tools on an MCP server (streamable HTTP).
     Mcp,
+    /// A generic HTTP JSON endpoint (a webhook, an internal service): POST JSON, get JSON.
+    Http,
 }
 
 fn all_kinds() -> Vec<CallKind> {

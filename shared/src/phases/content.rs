@@ -323,11 +323,24 @@ impl Phase for Publish {
             } else {
                 None
             };
+            // And tells whoever listens (a generic HTTP JSON integration), if anyone does.
+            let notified = if ctx.tools.serves(CallKind::Http).await? {
+                let body = serde_json::json!({
+                    "event": "production.published",
+                    "production_id": ctx.production.id,
+                    "title": plan.title,
+                    "url": published.as_ref().and_then(|p| p.get("url")),
+                });
+                Some(ctx.tools.http("notify", &body).await?)
+            } else {
+                None
+            };
             Ok(serde_json::json!({
                 "title": plan.title,
                 "description": d.description,
                 "scenes": scenes,
                 "published": published,
+                "notified": notified,
             }))
         }
         .boxed()

@@ -166,6 +166,22 @@ impl Tools {
         .await
     }
 
+    /// POSTs `body` to the chain's generic HTTP JSON integration, once per key.
+    pub async fn http(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, StepError> {
+        let key = &self.key(name);
+        self.once(key, body, || {
+            self.integrations
+                .call(CallKind::Http, key, &self.events, move |p| async move {
+                    p.post_value(body, key).await
+                })
+        })
+        .await
+    }
+
     /// Calls tool `tool` on the chain's MCP servers, once per key like every call.
     pub async fn mcp(
         &self,

@@ -200,6 +200,15 @@ impl ProviderClient {
         })
     }
 
+    /// A generic HTTP JSON call: POST `body` to the base URL itself, the JSON answer back.
+    pub async fn post_value(
+        &self,
+        body: &serde_json::Value,
+        key: &str,
+    ) -> Result<serde_json::Value, StepError> {
+        self.post_json("", body, key).await
+    }
+
     async fn post_json<T: for<'de> Deserialize<'de>>(
         &self,
         path: &str,
@@ -219,7 +228,12 @@ impl ProviderClient {
         req: &impl Serialize,
         key: &str,
     ) -> Result<reqwest::Response, StepError> {
-        let url = format!("{}/{path}", self.base_url.trim_end_matches('/'));
+        let base = self.base_url.trim_end_matches('/');
+        let url = if path.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}/{path}")
+        };
         for refreshed in [false, true] {
             let api_key = self.param(&self.api_key_param).await?;
             let res = self
