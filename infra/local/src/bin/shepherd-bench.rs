@@ -129,6 +129,19 @@ impl Counting {
             }
         };
         match op {
+            // The projector's release of an account's concurrency slot (once per production).
+            "UpdateItem"
+                if kind(table) == "state"
+                    && body["Key"]["pk"]["S"]
+                        .as_str()
+                        .is_some_and(|pk| pk.starts_with("ACCT#")) =>
+            {
+                (
+                    "engine: dynamodb slot release (UpdateItem)".into(),
+                    1.0,
+                    None,
+                )
+            }
             "UpdateItem" if kind(table) == "state" => {
                 ("engine: dynamodb claim (UpdateItem)".into(), 0.0, None)
             }
@@ -414,7 +427,11 @@ async fn transitions(args: &Args) -> Result<()> {
         .get("engine: dynamodb audit projection (BatchWriteItem)")
         .copied()
         .unwrap_or(0.0);
-    let wcu_per = (claim_wcu + commit_wcu + audit_wcu) / transitions;
+    let slot_wcu = units
+        .get("engine: dynamodb slot release (UpdateItem)")
+        .copied()
+        .unwrap_or(0.0);
+    let wcu_per = (claim_wcu + commit_wcu + audit_wcu + slot_wcu) / transitions;
     println!();
     println!(
         "hot state item: mean {mean_hot:.0} B, max {max_hot} B ({} write unit per claim/commit)",
@@ -429,10 +446,11 @@ async fn transitions(args: &Args) -> Result<()> {
         engine_sqs as f64 / transitions
     );
     println!(
-        "engine write units per transition: claim {:.2} + commit {:.2} + audit {:.2} = {wcu_per:.2}; read units: 0 (the claim returns the item)",
+        "engine write units per transition: claim {:.2} + commit {:.2} + audit {:.2} + slot release {:.2} = {wcu_per:.2}; read units: 0 (the claim returns the item)",
         claim_wcu / transitions,
         commit_wcu / transitions,
-        audit_wcu / transitions
+        audit_wcu / transitions,
+        slot_wcu / transitions
     );
     println!(
         "handler CPU per message: {:.0} µs (the handler thread's CPU time / messages, debug or release as built)",
