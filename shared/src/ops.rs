@@ -385,16 +385,30 @@ impl Ops {
         actor: &Actor,
         role: Role,
     ) -> Result<Production, OpsError> {
-        if role < action.required_role() {
-            return Err(OpsError::Forbidden(format!(
-                "{} needs the {:?} role; you are {:?}",
-                action.name(),
-                action.required_role(),
-                role
-            )));
-        }
+        self.act_in(id, action, actor, role, None).await
+    }
+
+    /// `act` for a caller scoped to `account` (the API): another account's production is
+    /// not found.
+    pub async fn act_in(
+        &self,
+        id: &str,
+        action: OperatorAction,
+        actor: &Actor,
+        role: Role,
+        account: Option<&str>,
+    ) -> Result<Production, OpsError> {
         for _ in 0..5 {
-            let p = self.get(id).await?;
+            // Scoped read first: another account's production is unknown whatever the role.
+            let p = self.get_in(id, account).await?;
+            if role < action.required_role() {
+                return Err(OpsError::Forbidden(format!(
+                    "{} needs the {:?} role; you are {:?}",
+                    action.name(),
+                    action.required_role(),
+                    role
+                )));
+            }
             let (cmd, brief) = match &action {
                 OperatorAction::Pause => (Command::Pause, None),
                 OperatorAction::Resume => (Command::Resume, None),

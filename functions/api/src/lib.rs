@@ -519,9 +519,17 @@ async fn act(
     bytes: Bytes,
 ) -> Answer {
     let action = action(&name, body(&bytes)?)?;
-    let ops = api.ops().await?;
-    ops.get_in(&id, Some(&caller.account)).await?;
-    let p = ops.act(&id, action, &caller.actor(), caller.role).await?;
+    let p = api
+        .ops()
+        .await?
+        .act_in(
+            &id,
+            action,
+            &caller.actor(),
+            caller.role,
+            Some(&caller.account),
+        )
+        .await?;
     ok(view::json(&p, None))
 }
 

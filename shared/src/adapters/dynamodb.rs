@@ -325,6 +325,27 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// A conditional write's result: applied (`true`), its condition false (`false`), or a
+/// store failure.
+fn applied<T, E, R>(
+    res: Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+) -> Result<bool, StoreError>
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match res {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().and_then(|se| se.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(StoreError::Unavailable(sdk_error(&e))),
+    }
+}
+
 fn status_value(st: impl Serialize) -> AttributeValue {
     serde_dynamo::to_attribute_value(st).expect("status serialises")
 }
@@ -756,18 +777,7 @@ impl DynamoStore {
                 .expression_attribute_names("#v", "version")
                 .expression_attribute_values(":v", n(h.version - 1))
         };
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::Unavailable(sdk_error(&e))),
-        }
+        applied(req.send().await)
     }
 
     async fn raise_impl(&self, a: &crate::alarms::Raise, now: Millis) -> Result<(), StoreError> {
@@ -875,18 +885,7 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::Unavailable(sdk_error(&e))),
-        }
+        applied(res)
     }
 
     async fn due_impl(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -59,13 +59,7 @@ impl McpClient {
     }
 
     fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .timeout(self.timeout)
-                .connect_timeout(Duration::from_secs(5).min(self.timeout))
-                .build()
-                .expect("HTTP client builds")
-        })
+        self.http.get_or_init(|| super::http_client(self.timeout))
     }
 
     async fn token(&self) -> Result<String, StepError> {

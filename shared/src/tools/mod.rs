@@ -79,6 +79,16 @@ impl<T, E: std::fmt::Display> Classify<T> for Result<T, E> {
     }
 }
 
+/// The HTTP client every outside call uses: the call's timeout, connecting within 5 s.
+/// Built on first use (loading the TLS roots costs cold start).
+pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(std::time::Duration::from_secs(5).min(timeout))
+        .build()
+        .expect("HTTP client builds")
+}
+
 pub fn request_hash(request: &impl Serialize) -> String {
     let bytes = serde_json::to_vec(request).expect("request serialises");
     hex::encode(Sha256::digest(bytes))
