@@ -4,10 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use shepherd::domain::{Brief, OverrideTarget, Production, ProductionStatus};
-use shepherd::ops::{OperatorAction, Ops, Role};
-use shepherd::ports::{Actor, Clock};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
+use shepherd::domain::{Act, Actor, Brief, Caller, Production, ProductionStatus, Role, Scope};
+use shepherd::ops::Ops;
+use shepherd::ports::Clock;
 
 mod render;
 
@@ -76,32 +76,9 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         interval_ms: u64,
     },
-    /// Hold the production at the next phase boundary (a running phase finishes).
-    Pause { id: String },
-    /// Continue a paused production exactly where it stopped.
-    Resume { id: String },
-    /// Run the failed or dead-lettered phase again (attempt + 1).
-    Retry { id: String },
-    /// Approve the phase waiting for approval: the next phase starts.
-    Approve { id: String },
-    /// Re-run the phase waiting for approval, with your feedback in its input.
-    Reject {
-        id: String,
-        #[arg(long)]
-        feedback: String,
-    },
-    /// Change settings (title, topic, audience, tone, voice, language); then retry or resume.
-    Edit {
-        id: String,
-        /// FIELD=VALUE, repeatable.
-        #[arg(long = "set", value_name = "FIELD=VALUE", required = true)]
-        set: Vec<String>,
-    },
-    /// Stop the production for good; every record is kept.
-    Cancel { id: String },
-    /// You read the production's warnings (`show` lists them); publish may start.
-    #[command(name = "acknowledge-warnings", alias = "ack-warnings")]
-    AcknowledgeWarnings { id: String },
+    /// An operator action on a production (`shepherd <action> <id> ...`).
+    #[command(flatten)]
+    Act(Act),
     /// Dead-letter queues: list, show, resubmit, redrive, discard.
     #[command(subcommand)]
     Dlq(Dlq),
@@ -124,16 +101,6 @@ enum Command {
     Alarms {
         #[command(subcommand)]
         action: Option<AlarmAction>,
-    },
-    /// Admin: skip the open approval gate, or jump to a phase. A reason is required.
-    Override {
-        id: String,
-        #[arg(long)]
-        reason: String,
-        #[arg(long, conflicts_with = "jump_to", required_unless_present = "jump_to")]
-        skip_gate: bool,
-        #[arg(long, value_name = "PHASE")]
-        jump_to: Option<String>,
     },
 }
 
@@ -225,18 +192,36 @@ fn limit(s: &str) -> Result<Limit, String> {
 }
 
 fn role(name: &str) -> Result<Role> {
-    match name {
-        "viewer" => Ok(Role::Viewer),
-        "operator" => Ok(Role::Operator),
-        "admin" => Ok(Role::Admin),
-        other => anyhow::bail!("--role {other:?}: expected viewer, operator or admin"),
+    Role::parse(name)
+        .ok_or_else(|| anyhow::anyhow!("--role {name:?}: expected viewer, operator or admin"))
+}
+
+/// The CLI's command line: the action subcommands come from the domain's `Act`, each
+/// taking the production's id first.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let actions = Act::augment_subcommands(clap::Command::new("actions"));
+    for action in actions.get_subcommands() {
+        let id = Arg::new("id")
+            .required(true)
+            .value_name("ID")
+            .help("The production");
+        cmd = cmd.mut_subcommand(action.get_name(), |s| s.arg(id).next_display_order(None));
     }
+    cmd
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let target = matches
+        .subcommand()
+        .and_then(|(_, m)| m.try_get_one::<String>("id").ok().flatten().cloned());
+    match run(cli, target).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -250,12 +235,19 @@ async fn connect(stack: &str) -> Result<Ops> {
     Ok(Ops::connect(&sdk, stack).await?.0)
 }
 
-fn actor() -> Actor {
+/// The CLI talks to the stack's tables with the stack's credentials: its scope is the
+/// whole stack, its role the one given.
+fn caller(cli: &Cli) -> Result<Caller> {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    Actor(format!("operator:{user}"))
+    Ok(Caller::new(
+        Actor(format!("operator:{user}")),
+        role(&cli.role)?,
+        Scope::Stack,
+    ))
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
+    let me = caller(&cli)?;
     match cli.command {
         Command::Start { brief, watch } => {
             let text = std::fs::read_to_string(&brief)
@@ -263,7 +255,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // Refuse a bad brief before touching AWS: nothing is created.
             Brief::parse(&text).with_context(|| format!("invalid brief {}", brief.display()))?;
             let ops = connect(&cli.stack).await?;
-            let p = ops.start(&text, &actor()).await?;
+            let p = ops.start(&text, &me).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
             } else {
@@ -275,7 +267,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             if watch {
-                return follow(&ops, &p.id, Duration::from_millis(500), cli.json).await;
+                return follow(&ops, &p.id, &me, Duration::from_millis(500), cli.json).await;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -301,7 +293,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 _ => anyhow::bail!("audit needs a production id, --trace or --type"),
             };
             let ops = connect(&cli.stack).await?;
-            let rows = ops.audit(&q, limit, None).await?;
+            let rows = ops.audit(&q, limit, &me).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -315,7 +307,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             limit,
         } => {
             let ops = connect(&cli.stack).await?;
-            let list = ops.list(&account, status, limit).await?;
+            let list = ops.list(&account, status, limit, &me).await?;
             if cli.json {
                 let v: Vec<_> = list.iter().map(|p| render::json(p, None)).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -326,7 +318,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Show { id } => {
             let ops = connect(&cli.stack).await?;
-            let p = ops.get(&id).await?;
+            let p = ops.get(&id, &me).await?;
             if cli.json {
                 let outputs = ops.outputs(&p).await?;
                 println!(
@@ -343,27 +335,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             follow(
                 &ops,
                 &id,
+                &me,
                 Duration::from_millis(interval_ms.max(100)),
                 cli.json,
             )
             .await
         }
-        Command::Pause { ref id } => act(&cli, id, OperatorAction::Pause).await,
-        Command::Resume { ref id } => act(&cli, id, OperatorAction::Resume).await,
-        Command::Retry { ref id } => act(&cli, id, OperatorAction::RetryPhase).await,
-        Command::Approve { ref id } => act(&cli, id, OperatorAction::Approve).await,
-        Command::Reject {
-            ref id,
-            ref feedback,
-        } => {
-            let feedback = feedback.clone();
-            act(&cli, id, OperatorAction::Reject { feedback }).await
+        Command::Act(ref act) => {
+            let id = target.context("the action needs a production id")?;
+            self::act(&cli, &me, &id, act.clone()).await
         }
-        Command::Cancel { ref id } => act(&cli, id, OperatorAction::Cancel).await,
-        Command::AcknowledgeWarnings { ref id } => {
-            act(&cli, id, OperatorAction::AcknowledgeWarnings).await
-        }
-        Command::Dlq(ref cmd) => dlq(&cli, cmd).await,
+        Command::Dlq(ref cmd) => dlq(&cli, &me, cmd).await,
         Command::Account {
             ref account,
             monthly,
@@ -371,14 +353,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let ops = connect(&cli.stack).await?;
             let usage = if monthly.is_some() || concurrent.is_some() {
-                let current = ops.account_usage(account).await?.own;
-                let limits = shepherd::limits::Limits {
+                let current = ops.account_usage(account, &me).await?.own;
+                let limits = shepherd::domain::limits::Limits {
                     monthly_allowance: monthly.map_or(current.monthly_allowance, |l| l.0),
                     max_concurrent: concurrent.map_or(current.max_concurrent, |l| l.0),
                 };
-                ops.set_limits(account, limits, role(&cli.role)?).await?
+                ops.set_limits(account, limits, &me).await?
             } else {
-                ops.account_usage(account).await?
+                ops.account_usage(account, &me).await?
             };
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&usage)?);
@@ -401,10 +383,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Integrations { ref action } => {
             let ops = connect(&cli.stack).await?;
-            let role = role(&cli.role)?;
             let shown = match action {
                 None => {
-                    let list = ops.integrations().await?;
+                    let list = ops.integrations(&me).await?;
                     if cli.json {
                         println!("{}", serde_json::to_string_pretty(&list)?);
                     } else {
@@ -413,15 +394,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
                 Some(IntegrationAction::Disable { id, reason }) => {
-                    ops.set_integration_enabled(id, false, reason, &actor(), role)
-                        .await?
+                    ops.set_integration_enabled(id, false, reason, &me).await?
                 }
                 Some(IntegrationAction::Enable { id }) => {
-                    ops.set_integration_enabled(id, true, "", &actor(), role)
-                        .await?
+                    ops.set_integration_enabled(id, true, "", &me).await?
                 }
                 Some(IntegrationAction::Test { id }) => {
-                    let r = ops.test_integration(id).await?;
+                    let r = ops.test_integration(id, &me).await?;
                     if cli.json {
                         println!("{}", serde_json::to_string_pretty(&r)?);
                     } else {
@@ -442,11 +421,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Alarms { ref action } => {
-            use shepherd::alarms::AlarmStatus;
+            use shepherd::domain::alarms::AlarmStatus;
             let ops = connect(&cli.stack).await?;
             match action {
                 None => {
-                    let alarms = ops.alarms().await?;
+                    let alarms = ops.alarms(&me).await?;
                     if cli.json {
                         println!("{}", serde_json::to_string_pretty(&alarms)?);
                     } else {
@@ -454,56 +433,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
                 Some(AlarmAction::Ack { id }) => {
-                    ops.set_alarm(id, AlarmStatus::Acknowledged, &actor(), role(&cli.role)?)
-                        .await?;
+                    ops.set_alarm(id, AlarmStatus::Acknowledged, &me).await?;
                     println!("acknowledged {id}");
                 }
                 Some(AlarmAction::Resolve { id }) => {
-                    ops.set_alarm(id, AlarmStatus::Resolved, &actor(), role(&cli.role)?)
-                        .await?;
+                    ops.set_alarm(id, AlarmStatus::Resolved, &me).await?;
                     println!("resolved {id}");
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Edit { ref id, ref set } => {
-            let changes = set
-                .iter()
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, v)) if !k.trim().is_empty() => {
-                        Ok((k.trim().to_string(), v.to_string()))
-                    }
-                    _ => anyhow::bail!("--set {kv:?}: expected FIELD=VALUE"),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            act(&cli, id, OperatorAction::Edit { changes }).await
-        }
-        Command::Override {
-            ref id,
-            ref reason,
-            skip_gate,
-            ref jump_to,
-        } => {
-            let target = match (skip_gate, jump_to) {
-                (true, _) => OverrideTarget::SkipGate,
-                (false, Some(phase)) => OverrideTarget::JumpTo(phase.clone()),
-                (false, None) => anyhow::bail!("override needs --skip-gate or --jump-to PHASE"),
-            };
-            let reason = reason.clone();
-            act(&cli, id, OperatorAction::Override { reason, target }).await
-        }
     }
 }
 
-async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
-    use shepherd::dlq::RedriveFilter;
+async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
+    use shepherd::ops::RedriveFilter;
     let ops = connect(&cli.stack).await?;
-    let role = role(&cli.role)?;
     let print =
         |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     match cmd {
         Dlq::List { phase, limit } => {
-            let entries = ops.dlq_list(phase.as_deref(), *limit).await?;
+            let entries = ops.dlq_list(phase.as_deref(), *limit, me).await?;
             if cli.json {
                 print(serde_json::to_value(&entries)?);
             } else {
@@ -511,7 +461,7 @@ async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
             }
         }
         Dlq::Show { message_id } => {
-            let (entry, production) = ops.dlq_show(message_id).await?;
+            let (entry, production) = ops.dlq_show(message_id, me).await?;
             if cli.json {
                 print(
                     serde_json::json!({"message": entry, "production": production.as_ref().map(|p| render::json(p, None))}),
@@ -533,7 +483,7 @@ async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
                 include_malformed: *include_malformed,
                 ..Default::default()
             };
-            let r = ops.dlq_redrive(&filter, 10, &actor(), role).await?;
+            let r = ops.dlq_redrive(&filter, 10, me).await?;
             if cli.json {
                 print(serde_json::to_value(&r)?);
             } else {
@@ -556,9 +506,8 @@ async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
                 older_than: older_than.map(Duration::from_secs),
                 message_id: None,
                 include_malformed: *include_malformed,
-                account: None,
             };
-            let r = ops.dlq_redrive(&filter, *rate, &actor(), role).await?;
+            let r = ops.dlq_redrive(&filter, *rate, me).await?;
             if cli.json {
                 print(serde_json::to_value(&r)?);
             } else {
@@ -576,7 +525,7 @@ async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
             }
         }
         Dlq::Discard { message_id, reason } => {
-            let e = ops.dlq_discard(message_id, reason, &actor(), role).await?;
+            let e = ops.dlq_discard(message_id, reason, me).await?;
             if cli.json {
                 print(serde_json::to_value(&e)?);
             } else {
@@ -591,11 +540,10 @@ async fn dlq(cli: &Cli, cmd: &Dlq) -> Result<ExitCode> {
 }
 
 /// One operator action, then the production as it now is.
-async fn act(cli: &Cli, id: &str, action: OperatorAction) -> Result<ExitCode> {
-    let role = role(&cli.role)?;
-    let name = action.name();
+async fn act(cli: &Cli, me: &Caller, id: &str, act: Act) -> Result<ExitCode> {
+    let name = act.action();
     let ops = connect(&cli.stack).await?;
-    let p = ops.act(id, action, &actor(), role).await?;
+    let p = ops.act(id, act, me).await?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
     } else {
@@ -612,10 +560,16 @@ async fn act(cli: &Cli, id: &str, action: OperatorAction) -> Result<ExitCode> {
 }
 
 /// Prints each change until the production settles.
-async fn follow(ops: &Ops, id: &str, interval: Duration, json: bool) -> Result<ExitCode> {
+async fn follow(
+    ops: &Ops,
+    id: &str,
+    me: &Caller,
+    interval: Duration,
+    json: bool,
+) -> Result<ExitCode> {
     let mut last: Option<Production> = None;
     loop {
-        let p = ops.get(id).await?;
+        let p = ops.get(id, me).await?;
         let changed = last.as_ref().is_none_or(|l| l.version != p.version);
         if changed {
             if json {

@@ -99,7 +99,7 @@ pub fn show(p: &Production) -> String {
     s
 }
 
-pub fn dlq(entries: &[shepherd::dlq::DlqEntry]) -> String {
+pub fn dlq(entries: &[shepherd::ops::DlqEntry]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -128,7 +128,7 @@ pub fn dlq(entries: &[shepherd::dlq::DlqEntry]) -> String {
     s
 }
 
-pub fn alarms(alarms: &[shepherd::alarms::Alarm]) -> String {
+pub fn alarms(alarms: &[shepherd::domain::alarms::Alarm]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -243,7 +243,7 @@ pub fn audit(rows: &[shepherd::audit::AuditRecord]) -> String {
     s
 }
 
-pub fn integrations(list: &[shepherd::integrations::IntegrationView]) -> String {
+pub fn integrations(list: &[shepherd::ops::IntegrationView]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,

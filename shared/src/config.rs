@@ -1,8 +1,15 @@
-//! Function configuration, read once from the environment (in Lambda) or from the
-//! template's `Environment.Variables` (in the local runtime): the same names either way.
+//! Configuration: where a stack's resources are (one [`Topology`], shared by the functions'
+//! [`Config`] and the operators' [`StackConfig`]), the functions' tunables, and the
+//! integration registry's definitions. Functions read theirs from the environment the
+//! template sets (in Lambda, or from the template in the local runtime); operators' tools
+//! read the stack's from the SSM parameter the template writes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{GatePolicy, Millis, OnExpiry};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -12,15 +19,81 @@ pub enum ConfigError {
     Invalid { name: &'static str, problem: String },
 }
 
-/// Everything a phase function needs to know about its deployment.
-#[derive(Debug, Clone)]
-pub struct Config {
+/// Where a stack keeps its productions: tables, and per phase a queue and its DLQ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
     pub state_table: String,
     pub idempotency_table: String,
-    /// Phase name -> queue URL.
+    pub audit_table: String,
+    /// Phase name -> queue URL (`phase=url,...` in the environment and the stack config).
+    #[serde(with = "phase_map")]
     pub queues: BTreeMap<String, String>,
     /// Phase name -> dead-letter queue URL.
+    #[serde(with = "phase_map")]
     pub dlqs: BTreeMap<String, String>,
+}
+
+impl Topology {
+    pub fn queue(&self, phase: &str) -> Result<&str, ConfigError> {
+        Self::lookup(&self.queues, "SHEPHERD_QUEUES", phase)
+    }
+
+    pub fn dlq(&self, phase: &str) -> Result<&str, ConfigError> {
+        Self::lookup(&self.dlqs, "SHEPHERD_DLQS", phase)
+    }
+
+    fn lookup<'a>(
+        map: &'a BTreeMap<String, String>,
+        name: &'static str,
+        phase: &str,
+    ) -> Result<&'a str, ConfigError> {
+        map.get(phase)
+            .map(String::as_str)
+            .ok_or_else(|| ConfigError::Invalid {
+                name,
+                problem: format!("no queue for phase {phase}"),
+            })
+    }
+}
+
+/// `a=x,b=y` <-> {a: x, b: y}
+mod phase_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s.serialize_str(&text.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_map("queues", &text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `a=x,b=y` -> {a: x, b: y}
+fn parse_map(name: &'static str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    problem: format!("{pair:?} is not phase=url"),
+                })
+        })
+        .collect()
+}
+
+/// Everything a function needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub topology: Topology,
     /// Must equal the queues' RedrivePolicy maxReceiveCount (both come from one template parameter).
     pub max_receive_count: u32,
     pub function_timeout: Duration,
@@ -35,6 +108,8 @@ pub struct Config {
     pub circuit_cooldown: Duration,
     pub secret_cache: Duration,
     pub outcome_ttl: Duration,
+    /// The sweep re-sends a dispatch nobody claimed for this long.
+    pub lost_dispatch_after: Duration,
 }
 
 impl Config {
@@ -58,6 +133,7 @@ impl Config {
                 }),
             }
         };
+        let secs = |name, default| num(name, default).map(Duration::from_secs);
         let max_receive_count = num("SHEPHERD_MAX_RECEIVE_COUNT", 5)? as u32;
         if max_receive_count == 0 {
             return Err(ConfigError::Invalid {
@@ -66,48 +142,205 @@ impl Config {
             });
         }
         Ok(Self {
-            state_table: get("SHEPHERD_STATE_TABLE")?,
-            idempotency_table: get("SHEPHERD_IDEMPOTENCY_TABLE")?,
-            queues: parse_map("SHEPHERD_QUEUES", &get("SHEPHERD_QUEUES")?)?,
-            dlqs: parse_map("SHEPHERD_DLQS", &get("SHEPHERD_DLQS")?)?,
+            topology: Topology {
+                state_table: get("SHEPHERD_STATE_TABLE")?,
+                idempotency_table: get("SHEPHERD_IDEMPOTENCY_TABLE")?,
+                audit_table: env.get("SHEPHERD_AUDIT_TABLE").cloned().unwrap_or_default(),
+                queues: parse_map("SHEPHERD_QUEUES", &get("SHEPHERD_QUEUES")?)?,
+                dlqs: parse_map("SHEPHERD_DLQS", &get("SHEPHERD_DLQS")?)?,
+            },
             max_receive_count,
-            function_timeout: Duration::from_secs(num("SHEPHERD_FUNCTION_TIMEOUT_SECS", 60)?),
-            retry_base: Duration::from_secs(num("SHEPHERD_RETRY_BASE_SECS", 5)?),
-            retry_cap: Duration::from_secs(num("SHEPHERD_RETRY_CAP_SECS", 300)?),
+            function_timeout: secs("SHEPHERD_FUNCTION_TIMEOUT_SECS", 60)?,
+            retry_base: secs("SHEPHERD_RETRY_BASE_SECS", 5)?,
+            retry_cap: secs("SHEPHERD_RETRY_CAP_SECS", 300)?,
             integrations_param: get("SHEPHERD_INTEGRATIONS_PARAM")?,
-            provider_timeout: Duration::from_secs(num("SHEPHERD_PROVIDER_TIMEOUT_SECS", 20)?),
+            provider_timeout: secs("SHEPHERD_PROVIDER_TIMEOUT_SECS", 20)?,
             integration_error_threshold: num("SHEPHERD_INTEGRATION_ERROR_THRESHOLD", 3)?.max(1)
                 as u32,
-            circuit_cooldown: Duration::from_secs(num("SHEPHERD_CIRCUIT_COOLDOWN_SECS", 30)?),
-            secret_cache: Duration::from_secs(num("SHEPHERD_SECRET_CACHE_SECS", 300)?),
+            circuit_cooldown: secs("SHEPHERD_CIRCUIT_COOLDOWN_SECS", 30)?,
+            secret_cache: secs("SHEPHERD_SECRET_CACHE_SECS", 300)?,
             outcome_ttl: Duration::from_secs(num("SHEPHERD_OUTCOME_TTL_DAYS", 14)? * 86_400),
+            lost_dispatch_after: secs("SHEPHERD_LOST_DISPATCH_SECS", 120)?,
         })
     }
 
-    pub fn queue_url(&self, phase: &str) -> Result<&str, ConfigError> {
-        self.queues
-            .get(phase)
-            .map(String::as_str)
-            .ok_or_else(|| ConfigError::Invalid {
-                name: "SHEPHERD_QUEUES",
-                problem: format!("no queue for phase {phase}"),
-            })
+    /// How the runtime paces retries.
+    pub fn retry_policy(&self) -> crate::domain::delivery::RetryPolicy {
+        crate::domain::delivery::RetryPolicy {
+            max_receive_count: self.max_receive_count,
+            base: self.retry_base,
+            cap: self.retry_cap,
+        }
+    }
+
+    /// The circuit breaker's thresholds.
+    pub fn health_policy(&self) -> crate::domain::health::Policy {
+        crate::domain::health::Policy {
+            threshold: self.integration_error_threshold,
+            cooldown: self.circuit_cooldown.as_millis() as Millis,
+        }
     }
 }
 
-/// `a=x,b=y` -> {a: x, b: y}
-fn parse_map(name: &'static str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    text.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| ConfigError::Invalid {
-                    name,
-                    problem: format!("{pair:?} is not phase=url"),
-                })
+/// A pipeline as the operator layer knows it: its name and phases in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub phases: Vec<String>,
+}
+
+/// Where a deployed (or local) stack keeps its resources and what its productions get. The
+/// template writes it to the SSM parameter `/shepherd/<stack>/config`, so the CLI needs
+/// only the stack name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackConfig {
+    #[serde(flatten)]
+    pub topology: Topology,
+    pub pipeline: PipelineConfig,
+    /// Phases after which productions wait for approval (`a,b`); empty: none.
+    #[serde(default)]
+    pub approval_phases: String,
+    #[serde(default = "default_approval_ttl")]
+    pub approval_ttl_secs: u64,
+    /// `fail` or `renew`.
+    #[serde(default = "default_on_expiry")]
+    pub approval_on_expiry: String,
+    /// The SSM parameter holding the integration registry.
+    #[serde(default)]
+    pub integrations_param: String,
+    /// Accounts without limits of their own get these (0: unlimited).
+    #[serde(default)]
+    pub default_monthly_allowance: u32,
+    #[serde(default)]
+    pub default_max_concurrent: u32,
+}
+
+fn default_approval_ttl() -> u64 {
+    86_400
+}
+fn default_on_expiry() -> String {
+    "fail".into()
+}
+
+impl StackConfig {
+    pub fn parameter_name(stack: &str) -> String {
+        format!("/shepherd/{stack}/config")
+    }
+
+    /// The gate policy new productions get; `auto_approve` comes from the brief.
+    pub fn gate_policy(&self, auto_approve: bool) -> Result<GatePolicy, ConfigError> {
+        let invalid = |name, problem| ConfigError::Invalid { name, problem };
+        let phases: Vec<String> = self
+            .approval_phases
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        for p in &phases {
+            if !self.pipeline.phases.contains(p) {
+                return Err(invalid(
+                    "approval_phases",
+                    format!("approval phase {p:?} is not a phase of the pipeline"),
+                ));
+            }
+        }
+        let on_expiry = match self.approval_on_expiry.as_str() {
+            "fail" => OnExpiry::Fail,
+            "renew" => OnExpiry::Renew,
+            other => {
+                return Err(invalid(
+                    "approval_on_expiry",
+                    format!("{other:?}: expected fail or renew"),
+                ));
+            }
+        };
+        Ok(GatePolicy {
+            phases,
+            // Nothing is published with open warnings: the pipeline's publishing phase
+            // waits for the acknowledgement (a pipeline without one is never held).
+            acknowledge_before: Some("publish".into()),
+            auto_approve,
+            ttl: self.approval_ttl_secs.max(1) as i64 * 1000,
+            on_expiry,
         })
-        .collect()
+    }
+
+    /// The limits of accounts that have none of their own.
+    pub fn default_limits(&self) -> crate::domain::limits::Limits {
+        let some = |n: u32| (n > 0).then_some(n);
+        crate::domain::limits::Limits {
+            monthly_allowance: some(self.default_monthly_allowance),
+            max_concurrent: some(self.default_max_concurrent),
+        }
+    }
+}
+
+/// What a call asks an integration for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    Chat,
+    Image,
+    Speech,
+    /// Tools on an MCP server (streamable HTTP).
+    Mcp,
+    /// A generic HTTP JSON endpoint (a webhook, an internal service): POST JSON, get JSON.
+    Http,
+}
+
+fn all_kinds() -> Vec<CallKind> {
+    vec![CallKind::Chat, CallKind::Image, CallKind::Speech]
+}
+
+/// One integration as defined in the registry parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    /// An OpenAI-compatible API's base URL, or an MCP server's endpoint (kind `mcp`);
+    /// empty: not configured (left out of the chain).
+    pub base_url: String,
+    /// The SSM SecureString holding its API key (or bearer token).
+    pub secret_param: String,
+    #[serde(default = "all_kinds")]
+    pub kinds: Vec<CallKind>,
+}
+
+/// The integration registry parameter's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    /// The model-selection chain: tried in this order.
+    pub chain: Vec<String>,
+    pub integrations: BTreeMap<String, Definition>,
+}
+
+impl Registry {
+    pub fn parse(name: &str, text: &str) -> Result<Self, String> {
+        let r: Registry = serde_json::from_str(text)
+            .map_err(|e| format!("{name} is not an integration registry: {e}"))?;
+        for id in &r.chain {
+            if !r.integrations.contains_key(id) {
+                return Err(format!("{name}: chain names {id:?}, which is not defined"));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The configured integrations serving `kind`, in chain order.
+    pub fn chain_for(&self, kind: CallKind) -> Vec<(&str, &Definition)> {
+        self.configured()
+            .into_iter()
+            .filter(|(_, d)| d.kinds.contains(&kind))
+            .collect()
+    }
+
+    /// Every configured integration, in chain order.
+    pub fn configured(&self) -> Vec<(&str, &Definition)> {
+        self.chain
+            .iter()
+            .filter_map(|id| self.integrations.get(id).map(|d| (id.as_str(), d)))
+            .filter(|(_, d)| !d.base_url.trim().is_empty())
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -133,7 +366,7 @@ mod tests {
     #[test]
     fn reads_maps_and_defaults() {
         let c = Config::from_map(&env()).unwrap();
-        assert_eq!(c.queue_url("script").unwrap(), "http://q/script");
+        assert_eq!(c.topology.queue("script").unwrap(), "http://q/script");
         assert_eq!(c.max_receive_count, 5);
     }
 
@@ -161,5 +394,19 @@ mod tests {
                 .to_string()
                 .contains("not phase=url")
         );
+    }
+
+    #[test]
+    fn the_stack_config_and_the_functions_share_one_topology() {
+        let json = serde_json::json!({
+            "state_table": "s", "idempotency_table": "i", "audit_table": "a",
+            "queues": "brief=http://q/brief,script=http://q/script",
+            "dlqs": "brief=http://q/brief-dlq",
+            "pipeline": {"name": "content", "phases": ["brief", "script"]}
+        });
+        let stack: StackConfig = serde_json::from_value(json).unwrap();
+        let fns = Config::from_map(&env()).unwrap();
+        assert_eq!(stack.topology.queues, fns.topology.queues);
+        assert_eq!(stack.topology.dlq("brief").unwrap(), "http://q/brief-dlq");
     }
 }

@@ -1,10 +1,32 @@
-//! Ports: the small traits the runtime needs from the outside world. Adapters in
-//! [`crate::adapters`] implement them with the AWS SDK; the same adapters run in tests
-//! against the local emulator.
+//! Ports: the narrow traits the engine needs from the outside world, one per concern.
+//! `adapters::dynamodb`, `adapters::sqs`, `adapters::ssm` and `adapters::providers`
+//! implement them with AWS and HTTP; `adapters::memory` implements them in memory for fast
+//! tests of the engine.
+//!
+//! | port | concern | DynamoDB item |
+//! |---|---|---|
+//! | [`Productions`] | the hot item and the brief; claim, commit, list, due | `P#<id>` `P` / `B` |
+//! | [`Outputs`] | phases' outputs | `P#<id>` `O#<phase>#<attempt>` |
+//! | [`Accounts`] | limits and usage | `ACCT#<account>` |
+//! | [`Alarms`] | alarms, deduplicated | `ALARM#<type>#<subject>` |
+//! | [`HealthStore`] | integrations' health | `INT#<id>` |
+//! | [`AuditLog`] | the audit table | audit table |
+//! | [`Ledger`] | tool-call outcomes | idempotency table |
+//! | [`Queue`], [`Params`], [`Connector`], [`Clock`] | SQS, SSM, providers, time | |
 
-use futures::future::BoxFuture;
+use std::sync::Arc;
 
-use crate::domain::{Brief, Millis, Production, Transition};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Definition;
+use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
+use crate::domain::health::Health;
+use crate::domain::limits::{AccountUsage, Limits, Reservation};
+use crate::domain::{
+    Actor, AuditEvent, Brief, Millis, Production, ProductionStatus, StepError, Transition,
+};
+pub use crate::protocol::{InMessage, OutMessage};
 
 /// A store failure. Every variant is worth a retry except `Corrupt`.
 #[derive(Debug, thiserror::Error)]
@@ -36,184 +58,164 @@ pub enum CommitOutcome {
     Conflict(Option<Box<Production>>),
 }
 
-/// Who did it, for the audit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
-
-pub trait Store: Send + Sync {
+#[async_trait]
+pub trait Productions: Send + Sync {
     /// Creates the production and its brief and reserves the account's allowance and a
     /// concurrency slot, atomically (never overwrites; `LimitReached` changes nothing).
-    fn create<'a>(
-        &'a self,
-        t: &'a Transition,
-        brief: &'a Brief,
-        actor: &'a Actor,
-        reservation: &'a crate::limits::Reservation,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// An account's limits and usage in `month` (`defaults` where it has none).
-    fn account<'a>(
-        &'a self,
-        account: &'a str,
-        month: &'a str,
-        defaults: crate::limits::Limits,
-    ) -> BoxFuture<'a, Result<crate::limits::AccountUsage, StoreError>>;
-    /// Sets an account's own limits (`None`: the stack's default).
-    fn set_limits<'a>(
-        &'a self,
-        account: &'a str,
-        limits: crate::limits::Limits,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    async fn create(
+        &self,
+        t: &Transition,
+        brief: &Brief,
+        actor: &Actor,
+        reservation: &Reservation,
+    ) -> Result<(), StoreError>;
     /// Consistent read of one production.
-    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Production>, StoreError>>;
-    /// One conditional update, no read: the rule of `domain::claim_refusal`.
-    fn claim<'a>(
-        &'a self,
-        id: &'a str,
-        phase: &'a str,
+    async fn get(&self, id: &str) -> Result<Option<Production>, StoreError>;
+    /// One conditional update, no read: the rule of `domain::delivery::claim_refusal`.
+    async fn claim(
+        &self,
+        id: &str,
+        phase: &str,
         attempt: u32,
         lease_until: Millis,
         now: Millis,
-    ) -> BoxFuture<'a, Result<ClaimOutcome, StoreError>>;
-    /// Writes `t.production` and its audit events in one item write, if the stored
-    /// version is still `t.production.version - 1`.
-    fn commit<'a>(
-        &'a self,
-        t: &'a Transition,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
-    /// Like `commit`, and replaces the production's brief in the same transaction (edit).
-    fn commit_with_brief<'a>(
-        &'a self,
-        t: &'a Transition,
-        brief: &'a Brief,
-        actor: &'a Actor,
-    ) -> BoxFuture<'a, Result<CommitOutcome, StoreError>>;
-    fn get_brief<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Brief>, StoreError>>;
-    /// Stores a phase's output apart from the hot item; returns its key.
-    fn put_output<'a>(
-        &'a self,
-        id: &'a str,
-        phase: &'a str,
-        attempt: u32,
-        body: &'a serde_json::Value,
-    ) -> BoxFuture<'a, Result<String, StoreError>>;
-    fn get_output<'a>(
-        &'a self,
-        id: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
-    /// Records an alarm occurrence (deduplicated by type and subject).
-    fn raise_alarm<'a>(
-        &'a self,
-        alarm: &'a crate::alarms::Raise,
-        now: Millis,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn alarms<'a>(&'a self) -> BoxFuture<'a, Result<Vec<crate::alarms::Alarm>, StoreError>>;
-    /// Acknowledges or resolves an alarm; `false` if there is no such alarm.
-    fn set_alarm_status<'a>(
-        &'a self,
-        id: &'a str,
-        status: crate::alarms::AlarmStatus,
-        actor: &'a Actor,
-        now: Millis,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Ids of productions due for the recovery sweep at `now` (a sparse index Query).
-    fn due<'a>(
-        &'a self,
-        now: Millis,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
-    /// An integration's health record (a fresh, healthy one if none is stored).
-    fn health<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<crate::integrations::Health, StoreError>>;
-    /// Stores `h` if the stored version is `h.version - 1`; `false` if someone else wrote first.
-    fn put_health<'a>(
-        &'a self,
-        h: &'a crate::integrations::Health,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    ) -> Result<ClaimOutcome, StoreError>;
+    /// Writes `t.production` and its audit events in one item write, if the stored version
+    /// is still `t.production.version - 1`; with `brief`, replaces the brief atomically.
+    async fn commit(
+        &self,
+        t: &Transition,
+        actor: &Actor,
+        brief: Option<&Brief>,
+    ) -> Result<CommitOutcome, StoreError>;
+    async fn brief(&self, id: &str) -> Result<Option<Brief>, StoreError>;
     /// Newest first, one account's productions, optionally only those in one status.
-    fn list<'a>(
-        &'a self,
-        account: &'a str,
-        status: Option<crate::domain::ProductionStatus>,
+    async fn list(
+        &self,
+        account: &str,
+        status: Option<ProductionStatus>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<Production>, StoreError>>;
+    ) -> Result<Vec<Production>, StoreError>;
+    /// Ids of productions due for the recovery sweep at `now` (a sparse index query).
+    async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError>;
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("queue error: {0}")]
-pub struct QueueError(pub String);
-
-/// One message to send; `id` is unique within a batch.
-#[derive(Debug, Clone)]
-pub struct OutMessage {
-    pub id: String,
-    pub body: String,
-    pub attributes: Vec<(String, String)>,
+#[async_trait]
+pub trait Outputs: Send + Sync {
+    /// Stores a phase's output apart from the hot item; returns its key.
+    async fn put(
+        &self,
+        id: &str,
+        phase: &str,
+        attempt: u32,
+        body: &serde_json::Value,
+    ) -> Result<String, StoreError>;
+    async fn get(&self, id: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
 }
 
-/// A message read from a queue.
-#[derive(Debug, Clone, Default)]
-pub struct InMessage {
-    pub id: String,
-    pub body: String,
-    pub receipt: String,
-    /// When it was first sent (SentTimestamp).
-    pub sent_at: Option<crate::domain::Millis>,
-    /// Its message attributes' string values (`shepherd_error`, lineage, ...).
-    pub attributes: std::collections::BTreeMap<String, String>,
+#[async_trait]
+pub trait Accounts: Send + Sync {
+    /// An account's limits and usage in `month` (`defaults` where it has none).
+    async fn usage(
+        &self,
+        account: &str,
+        month: &str,
+        defaults: Limits,
+    ) -> Result<AccountUsage, StoreError>;
+    /// Sets an account's own limits (`None`: the stack's default).
+    async fn set_limits(&self, account: &str, limits: Limits) -> Result<(), StoreError>;
+    /// Releases (`hold == false`) or takes back a production's concurrency slot; idempotent.
+    async fn hold_slot(
+        &self,
+        account: &str,
+        production: &str,
+        hold: bool,
+    ) -> Result<(), StoreError>;
 }
 
-pub trait Queue: Send + Sync {
-    /// Reads up to ten messages, leaving them visible (for inspection, not processing).
-    fn peek<'a>(
-        &'a self,
-        queue_url: &'a str,
-        max: i32,
-    ) -> BoxFuture<'a, Result<Vec<InMessage>, QueueError>> {
-        self.receive(queue_url, max, 0)
-    }
-    /// Receives up to ten messages and hides them for `visibility` seconds.
-    fn receive<'a>(
-        &'a self,
-        queue_url: &'a str,
-        max: i32,
-        visibility: i32,
-    ) -> BoxFuture<'a, Result<Vec<InMessage>, QueueError>>;
-    fn delete<'a>(
-        &'a self,
-        queue_url: &'a str,
-        receipt: &'a str,
-    ) -> BoxFuture<'a, Result<(), QueueError>>;
-    /// Sends up to ten messages in one request; returns the ids that failed.
-    fn send_batch<'a>(
-        &'a self,
-        queue_url: &'a str,
-        messages: &'a [OutMessage],
-    ) -> BoxFuture<'a, Result<Vec<String>, QueueError>>;
-    fn change_visibility<'a>(
-        &'a self,
-        queue_url: &'a str,
-        receipt_handle: &'a str,
-        seconds: i32,
-    ) -> BoxFuture<'a, Result<(), QueueError>>;
+#[async_trait]
+pub trait Alarms: Send + Sync {
+    /// Records an occurrence (deduplicated by type and subject).
+    async fn raise(&self, alarm: &Raise, now: Millis) -> Result<(), StoreError>;
+    /// Every alarm, newest first.
+    async fn list(&self) -> Result<Vec<Alarm>, StoreError>;
+    /// Acknowledges or resolves an alarm; `false` if there is no such alarm.
+    async fn set_status(
+        &self,
+        id: &str,
+        status: AlarmStatus,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ParamError {
-    #[error("parameter {0} does not exist")]
-    Missing(String),
-    #[error("parameter {name} could not be read: {reason}")]
-    Unavailable { name: String, reason: String },
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// An integration's health record (a fresh, healthy one if none is stored).
+    async fn get(&self, id: &str) -> Result<Health, StoreError>;
+    /// Stores `h` if the stored version is `h.version - 1`; `false` if someone else wrote first.
+    async fn put(&self, h: &Health) -> Result<bool, StoreError>;
 }
 
-pub trait Params: Send + Sync {
-    /// Reads a parameter, decrypting SecureStrings.
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, ParamError>>;
-    /// Forgets a cached value (a key the provider refused); a no-op without a cache.
-    fn invalidate(&self, _name: &str) {}
+/// A committed production write as the state table's stream delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedWrite {
+    pub production_id: String,
+    pub account: String,
+    pub trace_id: String,
+    pub version: u64,
+    /// The production's status after the write.
+    pub status: Option<ProductionStatus>,
+    pub actor: String,
+    pub events: Vec<AuditEvent>,
+}
+
+/// One audit event as stored in the audit table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    #[serde(rename(deserialize = "et"))]
+    pub event_type: String,
+    #[serde(default)]
+    pub production_id: Option<String>,
+    #[serde(rename(deserialize = "tr"), default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    pub outcome: String,
+    pub actor: String,
+    pub at: Millis,
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// Which events to read. Every query is a `Query` on the table or one of its indexes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditQuery {
+    /// A production's whole trail.
+    Production(String),
+    /// Everything one trace touched.
+    Trace(String),
+    /// One event type within `[since, until)` (epoch milliseconds).
+    Type {
+        event_type: String,
+        since: Millis,
+        until: Millis,
+    },
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends the events of committed writes; a replayed write overwrites the same rows.
+    async fn append(&self, writes: &[CommittedWrite]) -> Result<usize, StoreError>;
+    /// Appends one event that belongs to no production write (a DLQ discard, an
+    /// integration switched), filed under `subject` (`DLQ#brief`, `INT#primary`).
+    async fn record(&self, subject: &str, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Events, oldest first, at most `limit`.
+    async fn query(&self, q: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Where a tool call stands.
@@ -229,24 +231,70 @@ pub enum OutcomeStatus {
 
 /// A recorded tool-call outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct CallOutcome {
     pub request_hash: String,
     pub status: OutcomeStatus,
     pub result: String,
 }
 
-pub trait Outcomes: Send + Sync {
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-        now: Millis,
-    ) -> BoxFuture<'a, Result<Option<Outcome>, StoreError>>;
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        outcome: &'a Outcome,
+/// The call ledger: tool-call outcomes by idempotency key.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    async fn get(&self, key: &str, now: Millis) -> Result<Option<CallOutcome>, StoreError>;
+    async fn put(
+        &self,
+        key: &str,
+        outcome: &CallOutcome,
         expires_at: Millis,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue error: {0}")]
+pub struct QueueError(pub String);
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Receives up to ten messages and hides them for `visibility` seconds.
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility: i32,
+    ) -> Result<Vec<InMessage>, QueueError>;
+    /// Reads up to ten messages, leaving them visible (for inspection, not processing).
+    async fn peek(&self, queue_url: &str, max: i32) -> Result<Vec<InMessage>, QueueError> {
+        self.receive(queue_url, max, 0).await
+    }
+    async fn delete(&self, queue_url: &str, receipt: &str) -> Result<(), QueueError>;
+    /// Sends messages (ten per request); returns the ids that failed.
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[OutMessage],
+    ) -> Result<Vec<String>, QueueError>;
+    async fn change_visibility(
+        &self,
+        queue_url: &str,
+        receipt: &str,
+        seconds: i32,
+    ) -> Result<(), QueueError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("parameter {0} does not exist")]
+    Missing(String),
+    #[error("parameter {name} could not be read: {reason}")]
+    Unavailable { name: String, reason: String },
+}
+
+#[async_trait]
+pub trait Params: Send + Sync {
+    /// Reads a parameter, decrypting SecureStrings.
+    async fn get(&self, name: &str) -> Result<String, ParamError>;
+    /// Forgets a cached value (a key the provider refused); a no-op without a cache.
+    fn invalidate(&self, _name: &str) {}
 }
 
 pub trait Clock: Send + Sync {
@@ -262,4 +310,122 @@ impl Clock for SystemClock {
             .expect("clock after 1970");
         d.as_millis() as Millis
     }
+}
+
+// ---- Providers ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRequest {
+    pub model: String,
+    pub prompt: String,
+    pub n: u32,
+    pub size: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageResult {
+    pub url: String,
+    /// Flags the provider raised on the image (`copyright_risk`, `attribution_required`,
+    /// `low_safety_score`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeechRequest {
+    pub model: String,
+    pub input: String,
+    pub voice: String,
+    pub response_format: String,
+}
+
+/// Audio is not kept in the state table; its size and digest are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeechResult {
+    pub bytes: usize,
+    pub sha256: String,
+    pub format: String,
+}
+
+/// One OpenAI-compatible API (or a generic HTTP JSON endpoint). `key` is the call's
+/// idempotency key, sent as `Idempotency-Key`.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    async fn chat(&self, req: &ChatRequest, key: &str) -> Result<String, StepError>;
+    async fn image(&self, req: &ImageRequest, key: &str) -> Result<ImageResult, StepError>;
+    async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<SpeechResult, StepError>;
+    /// POST `body` to the base URL itself; the JSON answer back.
+    async fn post_json(
+        &self,
+        body: &serde_json::Value,
+        key: &str,
+    ) -> Result<serde_json::Value, StepError>;
+    /// Whether the API answers with its key (never shows the key): what it said, and ok.
+    async fn probe(&self) -> (String, bool);
+}
+
+/// One MCP server's session.
+#[async_trait]
+pub trait McpSession: Send + Sync {
+    /// Calls one tool; its structured result, or its text parsed as JSON, or its text.
+    async fn call_tool(
+        &self,
+        name: &str,
+        arguments: &serde_json::Value,
+    ) -> Result<serde_json::Value, StepError>;
+    /// Forgets the session: the next call starts a new one.
+    async fn disconnect(&self);
+}
+
+/// Makes the clients of the registry's integrations (one per integration, kept by the
+/// caller).
+pub trait Connector: Send + Sync {
+    fn provider(&self, id: &str, def: &Definition) -> Arc<dyn Provider>;
+    fn mcp(&self, id: &str, def: &Definition) -> Arc<dyn McpSession>;
+}
+
+/// Every port one deployment's code uses, built in one place (`wiring` for AWS,
+/// `adapters::memory` for tests).
+#[derive(Clone)]
+pub struct Ports {
+    pub productions: Arc<dyn Productions>,
+    pub outputs: Arc<dyn Outputs>,
+    pub accounts: Arc<dyn Accounts>,
+    pub alarms: Arc<dyn Alarms>,
+    pub health: Arc<dyn HealthStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub ledger: Arc<dyn Ledger>,
+    pub queue: Arc<dyn Queue>,
+    pub params: Arc<dyn Params>,
+    pub connector: Arc<dyn Connector>,
+    pub clock: Arc<dyn Clock>,
 }

@@ -14,21 +14,17 @@
 //! unfinished message again after its visibility timeout and the claim takes the expired
 //! lease. See docs/decisions.md ("what the sweep reads").
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::adapters::{DynamoStore, SqsQueue};
-use crate::alarms::{Raise, Severity};
-use crate::config::Config;
-use crate::domain::{Command, Millis, PhaseStatus, Production, ProductionStatus, decide};
-use crate::ports::{
-    Actor, Clock, CommitOutcome, OutMessage, Queue, Store, StoreError, SystemClock,
-};
-use crate::runtime::{AwsClients, PhaseMessage};
+use crate::domain::alarms::{AlarmKind, Severity};
+use crate::domain::{Actor, Command, Millis, OnExpiry, PhaseStatus, Production, ProductionStatus};
+use crate::ports::{Clock, Productions, Queue, StoreError};
+use crate::protocol::PhaseMessage;
+use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -80,53 +76,40 @@ pub fn recovery_command(
 }
 
 pub struct Sweeper {
-    store: Arc<dyn Store>,
+    productions: Arc<dyn Productions>,
     queue: Arc<dyn Queue>,
+    transitioner: Arc<Transitioner>,
+    dispatcher: Arc<Dispatcher>,
     clock: Arc<dyn Clock>,
-    queues: BTreeMap<String, String>,
-    dlqs: BTreeMap<String, String>,
     lost_dispatch_after: Duration,
     actor: Actor,
 }
 
 impl Sweeper {
     pub fn new(
-        store: Arc<dyn Store>,
+        productions: Arc<dyn Productions>,
         queue: Arc<dyn Queue>,
+        transitioner: Arc<Transitioner>,
+        dispatcher: Arc<Dispatcher>,
         clock: Arc<dyn Clock>,
-        config: &Config,
         lost_dispatch_after: Duration,
     ) -> Self {
         Self {
-            store,
+            productions,
             queue,
+            transitioner,
+            dispatcher,
             clock,
-            queues: config.queues.clone(),
-            dlqs: config.dlqs.clone(),
             lost_dispatch_after,
             actor: Actor("system:sweeper".into()),
         }
-    }
-
-    pub fn from_clients(
-        clients: AwsClients,
-        config: &Config,
-        lost_dispatch_after: Duration,
-    ) -> Self {
-        Self::new(
-            Arc::new(DynamoStore::new(clients.dynamodb, &config.state_table)),
-            Arc::new(SqsQueue::new(clients.sqs)),
-            Arc::new(SystemClock),
-            config,
-            lost_dispatch_after,
-        )
     }
 
     /// One sweep over what is due and what sits in the DLQs.
     pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
         let now = self.clock.now();
         let mut report = SweepReport::default();
-        let due = self.store.due(now, 500).await?;
+        let due = self.productions.due(now, 500).await?;
         report.due = due.len();
         for id in due {
             if let Err(e) = self.recover(&id, &mut report).await {
@@ -142,7 +125,7 @@ impl Sweeper {
     async fn recover(&self, id: &str, report: &mut SweepReport) -> Result<(), StoreError> {
         let lost_after = self.lost_dispatch_after.as_millis() as Millis;
         for _ in 0..3 {
-            let Some(p) = self.store.get(id).await? else {
+            let Some(p) = self.productions.get(id).await? else {
                 return Ok(());
             };
             let now = self.clock.now();
@@ -150,17 +133,16 @@ impl Sweeper {
                 report.skipped += 1;
                 return Ok(());
             };
-            if self.apply(&p, cmd.clone(), now).await? {
+            if self.apply(&p, cmd.clone()).await? {
                 match cmd {
                     Command::Redispatch { .. } => report.redispatched += 1,
                     Command::Reconcile { .. } => report.reconciled += 1,
-                    Command::ExpireApproval
-                        if p.gates.on_expiry == crate::domain::OnExpiry::Renew =>
-                    {
+                    Command::ExpireApproval if p.gates.on_expiry == OnExpiry::Renew => {
                         warn!(production = %id, "approval expired unanswered and was renewed; an operator should look");
                         report.approvals_renewed += 1;
                         let detail = "an approval expired unanswered and was renewed";
-                        self.alarm("approval_renewed", id, Severity::Warning, detail)
+                        self.transitioner
+                            .alarm(AlarmKind::ApprovalRenewed, id, Severity::Warning, detail)
                             .await;
                     }
                     Command::ExpireApproval => report.approvals_expired += 1,
@@ -173,51 +155,29 @@ impl Sweeper {
         Ok(())
     }
 
-    async fn alarm(&self, kind: &str, subject: &str, severity: Severity, detail: &str) {
-        let raise = Raise {
-            kind: kind.into(),
-            subject: subject.into(),
-            severity,
-            detail: detail.into(),
-        };
-        if let Err(e) = self.store.raise_alarm(&raise, self.clock.now()).await {
-            warn!(error = %e, kind, subject, "could not record the alarm");
-        }
-    }
-
-    /// Decides and commits; `false` if another writer changed the production first.
-    async fn apply(&self, p: &Production, cmd: Command, now: Millis) -> Result<bool, StoreError> {
-        let Ok(t) = decide(p, cmd, now) else {
+    /// Decides and commits, then dispatches; `false` if another writer changed the
+    /// production first (the caller re-reads) or the state machine no longer takes it.
+    async fn apply(&self, p: &Production, cmd: Command) -> Result<bool, StoreError> {
+        let written = self
+            .transitioner
+            .write(p.clone(), cmd, &self.actor, &[], None, OnConflict::GiveUp)
+            .await?;
+        let Written::Committed(t) = written else {
             return Ok(false);
         };
-        match self.store.commit(&t, &self.actor).await? {
-            CommitOutcome::Conflict(_) => Ok(false),
-            CommitOutcome::Committed => {
-                if let Some(d) = &t.dispatch {
-                    // A lost send leaves the production due: the next sweep sends again.
-                    let url = self
-                        .queues
-                        .get(&d.phase)
-                        .map(String::as_str)
-                        .unwrap_or_default();
-                    let msg = OutMessage {
-                        id: "sweep".into(),
-                        body: PhaseMessage::new(&p.id, &d.phase, d.attempt).to_body(),
-                        attributes: vec![],
-                    };
-                    if let Err(e) = self.queue.send_batch(url, std::slice::from_ref(&msg)).await {
-                        warn!(production = %p.id, error = %e, "dispatch failed; it stays due");
-                    }
-                }
-                Ok(true)
-            }
+        if let Some(d) = &t.dispatch
+            && let Err(e) = self.dispatcher.send_one(&p.id, d).await
+        {
+            // A lost send leaves the production due: the next sweep sends again.
+            warn!(production = %p.id, error = %e, "dispatch failed; it stays due");
         }
+        Ok(true)
     }
 
     /// A phase message in a DLQ whose phase is still open: the worker died on the last
     /// receive. Marks the phase so operators see it and can retry or redrive.
     async fn observe_dead_letters(&self, report: &mut SweepReport) {
-        for (phase, url) in &self.dlqs {
+        for (phase, url) in &self.dispatcher.topology().dlqs {
             let messages = match self.queue.peek(url, 10).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -230,7 +190,7 @@ impl Sweeper {
                 let Ok(msg) = PhaseMessage::parse(&m.body, phase) else {
                     continue;
                 };
-                let Ok(Some(p)) = self.store.get(&msg.production_id).await else {
+                let Ok(Some(p)) = self.productions.get(&msg.production_id).await else {
                     continue;
                 };
                 let open = p.phase(phase).is_some_and(|ph| {
@@ -244,62 +204,21 @@ impl Sweeper {
                     phase: phase.clone(),
                     attempt: msg.attempt,
                 };
-                match self.apply(&p, cmd, self.clock.now()).await {
+                match self.apply(&p, cmd).await {
                     Ok(true) => {
                         report.dead_letters_observed += 1;
                         let detail = format!(
                             "phase {phase} attempt {} reached the DLQ unhandled",
                             msg.attempt
                         );
-                        self.alarm("dlq_arrival", &p.id, Severity::Warning, &detail)
+                        self.transitioner
+                            .alarm(AlarmKind::DlqArrival, &p.id, Severity::Warning, &detail)
                             .await;
                     }
                     Ok(false) => report.skipped += 1,
                     Err(_) => report.errors += 1,
                 }
             }
-        }
-    }
-}
-
-/// The Lambda entry point of the sweeper (EventBridge Scheduler passes only its `Input`).
-pub async fn serve() -> Result<(), lambda_runtime::Error> {
-    crate::observability::init();
-    let config = Config::from_env()?;
-    let lost = lost_dispatch_after(&std::env::vars().collect())?;
-    let sweeper = tokio::sync::OnceCell::new();
-    let (sweeper, config) = (&sweeper, &config);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
-            let s = sweeper
-                .get_or_init(|| async {
-                    let sdk =
-                        aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                    Sweeper::from_clients(AwsClients::new(&sdk), config, lost)
-                })
-                .await;
-            Ok::<_, lambda_runtime::Error>(s.sweep().await?)
-        },
-    ))
-    .await
-}
-
-/// `SHEPHERD_LOST_DISPATCH_SECS` (default 120).
-pub fn lost_dispatch_after(
-    env: &std::collections::HashMap<String, String>,
-) -> Result<Duration, crate::config::ConfigError> {
-    match env
-        .get("SHEPHERD_LOST_DISPATCH_SECS")
-        .filter(|v| !v.is_empty())
-    {
-        None => Ok(Duration::from_secs(120)),
-        Some(v) => {
-            v.parse()
-                .map(Duration::from_secs)
-                .map_err(|_| crate::config::ConfigError::Invalid {
-                    name: "SHEPHERD_LOST_DISPATCH_SECS",
-                    problem: format!("{v:?} is not a whole number"),
-                })
         }
     }
 }

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shepherd::domain::Production;
+use shepherd::domain::{Actor, Caller, Production, Role, Scope};
 use shepherd::ops::Ops;
-use shepherd::ports::Actor;
 use shepherd::runtime::Stats;
 use shepherd_local::provider::ProviderServer;
 use shepherd_local::provision::{Provisioned, provision};
@@ -179,9 +178,19 @@ impl TestStack {
         Actor("operator:test".into())
     }
 
+    /// The stack's own operator tools (the CLI's scope) with `role`, as `operator:test`.
+    pub fn caller(role: Role) -> Caller {
+        Caller::new(Self::actor(), role, Scope::Stack)
+    }
+
+    /// An operator with the whole stack in scope.
+    pub fn operator() -> Caller {
+        Self::caller(Role::Operator)
+    }
+
     pub async fn start_production(&self, scenes: u32) -> Production {
         self.ops
-            .start(&brief(scenes), &Self::actor())
+            .start(&brief(scenes), &Self::operator())
             .await
             .expect("production starts")
     }
@@ -214,14 +223,14 @@ impl TestStack {
     }
 
     /// The handler of a phase, built from the template as the local runtime builds it.
-    pub fn handler(&self, phase: &str) -> shepherd::runtime::PhaseRuntime {
+    pub fn handler(&self, phase: &str) -> shepherd::runtime::PhaseFunction {
         let f = self
             .stack
             .functions
             .iter()
             .find(|f| f.binary == phase)
             .expect("function in template");
-        let clients = shepherd::runtime::AwsClients::new(&self.sdk);
+        let clients = shepherd::wiring::AwsClients::new(&self.sdk);
         shepherd_local::runtime::phase_runtime(f, &clients).expect("handler builds")
     }
 
@@ -233,7 +242,7 @@ impl TestStack {
             .iter()
             .find(|f| f.binary == "sweeper")
             .expect("sweeper in template");
-        let clients = shepherd::runtime::AwsClients::new(&self.sdk);
+        let clients = shepherd::wiring::AwsClients::new(&self.sdk);
         shepherd_local::runtime::sweeper(f, &clients).expect("sweeper builds")
     }
 
@@ -310,7 +319,11 @@ impl TestStack {
     ) -> Production {
         let start = Instant::now();
         loop {
-            let p = self.ops.get(id).await.expect("production readable");
+            let p = self
+                .ops
+                .get(id, &Self::operator())
+                .await
+                .expect("production readable");
             if done(&p) {
                 return p;
             }
@@ -332,7 +345,7 @@ impl TestStack {
         loop {
             let rows = self
                 .ops
-                .audit(&q, 1000, None)
+                .audit(&q, 1000, &Self::operator())
                 .await
                 .expect("audit readable");
             if done(&rows) || start.elapsed() > Duration::from_secs(60) {

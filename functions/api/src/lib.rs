@@ -41,17 +41,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shepherd::alarms::AlarmStatus;
 use shepherd::audit::AuditQuery;
-use shepherd::dlq::RedriveFilter;
-use shepherd::domain::{Brief, OverrideTarget, ProductionStatus};
-use shepherd::ops::{OperatorAction, Ops, OpsError, Role};
-use shepherd::ports::{Actor, Clock, SystemClock};
+use shepherd::domain::alarms::AlarmStatus;
+use shepherd::domain::{Act, Action, Actor, Caller, ProductionStatus, Role, Scope};
+use shepherd::ops::{Ops, OpsError, RedriveFilter};
+use shepherd::ports::{Clock, SystemClock};
 use shepherd::view;
 
-/// Who is calling, as the authorizer (or the local token file) says.
+/// A caller as the token file names it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Caller {
+pub struct TokenCaller {
     pub account: String,
     pub role: Role,
     /// For the audit trail's actor.
@@ -59,9 +58,36 @@ pub struct Caller {
     pub name: String,
 }
 
-impl Caller {
-    fn actor(&self) -> Actor {
-        Actor(format!("api:{}", self.name))
+impl TokenCaller {
+    fn caller(&self) -> Caller {
+        api_caller(&self.name, self.role, &self.account)
+    }
+}
+
+/// An API caller: scoped to its account, recorded as `api:<name>`.
+fn api_caller(name: &str, role: Role, account: &str) -> Caller {
+    Caller::new(
+        Actor(format!("api:{name}")),
+        role,
+        Scope::Account(account.into()),
+    )
+}
+
+/// The HTTP status an operation's error answers with (the service knows nothing of HTTP).
+pub trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for OpsError {
+    fn status(&self) -> u16 {
+        match self {
+            Self::InvalidBrief(_) | Self::Invalid(_) => 400,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Conflict { .. } => 409,
+            Self::LimitReached(_) => 429,
+            Self::DispatchFailed { .. } | Self::Store(_) | Self::Config(_) => 503,
+        }
     }
 }
 
@@ -73,12 +99,12 @@ pub enum Auth {
     Claims { account: String, role: String },
     /// Locally: `Authorization: Bearer <token>`, tokens from a JSON file
     /// `{"tokens": {"<token>": {"account": "...", "role": "operator", "name": "..."}}}`.
-    Tokens(HashMap<String, Caller>),
+    Tokens(HashMap<String, TokenCaller>),
 }
 
 #[derive(Debug, Deserialize)]
 struct TokenFile {
-    tokens: HashMap<String, Caller>,
+    tokens: HashMap<String, TokenCaller>,
 }
 
 impl Auth {
@@ -124,9 +150,12 @@ impl Auth {
                             "send Authorization: Bearer <token>",
                         )
                     })?;
-                tokens.get(token.trim()).cloned().ok_or_else(|| {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
-                })
+                tokens
+                    .get(token.trim())
+                    .map(TokenCaller::caller)
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
+                    })
             }
             Self::Claims { account, role } => {
                 let claims = parts
@@ -152,7 +181,7 @@ impl Auth {
                     })
                 };
                 let role_name = claim(role)?;
-                let role = parse_role(&role_name).ok_or_else(|| {
+                let role = Role::parse(&role_name).ok_or_else(|| {
                     ApiError::new(
                         StatusCode::FORBIDDEN,
                         "forbidden",
@@ -163,22 +192,9 @@ impl Auth {
                     .iter()
                     .find_map(|k| claims.get(*k).cloned())
                     .unwrap_or_else(|| "unknown".into());
-                Ok(Caller {
-                    account: claim(account)?,
-                    role,
-                    name,
-                })
+                Ok(api_caller(&name, role, &claim(account)?))
             }
         }
-    }
-}
-
-fn parse_role(s: &str) -> Option<Role> {
-    match s {
-        "viewer" => Some(Role::Viewer),
-        "operator" => Some(Role::Operator),
-        "admin" => Some(Role::Admin),
-        _ => None,
     }
 }
 
@@ -257,11 +273,14 @@ impl Api {
     }
 }
 
-impl FromRequestParts<Api> for Caller {
+/// The verified caller of a request (an extractor).
+pub struct Who(pub Caller);
+
+impl FromRequestParts<Api> for Who {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
-        api.0.auth.caller(parts)
+        api.0.auth.caller(parts).map(Who)
     }
 }
 
@@ -305,13 +324,9 @@ impl From<OpsError> for ApiError {
             _ => "unavailable",
         };
         let available = match &e {
-            OpsError::Conflict { available, .. } => Some(
-                available
-                    .split(", ")
-                    .filter(|a| *a != "none")
-                    .map(String::from)
-                    .collect(),
-            ),
+            OpsError::Conflict { available, .. } => {
+                Some(available.iter().map(|a| a.as_str().to_string()).collect())
+            }
             _ => None,
         };
         Self {
@@ -338,6 +353,11 @@ impl IntoResponse for ApiError {
 
 type Answer = Result<Response, ApiError>;
 
+/// The caller's own account (every API caller has one).
+fn own_account(caller: &Caller) -> &str {
+    caller.account().unwrap_or_default()
+}
+
 fn ok(v: Value) -> Answer {
     Ok(Json(v).into_response())
 }
@@ -350,16 +370,6 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
         bytes
     };
     serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("request body: {e}")))
-}
-
-fn require(caller: &Caller, role: Role, what: &str) -> Result<(), ApiError> {
-    if caller.role < role {
-        return Err(ApiError::from(OpsError::Forbidden(format!(
-            "{what} needs the {role:?} role; you are {:?}",
-            caller.role
-        ))));
-    }
-    Ok(())
 }
 
 /// The routes, with their state; serve it with `lambda_http::run` or `axum::serve`.
@@ -419,7 +429,7 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(State(api): State<Api>, caller: Caller, Query(q): Query<ListQuery>) -> Answer {
+async fn list(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuery>) -> Answer {
     let status = q
         .status
         .as_deref()
@@ -429,23 +439,15 @@ async fn list(State(api): State<Api>, caller: Caller, Query(q): Query<ListQuery>
     let ps = api
         .ops()
         .await?
-        .list(&caller.account, status, q.limit.unwrap_or(50))
+        .list(own_account(&caller), status, q.limit.unwrap_or(50), &caller)
         .await?;
     let items: Vec<Value> = ps.iter().map(|p| view::json(p, None)).collect();
     ok(json!({"productions": items}))
 }
 
-async fn create(State(api): State<Api>, caller: Caller, bytes: Bytes) -> Answer {
-    require(&caller, Role::Operator, "creating a production")?;
+async fn create(State(api): State<Api>, Who(caller): Who, bytes: Bytes) -> Answer {
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::invalid("body is not UTF-8"))?;
-    let brief = Brief::parse(text).map_err(OpsError::from)?;
-    if brief.account != caller.account {
-        return Err(ApiError::from(OpsError::Forbidden(format!(
-            "the brief's account {:?} is not yours",
-            brief.account
-        ))));
-    }
-    let p = api.ops().await?.start(text, &caller.actor()).await?;
+    let p = api.ops().await?.start(text, &caller).await?;
     let location = format!("/productions/{}", p.id);
     Ok((
         StatusCode::CREATED,
@@ -455,81 +457,37 @@ async fn create(State(api): State<Api>, caller: Caller, bytes: Bytes) -> Answer 
         .into_response())
 }
 
-async fn show(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Answer {
+async fn show(State(api): State<Api>, Who(caller): Who, Path(id): Path<String>) -> Answer {
     let ops = api.ops().await?;
-    let p = ops.get_in(&id, Some(&caller.account)).await?;
+    let p = ops.get(&id, &caller).await?;
     let outputs = ops.outputs(&p).await?;
     ok(view::json(&p, Some(&outputs)))
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ActionBody {
-    feedback: Option<String>,
-    changes: Option<HashMap<String, String>>,
-    reason: Option<String>,
-    #[serde(default)]
-    skip_gate: bool,
-    jump_to: Option<String>,
-}
-
-fn action(name: &str, b: ActionBody) -> Result<OperatorAction, ApiError> {
-    let missing = |field: &str| ApiError::invalid(format!("{name} needs {field:?} in the body"));
-    Ok(match name {
-        "pause" => OperatorAction::Pause,
-        "resume" => OperatorAction::Resume,
-        "retry_phase" | "retry" => OperatorAction::RetryPhase,
-        "approve" => OperatorAction::Approve,
-        "cancel" => OperatorAction::Cancel,
-        "acknowledge_warnings" => OperatorAction::AcknowledgeWarnings,
-        "reject" => OperatorAction::Reject {
-            feedback: b.feedback.ok_or_else(|| missing("feedback"))?,
-        },
-        "edit" => {
-            let changes = b.changes.ok_or_else(|| missing("changes"))?;
-            let mut changes: Vec<(String, String)> = changes.into_iter().collect();
-            changes.sort();
-            OperatorAction::Edit { changes }
-        }
-        "override" => {
-            let reason = b.reason.ok_or_else(|| missing("reason"))?;
-            let target = match (b.skip_gate, b.jump_to) {
-                (true, None) => OverrideTarget::SkipGate,
-                (false, Some(p)) => OverrideTarget::JumpTo(p),
-                _ => {
-                    return Err(ApiError::invalid(
-                        "override needs exactly one of \"skip_gate\": true or \"jump_to\"",
-                    ));
-                }
-            };
-            OperatorAction::Override { reason, target }
-        }
-        other => {
-            return Err(ApiError::not_found(format!(
-                "no action {other:?} (pause, resume, retry_phase, approve, reject, edit, cancel, override, acknowledge_warnings)"
-            )));
-        }
-    })
+/// The action named in the path, with its arguments from the body: an unknown action is
+/// not found (404); a body that does not fit it is a 400 naming the problem.
+fn action(name: &str, body: &Bytes) -> Result<Act, ApiError> {
+    let Some(action) = Action::parse(name) else {
+        let all: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        return Err(ApiError::not_found(format!(
+            "no action {name:?} ({})",
+            all.join(", ")
+        )));
+    };
+    let mut args: serde_json::Map<String, Value> = self::body(body)?;
+    args.insert("action".into(), action.as_str().into());
+    serde_json::from_value(Value::Object(args))
+        .map_err(|e| ApiError::invalid(format!("{action} needs {e}")))
 }
 
 async fn act(
     State(api): State<Api>,
-    caller: Caller,
+    Who(caller): Who,
     Path((id, name)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Answer {
-    let action = action(&name, body(&bytes)?)?;
-    let p = api
-        .ops()
-        .await?
-        .act_in(
-            &id,
-            action,
-            &caller.actor(),
-            caller.role,
-            Some(&caller.account),
-        )
-        .await?;
+    let act = action(&name, &bytes)?;
+    let p = api.ops().await?.act(&id, act, &caller).await?;
     ok(view::json(&p, None))
 }
 
@@ -540,7 +498,7 @@ struct Limit {
 
 async fn production_audit(
     State(api): State<Api>,
-    caller: Caller,
+    Who(caller): Who,
     Path(id): Path<String>,
     Query(q): Query<Limit>,
 ) -> Answer {
@@ -550,20 +508,21 @@ async fn production_audit(
         .audit(
             &AuditQuery::Production(id),
             q.limit.unwrap_or(1000),
-            Some(&caller.account),
+            &caller,
         )
         .await?;
     ok(json!({"events": rows}))
 }
 
-async fn approvals(State(api): State<Api>, caller: Caller, Query(q): Query<Limit>) -> Answer {
+async fn approvals(State(api): State<Api>, Who(caller): Who, Query(q): Query<Limit>) -> Answer {
     let ps = api
         .ops()
         .await?
         .list(
-            &caller.account,
+            own_account(&caller),
             Some(ProductionStatus::AwaitingApproval),
             q.limit.unwrap_or(50),
+            &caller,
         )
         .await?;
     let items: Vec<Value> = ps
@@ -581,7 +540,7 @@ async fn approvals(State(api): State<Api>, caller: Caller, Query(q): Query<Limit
 
 async fn answer(
     State(api): State<Api>,
-    caller: Caller,
+    Who(caller): Who,
     Path((id, answer)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Answer {
@@ -590,7 +549,7 @@ async fn answer(
             "no answer {answer:?} (approve, reject)"
         )));
     }
-    act(State(api), caller, Path((id, answer)), bytes).await
+    act(State(api), Who(caller), Path((id, answer)), bytes).await
 }
 
 #[derive(Deserialize)]
@@ -615,7 +574,7 @@ fn instant(name: &str, v: &str) -> Result<i64, ApiError> {
     })
 }
 
-async fn audit(State(api): State<Api>, caller: Caller, Query(q): Query<AuditParams>) -> Answer {
+async fn audit(State(api): State<Api>, Who(caller): Who, Query(q): Query<AuditParams>) -> Answer {
     let query = match (q.trace, q.event_type) {
         (Some(t), None) => AuditQuery::Trace(t),
         (None, Some(event_type)) => {
@@ -645,17 +604,13 @@ async fn audit(State(api): State<Api>, caller: Caller, Query(q): Query<AuditPara
     let rows = api
         .ops()
         .await?
-        .audit(&query, q.limit.unwrap_or(1000), Some(&caller.account))
+        .audit(&query, q.limit.unwrap_or(1000), &caller)
         .await?;
     ok(json!({"events": rows}))
 }
 
-async fn alarms(State(api): State<Api>, caller: Caller) -> Answer {
-    let alarms = api
-        .ops()
-        .await?
-        .alarms_for(&caller.account, caller.role)
-        .await?;
+async fn alarms(State(api): State<Api>, Who(caller): Who) -> Answer {
+    let alarms = api.ops().await?.alarms(&caller).await?;
     let items: Vec<Value> = alarms
         .iter()
         .map(|a| {
@@ -669,7 +624,7 @@ async fn alarms(State(api): State<Api>, caller: Caller) -> Answer {
 
 async fn set_alarm(
     State(api): State<Api>,
-    caller: Caller,
+    Who(caller): Who,
     Path((id, status)): Path<(String, String)>,
 ) -> Answer {
     let status = match status.as_str() {
@@ -681,19 +636,8 @@ async fn set_alarm(
             )));
         }
     };
-    api.ops()
-        .await?
-        .set_alarm_in(&id, status, &caller.actor(), caller.role, &caller.account)
-        .await?;
+    api.ops().await?.set_alarm(&id, status, &caller).await?;
     ok(json!({"id": id, "status": status}))
-}
-
-/// Messages of the caller's productions; messages of no production only for admins.
-fn visible(e: &shepherd::dlq::DlqEntry, caller: &Caller) -> bool {
-    match &e.account {
-        Some(a) => *a == caller.account,
-        None => caller.role == Role::Admin,
-    }
 }
 
 #[derive(Deserialize)]
@@ -702,37 +646,17 @@ struct DlqQuery {
     limit: Option<usize>,
 }
 
-async fn dlq_list(State(api): State<Api>, caller: Caller, Query(q): Query<DlqQuery>) -> Answer {
+async fn dlq_list(State(api): State<Api>, Who(caller): Who, Query(q): Query<DlqQuery>) -> Answer {
     let entries = api
         .ops()
         .await?
-        .dlq_list(q.phase.as_deref(), q.limit.unwrap_or(100))
+        .dlq_list(q.phase.as_deref(), q.limit.unwrap_or(100), &caller)
         .await?;
-    let items: Vec<_> = entries.iter().filter(|e| visible(e, &caller)).collect();
-    ok(json!({"messages": items}))
+    ok(json!({"messages": entries}))
 }
 
-async fn dlq_entry(
-    ops: &Ops,
-    id: &str,
-    caller: &Caller,
-) -> Result<
-    (
-        shepherd::dlq::DlqEntry,
-        Option<shepherd::domain::Production>,
-    ),
-    ApiError,
-> {
-    let (entry, production) = ops.dlq_show(id).await?;
-    if !visible(&entry, caller) {
-        return Err(ApiError::not_found(format!("DLQ message {id}")));
-    }
-    Ok((entry, production))
-}
-
-async fn dlq_show(State(api): State<Api>, caller: Caller, Path(id): Path<String>) -> Answer {
-    let ops = api.ops().await?;
-    let (entry, production) = dlq_entry(&ops, &id, &caller).await?;
+async fn dlq_show(State(api): State<Api>, Who(caller): Who, Path(id): Path<String>) -> Answer {
+    let (entry, production) = api.ops().await?.dlq_show(&id, &caller).await?;
     ok(json!({
         "message": entry,
         "production": production.as_ref().map(|p| view::json(p, None)),
@@ -753,7 +677,7 @@ struct DlqBody {
 
 async fn dlq_act(
     State(api): State<Api>,
-    caller: Caller,
+    Who(caller): Who,
     Path((id, action)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Answer {
@@ -761,26 +685,17 @@ async fn dlq_act(
     let ops = api.ops().await?;
     match action.as_str() {
         "resubmit" => {
-            require(&caller, Role::Operator, "resubmit")?;
-            let (entry, _) = dlq_entry(&ops, &id, &caller).await?;
             let filter = RedriveFilter {
                 message_id: Some(id),
                 include_malformed: b.include_malformed,
-                account: entry.account.clone(),
                 ..Default::default()
             };
-            let r = ops
-                .dlq_redrive(&filter, 10, &caller.actor(), caller.role)
-                .await?;
+            let r = ops.dlq_redrive(&filter, 10, &caller).await?;
             ok(serde_json::to_value(r).unwrap_or_default())
         }
         "discard" => {
-            require(&caller, Role::Admin, "discard")?;
-            dlq_entry(&ops, &id, &caller).await?;
             let reason = b.reason.unwrap_or_default();
-            let e = ops
-                .dlq_discard(&id, &reason, &caller.actor(), caller.role)
-                .await?;
+            let e = ops.dlq_discard(&id, &reason, &caller).await?;
             ok(json!({"discarded": e}))
         }
         other => Err(ApiError::not_found(format!(
@@ -789,7 +704,7 @@ async fn dlq_act(
     }
 }
 
-async fn dlq_redrive(State(api): State<Api>, caller: Caller, bytes: Bytes) -> Answer {
+async fn dlq_redrive(State(api): State<Api>, Who(caller): Who, bytes: Bytes) -> Answer {
     let b: DlqBody = body(&bytes)?;
     let filter = RedriveFilter {
         phase: b.phase,
@@ -797,23 +712,26 @@ async fn dlq_redrive(State(api): State<Api>, caller: Caller, bytes: Bytes) -> An
         older_than: b.older_than_secs.map(Duration::from_secs),
         message_id: None,
         include_malformed: b.include_malformed,
-        account: Some(caller.account.clone()),
     };
     let r = api
         .ops()
         .await?
-        .dlq_redrive(&filter, b.rate.unwrap_or(10), &caller.actor(), caller.role)
+        .dlq_redrive(&filter, b.rate.unwrap_or(10), &caller)
         .await?;
     ok(serde_json::to_value(r).unwrap_or_default())
 }
 
-async fn account(State(api): State<Api>, caller: Caller) -> Answer {
-    let usage = api.ops().await?.account_usage(&caller.account).await?;
+async fn account(State(api): State<Api>, Who(caller): Who) -> Answer {
+    let usage = api
+        .ops()
+        .await?
+        .account_usage(own_account(&caller), &caller)
+        .await?;
     ok(serde_json::to_value(usage).unwrap_or_default())
 }
 
-async fn integrations(State(api): State<Api>, _caller: Caller) -> Answer {
-    let list = api.ops().await?.integrations().await?;
+async fn integrations(State(api): State<Api>, Who(caller): Who) -> Answer {
+    let list = api.ops().await?.integrations(&caller).await?;
     ok(json!({"integrations": list}))
 }
 
@@ -827,7 +745,7 @@ struct IntegrationPatch {
 
 async fn set_integration(
     State(api): State<Api>,
-    caller: Caller,
+    Who(caller): Who,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Answer {
@@ -835,13 +753,7 @@ async fn set_integration(
     let view = api
         .ops()
         .await?
-        .set_integration_enabled(
-            &id,
-            patch.enabled,
-            &patch.reason,
-            &caller.actor(),
-            caller.role,
-        )
+        .set_integration_enabled(&id, patch.enabled, &patch.reason, &caller)
         .await?;
     ok(serde_json::to_value(view).unwrap_or_default())
 }
@@ -872,13 +784,13 @@ mod tests {
         let caller = claims_auth().caller(&parts(|_| {})).unwrap();
         assert_eq!(
             caller,
-            Caller {
-                account: "acme".into(),
-                role: Role::Operator,
-                name: "ana@acme.example".into()
-            }
+            Caller::new(
+                Actor("api:ana@acme.example".into()),
+                Role::Operator,
+                Scope::Account("acme".into())
+            )
         );
-        assert_eq!(caller.actor().0, "api:ana@acme.example");
+        assert_eq!(caller.actor.0, "api:ana@acme.example");
     }
 
     #[test]
@@ -925,30 +837,41 @@ mod tests {
             ("SHEPHERD_ROLE_CLAIM".to_string(), "custom:role".to_string()),
         ]);
         let caller = Auth::claims_from_env(&env).caller(&parts(|_| {})).unwrap();
-        assert_eq!(caller.account, "ana@acme.example");
+        assert_eq!(caller.account(), Some("ana@acme.example"));
     }
 
     #[test]
     fn action_bodies_are_checked() {
+        let empty = Bytes::new();
         assert!(matches!(
-            action("reject", ActionBody::default()).unwrap_err().status,
+            action("reject", &empty).unwrap_err().status,
             StatusCode::BAD_REQUEST
         ));
-        let both = ActionBody {
-            reason: Some("r".into()),
-            skip_gate: true,
-            jump_to: Some("voice".into()),
-            ..Default::default()
-        };
+        let both =
+            Bytes::from_static(b"{\"reason\": \"r\", \"skip_gate\": true, \"jump_to\": \"voice\"}");
+        let act = action("override", &both).unwrap();
+        let p = shepherd::domain::start(
+            "p".into(),
+            "a".into(),
+            "content".into(),
+            &["brief", "voice"],
+            Default::default(),
+            "t".into(),
+            0,
+        );
+        let mut p = p.production;
+        p.status = ProductionStatus::Paused;
+        let refused = shepherd::domain::decide(&p, act.into(), 1).unwrap_err();
         assert_eq!(
-            action("override", both).unwrap_err().status,
+            ApiError::from(OpsError::from(refused)).status,
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            action("explode", ActionBody::default()).unwrap_err().status,
+            action("explode", &empty).unwrap_err().status,
             StatusCode::NOT_FOUND
         );
-        let err = body::<ActionBody>(&Bytes::from_static(b"{\"feedbak\": \"x\"}")).unwrap_err();
+        let typo = Bytes::from_static(b"{\"feedbak\": \"x\"}");
+        let err = action("reject", &typo).unwrap_err();
         assert!(err.message.contains("feedbak"), "{}", err.message);
     }
 }

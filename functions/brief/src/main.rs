@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shepherd::runtime::serve(shepherd::phases::BriefPhase).await
+    shepherd::wiring::serve_phase(shepherd::phases::BriefPhase).await
 }

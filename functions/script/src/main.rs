@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shepherd::runtime::serve(shepherd::phases::Script).await
+    shepherd::wiring::serve_phase(shepherd::phases::Script).await
 }

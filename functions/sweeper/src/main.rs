@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shepherd::recovery::serve().await
+    shepherd::wiring::serve_sweeper().await
 }

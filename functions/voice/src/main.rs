@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shepherd::runtime::serve(shepherd::phases::Voice).await
+    shepherd::wiring::serve_phase(shepherd::phases::Voice).await
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
-use shepherd::audit::{AuditSource, project, settle_slots};
 use shepherd::config::Config;
-use shepherd::recovery::{Sweeper, lost_dispatch_after};
-use shepherd::runtime::{AwsClients, PhaseRuntime, Stats};
+use shepherd::recovery::Sweeper;
+use shepherd::runtime::{PhaseFunction, Stats};
+use shepherd::wiring::{self, AwsClients};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -120,30 +120,19 @@ impl LocalRuntime {
                         stream_arn,
                         batch_size,
                     } => {
-                        let table = f
-                            .env
-                            .get("SHEPHERD_AUDIT_TABLE")
-                            .cloned()
-                            .unwrap_or_default();
-                        let state_table = f
-                            .env
-                            .get("SHEPHERD_STATE_TABLE")
-                            .cloned()
-                            .unwrap_or_default();
                         if f.binary != "audit-projector" {
                             return Err(RuntimeError::UnknownBinary(
                                 f.logical_id.clone(),
                                 f.binary.clone(),
                             ));
                         }
+                        let config = config(f)?;
                         let poller = StreamPoller {
                             streams: aws_sdk_dynamodbstreams::Client::new(&clients.pollers),
-                            ddb: clients.handlers.dynamodb.clone(),
+                            ports: wiring::function_ports(&clients.handlers, &config),
                             exec: clients.exec.clone(),
                             stream_arn: stream_arn.clone(),
                             batch_size: *batch_size,
-                            table,
-                            state_table,
                         };
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
@@ -179,20 +168,20 @@ impl LocalRuntime {
     }
 }
 
+fn config(f: &LocalFunction) -> Result<Config, RuntimeError> {
+    Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))
+}
+
 /// The handler a function runs, built as the deployed function builds it.
 pub fn phase_runtime(
     f: &LocalFunction,
     clients: &AwsClients,
-) -> Result<PhaseRuntime, RuntimeError> {
+) -> Result<PhaseFunction, RuntimeError> {
     let phase = shepherd::phases::by_name(&f.binary)
         .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
-    let config =
-        Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
-    Ok(PhaseRuntime::from_clients(
-        Arc::from(phase),
-        clients.clone(),
-        config,
-    ))
+    let config = config(f)?;
+    let ports = wiring::function_ports(clients, &config);
+    Ok(wiring::phase_function(Arc::from(phase), &ports, &config))
 }
 
 /// The handler a scheduled function runs (the sweeper is the only one).
@@ -203,11 +192,11 @@ pub fn sweeper(f: &LocalFunction, clients: &AwsClients) -> Result<Sweeper, Runti
             f.binary.clone(),
         ));
     }
-    let config =
-        Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
-    let lost =
-        lost_dispatch_after(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
-    Ok(Sweeper::from_clients(clients.clone(), &config, lost))
+    let config = config(f)?;
+    Ok(wiring::sweeper(
+        &wiring::function_ports(clients, &config),
+        &config,
+    ))
 }
 
 /// API Gateway's part: the API function's router on a local address.
@@ -261,7 +250,7 @@ struct SqsPoller {
     batch_size: i32,
     partial: bool,
     timeout: Duration,
-    runtime: Arc<PhaseRuntime>,
+    runtime: Arc<PhaseFunction>,
     exec: Option<tokio::runtime::Handle>,
     crash: CrashPlan,
 }
@@ -404,11 +393,9 @@ pub fn to_event_message(m: &aws_sdk_sqs::types::Message) -> SqsMessage {
 
 struct StreamPoller {
     streams: aws_sdk_dynamodbstreams::Client,
-    ddb: aws_sdk_dynamodb::Client,
+    ports: shepherd::ports::Ports,
     stream_arn: String,
     batch_size: i32,
-    table: String,
-    state_table: String,
     exec: Option<tokio::runtime::Handle>,
 }
 
@@ -443,28 +430,22 @@ impl StreamPoller {
                         continue;
                     }
                 };
-                let sources: Vec<AuditSource> = out
+                let images: Vec<_> = out
                     .records
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|r| r.dynamodb.and_then(|d| d.new_image))
-                    .filter_map(|img| serde_dynamo::from_item::<_, AuditSource>(img).ok())
-                    .filter(|s| !s.au_is_empty())
                     .collect();
-                got += sources.len();
+                got += images.len();
                 let mut retry_same = false;
-                let projected = if sources.is_empty() {
-                    Ok(0)
+                // The same handler the deployed projector runs.
+                let projected = if images.is_empty() {
+                    Ok(Default::default())
                 } else {
-                    let (ddb, table) = (self.ddb.clone(), self.table.clone());
-                    let state_table = self.state_table.clone();
-                    let run = async move {
-                        let n = project(&ddb, &table, &sources).await?;
-                        settle_slots(&ddb, &state_table, &sources).await?;
-                        Ok::<_, shepherd::audit::ProjectError>(n)
-                    };
+                    let ports = self.ports.clone();
+                    let run = async move { wiring::project_stream(&ports, images).await };
                     match &self.exec {
-                        Some(exec) => exec.spawn(run).await.unwrap_or(Ok(0)),
+                        Some(exec) => exec.spawn(run).await.unwrap_or(Ok(Default::default())),
                         None => run.await,
                     }
                 };

@@ -1,10 +1,13 @@
-//! AWS SDK adapters for the ports.
+//! Adapters: the ports implemented with AWS (`dynamodb/`, `sqs.rs`, `ssm.rs`), with HTTP to
+//! providers (`providers/`), and in memory for fast tests of the engine (`memory.rs`).
+//! No DynamoDB, SQS or SSM call lives outside this folder.
 
 pub mod dynamodb;
+pub mod memory;
+pub mod providers;
 pub mod sqs;
 pub mod ssm;
 
-pub use dynamodb::{DynamoOutcomes, DynamoStore};
 pub use sqs::SqsQueue;
 pub use ssm::{CachedParams, SsmParams};
 

@@ -2,9 +2,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use aws_sdk_ssm::Client;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 
 use super::sdk_error;
 use crate::ports::{ParamError, Params};
@@ -20,34 +19,32 @@ impl SsmParams {
     }
 }
 
+#[async_trait]
 impl Params for SsmParams {
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, ParamError>> {
-        async move {
-            let out = self
-                .client
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await;
-            match out {
-                Ok(o) => o
-                    .parameter
-                    .and_then(|p| p.value)
-                    .ok_or_else(|| ParamError::Missing(name.into())),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_parameter_not_found()) =>
-                {
-                    Err(ParamError::Missing(name.into()))
-                }
-                Err(e) => Err(ParamError::Unavailable {
-                    name: name.into(),
-                    reason: sdk_error(&e),
-                }),
+    async fn get(&self, name: &str) -> Result<String, ParamError> {
+        let out = self
+            .client
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await;
+        match out {
+            Ok(o) => o
+                .parameter
+                .and_then(|p| p.value)
+                .ok_or_else(|| ParamError::Missing(name.into())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Err(ParamError::Missing(name.into()))
             }
+            Err(e) => Err(ParamError::Unavailable {
+                name: name.into(),
+                reason: sdk_error(&e),
+            }),
         }
-        .boxed()
     }
 }
 
@@ -69,22 +66,20 @@ impl<P: Params> CachedParams<P> {
     }
 }
 
+#[async_trait]
 impl<P: Params> Params for CachedParams<P> {
-    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String, ParamError>> {
-        async move {
-            if let Some((at, v)) = self.cache.lock().expect("cache lock").get(name)
-                && at.elapsed() < self.ttl
-            {
-                return Ok(v.clone());
-            }
-            let v = self.inner.get(name).await?;
-            self.cache
-                .lock()
-                .expect("cache lock")
-                .insert(name.into(), (Instant::now(), v.clone()));
-            Ok(v)
+    async fn get(&self, name: &str) -> Result<String, ParamError> {
+        if let Some((at, v)) = self.cache.lock().expect("cache lock").get(name)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(v.clone());
         }
-        .boxed()
+        let v = self.inner.get(name).await?;
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(name.into(), (Instant::now(), v.clone()));
+        Ok(v)
     }
 
     fn invalidate(&self, name: &str) {

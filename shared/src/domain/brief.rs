@@ -71,9 +71,9 @@ impl Brief {
         &["title", "topic", "audience", "tone", "voice", "language"];
 
     /// A copy with `changes` applied and validated; names a field that cannot be edited.
-    pub fn edited(&self, changes: &[(String, String)]) -> Result<Brief, BriefError> {
+    pub fn edited(&self, changes: &[super::FieldChange]) -> Result<Brief, BriefError> {
         let mut b = self.clone();
-        for (field, value) in changes {
+        for super::FieldChange { field, value } in changes {
             let slot = match field.as_str() {
                 "title" => &mut b.title,
                 "topic" => &mut b.topic,
@@ -85,7 +85,15 @@ impl Brief {
                     return Err(BriefError::NotEditable(field.clone()));
                 }
             };
-            *slot = value.clone();
+            *slot = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => {
+                    return Err(BriefError::Field {
+                        field: "changes",
+                        problem: format!("{field} must be text (got {other})"),
+                    });
+                }
+            };
         }
         b.validate()?;
         Ok(b)

@@ -1,18 +1,40 @@
-//! The domain: productions, phases and their state machine. Pure: no AWS, no I/O, no clock.
-//! Every state change is `decide(production, command, now) -> Transition`.
+//! The domain: productions, phases and their rules. Pure: no AWS, no I/O, no clock.
+//!
+//! | rule | file |
+//! |---|---|
+//! | what changes a production (`decide`) | `decide/` |
+//! | what to do with a delivered message or an errored run | `delivery.rs` |
+//! | who may do what, who sees what | `authz.rs` |
+//! | the operator's verbs | `act.rs` |
+//! | error codes and classes, audit kinds, alarm kinds | `error.rs`, `audit.rs`, `alarms.rs` |
+//! | an integration's health and circuit | `health.rs` |
+//! | account limits | `limits.rs` |
 
+mod act;
+pub mod alarms;
+mod audit;
+pub mod authz;
 mod brief;
+mod decide;
+pub mod delivery;
+mod error;
+pub mod health;
+pub mod limits;
 mod production;
-mod transition;
+pub mod redact;
 
+pub use act::{Act, Action, FieldChange, OverrideTarget};
+pub use audit::{AuditEvent, AuditKind, Outcome};
+pub use authz::{Actor, Caller, Role, Scope};
 pub use brief::{Brief, BriefError, VOICES};
-pub use production::{
-    Action, Approval, ErrorClass, GateKind, GatePolicy, OnExpiry, PhaseError, PhaseState,
-    PhaseStatus, Production, ProductionStatus,
+pub use decide::{
+    Command, Dispatch, DomainError, FailDisposition, MAX_OPERATOR_TEXT, Transition, decide, start,
 };
-pub use transition::{
-    AuditEvent, ClaimRefusal, Command, Dispatch, DomainError, FailDisposition, OverrideTarget,
-    Transition, claim_refusal, decide, start,
+pub use delivery::{ClaimRefusal, claim_refusal};
+pub use error::{Classify, ErrorClass, ErrorCode, StepError};
+pub use production::{
+    Approval, GateKind, GatePolicy, OnExpiry, PhaseError, PhaseState, PhaseStatus, Production,
+    ProductionStatus,
 };
 
 /// Milliseconds since the Unix epoch. The domain never reads a clock; callers pass `now`.

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::Millis;
+use super::{Action, ErrorClass, ErrorCode, Millis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,22 +100,10 @@ impl PhaseStatus {
     }
 }
 
-/// Whether another try can help: decides between backoff, `failed` and the DLQ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// 5xx, timeouts, throttling, 429: back off and try again.
-    Retryable,
-    /// Validation, content refusal, bad config: no retry can help.
-    Permanent,
-    /// A bug: the phase panicked.
-    Unexpected,
-}
-
 /// The last error of a phase, kept on the production (the full history is in the audit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseError {
-    pub code: String,
+    pub code: ErrorCode,
     pub class: ErrorClass,
     pub detail: String,
     pub attempt: u32,
@@ -126,10 +114,17 @@ pub struct PhaseError {
 }
 
 impl PhaseError {
+    /// The error a run returned, as it is kept.
+    pub fn from_step(e: &super::StepError) -> Self {
+        let mut error = Self::new(e.code.clone(), e.class, &e.detail);
+        error.provider_status = e.provider_status;
+        error
+    }
+
     /// Details are cut so the hot item stays small; the audit keeps the same cut text.
     pub const MAX_DETAIL: usize = 300;
 
-    pub fn new(code: impl Into<String>, class: ErrorClass, detail: impl Into<String>) -> Self {
+    pub fn new(code: impl Into<ErrorCode>, class: ErrorClass, detail: impl Into<String>) -> Self {
         let mut detail: String = detail.into();
         if detail.len() > Self::MAX_DETAIL {
             let mut cut = Self::MAX_DETAIL;
@@ -300,38 +295,6 @@ pub struct Production {
     /// hot path of phase hand-offs (those are recovered by SQS redelivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<Millis>,
-}
-
-/// What an operator may do now; every surface shows exactly this list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Pause,
-    Resume,
-    RetryPhase,
-    Approve,
-    Reject,
-    Edit,
-    Cancel,
-    /// Admin only: skip a gate or jump to a phase.
-    Override,
-    AcknowledgeWarnings,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pause => "pause",
-            Self::Resume => "resume",
-            Self::RetryPhase => "retry_phase",
-            Self::Approve => "approve",
-            Self::Reject => "reject",
-            Self::Edit => "edit",
-            Self::Cancel => "cancel",
-            Self::Override => "override",
-            Self::AcknowledgeWarnings => "acknowledge_warnings",
-        }
-    }
 }
 
 impl Production {

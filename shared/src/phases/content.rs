@@ -1,10 +1,9 @@
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{Phase, PhaseContext};
-use crate::integrations::CallKind;
-use crate::tools::{ChatMessage, ChatRequest, ImageRequest, SpeechRequest, StepError};
+use crate::config::CallKind;
+use crate::domain::{ErrorCode, StepError};
+use crate::ports::{ChatMessage, ChatRequest, ImageRequest, SpeechRequest};
+use crate::runtime::{Phase, PhaseContext, PhaseOutput};
 
 const CHAT_MODEL: &str = "gpt-4o-mini";
 const IMAGE_MODEL: &str = "gpt-image-1";
@@ -65,55 +64,65 @@ fn json_chat(system: String, user: String) -> ChatRequest {
 fn parse_answer<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, StepError> {
     serde_json::from_str(text).map_err(|e| {
         StepError::permanent(
-            "provider_bad_response",
+            ErrorCode::ProviderBadResponse,
             format!("{what} was not the JSON asked for: {e}"),
         )
     })
 }
 
-fn to_value(v: impl Serialize) -> Result<serde_json::Value, StepError> {
-    Ok(serde_json::to_value(v).expect("output serialises"))
+impl PhaseOutput for Plan {}
+impl PhaseOutput for ScriptOut {}
+impl PhaseOutput for VoiceOut {}
+impl PhaseOutput for PublishOut {}
+impl PhaseOutput for AssetsOut {
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+}
+
+/// What publish produced: the manifest, and where it was published and who was told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishOut {
+    pub title: String,
+    pub description: String,
+    pub scenes: Vec<serde_json::Value>,
+    pub published: Option<serde_json::Value>,
+    pub notified: Option<serde_json::Value>,
 }
 
 /// Turns the brief into a plan of exactly `brief.scenes` scenes.
 pub struct BriefPhase;
 
 impl Phase for BriefPhase {
-    fn name(&self) -> &'static str {
-        "brief"
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a PhaseContext,
-    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
-        async move {
-            let b = &ctx.brief;
-            let req = json_chat(
-                format!(
-                    "task=plan scenes={}. You plan short videos. Answer with JSON \
+    const NAME: &'static str = "brief";
+    type Output = Plan;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let b = &ctx.brief;
+        let req = json_chat(
+            format!(
+                "task=plan scenes={}. You plan short videos. Answer with JSON \
                      {{\"title\": string, \"scenes\": [{{\"n\": number, \"description\": string}}]}}.",
-                    b.scenes
-                ),
-                format!(
-                    "Title: {}\nTopic: {}\nAudience: {}\nTone: {}\nLanguage: {}{}",
-                    b.title,
-                    b.topic,
-                    b.audience,
-                    b.tone,
-                    b.language,
-                    ctx.feedback_line()
-                ),
-            );
-            let plan: Plan = parse_answer(&ctx.tools.chat("plan", &req).await?, "the plan")?;
-            if plan.scenes.len() != b.scenes as usize {
-                return Err(StepError::permanent(
-                    "plan_incomplete",
-                    format!("planned {} of {} scenes", plan.scenes.len(), b.scenes),
-                ));
-            }
-            to_value(plan)
+                b.scenes
+            ),
+            format!(
+                "Title: {}\nTopic: {}\nAudience: {}\nTone: {}\nLanguage: {}{}",
+                b.title,
+                b.topic,
+                b.audience,
+                b.tone,
+                b.language,
+                ctx.feedback_line()
+            ),
+        );
+        let plan: Plan = parse_answer(&ctx.tools.chat("plan", &req).await?, "the plan")?;
+        if plan.scenes.len() != b.scenes as usize {
+            return Err(StepError::permanent(
+                "plan_incomplete",
+                format!("planned {} of {} scenes", plan.scenes.len(), b.scenes),
+            ));
         }
-        .boxed()
+        Ok(plan)
     }
 }
 
@@ -121,48 +130,41 @@ impl Phase for BriefPhase {
 pub struct Script;
 
 impl Phase for Script {
-    fn name(&self) -> &'static str {
-        "script"
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a PhaseContext,
-    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
-        async move {
-            let plan: Plan = ctx.input("brief")?;
-            let scenes = plan
+    const NAME: &'static str = "script";
+    type Output = ScriptOut;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let plan = ctx.output::<BriefPhase>()?;
+        let scenes = plan
+            .scenes
+            .iter()
+            .map(|s| format!("{}. {}", s.n, s.description))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let req = json_chat(
+            format!(
+                "task=script scenes={}. Write one narration per scene, tone {}, language {}. \
+                     Answer with JSON {{\"scenes\": [{{\"n\": number, \"narration\": string}}]}}.",
+                plan.scenes.len(),
+                ctx.brief.tone,
+                ctx.brief.language
+            ),
+            format!("{}\n{scenes}{}", plan.title, ctx.feedback_line()),
+        );
+        let script: ScriptOut = parse_answer(&ctx.tools.chat("script", &req).await?, "the script")?;
+        for s in &plan.scenes {
+            if !script
                 .scenes
                 .iter()
-                .map(|s| format!("{}. {}", s.n, s.description))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let req = json_chat(
-                format!(
-                    "task=script scenes={}. Write one narration per scene, tone {}, language {}. \
-                     Answer with JSON {{\"scenes\": [{{\"n\": number, \"narration\": string}}]}}.",
-                    plan.scenes.len(),
-                    ctx.brief.tone,
-                    ctx.brief.language
-                ),
-                format!("{}\n{scenes}{}", plan.title, ctx.feedback_line()),
-            );
-            let script: ScriptOut =
-                parse_answer(&ctx.tools.chat("script", &req).await?, "the script")?;
-            for s in &plan.scenes {
-                if !script
-                    .scenes
-                    .iter()
-                    .any(|x| x.n == s.n && !x.narration.trim().is_empty())
-                {
-                    return Err(StepError::permanent(
-                        "script_incomplete",
-                        format!("scene {} has no narration", s.n),
-                    ));
-                }
+                .any(|x| x.n == s.n && !x.narration.trim().is_empty())
+            {
+                return Err(StepError::permanent(
+                    "script_incomplete",
+                    format!("scene {} has no narration", s.n),
+                ));
             }
-            to_value(script)
         }
-        .boxed()
+        Ok(script)
     }
 }
 
@@ -172,60 +174,54 @@ impl Phase for Script {
 pub struct Assets;
 
 impl Phase for Assets {
-    fn name(&self) -> &'static str {
-        "assets"
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a PhaseContext,
-    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
-        async move {
-            let plan: Plan = ctx.input("brief")?;
-            let mut images = Vec::with_capacity(plan.scenes.len());
-            let mut warnings = Vec::new();
-            let mut missing = Vec::new();
-            for s in &plan.scenes {
-                let req = ImageRequest {
-                    model: IMAGE_MODEL.into(),
-                    prompt: format!(
-                        "{} — {} (for {}){}",
-                        plan.title,
-                        s.description,
-                        ctx.brief.audience,
-                        ctx.feedback_line()
-                    ),
-                    n: 1,
-                    size: "1024x1024".into(),
-                };
-                let img = match ctx.tools.image(&format!("scene-{}", s.n), &req).await {
-                    Ok(img) => img,
-                    // Not recorded as done: a retry asks again for this scene only.
-                    Err(e) if e.code == "provider_no_image" => {
-                        missing.push(s.n.to_string());
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                warnings.extend(img.warnings.iter().map(|w| format!("scene {}: {w}", s.n)));
-                images.push(SceneImage {
-                    scene: s.n,
-                    url: img.url,
-                });
-            }
-            if !missing.is_empty() {
-                return Err(StepError::permanent(
-                    "assets_incomplete",
-                    format!(
-                        "{} of {} scenes have an image (none for scene {})",
-                        images.len(),
-                        plan.scenes.len(),
-                        missing.join(", ")
-                    ),
-                ));
-            }
-            to_value(AssetsOut { images, warnings })
+    const NAME: &'static str = "assets";
+    type Output = AssetsOut;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let plan = ctx.output::<BriefPhase>()?;
+        let mut images = Vec::with_capacity(plan.scenes.len());
+        let mut warnings = Vec::new();
+        let mut missing = Vec::new();
+        for s in &plan.scenes {
+            let req = ImageRequest {
+                model: IMAGE_MODEL.into(),
+                prompt: format!(
+                    "{} — {} (for {}){}",
+                    plan.title,
+                    s.description,
+                    ctx.brief.audience,
+                    ctx.feedback_line()
+                ),
+                n: 1,
+                size: "1024x1024".into(),
+            };
+            let img = match ctx.tools.image(&format!("scene-{}", s.n), &req).await {
+                Ok(img) => img,
+                // Not recorded as done: a retry asks again for this scene only.
+                Err(e) if e.code == ErrorCode::ProviderNoImage => {
+                    missing.push(s.n.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            warnings.extend(img.warnings.iter().map(|w| format!("scene {}: {w}", s.n)));
+            images.push(SceneImage {
+                scene: s.n,
+                url: img.url,
+            });
         }
-        .boxed()
+        if !missing.is_empty() {
+            return Err(StepError::permanent(
+                "assets_incomplete",
+                format!(
+                    "{} of {} scenes have an image (none for scene {})",
+                    images.len(),
+                    plan.scenes.len(),
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(AssetsOut { images, warnings })
     }
 }
 
@@ -233,34 +229,28 @@ impl Phase for Assets {
 pub struct Voice;
 
 impl Phase for Voice {
-    fn name(&self) -> &'static str {
-        "voice"
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a PhaseContext,
-    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
-        async move {
-            let script: ScriptOut = ctx.input("script")?;
-            let mut audio = Vec::with_capacity(script.scenes.len());
-            for s in &script.scenes {
-                let req = SpeechRequest {
-                    model: SPEECH_MODEL.into(),
-                    input: s.narration.clone(),
-                    voice: ctx.brief.voice.clone(),
-                    response_format: "mp3".into(),
-                };
-                let r = ctx.tools.speech(&format!("scene-{}", s.n), &req).await?;
-                audio.push(SceneAudio {
-                    scene: s.n,
-                    bytes: r.bytes,
-                    sha256: r.sha256,
-                    format: r.format,
-                });
-            }
-            to_value(VoiceOut { audio })
+    const NAME: &'static str = "voice";
+    type Output = VoiceOut;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let script = ctx.output::<Script>()?;
+        let mut audio = Vec::with_capacity(script.scenes.len());
+        for s in &script.scenes {
+            let req = SpeechRequest {
+                model: SPEECH_MODEL.into(),
+                input: s.narration.clone(),
+                voice: ctx.brief.voice.clone(),
+                response_format: "mp3".into(),
+            };
+            let r = ctx.tools.speech(&format!("scene-{}", s.n), &req).await?;
+            audio.push(SceneAudio {
+                scene: s.n,
+                bytes: r.bytes,
+                sha256: r.sha256,
+                format: r.format,
+            });
         }
-        .boxed()
+        Ok(VoiceOut { audio })
     }
 }
 
@@ -269,80 +259,74 @@ impl Phase for Voice {
 pub struct Publish;
 
 impl Phase for Publish {
-    fn name(&self) -> &'static str {
-        "publish"
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a PhaseContext,
-    ) -> BoxFuture<'a, Result<serde_json::Value, StepError>> {
-        async move {
-            let plan: Plan = ctx.input("brief")?;
-            let script: ScriptOut = ctx.input("script")?;
-            let assets: AssetsOut = ctx.input("assets")?;
-            let voice: VoiceOut = ctx.input("voice")?;
-            let req = json_chat(
-                "task=publish. Write a description for a video. Answer with JSON \
+    const NAME: &'static str = "publish";
+    type Output = PublishOut;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let plan = ctx.output::<BriefPhase>()?;
+        let script = ctx.output::<Script>()?;
+        let assets = ctx.output::<Assets>()?;
+        let voice = ctx.output::<Voice>()?;
+        let req = json_chat(
+            "task=publish. Write a description for a video. Answer with JSON \
                  {\"description\": string}."
-                    .into(),
-                format!("{}: {}", plan.title, ctx.brief.topic),
-            );
-            #[derive(Deserialize)]
-            struct Description {
-                description: String,
-            }
-            let d: Description = parse_answer(
-                &ctx.tools.chat("description", &req).await?,
-                "the description",
-            )?;
-            let mut scenes = Vec::new();
-            for s in &plan.scenes {
-                let narration = script.scenes.iter().find(|x| x.n == s.n);
-                let image = assets.images.iter().find(|x| x.scene == s.n);
-                let audio = voice.audio.iter().find(|x| x.scene == s.n);
-                let (Some(narration), Some(image), Some(audio)) = (narration, image, audio) else {
-                    return Err(StepError::permanent(
-                        "manifest_incomplete",
-                        format!("scene {} lacks narration, image or audio", s.n),
-                    ));
-                };
-                scenes.push(serde_json::json!({
-                    "n": s.n,
-                    "narration": narration.narration,
-                    "image_url": image.url,
-                    "audio_sha256": audio.sha256,
-                }));
-            }
-            let published = if ctx.tools.serves(CallKind::Mcp).await? {
-                let args = serde_json::json!({
-                    "title": plan.title,
-                    "description": d.description,
-                    "scenes": scenes.len(),
-                });
-                Some(ctx.tools.mcp("publish", "publish_video", &args).await?)
-            } else {
-                None
+                .into(),
+            format!("{}: {}", plan.title, ctx.brief.topic),
+        );
+        #[derive(Deserialize)]
+        struct Description {
+            description: String,
+        }
+        let d: Description = parse_answer(
+            &ctx.tools.chat("description", &req).await?,
+            "the description",
+        )?;
+        let mut scenes = Vec::new();
+        for s in &plan.scenes {
+            let narration = script.scenes.iter().find(|x| x.n == s.n);
+            let image = assets.images.iter().find(|x| x.scene == s.n);
+            let audio = voice.audio.iter().find(|x| x.scene == s.n);
+            let (Some(narration), Some(image), Some(audio)) = (narration, image, audio) else {
+                return Err(StepError::permanent(
+                    "manifest_incomplete",
+                    format!("scene {} lacks narration, image or audio", s.n),
+                ));
             };
-            // And tells whoever listens (a generic HTTP JSON integration), if anyone does.
-            let notified = if ctx.tools.serves(CallKind::Http).await? {
-                let body = serde_json::json!({
-                    "event": "production.published",
-                    "production_id": ctx.production.id,
-                    "title": plan.title,
-                    "url": published.as_ref().and_then(|p| p.get("url")),
-                });
-                Some(ctx.tools.http("notify", &body).await?)
-            } else {
-                None
-            };
-            Ok(serde_json::json!({
+            scenes.push(serde_json::json!({
+                "n": s.n,
+                "narration": narration.narration,
+                "image_url": image.url,
+                "audio_sha256": audio.sha256,
+            }));
+        }
+        let published = if ctx.tools.serves(CallKind::Mcp).await? {
+            let args = serde_json::json!({
                 "title": plan.title,
                 "description": d.description,
-                "scenes": scenes,
-                "published": published,
-                "notified": notified,
-            }))
-        }
-        .boxed()
+                "scenes": scenes.len(),
+            });
+            Some(ctx.tools.mcp("publish", "publish_video", &args).await?)
+        } else {
+            None
+        };
+        // And tells whoever listens (a generic HTTP JSON integration), if anyone does.
+        let notified = if ctx.tools.serves(CallKind::Http).await? {
+            let body = serde_json::json!({
+                "event": "production.published",
+                "production_id": ctx.production.id,
+                "title": plan.title,
+                "url": published.as_ref().and_then(|p| p.get("url")),
+            });
+            Some(ctx.tools.http("notify", &body).await?)
+        } else {
+            None
+        };
+        Ok(PublishOut {
+            title: plan.title,
+            description: d.description,
+            scenes,
+            published,
+            notified,
+        })
     }
 }

@@ -24,10 +24,10 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn inc(&self, c: &AtomicU64) {
+    pub fn inc(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
-    pub(crate) fn add(&self, c: &AtomicU64, n: usize) {
+    pub fn add(&self, c: &AtomicU64, n: usize) {
         c.fetch_add(n as u64, Ordering::Relaxed);
     }
     pub fn get(c: &AtomicU64) -> u64 {

@@ -21,11 +21,10 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use clap::Parser;
 use serde_json::Value;
-use shepherd::adapters::{DynamoStore, SqsQueue};
-use shepherd::domain::ProductionStatus;
+use shepherd::domain::{Actor, Caller, ProductionStatus, Role, Scope};
 use shepherd::ops::{Ops, StackConfig};
-use shepherd::ports::{Actor, SystemClock};
-use shepherd::runtime::{AwsClients, Stats};
+use shepherd::runtime::Stats;
+use shepherd::wiring::AwsClients;
 use shepherd_local::provider::ProviderServer;
 use shepherd_local::provision::provision;
 use shepherd_local::runtime::{Clients, LocalRuntime};
@@ -327,23 +326,19 @@ async fn transitions(args: &Args) -> Result<()> {
     };
     let start_clients = counted_clients(&sdk, Counting(starts.clone(), "start"));
     let ops = Ops::new(
-        Arc::new(DynamoStore::new(
-            start_clients.dynamodb.clone(),
-            &config.state_table,
-        )),
-        Arc::new(SqsQueue::new(start_clients.sqs.clone())),
-        Arc::new(SystemClock),
+        start_clients.ports(&config.topology, None, Duration::from_secs(10)),
         config.clone(),
     );
+    let me = Caller::new(Actor("operator:bench".into()), Role::Operator, Scope::Stack);
     let brief = serde_json::json!({"account": "bench", "title": "Bench", "topic": "Counting requests", "scenes": args.scenes}).to_string();
     let began = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..args.productions {
-        ids.push(ops.start(&brief, &Actor("operator:bench".into())).await?.id);
+        ids.push(ops.start(&brief, &me).await?.id);
     }
     for id in &ids {
         loop {
-            let p = ops.get(id).await?;
+            let p = ops.get(id, &me).await?;
             if p.status == ProductionStatus::Completed {
                 break;
             }

@@ -1,0 +1,160 @@
+//! Accounts (`ACCT#<account>`): limits, a start counter per month, and the set of
+//! productions holding a concurrency slot.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
+
+use super::{Item, key, n, number, unavailable};
+use crate::domain::limits::{AccountUsage, Limits, Reservation};
+use crate::ports::{Accounts, StoreError};
+
+fn account_key(account: &str) -> Item {
+    key(format!("ACCT#{account}"), "A")
+}
+
+fn month_attr(month: &str) -> String {
+    format!("m_{}", month.replace('-', "_"))
+}
+
+/// The reservation a production's creation makes, in its transaction: the month's counter
+/// plus one and the production in the account's active set, on condition that neither
+/// limit is reached.
+pub(super) fn reserve(table: &str, id: &str, r: &Reservation) -> Update {
+    let unlimited = i64::from(u32::MAX);
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(account_key(&r.account)))
+        .update_expression("ADD #m :one, active :ids")
+        .condition_expression(
+            "((attribute_not_exists(allow) AND (attribute_not_exists(#m) OR #m < :dallow)) \
+               OR (attribute_exists(allow) AND (attribute_not_exists(#m) OR #m < allow))) \
+             AND (attribute_not_exists(active) \
+               OR (attribute_not_exists(maxc) AND size(active) < :dmaxc) \
+               OR (attribute_exists(maxc) AND size(active) < maxc))",
+        )
+        .expression_attribute_names("#m", month_attr(&r.month))
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":ids", AttributeValue::Ss(vec![id.to_string()]))
+        .expression_attribute_values(
+            ":dallow",
+            n(r.defaults.monthly_allowance.map_or(unlimited, i64::from)),
+        )
+        .expression_attribute_values(
+            ":dmaxc",
+            n(r.defaults.max_concurrent.map_or(unlimited, i64::from)),
+        )
+        .build()
+        .expect("update has table, key and expression")
+}
+
+#[derive(Clone)]
+pub struct DynamoAccounts {
+    client: Client,
+    table: String,
+}
+
+impl DynamoAccounts {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Accounts for DynamoAccounts {
+    async fn usage(
+        &self,
+        account: &str,
+        month: &str,
+        defaults: Limits,
+    ) -> Result<AccountUsage, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(account_key(account)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let item = out.item.unwrap_or_default();
+        let num = |k: &str| number(&item, k).and_then(|v| u32::try_from(v).ok());
+        let own = Limits {
+            monthly_allowance: num("allow"),
+            max_concurrent: num("maxc"),
+        };
+        let mut active: Vec<String> = item
+            .get("active")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        active.sort();
+        Ok(AccountUsage {
+            account: account.into(),
+            month: month.into(),
+            started_this_month: num(&month_attr(month)).unwrap_or(0),
+            own,
+            effective: Limits {
+                monthly_allowance: own.monthly_allowance.or(defaults.monthly_allowance),
+                max_concurrent: own.max_concurrent.or(defaults.max_concurrent),
+            },
+            active,
+        })
+    }
+
+    async fn set_limits(&self, account: &str, limits: Limits) -> Result<(), StoreError> {
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(account_key(account)));
+        for (attr, value) in [
+            ("allow", limits.monthly_allowance),
+            ("maxc", limits.max_concurrent),
+        ] {
+            match value {
+                Some(v) => {
+                    set.push(format!("{attr} = :{attr}"));
+                    req = req.expression_attribute_values(format!(":{attr}"), n(v));
+                }
+                None => remove.push(attr.to_string()),
+            }
+        }
+        let mut expr = String::new();
+        if !set.is_empty() {
+            expr.push_str(&format!("SET {}", set.join(", ")));
+        }
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        req.update_expression(expr.trim())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn hold_slot(
+        &self,
+        account: &str,
+        production: &str,
+        hold: bool,
+    ) -> Result<(), StoreError> {
+        let op = if hold { "ADD" } else { "DELETE" };
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(account_key(account)))
+            .update_expression(format!("{op} active :ids"))
+            .expression_attribute_values(":ids", AttributeValue::Ss(vec![production.to_string()]))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

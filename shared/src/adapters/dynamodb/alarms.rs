@@ -1,0 +1,131 @@
+//! Alarms (`ALARM#<type>#<subject>` / `A`): an occurrence is one `UpdateItem` (`ADD count`,
+//! `SET last_seen`, `if_not_exists(first_seen)`, status back to `open`), so repeats
+//! deduplicate without a read. Listed through the KEYS_ONLY `by_account` index under the
+//! fixed key `ALARMS`.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+
+use super::{applied, key, n, number, query_all, s, text, unavailable};
+use crate::domain::Actor;
+use crate::domain::Millis;
+use crate::domain::alarms::{Alarm, AlarmKind, AlarmStatus, Raise};
+use crate::ports::{Alarms, StoreError};
+
+#[derive(Clone)]
+pub struct DynamoAlarms {
+    client: Client,
+    table: String,
+}
+
+impl DynamoAlarms {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn word(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl Alarms for DynamoAlarms {
+    async fn raise(&self, a: &Raise, now: Millis) -> Result<(), StoreError> {
+        let id = format!("{}#{}", a.kind, a.subject);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("ALARM#{id}"), "A")))
+            .update_expression(
+                "SET #t = :t, subj = :s, sev = :sev, det = :d, ls = :now, fs = if_not_exists(fs, :now), \
+                 #st = :open, gpk = :g, gsk = :id REMOVE hb ADD #c :one",
+            )
+            .expression_attribute_names("#t", "type")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_values(":t", s(a.kind.as_str()))
+            .expression_attribute_values(":s", s(&a.subject))
+            .expression_attribute_values(":sev", s(word(a.severity)))
+            .expression_attribute_values(":d", s(&a.detail))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":g", s("ALARMS"))
+            .expression_attribute_values(":id", s(&id))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Alarm>, StoreError> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by_account")
+            .key_condition_expression("gpk = :g")
+            .expression_attribute_values(":g", s("ALARMS"));
+        let mut keys = Vec::new();
+        query_all(req, |k| {
+            keys.push(text(&k, "pk"));
+            true
+        })
+        .await?;
+        let mut alarms = Vec::new();
+        for pk in keys {
+            let got = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.clone(), "A")))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let Some(i) = got.item else { continue };
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("alarm {pk}: {e}"));
+            alarms.push(Alarm {
+                kind: AlarmKind::parse(&text(&i, "type")),
+                subject: text(&i, "subj"),
+                severity: serde_json::from_value(text(&i, "sev").into()).map_err(corrupt)?,
+                status: serde_json::from_value(text(&i, "status").into()).map_err(corrupt)?,
+                count: number(&i, "count").unwrap_or(0) as u64,
+                first_seen: number(&i, "fs").unwrap_or(0),
+                last_seen: number(&i, "ls").unwrap_or(0),
+                detail: text(&i, "det"),
+                handled_by: i.get("hb").and_then(|v| v.as_s().ok()).cloned(),
+            });
+        }
+        alarms.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
+        Ok(alarms)
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        status: AlarmStatus,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("ALARM#{id}"), "A")))
+            .update_expression("SET #st = :st, hb = :by, ha = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(word(status)))
+            .expression_attribute_values(":by", s(&actor.0))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        applied(res)
+    }
+}

@@ -1,0 +1,628 @@
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Item, accounts, key, n, production_pk, query_all, s, unavailable};
+use crate::domain::limits::Reservation;
+use crate::domain::{
+    Actor, Approval, AuditEvent, AuditKind, Brief, ErrorClass, ErrorCode, GatePolicy, Millis,
+    Outcome, PhaseError, PhaseState, PhaseStatus, Production, ProductionStatus, Transition,
+};
+use crate::ports::{ClaimOutcome, CommitOutcome, CommittedWrite, Productions, StoreError};
+
+/// The hot item, with short attribute names: its size is the cost of every transition.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredProduction {
+    pub pk: String,
+    pub sk: String,
+    pub id: String,
+    pub acct: String,
+    pub pl: String,
+    pub st: ProductionStatus,
+    pub v: u64,
+    pub tr: String,
+    pub ca: Millis,
+    pub ua: Millis,
+    /// Phase order.
+    pub po: Vec<String>,
+    /// Phases by name, so a claim can update one in place.
+    pub ph: BTreeMap<String, StoredPhase>,
+    /// Gate policy; omitted when the production has no gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<GatePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ap: Option<Approval>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ov: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rv: u32,
+    /// Warnings raised by phases' outputs, and when they were acknowledged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wn: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wa: Option<Millis>,
+    /// Sparse `by_due` index: present only while the production is due for the sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dat: Option<Millis>,
+    /// The audit events of this write; the table's stream projects them to the audit table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub au: Vec<StoredAudit>,
+    /// Listing index (KEYS_ONLY, so later writes never touch it).
+    pub gpk: String,
+    pub gsk: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredPhase {
+    s: PhaseStatus,
+    a: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qa: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sa: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lu: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fa: Option<Millis>,
+    #[serde(default)]
+    ec: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    le: Option<StoredError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    o: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fb: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredError {
+    c: ErrorCode,
+    k: ErrorClass,
+    d: String,
+    a: u32,
+    t: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ps: Option<u16>,
+}
+
+/// An audit event as carried in the hot item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct StoredAudit {
+    pub t: AuditKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<u32>,
+    pub o: Outcome,
+    pub at: Millis,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub d: String,
+    pub by: String,
+}
+
+/// One partition for the due index: the sweep's reads grow with what is due, which is
+/// small by design. Shard it (`DUE#<n>`) if thousands are ever due at once.
+const DUE_PARTITION: &str = "DUE";
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl StoredProduction {
+    fn from_domain(p: &Production, audit: &[AuditEvent], actor: &Actor) -> Self {
+        Self {
+            pk: production_pk(&p.id),
+            sk: "P".into(),
+            id: p.id.clone(),
+            acct: p.account.clone(),
+            pl: p.pipeline.clone(),
+            st: p.status,
+            v: p.version,
+            tr: p.trace_id.clone(),
+            ca: p.created_at,
+            ua: p.updated_at,
+            po: p.phases.iter().map(|ph| ph.name.clone()).collect(),
+            ph: p
+                .phases
+                .iter()
+                .map(|ph| {
+                    let stored = StoredPhase {
+                        s: ph.status,
+                        a: ph.attempt,
+                        qa: ph.queued_at,
+                        sa: ph.started_at,
+                        lu: ph.lease_until,
+                        fa: ph.finished_at,
+                        ec: ph.error_count,
+                        le: ph.last_error.as_ref().map(|e| StoredError {
+                            c: e.code.clone(),
+                            k: e.class,
+                            d: e.detail.clone(),
+                            a: e.attempt,
+                            t: e.at,
+                            ps: e.provider_status,
+                        }),
+                        o: ph.output.clone(),
+                        fb: ph.feedback.clone(),
+                    };
+                    (ph.name.clone(), stored)
+                })
+                .collect(),
+            au: audit
+                .iter()
+                .map(|e| StoredAudit {
+                    t: e.kind.clone(),
+                    p: e.phase.clone(),
+                    a: e.attempt,
+                    o: e.outcome,
+                    at: e.at,
+                    d: e.detail.clone(),
+                    by: actor.0.clone(),
+                })
+                .collect(),
+            gt: (p.gates != GatePolicy::default()).then(|| p.gates.clone()),
+            ap: p.approval.clone(),
+            ov: p.overridden,
+            rv: p.revision,
+            wn: p.warnings.clone(),
+            wa: p.warnings_acknowledged_at,
+            dpk: p.due_at.map(|_| DUE_PARTITION.to_string()),
+            dat: p.due_at,
+            gpk: format!("A#{}", p.account),
+            gsk: format!("{:013}#{}", p.created_at, p.id),
+        }
+    }
+
+    fn into_domain(mut self) -> Result<Production, StoreError> {
+        let mut phases = Vec::with_capacity(self.po.len());
+        for name in &self.po {
+            let s = self.ph.remove(name).ok_or_else(|| {
+                StoreError::Corrupt(format!("production {}: phase {name} missing", self.id))
+            })?;
+            phases.push(PhaseState {
+                name: name.clone(),
+                status: s.s,
+                attempt: s.a,
+                queued_at: s.qa,
+                started_at: s.sa,
+                lease_until: s.lu,
+                finished_at: s.fa,
+                error_count: s.ec,
+                last_error: s.le.map(|e| PhaseError {
+                    code: e.c,
+                    class: e.k,
+                    detail: e.d,
+                    attempt: e.a,
+                    at: e.t,
+                    provider_status: e.ps,
+                }),
+                output: s.o,
+                feedback: s.fb,
+            });
+        }
+        Ok(Production {
+            id: self.id,
+            account: self.acct,
+            pipeline: self.pl,
+            status: self.st,
+            version: self.v,
+            phases,
+            trace_id: self.tr,
+            created_at: self.ca,
+            updated_at: self.ua,
+            gates: self.gt.unwrap_or_default(),
+            approval: self.ap,
+            overridden: self.ov,
+            revision: self.rv,
+            warnings: self.wn,
+            warnings_acknowledged_at: self.wa,
+            due_at: self.dat,
+        })
+    }
+}
+
+/// Serialised size of an item as DynamoDB bills it (names + values), for benchmarks.
+pub fn item_size(item: &Item) -> usize {
+    fn value_size(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::M(m) => {
+                3 + m
+                    .iter()
+                    .map(|(k, v)| k.len() + value_size(v) + 1)
+                    .sum::<usize>()
+            }
+            AttributeValue::L(l) => 3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+            AttributeValue::Ss(s) => s.iter().map(String::len).sum(),
+            AttributeValue::Ns(s) => s.iter().map(|n| n.len()).sum(),
+            AttributeValue::Bs(s) => s.iter().map(|b| b.as_ref().len()).sum(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+/// The hot item of a transition, as it would be written; for benchmarks and tests.
+pub fn hot_item(t: &Transition, actor: &Actor) -> Item {
+    serde_dynamo::to_item(StoredProduction::from_domain(
+        &t.production,
+        &t.audit,
+        actor,
+    ))
+    .expect("hot item serialises")
+}
+
+pub(super) fn decode(item: Item) -> Result<Production, StoreError> {
+    let stored: StoredProduction =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    stored.into_domain()
+}
+
+impl StoredAudit {
+    pub(super) fn into_event(self) -> (AuditEvent, String) {
+        let mut e = AuditEvent::new(self.t, self.o, self.at).detail(self.d);
+        e.phase = self.p;
+        e.attempt = self.a;
+        (e, self.by)
+    }
+}
+
+/// The parts of a hot item the stream's readers need (any serde_dynamo source: the SDK,
+/// the Lambda stream event, the streams SDK).
+#[derive(Debug, Deserialize)]
+pub(super) struct StreamedProduction {
+    id: String,
+    acct: String,
+    tr: String,
+    v: u64,
+    #[serde(default)]
+    st: Option<ProductionStatus>,
+    #[serde(default)]
+    au: Vec<StoredAudit>,
+}
+
+impl StreamedProduction {
+    /// The committed write, if it carried audit events (a claim carries none).
+    pub(super) fn into_write(self) -> Option<CommittedWrite> {
+        if self.au.is_empty() {
+            return None;
+        }
+        let mut actor = String::new();
+        let events = self
+            .au
+            .into_iter()
+            .map(|a| {
+                let (e, by) = a.into_event();
+                actor = by;
+                e
+            })
+            .collect();
+        Some(CommittedWrite {
+            production_id: self.id,
+            account: self.acct,
+            trace_id: self.tr,
+            version: self.v,
+            status: self.st,
+            actor,
+            events,
+        })
+    }
+}
+
+fn status_value(st: impl Serialize) -> AttributeValue {
+    serde_dynamo::to_attribute_value(st).expect("status serialises")
+}
+
+/// Productions in the state table: the hot item, the brief, and the two indexes.
+#[derive(Clone)]
+pub struct DynamoProductions {
+    client: Client,
+    table: String,
+}
+
+impl DynamoProductions {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn brief_item(id: &str, brief: &Brief) -> Item {
+        let mut item = key(production_pk(id), "B");
+        let body = serde_json::to_string(brief).expect("brief serialises");
+        item.insert("body".into(), s(body));
+        item
+    }
+
+    fn hot(t: &Transition, actor: &Actor) -> Result<Item, StoreError> {
+        let stored = StoredProduction::from_domain(&t.production, &t.audit, actor);
+        serde_dynamo::to_item(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    fn put(&self, item: Item, condition: &str) -> Put {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .build()
+            .expect("put has table and item")
+    }
+}
+
+#[async_trait]
+impl Productions for DynamoProductions {
+    async fn create(
+        &self,
+        t: &Transition,
+        brief: &Brief,
+        actor: &Actor,
+        reservation: &Reservation,
+    ) -> Result<(), StoreError> {
+        let p = &t.production;
+        let hot = Self::hot(t, actor)?;
+        let new = "attribute_not_exists(pk)";
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(self.put(hot, new)).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put(Self::brief_item(&p.id, brief), new))
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(accounts::reserve(&self.table, &p.id, reservation))
+                    .build(),
+            )
+            .send()
+            .await;
+        let Err(e) = res else { return Ok(()) };
+        // Which item's condition failed: the production's (it exists) or the account's (a
+        // limit).
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+        let reasons: Vec<Option<String>> = match e.as_service_error() {
+            Some(E::TransactionCanceledException(c)) => c
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(String::from))
+                .collect(),
+            _ => vec![],
+        };
+        let failed = |i: usize| {
+            reasons
+                .get(i)
+                .and_then(|r| r.as_deref())
+                .is_some_and(|c| c == "ConditionalCheckFailed")
+        };
+        if failed(2) && !failed(0) {
+            Err(StoreError::LimitReached)
+        } else if failed(0) || failed(1) {
+            Err(StoreError::AlreadyExists(p.id.clone()))
+        } else {
+            Err(unavailable(e))
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Production>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(production_pk(id), "P")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.map(decode).transpose()
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        phase: &str,
+        attempt: u32,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<ClaimOutcome, StoreError> {
+        // Mirrors domain::delivery::claim_refusal: same attempt; the phase queued; the
+        // production queued or running. One request, no read. (An expired lease is refused
+        // too: the runtime reconciles it.)
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(production_pk(id), "P")))
+            .update_expression(
+                "SET ph.#p.s = :running, ph.#p.sa = :now, ph.#p.lu = :lease, st = :running, \
+                 v = v + :one, ua = :now REMOVE au, dpk, dat",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND ph.#p.a = :attempt AND (st = :queued OR st = :running) \
+                 AND ph.#p.s = :queued",
+            )
+            .expression_attribute_names("#p", phase)
+            .expression_attribute_values(":running", status_value(PhaseStatus::Running))
+            .expression_attribute_values(":queued", status_value(PhaseStatus::Queued))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":lease", n(lease_until))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":attempt", n(attempt))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .ok_or_else(|| StoreError::Corrupt("claim returned no item".into()))?;
+                Ok(ClaimOutcome::Claimed(decode(item)?))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => Ok(
+                    ClaimOutcome::Refused(c.item.clone().map(decode).transpose()?),
+                ),
+                // A message naming a phase the production does not have fails the path.
+                Some(se) if se.meta().code() == Some("ValidationException") => {
+                    Ok(ClaimOutcome::Refused(self.get(id).await?))
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn commit(
+        &self,
+        t: &Transition,
+        actor: &Actor,
+        brief: Option<&Brief>,
+    ) -> Result<CommitOutcome, StoreError> {
+        let p = &t.production;
+        let hot = Self::hot(t, actor)?;
+        let Some(brief) = brief else {
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(hot))
+                .condition_expression("v = :expected")
+                .expression_attribute_values(":expected", n(p.version - 1))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            return match res {
+                Ok(_) => Ok(CommitOutcome::Committed),
+                Err(e) => match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                        Ok(CommitOutcome::Conflict(
+                            c.item.clone().map(decode).transpose()?.map(Box::new),
+                        ))
+                    }
+                    _ => Err(unavailable(e)),
+                },
+            };
+        };
+        // Rare (an edit): the state and the brief in one transaction.
+        let state = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(hot))
+            .condition_expression("v = :expected")
+            .expression_attribute_values(":expected", n(p.version - 1))
+            .build()
+            .expect("put complete");
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(state).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put(Self::brief_item(&p.id, brief), "attribute_exists(pk)"))
+                    .build(),
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(CommitOutcome::Committed),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                Ok(CommitOutcome::Conflict(
+                    self.get(&p.id).await?.map(Box::new),
+                ))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn brief(&self, id: &str) -> Result<Option<Brief>, StoreError> {
+        match super::get_body(&self.client, &self.table, production_pk(id), "B").await? {
+            Some(body) => serde_json::from_str(&body)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("brief of {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(
+        &self,
+        account: &str,
+        status: Option<ProductionStatus>,
+        limit: usize,
+    ) -> Result<Vec<Production>, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by_account")
+            .key_condition_expression("gpk = :a")
+            .expression_attribute_values(":a", s(format!("A#{account}")))
+            .scan_index_forward(false)
+            .limit(limit.min(100) as i32);
+        let mut ids = Vec::new();
+        query_all(req, |key| {
+            if let Some(id) = pk_id(&key) {
+                ids.push(id);
+            }
+            // Filtering by status happens after the reads: gather a page's worth more.
+            status.is_some() || ids.len() < limit
+        })
+        .await?;
+        let mut found = Vec::new();
+        for id in ids {
+            if let Some(p) = self.get(&id).await?
+                && status.is_none_or(|s| s == p.status)
+            {
+                found.push(p);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by_due")
+            .key_condition_expression("dpk = :d AND dat <= :now")
+            .expression_attribute_values(":d", s(DUE_PARTITION))
+            .expression_attribute_values(":now", n(now));
+        let mut ids = Vec::new();
+        query_all(req, |key| {
+            ids.extend(pk_id(&key));
+            ids.len() < limit
+        })
+        .await?;
+        ids.truncate(limit);
+        Ok(ids)
+    }
+}
+
+/// The production id of an index key (`pk = P#<id>`).
+fn pk_id(key: &Item) -> Option<String> {
+    key.get("pk")
+        .and_then(|v| v.as_s().ok())
+        .and_then(|pk| pk.strip_prefix("P#"))
+        .map(String::from)
+}

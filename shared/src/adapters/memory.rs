@@ -1,0 +1,592 @@
+//! Every port in memory, for fast tests of the engine (runtime, operator actions, sweep).
+//! Semantics follow the DynamoDB adapters: the claim is the rule of
+//! `domain::delivery::claim_refusal`, commits are conditional on the version, alarms
+//! deduplicate by type and subject. What a DynamoDB stream would carry is kept in
+//! [`Memory::committed`] for a test to project. Never what a user runs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
+use crate::domain::health::Health;
+use crate::domain::limits::{AccountUsage, Limits, Reservation};
+use crate::domain::{
+    Actor, Brief, Command, Millis, Production, ProductionStatus, Transition, claim_refusal, decide,
+};
+use crate::ports::{
+    Accounts, Alarms, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome, Clock,
+    CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs, ParamError,
+    Params, Productions, Queue, QueueError, StoreError,
+};
+
+#[derive(Default)]
+struct Account {
+    limits: Limits,
+    started: BTreeMap<String, u32>,
+    active: HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    message: InMessage,
+    visible_at: Millis,
+    receives: u32,
+}
+
+#[derive(Default)]
+struct State {
+    productions: BTreeMap<String, Production>,
+    briefs: HashMap<String, Brief>,
+    outputs: HashMap<(String, String), serde_json::Value>,
+    accounts: HashMap<String, Account>,
+    alarms: BTreeMap<String, Alarm>,
+    health: HashMap<String, Health>,
+    audit: Vec<(String, String, AuditRecord)>,
+    ledger: HashMap<String, (CallOutcome, Millis)>,
+    queues: HashMap<String, Vec<Queued>>,
+    params: HashMap<String, String>,
+    committed: Vec<CommittedWrite>,
+    next_id: u64,
+    /// Writes to fail, for tests: each `fail_next` call fails one write.
+    failing_writes: u32,
+}
+
+/// Every port in memory, with a clock a test moves by hand.
+#[derive(Default)]
+pub struct Memory {
+    state: Mutex<State>,
+    now: AtomicI64,
+}
+
+impl Clock for Memory {
+    fn now(&self) -> Millis {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+impl Memory {
+    pub fn new(now: Millis) -> Self {
+        let m = Self::default();
+        m.now.store(now, Ordering::SeqCst);
+        m
+    }
+
+    pub fn advance(&self, ms: Millis) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("memory state")
+    }
+
+    /// The committed writes not yet taken (what the stream would deliver).
+    pub fn committed(&self) -> Vec<CommittedWrite> {
+        std::mem::take(&mut self.state().committed)
+    }
+
+    /// The next `n` production writes fail as if the store were unavailable.
+    pub fn fail_writes(&self, n: u32) {
+        self.state().failing_writes = n;
+    }
+
+    pub fn set_param(&self, name: &str, value: &str) {
+        self.state().params.insert(name.into(), value.into());
+    }
+
+    /// Every message in a queue (visible or not), oldest first.
+    pub fn messages(&self, url: &str) -> Vec<InMessage> {
+        self.state()
+            .queues
+            .get(url)
+            .map(|q| q.iter().map(|m| m.message.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the stored production (a test setting up a state directly).
+    pub fn put_production(&self, p: Production) {
+        self.state().productions.insert(p.id.clone(), p);
+    }
+
+    fn write(&self, s: &mut State) -> Result<(), StoreError> {
+        if s.failing_writes > 0 {
+            s.failing_writes -= 1;
+            return Err(StoreError::Unavailable("injected write failure".into()));
+        }
+        Ok(())
+    }
+
+    fn record(s: &mut State, t: &Transition, actor: &Actor) {
+        if !t.audit.is_empty() {
+            let p = &t.production;
+            s.committed.push(CommittedWrite {
+                production_id: p.id.clone(),
+                account: p.account.clone(),
+                trace_id: p.trace_id.clone(),
+                version: p.version,
+                status: Some(p.status),
+                actor: actor.0.clone(),
+                events: t.audit.clone(),
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Productions for Memory {
+    async fn create(
+        &self,
+        t: &Transition,
+        brief: &Brief,
+        actor: &Actor,
+        r: &Reservation,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        self.write(&mut s)?;
+        let p = &t.production;
+        if s.productions.contains_key(&p.id) {
+            return Err(StoreError::AlreadyExists(p.id.clone()));
+        }
+        let account = s.accounts.entry(r.account.clone()).or_default();
+        let started = account.started.get(&r.month).copied().unwrap_or(0);
+        let allowance = account
+            .limits
+            .monthly_allowance
+            .or(r.defaults.monthly_allowance);
+        let max = account.limits.max_concurrent.or(r.defaults.max_concurrent);
+        if allowance.is_some_and(|a| started >= a)
+            || max.is_some_and(|m| account.active.len() as u32 >= m)
+        {
+            return Err(StoreError::LimitReached);
+        }
+        account.started.insert(r.month.clone(), started + 1);
+        account.active.insert(p.id.clone());
+        s.productions.insert(p.id.clone(), p.clone());
+        s.briefs.insert(p.id.clone(), brief.clone());
+        Self::record(&mut s, t, actor);
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Production>, StoreError> {
+        Ok(self.state().productions.get(id).cloned())
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        phase: &str,
+        attempt: u32,
+        lease_until: Millis,
+        now: Millis,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let mut s = self.state();
+        self.write(&mut s)?;
+        let Some(p) = s.productions.get(id).cloned() else {
+            return Ok(ClaimOutcome::Refused(None));
+        };
+        if claim_refusal(&p, phase, attempt, now).is_some() {
+            return Ok(ClaimOutcome::Refused(Some(p)));
+        }
+        let claim = Command::Claim {
+            phase: phase.into(),
+            attempt,
+            lease_until,
+        };
+        let t = decide(&p, claim, now).expect("claimable: checked above");
+        s.productions.insert(id.into(), t.production.clone());
+        Ok(ClaimOutcome::Claimed(t.production))
+    }
+
+    async fn commit(
+        &self,
+        t: &Transition,
+        actor: &Actor,
+        brief: Option<&Brief>,
+    ) -> Result<CommitOutcome, StoreError> {
+        let mut s = self.state();
+        self.write(&mut s)?;
+        let p = &t.production;
+        match s.productions.get(&p.id) {
+            Some(stored) if stored.version + 1 == p.version => {}
+            other => return Ok(CommitOutcome::Conflict(other.cloned().map(Box::new))),
+        }
+        s.productions.insert(p.id.clone(), p.clone());
+        if let Some(b) = brief {
+            s.briefs.insert(p.id.clone(), b.clone());
+        }
+        Self::record(&mut s, t, actor);
+        Ok(CommitOutcome::Committed)
+    }
+
+    async fn brief(&self, id: &str) -> Result<Option<Brief>, StoreError> {
+        Ok(self.state().briefs.get(id).cloned())
+    }
+
+    async fn list(
+        &self,
+        account: &str,
+        status: Option<ProductionStatus>,
+        limit: usize,
+    ) -> Result<Vec<Production>, StoreError> {
+        let mut found: Vec<Production> = self
+            .state()
+            .productions
+            .values()
+            .filter(|p| p.account == account && status.is_none_or(|s| s == p.status))
+            .cloned()
+            .collect();
+        found.sort_by_key(|p| std::cmp::Reverse((p.created_at, p.id.clone())));
+        found.truncate(limit.clamp(1, 1000));
+        Ok(found)
+    }
+
+    async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let s = self.state();
+        let mut due: Vec<(Millis, String)> = s
+            .productions
+            .values()
+            .filter_map(|p| p.due_at.filter(|d| *d <= now).map(|d| (d, p.id.clone())))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+}
+
+#[async_trait]
+impl Outputs for Memory {
+    async fn put(
+        &self,
+        id: &str,
+        phase: &str,
+        attempt: u32,
+        body: &serde_json::Value,
+    ) -> Result<String, StoreError> {
+        let mut s = self.state();
+        self.write(&mut s)?;
+        let key = format!("O#{phase}#{attempt}");
+        s.outputs.insert((id.into(), key.clone()), body.clone());
+        Ok(key)
+    }
+
+    async fn get(&self, id: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .state()
+            .outputs
+            .get(&(id.to_string(), key.to_string()))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl Accounts for Memory {
+    async fn usage(
+        &self,
+        account: &str,
+        month: &str,
+        defaults: Limits,
+    ) -> Result<AccountUsage, StoreError> {
+        let s = self.state();
+        let a = s.accounts.get(account);
+        let own = a.map(|a| a.limits).unwrap_or_default();
+        let mut active: Vec<String> = a
+            .map(|a| a.active.iter().cloned().collect())
+            .unwrap_or_default();
+        active.sort();
+        Ok(AccountUsage {
+            account: account.into(),
+            month: month.into(),
+            started_this_month: a.and_then(|a| a.started.get(month).copied()).unwrap_or(0),
+            own,
+            effective: Limits {
+                monthly_allowance: own.monthly_allowance.or(defaults.monthly_allowance),
+                max_concurrent: own.max_concurrent.or(defaults.max_concurrent),
+            },
+            active,
+        })
+    }
+
+    async fn set_limits(&self, account: &str, limits: Limits) -> Result<(), StoreError> {
+        self.state()
+            .accounts
+            .entry(account.into())
+            .or_default()
+            .limits = limits;
+        Ok(())
+    }
+
+    async fn hold_slot(
+        &self,
+        account: &str,
+        production: &str,
+        hold: bool,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let active = &mut s.accounts.entry(account.into()).or_default().active;
+        if hold {
+            active.insert(production.into());
+        } else {
+            active.remove(production);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Alarms for Memory {
+    async fn raise(&self, a: &Raise, now: Millis) -> Result<(), StoreError> {
+        let id = format!("{}#{}", a.kind, a.subject);
+        let mut s = self.state();
+        let alarm = s.alarms.entry(id).or_insert_with(|| Alarm {
+            kind: a.kind.clone(),
+            subject: a.subject.clone(),
+            severity: a.severity,
+            status: AlarmStatus::Open,
+            count: 0,
+            first_seen: now,
+            last_seen: now,
+            detail: String::new(),
+            handled_by: None,
+        });
+        alarm.count += 1;
+        alarm.last_seen = now;
+        alarm.severity = a.severity;
+        alarm.detail = a.detail.clone();
+        alarm.status = AlarmStatus::Open;
+        alarm.handled_by = None;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Alarm>, StoreError> {
+        let mut alarms: Vec<Alarm> = self.state().alarms.values().cloned().collect();
+        alarms.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
+        Ok(alarms)
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        status: AlarmStatus,
+        actor: &Actor,
+        _now: Millis,
+    ) -> Result<bool, StoreError> {
+        Ok(match self.state().alarms.get_mut(id) {
+            Some(a) => {
+                a.status = status;
+                a.handled_by = Some(actor.0.clone());
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+#[async_trait]
+impl HealthStore for Memory {
+    async fn get(&self, id: &str) -> Result<Health, StoreError> {
+        Ok(self
+            .state()
+            .health
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Health::new(id)))
+    }
+
+    async fn put(&self, h: &Health) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let stored = s.health.get(&h.id).map(|c| c.version).unwrap_or(0);
+        if stored + 1 != h.version.max(1) {
+            return Ok(false);
+        }
+        s.health.insert(h.id.clone(), h.clone());
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl AuditLog for Memory {
+    async fn append(&self, writes: &[CommittedWrite]) -> Result<usize, StoreError> {
+        let mut s = self.state();
+        let mut n = 0;
+        for w in writes {
+            for (i, e) in w.events.iter().enumerate() {
+                let sk = format!("{:013}#{:010}#{i}", e.at, w.version);
+                let pk = format!("P#{}", w.production_id);
+                s.audit.retain(|(p, k, _)| !(p == &pk && k == &sk));
+                let record = AuditRecord {
+                    event_type: e.kind.as_str().into(),
+                    production_id: Some(w.production_id.clone()),
+                    trace_id: Some(w.trace_id.clone()),
+                    account: Some(w.account.clone()),
+                    outcome: e.outcome.as_str().into(),
+                    actor: w.actor.clone(),
+                    at: e.at,
+                    phase: e.phase.clone(),
+                    attempt: e.attempt,
+                    detail: (!e.detail.is_empty()).then(|| e.detail.clone()),
+                };
+                s.audit.push((pk, sk, record));
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn record(&self, subject: &str, record: &AuditRecord) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.next_id += 1;
+        let sk = format!("{:013}#{:010}", record.at, s.next_id);
+        s.audit.push((subject.into(), sk, record.clone()));
+        Ok(())
+    }
+
+    async fn query(&self, q: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let s = self.state();
+        let mut rows: Vec<&(String, String, AuditRecord)> = s
+            .audit
+            .iter()
+            .filter(|(pk, _, r)| match q {
+                AuditQuery::Production(id) => *pk == format!("P#{id}"),
+                AuditQuery::Trace(t) => r.trace_id.as_deref() == Some(t.as_str()),
+                AuditQuery::Type {
+                    event_type,
+                    since,
+                    until,
+                } => r.event_type == *event_type && r.at >= *since && r.at < *until,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(rows.into_iter().take(limit).map(|r| r.2.clone()).collect())
+    }
+}
+
+#[async_trait]
+impl Ledger for Memory {
+    async fn get(&self, key: &str, now: Millis) -> Result<Option<CallOutcome>, StoreError> {
+        Ok(self
+            .state()
+            .ledger
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(o, _)| o.clone()))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        outcome: &CallOutcome,
+        expires_at: Millis,
+    ) -> Result<(), StoreError> {
+        self.state()
+            .ledger
+            .insert(key.into(), (outcome.clone(), expires_at));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for Memory {
+    async fn receive(
+        &self,
+        url: &str,
+        max: i32,
+        visibility: i32,
+    ) -> Result<Vec<InMessage>, QueueError> {
+        let now = self.now();
+        let mut s = self.state();
+        let mut out = Vec::new();
+        for q in s.queues.entry(url.into()).or_default().iter_mut() {
+            if out.len() >= max.clamp(1, 10) as usize {
+                break;
+            }
+            if q.visible_at <= now {
+                q.visible_at = now + i64::from(visibility) * 1000;
+                q.receives += 1;
+                q.message.receipt = format!("{}#{}", q.message.id, q.receives);
+                out.push(q.message.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, url: &str, receipt: &str) -> Result<(), QueueError> {
+        if let Some(q) = self.state().queues.get_mut(url) {
+            q.retain(|m| m.message.receipt != receipt);
+        }
+        Ok(())
+    }
+
+    async fn send_batch(
+        &self,
+        url: &str,
+        messages: &[OutMessage],
+    ) -> Result<Vec<String>, QueueError> {
+        let now = self.now();
+        let mut s = self.state();
+        for m in messages {
+            s.next_id += 1;
+            let id = format!("m-{}", s.next_id);
+            s.queues.entry(url.into()).or_default().push(Queued {
+                message: InMessage {
+                    id,
+                    body: m.body.clone(),
+                    receipt: String::new(),
+                    sent_at: Some(now),
+                    attributes: m.attributes.iter().cloned().collect(),
+                },
+                visible_at: now,
+                receives: 0,
+            });
+        }
+        Ok(vec![])
+    }
+
+    async fn change_visibility(
+        &self,
+        url: &str,
+        receipt: &str,
+        seconds: i32,
+    ) -> Result<(), QueueError> {
+        let now = self.now();
+        if let Some(q) = self.state().queues.get_mut(url)
+            && let Some(m) = q.iter_mut().find(|m| m.message.receipt == receipt)
+        {
+            m.visible_at = now + i64::from(seconds) * 1000;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Params for Memory {
+    async fn get(&self, name: &str) -> Result<String, ParamError> {
+        self.state()
+            .params
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ParamError::Missing(name.into()))
+    }
+}
+
+impl Memory {
+    /// Every port on this memory, with `connector` for the providers.
+    pub fn ports(
+        self: &std::sync::Arc<Self>,
+        connector: std::sync::Arc<dyn crate::ports::Connector>,
+    ) -> crate::ports::Ports {
+        crate::ports::Ports {
+            productions: self.clone(),
+            outputs: self.clone(),
+            accounts: self.clone(),
+            alarms: self.clone(),
+            health: self.clone(),
+            audit: self.clone(),
+            ledger: self.clone(),
+            queue: self.clone(),
+            params: self.clone(),
+            connector,
+            clock: self.clone(),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! An OpenAI-compatible provider: chat completions, image generation, speech.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use async_trait::async_trait;
+
+use crate::domain::{ErrorCode, StepError};
+use crate::ports::{
+    ChatRequest, Clock, ImageRequest, ImageResult, Params, Provider, SpeechRequest, SpeechResult,
+};
+
+/// Calls one OpenAI-compatible provider; its API key is an SSM SecureString, read through
+/// the (cached) parameters and refreshed once on an authentication error.
+pub struct ProviderClient {
+    /// Built on first use: loading the TLS roots costs tens of milliseconds of cold start.
+    http: std::sync::OnceLock<reqwest::Client>,
+    timeout: Duration,
+    params: Arc<dyn Params>,
+    clock: Arc<dyn Clock>,
+    base_url: String,
+    api_key_param: String,
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    choices: Vec<ChatChoice>,
+}
+#[derive(Deserialize)]
+struct ChatChoice {
+    message: ChatResponseMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+#[derive(Deserialize)]
+struct ChatResponseMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+#[derive(Deserialize)]
+struct ImageResponse {
+    data: Vec<ImageDatum>,
+}
+#[derive(Deserialize)]
+struct ImageDatum {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+    /// Some providers score an image's safety in [0, 1]; below 0.5 is flagged.
+    #[serde(default)]
+    safety_score: Option<f64>,
+}
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+impl ProviderClient {
+    pub fn new(
+        params: Arc<dyn Params>,
+        clock: Arc<dyn Clock>,
+        base_url: impl Into<String>,
+        api_key_param: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            http: std::sync::OnceLock::new(),
+            timeout,
+            params,
+            clock,
+            base_url: base_url.into(),
+            api_key_param: api_key_param.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for ProviderClient {
+    async fn chat(&self, req: &ChatRequest, key: &str) -> Result<String, StepError> {
+        let res: ChatResponse = self.post_typed("chat/completions", req, key).await?;
+        let choice = res.choices.into_iter().next().ok_or_else(|| {
+            StepError::permanent(
+                ErrorCode::ProviderBadResponse,
+                "chat completion had no choices",
+            )
+        })?;
+        if let Some(refusal) = choice.message.refusal {
+            return Err(StepError::permanent(ErrorCode::ContentRefused, refusal));
+        }
+        if choice.finish_reason.as_deref() == Some("content_filter") {
+            return Err(StepError::permanent(
+                ErrorCode::ContentRefused,
+                "the provider's content filter stopped the completion",
+            ));
+        }
+        choice.message.content.ok_or_else(|| {
+            StepError::permanent(
+                ErrorCode::ProviderBadResponse,
+                "chat completion had no content",
+            )
+        })
+    }
+
+    async fn image(&self, req: &ImageRequest, key: &str) -> Result<ImageResult, StepError> {
+        let res: ImageResponse = self.post_typed("images/generations", req, key).await?;
+        let datum = res
+            .data
+            .into_iter()
+            .find(|d| d.url.is_some())
+            .ok_or_else(|| {
+                StepError::permanent(
+                    "provider_no_image",
+                    "the provider answered without an image (filtered?)",
+                )
+            })?;
+        let mut warnings = datum.warnings;
+        if datum.safety_score.is_some_and(|s| s < 0.5) {
+            warnings.push("low_safety_score".into());
+        }
+        Ok(ImageResult {
+            url: datum.url.unwrap_or_default(),
+            warnings,
+        })
+    }
+
+    async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<SpeechResult, StepError> {
+        let body = self
+            .post("audio/speech", req, key)
+            .await?
+            .bytes()
+            .await
+            .map_err(transport)?;
+        Ok(SpeechResult {
+            bytes: body.len(),
+            sha256: hex::encode(Sha256::digest(&body)),
+            format: req.response_format.clone(),
+        })
+    }
+
+    async fn probe(&self) -> (String, bool) {
+        let url = format!("{}/models", self.base_url.trim_end_matches('/'));
+        let key = match self.params.get(&self.api_key_param).await {
+            Ok(k) => k,
+            Err(e) => return (e.to_string(), false),
+        };
+        match self.http().get(&url).bearer_auth(key).send().await {
+            Ok(r) if r.status() == 401 || r.status() == 403 => (
+                format!(
+                    "{url} refused the key in {} ({})",
+                    self.api_key_param,
+                    r.status()
+                ),
+                false,
+            ),
+            Ok(r) if r.status().is_server_error() => {
+                (format!("{url} answered {}", r.status()), false)
+            }
+            Ok(r) => (format!("{url} answered {}", r.status()), true),
+            Err(e) => (format!("{url} unreachable: {e}"), false),
+        }
+    }
+
+    async fn post_json(
+        &self,
+        body: &serde_json::Value,
+        key: &str,
+    ) -> Result<serde_json::Value, StepError> {
+        self.post_typed("", body, key).await
+    }
+}
+
+impl ProviderClient {
+    async fn post_typed<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        req: &impl Serialize,
+        key: &str,
+    ) -> Result<T, StepError> {
+        let res = self.post(path, req, key).await?;
+        let text = res.text().await.map_err(transport)?;
+        serde_json::from_str(&text).map_err(|e| {
+            StepError::permanent(ErrorCode::ProviderBadResponse, format!("{path}: {e}"))
+        })
+    }
+
+    /// One POST; on 401 the cached key is dropped and the call made once more.
+    async fn post(
+        &self,
+        path: &str,
+        req: &impl Serialize,
+        key: &str,
+    ) -> Result<reqwest::Response, StepError> {
+        let base = self.base_url.trim_end_matches('/');
+        let url = if path.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}/{path}")
+        };
+        for refreshed in [false, true] {
+            let api_key = self.param(&self.api_key_param).await?;
+            let res = self
+                .http()
+                .post(&url)
+                .bearer_auth(&api_key)
+                .header("Idempotency-Key", key)
+                .json(req)
+                .send()
+                .await
+                .map_err(transport)?;
+            if res.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                self.params.invalidate(&self.api_key_param);
+                continue;
+            }
+            return self.check(res).await;
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| super::http_client(self.timeout))
+    }
+
+    async fn check(&self, res: reqwest::Response) -> Result<reqwest::Response, StepError> {
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
+        }
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        // Retry-After (seconds), else the provider's rate-limit reset headers ("6m0s").
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .or_else(|| {
+                ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+                    .iter()
+                    .filter_map(|h| header(h).as_deref().and_then(reset_secs))
+                    .reduce(f64::max)
+            });
+        let body = res.text().await.unwrap_or_default();
+        let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
+        let message = parsed
+            .as_ref()
+            .map(|b| b.error.message.clone())
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        let code = parsed.and_then(|b| b.error.code);
+        let mut err = match status.as_u16() {
+            429 => {
+                let mut e = StepError::retryable(ErrorCode::ProviderRateLimited, message);
+                e.retry_at = retry_after.map(|s| self.clock.now() + (s * 1000.0) as i64);
+                e
+            }
+            408 | 500..=599 => StepError::retryable(ErrorCode::ProviderUnavailable, message),
+            401 | 403 => StepError::permanent(
+                ErrorCode::ProviderAuth,
+                format!(
+                    "the provider refused the key in {}: {message}",
+                    self.api_key_param
+                ),
+            ),
+            _ if code.as_deref() == Some("content_policy_violation") => {
+                StepError::permanent(ErrorCode::ContentRefused, message)
+            }
+            _ => StepError::permanent(ErrorCode::ProviderRejected, message),
+        };
+        err.provider_status = Some(status.as_u16());
+        Err(err)
+    }
+
+    async fn param(&self, name: &str) -> Result<String, StepError> {
+        super::secret(self.params.as_ref(), name, "").await
+    }
+}
+
+/// A rate-limit reset like `1s`, `6m0s`, `20ms` or `1h2m3.5s`, in seconds.
+fn reset_secs(text: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (scale, unit_len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+fn transport(e: reqwest::Error) -> StepError {
+    let code = if e.is_timeout() {
+        ErrorCode::ProviderTimeout
+    } else {
+        ErrorCode::ProviderUnreachable
+    };
+    // reqwest's text names the URL, never headers, so no key can leak here.
+    StepError::retryable(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reset_secs;
+
+    #[test]
+    fn rate_limit_resets_are_read_in_the_providers_format() {
+        assert_eq!(reset_secs("1s"), Some(1.0));
+        assert_eq!(reset_secs("6m0s"), Some(360.0));
+        assert_eq!(reset_secs("20ms"), Some(0.02));
+        assert_eq!(reset_secs("1h2m3.5s"), Some(3723.5));
+        assert_eq!(reset_secs("soon"), None);
+        assert_eq!(reset_secs(""), None);
+    }
+}

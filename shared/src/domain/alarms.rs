@@ -1,0 +1,89 @@
+//! Alarms: stored, deduplicated by type and subject (a repeat bumps `count` and
+//! `last_seen`), with a severity; operators list, acknowledge and resolve them. A resolved
+//! alarm that fires again reopens.
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+use super::error::vocabulary;
+
+vocabulary! {
+    /// What an alarm is about.
+    AlarmKind {
+        SecretLeakDetected => "secret_leak_detected",
+        DlqArrival => "dlq_arrival",
+        ApprovalRenewed => "approval_renewed",
+        IntegrationUnhealthy => "integration_unhealthy",
+        ToolCallDeduped => "tool_call_deduped",
+    }
+    other
+    /// An alarm raised outside Shepherd's own detectors.
+    Other
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmStatus {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+/// A condition worth an operator's attention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    #[serde(rename = "type")]
+    pub kind: AlarmKind,
+    /// What it is about: a production id, a queue, an integration.
+    pub subject: String,
+    pub severity: Severity,
+    pub status: AlarmStatus,
+    pub count: u64,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    /// Already redacted.
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<String>,
+}
+
+impl Alarm {
+    /// `<type>#<subject>`: how operators name an alarm.
+    pub fn id(&self) -> String {
+        format!("{}#{}", self.kind, self.subject)
+    }
+}
+
+impl Raise {
+    /// An occurrence; its detail is redacted (an alarm may quote what leaked).
+    pub fn new(
+        kind: AlarmKind,
+        subject: impl Into<String>,
+        severity: Severity,
+        detail: impl AsRef<str>,
+    ) -> Self {
+        Self {
+            kind,
+            subject: subject.into(),
+            severity,
+            detail: super::redact::redact(detail.as_ref()).text,
+        }
+    }
+}
+
+/// One alarm occurrence to record (made with [`Raise::new`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raise {
+    pub kind: AlarmKind,
+    pub subject: String,
+    pub severity: Severity,
+    pub detail: String,
+}

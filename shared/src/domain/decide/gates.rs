@@ -1,0 +1,207 @@
+//! Gates: an approval after a phase (approve, reject with feedback, expiry), and the
+//! warnings acknowledgement that holds the publishing phase.
+
+use super::{Dispatch, DomainError, Transition, operator_text, requeue};
+use crate::domain::{
+    Approval, AuditEvent, AuditKind, ErrorClass, GateKind, Millis, OnExpiry, Outcome, PhaseError,
+    PhaseStatus, Production, ProductionStatus,
+};
+
+/// What follows a finished (or approved) phase.
+pub(super) enum Step {
+    Dispatch(Dispatch),
+    /// The next phase waits for the warnings to be acknowledged (the event says so).
+    Held(AuditEvent),
+    Completed,
+}
+
+/// Opens the approval gate after phase `i` (held even if paused: resume returns to it).
+pub(super) fn request_approval(
+    p: &Production,
+    i: usize,
+    attempt: u32,
+    now: Millis,
+    t: &mut Transition,
+) -> AuditEvent {
+    let next = &mut t.production;
+    let phase = next.phases[i].name.clone();
+    next.approval = Some(Approval {
+        kind: GateKind::Approval,
+        phase: phase.clone(),
+        attempt,
+        requested_at: now,
+        expires_at: now + p.gates.ttl,
+        renewals: 0,
+    });
+    if next.status != ProductionStatus::Paused {
+        next.status = ProductionStatus::AwaitingApproval;
+    }
+    AuditEvent::new(AuditKind::ApprovalRequested, Outcome::Success, now)
+        .phase(&phase, attempt)
+        .detail(format!("expires in {} s", p.gates.ttl / 1000))
+}
+
+/// Queues the phase after `i` (a new attempt), holds it for unacknowledged warnings, or
+/// completes the production.
+pub(super) fn advance(p: &mut Production, i: usize, now: Millis) -> Step {
+    let Some(name) = p.phases.get(i + 1).map(|n| n.name.clone()) else {
+        p.status = ProductionStatus::Completed;
+        return Step::Completed;
+    };
+    if held_for_warnings(p, &name) {
+        return Step::Held(open_warnings_gate(p, i, now));
+    }
+    let n = &mut p.phases[i + 1];
+    requeue(n, now);
+    Step::Dispatch(Dispatch {
+        phase: n.name.clone(),
+        attempt: n.attempt,
+    })
+}
+
+/// `advance`, recording the dispatch or the audit event it leads to.
+pub(super) fn step(i: usize, now: Millis, t: &mut Transition) {
+    match advance(&mut t.production, i, now) {
+        Step::Dispatch(d) => t.dispatch = Some(d),
+        Step::Held(e) => t.audit(e),
+        Step::Completed => t.audit(AuditEvent::new(
+            AuditKind::ProductionCompleted,
+            Outcome::Success,
+            now,
+        )),
+    }
+}
+
+/// Whether phase `name` may not start yet: it is the gated one and warnings are open.
+pub(super) fn held_for_warnings(p: &Production, name: &str) -> bool {
+    p.gates.acknowledge_before.as_deref() == Some(name)
+        && !p.warnings.is_empty()
+        && p.warnings_acknowledged_at.is_none()
+}
+
+/// Opens the warnings gate after phase `after` (it expires like an approval).
+pub(super) fn open_warnings_gate(p: &mut Production, after: usize, now: Millis) -> AuditEvent {
+    let ph = &p.phases[after];
+    let (phase, attempt) = (ph.name.clone(), ph.attempt);
+    p.approval = Some(Approval {
+        kind: GateKind::Warnings,
+        phase: phase.clone(),
+        attempt,
+        requested_at: now,
+        expires_at: now + p.gates.ttl,
+        renewals: 0,
+    });
+    if p.status != ProductionStatus::Paused {
+        p.status = ProductionStatus::AwaitingApproval;
+    }
+    AuditEvent::new(AuditKind::WarningsRequested, Outcome::Success, now)
+        .phase(&phase, attempt)
+        .detail(format!(
+            "{} must not start before these are acknowledged: {}",
+            p.gates.acknowledge_before.as_deref().unwrap_or("-"),
+            p.warnings.join("; ")
+        ))
+}
+
+/// Takes the open gate; the production runs again.
+fn open_gate(p: &Production, t: &mut Transition) -> (Approval, usize) {
+    let a = t
+        .production
+        .approval
+        .take()
+        .expect("awaiting approval has a gate");
+    let i = p.phase_index(&a.phase).expect("gated phase exists");
+    t.production.status = ProductionStatus::Running;
+    (a, i)
+}
+
+pub(super) fn approve(p: &Production, now: Millis, t: &mut Transition) {
+    let (a, i) = open_gate(p, t);
+    t.audit(
+        AuditEvent::new(AuditKind::ApprovalApproved, Outcome::Success, now)
+            .phase(&a.phase, a.attempt),
+    );
+    step(i, now, t);
+}
+
+pub(super) fn acknowledge(p: &Production, now: Millis, t: &mut Transition) {
+    let (a, i) = open_gate(p, t);
+    t.production.warnings_acknowledged_at = Some(now);
+    t.audit(
+        AuditEvent::new(AuditKind::WarningsAcknowledged, Outcome::Success, now)
+            .phase(&a.phase, a.attempt)
+            .detail(t.production.warnings.join("; ")),
+    );
+    step(i, now, t);
+}
+
+pub(super) fn reject(
+    p: &Production,
+    feedback: &str,
+    now: Millis,
+    t: &mut Transition,
+) -> Result<(), DomainError> {
+    let feedback = operator_text(
+        feedback,
+        "reject needs feedback: what should the phase do differently?",
+        "feedback",
+    )?;
+    let (a, i) = open_gate(p, t);
+    t.production.revision += 1;
+    let ph = &mut t.production.phases[i];
+    requeue(ph, now);
+    ph.feedback = Some(feedback.clone());
+    let (name, attempt) = (ph.name.clone(), ph.attempt);
+    t.audit(
+        AuditEvent::new(AuditKind::ApprovalRejected, Outcome::Success, now)
+            .phase(&a.phase, a.attempt)
+            .detail(feedback),
+    );
+    t.dispatch(&name, attempt);
+    Ok(())
+}
+
+pub(super) fn expire(p: &Production, now: Millis, t: &mut Transition) -> Result<(), DomainError> {
+    let Some(a) = t.production.approval.clone() else {
+        return Err(DomainError::Invalid("there is no open approval".into()));
+    };
+    if a.expires_at > now || p.status != ProductionStatus::AwaitingApproval {
+        return Err(DomainError::Invalid("the approval has not expired".into()));
+    }
+    match p.gates.on_expiry {
+        OnExpiry::Renew => {
+            let renewed = t.production.approval.as_mut().expect("checked");
+            renewed.expires_at = now + p.gates.ttl;
+            renewed.renewals += 1;
+            let detail = format!("expired unanswered; renewal {}", renewed.renewals);
+            t.audit(
+                AuditEvent::new(AuditKind::ApprovalRenewed, Outcome::Success, now)
+                    .phase(&a.phase, a.attempt)
+                    .detail(detail),
+            );
+        }
+        OnExpiry::Fail => {
+            let next = &mut t.production;
+            next.approval = None;
+            next.status = ProductionStatus::Failed;
+            let i = p.phase_index(&a.phase).expect("gated phase exists");
+            let ph = &mut next.phases[i];
+            ph.status = PhaseStatus::Failed;
+            ph.error_count += 1;
+            ph.last_error = Some(PhaseError {
+                attempt: a.attempt,
+                at: now,
+                ..PhaseError::new(
+                    "approval_expired",
+                    ErrorClass::Permanent,
+                    "no approval before the deadline; retry the phase or cancel",
+                )
+            });
+            t.audit(
+                AuditEvent::new(AuditKind::ApprovalExpired, Outcome::Failure, now)
+                    .phase(&a.phase, a.attempt),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! An operator's commands on the production's course: pause, resume, retry, edit, cancel,
+//! and an admin's override. The availability guard in `decide` ran first.
+
+use super::gates::{held_for_warnings, open_warnings_gate, step};
+use super::{DomainError, Transition, operator_text, requeue};
+use crate::domain::{
+    AuditEvent, AuditKind, GateKind, Millis, Outcome, OverrideTarget, PhaseStatus, Production,
+    ProductionStatus,
+};
+
+pub(super) fn pause(p: &Production, now: Millis, t: &mut Transition) {
+    t.production.status = ProductionStatus::Paused;
+    let at = p
+        .current_phase()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    t.audit(
+        AuditEvent::new(AuditKind::ProductionPaused, Outcome::Success, now)
+            .detail(format!("paused at phase {at}")),
+    );
+}
+
+pub(super) fn resume(now: Millis, t: &mut Transition) {
+    let next = &mut t.production;
+    next.status = ProductionStatus::Running;
+    let mut event = AuditEvent::new(AuditKind::ProductionResumed, Outcome::Success, now);
+    if next.approval.is_some() {
+        next.status = ProductionStatus::AwaitingApproval;
+        event.detail = "back to the open approval".into();
+        t.audit(event);
+        return;
+    }
+    let undone = next.phases.iter().position(|ph| !ph.status.is_done());
+    if let Some(j) = undone.filter(|j| *j > 0)
+        && next.phases[j].status != PhaseStatus::Running
+        && held_for_warnings(next, &next.phases[j].name.clone())
+    {
+        let held = open_warnings_gate(next, j - 1, now);
+        t.audit(event);
+        t.audit(held);
+        return;
+    }
+    match next.phases.iter_mut().find(|ph| !ph.status.is_done()) {
+        // A phase still running will hand off itself when it commits.
+        Some(ph) if ph.status == PhaseStatus::Running => {}
+        Some(ph) => {
+            // A new attempt, so a message held while paused is refused as stale.
+            requeue(ph, now);
+            event = event.phase(&ph.name, ph.attempt);
+            let (name, attempt) = (ph.name.clone(), ph.attempt);
+            t.dispatch(&name, attempt);
+        }
+        None => {
+            next.status = ProductionStatus::Completed;
+            event.detail = "every phase had finished; completed".into();
+        }
+    }
+    t.audit(event);
+}
+
+pub(super) fn retry(now: Millis, t: &mut Transition) {
+    let next = &mut t.production;
+    let ph = next
+        .phases
+        .iter_mut()
+        .find(|ph| matches!(ph.status, PhaseStatus::Failed | PhaseStatus::DeadLettered))
+        .expect("a failed production has a failed phase");
+    requeue(ph, now);
+    let (name, attempt) = (ph.name.clone(), ph.attempt);
+    next.status = ProductionStatus::Running;
+    t.audit(AuditEvent::new(AuditKind::PhaseRetried, Outcome::Success, now).phase(&name, attempt));
+    t.dispatch(&name, attempt);
+}
+
+pub(super) fn edit(fields: &[String], now: Millis, t: &mut Transition) -> Result<(), DomainError> {
+    if fields.is_empty() {
+        return Err(DomainError::Invalid("edit changes nothing".into()));
+    }
+    t.production.revision += 1;
+    t.audit(
+        AuditEvent::new(AuditKind::ProductionEdited, Outcome::Success, now)
+            .detail(format!("changed {}", fields.join(", "))),
+    );
+    Ok(())
+}
+
+pub(super) fn cancel(now: Millis, t: &mut Transition) {
+    t.production.status = ProductionStatus::Cancelled;
+    t.audit(AuditEvent::new(
+        AuditKind::ProductionCancelled,
+        Outcome::Success,
+        now,
+    ));
+}
+
+pub(super) fn override_(
+    p: &Production,
+    reason: &str,
+    skip_gate: bool,
+    jump_to: Option<String>,
+    now: Millis,
+    t: &mut Transition,
+) -> Result<(), DomainError> {
+    let reason = operator_text(reason, "an override needs a reason", "the reason")?;
+    let target = match (skip_gate, jump_to) {
+        (true, None) => OverrideTarget::SkipGate,
+        (false, Some(phase)) => OverrideTarget::JumpTo(phase),
+        _ => {
+            return Err(DomainError::Invalid(
+                "an override needs exactly one of skip_gate or jump_to".into(),
+            ));
+        }
+    };
+    t.production.overridden = true;
+    match target {
+        OverrideTarget::SkipGate => {
+            let Some(a) = t.production.approval.take() else {
+                return Err(DomainError::Invalid(
+                    "there is no open approval to skip".into(),
+                ));
+            };
+            let i = p.phase_index(&a.phase).expect("gated phase exists");
+            t.production.status = ProductionStatus::Running;
+            let gate = match a.kind {
+                GateKind::Approval => "the approval gate",
+                GateKind::Warnings => {
+                    t.production.warnings_acknowledged_at = Some(now);
+                    "the warnings acknowledgement"
+                }
+            };
+            t.audit(
+                AuditEvent::new(AuditKind::OverrideApplied, Outcome::Success, now)
+                    .phase(&a.phase, a.attempt)
+                    .detail(format!("skipped {gate}: {reason}")),
+            );
+            step(i, now, t);
+        }
+        OverrideTarget::JumpTo(target) => {
+            let to = super::known_phase(p, &target)?;
+            if p.phases.iter().any(|ph| ph.status == PhaseStatus::Running) {
+                return Err(DomainError::Invalid(
+                    "a phase is running; wait for it to finish before jumping".into(),
+                ));
+            }
+            let next = &mut t.production;
+            next.approval = None;
+            next.status = ProductionStatus::Running;
+            for (j, ph) in next.phases.iter_mut().enumerate() {
+                if j < to && !ph.status.is_done() {
+                    ph.status = PhaseStatus::Skipped;
+                } else if j > to && ph.status != PhaseStatus::Pending {
+                    ph.status = PhaseStatus::Pending;
+                }
+            }
+            let ph = &mut next.phases[to];
+            requeue(ph, now);
+            let attempt = ph.attempt;
+            t.audit(
+                AuditEvent::new(AuditKind::OverrideApplied, Outcome::Success, now)
+                    .phase(&target, attempt)
+                    .detail(format!("jumped to {target}: {reason}")),
+            );
+            t.dispatch(&target, attempt);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1025 @@
+use super::*;
+use crate::domain::*;
+
+const PHASES: [&str; 5] = ["brief", "script", "assets", "voice", "publish"];
+const NOW: Millis = 1_000_000;
+
+fn gates() -> GatePolicy {
+    GatePolicy {
+        phases: vec!["script".into()],
+        acknowledge_before: Some("publish".into()),
+        auto_approve: false,
+        ttl: 1000,
+        on_expiry: OnExpiry::Fail,
+    }
+}
+
+fn fresh() -> Production {
+    start(
+        "p1".into(),
+        "acme".into(),
+        "content".into(),
+        &PHASES,
+        gates(),
+        "t1".into(),
+        NOW - 10_000,
+    )
+    .production
+}
+
+fn set(p: &mut Production, i: usize, status: PhaseStatus, attempt: u32) {
+    let ph = &mut p.phases[i];
+    ph.status = status;
+    ph.attempt = attempt;
+    if status == PhaseStatus::Running {
+        ph.started_at = Some(NOW - 1000);
+        ph.lease_until = Some(NOW + 60_000);
+    }
+}
+
+/// A production in each status, with its phases as that status implies.
+fn fixture(status: ProductionStatus) -> Production {
+    use PhaseStatus as Ph;
+    use ProductionStatus as S;
+    let mut p = fresh();
+    p.status = status;
+    match status {
+        S::Queued => {}
+        S::Running | S::Paused => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            set(&mut p, 1, Ph::Running, 1);
+        }
+        S::AwaitingApproval => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            set(&mut p, 1, Ph::Succeeded, 1);
+            p.approval = Some(Approval {
+                kind: GateKind::Approval,
+                phase: "script".into(),
+                attempt: 1,
+                requested_at: NOW - 10,
+                expires_at: NOW + 1000,
+                renewals: 0,
+            });
+        }
+        S::Failed | S::DeadLettered => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            let s = if status == S::Failed {
+                Ph::Failed
+            } else {
+                Ph::DeadLettered
+            };
+            set(&mut p, 1, s, 1);
+        }
+        S::Completed => {
+            for i in 0..PHASES.len() {
+                set(&mut p, i, Ph::Succeeded, 1);
+            }
+        }
+        S::Cancelled => {
+            set(&mut p, 0, Ph::Succeeded, 1);
+            set(&mut p, 1, Ph::Queued, 1);
+        }
+    }
+    p
+}
+
+fn target(p: &Production) -> (String, u32) {
+    let ph = p.current_phase().unwrap_or(p.phases.last().unwrap());
+    (ph.name.clone(), ph.attempt)
+}
+
+fn err(code: &str, class: ErrorClass) -> PhaseError {
+    PhaseError::new(code, class, "detail")
+}
+
+fn commands(p: &Production) -> Vec<(&'static str, Command)> {
+    let (phase, attempt) = target(p);
+    let fail = |d| Command::Fail {
+        phase: phase.clone(),
+        attempt,
+        error: err("provider_5xx", ErrorClass::Retryable),
+        disposition: d,
+    };
+    vec![
+        (
+            "claim",
+            Command::Claim {
+                phase: phase.clone(),
+                attempt,
+                lease_until: NOW + 60_000,
+            },
+        ),
+        (
+            "succeed",
+            Command::Succeed {
+                phase: phase.clone(),
+                attempt,
+                output: "OUT#x#1".into(),
+                warnings: vec![],
+            },
+        ),
+        ("fail_retry", fail(FailDisposition::Retry)),
+        ("fail_dead_letter", fail(FailDisposition::DeadLetter)),
+        ("fail_stop", fail(FailDisposition::Stop)),
+        ("pause", Command::Act(Act::Pause)),
+        ("resume", Command::Act(Act::Resume)),
+        ("retry_phase", Command::Act(Act::RetryPhase)),
+        ("approve", Command::Act(Act::Approve)),
+        (
+            "reject",
+            Command::Act(Act::Reject {
+                feedback: "shorter, please".into(),
+            }),
+        ),
+        (
+            "edit",
+            Command::Act(Act::Edit {
+                changes: vec!["voice=onyx".parse().unwrap()],
+            }),
+        ),
+        ("cancel", Command::Act(Act::Cancel)),
+        (
+            "override_skip",
+            Command::Act(Act::Override {
+                reason: "legal signed off by phone".into(),
+                skip_gate: true,
+                jump_to: None,
+            }),
+        ),
+        (
+            "override_jump",
+            Command::Act(Act::Override {
+                reason: "voice vendor fixed".into(),
+                skip_gate: false,
+                jump_to: Some("voice".into()),
+            }),
+        ),
+        (
+            "redispatch",
+            Command::Redispatch {
+                phase: phase.clone(),
+            },
+        ),
+        (
+            "reconcile",
+            Command::Reconcile {
+                phase: phase.clone(),
+            },
+        ),
+        ("expire_approval", Command::ExpireApproval),
+        (
+            "acknowledge_warnings",
+            Command::Act(Act::AcknowledgeWarnings),
+        ),
+    ]
+}
+
+/// The whole table: every production status against every command.
+#[test]
+fn every_status_against_every_command() {
+    use ProductionStatus as S;
+    // (status, command) -> Ok(resulting status) or Err(error text fragment)
+    let expect = |s: S, c: &str| -> Result<S, &'static str> {
+        match (s, c) {
+            (S::Queued, "claim") => Ok(S::Running),
+            (S::Running | S::Paused, "claim") => Err("Duplicate"),
+            (S::AwaitingApproval | S::Failed | S::DeadLettered | S::Completed, "claim") => {
+                Err("AlreadyFinished")
+            }
+            (S::Cancelled, "claim") => Err("NotRunnable"),
+            (S::Running, "succeed") => Ok(S::AwaitingApproval),
+            (S::Paused, "succeed") => Ok(S::Paused),
+            (S::Running, "fail_retry") => Ok(S::Running),
+            (S::Paused, "fail_retry") => Ok(S::Paused),
+            (S::Running | S::Paused, "fail_dead_letter") => Ok(S::DeadLettered),
+            (S::Running | S::Paused, "fail_stop") => Ok(S::Failed),
+            (_, "succeed" | "fail_retry" | "fail_dead_letter" | "fail_stop") => {
+                Err("not the running attempt")
+            }
+            (S::Queued | S::Running | S::AwaitingApproval, "pause") => Ok(S::Paused),
+            (S::Paused, "resume") => Ok(S::Running),
+            (S::Failed | S::DeadLettered, "retry_phase") => Ok(S::Running),
+            (S::AwaitingApproval, "approve" | "reject") => Ok(S::Running),
+            (S::AwaitingApproval | S::Paused | S::Failed | S::DeadLettered, "edit") => Ok(s),
+            (S::Completed | S::Cancelled, "cancel") => Err("not available"),
+            (_, "cancel") => Ok(S::Cancelled),
+            (S::AwaitingApproval, "override_skip" | "override_jump") => Ok(S::Running),
+            (S::Paused | S::Failed | S::DeadLettered, "override_skip") => Err("no open approval"),
+            (S::Paused, "override_jump") => Err("a phase is running"),
+            (S::Failed | S::DeadLettered, "override_jump") => Ok(S::Running),
+            (S::Queued, "redispatch") => Ok(S::Queued),
+            (_, "redispatch") => Err("not waiting for a worker"),
+            (_, "reconcile") => Err("no expired lease"),
+            (S::AwaitingApproval, "expire_approval") => Err("has not expired"),
+            (_, "expire_approval") => Err("no open approval"),
+            (_, "acknowledge_warnings") => Err("not available"),
+            (_, "pause" | "resume" | "retry_phase" | "approve" | "reject" | "edit")
+            | (_, "override_skip" | "override_jump") => Err("not available"),
+            _ => unreachable!("{s:?} {c}"),
+        }
+    };
+    let mut checked = 0;
+    for status in ProductionStatus::ALL {
+        let p = fixture(status);
+        for (name, cmd) in commands(&p) {
+            let got = decide(&p, cmd, NOW);
+            match (expect(status, name), got) {
+                (Ok(want), Ok(t)) => {
+                    assert_eq!(t.production.status, want, "{status:?} × {name}");
+                    assert_eq!(t.production.version, p.version + 1, "{status:?} × {name}");
+                }
+                (Err(frag), Err(e)) => {
+                    let text = format!("{e} {e:?}");
+                    assert!(text.contains(frag), "{status:?} × {name}: {text}");
+                }
+                (want, got) => panic!("{status:?} × {name}: wanted {want:?}, got {got:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8 * 18);
+}
+
+#[test]
+fn operator_commands_are_accepted_exactly_when_available() {
+    for status in ProductionStatus::ALL {
+        let p = fixture(status);
+        let actions = p.available_actions();
+        for (action, cmd) in [
+            (Action::Pause, Command::Act(Act::Pause)),
+            (Action::Resume, Command::Act(Act::Resume)),
+            (Action::RetryPhase, Command::Act(Act::RetryPhase)),
+            (Action::Approve, Command::Act(Act::Approve)),
+            (
+                Action::Reject,
+                Command::Act(Act::Reject {
+                    feedback: "x".into(),
+                }),
+            ),
+            (
+                Action::Edit,
+                Command::Act(Act::Edit {
+                    changes: vec!["tone=calm".parse().unwrap()],
+                }),
+            ),
+            (Action::Cancel, Command::Act(Act::Cancel)),
+        ] {
+            let ok = decide(&p, cmd, NOW).is_ok();
+            assert_eq!(ok, actions.contains(&action), "{status:?} {action:?}");
+        }
+        // An override is refused unless offered; when offered it may still need a target.
+        let jump = Command::Act(Act::Override {
+            reason: "r".into(),
+            skip_gate: false,
+            jump_to: Some("publish".into()),
+        });
+        if !actions.contains(&Action::Override) {
+            assert!(
+                decide(&p, jump, NOW)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("not available")
+            );
+        }
+    }
+}
+
+#[test]
+fn a_refused_command_changes_nothing() {
+    let p = fixture(ProductionStatus::Completed);
+    let before = p.clone();
+    assert!(decide(&p, Command::Act(Act::Pause), NOW).is_err());
+    assert_eq!(p, before);
+}
+
+#[test]
+fn happy_path_walks_every_phase_and_completes() {
+    let t = start(
+        "p".into(),
+        "a".into(),
+        "content".into(),
+        &PHASES,
+        GatePolicy::default(),
+        "t".into(),
+        NOW,
+    );
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "brief".into(),
+            attempt: 1
+        })
+    );
+    let mut p = t.production;
+    for (i, phase) in PHASES.iter().enumerate() {
+        let claim = Command::Claim {
+            phase: phase.to_string(),
+            attempt: 1,
+            lease_until: NOW + 1000,
+        };
+        p = decide(&p, claim, NOW).unwrap().production;
+        assert_eq!(p.status, ProductionStatus::Running);
+        let t = decide(
+            &p,
+            Command::Succeed {
+                phase: phase.to_string(),
+                attempt: 1,
+                output: format!("OUT#{phase}#1"),
+                warnings: vec![],
+            },
+            NOW + 10,
+        )
+        .unwrap();
+        p = t.production;
+        match PHASES.get(i + 1) {
+            Some(next) => {
+                assert_eq!(t.dispatch.unwrap().phase, *next);
+                assert_eq!(t.audit.len(), 1);
+                assert_eq!(p.available_actions(), vec![Action::Pause, Action::Cancel]);
+            }
+            None => {
+                assert_eq!(t.dispatch, None);
+                assert_eq!(t.audit[1].kind, "production.completed");
+            }
+        }
+    }
+    assert_eq!(p.status, ProductionStatus::Completed);
+    assert!(p.available_actions().is_empty());
+    assert_eq!(p.version, 11);
+}
+
+#[test]
+fn a_live_lease_is_a_duplicate_and_an_expired_one_is_reconciled_not_reclaimed() {
+    let mut p = fixture(ProductionStatus::Running);
+    assert_eq!(
+        claim_refusal(&p, "script", 1, NOW),
+        Some(ClaimRefusal::Duplicate)
+    );
+    p.phases[1].lease_until = Some(NOW - 1);
+    assert_eq!(
+        claim_refusal(&p, "script", 1, NOW),
+        Some(ClaimRefusal::LeaseExpired)
+    );
+    let t = decide(
+        &p,
+        Command::Reconcile {
+            phase: "script".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    let types: Vec<&str> = t.audit.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(types, ["tool_call.unknown", "phase.reconciled"]);
+    assert_eq!(t.production.phases[1].attempt, 2);
+    assert_eq!(claim_refusal(&t.production, "script", 2, NOW), None);
+}
+
+#[test]
+fn stale_and_unknown_messages_are_refused() {
+    let p = fixture(ProductionStatus::Running);
+    assert_eq!(
+        claim_refusal(&p, "script", 0, NOW),
+        Some(ClaimRefusal::Stale)
+    );
+    assert_eq!(
+        claim_refusal(&p, "script", 2, NOW),
+        Some(ClaimRefusal::Stale)
+    );
+    assert_eq!(
+        claim_refusal(&p, "render", 1, NOW),
+        Some(ClaimRefusal::UnknownPhase)
+    );
+    assert_eq!(
+        claim_refusal(&p, "brief", 1, NOW),
+        Some(ClaimRefusal::AlreadyFinished)
+    );
+}
+
+#[test]
+fn retryable_error_requeues_the_same_attempt_and_records_the_error() {
+    let p = fixture(ProductionStatus::Running);
+    let t = decide(
+        &p,
+        Command::Fail {
+            phase: "script".into(),
+            attempt: 1,
+            error: err("provider_5xx", ErrorClass::Retryable),
+            disposition: FailDisposition::Retry,
+        },
+        NOW,
+    )
+    .unwrap();
+    let ph = t.production.phase("script").unwrap();
+    assert_eq!(
+        (ph.status, ph.attempt, ph.error_count),
+        (PhaseStatus::Queued, 1, 1)
+    );
+    assert_eq!(ph.last_error.as_ref().unwrap().at, NOW);
+    assert!(t.production.has_errors());
+    assert_eq!(t.audit[0].kind, "phase.retry_scheduled");
+    assert_eq!(t.dispatch, None, "SQS redelivers; nothing is sent");
+    assert_eq!(claim_refusal(&t.production, "script", 1, NOW), None);
+}
+
+#[test]
+fn a_panic_is_recorded_as_step_unexpected_error_and_fails_the_production() {
+    let p = fixture(ProductionStatus::Running);
+    let t = decide(
+        &p,
+        Command::Fail {
+            phase: "script".into(),
+            attempt: 1,
+            error: err("step_unexpected_error", ErrorClass::Unexpected),
+            disposition: FailDisposition::Retry,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Failed);
+    assert_eq!(t.audit[0].kind, "task.step_unexpected_error");
+}
+
+#[test]
+fn pause_while_running_holds_the_next_phase_and_resume_dispatches_it() {
+    let mut ungated = fixture(ProductionStatus::Running);
+    ungated.gates = GatePolicy::default();
+    let p = decide(&ungated, Command::Act(Act::Pause), NOW)
+        .unwrap()
+        .production;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+            warnings: vec![],
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.dispatch, None);
+    assert_eq!(t.production.status, ProductionStatus::Paused);
+    assert_eq!(
+        t.production.phase("assets").unwrap().status,
+        PhaseStatus::Pending
+    );
+    let t = decide(&t.production, Command::Act(Act::Resume), NOW).unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "assets".into(),
+            attempt: 1
+        })
+    );
+}
+
+#[test]
+fn resume_gives_a_phase_queued_before_the_pause_a_new_attempt() {
+    let p = decide(
+        &fixture(ProductionStatus::Queued),
+        Command::Act(Act::Pause),
+        NOW,
+    )
+    .unwrap()
+    .production;
+    assert_eq!(
+        claim_refusal(&p, "brief", 1, NOW),
+        Some(ClaimRefusal::Paused)
+    );
+    let t = decide(&p, Command::Act(Act::Resume), NOW).unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "brief".into(),
+            attempt: 2
+        })
+    );
+    assert_eq!(
+        claim_refusal(&t.production, "brief", 1, NOW),
+        Some(ClaimRefusal::Stale)
+    );
+}
+
+#[test]
+fn retry_phase_bumps_the_attempt_of_the_failed_phase() {
+    let t = decide(
+        &fixture(ProductionStatus::DeadLettered),
+        Command::Act(Act::RetryPhase),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
+    assert_eq!(t.audit[0].kind, "phase.retried");
+}
+
+#[test]
+fn a_phase_finishing_after_cancel_keeps_the_production_cancelled() {
+    let p = decide(
+        &fixture(ProductionStatus::Running),
+        Command::Act(Act::Cancel),
+        NOW,
+    )
+    .unwrap()
+    .production;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+            warnings: vec![],
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Cancelled);
+    assert_eq!(t.dispatch, None);
+}
+
+#[test]
+fn long_error_details_are_cut_on_a_char_boundary() {
+    let e = PhaseError::new("x", ErrorClass::Permanent, "é".repeat(400));
+    assert!(e.detail.len() <= PhaseError::MAX_DETAIL + '…'.len_utf8());
+}
+
+fn awaiting() -> Production {
+    fixture(ProductionStatus::AwaitingApproval)
+}
+
+#[test]
+fn a_gated_phase_waits_for_approval_and_approve_starts_the_next() {
+    let t = decide(
+        &fixture(ProductionStatus::Running),
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+            warnings: vec![],
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(t.dispatch, None);
+    let a = t.production.approval.clone().unwrap();
+    assert_eq!(
+        (a.phase.as_str(), a.expires_at),
+        ("script", NOW + 1000),
+        "every approval expires"
+    );
+    assert_eq!(t.audit[1].kind, "approval.requested");
+    let t = decide(&t.production, Command::Act(Act::Approve), NOW).unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "assets".into(),
+            attempt: 1
+        })
+    );
+    assert_eq!(t.production.approval, None);
+}
+
+#[test]
+fn auto_approve_skips_gates() {
+    let mut p = fixture(ProductionStatus::Running);
+    p.gates.auto_approve = true;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+            warnings: vec![],
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Running);
+    assert_eq!(t.dispatch.unwrap().phase, "assets");
+}
+
+#[test]
+fn reject_with_feedback_reruns_the_phase_with_the_feedback() {
+    let t = decide(
+        &awaiting(),
+        Command::Act(Act::Reject {
+            feedback: "  Re-target teenagers. ".into(),
+        }),
+        NOW,
+    )
+    .unwrap();
+    let script = t.production.phase("script").unwrap();
+    assert_eq!((script.status, script.attempt), (PhaseStatus::Queued, 2));
+    assert_eq!(script.feedback.as_deref(), Some("Re-target teenagers."));
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
+    assert_eq!(t.audit[0].kind, "approval.rejected");
+    let err = decide(
+        &awaiting(),
+        Command::Act(Act::Reject {
+            feedback: " ".into(),
+        }),
+        NOW,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("needs feedback"));
+    let long = Command::Act(Act::Reject {
+        feedback: "x".repeat(MAX_OPERATOR_TEXT + 1),
+    });
+    let err = decide(&awaiting(), long, NOW).unwrap_err();
+    assert!(err.to_string().contains("at most 2000"), "{err}");
+}
+
+#[test]
+fn an_expired_approval_fails_the_phase_or_renews_per_policy() {
+    let later = NOW + 5000;
+    let t = decide(&awaiting(), Command::ExpireApproval, later).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Failed);
+    let script = t.production.phase("script").unwrap();
+    assert_eq!(script.last_error.as_ref().unwrap().code, "approval_expired");
+    assert_eq!(t.production.available_actions()[0], Action::RetryPhase);
+
+    let mut p = awaiting();
+    p.gates.on_expiry = OnExpiry::Renew;
+    let t = decide(&p, Command::ExpireApproval, later).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::AwaitingApproval);
+    let a = t.production.approval.unwrap();
+    assert_eq!((a.expires_at, a.renewals), (later + 1000, 1));
+    assert_eq!(t.audit[0].kind, "approval.renewed");
+}
+
+#[test]
+fn override_needs_a_reason_and_leaves_a_badge() {
+    let skip = |reason: &str| {
+        Command::Act(Act::Override {
+            reason: reason.into(),
+            skip_gate: true,
+            jump_to: None,
+        })
+    };
+    assert!(
+        decide(&awaiting(), skip(" "), NOW)
+            .unwrap_err()
+            .to_string()
+            .contains("needs a reason")
+    );
+    let t = decide(&awaiting(), skip("signed off"), NOW).unwrap();
+    assert!(t.production.overridden);
+    assert_eq!(t.audit[0].kind, "override.applied");
+    assert_eq!(t.dispatch.unwrap().phase, "assets");
+}
+
+#[test]
+fn jumping_skips_unfinished_earlier_phases_and_resets_later_ones() {
+    let p = fixture(ProductionStatus::Failed); // brief ok, script failed
+    let jump = Command::Act(Act::Override {
+        reason: "script done by hand".into(),
+        skip_gate: false,
+        jump_to: Some("assets".into()),
+    });
+    let t = decide(&p, jump, NOW).unwrap();
+    let st: Vec<_> = t.production.phases.iter().map(|ph| ph.status).collect();
+    use PhaseStatus as Ph;
+    assert_eq!(
+        st,
+        vec![
+            Ph::Succeeded,
+            Ph::Skipped,
+            Ph::Queued,
+            Ph::Pending,
+            Ph::Pending
+        ]
+    );
+    assert_eq!(t.production.current_phase().unwrap().name, "assets");
+    let unknown = Command::Act(Act::Override {
+        reason: "r".into(),
+        skip_gate: false,
+        jump_to: Some("render".into()),
+    });
+    assert!(matches!(
+        decide(&p, unknown, NOW),
+        Err(DomainError::UnknownPhase(_))
+    ));
+}
+
+#[test]
+fn an_expired_lease_is_reconciled_with_a_new_attempt() {
+    let mut p = fixture(ProductionStatus::Running);
+    p.phases[1].lease_until = Some(NOW - 1);
+    let t = decide(
+        &p,
+        Command::Reconcile {
+            phase: "script".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
+    let kinds: Vec<_> = t.audit.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["tool_call.unknown", "phase.reconciled"]);
+    assert_eq!(
+        claim_refusal(&t.production, "script", 1, NOW),
+        Some(ClaimRefusal::Stale),
+        "the lost run's message is stale"
+    );
+}
+
+#[test]
+fn a_lost_dispatch_is_sent_again_with_the_same_attempt() {
+    let t = decide(
+        &fixture(ProductionStatus::Queued),
+        Command::Redispatch {
+            phase: "brief".into(),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "brief".into(),
+            attempt: 1
+        })
+    );
+    assert_eq!(t.audit[0].kind, "phase.redispatched");
+}
+
+#[test]
+fn a_gate_reached_while_paused_is_held_and_resume_returns_to_it() {
+    let p = decide(
+        &fixture(ProductionStatus::Running),
+        Command::Act(Act::Pause),
+        NOW,
+    )
+    .unwrap()
+    .production;
+    let t = decide(
+        &p,
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+            warnings: vec![],
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Paused);
+    assert!(t.production.approval.is_some());
+    let t = decide(&t.production, Command::Act(Act::Resume), NOW).unwrap();
+    assert_eq!(
+        (t.production.status, t.dispatch),
+        (ProductionStatus::AwaitingApproval, None)
+    );
+}
+
+#[test]
+fn only_operator_dispatches_and_open_approvals_are_due() {
+    let p = fixture(ProductionStatus::Queued);
+    assert_eq!(
+        p.due_at,
+        Some(NOW - 10_000),
+        "a new production is due until its first claim"
+    );
+    let claimed = decide(
+        &p,
+        Command::Claim {
+            phase: "brief".into(),
+            attempt: 1,
+            lease_until: NOW + 60_000,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(claimed.production.due_at, None);
+    let handed_off = decide(
+        &claimed.production,
+        Command::Succeed {
+            phase: "brief".into(),
+            attempt: 1,
+            output: "o".into(),
+            warnings: vec![],
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        handed_off.production.due_at, None,
+        "a hand-off is recovered by SQS, not the sweep"
+    );
+    let waiting = decide(
+        &fixture(ProductionStatus::Running),
+        Command::Succeed {
+            phase: "script".into(),
+            attempt: 1,
+            output: "o".into(),
+            warnings: vec![],
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        waiting.production.due_at,
+        Some(NOW + 1000),
+        "due when the approval expires"
+    );
+    let retried = decide(
+        &fixture(ProductionStatus::Failed),
+        Command::Act(Act::RetryPhase),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(retried.production.due_at, Some(NOW));
+}
+
+#[test]
+fn a_redriven_message_reruns_its_dead_lettered_phase_as_a_new_attempt() {
+    let p = fixture(ProductionStatus::DeadLettered);
+    let cmd = |attempt| Command::Redrive {
+        phase: "script".into(),
+        attempt,
+        message_id: "m-1".into(),
+    };
+    let t = decide(&p, cmd(1), NOW).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Running);
+    assert_eq!(
+        t.dispatch,
+        Some(Dispatch {
+            phase: "script".into(),
+            attempt: 2
+        })
+    );
+    assert_eq!(t.audit[0].kind, "dlq.redriven");
+    assert!(t.audit[0].detail.contains("m-1: attempt 1 -> 2"));
+    assert!(
+        decide(&t.production, cmd(1), NOW).is_err(),
+        "redriving twice runs once"
+    );
+    assert!(decide(&fixture(ProductionStatus::Running), cmd(1), NOW).is_err());
+}
+
+#[test]
+fn a_message_dead_lettered_without_a_result_marks_the_phase() {
+    let t = decide(
+        &fixture(ProductionStatus::Running),
+        Command::ObserveDeadLetter {
+            phase: "script".into(),
+            attempt: 1,
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.production.status, ProductionStatus::DeadLettered);
+    assert_eq!(
+        t.production
+            .phase("script")
+            .unwrap()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .code,
+        "dead_lettered_unhandled"
+    );
+    let stale = Command::ObserveDeadLetter {
+        phase: "script".into(),
+        attempt: 7,
+    };
+    assert!(decide(&fixture(ProductionStatus::Running), stale, NOW).is_err());
+}
+
+/// A production whose voice phase runs, with warnings from assets already recorded.
+fn voice_running_with_warnings() -> Production {
+    let mut p = fresh();
+    p.gates.phases.clear();
+    p.status = ProductionStatus::Running;
+    for i in 0..3 {
+        set(&mut p, i, PhaseStatus::Succeeded, 1);
+    }
+    set(&mut p, 3, PhaseStatus::Running, 1);
+    p.warnings = vec!["assets: scene 2: copyright_risk".into()];
+    p
+}
+
+fn succeed(phase: &str, warnings: &[&str]) -> Command {
+    Command::Succeed {
+        phase: phase.into(),
+        attempt: 1,
+        output: format!("O#{phase}#1"),
+        warnings: warnings.iter().map(|w| w.to_string()).collect(),
+    }
+}
+
+#[test]
+fn warnings_let_the_production_proceed_but_hold_publish_until_acknowledged() {
+    // Assets raise a warning: voice still starts.
+    let mut p = voice_running_with_warnings();
+    set(&mut p, 2, PhaseStatus::Running, 1);
+    set(&mut p, 3, PhaseStatus::Pending, 0);
+    p.warnings.clear();
+    let t = decide(&p, succeed("assets", &["scene 2: copyright_risk"]), NOW).unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "voice");
+    assert_eq!(t.production.warnings, ["assets: scene 2: copyright_risk"]);
+
+    // Voice succeeds: publish is held for the acknowledgement.
+    let t = decide(&voice_running_with_warnings(), succeed("voice", &[]), NOW).unwrap();
+    assert_eq!(t.dispatch, None);
+    let held = t.production;
+    assert_eq!(held.status, ProductionStatus::AwaitingApproval);
+    let gate = held.approval.clone().unwrap();
+    assert_eq!(
+        (gate.kind, gate.phase.as_str()),
+        (GateKind::Warnings, "voice")
+    );
+    assert_eq!(held.phase("publish").unwrap().status, PhaseStatus::Pending);
+    assert_eq!(
+        held.available_actions(),
+        [
+            Action::AcknowledgeWarnings,
+            Action::Pause,
+            Action::Edit,
+            Action::Cancel,
+            Action::Override
+        ]
+    );
+    assert!(
+        decide(&held, Command::Act(Act::Approve), NOW).is_err(),
+        "not an approval"
+    );
+    assert!(
+        decide(
+            &held,
+            Command::Act(Act::Reject {
+                feedback: "x".into()
+            }),
+            NOW
+        )
+        .is_err(),
+        "nothing to re-run"
+    );
+
+    let t = decide(&held, Command::Act(Act::AcknowledgeWarnings), NOW + 5).unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "publish");
+    assert_eq!(t.production.warnings_acknowledged_at, Some(NOW + 5));
+    assert_eq!(t.production.approval, None);
+    assert_eq!(t.audit[0].kind, "warnings.acknowledged");
+    assert!(t.audit[0].detail.contains("copyright_risk"));
+}
+
+#[test]
+fn a_paused_production_with_warnings_resumes_into_the_acknowledgement() {
+    let mut p = voice_running_with_warnings();
+    p.status = ProductionStatus::Paused;
+    let t = decide(&p, succeed("voice", &[]), NOW).unwrap();
+    assert_eq!(
+        (t.production.status, t.dispatch.is_none()),
+        (ProductionStatus::Paused, true)
+    );
+    let t = decide(&t.production, Command::Act(Act::Resume), NOW + 1).unwrap();
+    assert_eq!(t.dispatch, None, "publish does not start");
+    assert_eq!(t.production.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(t.production.approval.unwrap().kind, GateKind::Warnings);
+}
+
+#[test]
+fn an_admin_override_skips_the_acknowledgement() {
+    let held = decide(&voice_running_with_warnings(), succeed("voice", &[]), NOW)
+        .unwrap()
+        .production;
+    let t = decide(
+        &held,
+        Command::Act(Act::Override {
+            reason: "legal reviewed the image".into(),
+            skip_gate: true,
+            jump_to: None,
+        }),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "publish");
+    assert!(t.audit[0].detail.contains("warnings acknowledgement"));
+}
+
+#[test]
+fn without_warnings_publish_starts_at_once() {
+    let mut p = voice_running_with_warnings();
+    p.warnings.clear();
+    let t = decide(&p, succeed("voice", &[]), NOW).unwrap();
+    assert_eq!(t.dispatch.unwrap().phase, "publish");
+}

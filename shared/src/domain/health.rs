@@ -1,0 +1,260 @@
+//! An integration's health and the circuit breaker, as pure rules: what an observed call
+//! does to the record, and whether the next call may be made.
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+
+/// What operators see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Healthy,
+    /// Recent errors below the threshold, or rate limited.
+    Degraded,
+    /// The circuit is open: calls fail fast until a half-open probe succeeds.
+    Unavailable,
+    /// Switched off by an operator: never called.
+    Disabled,
+}
+
+/// Thresholds of the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Consecutive errors that open the circuit.
+    pub threshold: u32,
+    /// How long an open circuit stays open before one probe call is let through.
+    pub cooldown: Millis,
+}
+
+/// The stored record of one integration's health (`INT#<id>` in the state table).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Health {
+    pub id: String,
+    pub consecutive_errors: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<Millis>,
+    /// No call before this (a provider's 429 reset), for every production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_resets_at: Option<Millis>,
+    /// When the circuit opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<Millis>,
+    /// When a half-open probe was let through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_at: Option<Millis>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// Optimistic concurrency (0: never stored).
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub updated_at: Millis,
+}
+
+/// What happened on one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    Success,
+    /// An error that says the integration is unwell (5xx, timeout, unreachable, auth).
+    Failure {
+        code: String,
+        detail: String,
+    },
+    /// 429: no call before `until`.
+    RateLimited {
+        until: Millis,
+    },
+}
+
+/// Whether the next call may go to this integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Call,
+    /// Half-open: one call may test whether it recovered.
+    Probe,
+    /// Not now: why, and when it may be tried again (if known).
+    Skip {
+        reason: String,
+        until: Option<Millis>,
+    },
+}
+
+impl Health {
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn status(&self, now: Millis) -> HealthStatus {
+        if self.disabled {
+            HealthStatus::Disabled
+        } else if self.opened_at.is_some() {
+            HealthStatus::Unavailable
+        } else if self.consecutive_errors > 0 || self.rate_limit_resets_at.is_some_and(|r| r > now)
+        {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        }
+    }
+
+    pub fn gate(&self, now: Millis, policy: Policy) -> Gate {
+        if self.disabled {
+            return Gate::Skip {
+                reason: "disabled".into(),
+                until: None,
+            };
+        }
+        if let Some(reset) = self.rate_limit_resets_at.filter(|r| *r > now) {
+            return Gate::Skip {
+                reason: format!("rate limited until {reset}"),
+                until: Some(reset),
+            };
+        }
+        match self.opened_at {
+            None => Gate::Call,
+            Some(opened) if now < opened + policy.cooldown => Gate::Skip {
+                reason: "unavailable".into(),
+                until: Some(opened + policy.cooldown),
+            },
+            Some(_) => match self.probe_at {
+                Some(p) if now < p + policy.cooldown => Gate::Skip {
+                    reason: "unavailable (a probe is in flight)".into(),
+                    until: Some(p + policy.cooldown),
+                },
+                _ => Gate::Probe,
+            },
+        }
+    }
+
+    /// The record after `obs`. Success closes the circuit; `threshold` consecutive
+    /// failures open it (a failed probe reopens it for another cooldown).
+    pub fn observe(&self, obs: &Observation, now: Millis, policy: Policy) -> Health {
+        let mut next = self.clone();
+        next.updated_at = now;
+        match obs {
+            Observation::Success => {
+                next.consecutive_errors = 0;
+                next.opened_at = None;
+                next.probe_at = None;
+                next.rate_limit_resets_at = None;
+            }
+            Observation::Failure { code, detail } => {
+                next.consecutive_errors += 1;
+                next.last_error = Some(format!("{code}: {detail}"));
+                next.last_error_at = Some(now);
+                next.probe_at = None;
+                if next.consecutive_errors >= policy.threshold {
+                    next.opened_at = Some(now);
+                }
+            }
+            Observation::RateLimited { until } => {
+                next.rate_limit_resets_at = Some(*until);
+                next.last_error = Some(format!("provider_rate_limited: reset at {until}"));
+                next.last_error_at = Some(now);
+            }
+        }
+        next
+    }
+
+    /// Whether a success would change nothing worth a write.
+    pub fn is_clean(&self) -> bool {
+        self.consecutive_errors == 0
+            && self.opened_at.is_none()
+            && self.probe_at.is_none()
+            && self.rate_limit_resets_at.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Policy = Policy {
+        threshold: 3,
+        cooldown: 30_000,
+    };
+
+    fn fail() -> Observation {
+        Observation::Failure {
+            code: "provider_unavailable".into(),
+            detail: "503".into(),
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_open_the_circuit_at_the_threshold() {
+        let mut h = Health::new("primary");
+        for n in 1..=2 {
+            h = h.observe(&fail(), 1000 * n, P);
+            assert_eq!(h.status(1000 * n), HealthStatus::Degraded);
+            assert_eq!(h.gate(1000 * n, P), Gate::Call);
+        }
+        h = h.observe(&fail(), 3000, P);
+        assert_eq!(h.status(3000), HealthStatus::Unavailable);
+        assert_eq!(
+            h.gate(3000, P),
+            Gate::Skip {
+                reason: "unavailable".into(),
+                until: Some(33_000)
+            }
+        );
+    }
+
+    #[test]
+    fn after_the_cooldown_one_probe_goes_through_and_its_result_decides() {
+        let mut h = Health::new("primary");
+        for n in 1..=3 {
+            h = h.observe(&fail(), n, P);
+        }
+        assert_eq!(h.gate(30_003, P), Gate::Probe);
+        let mut probing = h.clone();
+        probing.probe_at = Some(30_003);
+        assert!(
+            matches!(probing.gate(30_004, P), Gate::Skip { .. }),
+            "one probe at a time"
+        );
+        let recovered = probing.observe(&Observation::Success, 30_100, P);
+        assert_eq!(recovered.status(30_100), HealthStatus::Healthy);
+        assert_eq!(recovered.gate(30_100, P), Gate::Call);
+        let still_down = probing.observe(&fail(), 30_100, P);
+        assert_eq!(still_down.status(30_100), HealthStatus::Unavailable);
+        assert!(matches!(
+            still_down.gate(30_200, P),
+            Gate::Skip {
+                until: Some(60_100),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_rate_limit_holds_every_call_until_its_reset() {
+        let h = Health::new("primary").observe(&Observation::RateLimited { until: 20_000 }, 0, P);
+        assert_eq!(h.status(1), HealthStatus::Degraded);
+        assert!(matches!(
+            h.gate(19_999, P),
+            Gate::Skip {
+                until: Some(20_000),
+                ..
+            }
+        ));
+        assert_eq!(h.gate(20_000, P), Gate::Call);
+        assert_eq!(h.consecutive_errors, 0, "a 429 is not an outage");
+    }
+
+    #[test]
+    fn a_disabled_integration_is_never_called() {
+        let mut h = Health::new("primary");
+        h.disabled = true;
+        assert_eq!(h.status(0), HealthStatus::Disabled);
+        assert!(matches!(h.gate(0, P), Gate::Skip { until: None, .. }));
+    }
+}

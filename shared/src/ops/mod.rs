@@ -1,0 +1,342 @@
+//! What operators do, for the CLI and the HTTP API alike. Every entry takes a [`Caller`]:
+//! `domain::authz` decides what it may do and see; another account's things are "not
+//! found". Production changes go through the one write path (`write`).
+//!
+//! | file | operations |
+//! |---|---|
+//! | `mod.rs` | start, get, list, outputs, act, account usage and limits, probe |
+//! | `dlq.rs` | list, show, redrive (one or many), discard |
+//! | `alarms.rs` | list, acknowledge, resolve |
+//! | `integrations.rs` | list with health, enable, disable, test |
+//! | `audit.rs` | audit queries |
+
+mod alarms;
+mod audit;
+mod dlq;
+mod integrations;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
+pub use integrations::{IntegrationTest, IntegrationView};
+
+pub use crate::config::StackConfig;
+use crate::domain::authz::{Denied, Permission};
+use crate::domain::limits::{AccountUsage, Limits, Reservation, month_of};
+use crate::domain::{
+    Act, Action, Brief, BriefError, Caller, DomainError, Production, ProductionStatus, start,
+};
+use crate::ports::{Ports, StoreError};
+use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    InvalidBrief(#[from] BriefError),
+    #[error("production {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "production {id} was created but its first message could not be sent ({reason}); \
+         the recovery sweep will dispatch it"
+    )]
+    DispatchFailed { id: String, reason: String },
+    #[error("stack configuration: {0}")]
+    Config(String),
+    /// The action is not among the production's available actions.
+    #[error("{action} is not available while the production is {} (available: {})", status.as_str(), names(available))]
+    Conflict {
+        action: Action,
+        status: ProductionStatus,
+        available: Vec<Action>,
+    },
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// An account limit refused it; the text names the limit and the figures.
+    #[error("{0}")]
+    LimitReached(String),
+}
+
+fn names(actions: &[Action]) -> String {
+    if actions.is_empty() {
+        "none".into()
+    } else {
+        actions
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl From<Denied> for OpsError {
+    fn from(d: Denied) -> Self {
+        Self::Forbidden(d.to_string())
+    }
+}
+
+impl From<DomainError> for OpsError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::ActionUnavailable {
+                action,
+                status,
+                available,
+            } => Self::Conflict {
+                action,
+                status,
+                available,
+            },
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for OpsError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self::Config(e.to_string())
+    }
+}
+
+/// Operators' operations over one stack.
+pub struct Ops {
+    pub(crate) ports: Ports,
+    pub(crate) transitioner: Transitioner,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) stack: StackConfig,
+}
+
+impl Ops {
+    pub fn new(ports: Ports, stack: StackConfig) -> Self {
+        Self {
+            transitioner: Transitioner::new(
+                ports.productions.clone(),
+                ports.alarms.clone(),
+                ports.clock.clone(),
+            ),
+            dispatcher: Dispatcher::new(ports.queue.clone(), Arc::new(stack.topology.clone())),
+            ports,
+            stack,
+        }
+    }
+
+    pub fn stack(&self) -> &StackConfig {
+        &self.stack
+    }
+
+    /// Validates the brief, creates the production and sends its first phase's message.
+    pub async fn start(&self, brief_json: &str, caller: &Caller) -> Result<Production, OpsError> {
+        caller.may(Permission::Start)?;
+        let brief = Brief::parse(brief_json)?;
+        if !caller.sees(Some(&brief.account)) {
+            return Err(OpsError::Forbidden(format!(
+                "the brief's account {:?} is not yours",
+                brief.account
+            )));
+        }
+        let now = self.ports.clock.now();
+        let phases: Vec<&str> = self
+            .stack
+            .pipeline
+            .phases
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let t = start(
+            uuid::Uuid::now_v7().to_string(),
+            brief.account.clone(),
+            self.stack.pipeline.name.clone(),
+            &phases,
+            self.stack.gate_policy(brief.auto_approve)?,
+            uuid::Uuid::now_v7().simple().to_string(),
+            now,
+        );
+        let reservation = Reservation {
+            account: brief.account.clone(),
+            month: month_of(now),
+            defaults: self.stack.default_limits(),
+        };
+        // A read first, for the common refusal: nothing is attempted. The creating
+        // transaction's condition is what makes the reservation atomic (two racing starts).
+        let usage = self.usage(&brief.account).await?;
+        if usage.is_full() {
+            return Err(OpsError::LimitReached(usage.refusal()));
+        }
+        let t = match self
+            .transitioner
+            .create(t, &brief, &caller.actor, &reservation)
+            .await
+        {
+            Ok(t) => t,
+            Err(StoreError::LimitReached) => {
+                let usage = self.usage(&brief.account).await?;
+                return Err(OpsError::LimitReached(usage.refusal()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.dispatch(&t.production, t.dispatch.as_ref()).await?;
+        Ok(t.production)
+    }
+
+    /// Carries out an operator's action: a production the caller cannot see is not found;
+    /// refused (409) unless available, (403) unless the role allows it; otherwise committed
+    /// with its audit event and dispatched.
+    pub async fn act(&self, id: &str, act: Act, caller: &Caller) -> Result<Production, OpsError> {
+        for _ in 0..5 {
+            // Scoped read first: another account's production is unknown whatever the role.
+            let p = self.get(id, caller).await?;
+            caller.may(Permission::Act(act.action()))?;
+            let brief = match &act {
+                Act::Edit { changes } => {
+                    let current = self
+                        .ports
+                        .productions
+                        .brief(id)
+                        .await?
+                        .ok_or_else(|| OpsError::NotFound(format!("brief of {id}")))?;
+                    Some(current.edited(changes)?)
+                }
+                _ => None,
+            };
+            let written = self
+                .transitioner
+                .write(
+                    p,
+                    act.clone().into(),
+                    &caller.actor,
+                    &[],
+                    brief.as_ref(),
+                    OnConflict::GiveUp,
+                )
+                .await?;
+            match written {
+                Written::Committed(t) => {
+                    self.dispatch(&t.production, t.dispatch.as_ref()).await?;
+                    return Ok(t.production);
+                }
+                Written::Refused(e) => return Err(e.into()),
+                Written::Gone => return Err(OpsError::NotFound(id.into())),
+                // Someone else changed it first: read and decide again.
+                Written::Conflicted => continue,
+            }
+        }
+        Err(OpsError::Store(StoreError::Unavailable(format!(
+            "production {id} kept changing; try again"
+        ))))
+    }
+
+    async fn dispatch(
+        &self,
+        p: &Production,
+        d: Option<&crate::domain::Dispatch>,
+    ) -> Result<(), OpsError> {
+        let Some(d) = d else { return Ok(()) };
+        self.dispatcher
+            .send_one(&p.id, d)
+            .await
+            .map_err(|e| OpsError::DispatchFailed {
+                id: p.id.clone(),
+                reason: e.0,
+            })
+    }
+
+    /// A production as the caller sees it: another account's is not found, so ids cannot
+    /// be probed.
+    pub async fn get(&self, id: &str, caller: &Caller) -> Result<Production, OpsError> {
+        caller.may(Permission::Read)?;
+        match self.ports.productions.get(id).await? {
+            Some(p) if caller.sees(Some(&p.account)) => Ok(p),
+            _ => Err(OpsError::NotFound(id.into())),
+        }
+    }
+
+    /// The production's succeeded phases' outputs.
+    pub async fn outputs(
+        &self,
+        p: &Production,
+    ) -> Result<BTreeMap<String, serde_json::Value>, OpsError> {
+        let mut out = BTreeMap::new();
+        for ph in &p.phases {
+            if let Some(key) = &ph.output
+                && let Some(v) = self.ports.outputs.get(&p.id, key).await?
+            {
+                out.insert(ph.name.clone(), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An account's productions, newest first; `status` keeps only those in that status.
+    /// An account the caller cannot see has none.
+    pub async fn list(
+        &self,
+        account: &str,
+        status: Option<ProductionStatus>,
+        limit: usize,
+        caller: &Caller,
+    ) -> Result<Vec<Production>, OpsError> {
+        caller.may(Permission::Read)?;
+        if !caller.sees(Some(account)) {
+            return Ok(vec![]);
+        }
+        Ok(self.ports.productions.list(account, status, limit).await?)
+    }
+
+    /// An account's limits and what it uses of them this month.
+    pub async fn account_usage(
+        &self,
+        account: &str,
+        caller: &Caller,
+    ) -> Result<AccountUsage, OpsError> {
+        caller.may(Permission::Read)?;
+        if !caller.sees(Some(account)) {
+            return Err(OpsError::NotFound(format!("account {account}")));
+        }
+        self.usage(account).await
+    }
+
+    async fn usage(&self, account: &str) -> Result<AccountUsage, OpsError> {
+        let month = month_of(self.ports.clock.now());
+        Ok(self
+            .ports
+            .accounts
+            .usage(account, &month, self.stack.default_limits())
+            .await?)
+    }
+
+    /// Sets an account's own limits; `None` falls back to the stack's default.
+    pub async fn set_limits(
+        &self,
+        account: &str,
+        limits: Limits,
+        caller: &Caller,
+    ) -> Result<AccountUsage, OpsError> {
+        caller.may(Permission::SetLimits)?;
+        if limits.monthly_allowance == Some(0) || limits.max_concurrent == Some(0) {
+            return Err(OpsError::Invalid(
+                "a limit is at least 1 (use none for unlimited; cancel productions to stop an account)"
+                    .into(),
+            ));
+        }
+        self.ports.accounts.set_limits(account, limits).await?;
+        self.account_usage(account, caller).await
+    }
+
+    /// One cheap read of the state table: is the store reachable?
+    pub async fn probe(&self) -> Result<(), OpsError> {
+        self.ports.productions.get("health-probe").await?;
+        Ok(())
+    }
+
+    /// The owner of what an alarm or a DLQ message names: the production's account, if
+    /// `id` is a production.
+    async fn owner(&self, id: &str) -> Result<Option<String>, OpsError> {
+        Ok(self.ports.productions.get(id).await?.map(|p| p.account))
+    }
+}

@@ -1,0 +1,381 @@
+//! The phase worker: one message's story. Claim the phase (one conditional write); if the
+//! claim is refused, ask the delivery policy what the message is; otherwise execute the
+//! phase, store its output, commit the result and hand off to the next phase. Every
+//! decision is the domain's (`delivery::on_delivery`, `delivery::on_error`, `decide`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::edge::Delivered;
+use super::execute::{Executor, Ran, until_lease};
+use super::{PhaseResult, Stats};
+use crate::domain::alarms::{AlarmKind, Severity};
+use crate::domain::delivery::{
+    ClaimRefusal, Delivery, Disposition, RetryPolicy, backoff, on_delivery, on_error,
+};
+use crate::domain::{
+    Actor, AuditEvent, AuditKind, Command, Dispatch, Millis, PhaseError, Production, StepError,
+};
+use crate::ports::{ClaimOutcome, Clock, Outputs, Productions, StoreError};
+use crate::protocol::PhaseMessage;
+use crate::write::{OnConflict, Transitioner, Written};
+
+/// How one message ended.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Delete the message.
+    Done,
+    /// Delete it once this production's next phase message has been sent.
+    Handoff { production: String, next: Dispatch },
+    /// Leave it for SQS to deliver again, visible again in `after` (`None`: the queue's
+    /// visibility timeout).
+    Retry { after: Option<Duration> },
+    /// No retry can help: move it to the DLQ with the reason.
+    Quarantine(String),
+}
+
+/// Commits of a phase's result re-decide on a newer state this many times.
+const COMMIT_TRIES: u32 = 5;
+
+pub struct Worker {
+    pub(super) phase: &'static str,
+    productions: Arc<dyn Productions>,
+    outputs: Arc<dyn Outputs>,
+    transitioner: Arc<Transitioner>,
+    executor: Executor,
+    clock: Arc<dyn Clock>,
+    /// A claim's lease: the function's timeout.
+    lease: Duration,
+    retry: RetryPolicy,
+    actor: Actor,
+    pub(super) stats: Arc<Stats>,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        executor: Executor,
+        productions: Arc<dyn Productions>,
+        outputs: Arc<dyn Outputs>,
+        transitioner: Arc<Transitioner>,
+        clock: Arc<dyn Clock>,
+        lease: Duration,
+        retry: RetryPolicy,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let phase = executor.phase.name();
+        Self {
+            phase,
+            productions,
+            outputs,
+            transitioner,
+            executor,
+            clock,
+            lease,
+            retry,
+            actor: Actor(format!("system:{phase}")),
+            stats,
+        }
+    }
+
+    /// What becomes of one delivered message.
+    pub async fn process(&self, d: &Delivered) -> Verdict {
+        self.stats.inc(&self.stats.received);
+        let msg = match PhaseMessage::parse(&d.body, self.phase) {
+            Ok(msg) => msg,
+            Err(e) => return Verdict::Quarantine(e.to_string()),
+        };
+        let now = self.clock.now();
+        let lease_until = now + self.lease.as_millis() as Millis;
+        let claimed = self
+            .productions
+            .claim(
+                &msg.production_id,
+                &msg.phase,
+                msg.attempt,
+                lease_until,
+                now,
+            )
+            .await;
+        let production = match claimed {
+            Ok(ClaimOutcome::Claimed(p)) => p,
+            Ok(ClaimOutcome::Refused(p)) => return self.refused(p, &msg, d, now).await,
+            Err(e) => {
+                warn!(error = %e, production = %msg.production_id, "claim failed; will retry");
+                return self.back_off(d.receive_count);
+            }
+        };
+        self.stats.inc(&self.stats.claimed);
+        info!(production = %production.id, trace = %production.trace_id, phase = %msg.phase,
+              attempt = msg.attempt, receive_count = d.receive_count, "phase claimed");
+
+        let Ran { result, events } = self.executor.run(&production).await;
+        if events.iter().any(|e| e.kind == AuditKind::ToolCallDeduped) {
+            let detail = format!(
+                "phase {}: a tool call's key was reused for a different request; the call was refused",
+                msg.phase
+            );
+            self.transitioner
+                .alarm(
+                    AlarmKind::ToolCallDeduped,
+                    &production.id,
+                    Severity::Critical,
+                    &detail,
+                )
+                .await;
+        }
+        let events: Vec<AuditEvent> = events
+            .into_iter()
+            .map(|e| e.phase(&msg.phase, msg.attempt))
+            .collect();
+        match result {
+            Ok(result) => self.succeed(production, &msg, result, &events).await,
+            Err(e) => {
+                self.fail(production, &msg, e, &events, d.receive_count)
+                    .await
+            }
+        }
+    }
+
+    async fn succeed(
+        &self,
+        p: Production,
+        msg: &PhaseMessage,
+        result: PhaseResult,
+        events: &[AuditEvent],
+    ) -> Verdict {
+        let key = match self
+            .outputs
+            .put(&p.id, &msg.phase, msg.attempt, &result.output)
+            .await
+        {
+            Ok(key) => key,
+            Err(e) => return self.after_lost_commit(&p, msg, e),
+        };
+        let cmd = Command::Succeed {
+            phase: msg.phase.clone(),
+            attempt: msg.attempt,
+            output: key,
+            warnings: result.warnings,
+        };
+        match self.commit(&p, cmd, events).await {
+            Ok(Some(t)) => {
+                self.stats.inc(&self.stats.succeeded);
+                handoff(&p.id, t.dispatch)
+            }
+            Ok(None) => Verdict::Done,
+            Err(e) => self.after_lost_commit(&p, msg, e),
+        }
+    }
+
+    async fn fail(
+        &self,
+        p: Production,
+        msg: &PhaseMessage,
+        e: StepError,
+        events: &[AuditEvent],
+        receive_count: u32,
+    ) -> Verdict {
+        let disposition = on_error(
+            &e,
+            receive_count,
+            self.retry,
+            self.clock.now(),
+            rand::random(),
+        );
+        warn!(production = %p.id, phase = %msg.phase, attempt = msg.attempt,
+              code = %e.code, class = ?e.class, disposition = ?disposition, "phase errored");
+        let cmd = Command::Fail {
+            phase: msg.phase.clone(),
+            attempt: msg.attempt,
+            error: PhaseError::from_step(&e),
+            disposition: disposition.fail(),
+        };
+        match self.commit(&p, cmd, events).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Verdict::Done,
+            Err(err) => return self.after_lost_commit(&p, msg, err),
+        }
+        match disposition {
+            Disposition::Retry { after } => {
+                self.stats.inc(&self.stats.retried);
+                Verdict::Retry { after: Some(after) }
+            }
+            Disposition::DeadLetter => {
+                // Visible at once: the next receive moves it to the DLQ.
+                self.stats.inc(&self.stats.dead_lettered);
+                Verdict::Retry {
+                    after: Some(Duration::ZERO),
+                }
+            }
+            Disposition::Stop => {
+                self.stats.inc(&self.stats.failed);
+                Verdict::Done
+            }
+        }
+    }
+
+    /// Commits a run's result, re-deciding on a newer state. `None`: the state machine no
+    /// longer takes it (an operator superseded the attempt).
+    async fn commit(
+        &self,
+        p: &Production,
+        cmd: Command,
+        events: &[AuditEvent],
+    ) -> Result<Option<crate::domain::Transition>, StoreError> {
+        let written = self
+            .transitioner
+            .write(
+                p.clone(),
+                cmd,
+                &self.actor,
+                events,
+                None,
+                OnConflict::Redecide(COMMIT_TRIES),
+            )
+            .await?;
+        match written {
+            Written::Committed(t) => Ok(Some(*t)),
+            Written::Refused(e) => {
+                warn!(production = %p.id, error = %e, "result discarded");
+                self.stats.inc(&self.stats.superseded);
+                Ok(None)
+            }
+            Written::Gone => {
+                self.stats.inc(&self.stats.superseded);
+                Ok(None)
+            }
+            Written::Conflicted => Err(StoreError::Unavailable("commit kept conflicting".into())),
+        }
+    }
+
+    /// The claim was refused: the delivery policy says what the message is.
+    async fn refused(
+        &self,
+        p: Option<Production>,
+        msg: &PhaseMessage,
+        d: &Delivered,
+        now: Millis,
+    ) -> Verdict {
+        let delivery = on_delivery(
+            p.as_ref(),
+            &msg.production_id,
+            &msg.phase,
+            msg.attempt,
+            d.receive_count,
+            now,
+        );
+        match (delivery, p) {
+            (Delivery::Quarantine(reason), _) => Verdict::Quarantine(reason),
+            // The policy quarantines every message of an unknown production.
+            (_, None) => Verdict::Done,
+            (Delivery::Reconcile, Some(p)) => {
+                warn!(production = %p.id, phase = %msg.phase, attempt = msg.attempt,
+                      "lease expired mid-phase; reconciling as the next attempt");
+                let cmd = Command::Reconcile {
+                    phase: msg.phase.clone(),
+                };
+                self.recover(p, cmd, &self.stats.reconciled).await
+            }
+            (Delivery::Redrive, Some(p)) => {
+                info!(production = %p.id, phase = %msg.phase, "redriven message accepted");
+                let cmd = Command::Redrive {
+                    phase: msg.phase.clone(),
+                    attempt: msg.attempt,
+                    message_id: d.redriven_from.clone().unwrap_or(d.message_id.clone()),
+                };
+                self.recover(p, cmd, &self.stats.redriven).await
+            }
+            (Delivery::ResendHandoff(next), Some(p)) => {
+                self.stats.inc(&self.stats.handoff_resent);
+                handoff(&p.id, Some(next))
+            }
+            (Delivery::Ack(refusal), Some(p)) => {
+                self.ack(&p, msg, Some(refusal));
+                Verdict::Done
+            }
+            // The store refused a claim the domain allows (an old copy of the state): acked.
+            (Delivery::Run, Some(p)) => {
+                self.ack(&p, msg, None);
+                Verdict::Done
+            }
+        }
+    }
+
+    fn ack(&self, p: &Production, msg: &PhaseMessage, refusal: Option<ClaimRefusal>) {
+        let counter = match refusal {
+            Some(ClaimRefusal::Duplicate) => &self.stats.duplicate,
+            Some(ClaimRefusal::Paused) => &self.stats.paused,
+            Some(ClaimRefusal::NotRunnable) => &self.stats.not_runnable,
+            _ => &self.stats.stale,
+        };
+        self.stats.inc(counter);
+        info!(production = %p.id, phase = %msg.phase, attempt = msg.attempt, refusal = ?refusal,
+              "message acknowledged without running");
+    }
+
+    /// Commits a recovery (reconcile, redrive) and hands the new attempt off.
+    async fn recover(&self, p: Production, cmd: Command, counter: &AtomicU64) -> Verdict {
+        let id = p.id.clone();
+        let written = self
+            .transitioner
+            .write(
+                p,
+                cmd,
+                &self.actor,
+                &[],
+                None,
+                OnConflict::Redecide(COMMIT_TRIES),
+            )
+            .await;
+        match written {
+            Ok(Written::Committed(t)) => {
+                self.stats.inc(counter);
+                info!(production = %id, version = t.production.version, "recovered");
+                handoff(&id, t.dispatch)
+            }
+            // Someone else (a sweep, an operator) moved it on first.
+            Ok(Written::Refused(_) | Written::Gone) => Verdict::Done,
+            Ok(Written::Conflicted) | Err(_) => {
+                warn!(production = %id, "the recovery could not be stored; the message comes back");
+                Verdict::Retry { after: None }
+            }
+        }
+    }
+
+    /// The phase ran but its result could not be stored: deliver again after the lease,
+    /// when the claim may be taken again; recorded tool outcomes make the re-run cheap.
+    fn after_lost_commit(&self, p: &Production, msg: &PhaseMessage, e: StoreError) -> Verdict {
+        error!(production = %p.id, phase = %msg.phase, error = %e, "commit failed; will re-run after the lease");
+        let lease = p
+            .phase(&msg.phase)
+            .and_then(|ph| ph.lease_until)
+            .unwrap_or(0);
+        Verdict::Retry {
+            after: Some(until_lease(lease, self.clock.now())),
+        }
+    }
+
+    fn back_off(&self, receive_count: u32) -> Verdict {
+        let after = backoff(
+            receive_count,
+            self.retry.base,
+            self.retry.cap,
+            rand::random(),
+        );
+        Verdict::Retry { after: Some(after) }
+    }
+}
+
+fn handoff(production: &str, next: Option<Dispatch>) -> Verdict {
+    match next {
+        Some(next) => Verdict::Handoff {
+            production: production.into(),
+            next,
+        },
+        None => Verdict::Done,
+    }
+}

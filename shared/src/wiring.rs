@@ -1,0 +1,270 @@
+//! Wiring: the one place adapters are built and handed to the engine, and the Lambda
+//! entry points. Configuration is read and checked at init (a bad deployment fails there,
+//! naming the variable); the SDK config and clients are built on the first event, because
+//! building them loads and parses the TLS root store, which is most of a cold start (see
+//! docs/decisions.md). No network at init either way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+
+use crate::adapters::dynamodb::{
+    DynamoAccounts, DynamoAlarms, DynamoAudit, DynamoHealth, DynamoLedger, DynamoOutputs,
+    DynamoProductions, stream,
+};
+use crate::adapters::providers::HttpConnector;
+use crate::adapters::{CachedParams, SqsQueue, SsmParams};
+use crate::audit::Projected;
+use crate::config::{Config, StackConfig, Topology};
+use crate::integrations::{Integrations, IntegrationsDeps};
+use crate::ops::{Ops, OpsError};
+use crate::ports::{Clock, Params, Ports, StoreError, SystemClock};
+use crate::recovery::Sweeper;
+use crate::runtime::{Executor, Phase, PhaseFunction, RunPhase, Stats, Worker};
+use crate::write::{Dispatcher, Transitioner};
+
+/// The SDK clients a function uses; built once per process.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ssm: aws_sdk_ssm::Client,
+}
+
+impl AwsClients {
+    /// Makes no network call: clients connect on first use.
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+        }
+    }
+
+    /// Every port on AWS for the stack at `topology`. `secret_cache`: how long a function
+    /// keeps a parameter's value (operators' tools read every time).
+    pub fn ports(
+        &self,
+        topology: &Topology,
+        secret_cache: Option<Duration>,
+        provider_timeout: Duration,
+    ) -> Ports {
+        let ddb = &self.dynamodb;
+        let state = &topology.state_table;
+        let ssm = SsmParams::new(self.ssm.clone());
+        let params: Arc<dyn Params> = match secret_cache {
+            Some(ttl) => Arc::new(CachedParams::new(ssm, ttl)),
+            None => Arc::new(ssm),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Ports {
+            productions: Arc::new(DynamoProductions::new(ddb.clone(), state)),
+            outputs: Arc::new(DynamoOutputs::new(ddb.clone(), state)),
+            accounts: Arc::new(DynamoAccounts::new(ddb.clone(), state)),
+            alarms: Arc::new(DynamoAlarms::new(ddb.clone(), state)),
+            health: Arc::new(DynamoHealth::new(ddb.clone(), state)),
+            audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
+            ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),
+            queue: Arc::new(SqsQueue::new(self.sqs.clone())),
+            connector: Arc::new(HttpConnector {
+                params: params.clone(),
+                clock: clock.clone(),
+                timeout: provider_timeout,
+            }),
+            params,
+            clock,
+        }
+    }
+}
+
+/// The ports a function runs on, from its configuration.
+pub fn function_ports(clients: &AwsClients, config: &Config) -> Ports {
+    clients.ports(
+        &config.topology,
+        Some(config.secret_cache),
+        config.provider_timeout,
+    )
+}
+
+fn transitioner(ports: &Ports) -> Arc<Transitioner> {
+    Arc::new(Transitioner::new(
+        ports.productions.clone(),
+        ports.alarms.clone(),
+        ports.clock.clone(),
+    ))
+}
+
+fn dispatcher(ports: &Ports, config: &Config) -> Arc<Dispatcher> {
+    Arc::new(Dispatcher::new(
+        ports.queue.clone(),
+        Arc::new(config.topology.clone()),
+    ))
+}
+
+/// A phase function: the edge over a worker over an executor, on `ports`.
+pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) -> PhaseFunction {
+    let integrations = Arc::new(Integrations::new(IntegrationsDeps {
+        params: ports.params.clone(),
+        registry_param: config.integrations_param.clone(),
+        health: ports.health.clone(),
+        alarms: ports.alarms.clone(),
+        connector: ports.connector.clone(),
+        clock: ports.clock.clone(),
+        policy: config.health_policy(),
+    }));
+    let executor = Executor::new(
+        phase,
+        ports.productions.clone(),
+        ports.outputs.clone(),
+        integrations,
+        ports.ledger.clone(),
+        ports.clock.clone(),
+        config.function_timeout,
+        config.outcome_ttl,
+    );
+    let worker = Worker::new(
+        executor,
+        ports.productions.clone(),
+        ports.outputs.clone(),
+        transitioner(ports),
+        ports.clock.clone(),
+        config.function_timeout,
+        config.retry_policy(),
+        Arc::new(Stats::default()),
+    );
+    PhaseFunction::new(
+        worker,
+        dispatcher(ports, config),
+        ports.queue.clone(),
+        config.retry_base,
+    )
+}
+
+/// The recovery sweep on `ports`.
+pub fn sweeper(ports: &Ports, config: &Config) -> Sweeper {
+    Sweeper::new(
+        ports.productions.clone(),
+        ports.queue.clone(),
+        transitioner(ports),
+        dispatcher(ports, config),
+        ports.clock.clone(),
+        config.lost_dispatch_after,
+    )
+}
+
+/// The audit projector's handler: the committed writes of stream images (the Lambda
+/// event's, or the streams SDK's in the local runtime), projected.
+pub async fn project_stream<I: Into<serde_dynamo::Item>>(
+    ports: &Ports,
+    images: impl IntoIterator<Item = I>,
+) -> Result<Projected, StoreError> {
+    let writes: Vec<_> = images
+        .into_iter()
+        .filter_map(stream::committed_write)
+        .collect();
+    crate::audit::project(ports.audit.as_ref(), ports.accounts.as_ref(), &writes).await
+}
+
+/// Builds `T` from the SDK on the first event, once.
+async fn on_first_event<T>(
+    cell: &tokio::sync::OnceCell<T>,
+    build: impl FnOnce(AwsClients) -> T,
+) -> &T {
+    cell.get_or_init(|| async {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        build(AwsClients::new(&sdk))
+    })
+    .await
+}
+
+/// The Lambda entry point of a phase function.
+pub async fn serve_phase(phase: impl Phase) -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let phase: Arc<dyn RunPhase> = Arc::new(phase);
+    let function = tokio::sync::OnceCell::new();
+    let (function, phase, config) = (&function, &phase, &config);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
+            let f = on_first_event(function, |c| {
+                phase_function(phase.clone(), &function_ports(&c, config), config)
+            })
+            .await;
+            Ok::<_, lambda_runtime::Error>(f.handle(event.payload).await)
+        },
+    ))
+    .await
+}
+
+/// The Lambda entry point of the sweeper (EventBridge Scheduler passes only its `Input`).
+pub async fn serve_sweeper() -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let sweeper = tokio::sync::OnceCell::new();
+    let (sweeper, config) = (&sweeper, &config);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+            let s = on_first_event(sweeper, |c| {
+                self::sweeper(&function_ports(&c, config), config)
+            })
+            .await;
+            Ok::<_, lambda_runtime::Error>(s.sweep().await?)
+        },
+    ))
+    .await
+}
+
+/// The Lambda entry point of the audit projector (the state table's stream). An error
+/// fails the batch, which the stream mapping retries.
+pub async fn serve_projector() -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let ports = tokio::sync::OnceCell::new();
+    let (ports, config) = (&ports, &config);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |e: lambda_runtime::LambdaEvent<StreamEvent>| async move {
+            let ports = on_first_event(ports, |c| function_ports(&c, config)).await;
+            let images = e.payload.records.into_iter().map(|r| r.change.new_image);
+            let done = project_stream(ports, images).await?;
+            tracing::info!(events = done.events, slots = done.slots, "audit projected");
+            Ok::<_, lambda_runtime::Error>(())
+        },
+    ))
+    .await
+}
+
+impl Ops {
+    /// Reads the stack's configuration from SSM and builds the AWS adapters.
+    pub async fn connect(
+        sdk: &aws_config::SdkConfig,
+        stack: &str,
+    ) -> Result<(Self, StackConfig), OpsError> {
+        Self::connect_parameter(sdk, &StackConfig::parameter_name(stack)).await
+    }
+
+    /// As `connect`, from the configuration parameter's name (what the API function gets).
+    pub async fn connect_parameter(
+        sdk: &aws_config::SdkConfig,
+        name: &str,
+    ) -> Result<(Self, StackConfig), OpsError> {
+        let stack = name
+            .strip_prefix("/shepherd/")
+            .and_then(|s| s.strip_suffix("/config"))
+            .unwrap_or(name);
+        let clients = AwsClients::new(sdk);
+        let value = SsmParams::new(clients.ssm.clone())
+            .get(name)
+            .await
+            .map_err(|e| {
+                OpsError::Config(format!(
+                    "could not read {name} (is the stack {stack:?} deployed or the local stack up?): {e}"
+                ))
+            })?;
+        let config: StackConfig = serde_json::from_str(&value)
+            .map_err(|e| OpsError::Config(format!("{name} is not a stack configuration: {e}")))?;
+        let ports = clients.ports(&config.topology, None, Duration::from_secs(10));
+        Ok((Self::new(ports, config.clone()), config))
+    }
+}

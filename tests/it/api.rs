@@ -1,0 +1,482 @@
+//! The HTTP API as a client uses it: served by the local runtime on 127.0.0.1, callers from
+//! the token file (the authorizer's part), the same operations as the CLI underneath.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shepherd::domain::ProductionStatus;
+use shepherd_it::{Fault, FaultRule, TestStack, brief};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn brief_json(account: &str) -> Value {
+    let mut b: Value = serde_json::from_str(&brief(1)).unwrap();
+    b["account"] = account.into();
+    b
+}
+
+fn kinds(events: &Value) -> Vec<String> {
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_is_created_approved_and_audited_over_http_with_roles_enforced() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+
+    let (status, health) = t.http("GET", "/health", None, None).await;
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (200, Some("ok")),
+        "{health}"
+    );
+    let (status, err) = t.http("GET", "/productions", None, None).await;
+    assert_eq!((status, err["code"].as_str()), (401, Some("unauthorized")));
+    let (status, err) = t.http("GET", "/productions", Some("forged"), None).await;
+    assert_eq!(status, 401, "{err}");
+
+    // Bad input: a clear 400 naming the problem, nothing created.
+    let mut bad = brief_json("acme");
+    bad["scenes"] = 0.into();
+    let (status, err) = t
+        .http("POST", "/productions", Some("operator-acme"), Some(bad))
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    assert!(err["message"].as_str().unwrap().contains("scenes"), "{err}");
+    let (status, _) = t
+        .http(
+            "POST",
+            "/productions",
+            Some("viewer-acme"),
+            Some(brief_json("acme")),
+        )
+        .await;
+    assert_eq!(status, 403, "viewers do not create");
+    let (_, listed) = t
+        .http("GET", "/productions", Some("viewer-acme"), None)
+        .await;
+    assert_eq!(listed["productions"], json!([]), "nothing half-created");
+
+    let (status, created) = t
+        .http(
+            "POST",
+            "/productions",
+            Some("operator-acme"),
+            Some(brief_json("acme")),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let p = t
+        .wait_for(&id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+        })
+        .await;
+
+    let (_, approvals) = t.http("GET", "/approvals", Some("viewer-acme"), None).await;
+    assert_eq!(approvals["approvals"][0]["production_id"], id.as_str());
+    assert_eq!(approvals["approvals"][0]["approval"]["phase"], "script");
+    let (_, waiting) = t
+        .http(
+            "GET",
+            "/productions?status=awaiting_approval",
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(waiting["productions"].as_array().unwrap().len(), 1);
+    let (_, none) = t
+        .http(
+            "GET",
+            "/productions?status=completed",
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(none["productions"], json!([]));
+    let (status, err) = t
+        .http("GET", "/productions?status=done", Some("viewer-acme"), None)
+        .await;
+    assert_eq!(status, 400, "{err}");
+
+    // A viewer may not approve; an operator may not override; nothing changes.
+    let approve = format!("/approvals/{id}/approve");
+    let (status, err) = t.http("POST", &approve, Some("viewer-acme"), None).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (403, Some("forbidden")),
+        "{err}"
+    );
+    let override_path = format!("/productions/{id}/actions/override");
+    let skip = json!({"reason": "customer waiting", "skip_gate": true});
+    let (status, _) = t
+        .http(
+            "POST",
+            &override_path,
+            Some("operator-acme"),
+            Some(skip.clone()),
+        )
+        .await;
+    assert_eq!(status, 403, "override is admin only");
+    let (status, err) = t
+        .http(
+            "POST",
+            &override_path,
+            Some("admin-acme"),
+            Some(json!({"skip_gate": true})),
+        )
+        .await;
+    assert_eq!(status, 400, "an override needs a reason: {err}");
+    // Unavailable now: 409 naming what is available.
+    let (status, err) = t
+        .http(
+            "POST",
+            &format!("/productions/{id}/actions/resume"),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("conflict")),
+        "{err}"
+    );
+    assert!(
+        err["available"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("approve")),
+        "{err}"
+    );
+    let (status, err) = t
+        .http(
+            "POST",
+            &format!("/productions/{id}/actions/reject"),
+            Some("operator-acme"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 400, "reject needs feedback: {err}");
+    assert_eq!(
+        t.ops
+            .get(&id, &TestStack::operator())
+            .await
+            .unwrap()
+            .version,
+        p.version,
+        "nothing changed"
+    );
+
+    let (status, after) = t.http("POST", &approve, Some("operator-acme"), None).await;
+    assert_eq!(status, 200, "{after}");
+    let done = t.wait_settled(&id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed);
+
+    let (status, shown) = t
+        .http(
+            "GET",
+            &format!("/productions/{id}"),
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["status"], "completed");
+    assert!(shown["outputs"]["publish"].is_object(), "{shown}");
+    assert_eq!(shown["available_actions"], json!([]));
+    assert!(shown["summary"].as_str().unwrap().starts_with("Completed"));
+
+    let audit = t
+        .audit_until(&id, |rows| {
+            rows.iter().any(|r| r.event_type == "production.completed")
+        })
+        .await;
+    let approved = audit
+        .iter()
+        .find(|r| r.event_type == "approval.approved")
+        .unwrap();
+    assert_eq!(approved.actor, "api:operator-acme");
+    let (_, trail) = t
+        .http(
+            "GET",
+            &format!("/productions/{id}/audit"),
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(kinds(&trail).len(), audit.len());
+    let (_, by_trace) = t
+        .http(
+            "GET",
+            &format!("/audit?trace={}", done.trace_id),
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(kinds(&by_trace), kinds(&trail));
+    let (_, by_type) = t
+        .http(
+            "GET",
+            &format!(
+                "/audit?type=approval.approved&since={}&until={}",
+                approved.at,
+                approved.at + 1
+            ),
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(by_type["events"].as_array().unwrap().len(), 1, "{by_type}");
+    let (status, _) = t.http("GET", "/audit", Some("viewer-acme"), None).await;
+    assert_eq!(status, 400, "an audit query names a trace or a type");
+    let (status, err) = t.http("GET", "/nowhere", Some("viewer-acme"), None).await;
+    assert_eq!((status, err["code"].as_str()), (404, Some("not_found")));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_accounts_production_is_not_found_and_its_alarms_and_dlq_messages_are_hidden() {
+    let t = TestStack::start(&[]).await;
+    // acme's production dead-letters with a secret in its error: an alarm and a DLQ message.
+    t.provider.add_fault(
+        FaultRule::new("chat", Fault::Status(503))
+            .message("upstream said: Authorization: Bearer abcdefghijklmnopqrstu"),
+    );
+    let (status, created) = t
+        .http(
+            "POST",
+            "/productions",
+            Some("operator-acme"),
+            Some(brief_json("acme")),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().unwrap().to_string();
+    let p = t.wait_settled(&id, SETTLE).await;
+    assert_eq!(p.status, ProductionStatus::DeadLettered);
+    t.wait_depth("BriefDeadLetterQueue", 1, SETTLE).await;
+
+    // globex sees none of it, and cannot tell it exists.
+    let (status, err) = t
+        .http(
+            "GET",
+            &format!("/productions/{id}"),
+            Some("operator-globex"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some("not_found")),
+        "{err}"
+    );
+    for path in [
+        format!("/productions/{id}/actions/retry_phase"),
+        format!("/productions/{id}/actions/cancel"),
+    ] {
+        let (status, _) = t.http("POST", &path, Some("admin-globex"), None).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) = t
+        .http(
+            "GET",
+            &format!("/productions/{id}/audit"),
+            Some("operator-globex"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, trace) = t
+        .http(
+            "GET",
+            &format!("/audit?trace={}", p.trace_id),
+            Some("operator-globex"),
+            None,
+        )
+        .await;
+    assert_eq!(trace["events"], json!([]));
+    let (_, list) = t
+        .http("GET", "/productions", Some("operator-globex"), None)
+        .await;
+    assert_eq!(list["productions"], json!([]));
+    let (status, _) = t
+        .http(
+            "POST",
+            "/productions",
+            Some("operator-globex"),
+            Some(brief_json("acme")),
+        )
+        .await;
+    assert_eq!(status, 403, "a brief for another account");
+    let (_, dlq) = t.http("GET", "/dlq", Some("admin-globex"), None).await;
+    assert_eq!(dlq["messages"], json!([]));
+    let (_, alarms) = t
+        .http("GET", "/alarms", Some("operator-globex"), None)
+        .await;
+    assert!(
+        alarms["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["subject"] != id.as_str()),
+        "{alarms}"
+    );
+    assert_eq!(
+        t.ops
+            .get(&id, &TestStack::operator())
+            .await
+            .unwrap()
+            .version,
+        p.version,
+        "nothing changed"
+    );
+
+    // acme sees its alarm and its message, handles the alarm, and resubmits the message.
+    let (_, alarms) = t.http("GET", "/alarms", Some("viewer-acme"), None).await;
+    let alarm = alarms["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["subject"] == id.as_str())
+        .unwrap_or_else(|| panic!("acme's alarm: {alarms}"))
+        .clone();
+    assert_eq!(alarm["severity"], "critical");
+    let alarm_path = format!(
+        "/alarms/{}/ack",
+        alarm["id"].as_str().unwrap().replace('#', "%23")
+    );
+    let (status, _) = t.http("POST", &alarm_path, Some("viewer-acme"), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = t
+        .http("POST", &alarm_path, Some("operator-globex"), None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = t
+        .http("POST", &alarm_path, Some("operator-acme"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (_, dlq) = t
+        .http("GET", "/dlq?phase=brief", Some("viewer-acme"), None)
+        .await;
+    let msg = &dlq["messages"][0];
+    assert_eq!(msg["production_id"], id.as_str(), "{dlq}");
+    let message_id = msg["message_id"].as_str().unwrap().to_string();
+    let (status, shown) = t
+        .http(
+            "GET",
+            &format!("/dlq/messages/{message_id}"),
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, shown["production"]["status"].as_str()),
+        (200, Some("dead_lettered"))
+    );
+    let (status, _) = t
+        .http(
+            "GET",
+            &format!("/dlq/messages/{message_id}"),
+            Some("admin-globex"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let discard = format!("/dlq/messages/{message_id}/discard");
+    let (status, _) = t
+        .http(
+            "POST",
+            &discard,
+            Some("operator-acme"),
+            Some(json!({"reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, 403, "discard is admin only");
+    let (status, _) = t
+        .http(
+            "POST",
+            &discard,
+            Some("admin-globex"),
+            Some(json!({"reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, 404, "and never another account's");
+    let (status, _) = t
+        .http(
+            "POST",
+            "/dlq/redrive",
+            Some("operator-globex"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        t.depth("BriefDeadLetterQueue").await,
+        1,
+        "globex's redrive moved nothing of acme's"
+    );
+
+    t.provider.clear_faults();
+    let (status, r) = t
+        .http(
+            "POST",
+            &format!("/dlq/messages/{message_id}/resubmit"),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let done = t
+        .wait_for(&id, SETTLE, |p| p.status == ProductionStatus::Completed)
+        .await;
+    assert_eq!(done.phase("brief").unwrap().attempt, 2);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable() {
+    // A stack whose store cannot be reached: an SDK pointed at a closed port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let sdk = shepherd_local::sdk_config(&dead).await;
+    let t = TestStack::start_idle().await;
+    let config = t.config.clone();
+    let ports = shepherd::wiring::AwsClients::new(&sdk).ports(
+        &config.topology,
+        None,
+        std::time::Duration::from_secs(3),
+    );
+    let ops = shepherd::ops::Ops::new(ports, config);
+    let auth = shepherd_api::Auth::Tokens(Default::default());
+    for (api, check) in [
+        (shepherd_api::Api::new(ops, auth.clone()), "store"),
+        (
+            shepherd_api::Api::connecting(
+                "/shepherd/nowhere/config".into(),
+                Some(sdk.clone()),
+                auth,
+            ),
+            "config",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(axum::serve(listener, shepherd_api::router(api)).into_future());
+        let res = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+        assert_eq!(res.status().as_u16(), 503);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "degraded", "{body}");
+        assert!(body["checks"][check].is_string(), "{body}");
+        server.abort();
+    }
+    t.stop().await;
+}

@@ -1,0 +1,14 @@
+//! Integration tests against the local stack (moto) through the real AWS SDK, as one test
+//! binary: each module a concern.
+
+mod alarms;
+mod api;
+mod delivery;
+mod dlq;
+mod events;
+mod integrations;
+mod limits;
+mod operators;
+mod outputs;
+mod pipeline;
+mod recovery;

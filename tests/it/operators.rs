@@ -1,0 +1,379 @@
+//! Operators recover productions: pause, resume, retry, approve, reject, edit, cancel,
+//! override; every action only when available, audited, and refused cleanly otherwise.
+
+use std::time::Duration;
+
+use shepherd::domain::{Act, Role};
+use shepherd::domain::{Action, PhaseStatus, ProductionStatus};
+use shepherd::ops::OpsError;
+use shepherd_api::HttpStatus;
+use shepherd_it::{Fault, FaultRule, TestStack};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_while_a_phase_runs_lets_it_finish_and_holds_the_next_until_resume() {
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("images", Fault::Slow { ms: 1500 }).times(1));
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, SETTLE, |p| {
+        p.phase("assets").unwrap().status == PhaseStatus::Running
+    })
+    .await;
+
+    let paused = t
+        .ops
+        .act(&p.id, Act::Pause, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    assert_eq!(paused.status, ProductionStatus::Paused);
+    assert_eq!(
+        paused.available_actions(),
+        vec![
+            Action::Resume,
+            Action::Edit,
+            Action::Cancel,
+            Action::Override
+        ]
+    );
+
+    let held = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.phase("assets").unwrap().status == PhaseStatus::Succeeded
+        })
+        .await;
+    assert_eq!(
+        held.status,
+        ProductionStatus::Paused,
+        "the running phase finished; the production stays paused"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
+    assert_eq!(
+        still.phase("voice").unwrap().status,
+        PhaseStatus::Pending,
+        "the next phase did not start"
+    );
+    assert_eq!(t.depth("VoiceQueue").await, 0);
+
+    let resumed = t
+        .ops
+        .act(&p.id, Act::Resume, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, ProductionStatus::Running);
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_gate_waits_and_reject_with_feedback_reruns_the_phase_with_it() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+    let p = t.start_production(2).await;
+    let waiting = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(waiting.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(waiting.approval.as_ref().unwrap().phase, "script");
+    assert_eq!(
+        waiting.phase("assets").unwrap().status,
+        PhaseStatus::Pending
+    );
+    assert!(
+        waiting.approval.as_ref().unwrap().expires_at > waiting.updated_at,
+        "every approval expires"
+    );
+
+    let feedback = "Make it about spring tides specifically.";
+    t.ops
+        .act(
+            &p.id,
+            Act::Reject {
+                feedback: feedback.into(),
+            },
+            &TestStack::caller(Role::Operator),
+        )
+        .await
+        .unwrap();
+    let again = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+                && p.phase("script").unwrap().attempt == 2
+        })
+        .await;
+    assert_eq!(
+        again.phase("script").unwrap().feedback.as_deref(),
+        Some(feedback)
+    );
+    let calls = t.provider.calls();
+    let saw = calls
+        .bodies
+        .iter()
+        .filter(|b| b.to_string().contains("spring tides specifically"))
+        .count();
+    assert_eq!(
+        saw, 1,
+        "the provider saw the feedback in the re-run's request"
+    );
+    assert_eq!(
+        calls.served["/v1/chat/completions"], 3,
+        "plan + script + script again"
+    );
+
+    t.ops
+        .act(&p.id, Act::Approve, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_approve_skips_gates() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+    let mut brief: serde_json::Value = serde_json::from_str(&shepherd_it::brief(1)).unwrap();
+    brief["auto_approve"] = true.into();
+    let p = t
+        .ops
+        .start(&brief.to_string(), &TestStack::operator())
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_then_retry_reruns_the_failed_phase_with_the_new_settings() {
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("speech", Fault::Refusal(true)).times(1));
+    let p = t.start_production(1).await;
+    let failed = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(failed.status, ProductionStatus::Failed);
+    assert_eq!(
+        failed
+            .phase("voice")
+            .unwrap()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .code,
+        "content_refused"
+    );
+
+    let edit = Act::Edit {
+        changes: vec!["voice=onyx".parse().unwrap()],
+    };
+    t.ops
+        .act(&p.id, edit, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let bad = Act::Edit {
+        changes: vec!["scenes=9".parse().unwrap()],
+    };
+    let err = t
+        .ops
+        .act(&p.id, bad, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("brief.scenes cannot be edited"),
+        "{err}"
+    );
+
+    t.ops
+        .act(&p.id, Act::RetryPhase, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(done.phase("voice").unwrap().attempt, 2);
+    let calls = t.provider.calls();
+    assert!(
+        calls.bodies.iter().any(|b| b["voice"] == "onyx"),
+        "the retry used the edited voice"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_action_is_refused_with_409_and_changes_nothing() {
+    let t = TestStack::start(&[]).await;
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    for action in [Act::Pause, Act::Approve, Act::RetryPhase, Act::Cancel] {
+        let err = t
+            .ops
+            .act(&p.id, action, &TestStack::caller(Role::Operator))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 409, "{err}");
+        assert!(
+            err.to_string()
+                .contains("while the production is completed (available: none)"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        t.ops
+            .get(&p.id, &TestStack::operator())
+            .await
+            .unwrap()
+            .version,
+        done.version,
+        "nothing changed"
+    );
+    let err = t
+        .ops
+        .act("no-such-id", Act::Pause, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpsError::NotFound(_)));
+    assert_eq!(err.status(), 404);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_who_may_act_and_an_admin_override_leaves_a_badge() {
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, SETTLE, |p| {
+        p.status == ProductionStatus::AwaitingApproval
+    })
+    .await;
+
+    let err = t
+        .ops
+        .act(&p.id, Act::Approve, &TestStack::caller(Role::Viewer))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403, "{err}");
+    let skip = || Act::Override {
+        reason: "signed off on the phone".into(),
+        skip_gate: true,
+        jump_to: None,
+    };
+    let err = t
+        .ops
+        .act(&p.id, skip(), &TestStack::caller(Role::Operator))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403, "override is admin only: {err}");
+    let no_reason = Act::Override {
+        reason: " ".into(),
+        skip_gate: true,
+        jump_to: None,
+    };
+    assert_eq!(
+        t.ops
+            .act(&p.id, no_reason, &TestStack::caller(Role::Admin))
+            .await
+            .unwrap_err()
+            .status(),
+        400
+    );
+
+    let after = t
+        .ops
+        .act(&p.id, skip(), &TestStack::caller(Role::Admin))
+        .await
+        .unwrap();
+    assert!(after.overridden);
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed);
+    assert!(done.overridden, "the badge stays");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_for_good_and_keeps_every_record() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, SETTLE, |p| {
+        p.status == ProductionStatus::AwaitingApproval
+    })
+    .await;
+    let c = t
+        .ops
+        .act(&p.id, Act::Cancel, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    assert_eq!(c.status, ProductionStatus::Cancelled);
+    assert!(c.available_actions().is_empty());
+    let kept = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
+    let outputs = t.ops.outputs(&kept).await.unwrap();
+    assert!(
+        outputs.contains_key("brief") && outputs.contains_key("script"),
+        "outputs kept"
+    );
+    assert_eq!(
+        t.ops
+            .list("acme", None, 10, &TestStack::operator())
+            .await
+            .unwrap()[0]
+            .id,
+        p.id,
+        "still listed"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_write_that_fails_leaves_the_state_unchanged_and_the_caller_gets_an_error() {
+    use shepherd_local::faultproxy::{FaultProxy, ProxyRule};
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let p = t.start_production(1).await;
+    let waiting = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+        })
+        .await;
+    // An operator whose writes pass through a proxy that fails the write carrying the
+    // rejection's audit event (the event rides in the state write: one request, both or none).
+    let proxy = FaultProxy::start(&shepherd_it::endpoint()).await.unwrap();
+    let sdk = shepherd_local::sdk_config(&proxy.endpoint()).await;
+    let (ops, _) = shepherd::ops::Ops::connect(&sdk, &t.stack.stack)
+        .await
+        .unwrap();
+    proxy.fail(ProxyRule {
+        target: "PutItem".into(),
+        body: "approval.rejected".into(),
+    });
+    let reject = || Act::Reject {
+        feedback: "shorter, please".into(),
+    };
+    let err = ops
+        .act(&p.id, reject(), &TestStack::caller(Role::Operator))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 503, "{err}");
+    assert!(
+        proxy.failed() >= 1,
+        "the audit-carrying write was attempted and failed"
+    );
+
+    let now = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
+    assert_eq!(now, waiting, "the state change did not happen");
+    assert_eq!(t.depth("BriefQueue").await, 0, "nothing was dispatched");
+
+    // Once writes succeed again the same action goes through, audited exactly once.
+    proxy.clear();
+    let rejected = ops
+        .act(&p.id, reject(), &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    assert_eq!(rejected.version, waiting.version + 1);
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "approval.rejected")
+        })
+        .await;
+    let rejections = audit
+        .iter()
+        .filter(|r| r.event_type == "approval.rejected")
+        .count();
+    assert_eq!(rejections, 1);
+    t.stop().await;
+}

@@ -1,0 +1,227 @@
+//! The recovery sweep against the local stack: it reads only what is due, recovers it, and
+//! two sweeps at once do no harm.
+
+use std::time::Duration;
+
+use shepherd::domain::{PhaseStatus, ProductionStatus};
+use shepherd::runtime::{PhaseMessage, Stats};
+use shepherd_it::{Fault, FaultRule, TestStack};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_lost_between_commit_and_send_is_redispatched_and_completes() {
+    let mut t = TestStack::start_idle_with(&[("LostDispatchSeconds", "0")]).await;
+    let p = t.start_production(1).await;
+    t.drain("BriefQueue").await; // the message never arrived
+    assert_eq!(t.depth("BriefQueue").await, 0);
+
+    let report = t.sweeper().sweep().await.unwrap();
+    assert_eq!((report.due, report.redispatched), (1, 1), "{report:?}");
+    t.wait_depth("BriefQueue", 1, SETTLE).await;
+    let msg = &t.peek("BriefQueue").await[0];
+    assert_eq!(
+        PhaseMessage::parse(msg.body().unwrap(), "brief")
+            .unwrap()
+            .attempt,
+        1,
+        "same attempt"
+    );
+
+    t.run();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed);
+    assert_eq!(done.due_at, None, "nothing left for the sweep");
+    let after = t.sweeper().sweep().await.unwrap();
+    assert_eq!(after.due, 0, "the sweep reads only what is due");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_overlapping_sweeps_redispatch_once() {
+    let t = TestStack::start_idle_with(&[("LostDispatchSeconds", "1")]).await;
+    let p = t.start_production(1).await;
+    t.drain("BriefQueue").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (a, b) = (t.sweeper(), t.sweeper());
+    let (ra, rb) = tokio::join!(a.sweep(), b.sweep());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.redispatched + rb.redispatched, 1, "{ra:?} {rb:?}");
+    t.wait_depth("BriefQueue", 1, SETTLE).await;
+    assert_eq!(
+        t.ops
+            .get(&p.id, &TestStack::operator())
+            .await
+            .unwrap()
+            .version,
+        2,
+        "one change"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recent_dispatch_is_left_alone() {
+    let t = TestStack::start_idle_with(&[("LostDispatchSeconds", "300")]).await;
+    let p = t.start_production(1).await;
+    let report = t.sweeper().sweep().await.unwrap();
+    assert_eq!(
+        (report.due, report.redispatched, report.skipped),
+        (1, 0, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        t.ops
+            .get(&p.id, &TestStack::operator())
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_approval_fails_the_phase_when_so_configured() {
+    let t = TestStack::start(&[("ApprovalPhases", "brief"), ("ApprovalTtlSeconds", "1")]).await;
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, SETTLE, |p| {
+        p.status == ProductionStatus::AwaitingApproval
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let report = t.sweeper().sweep().await.unwrap();
+    assert_eq!(report.approvals_expired, 1, "{report:?}");
+    let p = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
+    assert_eq!(p.status, ProductionStatus::Failed);
+    let brief = p.phase("brief").unwrap();
+    assert_eq!(
+        (
+            brief.status,
+            brief.last_error.as_ref().unwrap().code.as_str()
+        ),
+        (PhaseStatus::Failed, "approval_expired")
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_approval_is_renewed_when_so_configured() {
+    let t = TestStack::start(&[
+        ("ApprovalPhases", "brief"),
+        ("ApprovalTtlSeconds", "1"),
+        ("ApprovalOnExpiry", "renew"),
+    ])
+    .await;
+    let p = t.start_production(1).await;
+    let first = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let report = t.sweeper().sweep().await.unwrap();
+    assert_eq!(report.approvals_renewed, 1, "{report:?}");
+    let p = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
+    assert_eq!(p.status, ProductionStatus::AwaitingApproval);
+    let a = p.approval.as_ref().unwrap();
+    assert_eq!(a.renewals, 1);
+    assert!(a.expires_at > first.approval.as_ref().unwrap().expires_at);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_the_dlq_whose_phase_was_never_marked_is_observed() {
+    let t = TestStack::start_idle().await;
+    let p = t.start_production(1).await;
+    // The worker died on the last receive: SQS moved the message, nobody marked the phase.
+    t.drain("BriefQueue").await;
+    t.sqs()
+        .send_message()
+        .queue_url(t.queue_url("BriefDeadLetterQueue"))
+        .message_body(PhaseMessage::new(&p.id, "brief", 1).to_body())
+        .send()
+        .await
+        .unwrap();
+    let report = t.sweeper().sweep().await.unwrap();
+    assert_eq!(report.dead_letters_observed, 1, "{report:?}");
+    let p = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
+    assert_eq!(p.status, ProductionStatus::DeadLettered);
+    assert_eq!(
+        p.phase("brief").unwrap().last_error.as_ref().unwrap().code,
+        "dead_lettered_unhandled"
+    );
+    let again = t.sweeper().sweep().await.unwrap();
+    assert_eq!(again.dead_letters_observed, 0, "observed once");
+    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.kind == "dlq_arrival" && a.subject == p.id),
+        "{alarms:?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_phase_is_reconciled_and_completes_without_repeating_finished_calls() {
+    // A short timeout profile: leases last 8 s, unfinished messages come back after 10 s.
+    let t = TestStack::start(&[
+        ("PhaseTimeoutSeconds", "8"),
+        ("QueueVisibilitySeconds", "10"),
+        ("ProviderTimeoutSeconds", "10"),
+    ])
+    .await;
+    // Five images to make; the fourth is slow, and the worker dies while waiting for it
+    // (the first three outcomes are already recorded).
+    t.provider.add_fault(
+        FaultRule::new("images", Fault::Slow { ms: 6000 })
+            .after(3)
+            .times(1),
+    );
+    t.crash_next("assets", Duration::from_millis(3000));
+    let p = t.start_production(5).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let assets = done.phase("assets").unwrap();
+    assert_eq!(
+        assets.attempt, 2,
+        "the killed attempt was replaced by the next: {assets:#?}"
+    );
+    assert_eq!(assets.status, PhaseStatus::Succeeded);
+
+    // The re-run made only the two unfinished images: the one cut off (same key) and the last.
+    assert_eq!(
+        t.image_calls(5),
+        [1, 1, 1, 2, 1],
+        "{:?}",
+        t.provider.calls().by_key
+    );
+
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "production.completed")
+        })
+        .await;
+    let unknown: Vec<_> = audit
+        .iter()
+        .filter(|r| r.event_type == "tool_call.unknown")
+        .collect();
+    assert_eq!(
+        (unknown[0].phase.as_deref(), unknown[0].attempt),
+        (Some("assets"), Some(1)),
+        "the reconciliation: {unknown:#?}"
+    );
+    let call = unknown
+        .iter()
+        .find(|r| r.detail.as_deref().unwrap_or_default().contains("scene-4"))
+        .expect("the cut-off call's outcome is audited as unknown");
+    assert_eq!(call.attempt, Some(2), "found by the re-run");
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.event_type == "phase.reconciled" && r.attempt == Some(2))
+    );
+    assert_eq!(Stats::get(&t.stats("assets").reconciled), 1);
+    t.stop().await;
+}
