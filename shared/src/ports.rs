@@ -170,6 +170,28 @@ pub struct CommittedWrite {
     pub events: Vec<AuditEvent>,
 }
 
+impl CommittedWrite {
+    /// Its events as audit records, each with its sort key (`<at>#<version>#<i>`, so a
+    /// replayed write overwrites the same rows).
+    pub fn records(&self) -> impl Iterator<Item = (String, AuditRecord)> + '_ {
+        self.events.iter().enumerate().map(|(i, e)| {
+            let record = AuditRecord {
+                event_type: e.kind.as_str().into(),
+                production_id: Some(self.production_id.clone()),
+                trace_id: Some(self.trace_id.clone()),
+                account: Some(self.account.clone()),
+                outcome: e.outcome.as_str().into(),
+                actor: self.actor.clone(),
+                at: e.at,
+                phase: e.phase.clone(),
+                attempt: e.attempt,
+                detail: (!e.detail.is_empty()).then(|| e.detail.clone()),
+            };
+            (format!("{:013}#{:010}#{i}", e.at, self.version), record)
+        })
+    }
+}
+
 /// One audit event as stored in the audit table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {

@@ -75,36 +75,21 @@ pub fn recovery_command(
     None
 }
 
+fn sweeper_actor() -> Actor {
+    Actor("system:sweeper".into())
+}
+
+/// The recovery sweep (built in `wiring`).
 pub struct Sweeper {
-    productions: Arc<dyn Productions>,
-    queue: Arc<dyn Queue>,
-    transitioner: Arc<Transitioner>,
-    dispatcher: Arc<Dispatcher>,
-    clock: Arc<dyn Clock>,
-    lost_dispatch_after: Duration,
-    actor: Actor,
+    pub productions: Arc<dyn Productions>,
+    pub queue: Arc<dyn Queue>,
+    pub transitioner: Arc<Transitioner>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub clock: Arc<dyn Clock>,
+    pub lost_dispatch_after: Duration,
 }
 
 impl Sweeper {
-    pub fn new(
-        productions: Arc<dyn Productions>,
-        queue: Arc<dyn Queue>,
-        transitioner: Arc<Transitioner>,
-        dispatcher: Arc<Dispatcher>,
-        clock: Arc<dyn Clock>,
-        lost_dispatch_after: Duration,
-    ) -> Self {
-        Self {
-            productions,
-            queue,
-            transitioner,
-            dispatcher,
-            clock,
-            lost_dispatch_after,
-            actor: Actor("system:sweeper".into()),
-        }
-    }
-
     /// One sweep over what is due and what sits in the DLQs.
     pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
         let now = self.clock.now();
@@ -160,7 +145,14 @@ impl Sweeper {
     async fn apply(&self, p: &Production, cmd: Command) -> Result<bool, StoreError> {
         let written = self
             .transitioner
-            .write(p.clone(), cmd, &self.actor, &[], None, OnConflict::GiveUp)
+            .write(
+                p.clone(),
+                cmd,
+                &sweeper_actor(),
+                &[],
+                None,
+                OnConflict::GiveUp,
+            )
             .await?;
         let Written::Committed(t) = written else {
             return Ok(false);

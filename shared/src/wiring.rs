@@ -114,26 +114,26 @@ pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) 
         clock: ports.clock.clone(),
         policy: config.health_policy(),
     }));
-    let executor = Executor::new(
+    let executor = Executor {
         phase,
-        ports.productions.clone(),
-        ports.outputs.clone(),
+        productions: ports.productions.clone(),
+        outputs: ports.outputs.clone(),
         integrations,
-        ports.ledger.clone(),
-        ports.clock.clone(),
-        config.function_timeout,
-        config.outcome_ttl,
-    );
-    let worker = Worker::new(
+        ledger: ports.ledger.clone(),
+        clock: ports.clock.clone(),
+        timeout: config.function_timeout,
+        outcome_ttl: config.outcome_ttl,
+    };
+    let worker = Worker {
         executor,
-        ports.productions.clone(),
-        ports.outputs.clone(),
-        transitioner(ports),
-        ports.clock.clone(),
-        config.function_timeout,
-        config.retry_policy(),
-        Arc::new(Stats::default()),
-    );
+        productions: ports.productions.clone(),
+        outputs: ports.outputs.clone(),
+        transitioner: transitioner(ports),
+        clock: ports.clock.clone(),
+        lease: config.function_timeout,
+        retry: config.retry_policy(),
+        stats: Arc::new(Stats::default()),
+    };
     PhaseFunction::new(
         worker,
         dispatcher(ports, config),
@@ -144,14 +144,14 @@ pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) 
 
 /// The recovery sweep on `ports`.
 pub fn sweeper(ports: &Ports, config: &Config) -> Sweeper {
-    Sweeper::new(
-        ports.productions.clone(),
-        ports.queue.clone(),
-        transitioner(ports),
-        dispatcher(ports, config),
-        ports.clock.clone(),
-        config.lost_dispatch_after,
-    )
+    Sweeper {
+        productions: ports.productions.clone(),
+        queue: ports.queue.clone(),
+        transitioner: transitioner(ports),
+        dispatcher: dispatcher(ports, config),
+        clock: ports.clock.clone(),
+        lost_dispatch_after: config.lost_dispatch_after,
+    }
 }
 
 /// The audit projector's handler: the committed writes of stream images (the Lambda

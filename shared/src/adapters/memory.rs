@@ -290,21 +290,13 @@ impl Accounts for Memory {
         let s = self.state();
         let a = s.accounts.get(account);
         let own = a.map(|a| a.limits).unwrap_or_default();
-        let mut active: Vec<String> = a
+        let active = a
             .map(|a| a.active.iter().cloned().collect())
             .unwrap_or_default();
-        active.sort();
-        Ok(AccountUsage {
-            account: account.into(),
-            month: month.into(),
-            started_this_month: a.and_then(|a| a.started.get(month).copied()).unwrap_or(0),
-            own,
-            effective: Limits {
-                monthly_allowance: own.monthly_allowance.or(defaults.monthly_allowance),
-                max_concurrent: own.max_concurrent.or(defaults.max_concurrent),
-            },
-            active,
-        })
+        let started = a.and_then(|a| a.started.get(month).copied()).unwrap_or(0);
+        Ok(AccountUsage::new(
+            account, month, started, own, defaults, active,
+        ))
     }
 
     async fn set_limits(&self, account: &str, limits: Limits) -> Result<(), StoreError> {
@@ -410,23 +402,10 @@ impl AuditLog for Memory {
         let mut s = self.state();
         let mut n = 0;
         for w in writes {
-            for (i, e) in w.events.iter().enumerate() {
-                let sk = format!("{:013}#{:010}#{i}", e.at, w.version);
-                let pk = format!("P#{}", w.production_id);
+            let pk = format!("P#{}", w.production_id);
+            for (sk, record) in w.records() {
                 s.audit.retain(|(p, k, _)| !(p == &pk && k == &sk));
-                let record = AuditRecord {
-                    event_type: e.kind.as_str().into(),
-                    production_id: Some(w.production_id.clone()),
-                    trace_id: Some(w.trace_id.clone()),
-                    account: Some(w.account.clone()),
-                    outcome: e.outcome.as_str().into(),
-                    actor: w.actor.clone(),
-                    at: e.at,
-                    phase: e.phase.clone(),
-                    attempt: e.attempt,
-                    detail: (!e.detail.is_empty()).then(|| e.detail.clone()),
-                };
-                s.audit.push((pk, sk, record));
+                s.audit.push((pk.clone(), sk, record));
                 n += 1;
             }
         }

@@ -97,6 +97,16 @@ impl Action {
     }
 }
 
+/// `pause, cancel`, or `none`: how refusals name what is available.
+pub fn names(actions: &[Action]) -> String {
+    if actions.is_empty() {
+        "none".into()
+    } else {
+        let names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+        names.join(", ")
+    }
+}
+
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -45,6 +45,29 @@ pub struct AccountUsage {
 }
 
 impl AccountUsage {
+    /// What applies: the account's own limits, else the stack's `defaults`.
+    pub fn new(
+        account: &str,
+        month: &str,
+        started_this_month: u32,
+        own: Limits,
+        defaults: Limits,
+        mut active: Vec<String>,
+    ) -> Self {
+        active.sort();
+        Self {
+            account: account.into(),
+            month: month.into(),
+            started_this_month,
+            own,
+            effective: Limits {
+                monthly_allowance: own.monthly_allowance.or(defaults.monthly_allowance),
+                max_concurrent: own.max_concurrent.or(defaults.max_concurrent),
+            },
+            active,
+        }
+    }
+
     /// Whether a start now would be refused.
     pub fn is_full(&self) -> bool {
         self.effective

@@ -23,7 +23,7 @@ pub mod limits;
 mod production;
 pub mod redact;
 
-pub use act::{Act, Action, FieldChange, OverrideTarget};
+pub use act::{Act, Action, FieldChange, OverrideTarget, names};
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use authz::{Actor, Caller, Role, Scope};
 pub use brief::{Brief, BriefError, VOICES};

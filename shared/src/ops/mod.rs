@@ -46,7 +46,7 @@ pub enum OpsError {
     #[error("stack configuration: {0}")]
     Config(String),
     /// The action is not among the production's available actions.
-    #[error("{action} is not available while the production is {} (available: {})", status.as_str(), names(available))]
+    #[error("{action} is not available while the production is {} (available: {})", status.as_str(), crate::domain::names(available))]
     Conflict {
         action: Action,
         status: ProductionStatus,
@@ -61,18 +61,6 @@ pub enum OpsError {
     /// An account limit refused it; the text names the limit and the figures.
     #[error("{0}")]
     LimitReached(String),
-}
-
-fn names(actions: &[Action]) -> String {
-    if actions.is_empty() {
-        "none".into()
-    } else {
-        actions
-            .iter()
-            .map(|a| a.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 impl From<Denied> for OpsError {

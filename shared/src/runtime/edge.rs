@@ -72,7 +72,7 @@ impl PhaseFunction {
     }
 
     pub fn phase_name(&self) -> &'static str {
-        self.worker.phase
+        self.worker.phase()
     }
 
     /// Handles one batch; the response lists the records SQS must deliver again.

@@ -22,42 +22,20 @@ pub struct Ran {
     pub events: Vec<AuditEvent>,
 }
 
+/// Runs one phase (built in `wiring`).
 pub struct Executor {
-    pub(super) phase: Arc<dyn RunPhase>,
-    productions: Arc<dyn Productions>,
-    outputs: Arc<dyn Outputs>,
-    integrations: Arc<Integrations>,
-    ledger: Arc<dyn Ledger>,
-    clock: Arc<dyn Clock>,
+    pub phase: Arc<dyn RunPhase>,
+    pub productions: Arc<dyn Productions>,
+    pub outputs: Arc<dyn Outputs>,
+    pub integrations: Arc<Integrations>,
+    pub ledger: Arc<dyn Ledger>,
+    pub clock: Arc<dyn Clock>,
     /// The function's timeout: the run is stopped a little before it.
-    timeout: Duration,
-    outcome_ttl: Duration,
+    pub timeout: Duration,
+    pub outcome_ttl: Duration,
 }
 
 impl Executor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        phase: Arc<dyn RunPhase>,
-        productions: Arc<dyn Productions>,
-        outputs: Arc<dyn Outputs>,
-        integrations: Arc<Integrations>,
-        ledger: Arc<dyn Ledger>,
-        clock: Arc<dyn Clock>,
-        timeout: Duration,
-        outcome_ttl: Duration,
-    ) -> Self {
-        Self {
-            phase,
-            productions,
-            outputs,
-            integrations,
-            ledger,
-            clock,
-            timeout,
-            outcome_ttl,
-        }
-    }
-
     /// Runs the phase on the claimed production.
     pub async fn run(&self, p: &Production) -> Ran {
         let ctx = match self.context(p).await {

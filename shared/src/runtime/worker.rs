@@ -40,51 +40,33 @@ pub enum Verdict {
 /// Commits of a phase's result re-decide on a newer state this many times.
 const COMMIT_TRIES: u32 = 5;
 
+/// The phase worker (built in `wiring`).
 pub struct Worker {
-    pub(super) phase: &'static str,
-    productions: Arc<dyn Productions>,
-    outputs: Arc<dyn Outputs>,
-    transitioner: Arc<Transitioner>,
-    executor: Executor,
-    clock: Arc<dyn Clock>,
+    pub executor: Executor,
+    pub productions: Arc<dyn Productions>,
+    pub outputs: Arc<dyn Outputs>,
+    pub transitioner: Arc<Transitioner>,
+    pub clock: Arc<dyn Clock>,
     /// A claim's lease: the function's timeout.
-    lease: Duration,
-    retry: RetryPolicy,
-    actor: Actor,
-    pub(super) stats: Arc<Stats>,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    pub stats: Arc<Stats>,
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        executor: Executor,
-        productions: Arc<dyn Productions>,
-        outputs: Arc<dyn Outputs>,
-        transitioner: Arc<Transitioner>,
-        clock: Arc<dyn Clock>,
-        lease: Duration,
-        retry: RetryPolicy,
-        stats: Arc<Stats>,
-    ) -> Self {
-        let phase = executor.phase.name();
-        Self {
-            phase,
-            productions,
-            outputs,
-            transitioner,
-            executor,
-            clock,
-            lease,
-            retry,
-            actor: Actor(format!("system:{phase}")),
-            stats,
-        }
+    pub fn phase(&self) -> &'static str {
+        self.executor.phase.name()
+    }
+
+    /// Who the phase's writes are audited as.
+    fn actor(&self) -> Actor {
+        Actor(format!("system:{}", self.phase()))
     }
 
     /// What becomes of one delivered message.
     pub async fn process(&self, d: &Delivered) -> Verdict {
         self.stats.inc(&self.stats.received);
-        let msg = match PhaseMessage::parse(&d.body, self.phase) {
+        let msg = match PhaseMessage::parse(&d.body, self.phase()) {
             Ok(msg) => msg,
             Err(e) => return Verdict::Quarantine(e.to_string()),
         };
@@ -231,7 +213,7 @@ impl Worker {
             .write(
                 p.clone(),
                 cmd,
-                &self.actor,
+                &self.actor(),
                 events,
                 None,
                 OnConflict::Redecide(COMMIT_TRIES),
@@ -325,7 +307,7 @@ impl Worker {
             .write(
                 p,
                 cmd,
-                &self.actor,
+                &self.actor(),
                 &[],
                 None,
                 OnConflict::Redecide(COMMIT_TRIES),

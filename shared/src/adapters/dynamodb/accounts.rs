@@ -86,23 +86,15 @@ impl Accounts for DynamoAccounts {
             monthly_allowance: num("allow"),
             max_concurrent: num("maxc"),
         };
-        let mut active: Vec<String> = item
+        let active: Vec<String> = item
             .get("active")
             .and_then(|v| v.as_ss().ok())
             .cloned()
             .unwrap_or_default();
-        active.sort();
-        Ok(AccountUsage {
-            account: account.into(),
-            month: month.into(),
-            started_this_month: num(&month_attr(month)).unwrap_or(0),
-            own,
-            effective: Limits {
-                monthly_allowance: own.monthly_allowance.or(defaults.monthly_allowance),
-                max_concurrent: own.max_concurrent.or(defaults.max_concurrent),
-            },
-            active,
-        })
+        let started = num(&month_attr(month)).unwrap_or(0);
+        Ok(AccountUsage::new(
+            account, month, started, own, defaults, active,
+        ))
     }
 
     async fn set_limits(&self, account: &str, limits: Limits) -> Result<(), StoreError> {

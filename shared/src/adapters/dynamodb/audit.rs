@@ -28,26 +28,8 @@ impl DynamoAudit {
 
 /// One audit-table item per event of a committed write.
 pub fn audit_items(w: &CommittedWrite) -> Vec<Item> {
-    w.events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let record = AuditRecord {
-                event_type: e.kind.as_str().into(),
-                production_id: Some(w.production_id.clone()),
-                trace_id: Some(w.trace_id.clone()),
-                account: Some(w.account.clone()),
-                outcome: e.outcome.as_str().into(),
-                actor: w.actor.clone(),
-                at: e.at,
-                phase: e.phase.clone(),
-                attempt: e.attempt,
-                detail: (!e.detail.is_empty()).then(|| e.detail.clone()),
-            };
-            let sk = format!("{:013}#{:010}#{i}", e.at, w.version);
-            item(&format!("P#{}", w.production_id), &sk, &record)
-        })
-        .collect()
+    let pk = format!("P#{}", w.production_id);
+    w.records().map(|(sk, r)| item(&pk, &sk, &r)).collect()
 }
 
 fn item(pk: &str, sk: &str, r: &AuditRecord) -> Item {

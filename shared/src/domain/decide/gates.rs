@@ -15,7 +15,25 @@ pub(super) enum Step {
     Completed,
 }
 
-/// Opens the approval gate after phase `i` (held even if paused: resume returns to it).
+/// Opens a gate after phase `i` (it expires; held even if paused: resume returns to it);
+/// returns the phase's name.
+fn hold(p: &mut Production, kind: GateKind, i: usize, attempt: u32, now: Millis) -> String {
+    let phase = p.phases[i].name.clone();
+    p.approval = Some(Approval {
+        kind,
+        phase: phase.clone(),
+        attempt,
+        requested_at: now,
+        expires_at: now + p.gates.ttl,
+        renewals: 0,
+    });
+    if p.status != ProductionStatus::Paused {
+        p.status = ProductionStatus::AwaitingApproval;
+    }
+    phase
+}
+
+/// Opens the approval gate after phase `i`.
 pub(super) fn request_approval(
     p: &Production,
     i: usize,
@@ -23,19 +41,7 @@ pub(super) fn request_approval(
     now: Millis,
     t: &mut Transition,
 ) -> AuditEvent {
-    let next = &mut t.production;
-    let phase = next.phases[i].name.clone();
-    next.approval = Some(Approval {
-        kind: GateKind::Approval,
-        phase: phase.clone(),
-        attempt,
-        requested_at: now,
-        expires_at: now + p.gates.ttl,
-        renewals: 0,
-    });
-    if next.status != ProductionStatus::Paused {
-        next.status = ProductionStatus::AwaitingApproval;
-    }
+    let phase = hold(&mut t.production, GateKind::Approval, i, attempt, now);
     AuditEvent::new(AuditKind::ApprovalRequested, Outcome::Success, now)
         .phase(&phase, attempt)
         .detail(format!("expires in {} s", p.gates.ttl / 1000))
@@ -81,19 +87,8 @@ pub(super) fn held_for_warnings(p: &Production, name: &str) -> bool {
 
 /// Opens the warnings gate after phase `after` (it expires like an approval).
 pub(super) fn open_warnings_gate(p: &mut Production, after: usize, now: Millis) -> AuditEvent {
-    let ph = &p.phases[after];
-    let (phase, attempt) = (ph.name.clone(), ph.attempt);
-    p.approval = Some(Approval {
-        kind: GateKind::Warnings,
-        phase: phase.clone(),
-        attempt,
-        requested_at: now,
-        expires_at: now + p.gates.ttl,
-        renewals: 0,
-    });
-    if p.status != ProductionStatus::Paused {
-        p.status = ProductionStatus::AwaitingApproval;
-    }
+    let attempt = p.phases[after].attempt;
+    let phase = hold(p, GateKind::Warnings, after, attempt, now);
     AuditEvent::new(AuditKind::WarningsRequested, Outcome::Success, now)
         .phase(&phase, attempt)
         .detail(format!(

@@ -112,7 +112,7 @@ impl Transition {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    #[error("{action} is not available while the production is {} (available: {})", status.as_str(), list(available))]
+    #[error("{action} is not available while the production is {} (available: {})", status.as_str(), super::names(available))]
     ActionUnavailable {
         action: Action,
         status: ProductionStatus,
@@ -126,18 +126,6 @@ pub enum DomainError {
     UnknownPhase(String),
     #[error("{0}")]
     Invalid(String),
-}
-
-fn list(actions: &[Action]) -> String {
-    if actions.is_empty() {
-        "none".into()
-    } else {
-        actions
-            .iter()
-            .map(|a| a.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// Feedback and reasons live in the hot item and its audit event; this keeps both small.

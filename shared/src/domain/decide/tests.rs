@@ -303,13 +303,7 @@ fn happy_path_walks_every_phase_and_completes() {
         "t".into(),
         NOW,
     );
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "brief".into(),
-            attempt: 1
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("brief", 1));
     let mut p = t.production;
     for (i, phase) in PHASES.iter().enumerate() {
         let claim = Command::Claim {
@@ -446,17 +440,7 @@ fn pause_while_running_holds_the_next_phase_and_resume_dispatches_it() {
     let p = decide(&ungated, Command::Act(Act::Pause), NOW)
         .unwrap()
         .production;
-    let t = decide(
-        &p,
-        Command::Succeed {
-            phase: "script".into(),
-            attempt: 1,
-            output: "o".into(),
-            warnings: vec![],
-        },
-        NOW,
-    )
-    .unwrap();
+    let t = decide(&p, succeed("script", &[]), NOW).unwrap();
     assert_eq!(t.dispatch, None);
     assert_eq!(t.production.status, ProductionStatus::Paused);
     assert_eq!(
@@ -464,13 +448,7 @@ fn pause_while_running_holds_the_next_phase_and_resume_dispatches_it() {
         PhaseStatus::Pending
     );
     let t = decide(&t.production, Command::Act(Act::Resume), NOW).unwrap();
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "assets".into(),
-            attempt: 1
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("assets", 1));
 }
 
 #[test]
@@ -487,13 +465,7 @@ fn resume_gives_a_phase_queued_before_the_pause_a_new_attempt() {
         Some(ClaimRefusal::Paused)
     );
     let t = decide(&p, Command::Act(Act::Resume), NOW).unwrap();
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "brief".into(),
-            attempt: 2
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("brief", 2));
     assert_eq!(
         claim_refusal(&t.production, "brief", 1, NOW),
         Some(ClaimRefusal::Stale)
@@ -508,13 +480,7 @@ fn retry_phase_bumps_the_attempt_of_the_failed_phase() {
         NOW,
     )
     .unwrap();
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "script".into(),
-            attempt: 2
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("script", 2));
     assert_eq!(t.audit[0].kind, "phase.retried");
 }
 
@@ -527,17 +493,7 @@ fn a_phase_finishing_after_cancel_keeps_the_production_cancelled() {
     )
     .unwrap()
     .production;
-    let t = decide(
-        &p,
-        Command::Succeed {
-            phase: "script".into(),
-            attempt: 1,
-            output: "o".into(),
-            warnings: vec![],
-        },
-        NOW,
-    )
-    .unwrap();
+    let t = decide(&p, succeed("script", &[]), NOW).unwrap();
     assert_eq!(t.production.status, ProductionStatus::Cancelled);
     assert_eq!(t.dispatch, None);
 }
@@ -556,12 +512,7 @@ fn awaiting() -> Production {
 fn a_gated_phase_waits_for_approval_and_approve_starts_the_next() {
     let t = decide(
         &fixture(ProductionStatus::Running),
-        Command::Succeed {
-            phase: "script".into(),
-            attempt: 1,
-            output: "o".into(),
-            warnings: vec![],
-        },
+        succeed("script", &[]),
         NOW,
     )
     .unwrap();
@@ -575,13 +526,7 @@ fn a_gated_phase_waits_for_approval_and_approve_starts_the_next() {
     );
     assert_eq!(t.audit[1].kind, "approval.requested");
     let t = decide(&t.production, Command::Act(Act::Approve), NOW).unwrap();
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "assets".into(),
-            attempt: 1
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("assets", 1));
     assert_eq!(t.production.approval, None);
 }
 
@@ -589,17 +534,7 @@ fn a_gated_phase_waits_for_approval_and_approve_starts_the_next() {
 fn auto_approve_skips_gates() {
     let mut p = fixture(ProductionStatus::Running);
     p.gates.auto_approve = true;
-    let t = decide(
-        &p,
-        Command::Succeed {
-            phase: "script".into(),
-            attempt: 1,
-            output: "o".into(),
-            warnings: vec![],
-        },
-        NOW,
-    )
-    .unwrap();
+    let t = decide(&p, succeed("script", &[]), NOW).unwrap();
     assert_eq!(t.production.status, ProductionStatus::Running);
     assert_eq!(t.dispatch.unwrap().phase, "assets");
 }
@@ -617,13 +552,7 @@ fn reject_with_feedback_reruns_the_phase_with_the_feedback() {
     let script = t.production.phase("script").unwrap();
     assert_eq!((script.status, script.attempt), (PhaseStatus::Queued, 2));
     assert_eq!(script.feedback.as_deref(), Some("Re-target teenagers."));
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "script".into(),
-            attempt: 2
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("script", 2));
     assert_eq!(t.audit[0].kind, "approval.rejected");
     let err = decide(
         &awaiting(),
@@ -725,13 +654,7 @@ fn an_expired_lease_is_reconciled_with_a_new_attempt() {
         NOW,
     )
     .unwrap();
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "script".into(),
-            attempt: 2
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("script", 2));
     let kinds: Vec<_> = t.audit.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["tool_call.unknown", "phase.reconciled"]);
     assert_eq!(
@@ -751,13 +674,7 @@ fn a_lost_dispatch_is_sent_again_with_the_same_attempt() {
         NOW,
     )
     .unwrap();
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "brief".into(),
-            attempt: 1
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("brief", 1));
     assert_eq!(t.audit[0].kind, "phase.redispatched");
 }
 
@@ -770,17 +687,7 @@ fn a_gate_reached_while_paused_is_held_and_resume_returns_to_it() {
     )
     .unwrap()
     .production;
-    let t = decide(
-        &p,
-        Command::Succeed {
-            phase: "script".into(),
-            attempt: 1,
-            output: "o".into(),
-            warnings: vec![],
-        },
-        NOW,
-    )
-    .unwrap();
+    let t = decide(&p, succeed("script", &[]), NOW).unwrap();
     assert_eq!(t.production.status, ProductionStatus::Paused);
     assert!(t.production.approval.is_some());
     let t = decide(&t.production, Command::Act(Act::Resume), NOW).unwrap();
@@ -809,29 +716,14 @@ fn only_operator_dispatches_and_open_approvals_are_due() {
     )
     .unwrap();
     assert_eq!(claimed.production.due_at, None);
-    let handed_off = decide(
-        &claimed.production,
-        Command::Succeed {
-            phase: "brief".into(),
-            attempt: 1,
-            output: "o".into(),
-            warnings: vec![],
-        },
-        NOW,
-    )
-    .unwrap();
+    let handed_off = decide(&claimed.production, succeed("brief", &[]), NOW).unwrap();
     assert_eq!(
         handed_off.production.due_at, None,
         "a hand-off is recovered by SQS, not the sweep"
     );
     let waiting = decide(
         &fixture(ProductionStatus::Running),
-        Command::Succeed {
-            phase: "script".into(),
-            attempt: 1,
-            output: "o".into(),
-            warnings: vec![],
-        },
+        succeed("script", &[]),
         NOW,
     )
     .unwrap();
@@ -859,13 +751,7 @@ fn a_redriven_message_reruns_its_dead_lettered_phase_as_a_new_attempt() {
     };
     let t = decide(&p, cmd(1), NOW).unwrap();
     assert_eq!(t.production.status, ProductionStatus::Running);
-    assert_eq!(
-        t.dispatch,
-        Some(Dispatch {
-            phase: "script".into(),
-            attempt: 2
-        })
-    );
+    assert_eq!(t.dispatch, dispatch("script", 2));
     assert_eq!(t.audit[0].kind, "dlq.redriven");
     assert!(t.audit[0].detail.contains("m-1: attempt 1 -> 2"));
     assert!(
@@ -915,6 +801,13 @@ fn voice_running_with_warnings() -> Production {
     set(&mut p, 3, PhaseStatus::Running, 1);
     p.warnings = vec!["assets: scene 2: copyright_risk".into()];
     p
+}
+
+fn dispatch(phase: &str, attempt: u32) -> Option<Dispatch> {
+    Some(Dispatch {
+        phase: phase.into(),
+        attempt,
+    })
 }
 
 fn succeed(phase: &str, warnings: &[&str]) -> Command {

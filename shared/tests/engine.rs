@@ -1,0 +1,451 @@
+//! The engine on the in-memory adapter: the runtime, operator actions, the sweep and the
+//! write path's conflict policies, in milliseconds. Fidelity to AWS is the emulator suite's
+//! job (`tests/it`); this suite covers the engine's own logic quickly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use shepherd::adapters::memory::Memory;
+use shepherd::config::{Config, Definition, PipelineConfig, StackConfig};
+use shepherd::domain::{
+    Act, Action, Actor, Caller, Command, ErrorCode, PhaseStatus, ProductionStatus, Role, Scope,
+    StepError,
+};
+use shepherd::ops::{Ops, OpsError};
+use shepherd::ports::{
+    ChatMessage, ChatRequest, Clock, Connector, ImageRequest, ImageResult, McpSession, Ports,
+    Provider, SpeechRequest, SpeechResult,
+};
+use shepherd::runtime::{Phase, PhaseContext, PhaseFunction, PhaseOutput, Stats};
+use shepherd::write::{OnConflict, Transitioner, Written};
+
+const T0: i64 = 1_800_000_000_000;
+const PHASES: [&str; 2] = ["draft", "review"];
+
+/// A provider that answers chat with the user's text, after failing as told.
+#[derive(Default)]
+struct Scripted {
+    fail_next: std::sync::Mutex<Vec<StepError>>,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl Provider for Scripted {
+    async fn chat(&self, req: &ChatRequest, _key: &str) -> Result<String, StepError> {
+        if let Some(e) = self.fail_next.lock().unwrap().pop() {
+            return Err(e);
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(format!("answer to {}", req.messages[0].content))
+    }
+    async fn image(&self, _: &ImageRequest, _: &str) -> Result<ImageResult, StepError> {
+        unimplemented!("not used by the test pipeline")
+    }
+    async fn speech(&self, _: &SpeechRequest, _: &str) -> Result<SpeechResult, StepError> {
+        unimplemented!("not used by the test pipeline")
+    }
+    async fn post_json(
+        &self,
+        _: &serde_json::Value,
+        _: &str,
+    ) -> Result<serde_json::Value, StepError> {
+        unimplemented!("not used by the test pipeline")
+    }
+    async fn probe(&self) -> (String, bool) {
+        ("scripted".into(), true)
+    }
+}
+
+struct Connect(Arc<Scripted>);
+
+impl Connector for Connect {
+    fn provider(&self, _: &str, _: &Definition) -> Arc<dyn Provider> {
+        self.0.clone()
+    }
+    fn mcp(&self, _: &str, _: &Definition) -> Arc<dyn McpSession> {
+        unimplemented!("no MCP integration in the test registry")
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Text {
+    text: String,
+}
+impl PhaseOutput for Text {}
+
+/// Asks the provider once per run.
+struct Draft;
+impl Phase for Draft {
+    const NAME: &'static str = "draft";
+    type Output = Text;
+    async fn run(&self, ctx: &PhaseContext) -> Result<Text, StepError> {
+        let req = ChatRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::user(ctx.brief.title.clone())],
+            response_format: None,
+        };
+        Ok(Text {
+            text: ctx.tools.chat("draft", &req).await?,
+        })
+    }
+}
+
+/// Reads the draft's typed output.
+struct Review;
+impl Phase for Review {
+    const NAME: &'static str = "review";
+    type Output = Text;
+    async fn run(&self, ctx: &PhaseContext) -> Result<Text, StepError> {
+        let draft = ctx.output::<Draft>()?;
+        Ok(Text {
+            text: format!("reviewed: {}", draft.text),
+        })
+    }
+}
+
+struct World {
+    mem: Arc<Memory>,
+    provider: Arc<Scripted>,
+    ports: Ports,
+    config: Config,
+    ops: Ops,
+    functions: HashMap<&'static str, PhaseFunction>,
+    receives: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+fn env() -> HashMap<String, String> {
+    let urls = |suffix: &str| {
+        PHASES
+            .iter()
+            .map(|p| format!("{p}=mem://{p}{suffix}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    [
+        ("SHEPHERD_STATE_TABLE", "state".to_string()),
+        ("SHEPHERD_IDEMPOTENCY_TABLE", "ledger".to_string()),
+        ("SHEPHERD_AUDIT_TABLE", "audit".to_string()),
+        ("SHEPHERD_QUEUES", urls("")),
+        ("SHEPHERD_DLQS", urls("-dlq")),
+        ("SHEPHERD_INTEGRATIONS_PARAM", "/t/integrations".to_string()),
+        ("SHEPHERD_MAX_RECEIVE_COUNT", "3".to_string()),
+        ("SHEPHERD_RETRY_BASE_SECS", "1".to_string()),
+        ("SHEPHERD_LOST_DISPATCH_SECS", "60".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl World {
+    fn new(approval_phases: &str) -> Self {
+        let mem = Arc::new(Memory::new(T0));
+        mem.set_param(
+            "/t/integrations",
+            r#"{"chain":["primary"],"integrations":{"primary":{"base_url":"mem://provider","secret_param":"/t/key","kinds":["chat"]}}}"#,
+        );
+        let provider = Arc::new(Scripted::default());
+        let ports = mem.ports(Arc::new(Connect(provider.clone())));
+        let config = Config::from_map(&env()).unwrap();
+        let stack = StackConfig {
+            topology: config.topology.clone(),
+            pipeline: PipelineConfig {
+                name: "test".into(),
+                phases: PHASES.iter().map(|p| p.to_string()).collect(),
+            },
+            approval_phases: approval_phases.into(),
+            approval_ttl_secs: 60,
+            approval_on_expiry: "fail".into(),
+            integrations_param: "/t/integrations".into(),
+            default_monthly_allowance: 0,
+            default_max_concurrent: 0,
+        };
+        let functions = HashMap::from([
+            (
+                "draft",
+                shepherd::wiring::phase_function(Arc::new(Draft), &ports, &config),
+            ),
+            (
+                "review",
+                shepherd::wiring::phase_function(Arc::new(Review), &ports, &config),
+            ),
+        ]);
+        Self {
+            ops: Ops::new(ports.clone(), stack),
+            mem,
+            provider,
+            ports,
+            config,
+            functions,
+            receives: Default::default(),
+        }
+    }
+
+    fn stats(&self, phase: &str) -> &Stats {
+        &self.functions[phase].stats
+    }
+
+    /// Plays the event source mapping once for `phase`: receives what is visible, invokes
+    /// the function, deletes what it did not report failed. Returns the failures' count.
+    async fn deliver(&self, phase: &str) -> usize {
+        let url = self.config.topology.queue(phase).unwrap().to_string();
+        let got = self.ports.queue.receive(&url, 10, 360).await.unwrap();
+        if got.is_empty() {
+            return 0;
+        }
+        let mut event = SqsEvent::default();
+        for m in &got {
+            let mut r = SqsMessage::default();
+            let count = {
+                let mut receives = self.receives.lock().unwrap();
+                let n = receives.entry(m.id.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            r.message_id = Some(m.id.clone());
+            r.receipt_handle = Some(m.receipt.clone());
+            r.body = Some(m.body.clone());
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), count.to_string());
+            event.records.push(r);
+        }
+        let res = self.functions[phase].handle(event).await;
+        let failed: Vec<String> = res
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        for m in &got {
+            if !failed.contains(&m.id) {
+                self.ports.queue.delete(&url, &m.receipt).await.unwrap();
+            }
+        }
+        failed.len()
+    }
+
+    /// Delivers every phase's queue until nothing is left to deliver.
+    async fn settle(&self) {
+        for _ in 0..20 {
+            let mut any = false;
+            for p in PHASES {
+                let url = self.config.topology.queue(p).unwrap().to_string();
+                if !self.ports.queue.peek(&url, 10).await.unwrap().is_empty() {
+                    any = true;
+                    self.deliver(p).await;
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    async fn start(&self) -> String {
+        let brief = r#"{"account": "acme", "title": "Tides", "topic": "Why", "scenes": 1}"#;
+        self.ops.start(brief, &operator()).await.unwrap().id
+    }
+
+    async fn get(&self, id: &str) -> shepherd::domain::Production {
+        self.ports.productions.get(id).await.unwrap().unwrap()
+    }
+}
+
+fn caller(role: Role, scope: Scope) -> Caller {
+    Caller::new(Actor("operator:test".into()), role, scope)
+}
+
+fn operator() -> Caller {
+    caller(Role::Operator, Scope::Stack)
+}
+
+#[tokio::test]
+async fn a_production_runs_every_phase_and_its_audit_projects_from_the_committed_writes() {
+    let w = World::new("");
+    let id = w.start().await;
+    w.settle().await;
+    let p = w.get(&id).await;
+    assert_eq!(p.status, ProductionStatus::Completed, "{p:#?}");
+    let outputs = w.ops.outputs(&p).await.unwrap();
+    assert_eq!(outputs["review"]["text"], "reviewed: answer to Tides");
+    assert_eq!(w.provider.calls.load(Ordering::SeqCst), 1);
+
+    let writes = w.mem.committed();
+    let done = shepherd::audit::project(w.ports.audit.as_ref(), w.ports.accounts.as_ref(), &writes)
+        .await
+        .unwrap();
+    assert_eq!(done.events, 4, "created, 2 x succeeded, completed");
+    assert_eq!(done.slots, 1, "completion released the slot");
+    let usage = w.ops.account_usage("acme", &operator()).await.unwrap();
+    assert!(usage.active.is_empty());
+}
+
+#[tokio::test]
+async fn a_duplicate_is_acknowledged_and_a_malformed_message_is_quarantined() {
+    let w = World::new("");
+    let id = w.start().await;
+    let url = w.config.topology.queue("draft").unwrap().to_string();
+    let body = shepherd::protocol::PhaseMessage::new(&id, "draft", 1).out("copy");
+    w.ports.queue.send_batch(&url, &[body]).await.unwrap();
+    let poison = shepherd::ports::OutMessage {
+        id: "p".into(),
+        body: "{not json".into(),
+        attributes: vec![],
+    };
+    w.ports.queue.send_batch(&url, &[poison]).await.unwrap();
+    assert_eq!(w.deliver("draft").await, 0, "nothing comes back");
+    let s = w.stats("draft");
+    assert_eq!(Stats::get(&s.claimed), 1);
+    assert_eq!(Stats::get(&s.duplicate) + Stats::get(&s.stale), 1);
+    assert_eq!(Stats::get(&s.poison), 1);
+    let dlq = w.mem.messages(w.config.topology.dlq("draft").unwrap());
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].attributes["shepherd_error"].starts_with("malformed_message"));
+}
+
+#[tokio::test]
+async fn a_retryable_error_backs_off_and_the_last_receive_dead_letters() {
+    let w = World::new("");
+    let unavailable = || StepError::retryable(ErrorCode::ProviderUnavailable, "503");
+    *w.provider.fail_next.lock().unwrap() = vec![unavailable(), unavailable(), unavailable()];
+    let id = w.start().await;
+    for receive in 1..=3 {
+        assert_eq!(w.deliver("draft").await, 1, "receive {receive} comes back");
+        w.mem.advance(60_000);
+    }
+    let p = w.get(&id).await;
+    assert_eq!(p.status, ProductionStatus::DeadLettered);
+    let draft = p.phase("draft").unwrap();
+    assert_eq!((draft.attempt, draft.error_count), (1, 3));
+    assert_eq!(Stats::get(&w.stats("draft").retried), 2);
+    assert_eq!(Stats::get(&w.stats("draft").dead_lettered), 1);
+}
+
+#[tokio::test]
+async fn operators_are_refused_by_availability_role_and_scope_and_nothing_changes() {
+    let w = World::new("draft");
+    let id = w.start().await;
+    w.settle().await;
+    let waiting = w.get(&id).await;
+    assert_eq!(waiting.status, ProductionStatus::AwaitingApproval);
+
+    let err = w.ops.act(&id, Act::Resume, &operator()).await.unwrap_err();
+    assert!(
+        matches!(&err, OpsError::Conflict { available, .. } if available.contains(&Action::Approve)),
+        "{err}"
+    );
+    let viewer = caller(Role::Viewer, Scope::Stack);
+    let err = w.ops.act(&id, Act::Approve, &viewer).await.unwrap_err();
+    assert!(matches!(err, OpsError::Forbidden(_)), "{err}");
+    let globex = caller(Role::Admin, Scope::Account("globex".into()));
+    let err = w.ops.act(&id, Act::Cancel, &globex).await.unwrap_err();
+    assert!(matches!(err, OpsError::NotFound(_)), "{err}");
+    assert_eq!(w.get(&id).await, waiting, "nothing changed");
+
+    let reject = Act::Reject {
+        feedback: "shorter".into(),
+    };
+    w.ops.act(&id, reject, &operator()).await.unwrap();
+    w.settle().await;
+    assert_eq!(
+        w.provider.calls.load(Ordering::SeqCst),
+        2,
+        "a new call for the new revision"
+    );
+    w.ops.act(&id, Act::Approve, &operator()).await.unwrap();
+    w.settle().await;
+    assert_eq!(w.get(&id).await.status, ProductionStatus::Completed);
+}
+
+#[tokio::test]
+async fn the_write_path_redecides_or_gives_up_on_a_conflict_as_its_caller_asks() {
+    let w = World::new("");
+    let id = w.start().await;
+    let stale = w.get(&id).await;
+    // Someone else writes first: the production is paused.
+    w.ops.act(&id, Act::Pause, &operator()).await.unwrap();
+    let t = Transitioner::new(
+        w.ports.productions.clone(),
+        w.ports.alarms.clone(),
+        w.ports.clock.clone(),
+    );
+    let actor = Actor("test".into());
+    let cancel: Command = Act::Cancel.into();
+    let gave_up = t
+        .write(
+            stale.clone(),
+            cancel.clone(),
+            &actor,
+            &[],
+            None,
+            OnConflict::GiveUp,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(gave_up, Written::Conflicted), "{gave_up:?}");
+    let redecided = t
+        .write(
+            stale.clone(),
+            cancel,
+            &actor,
+            &[],
+            None,
+            OnConflict::Redecide(3),
+        )
+        .await
+        .unwrap();
+    let Written::Committed(done) = redecided else {
+        panic!("{redecided:?}")
+    };
+    assert_eq!(done.production.status, ProductionStatus::Cancelled);
+    assert_eq!(
+        done.production.version,
+        stale.version + 2,
+        "decided on the paused state"
+    );
+    let refused = t
+        .write(
+            done.production.clone(),
+            Act::Pause.into(),
+            &actor,
+            &[],
+            None,
+            OnConflict::GiveUp,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(refused, Written::Refused(_)), "{refused:?}");
+}
+
+#[tokio::test]
+async fn the_sweep_redispatches_a_lost_dispatch_and_a_worker_death_is_reconciled() {
+    let w = World::new("");
+    let id = w.start().await;
+    // The first message is lost.
+    let url = w.config.topology.queue("draft").unwrap().to_string();
+    for m in w.ports.queue.receive(&url, 10, 0).await.unwrap() {
+        w.ports.queue.delete(&url, &m.receipt).await.unwrap();
+    }
+    let sweeper = shepherd::wiring::sweeper(&w.ports, &w.config);
+    w.mem.advance(61_000);
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!(report.redispatched, 1, "{report:?}");
+
+    // The worker dies holding the claim: its message comes back after the lease.
+    let claimed = w
+        .ports
+        .productions
+        .claim(&id, "draft", 1, w.mem.now() + 1_000, w.mem.now())
+        .await
+        .unwrap();
+    assert!(matches!(claimed, shepherd::ports::ClaimOutcome::Claimed(_)));
+    w.mem.advance(2_000);
+    w.settle().await;
+    let p = w.get(&id).await;
+    assert_eq!(p.status, ProductionStatus::Completed, "{p:#?}");
+    assert_eq!(p.phase("draft").unwrap().attempt, 2);
+    assert_eq!(p.phase("draft").unwrap().status, PhaseStatus::Succeeded);
+    assert_eq!(Stats::get(&w.stats("draft").reconciled), 1);
+}
