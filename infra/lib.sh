@@ -6,7 +6,6 @@ LOCAL="$ROOT/.local"
 mkdir -p "$LOCAL"
 EMULATOR_PORT="${SHEPHERD_EMULATOR_PORT:-5005}"
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 export SAM_CLI_TELEMETRY=0
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -23,28 +22,41 @@ ensure_venv() {
   export PATH="$VENV/bin:$PATH"
 }
 
+# Starts the emulator (unless it runs) with IAM enforced as in AWS: a fresh emulator gets
+# an admin user for the operators' tools (its keys in .local/admin.env, exported here), then
+# every request must be signed by a known identity and allowed by its policies. Each
+# function runs with its own role from the template (see infra/local/src/provision.rs).
 emulator_up() {
-  local pidfile="$LOCAL/moto.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  local pidfile="$LOCAL/moto.pid" endpoint="http://127.0.0.1:$EMULATOR_PORT"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ -f "$LOCAL/admin.env" ]; then
     say "emulator already running on 127.0.0.1:$EMULATOR_PORT"
   else
+    stop_pid "$pidfile"
     if (exec 3<>"/dev/tcp/127.0.0.1/$EMULATOR_PORT") 2>/dev/null; then
       echo "port $EMULATOR_PORT is taken by another process; set SHEPHERD_EMULATOR_PORT" >&2
       return 1
     fi
-    say "starting moto on 127.0.0.1:$EMULATOR_PORT"
-    "$VENV/bin/python" "$ROOT/infra/emulator.py" -H 127.0.0.1 -p "$EMULATOR_PORT" > "$LOCAL/moto.log" 2>&1 &
+    say "starting moto on 127.0.0.1:$EMULATOR_PORT (IAM enforced)"
+    MOTO_IAM_LOAD_MANAGED_POLICIES=true \
+      "$VENV/bin/python" "$ROOT/infra/emulator.py" -H 127.0.0.1 -p "$EMULATOR_PORT" > "$LOCAL/moto.log" 2>&1 &
     echo $! > "$pidfile"
-  fi
-  for _ in $(seq 1 100); do
-    if curl -sf -o /dev/null -X POST "http://127.0.0.1:$EMULATOR_PORT/moto-api/reset"; then
-      export AWS_ENDPOINT_URL="http://127.0.0.1:$EMULATOR_PORT"
-      return 0
+    local up=0
+    for _ in $(seq 1 150); do
+      if curl -sf -o /dev/null -X POST "$endpoint/moto-api/reset"; then up=1; break; fi
+      sleep 0.1
+    done
+    if [ "$up" != 1 ]; then
+      echo "the emulator did not start; see $LOCAL/moto.log" >&2
+      return 1
     fi
-    sleep 0.1
-  done
-  echo "the emulator did not start; see $LOCAL/moto.log" >&2
-  return 1
+    "$VENV/bin/python" "$ROOT/infra/bootstrap.py" "$endpoint" > "$LOCAL/admin.env"
+    curl -sf -o /dev/null -X POST -H 'content-type: text/plain' --data-binary 0 \
+      "$endpoint/moto-api/reset-auth"
+    "$VENV/bin/python" "$ROOT/infra/bootstrap.py" "$endpoint" --check
+  fi
+  # shellcheck disable=SC1091
+  source "$LOCAL/admin.env"
+  export AWS_ENDPOINT_URL="$endpoint"
 }
 
 stop_pid() {
@@ -59,4 +71,7 @@ stop_pid() {
   rm -f "$pidfile"
 }
 
-emulator_down() { stop_pid "$LOCAL/moto.pid"; }
+emulator_down() {
+  stop_pid "$LOCAL/moto.pid"
+  rm -f "$LOCAL/admin.env"
+}

@@ -11,8 +11,6 @@ fn shepherd(stack: &str, args: &[&str]) -> Output {
         .env("SHEPHERD_STACK", stack)
         .env("AWS_ENDPOINT_URL", endpoint())
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
         .env_remove("AWS_PROFILE")
         .output()
         .expect("shepherd runs")

@@ -61,7 +61,7 @@ async fn the_same_message_delivered_twice_runs_the_phase_once() {
 async fn two_deliveries_racing_run_the_phase_once() {
     let t = TestStack::start_idle().await;
     let p = t.start_production(1).await;
-    let handler = t.handler("brief");
+    let handler = t.handler("brief").await;
     let body = PhaseMessage::new(&p.id, "brief", 1).to_body();
 
     // Two invocations at once, each holding a copy of the message.
@@ -97,7 +97,7 @@ async fn two_deliveries_racing_run_the_phase_once() {
 async fn a_malformed_message_fails_only_itself_is_quarantined_with_its_reason_and_never_loops() {
     let t = TestStack::start_idle().await;
     let p = t.start_production(1).await;
-    let handler = t.handler("brief");
+    let handler = t.handler("brief").await;
     let good = PhaseMessage::new(&p.id, "brief", 1).to_body();
     let wrong_phase = PhaseMessage::new(&p.id, "voice", 1).to_body();
     let unknown = PhaseMessage::new("no-such-production", "brief", 1).to_body();

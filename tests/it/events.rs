@@ -41,7 +41,7 @@ fn the_sample_brief_is_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_event_for_an_unknown_production_is_quarantined() {
     let t = TestStack::start_idle().await;
-    let handler = t.handler("brief");
+    let handler = t.handler("brief").await;
     let e: SqsEvent = serde_json::from_str(&read("sqs-brief.json")).unwrap();
     let res = handler.handle(e).await;
     assert!(res.batch_item_failures.is_empty());

@@ -240,7 +240,7 @@ async fn a_key_recorded_for_a_different_request_is_refused_audited_and_alarmed()
         .send()
         .await
         .unwrap();
-    t.run();
+    t.run().await;
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Failed, "{done:#?}");
     let err = done.phase("brief").unwrap().last_error.clone().unwrap();

@@ -6,6 +6,7 @@ mod api;
 mod delivery;
 mod dlq;
 mod events;
+mod iam;
 mod integrations;
 mod limits;
 mod operators;

@@ -16,7 +16,7 @@ async fn a_dispatch_lost_between_commit_and_send_is_redispatched_and_completes()
     t.drain("BriefQueue").await; // the message never arrived
     assert_eq!(t.depth("BriefQueue").await, 0);
 
-    let report = t.sweeper().sweep().await.unwrap();
+    let report = t.sweeper().await.sweep().await.unwrap();
     assert_eq!((report.due, report.redispatched), (1, 1), "{report:?}");
     t.wait_depth("BriefQueue", 1, SETTLE).await;
     let msg = &t.peek("BriefQueue").await[0];
@@ -28,11 +28,11 @@ async fn a_dispatch_lost_between_commit_and_send_is_redispatched_and_completes()
         "same attempt"
     );
 
-    t.run();
+    t.run().await;
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed);
     assert_eq!(done.due_at, None, "nothing left for the sweep");
-    let after = t.sweeper().sweep().await.unwrap();
+    let after = t.sweeper().await.sweep().await.unwrap();
     assert_eq!(after.due, 0, "the sweep reads only what is due");
     t.stop().await;
 }
@@ -43,7 +43,7 @@ async fn two_overlapping_sweeps_redispatch_once() {
     let p = t.start_production(1).await;
     t.drain("BriefQueue").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (a, b) = (t.sweeper(), t.sweeper());
+    let (a, b) = (t.sweeper().await, t.sweeper().await);
     let (ra, rb) = tokio::join!(a.sweep(), b.sweep());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.redispatched + rb.redispatched, 1, "{ra:?} {rb:?}");
@@ -64,7 +64,7 @@ async fn two_overlapping_sweeps_redispatch_once() {
 async fn a_recent_dispatch_is_left_alone() {
     let t = TestStack::start_idle_with(&[("LostDispatchSeconds", "300")]).await;
     let p = t.start_production(1).await;
-    let report = t.sweeper().sweep().await.unwrap();
+    let report = t.sweeper().await.sweep().await.unwrap();
     assert_eq!(
         (report.due, report.redispatched, report.skipped),
         (1, 0, 1),
@@ -90,7 +90,7 @@ async fn an_expired_approval_fails_the_phase_when_so_configured() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let report = t.sweeper().sweep().await.unwrap();
+    let report = t.sweeper().await.sweep().await.unwrap();
     assert_eq!(report.approvals_expired, 1, "{report:?}");
     let p = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
     assert_eq!(p.status, ProductionStatus::Failed);
@@ -120,7 +120,7 @@ async fn an_expired_approval_is_renewed_when_so_configured() {
         })
         .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let report = t.sweeper().sweep().await.unwrap();
+    let report = t.sweeper().await.sweep().await.unwrap();
     assert_eq!(report.approvals_renewed, 1, "{report:?}");
     let p = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
     assert_eq!(p.status, ProductionStatus::AwaitingApproval);
@@ -143,7 +143,7 @@ async fn a_message_in_the_dlq_whose_phase_was_never_marked_is_observed() {
         .send()
         .await
         .unwrap();
-    let report = t.sweeper().sweep().await.unwrap();
+    let report = t.sweeper().await.sweep().await.unwrap();
     assert_eq!(report.dead_letters_observed, 1, "{report:?}");
     let p = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
     assert_eq!(p.status, ProductionStatus::DeadLettered);
@@ -151,7 +151,7 @@ async fn a_message_in_the_dlq_whose_phase_was_never_marked_is_observed() {
         p.phase("brief").unwrap().last_error.as_ref().unwrap().code,
         "dead_lettered_unhandled"
     );
-    let again = t.sweeper().sweep().await.unwrap();
+    let again = t.sweeper().await.sweep().await.unwrap();
     assert_eq!(again.dead_letters_observed, 0, "observed once");
     let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
     assert!(

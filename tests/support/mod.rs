@@ -110,7 +110,23 @@ impl TestStack {
         Self::new(overrides, true, false, true).await
     }
 
+    /// A running stack provisioned from another template (a variant of `template.yaml`).
+    pub async fn start_from(template: &std::path::Path, overrides: &[(&str, &str)]) -> Self {
+        Self::build(template, overrides, true, false, false).await
+    }
+
     async fn new(
+        overrides: &[(&str, &str)],
+        run: bool,
+        with_fallback: bool,
+        with_mcp: bool,
+    ) -> Self {
+        let template = repo_root().join("template.yaml");
+        Self::build(&template, overrides, run, with_fallback, with_mcp).await
+    }
+
+    async fn build(
+        template: &std::path::Path,
         overrides: &[(&str, &str)],
         run: bool,
         with_fallback: bool,
@@ -154,14 +170,20 @@ impl TestStack {
         for (k, v) in overrides {
             params.insert(k.to_string(), v.replace("{provider}", &provider.base_url()));
         }
-        let stack = provision(&sdk, &repo_root().join("template.yaml"), &name, &params)
+        let stack = provision(&sdk, template, &name, &params)
             .await
             .expect("stack provisions");
         let (ops, config) = Ops::connect(&sdk, &name)
             .await
             .expect("stack config readable");
-        let runtime = run
-            .then(|| LocalRuntime::start(&stack, &clients(&sdk, &name)).expect("runtime starts"));
+        let runtime = match run {
+            true => Some(
+                LocalRuntime::start(&stack, &clients(&sdk, &name))
+                    .await
+                    .expect("runtime starts"),
+            ),
+            false => None,
+        };
         Self {
             sdk,
             stack,
@@ -222,35 +244,45 @@ impl TestStack {
         self.runtime.as_ref().expect("running").stats[phase].clone()
     }
 
-    /// The handler of a phase, built from the template as the local runtime builds it.
-    pub fn handler(&self, phase: &str) -> shepherd::runtime::PhaseFunction {
-        let f = self
-            .stack
+    /// The template's function running `binary`.
+    pub fn function(&self, binary: &str) -> &shepherd_local::provision::LocalFunction {
+        self.stack
             .functions
             .iter()
-            .find(|f| f.binary == phase)
-            .expect("function in template");
-        let clients = shepherd::wiring::AwsClients::new(&self.sdk);
-        shepherd_local::runtime::phase_runtime(f, &clients).expect("handler builds")
+            .find(|f| f.binary == binary)
+            .unwrap_or_else(|| panic!("no function runs {binary} in the template"))
     }
 
-    /// The sweeper, built from the template as the local runtime builds it.
-    pub fn sweeper(&self) -> shepherd::recovery::Sweeper {
-        let f = self
-            .stack
-            .functions
-            .iter()
-            .find(|f| f.binary == "sweeper")
-            .expect("sweeper in template");
-        let clients = shepherd::wiring::AwsClients::new(&self.sdk);
-        shepherd_local::runtime::sweeper(f, &clients).expect("sweeper builds")
+    /// SDK clients acting as the role of the function running `binary`.
+    pub async fn function_clients(&self, binary: &str) -> shepherd::wiring::AwsClients {
+        let role = &self.function(binary).role_arn;
+        shepherd::wiring::AwsClients::new(&shepherd_local::role_sdk_config(&self.sdk, role).await)
+    }
+
+    /// The handler of a phase, built from the template as the local runtime builds it, with
+    /// the function's role.
+    pub async fn handler(&self, phase: &str) -> shepherd::runtime::PhaseFunction {
+        let clients = self.function_clients(phase).await;
+        shepherd_local::runtime::phase_runtime(self.function(phase), &clients)
+            .expect("handler builds")
+    }
+
+    /// The sweeper, built from the template as the local runtime builds it, with its role.
+    pub async fn sweeper(&self) -> shepherd::recovery::Sweeper {
+        let clients = self.function_clients("sweeper").await;
+        shepherd_local::runtime::sweeper(self.function("sweeper"), &clients)
+            .expect("sweeper builds")
     }
 
     /// Starts the functions of an idle stack.
-    pub fn run(&mut self) {
+    pub async fn run(&mut self) {
         assert!(self.runtime.is_none(), "already running");
         let clients = clients(&self.sdk, &self.stack.stack);
-        self.runtime = Some(LocalRuntime::start(&self.stack, &clients).expect("runtime starts"));
+        self.runtime = Some(
+            LocalRuntime::start(&self.stack, &clients)
+                .await
+                .expect("runtime starts"),
+        );
     }
 
     /// Deletes every message in a queue (a lost message, for tests).

@@ -116,8 +116,10 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         .client
         .request(parts.method.clone(), format!("{}{path}", p.upstream))
         .body(body);
+    // The Host header is forwarded as sent: it is part of the request's SigV4 signature,
+    // which the emulator checks.
     for (k, v) in &parts.headers {
-        if k != "host" && k != "content-length" {
+        if k != "content-length" {
             out = out.header(k, v);
         }
     }

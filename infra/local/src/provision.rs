@@ -26,12 +26,16 @@ pub enum ProvisionError {
     Io(String, std::io::Error),
     #[error("{resource}: {reason}")]
     Aws { resource: String, reason: String },
+    #[error("translating the template with SAM's translator: {0}")]
+    Translate(String),
 }
 
 /// A function of the template, as the local runtime runs it.
 #[derive(Debug, Clone)]
 pub struct LocalFunction {
     pub logical_id: String,
+    /// The IAM role the function runs with (from the SAM-translated template).
+    pub role_arn: String,
     /// `Metadata.BuildProperties.Binary`: which handler this is.
     pub binary: String,
     pub timeout_secs: u64,
@@ -210,7 +214,8 @@ pub async fn provision(
             .await
             .map_err(|e| aws_err("Shepherd::Secrets", shepherd::adapters::sdk_error(&e)))?;
     }
-    let functions = functions(&t, &cx)?;
+    let roles = create_roles(sdk, &translate(template, &text)?, stack, &cx).await?;
+    let functions = functions(&t, &cx, &roles)?;
     Ok(Provisioned {
         stack: stack.into(),
         context: cx,
@@ -372,7 +377,11 @@ async fn create_table(
 }
 
 /// The template's functions with their environment (Globals merged) and event sources.
-fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionError> {
+fn functions(
+    t: &Value,
+    cx: &Context,
+    roles: &HashMap<String, String>,
+) -> Result<Vec<LocalFunction>, ProvisionError> {
     let globals = cx.resolve(&t["Globals"]["Function"])?;
     let queue_urls: HashMap<String, String> = cx
         .attrs
@@ -448,7 +457,11 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
                 }
             }
         }
+        let role_arn = roles.get(id).cloned().ok_or_else(|| {
+            TemplateError::Unresolved(format!("{id}: no role in the translated template"))
+        })?;
         out.push(LocalFunction {
+            role_arn,
             logical_id: id.clone(),
             binary: scalar(&r["Metadata"]["BuildProperties"]["Binary"]),
             timeout_secs: timeout,
@@ -457,4 +470,138 @@ fn functions(t: &Value, cx: &Context) -> Result<Vec<LocalFunction>, ProvisionErr
         });
     }
     Ok(out)
+}
+
+/// The template as SAM translates it (what CloudFormation deploys): the roles SAM makes for
+/// each function, policy templates and event sources' managed policies included. Runs SAM's
+/// own translator (`infra/translate.py`, from the project's virtualenv); the result is
+/// cached by the template's content under `.local/translated/`.
+pub fn translate(template: &Path, text: &str) -> Result<Value, ProvisionError> {
+    use sha2::Digest;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let hash = hex::encode(&sha2::Sha256::digest(text.as_bytes())[..12]);
+    let dir = root.join(".local/translated");
+    let cached = dir.join(format!("{hash}.json"));
+    if !cached.exists() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ProvisionError::Io(dir.display().to_string(), e))?;
+        let python = std::env::var("SHEPHERD_PYTHON").unwrap_or_else(|_| {
+            let venv = root.join(".venv/bin/python");
+            if venv.exists() {
+                venv.display().to_string()
+            } else {
+                "python3".into()
+            }
+        });
+        // Unique per process and call: tests provision stacks from several threads.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{hash}.{}.{n}.tmp", std::process::id()));
+        let out = std::process::Command::new(&python)
+            .arg(root.join("infra/translate.py"))
+            .arg(template)
+            .arg(&tmp)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .map_err(|e| ProvisionError::Translate(format!("cannot run {python}: {e}")))?;
+        if !out.status.success() {
+            return Err(ProvisionError::Translate(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        std::fs::rename(&tmp, &cached)
+            .map_err(|e| ProvisionError::Io(cached.display().to_string(), e))?;
+    }
+    let json = std::fs::read_to_string(&cached)
+        .map_err(|e| ProvisionError::Io(cached.display().to_string(), e))?;
+    serde_json::from_str(&json).map_err(|e| ProvisionError::Translate(e.to_string()))
+}
+
+/// The local admin, whom the roles trust: locally the runtime plays the Lambda service's
+/// part, so it, not `lambda.amazonaws.com`, assumes each function's role.
+pub fn admin_arn() -> String {
+    std::env::var("SHEPHERD_ADMIN_ARN")
+        .unwrap_or_else(|_| format!("arn:aws:iam::{ACCOUNT_ID}:user/shepherd-admin"))
+}
+
+/// Creates (or updates) each function's role as the translated template defines it:
+/// inline policies and managed policy ARNs. Returns function logical id -> role ARN.
+async fn create_roles(
+    sdk: &aws_config::SdkConfig,
+    translated: &Value,
+    stack: &str,
+    cx: &Context,
+) -> Result<HashMap<String, String>, ProvisionError> {
+    let iam = aws_sdk_iam::Client::new(sdk);
+    let resources = translated["Resources"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": admin_arn()}, "Action": "sts:AssumeRole"}]
+    })
+    .to_string();
+    let mut roles = HashMap::new();
+    for (function, f) in &resources {
+        if f["Type"] != "AWS::Lambda::Function" {
+            continue;
+        }
+        let Some(role_id) = f["Properties"]["Role"]["Fn::GetAtt"][0].as_str() else {
+            continue;
+        };
+        let props = cx.resolve(&resources[role_id]["Properties"])?;
+        let name: String = format!("{stack}-{role_id}").chars().take(64).collect();
+        let err = |e: String| aws_err(role_id, e);
+        let created = iam
+            .create_role()
+            .role_name(&name)
+            .assume_role_policy_document(&trust)
+            .send()
+            .await;
+        let arn = match created {
+            Ok(out) => out.role.map(|r| r.arn).unwrap_or_default(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_already_exists_exception()) =>
+            {
+                // Re-provisioned: keep the role, replace what it allows.
+                let existing = iam
+                    .list_role_policies()
+                    .role_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+                for policy in existing.policy_names {
+                    iam.delete_role_policy()
+                        .role_name(&name)
+                        .policy_name(policy)
+                        .send()
+                        .await
+                        .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+                }
+                format!("arn:aws:iam::{ACCOUNT_ID}:role/{name}")
+            }
+            Err(e) => return Err(err(shepherd::adapters::sdk_error(&e))),
+        };
+        for managed in props["ManagedPolicyArns"].as_array().into_iter().flatten() {
+            iam.attach_role_policy()
+                .role_name(&name)
+                .policy_arn(scalar(managed))
+                .send()
+                .await
+                .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+        }
+        for policy in props["Policies"].as_array().into_iter().flatten() {
+            iam.put_role_policy()
+                .role_name(&name)
+                .policy_name(scalar(&policy["PolicyName"]))
+                .policy_document(policy["PolicyDocument"].to_string())
+                .send()
+                .await
+                .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+        }
+        roles.insert(function.clone(), arn);
+    }
+    Ok(roles)
 }

@@ -43,12 +43,14 @@ pub struct LocalRuntime {
 /// Lambda sandbox dies (out of memory, host failure): no code of the function runs after.
 type CrashPlan = Arc<std::sync::Mutex<Option<Duration>>>;
 
-/// Clients for the two sides, so a benchmark can count the handlers' requests apart from
-/// the event source mappings' polling; and where handlers run (a benchmark measures the
+/// How functions reach AWS. Each function's handler and its event source polling act as
+/// the function's role (assumed by the admin, as the Lambda service would); `make` builds a
+/// handler's SDK clients from that role's config, so a benchmark can count the handlers'
+/// requests apart from the polling. `exec`: where handlers run (a benchmark measures the
 /// CPU of that thread alone).
 pub struct Clients {
-    pub handlers: AwsClients,
-    pub pollers: aws_config::SdkConfig,
+    pub admin: aws_config::SdkConfig,
+    pub make: Arc<dyn Fn(&aws_config::SdkConfig) -> AwsClients + Send + Sync>,
     pub exec: Option<tokio::runtime::Handle>,
     /// Run scheduled functions this often instead of the template's rate (tests).
     pub schedule_every: Option<Duration>,
@@ -57,11 +59,11 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Everything on one SDK config and the current runtime.
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+    /// Functions as their roles, assumed by `admin`, on the current runtime.
+    pub fn new(admin: &aws_config::SdkConfig) -> Self {
         Self {
-            handlers: AwsClients::new(sdk),
-            pollers: sdk.clone(),
+            admin: admin.clone(),
+            make: Arc::new(AwsClients::new),
             exec: None,
             schedule_every: None,
             api: None,
@@ -70,19 +72,21 @@ impl Clients {
 }
 
 impl LocalRuntime {
-    pub fn start(stack: &Provisioned, clients: &Clients) -> Result<Self, RuntimeError> {
+    pub async fn start(stack: &Provisioned, clients: &Clients) -> Result<Self, RuntimeError> {
         let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut stats = HashMap::new();
         let mut crashes = HashMap::new();
         let mut api_addr = None;
         for f in &stack.functions {
+            let sdk = crate::role_sdk_config(&clients.admin, &f.role_arn).await;
+            let handlers = (clients.make)(&sdk);
             let http = f
                 .events
                 .iter()
                 .any(|e| matches!(e, EventSource::Http { .. }));
             if let (true, Some((addr, tokens))) = (http, &clients.api) {
-                let (addr, task) = serve_api(f, addr, tokens, &clients.pollers, stop.subscribe())?;
+                let (addr, task) = serve_api(f, addr, tokens, &sdk, stop.subscribe())?;
                 api_addr = Some(addr);
                 tasks.push(task);
             }
@@ -93,13 +97,13 @@ impl LocalRuntime {
                         batch_size,
                         report_batch_item_failures,
                     } => {
-                        let runtime = Arc::new(phase_runtime(f, &clients.handlers)?);
+                        let runtime = Arc::new(phase_runtime(f, &handlers)?);
                         stats.insert(runtime.phase_name().to_string(), runtime.stats.clone());
                         let crash = CrashPlan::default();
                         crashes.insert(runtime.phase_name().to_string(), crash.clone());
                         let poller = SqsPoller {
                             crash,
-                            sqs: aws_sdk_sqs::Client::new(&clients.pollers),
+                            sqs: aws_sdk_sqs::Client::new(&sdk),
                             queue_url: queue_url.clone(),
                             batch_size: (*batch_size).clamp(1, 10),
                             partial: *report_batch_item_failures,
@@ -112,7 +116,7 @@ impl LocalRuntime {
                     // Served above, once per function.
                     EventSource::Http { .. } => {}
                     EventSource::Schedule { every } => {
-                        let sweeper = sweeper(f, &clients.handlers)?;
+                        let sweeper = sweeper(f, &handlers)?;
                         let every = clients.schedule_every.unwrap_or(*every);
                         tasks.push(tokio::spawn(tick(sweeper, every, stop.subscribe())));
                     }
@@ -128,8 +132,8 @@ impl LocalRuntime {
                         }
                         let config = config(f)?;
                         let poller = StreamPoller {
-                            streams: aws_sdk_dynamodbstreams::Client::new(&clients.pollers),
-                            ports: wiring::function_ports(&clients.handlers, &config),
+                            streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+                            ports: wiring::function_ports(&handlers, &config),
                             exec: clients.exec.clone(),
                             stream_arn: stream_arn.clone(),
                             batch_size: *batch_size,

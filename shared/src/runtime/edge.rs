@@ -151,6 +151,7 @@ impl PhaseFunction {
         let secs = after.as_secs_f64().ceil().clamp(0.0, 43_200.0) as i32;
         if let Err(e) = self.queue.change_visibility(url, receipt, secs).await {
             // The queue's own visibility timeout still brings the message back.
+            self.stats.inc(&self.stats.visibility_failed);
             warn!(error = %e, "could not change visibility");
         }
     }

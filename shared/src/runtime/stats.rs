@@ -21,6 +21,9 @@ pub struct Stats {
     pub redriven: AtomicU64,
     /// Messages that came back after their attempt's lease ran out (a worker died).
     pub reconciled: AtomicU64,
+    /// Visibility changes SQS refused (the queue's own timeout brings those messages back:
+    /// a backoff or a hold then lasts that long).
+    pub visibility_failed: AtomicU64,
 }
 
 impl Stats {

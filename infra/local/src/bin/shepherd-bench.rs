@@ -306,14 +306,19 @@ async fn transitions(args: &Args) -> Result<()> {
     let engine = Arc::new(Counter::default());
     let starts = Arc::new(Counter::default());
     let clients = Clients {
-        handlers: counted_clients(&sdk, Counting(engine.clone(), "engine")),
-        pollers: sdk.clone(),
+        admin: sdk.clone(),
+        make: {
+            let engine = engine.clone();
+            Arc::new(move |sdk: &aws_config::SdkConfig| {
+                counted_clients(sdk, Counting(engine.clone(), "engine"))
+            })
+        },
         exec: Some(exec.clone()),
         schedule_every: None,
         api: None,
     };
     let cpu_before = exec.spawn(async { thread_cpu_ns() }).await?;
-    let runtime = LocalRuntime::start(&stack, &clients)?;
+    let runtime = LocalRuntime::start(&stack, &clients).await?;
 
     let config: StackConfig = {
         let ssm = aws_sdk_ssm::Client::new(&sdk);

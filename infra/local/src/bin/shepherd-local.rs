@@ -140,9 +140,22 @@ async fn main() -> Result<()> {
             for (k, v) in env {
                 println!("{k}=\"{v}\"");
             }
+            // The function's own role, as Lambda would give it (temporary credentials, an hour).
+            use aws_credential_types::provider::ProvideCredentials;
+            let role = shepherd_local::role_sdk_config(&sdk, &f.role_arn).await;
+            let creds = role
+                .credentials_provider()
+                .context("no credentials provider")?
+                .provide_credentials()
+                .await
+                .with_context(|| format!("assuming {}", f.role_arn))?;
             println!("AWS_ENDPOINT_URL=\"{}\"", cli.endpoint);
+            println!("AWS_REGION=\"us-east-1\"");
+            println!("AWS_ACCESS_KEY_ID=\"{}\"", creds.access_key_id());
+            println!("AWS_SECRET_ACCESS_KEY=\"{}\"", creds.secret_access_key());
             println!(
-                "AWS_REGION=\"us-east-1\"\nAWS_ACCESS_KEY_ID=\"test\"\nAWS_SECRET_ACCESS_KEY=\"test\""
+                "AWS_SESSION_TOKEN=\"{}\"",
+                creds.session_token().unwrap_or_default()
             );
         }
         Command::Provider { listen } => {
@@ -177,7 +190,7 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("provisioning {} into {}", cli.stack, cli.endpoint))?;
             let mut clients = Clients::new(&sdk);
             clients.api = Some((api, api_tokens.clone()));
-            let runtime = LocalRuntime::start(&stack, &clients)?;
+            let runtime = LocalRuntime::start(&stack, &clients).await?;
             println!(
                 "local stack {:?} up: {} functions, provider {}, MCP {}, API http://{} (tokens: {})",
                 cli.stack,
