@@ -1,5 +1,13 @@
 //! An integration's health and the circuit breaker, as pure rules: what an observed call
 //! does to the record, and whether the next call may be made.
+//!
+//! The circuit opens on a failure rate over a sliding window with a minimum number of
+//! calls (the semantics of resilience4j's and Polly's advanced breakers): at 10% random
+//! 5xx among hundreds of concurrent calls it stays closed, where "N consecutive errors"
+//! shared by unrelated callers would trip it by chance. The window is kept in buckets in
+//! the shared record; failures are written as they happen, successes are counted by each
+//! warm function and added every few seconds. Open, it fails fast for the cooldown, then
+//! lets one probe through; the probe's result closes or reopens it.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +29,29 @@ pub enum HealthStatus {
 /// Thresholds of the circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Consecutive errors that open the circuit.
-    pub threshold: u32,
+    /// Percent of the window's calls that failed, at which the circuit opens.
+    pub failure_rate: u32,
+    /// Calls in the window below which the circuit never opens.
+    pub min_calls: u32,
+    /// The sliding window's length.
+    pub window: Millis,
     /// How long an open circuit stays open before one probe call is let through.
     pub cooldown: Millis,
+}
+
+impl Policy {
+    /// The window is kept in six buckets.
+    fn bucket(&self) -> Millis {
+        (self.window / 6).max(1000)
+    }
+}
+
+/// Calls and failures in one slice of the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Bucket {
+    pub start: Millis,
+    pub calls: u32,
+    pub failures: u32,
 }
 
 /// The stored record of one integration's health (`INT#<id>` in the state table).
@@ -36,6 +63,9 @@ pub struct Health {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_at: Option<Millis>,
+    /// Recent calls, in buckets (the breaker's sliding window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub window: Vec<Bucket>,
     /// No call before this (a provider's 429 reset), for every production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_resets_at: Option<Millis>,
@@ -59,16 +89,14 @@ pub struct Health {
 /// What happened on one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
+    /// A call succeeded (a probe's success closes the circuit).
     Success,
+    /// Calls that succeeded since the last count (a function's tally, added in bulk).
+    Successes(u32),
     /// An error that says the integration is unwell (5xx, timeout, unreachable, auth).
-    Failure {
-        code: String,
-        detail: String,
-    },
+    Failure { code: String, detail: String },
     /// 429: no call before `until`.
-    RateLimited {
-        until: Millis,
-    },
+    RateLimited { until: Millis },
 }
 
 /// Whether the next call may go to this integration.
@@ -134,24 +162,56 @@ impl Health {
         }
     }
 
-    /// The record after `obs`. Success closes the circuit; `threshold` consecutive
-    /// failures open it (a failed probe reopens it for another cooldown).
+    /// Calls and failures within the window at `now`.
+    pub fn window_totals(&self, now: Millis, policy: Policy) -> (u32, u32) {
+        self.window
+            .iter()
+            .filter(|b| b.start + policy.window > now)
+            .fold((0, 0), |(c, f), b| (c + b.calls, f + b.failures))
+    }
+
+    fn record(&mut self, now: Millis, calls: u32, failures: u32, policy: Policy) {
+        let start = now - now.rem_euclid(policy.bucket());
+        self.window.retain(|b| b.start + policy.window > now);
+        match self.window.iter_mut().find(|b| b.start == start) {
+            Some(b) => {
+                b.calls += calls;
+                b.failures += failures;
+            }
+            None => self.window.push(Bucket {
+                start,
+                calls,
+                failures,
+            }),
+        }
+    }
+
+    /// The record after `obs`. A success closes the circuit; a failure opens it when the
+    /// window holds at least `min_calls` calls of which `failure_rate` percent failed, and a
+    /// failed probe reopens it for another cooldown.
     pub fn observe(&self, obs: &Observation, now: Millis, policy: Policy) -> Health {
         let mut next = self.clone();
         next.updated_at = now;
         match obs {
             Observation::Success => {
+                next.record(now, 1, 0, policy);
                 next.consecutive_errors = 0;
                 next.opened_at = None;
                 next.probe_at = None;
                 next.rate_limit_resets_at = None;
             }
+            Observation::Successes(n) => next.record(now, *n, 0, policy),
             Observation::Failure { code, detail } => {
+                next.record(now, 1, 1, policy);
                 next.consecutive_errors += 1;
                 next.last_error = Some(format!("{code}: {detail}"));
                 next.last_error_at = Some(now);
-                next.probe_at = None;
-                if next.consecutive_errors >= policy.threshold {
+                let probing = next.probe_at.take().is_some();
+                let (calls, failures) = next.window_totals(now, policy);
+                let tripped = calls >= policy.min_calls
+                    && u64::from(failures) * 100
+                        >= u64::from(policy.failure_rate) * u64::from(calls);
+                if probing || (next.opened_at.is_none() && tripped) {
                     next.opened_at = Some(now);
                 }
             }
@@ -178,7 +238,9 @@ mod tests {
     use super::*;
 
     const P: Policy = Policy {
-        threshold: 3,
+        failure_rate: 50,
+        min_calls: 3,
+        window: 60_000,
         cooldown: 30_000,
     };
 
@@ -190,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn consecutive_failures_open_the_circuit_at_the_threshold() {
+    fn a_failure_rate_over_the_minimum_calls_opens_the_circuit() {
         let mut h = Health::new("primary");
         for n in 1..=2 {
             h = h.observe(&fail(), 1000 * n, P);
@@ -206,6 +268,37 @@ mod tests {
                 until: Some(33_000)
             }
         );
+    }
+
+    #[test]
+    fn scattered_failures_among_many_successes_never_open_it() {
+        // 10% failures from many concurrent callers: one in ten calls fails, in any order.
+        let mut h = Health::new("primary");
+        for n in 0..200 {
+            let now = 1_000 + n * 250;
+            h = match n % 10 {
+                3 => h.observe(&fail(), now, P),
+                _ => h.observe(&Observation::Successes(1), now, P),
+            };
+            assert_eq!(h.opened_at, None, "opened after call {n}");
+        }
+        // Three failures in a row with no successes in the window do open it.
+        let mut quiet = Health::new("primary");
+        for n in 0..3 {
+            quiet = quiet.observe(&fail(), 1_000 + n, P);
+        }
+        assert_eq!(quiet.status(2_000), HealthStatus::Unavailable);
+        // The same three after 20 successes in the window do not.
+        let mut busy = Health::new("primary").observe(&Observation::Successes(20), 1_000, P);
+        for n in 0..3 {
+            busy = busy.observe(&fail(), 1_001 + n, P);
+        }
+        assert_eq!(busy.opened_at, None);
+        // Once the successes leave the window, failures count for what they are.
+        for n in 0..3 {
+            busy = busy.observe(&fail(), 70_000 + n, P);
+        }
+        assert!(busy.opened_at.is_some());
     }
 
     #[test]
