@@ -9,6 +9,11 @@
 //! Each outcome records its request hash (SHA-256 of the request JSON) and a status:
 //! `in_progress` (written before the call, with the attempt and the phase's lease),
 //! `completed` (with the result) or `failed` (with the error code; made again next time).
+//! An answer the phase found unusable (not the JSON asked for, the wrong number of scenes)
+//! is recorded `rejected` with how many answers were rejected so far, and is never replayed:
+//! the next call (at once, up to a small budget, or in a later retry) is a fresh one, under
+//! the provider idempotency key `<key>#t<n>` so a provider that honours keys does not hand
+//! back the same answer.
 //! An `in_progress` outcome found by a later run was cut off (the worker died or timed out):
 //! its result is unknown, `tool_call.unknown` is audited and the call is made again under the
 //! same key (the provider sees the same `Idempotency-Key`). The same key with a different
@@ -45,6 +50,8 @@ pub struct Tools {
     ttl_ms: Millis,
     attempt: u32,
     lease_until: Millis,
+    /// Fresh calls a run may make after rejecting an answer.
+    bad_answer_retries: u32,
 }
 
 /// Which run the calls belong to: the production's phase, the production's revision, the
@@ -65,6 +72,7 @@ impl Tools {
         clock: Arc<dyn Clock>,
         run: Run<'_>,
         ttl: std::time::Duration,
+        bad_answer_retries: u32,
     ) -> Self {
         let (production_id, phase) = (run.production_id, run.phase);
         let key_prefix = match run.revision {
@@ -80,40 +88,98 @@ impl Tools {
             ttl_ms: ttl.as_millis() as Millis,
             attempt: run.attempt,
             lease_until: run.lease_until,
+            bad_answer_retries,
         }
     }
 
     pub async fn chat(&self, name: &str, req: &ChatRequest) -> Result<String, StepError> {
         let key = &self.key(name);
-        self.once(key, req, || {
-            self.integrations
-                .call(CallKind::Chat, key, &self.events, move |p| async move {
-                    p.chat(req, key).await
-                })
-        })
-        .await
+        let (text, _) = self.once(key, req, |pk| self.chat_call(req, pk)).await?;
+        Ok(text)
+    }
+
+    async fn chat_call(&self, req: &ChatRequest, pk: String) -> Result<String, StepError> {
+        let pk = &pk;
+        self.integrations
+            .call(CallKind::Chat, pk, &self.events, move |p| async move {
+                p.chat(req, pk).await
+            })
+            .await
+    }
+
+    /// A chat answer the phase can use: parsed as `T` and accepted by `check`. An answer
+    /// that is not is rejected (recorded, audited) and asked for afresh, at most
+    /// `bad_answer_retries` times; then the call fails, quoting the answer.
+    pub async fn chat_as<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        req: &ChatRequest,
+        check: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<T, StepError> {
+        let key = &self.key(name);
+        let mut fresh = 0;
+        loop {
+            let (text, tries) = self.once(key, req, |pk| self.chat_call(req, pk)).await?;
+            let why = match serde_json::from_str::<T>(&text) {
+                Ok(v) => match check(&v) {
+                    Ok(()) => return Ok(v),
+                    Err(why) => why,
+                },
+                Err(e) => format!("not the JSON asked for: {e}"),
+            };
+            let excerpt: String = text.chars().take(160).collect();
+            let now = self.clock.now();
+            let rejected = CallOutcome {
+                request_hash: request_hash(req),
+                status: OutcomeStatus::Rejected,
+                result: why.clone(),
+                tries: tries + 1,
+            };
+            self.ledger
+                .put(key, &rejected, now + self.ttl_ms)
+                .await
+                .retryable(ErrorCode::OutcomeStore)?;
+            self.event(
+                AuditEvent::new(AuditKind::ToolCallRejected, Outcome::Failure, now)
+                    .detail(format!("{key}: {why}; the answer began: {excerpt:?}")),
+            );
+            if fresh >= self.bad_answer_retries {
+                return Err(StepError::permanent(
+                    ErrorCode::ProviderBadResponse,
+                    format!(
+                        "{name}: {} answers rejected, the last: {why}; it began: {excerpt:?}",
+                        tries + 1
+                    ),
+                ));
+            }
+            fresh += 1;
+        }
     }
 
     pub async fn image(&self, name: &str, req: &ImageRequest) -> Result<ImageResult, StepError> {
         let key = &self.key(name);
-        self.once(key, req, || {
+        let call = |pk: String| async move {
+            let pk = &pk;
             self.integrations
-                .call(CallKind::Image, key, &self.events, move |p| async move {
-                    p.image(req, key).await
+                .call(CallKind::Image, pk, &self.events, move |p| async move {
+                    p.image(req, pk).await
                 })
-        })
-        .await
+                .await
+        };
+        Ok(self.once(key, req, call).await?.0)
     }
 
     pub async fn speech(&self, name: &str, req: &SpeechRequest) -> Result<SpeechResult, StepError> {
         let key = &self.key(name);
-        self.once(key, req, || {
+        let call = |pk: String| async move {
+            let pk = &pk;
             self.integrations
-                .call(CallKind::Speech, key, &self.events, move |p| async move {
-                    p.speech(req, key).await
+                .call(CallKind::Speech, pk, &self.events, move |p| async move {
+                    p.speech(req, pk).await
                 })
-        })
-        .await
+                .await
+        };
+        Ok(self.once(key, req, call).await?.0)
     }
 
     /// POSTs `body` to the chain's generic HTTP JSON integration, once per key.
@@ -123,13 +189,15 @@ impl Tools {
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, StepError> {
         let key = &self.key(name);
-        self.once(key, body, || {
+        let call = |pk: String| async move {
+            let pk = &pk;
             self.integrations
-                .call(CallKind::Http, key, &self.events, move |p| async move {
-                    p.post_json(body, key).await
+                .call(CallKind::Http, pk, &self.events, move |p| async move {
+                    p.post_json(body, pk).await
                 })
-        })
-        .await
+                .await
+        };
+        Ok(self.once(key, body, call).await?.0)
     }
 
     /// Calls tool `tool` on the chain's MCP servers, once per key like every call.
@@ -140,11 +208,12 @@ impl Tools {
         arguments: &serde_json::Value,
     ) -> Result<serde_json::Value, StepError> {
         let key = &self.key(name);
-        self.once(key, arguments, || {
+        let call = |pk: String| async move {
             self.integrations
-                .call_mcp(key, &self.events, tool, arguments)
-        })
-        .await
+                .call_mcp(&pk, &self.events, tool, arguments)
+                .await
+        };
+        Ok(self.once(key, arguments, call).await?.0)
     }
 
     /// Whether an integration serves `kind` (a phase's optional step).
@@ -165,17 +234,24 @@ impl Tools {
         format!("{}{name}", self.key_prefix)
     }
 
-    /// Returns the recorded outcome of `key`, or makes the call and records it.
-    async fn once<Req, T, F, Fut>(&self, key: &str, req: &Req, call: F) -> Result<T, StepError>
+    /// Returns the recorded outcome of `key`, or makes the call (with the provider key
+    /// `call` is given) and records it; also how many earlier answers were rejected.
+    async fn once<Req, T, F, Fut>(
+        &self,
+        key: &str,
+        req: &Req,
+        call: F,
+    ) -> Result<(T, u32), StepError>
     where
         Req: Serialize,
         T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
+        F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
         let hash = request_hash(req);
         let now = self.clock.now();
         let expires = now + self.ttl_ms;
+        let mut tries = 0;
         if let Some(found) = self
             .ledger
             .get(key, now)
@@ -196,11 +272,14 @@ impl Tools {
                     ),
                 ));
             }
+            tries = found.tries;
             match found.status {
                 OutcomeStatus::Completed => {
-                    return serde_json::from_str(&found.result)
-                        .permanent(ErrorCode::OutcomeCorrupt);
+                    let value =
+                        serde_json::from_str(&found.result).permanent(ErrorCode::OutcomeCorrupt)?;
+                    return Ok((value, tries));
                 }
+                OutcomeStatus::Rejected => {}
                 OutcomeStatus::InProgress { attempt, .. } => self.event(
                     AuditEvent::new(AuditKind::ToolCallUnknown, Outcome::Unknown, now).detail(
                         format!(
@@ -216,6 +295,11 @@ impl Tools {
             request_hash: hash.clone(),
             status,
             result,
+            tries,
+        };
+        let provider_key = match tries {
+            0 => key.to_string(),
+            n => format!("{key}#t{n}"),
         };
         let started = record(
             OutcomeStatus::InProgress {
@@ -228,14 +312,14 @@ impl Tools {
             .put(key, &started, expires)
             .await
             .retryable(ErrorCode::OutcomeStore)?;
-        match call().await {
+        match call(provider_key).await {
             Ok(result) => {
                 let json = serde_json::to_string(&result).expect("result serialises");
                 self.ledger
                     .put(key, &record(OutcomeStatus::Completed, json), expires)
                     .await
                     .retryable(ErrorCode::OutcomeStore)?;
-                Ok(result)
+                Ok((result, tries))
             }
             Err(e) => {
                 // Best effort: a lost `failed` leaves `in_progress`, read as unknown next time.

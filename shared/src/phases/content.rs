@@ -60,16 +60,6 @@ fn json_chat(system: String, user: String) -> ChatRequest {
     }
 }
 
-/// A model's JSON answer in the shape the phase asked for; anything else is permanent.
-fn parse_answer<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, StepError> {
-    serde_json::from_str(text).map_err(|e| {
-        StepError::permanent(
-            ErrorCode::ProviderBadResponse,
-            format!("{what} was not the JSON asked for: {e}"),
-        )
-    })
-}
-
 impl PhaseOutput for Plan {}
 impl PhaseOutput for ScriptOut {}
 impl PhaseOutput for VoiceOut {}
@@ -115,14 +105,14 @@ impl Phase for BriefPhase {
                 ctx.feedback_line()
             ),
         );
-        let plan: Plan = parse_answer(&ctx.tools.chat("plan", &req).await?, "the plan")?;
-        if plan.scenes.len() != b.scenes as usize {
-            return Err(StepError::permanent(
-                "plan_incomplete",
-                format!("planned {} of {} scenes", plan.scenes.len(), b.scenes),
-            ));
-        }
-        Ok(plan)
+        // An answer with another number of scenes is rejected and asked for afresh.
+        let want = b.scenes as usize;
+        ctx.tools
+            .chat_as("plan", &req, |plan: &Plan| match plan.scenes.len() {
+                n if n == want => Ok(()),
+                n => Err(format!("planned {n} of {want} scenes")),
+            })
+            .await
     }
 }
 
@@ -151,20 +141,21 @@ impl Phase for Script {
             ),
             format!("{}\n{scenes}{}", plan.title, ctx.feedback_line()),
         );
-        let script: ScriptOut = parse_answer(&ctx.tools.chat("script", &req).await?, "the script")?;
-        for s in &plan.scenes {
-            if !script
-                .scenes
-                .iter()
-                .any(|x| x.n == s.n && !x.narration.trim().is_empty())
-            {
-                return Err(StepError::permanent(
-                    "script_incomplete",
-                    format!("scene {} has no narration", s.n),
-                ));
-            }
-        }
-        Ok(script)
+        // Every planned scene needs a narration; an answer without one is asked for afresh.
+        ctx.tools
+            .chat_as("script", &req, |script: &ScriptOut| {
+                for s in &plan.scenes {
+                    let told = script
+                        .scenes
+                        .iter()
+                        .any(|x| x.n == s.n && !x.narration.trim().is_empty());
+                    if !told {
+                        return Err(format!("scene {} has no narration", s.n));
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -277,10 +268,10 @@ impl Phase for Publish {
         struct Description {
             description: String,
         }
-        let d: Description = parse_answer(
-            &ctx.tools.chat("description", &req).await?,
-            "the description",
-        )?;
+        let d: Description = ctx
+            .tools
+            .chat_as("description", &req, |_: &Description| Ok(()))
+            .await?;
         let mut scenes = Vec::new();
         for s in &plan.scenes {
             let narration = script.scenes.iter().find(|x| x.n == s.n);

@@ -49,12 +49,14 @@ impl Ledger for DynamoLedger {
                 lease_until: number(&item, "lu").unwrap_or(0),
             },
             "failed" => OutcomeStatus::Failed,
+            "rejected" => OutcomeStatus::Rejected,
             _ => OutcomeStatus::Completed,
         };
         Ok(Some(CallOutcome {
             request_hash: text(&item, "rh"),
             status,
             result: text(&item, "res"),
+            tries: number(&item, "tr").unwrap_or(0) as u32,
         }))
     }
 
@@ -71,7 +73,8 @@ impl Ledger for DynamoLedger {
             .item("pk", s(key))
             .item("rh", s(&outcome.request_hash))
             .item("res", s(&outcome.result))
-            .item("ttl", n(expires_at / 1000));
+            .item("ttl", n(expires_at / 1000))
+            .item("tr", n(outcome.tries));
         let req = match outcome.status {
             OutcomeStatus::InProgress {
                 attempt,
@@ -82,6 +85,7 @@ impl Ledger for DynamoLedger {
                 .item("lu", n(lease_until)),
             OutcomeStatus::Completed => req.item("st", s("completed")),
             OutcomeStatus::Failed => req.item("st", s("failed")),
+            OutcomeStatus::Rejected => req.item("st", s("rejected")),
         };
         req.send().await.map_err(unavailable)?;
         Ok(())
