@@ -94,20 +94,28 @@ fn parse_map(name: &'static str, text: &str) -> Result<BTreeMap<String, String>,
 #[derive(Debug, Clone)]
 pub struct Config {
     pub topology: Topology,
-    /// Must equal the queues' RedrivePolicy maxReceiveCount (both come from one template parameter).
+    /// Must equal the queues' RedrivePolicy maxReceiveCount (both come from one template
+    /// parameter): a backstop for messages that never reach the engine's budget.
     pub max_receive_count: u32,
+    /// Tries of one phase attempt before it is dead-lettered (the engine's retry budget).
+    pub max_retries: u32,
     pub function_timeout: Duration,
     pub retry_base: Duration,
     pub retry_cap: Duration,
     /// The SSM parameter holding the integration registry (chain and definitions).
     pub integrations_param: String,
     pub provider_timeout: Duration,
-    /// Consecutive errors that open an integration's circuit.
-    pub integration_error_threshold: u32,
+    /// Percent of failed calls in the window that opens an integration's circuit.
+    pub circuit_failure_rate: u32,
+    /// Calls in the window below which a circuit never opens.
+    pub circuit_min_calls: u32,
+    pub circuit_window: Duration,
     /// How long an open circuit fails fast before one probe call.
     pub circuit_cooldown: Duration,
     pub secret_cache: Duration,
     pub outcome_ttl: Duration,
+    /// Fresh calls a run may make after rejecting a provider's answer.
+    pub bad_answer_retries: u32,
     /// The sweep re-sends a dispatch nobody claimed for this long.
     pub lost_dispatch_after: Duration,
 }
@@ -134,7 +142,8 @@ impl Config {
             }
         };
         let secs = |name, default| num(name, default).map(Duration::from_secs);
-        let max_receive_count = num("SHEPHERD_MAX_RECEIVE_COUNT", 5)? as u32;
+        let max_receive_count = num("SHEPHERD_MAX_RECEIVE_COUNT", 10)? as u32;
+        let max_retries = num("SHEPHERD_PHASE_MAX_RETRIES", 5)?.max(1) as u32;
         if max_receive_count == 0 {
             return Err(ConfigError::Invalid {
                 name: "SHEPHERD_MAX_RECEIVE_COUNT",
@@ -150,16 +159,19 @@ impl Config {
                 dlqs: parse_map("SHEPHERD_DLQS", &get("SHEPHERD_DLQS")?)?,
             },
             max_receive_count,
+            max_retries,
             function_timeout: secs("SHEPHERD_FUNCTION_TIMEOUT_SECS", 60)?,
             retry_base: secs("SHEPHERD_RETRY_BASE_SECS", 5)?,
             retry_cap: secs("SHEPHERD_RETRY_CAP_SECS", 300)?,
             integrations_param: get("SHEPHERD_INTEGRATIONS_PARAM")?,
             provider_timeout: secs("SHEPHERD_PROVIDER_TIMEOUT_SECS", 20)?,
-            integration_error_threshold: num("SHEPHERD_INTEGRATION_ERROR_THRESHOLD", 3)?.max(1)
-                as u32,
+            circuit_failure_rate: num("SHEPHERD_CIRCUIT_FAILURE_RATE", 50)?.clamp(1, 100) as u32,
+            circuit_min_calls: num("SHEPHERD_CIRCUIT_MIN_CALLS", 10)?.max(1) as u32,
+            circuit_window: secs("SHEPHERD_CIRCUIT_WINDOW_SECS", 60)?,
             circuit_cooldown: secs("SHEPHERD_CIRCUIT_COOLDOWN_SECS", 30)?,
             secret_cache: secs("SHEPHERD_SECRET_CACHE_SECS", 300)?,
             outcome_ttl: Duration::from_secs(num("SHEPHERD_OUTCOME_TTL_DAYS", 14)? * 86_400),
+            bad_answer_retries: num("SHEPHERD_BAD_ANSWER_RETRIES", 2)? as u32,
             lost_dispatch_after: secs("SHEPHERD_LOST_DISPATCH_SECS", 120)?,
         })
     }
@@ -167,6 +179,7 @@ impl Config {
     /// How the runtime paces retries.
     pub fn retry_policy(&self) -> crate::domain::delivery::RetryPolicy {
         crate::domain::delivery::RetryPolicy {
+            max_retries: self.max_retries,
             max_receive_count: self.max_receive_count,
             base: self.retry_base,
             cap: self.retry_cap,
@@ -176,7 +189,9 @@ impl Config {
     /// The circuit breaker's thresholds.
     pub fn health_policy(&self) -> crate::domain::health::Policy {
         crate::domain::health::Policy {
-            threshold: self.integration_error_threshold,
+            failure_rate: self.circuit_failure_rate,
+            min_calls: self.circuit_min_calls,
+            window: self.circuit_window.as_millis() as Millis,
             cooldown: self.circuit_cooldown.as_millis() as Millis,
         }
     }
@@ -367,7 +382,7 @@ mod tests {
     fn reads_maps_and_defaults() {
         let c = Config::from_map(&env()).unwrap();
         assert_eq!(c.topology.queue("script").unwrap(), "http://q/script");
-        assert_eq!(c.max_receive_count, 5);
+        assert_eq!((c.max_receive_count, c.max_retries), (10, 5));
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Integrations {
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
     mcp: Mutex<HashMap<String, Arc<dyn McpSession>>>,
     cache: Mutex<HashMap<String, (Instant, Health)>>,
+    /// Successful calls per integration not yet added to its shared window.
+    successes: Mutex<HashMap<String, u32>>,
 }
 
 /// What the integrations of a phase function are built from.
@@ -96,6 +98,7 @@ impl Integrations {
             providers: Mutex::new(HashMap::new()),
             mcp: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
+            successes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -187,6 +190,24 @@ impl Integrations {
         {
             return Ok(h.clone());
         }
+        // The refresh also adds this function's successful calls to the shared window.
+        let tally = self
+            .successes
+            .lock()
+            .expect("successes")
+            .remove(id)
+            .unwrap_or(0);
+        if tally > 0 {
+            let now = self.clock.now();
+            let policy = self.policy;
+            let obs = Observation::Successes(tally);
+            if let Ok(Some(h)) = self
+                .update(id, |h| Some(h.observe(&obs, now, policy)))
+                .await
+            {
+                return Ok(h);
+            }
+        }
         let h = self.health.get(id).await.map_err(|e| {
             StepError::retryable(ErrorCode::IntegrationHealthUnavailable, e.to_string())
         })?;
@@ -234,14 +255,15 @@ impl Integrations {
             })
             .await;
         match res {
-            Ok(Some(h)) if h.opened_at == Some(now) && h.consecutive_errors >= policy.threshold => {
+            Ok(Some(h)) if h.opened_at == Some(now) => {
+                let (calls, failures) = h.window_totals(now, policy);
                 let raise = Raise::new(
                     AlarmKind::IntegrationUnhealthy,
                     format!("integration:{id}"),
                     Severity::Critical,
                     format!(
-                        "{} consecutive errors; calls fail fast or fall back for {} s, then one probe. Last: {}",
-                        h.consecutive_errors,
+                        "{failures} of {calls} calls failed within {} s; calls fail fast or fall back for {} s, then one probe. Last: {}",
+                        policy.window / 1000,
                         policy.cooldown / 1000,
                         h.last_error.as_deref().unwrap_or("-")
                     ),
@@ -347,6 +369,13 @@ impl Integrations {
                 Ok(v) => {
                     if !health.is_clean() || probing {
                         self.observe(id, &Observation::Success).await;
+                    } else {
+                        *self
+                            .successes
+                            .lock()
+                            .expect("successes")
+                            .entry(id.to_string())
+                            .or_default() += 1;
                     }
                     return Ok(v);
                 }
@@ -376,21 +405,25 @@ impl Integrations {
         }
         let retry_at = waits.into_iter().min();
         Err(match last {
+            // Refused for its rate: a wait until the reset, not an attempt.
+            Some(mut e) if e.code == ErrorCode::ProviderRateLimited => {
+                e.class = ErrorClass::Wait;
+                e.retry_at = e.retry_at.or(retry_at);
+                e
+            }
             Some(mut e) => {
                 e.retry_at = e.retry_at.or(retry_at);
                 e
             }
-            None => {
-                let mut e = StepError::retryable(
-                    ErrorCode::IntegrationUnavailable,
-                    format!(
-                        "no integration may take the call now: {}",
-                        passed.join(", ")
-                    ),
-                );
-                e.retry_at = retry_at;
-                e
-            }
+            // Nothing was called (disabled, circuits open, rate limited): a wait.
+            None => StepError::wait(
+                ErrorCode::IntegrationUnavailable,
+                format!(
+                    "no integration may take the call now: {}",
+                    passed.join(", ")
+                ),
+                retry_at,
+            ),
         })
     }
 }

@@ -249,6 +249,9 @@ pub enum OutcomeStatus {
     Completed,
     /// Failed; `result` holds the error code, and it may be made again.
     Failed,
+    /// Made, but its answer was unusable (`result` says why): never replayed; the next
+    /// call is a fresh one.
+    Rejected,
 }
 
 /// A recorded tool-call outcome.
@@ -257,6 +260,8 @@ pub struct CallOutcome {
     pub request_hash: String,
     pub status: OutcomeStatus,
     pub result: String,
+    /// How many of the call's answers were rejected before this outcome.
+    pub tries: u32,
 }
 
 /// The call ledger: tool-call outcomes by idempotency key.

@@ -25,6 +25,8 @@ pub struct OutMessage {
     pub id: String,
     pub body: String,
     pub attributes: Vec<(String, String)>,
+    /// Seconds before the message may be received (at most 900).
+    pub delay: Option<u32>,
 }
 
 /// A message read from a queue.
@@ -77,6 +79,7 @@ impl PhaseMessage {
             id: id.into(),
             body: self.to_body(),
             attributes: vec![],
+            delay: None,
         }
     }
 
@@ -107,6 +110,17 @@ pub fn quarantined(body: &str, reason: &str, source_message_id: &str) -> OutMess
             (attr::ERROR.into(), format!("malformed_message: {reason}")),
             (attr::SOURCE_MESSAGE_ID.into(), source_message_id.into()),
         ],
+        delay: None,
+    }
+}
+
+/// A message sent as it came (a hold's re-send, a dead letter's move), after `delay`.
+pub fn again(body: &str, delay: Option<u32>) -> OutMessage {
+    OutMessage {
+        id: "again".into(),
+        body: body.into(),
+        attributes: vec![],
+        delay,
     }
 }
 
@@ -119,6 +133,7 @@ pub fn redriven(m: &InMessage, by: &str) -> OutMessage {
             (attr::REDRIVEN_FROM.into(), m.id.clone()),
             (attr::REDRIVEN_BY.into(), by.into()),
         ],
+        delay: None,
     }
 }
 

@@ -123,6 +123,7 @@ pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) 
         clock: ports.clock.clone(),
         timeout: config.function_timeout,
         outcome_ttl: config.outcome_ttl,
+        bad_answer_retries: config.bad_answer_retries,
     };
     let worker = Worker {
         executor,

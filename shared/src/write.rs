@@ -127,6 +127,16 @@ impl Transitioner {
         .await;
     }
 
+    /// Resolves an alarm that no longer holds (`<kind>#<subject>`), if there is one.
+    pub async fn resolve(&self, kind: AlarmKind, subject: &str, actor: &Actor) {
+        let id = format!("{kind}#{subject}");
+        let now = self.clock.now();
+        let resolved = crate::domain::alarms::AlarmStatus::Resolved;
+        if let Err(e) = self.alarms.set_status(&id, resolved, actor, now).await {
+            warn!(error = %e, alarm = %id, "could not resolve the alarm");
+        }
+    }
+
     /// Records an alarm; a failure to record it is logged, never the caller's failure.
     pub async fn alarm(&self, kind: AlarmKind, subject: &str, severity: Severity, detail: &str) {
         let raise = Raise::new(kind, subject, severity, detail);
@@ -220,6 +230,26 @@ impl Dispatcher {
             .map_err(|e| DispatchError(e.to_string()))?;
         let out = crate::protocol::quarantined(body, reason, source_id);
         self.send_to(dlq, out).await
+    }
+
+    /// Sends `body` to `phase`'s queue again after `delay` (a hold).
+    pub async fn resend(&self, phase: &str, body: &str, delay: u32) -> Result<(), DispatchError> {
+        let url = self
+            .topology
+            .queue(phase)
+            .map_err(|e| DispatchError(e.to_string()))?;
+        self.send_to(url, crate::protocol::again(body, Some(delay)))
+            .await
+    }
+
+    /// Moves `body` to `phase`'s DLQ as it is (its attempt was dead-lettered; a redrive
+    /// sends it back).
+    pub async fn dead_letter(&self, phase: &str, body: &str) -> Result<(), DispatchError> {
+        let dlq = self
+            .topology
+            .dlq(phase)
+            .map_err(|e| DispatchError(e.to_string()))?;
+        self.send_to(dlq, crate::protocol::again(body, None)).await
     }
 
     /// Sends one message to a queue.

@@ -131,7 +131,7 @@ fn env() -> HashMap<String, String> {
         ("SHEPHERD_QUEUES", urls("")),
         ("SHEPHERD_DLQS", urls("-dlq")),
         ("SHEPHERD_INTEGRATIONS_PARAM", "/t/integrations".to_string()),
-        ("SHEPHERD_MAX_RECEIVE_COUNT", "3".to_string()),
+        ("SHEPHERD_PHASE_MAX_RETRIES", "3".to_string()),
         ("SHEPHERD_RETRY_BASE_SECS", "1".to_string()),
         ("SHEPHERD_LOST_DISPATCH_SECS", "60".to_string()),
     ]
@@ -293,6 +293,7 @@ async fn a_duplicate_is_acknowledged_and_a_malformed_message_is_quarantined() {
         id: "p".into(),
         body: "{not json".into(),
         attributes: vec![],
+        delay: None,
     };
     w.ports.queue.send_batch(&url, &[poison]).await.unwrap();
     assert_eq!(w.deliver("draft").await, 0, "nothing comes back");
@@ -306,13 +307,14 @@ async fn a_duplicate_is_acknowledged_and_a_malformed_message_is_quarantined() {
 }
 
 #[tokio::test]
-async fn a_retryable_error_backs_off_and_the_last_receive_dead_letters() {
+async fn a_retryable_error_backs_off_and_the_spent_budget_dead_letters_to_the_dlq() {
     let w = World::new("");
     let unavailable = || StepError::retryable(ErrorCode::ProviderUnavailable, "503");
     *w.provider.fail_next.lock().unwrap() = vec![unavailable(), unavailable(), unavailable()];
     let id = w.start().await;
     for receive in 1..=3 {
-        assert_eq!(w.deliver("draft").await, 1, "receive {receive} comes back");
+        let back = if receive < 3 { 1 } else { 0 };
+        assert_eq!(w.deliver("draft").await, back, "receive {receive}");
         w.mem.advance(60_000);
     }
     let p = w.get(&id).await;
@@ -321,6 +323,59 @@ async fn a_retryable_error_backs_off_and_the_last_receive_dead_letters() {
     assert_eq!((draft.attempt, draft.error_count), (1, 3));
     assert_eq!(Stats::get(&w.stats("draft").retried), 2);
     assert_eq!(Stats::get(&w.stats("draft").dead_lettered), 1);
+    let dlq = w.mem.messages(w.config.topology.dlq("draft").unwrap());
+    assert_eq!(
+        dlq.len(),
+        1,
+        "moved by the runtime, not left to SQS's receive count"
+    );
+    let queue = w.mem.messages(w.config.topology.queue("draft").unwrap());
+    assert!(queue.is_empty());
+}
+
+#[tokio::test]
+async fn a_wait_holds_the_message_without_spending_the_budget_and_resumes() {
+    let w = World::new("");
+    let waits = (0..12).map(|_| {
+        StepError::wait(
+            ErrorCode::IntegrationUnavailable,
+            "primary (disabled)",
+            None,
+        )
+    });
+    *w.provider.fail_next.lock().unwrap() = waits.collect();
+    let id = w.start().await;
+    for _ in 0..12 {
+        assert_eq!(
+            w.deliver("draft").await,
+            0,
+            "re-sent with a delay, not retried"
+        );
+        w.mem.advance(300_000);
+    }
+    let held = w.get(&id).await;
+    let draft = held.phase("draft").unwrap();
+    assert_eq!(held.status, ProductionStatus::Running);
+    assert_eq!((draft.attempt, draft.retries, draft.holds), (1, 0, 12));
+    assert_eq!(Stats::get(&w.stats("draft").held), 12);
+    let alarms = w.ops.alarms(&operator()).await.unwrap();
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.kind == "production_waiting" && a.subject == id)
+    );
+    // The provider is back: the next delivery runs, the alarm is resolved.
+    w.settle().await;
+    assert_eq!(w.get(&id).await.status, ProductionStatus::Completed);
+    let alarms = w.ops.alarms(&operator()).await.unwrap();
+    let waiting = alarms
+        .iter()
+        .find(|a| a.kind == "production_waiting")
+        .unwrap();
+    assert_eq!(
+        waiting.status,
+        shepherd::domain::alarms::AlarmStatus::Resolved
+    );
 }
 
 #[tokio::test]

@@ -117,7 +117,7 @@ async fn a_secret_in_an_error_detail_is_redacted_and_alarmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_occurrences_are_deduplicated_by_type_and_subject() {
-    let t = TestStack::start(&[("MaxReceiveCount", "3")]).await;
+    let t = TestStack::start(&[("PhaseMaxRetries", "3")]).await;
     let leak = format!("upstream said: key={KEY}");
     // Three retryable failures, each carrying the key: one alarm, counted three times.
     t.provider

@@ -43,7 +43,7 @@ async fn poison(t: &TestStack) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_show_and_resubmit_one_message_after_fixing_the_cause() {
-    let t = TestStack::start(&[("MaxReceiveCount", "2")]).await;
+    let t = TestStack::start(&[("PhaseMaxRetries", "2")]).await;
     let p = dead_lettered(&t).await;
     let entries = t
         .ops
@@ -96,7 +96,7 @@ async fn list_show_and_resubmit_one_message_after_fixing_the_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redrive_by_the_console_or_move_task_is_accepted_the_same_way() {
-    let t = TestStack::start(&[("MaxReceiveCount", "2")]).await;
+    let t = TestStack::start(&[("PhaseMaxRetries", "2")]).await;
     let p = dead_lettered(&t).await;
     // What StartMessageMoveTask does: the original body back to the source queue.
     let m = &t.peek("BriefDeadLetterQueue").await[0];
@@ -122,7 +122,7 @@ async fn a_redrive_by_the_console_or_move_task_is_accepted_the_same_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_filters_leave_poison_in_place_and_discard_is_admin_only_and_audited() {
-    let t = TestStack::start(&[("MaxReceiveCount", "2")]).await;
+    let t = TestStack::start(&[("PhaseMaxRetries", "2")]).await;
     let p = dead_lettered(&t).await;
     poison(&t).await;
     t.wait_depth("BriefDeadLetterQueue", 2, SETTLE).await;

@@ -26,7 +26,12 @@ async fn status_of(t: &TestStack, id: &str) -> HealthStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_first_unavailable() {
-    let t = TestStack::start_with_fallback(&[("CircuitCooldownSeconds", "3")]).await;
+    let t = TestStack::start_with_fallback(&[
+        // Long enough that no probe goes out while the first production runs.
+        ("CircuitCooldownSeconds", "10"),
+        ("CircuitMinimumCalls", "3"),
+    ])
+    .await;
     let fallback = t.fallback.as_ref().unwrap();
     t.provider.add_fault(FaultRule::new("", Fault::Status(503)));
 
@@ -110,7 +115,7 @@ async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_f
 
     // The provider recovers: after the cooldown one probe brings it back.
     t.provider.clear_faults();
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(10_100)).await;
     let again = t.start_production(1).await;
     let done = t.wait_settled(&again.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed);
@@ -121,7 +126,7 @@ async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_a_20_second_reset_holds_every_productions_calls_to_that_provider() {
-    let t = TestStack::start(&[("MaxReceiveCount", "5")]).await;
+    let t = TestStack::start(&[]).await;
     t.provider
         .add_fault(FaultRule::new("chat", Fault::RateLimit { reset_secs: 20 }).times(1));
     let a = t.start_production(1).await;
@@ -159,7 +164,7 @@ async fn a_429_with_a_20_second_reset_holds_every_productions_calls_to_that_prov
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_integration_fails_fast_without_a_provider_call_until_enabled() {
-    let t = TestStack::start(&[("MaxReceiveCount", "10")]).await;
+    let t = TestStack::start(&[]).await;
     let viewer = t
         .ops
         .set_integration_enabled(

@@ -140,7 +140,7 @@ async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_pr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausting_retries_dead_letters_the_phase_and_moves_the_message_to_its_dlq() {
-    let t = TestStack::start(&[("MaxReceiveCount", "3")]).await;
+    let t = TestStack::start(&[("PhaseMaxRetries", "3")]).await;
     t.provider
         .add_fault(FaultRule::new("chat", Fault::Status(503)));
     let p = t.start_production(1).await;

@@ -85,7 +85,7 @@ pub struct TestStack {
 }
 
 impl TestStack {
-    /// A fresh stack with fast retries: `RetryBaseSeconds=1`, `MaxReceiveCount=3` unless overridden.
+    /// A fresh stack with fast retries: `RetryBaseSeconds=1`, `PhaseMaxRetries=3` unless overridden.
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
         Self::new(overrides, true, false, false).await
     }
@@ -141,7 +141,7 @@ impl TestStack {
         let mut params: HashMap<String, String> = [
             ("RetryBaseSeconds", "1"),
             ("RetryCapSeconds", "4"),
-            ("MaxReceiveCount", "3"),
+            ("PhaseMaxRetries", "3"),
             ("ProviderTimeoutSeconds", "3"),
         ]
         .into_iter()

@@ -514,7 +514,7 @@ impl Queue for Memory {
                     sent_at: Some(now),
                     attributes: m.attributes.iter().cloned().collect(),
                 },
-                visible_at: now,
+                visible_at: now + i64::from(m.delay.unwrap_or(0)) * 1000,
                 receives: 0,
             });
         }

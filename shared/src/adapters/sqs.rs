@@ -82,7 +82,8 @@ impl Queue for SqsQueue {
                 .map(|m| {
                     let mut e = SendMessageBatchRequestEntry::builder()
                         .id(&m.id)
-                        .message_body(&m.body);
+                        .message_body(&m.body)
+                        .set_delay_seconds(m.delay.map(|d| d.min(900) as i32));
                     for (k, v) in &m.attributes {
                         e = e.message_attributes(
                             k,

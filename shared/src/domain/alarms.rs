@@ -15,6 +15,7 @@ vocabulary! {
         ApprovalRenewed => "approval_renewed",
         IntegrationUnhealthy => "integration_unhealthy",
         ToolCallDeduped => "tool_call_deduped",
+        ProductionWaiting => "production_waiting",
     }
     other
     /// An alarm raised outside Shepherd's own detectors.

@@ -13,16 +13,21 @@
 //! | a run's error | answer |
 //! |---|---|
 //! | permanent, or a panic | `Stop`: the phase fails, the message is consumed |
-//! | retryable, receives left | `Retry`: back off (exponential, jittered; a 429 waits for its reset) |
-//! | retryable, the last receive | `DeadLetter`: the phase is marked, SQS moves the message |
+//! | a wait (rate-limit reset, open circuit, disabled provider) | `Hold`: the message comes back after the wait (or a growing pause), the budget untouched |
+//! | retryable, budget left | `Retry`: back off (exponential, jittered; never before a provider's reset) |
+//! | retryable, the attempt's budget spent (or SQS's last receive) | `DeadLetter`: the phase is marked, the message moved to the DLQ |
+//!
+//! The budget is the engine's: retried errors of this attempt (`PhaseState::retries`),
+//! against `RetryPolicy::max_retries`. SQS's `maxReceiveCount` is only a backstop for
+//! messages that never get that far (a worker that dies on them every time).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{
-    Dispatch, ErrorClass, FailDisposition, Millis, PhaseStatus, Production, ProductionStatus,
-    StepError,
+    Dispatch, ErrorClass, FailDisposition, Millis, PhaseState, PhaseStatus, Production,
+    ProductionStatus, StepError,
 };
 
 /// Why a message may not run its phase. The message is acknowledged, never re-run.
@@ -96,16 +101,27 @@ pub enum Delivery {
     Quarantine(String),
 }
 
-/// The policy for a message naming (`phase`, `attempt`) of the production `p` (as found
-/// by the claim; `None`: it does not exist), on its `receive_count`th receive.
-pub fn on_delivery(
-    p: Option<&Production>,
-    production_id: &str,
-    phase: &str,
-    attempt: u32,
-    receive_count: u32,
-    now: Millis,
-) -> Delivery {
+/// A delivered phase message: which attempt it names, and whether it came back (received
+/// before, or sent back from a DLQ by a redrive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered<'a> {
+    pub production_id: &'a str,
+    pub phase: &'a str,
+    pub attempt: u32,
+    pub receive_count: u32,
+    pub redriven: bool,
+}
+
+/// The policy for a delivered message of the production `p` (as found by the claim;
+/// `None`: it does not exist).
+pub fn on_delivery(p: Option<&Production>, d: Delivered<'_>, now: Millis) -> Delivery {
+    let Delivered {
+        production_id,
+        phase,
+        attempt,
+        receive_count,
+        redriven,
+    } = d;
     let Some(p) = p else {
         return Delivery::Quarantine(format!("production {production_id} does not exist"));
     };
@@ -126,10 +142,11 @@ pub fn on_delivery(
     if refusal == ClaimRefusal::LeaseExpired {
         return Delivery::Reconcile;
     }
-    // A redelivered message whose phase finished but whose successor never got its message
-    // (the hand-off was lost): send it again. The successor's claim dedupes.
+    // A message back again (redelivered, or redriven from a DLQ) whose phase finished but
+    // whose successor never got its message (the hand-off was lost): send it again. The
+    // successor's claim dedupes.
     if refusal == ClaimRefusal::AlreadyFinished
-        && receive_count > 1
+        && (receive_count > 1 || redriven)
         && ph.status == PhaseStatus::Succeeded
         && let Some(next) = p.phases.get(i + 1)
         && next.status == PhaseStatus::Queued
@@ -145,18 +162,25 @@ pub fn on_delivery(
 /// How a phase's retries are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Equal to the queues' `maxReceiveCount`: its receive is the last.
+    /// Tries of one attempt: the retry budget (retried errors + 1).
+    pub max_retries: u32,
+    /// Equal to the queues' `maxReceiveCount`: its receive is the last (a backstop).
     pub max_receive_count: u32,
     pub base: Duration,
     pub cap: Duration,
 }
+
+/// The longest an SQS message can be delayed.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 /// What to do with a run that errored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// Deliver the message again in `after`.
     Retry { after: Duration },
-    /// Last receive: mark the phase, let SQS move the message at once.
+    /// Send the message again in `after` (at most [`MAX_DELAY`]); not an attempt.
+    Hold { after: Duration },
+    /// The budget is spent: mark the phase and move the message to the DLQ.
     DeadLetter,
     /// No retry can help: mark the phase failed, consume the message.
     Stop,
@@ -167,30 +191,42 @@ impl Disposition {
     pub fn fail(self) -> FailDisposition {
         match self {
             Self::Retry { .. } => FailDisposition::Retry,
+            Self::Hold { .. } => FailDisposition::Hold,
             Self::DeadLetter => FailDisposition::DeadLetter,
             Self::Stop => FailDisposition::Stop,
         }
     }
 }
 
-/// The policy for an errored run on its `receive_count`th receive; `jitter` is in [0, 1).
+/// The policy for an errored run of `phase` (as claimed) on its `receive_count`th receive;
+/// `jitter` is in [0, 1).
 pub fn on_error(
     e: &StepError,
+    phase: &PhaseState,
     receive_count: u32,
     policy: RetryPolicy,
     now: Millis,
     jitter: f64,
 ) -> Disposition {
+    let until_reset = || {
+        e.retry_at
+            .map(|at| Duration::from_millis((at - now).max(0) as u64))
+            .unwrap_or_default()
+    };
     match e.class {
         ErrorClass::Permanent | ErrorClass::Unexpected => Disposition::Stop,
-        ErrorClass::Retryable if receive_count >= policy.max_receive_count => {
-            Disposition::DeadLetter
+        ErrorClass::Wait => {
+            let pause = backoff(phase.holds + 1, policy.base, policy.cap, jitter);
+            Disposition::Hold {
+                after: until_reset().max(pause).min(MAX_DELAY),
+            }
         }
         ErrorClass::Retryable => {
-            let mut after = backoff(receive_count, policy.base, policy.cap, jitter);
-            if let Some(at) = e.retry_at {
-                after = after.max(Duration::from_millis((at - now).max(0) as u64));
+            let tries = phase.retries + 1;
+            if tries >= policy.max_retries || receive_count >= policy.max_receive_count {
+                return Disposition::DeadLetter;
             }
+            let after = backoff(tries, policy.base, policy.cap, jitter).max(until_reset());
             Disposition::Retry { after }
         }
     }
@@ -225,9 +261,25 @@ mod tests {
         .production
     }
 
+    fn got<'a>(
+        production_id: &'a str,
+        phase: &'a str,
+        attempt: u32,
+        receive_count: u32,
+    ) -> Delivered<'a> {
+        Delivered {
+            production_id,
+            phase,
+            attempt,
+            receive_count,
+            redriven: false,
+        }
+    }
+
     fn policy() -> RetryPolicy {
         RetryPolicy {
-            max_receive_count: 3,
+            max_retries: 3,
+            max_receive_count: 10,
             base: Duration::from_secs(2),
             cap: Duration::from_secs(60),
         }
@@ -247,11 +299,11 @@ mod tests {
     #[test]
     fn an_unknown_production_is_quarantined_and_a_claimable_one_runs() {
         assert_eq!(
-            on_delivery(None, "x", "brief", 1, 1, NOW),
+            on_delivery(None, got("x", "brief", 1, 1), NOW),
             Delivery::Quarantine("production x does not exist".into())
         );
         assert_eq!(
-            on_delivery(Some(&queued()), "p", "brief", 1, 1, NOW),
+            on_delivery(Some(&queued()), got("p", "brief", 1, 1), NOW),
             Delivery::Run
         );
     }
@@ -260,24 +312,24 @@ mod tests {
     fn duplicates_and_stale_messages_are_acknowledged() {
         let mut p = queued();
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 2, 1, NOW),
+            on_delivery(Some(&p), got("p", "brief", 2, 1), NOW),
             Delivery::Ack(ClaimRefusal::Stale)
         );
         p.status = ProductionStatus::Running;
         p.phases[0].status = PhaseStatus::Running;
         p.phases[0].lease_until = Some(NOW + 1);
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 1, 2, NOW),
+            on_delivery(Some(&p), got("p", "brief", 1, 2), NOW),
             Delivery::Ack(ClaimRefusal::Duplicate)
         );
         p.status = ProductionStatus::Paused;
         p.phases[0].status = PhaseStatus::Queued;
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 1, 1, NOW),
+            on_delivery(Some(&p), got("p", "brief", 1, 1), NOW),
             Delivery::Ack(ClaimRefusal::Paused)
         );
         assert_eq!(
-            on_delivery(Some(&p), "p", "render", 1, 1, NOW),
+            on_delivery(Some(&p), got("p", "render", 1, 1), NOW),
             Delivery::Ack(ClaimRefusal::UnknownPhase)
         );
     }
@@ -289,17 +341,17 @@ mod tests {
         p.phases[0].status = PhaseStatus::Running;
         p.phases[0].lease_until = Some(NOW);
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 1, 2, NOW),
+            on_delivery(Some(&p), got("p", "brief", 1, 2), NOW),
             Delivery::Reconcile
         );
         p.status = ProductionStatus::DeadLettered;
         p.phases[0].status = PhaseStatus::DeadLettered;
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 1, 1, NOW),
+            on_delivery(Some(&p), got("p", "brief", 1, 1), NOW),
             Delivery::Redrive
         );
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 2, 1, NOW),
+            on_delivery(Some(&p), got("p", "brief", 2, 1), NOW),
             Delivery::Ack(ClaimRefusal::Stale),
             "only the dead-lettered attempt's own message"
         );
@@ -316,31 +368,95 @@ mod tests {
             phase: "script".into(),
             attempt: 1,
         });
-        assert_eq!(on_delivery(Some(&p), "p", "brief", 1, 2, NOW), resend);
+        assert_eq!(on_delivery(Some(&p), got("p", "brief", 1, 2), NOW), resend);
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 1, 1, NOW),
+            on_delivery(Some(&p), got("p", "brief", 1, 1), NOW),
             Delivery::Ack(ClaimRefusal::AlreadyFinished),
             "a first delivery of a finished phase is a copy, not a lost hand-off"
         );
+        let redriven = Delivered {
+            redriven: true,
+            ..got("p", "brief", 1, 1)
+        };
+        assert_eq!(
+            on_delivery(Some(&p), redriven, NOW),
+            resend,
+            "a redriven message of a finished phase re-sends the missing hand-off"
+        );
         p.phases[1].status = PhaseStatus::Running;
         assert_eq!(
-            on_delivery(Some(&p), "p", "brief", 1, 2, NOW),
+            on_delivery(Some(&p), got("p", "brief", 1, 2), NOW),
             Delivery::Ack(ClaimRefusal::AlreadyFinished)
         );
     }
 
+    fn tried(retries: u32, holds: u32) -> PhaseState {
+        let mut ph = PhaseState::pending("brief");
+        ph.retries = retries;
+        ph.holds = holds;
+        ph
+    }
+
     #[test]
-    fn errors_retry_until_the_last_receive_and_permanent_ones_stop() {
+    fn errors_retry_until_the_budget_is_spent_and_permanent_ones_stop() {
         let e = StepError::retryable("provider_unavailable", "503");
         assert!(matches!(
-            on_error(&e, 1, policy(), NOW, 0.0),
+            on_error(&e, &tried(0, 0), 1, policy(), NOW, 0.0),
             Disposition::Retry { after } if after == Duration::from_secs(1)
         ));
-        assert_eq!(on_error(&e, 3, policy(), NOW, 0.0), Disposition::DeadLetter);
+        assert_eq!(
+            on_error(&e, &tried(2, 0), 3, policy(), NOW, 0.0),
+            Disposition::DeadLetter,
+            "the third try of the attempt was the last"
+        );
+        assert_eq!(
+            on_error(&e, &tried(0, 0), 10, policy(), NOW, 0.0),
+            Disposition::DeadLetter,
+            "SQS's last receive is a backstop"
+        );
         let refused = StepError::permanent("content_refused", "no");
-        assert_eq!(on_error(&refused, 1, policy(), NOW, 0.0), Disposition::Stop);
+        assert_eq!(
+            on_error(&refused, &tried(0, 0), 1, policy(), NOW, 0.0),
+            Disposition::Stop
+        );
         let panic = StepError::unexpected("step_unexpected_error", "boom");
-        assert_eq!(on_error(&panic, 1, policy(), NOW, 0.0), Disposition::Stop);
+        assert_eq!(
+            on_error(&panic, &tried(0, 0), 1, policy(), NOW, 0.0),
+            Disposition::Stop
+        );
+    }
+
+    #[test]
+    fn a_wait_holds_without_spending_the_budget_however_often() {
+        let e = StepError::wait("integration_unavailable", "primary (disabled)", None);
+        for holds in [0, 5, 50] {
+            assert!(
+                matches!(
+                    on_error(&e, &tried(2, holds), 9, policy(), NOW, 0.0),
+                    Disposition::Hold { .. }
+                ),
+                "a wait is never a dead letter ({holds} holds)"
+            );
+        }
+        assert_eq!(
+            on_error(&e, &tried(0, 50), 1, policy(), NOW, 0.0),
+            Disposition::Hold {
+                after: Duration::from_secs(30)
+            },
+            "waits grow to the cap"
+        );
+        let reset = StepError::wait("provider_rate_limited", "429", Some(NOW + 20_000));
+        assert_eq!(
+            on_error(&reset, &tried(0, 0), 1, policy(), NOW, 0.0),
+            Disposition::Hold {
+                after: Duration::from_secs(20)
+            }
+        );
+        let far = StepError::wait("provider_rate_limited", "429", Some(NOW + 7_200_000));
+        assert_eq!(
+            on_error(&far, &tried(0, 0), 1, policy(), NOW, 0.0),
+            Disposition::Hold { after: MAX_DELAY }
+        );
     }
 
     #[test]
@@ -348,7 +464,7 @@ mod tests {
         let mut e = StepError::retryable("provider_rate_limited", "429");
         e.retry_at = Some(NOW + 20_000);
         assert_eq!(
-            on_error(&e, 1, policy(), NOW, 0.0),
+            on_error(&e, &tried(0, 0), 1, policy(), NOW, 0.0),
             Disposition::Retry {
                 after: Duration::from_secs(20)
             }

@@ -15,6 +15,9 @@ pub enum ErrorClass {
     Permanent,
     /// A bug: the phase panicked.
     Unexpected,
+    /// Not now, and not the work's fault: a provider's rate-limit reset, an open circuit, a
+    /// disabled provider. The phase waits without spending its retry budget.
+    Wait,
 }
 
 /// Declares a string-backed vocabulary once: the enum, its wire names, parsing, serde and
@@ -148,6 +151,16 @@ impl StepError {
     }
     pub fn unexpected(code: impl Into<ErrorCode>, detail: impl Into<String>) -> Self {
         Self::new(code, ErrorClass::Unexpected, detail)
+    }
+    /// A wait until `until` (if known), not an attempt.
+    pub fn wait(
+        code: impl Into<ErrorCode>,
+        detail: impl Into<String>,
+        until: Option<Millis>,
+    ) -> Self {
+        let mut e = Self::new(code, ErrorClass::Wait, detail);
+        e.retry_at = until;
+        e
     }
 }
 

@@ -162,6 +162,13 @@ pub struct PhaseState {
     /// Errors seen by this phase over all its attempts.
     #[serde(default)]
     pub error_count: u32,
+    /// This attempt's errors that were retried: the retry budget counts these.
+    #[serde(default)]
+    pub retries: u32,
+    /// This attempt's waits (rate limits, open circuits, disabled providers): never counted
+    /// against the budget; they pace the next wait.
+    #[serde(default)]
+    pub holds: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<PhaseError>,
     /// Key of the phase's output item (outputs live apart from the hot state item).
@@ -183,6 +190,8 @@ impl PhaseState {
             lease_until: None,
             finished_at: None,
             error_count: 0,
+            retries: 0,
+            holds: 0,
             last_error: None,
             output: None,
             feedback: None,

@@ -97,6 +97,30 @@ impl PhaseFunction {
                     }
                     failed.push(d);
                 }
+                Verdict::Resend { after } => {
+                    let delay = after.as_secs_f64().ceil() as u32;
+                    if let Err(e) = self
+                        .dispatcher
+                        .resend(self.phase_name(), &d.body, delay)
+                        .await
+                    {
+                        warn!(error = %e, "could not re-send a held message; it waits in place");
+                        self.set_visibility(d, after).await;
+                        failed.push(d);
+                    }
+                }
+                Verdict::DeadLetter => {
+                    if let Err(e) = self
+                        .dispatcher
+                        .dead_letter(self.phase_name(), &d.body)
+                        .await
+                    {
+                        // Visible at once: SQS's redrive policy moves it on the last receive.
+                        error!(error = %e, "could not move the message to the DLQ");
+                        self.set_visibility(d, Duration::ZERO).await;
+                        failed.push(d);
+                    }
+                }
                 Verdict::Quarantine(reason) => {
                     if !self.quarantine(d, &reason).await {
                         failed.push(d);
@@ -108,6 +132,9 @@ impl PhaseFunction {
         // step: their redelivery finds the phase finished and sends the successor again.
         let lost = self.dispatcher.send(&handoffs).await;
         self.stats.add(&self.stats.handoff_failed, lost.len());
+        for h in handoffs.iter().filter(|h| lost.contains(&h.id)) {
+            self.worker.handoff_lost(&h.production, &h.dispatch).await;
+        }
         for d in records.iter().filter(|d| lost.contains(&d.message_id)) {
             self.set_visibility(d, self.retry_base.max(Duration::from_secs(1)))
                 .await;

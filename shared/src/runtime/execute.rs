@@ -33,6 +33,8 @@ pub struct Executor {
     /// The function's timeout: the run is stopped a little before it.
     pub timeout: Duration,
     pub outcome_ttl: Duration,
+    /// Fresh calls a run may make after rejecting a provider's answer.
+    pub bad_answer_retries: u32,
 }
 
 impl Executor {
@@ -119,6 +121,7 @@ impl Executor {
                 lease_until: own.and_then(|ph| ph.lease_until).unwrap_or_default(),
             },
             self.outcome_ttl,
+            self.bad_answer_retries,
         );
         Ok(PhaseContext {
             feedback: own.and_then(|ph| ph.feedback.clone()),

@@ -7,6 +7,8 @@ pub struct Stats {
     pub claimed: AtomicU64,
     pub succeeded: AtomicU64,
     pub retried: AtomicU64,
+    /// Waits (rate limits, open circuits, disabled providers): re-sent with a delay.
+    pub held: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub failed: AtomicU64,
     pub duplicate: AtomicU64,

@@ -14,10 +14,11 @@ use super::execute::{Executor, Ran, until_lease};
 use super::{PhaseResult, Stats};
 use crate::domain::alarms::{AlarmKind, Severity};
 use crate::domain::delivery::{
-    ClaimRefusal, Delivery, Disposition, RetryPolicy, backoff, on_delivery, on_error,
+    self, ClaimRefusal, Delivery, Disposition, RetryPolicy, backoff, on_delivery, on_error,
 };
 use crate::domain::{
-    Actor, AuditEvent, AuditKind, Command, Dispatch, Millis, PhaseError, Production, StepError,
+    Actor, AuditEvent, AuditKind, Command, Dispatch, ErrorCode, Millis, PhaseError, Production,
+    StepError,
 };
 use crate::ports::{ClaimOutcome, Clock, Outputs, Productions, StoreError};
 use crate::protocol::PhaseMessage;
@@ -33,6 +34,11 @@ pub enum Verdict {
     /// Leave it for SQS to deliver again, visible again in `after` (`None`: the queue's
     /// visibility timeout).
     Retry { after: Option<Duration> },
+    /// Send it again after `after` and delete this one (a wait: its receive count starts
+    /// over).
+    Resend { after: Duration },
+    /// Move it to the DLQ and delete it (the attempt's budget is spent).
+    DeadLetter,
     /// No retry can help: move it to the DLQ with the reason.
     Quarantine(String),
 }
@@ -146,6 +152,10 @@ impl Worker {
         match self.commit(&p, cmd, events).await {
             Ok(Some(t)) => {
                 self.stats.inc(&self.stats.succeeded);
+                if p.phase(&msg.phase).is_some_and(|ph| ph.holds > 0) {
+                    let kind = AlarmKind::ProductionWaiting;
+                    self.transitioner.resolve(kind, &p.id, &self.actor()).await;
+                }
                 handoff(&p.id, t.dispatch)
             }
             Ok(None) => Verdict::Done,
@@ -161,8 +171,12 @@ impl Worker {
         events: &[AuditEvent],
         receive_count: u32,
     ) -> Verdict {
+        let Some(phase) = p.phase(&msg.phase).cloned() else {
+            return Verdict::Done;
+        };
         let disposition = on_error(
             &e,
+            &phase,
             receive_count,
             self.retry,
             self.clock.now(),
@@ -186,12 +200,24 @@ impl Worker {
                 self.stats.inc(&self.stats.retried);
                 Verdict::Retry { after: Some(after) }
             }
-            Disposition::DeadLetter => {
-                // Visible at once: the next receive moves it to the DLQ.
-                self.stats.inc(&self.stats.dead_lettered);
-                Verdict::Retry {
-                    after: Some(Duration::ZERO),
+            Disposition::Hold { after } => {
+                self.stats.inc(&self.stats.held);
+                if e.code == ErrorCode::IntegrationUnavailable {
+                    let detail = format!("phase {} waits: {}", msg.phase, e.detail);
+                    self.transitioner
+                        .alarm(
+                            AlarmKind::ProductionWaiting,
+                            &p.id,
+                            Severity::Warning,
+                            &detail,
+                        )
+                        .await;
                 }
+                Verdict::Resend { after }
+            }
+            Disposition::DeadLetter => {
+                self.stats.inc(&self.stats.dead_lettered);
+                Verdict::DeadLetter
             }
             Disposition::Stop => {
                 self.stats.inc(&self.stats.failed);
@@ -242,14 +268,14 @@ impl Worker {
         d: &Delivered,
         now: Millis,
     ) -> Verdict {
-        let delivery = on_delivery(
-            p.as_ref(),
-            &msg.production_id,
-            &msg.phase,
-            msg.attempt,
-            d.receive_count,
-            now,
-        );
+        let delivered = delivery::Delivered {
+            production_id: &msg.production_id,
+            phase: &msg.phase,
+            attempt: msg.attempt,
+            receive_count: d.receive_count,
+            redriven: d.redriven_from.is_some(),
+        };
+        let delivery = on_delivery(p.as_ref(), delivered, now);
         match (delivery, p) {
             (Delivery::Quarantine(reason), _) => Verdict::Quarantine(reason),
             // The policy quarantines every message of an unknown production.
@@ -338,6 +364,30 @@ impl Worker {
             .unwrap_or(0);
         Verdict::Retry {
             after: Some(until_lease(lease, self.clock.now())),
+        }
+    }
+
+    /// The next phase's message of `production` could not be sent: mark it due, so the
+    /// sweep sends it whatever becomes of this message (a write on that failure path only).
+    pub async fn handoff_lost(&self, production: &str, next: &Dispatch) {
+        let p = match self.productions.get(production).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(production, error = %e, "cannot mark the lost hand-off; SQS redelivery remains");
+                return;
+            }
+        };
+        let cmd = Command::HandoffLost {
+            phase: next.phase.clone(),
+        };
+        let policy = OnConflict::Redecide(COMMIT_TRIES);
+        let written = self
+            .transitioner
+            .write(p, cmd, &self.actor(), &[], None, policy)
+            .await;
+        if let Err(e) = written {
+            warn!(production, error = %e, "cannot mark the lost hand-off; SQS redelivery remains");
         }
     }
 

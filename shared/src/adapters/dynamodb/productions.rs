@@ -75,6 +75,11 @@ struct StoredPhase {
     fa: Option<Millis>,
     #[serde(default)]
     ec: u32,
+    /// This attempt's retried errors and waits.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rt: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    hd: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     le: Option<StoredError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +148,8 @@ impl StoredProduction {
                         lu: ph.lease_until,
                         fa: ph.finished_at,
                         ec: ph.error_count,
+                        rt: ph.retries,
+                        hd: ph.holds,
                         le: ph.last_error.as_ref().map(|e| StoredError {
                             c: e.code.clone(),
                             k: e.class,
@@ -197,6 +204,8 @@ impl StoredProduction {
                 lease_until: s.lu,
                 finished_at: s.fa,
                 error_count: s.ec,
+                retries: s.rt,
+                holds: s.hd,
                 last_error: s.le.map(|e| PhaseError {
                     code: e.c,
                     class: e.k,

@@ -57,6 +57,9 @@ pub enum Command {
     /// The phase's message reached its DLQ without the runtime marking the phase (the
     /// worker died on its last receive).
     ObserveDeadLetter { phase: String, attempt: u32 },
+    /// The next phase's message could not be sent after the commit: the production is due,
+    /// so the sweep sends it whatever becomes of the finished phase's message.
+    HandoffLost { phase: String },
     /// A dead-lettered attempt's message came back (Shepherd's redrive, the console's, or
     /// `start-message-move-task`): run the phase again as attempt + 1, keeping the lineage.
     Redrive {
@@ -81,6 +84,8 @@ pub enum FailDisposition {
     DeadLetter,
     /// No retry can help; the message is consumed.
     Stop,
+    /// A wait, not an attempt: the message comes back later; the budget is not spent.
+    Hold,
 }
 
 /// Send `{production_id, phase, attempt}` to the phase's queue.
@@ -249,6 +254,10 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
         Command::ObserveDeadLetter { phase, attempt } => {
             recovery::observe_dead_letter(p, &phase, attempt, now, &mut t)?
         }
+        Command::HandoffLost { phase } => {
+            recovery::handoff_lost(p, &phase, now, &mut t)?;
+            return Ok(t);
+        }
     }
     let dispatched = t.dispatch.is_some();
     t.production.due_at = due_after(handoff, &t.production, dispatched, now);
@@ -275,6 +284,8 @@ fn known_phase(p: &Production, phase: &str) -> Result<usize, DomainError> {
 fn requeue(ph: &mut PhaseState, now: Millis) {
     ph.status = PhaseStatus::Queued;
     ph.attempt += 1;
+    ph.retries = 0;
+    ph.holds = 0;
     ph.queued_at = Some(now);
     ph.started_at = None;
     ph.lease_until = None;

@@ -140,3 +140,29 @@ pub(super) fn observe_dead_letter(
     );
     Ok(())
 }
+
+pub(super) fn handoff_lost(
+    p: &Production,
+    phase: &str,
+    now: Millis,
+    t: &mut Transition,
+) -> Result<(), DomainError> {
+    let i = known_phase(p, phase)?;
+    let ph = &p.phases[i];
+    let runs = matches!(
+        p.status,
+        ProductionStatus::Queued | ProductionStatus::Running
+    );
+    if ph.status != PhaseStatus::Queued || !runs {
+        return Err(DomainError::Invalid(format!(
+            "phase {phase} is not waiting for its message"
+        )));
+    }
+    t.production.due_at = Some(now);
+    t.audit(
+        AuditEvent::new(AuditKind::HandoffLost, Outcome::Retry, now)
+            .phase(phase, ph.attempt)
+            .detail("its message could not be sent; the recovery sweep sends it"),
+    );
+    Ok(())
+}

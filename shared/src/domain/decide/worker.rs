@@ -110,6 +110,7 @@ pub(super) fn fail(
     };
     let (kind, outcome) = match (error.class, disposition) {
         (ErrorClass::Unexpected, _) => (AuditKind::StepUnexpectedError, Outcome::Failure),
+        (_, FailDisposition::Hold) => (AuditKind::PhaseHeld, Outcome::Retry),
         (_, FailDisposition::Retry) => (AuditKind::PhaseRetryScheduled, Outcome::Retry),
         (_, FailDisposition::DeadLetter) => (AuditKind::PhaseDeadLettered, Outcome::Failure),
         (_, FailDisposition::Stop) => (AuditKind::PhaseFailed, Outcome::Failure),
@@ -137,6 +138,12 @@ pub(super) fn fail(
         // The redelivered message claims the same attempt again.
         (_, FailDisposition::Retry) => {
             ph.status = PhaseStatus::Queued;
+            ph.retries += 1;
+            None
+        }
+        (_, FailDisposition::Hold) => {
+            ph.status = PhaseStatus::Queued;
+            ph.holds += 1;
             None
         }
     };
