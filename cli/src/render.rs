@@ -147,6 +147,22 @@ pub fn alarms(alarms: &[shepherd::domain::alarms::Alarm]) -> String {
             "",
             a.detail
         );
+        if !a.affected.is_empty() {
+            let shown: Vec<&str> = a.affected.iter().take(10).map(String::as_str).collect();
+            let more = a.affected.len().saturating_sub(shown.len());
+            let _ = writeln!(
+                s,
+                "{:>55}affects {} now: {}{}",
+                "",
+                a.affected.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     if alarms.is_empty() {
         let _ = writeln!(s, "(no alarms)");

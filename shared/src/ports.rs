@@ -139,6 +139,15 @@ pub trait Alarms: Send + Sync {
     async fn raise(&self, alarm: &Raise, now: Millis) -> Result<(), StoreError>;
     /// Every alarm, newest first.
     async fn list(&self) -> Result<Vec<Alarm>, StoreError>;
+    /// `member` recovered: it leaves the alarm's affected set; an alarm left with no member
+    /// is resolved (by `actor`). `false` if there is no such alarm.
+    async fn leave(
+        &self,
+        id: &str,
+        member: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
     /// Acknowledges or resolves an alarm; `false` if there is no such alarm.
     async fn set_status(
         &self,

@@ -127,22 +127,25 @@ impl Transitioner {
         .await;
     }
 
-    /// Resolves an alarm that no longer holds (`<kind>#<subject>`), if there is one.
-    pub async fn resolve(&self, kind: AlarmKind, subject: &str, actor: &Actor) {
-        let id = format!("{kind}#{subject}");
+    /// `member` recovered: it leaves alarm `id`'s affected set (resolved when empty).
+    pub async fn leave(&self, id: &str, member: &str, actor: &Actor) {
         let now = self.clock.now();
-        let resolved = crate::domain::alarms::AlarmStatus::Resolved;
-        if let Err(e) = self.alarms.set_status(&id, resolved, actor, now).await {
-            warn!(error = %e, alarm = %id, "could not resolve the alarm");
+        if let Err(e) = self.alarms.leave(id, member, actor, now).await {
+            warn!(error = %e, alarm = %id, "could not update the alarm");
+        }
+    }
+
+    /// Records an alarm; a failure to record it is logged, never the caller's failure.
+    pub async fn raise(&self, raise: &Raise) {
+        if let Err(e) = self.alarms.raise(raise, self.clock.now()).await {
+            warn!(error = %e, kind = %raise.kind, subject = %raise.subject, "could not record the alarm");
         }
     }
 
     /// Records an alarm; a failure to record it is logged, never the caller's failure.
     pub async fn alarm(&self, kind: AlarmKind, subject: &str, severity: Severity, detail: &str) {
-        let raise = Raise::new(kind, subject, severity, detail);
-        if let Err(e) = self.alarms.raise(&raise, self.clock.now()).await {
-            warn!(error = %e, kind = %raise.kind, subject, "could not record the alarm");
-        }
+        self.raise(&Raise::new(kind, subject, severity, detail))
+            .await;
     }
 }
 

@@ -360,9 +360,10 @@ async fn a_wait_holds_the_message_without_spending_the_budget_and_resumes() {
     assert_eq!(Stats::get(&w.stats("draft").held), 12);
     let alarms = w.ops.alarms(&operator()).await.unwrap();
     assert!(
-        alarms
-            .iter()
-            .any(|a| a.kind == "production_waiting" && a.subject == id)
+        alarms.iter().any(|a| a.kind == "production_waiting"
+            && a.subject == "draft"
+            && a.affected == [id.clone()]),
+        "one alarm for the phase, naming the production that waits: {alarms:?}"
     );
     // The provider is back: the next delivery runs, the alarm is resolved.
     w.settle().await;
@@ -376,6 +377,7 @@ async fn a_wait_holds_the_message_without_spending_the_budget_and_resumes() {
         waiting.status,
         shepherd::domain::alarms::AlarmStatus::Resolved
     );
+    assert!(waiting.affected.is_empty(), "{waiting:?}");
 }
 
 #[tokio::test]

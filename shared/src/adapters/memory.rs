@@ -340,7 +340,13 @@ impl Alarms for Memory {
             last_seen: now,
             detail: String::new(),
             handled_by: None,
+            affected: vec![],
         });
+        if let Some(m) = &a.affected
+            && !alarm.affected.contains(m)
+        {
+            alarm.affected.push(m.clone());
+        }
         alarm.count += 1;
         alarm.last_seen = now;
         alarm.severity = a.severity;
@@ -354,6 +360,26 @@ impl Alarms for Memory {
         let mut alarms: Vec<Alarm> = self.state().alarms.values().cloned().collect();
         alarms.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
         Ok(alarms)
+    }
+
+    async fn leave(
+        &self,
+        id: &str,
+        member: &str,
+        actor: &Actor,
+        _now: Millis,
+    ) -> Result<bool, StoreError> {
+        Ok(match self.state().alarms.get_mut(id) {
+            Some(a) => {
+                a.affected.retain(|m| m != member);
+                if a.affected.is_empty() && a.status != AlarmStatus::Resolved {
+                    a.status = AlarmStatus::Resolved;
+                    a.handled_by = Some(actor.0.clone());
+                }
+                true
+            }
+            None => false,
+        })
     }
 
     async fn set_status(

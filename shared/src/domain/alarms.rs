@@ -54,6 +54,10 @@ pub struct Alarm {
     pub detail: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_by: Option<String>,
+    /// What is affected now (productions waiting, ...), for alarms that track it: a member
+    /// leaves when it recovers, and the alarm resolves when none is left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<String>,
 }
 
 impl Alarm {
@@ -76,7 +80,14 @@ impl Raise {
             subject: subject.into(),
             severity,
             detail: super::redact::redact(detail.as_ref()).text,
+            affected: None,
         }
+    }
+
+    /// Adds `member` to what the alarm affects (see [`Alarm::affected`]).
+    pub fn affecting(mut self, member: impl Into<String>) -> Self {
+        self.affected = Some(member.into());
+        self
     }
 }
 
@@ -87,4 +98,6 @@ pub struct Raise {
     pub subject: String,
     pub severity: Severity,
     pub detail: String,
+    /// A member of what the alarm affects, added to its set.
+    pub affected: Option<String>,
 }

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use super::edge::Delivered;
 use super::execute::{Executor, Ran, until_lease};
 use super::{PhaseResult, Stats};
-use crate::domain::alarms::{AlarmKind, Severity};
+use crate::domain::alarms::{AlarmKind, Raise, Severity};
 use crate::domain::delivery::{
     self, ClaimRefusal, Delivery, Disposition, RetryPolicy, backoff, on_delivery, on_error,
 };
@@ -153,8 +153,8 @@ impl Worker {
             Ok(Some(t)) => {
                 self.stats.inc(&self.stats.succeeded);
                 if p.phase(&msg.phase).is_some_and(|ph| ph.holds > 0) {
-                    let kind = AlarmKind::ProductionWaiting;
-                    self.transitioner.resolve(kind, &p.id, &self.actor()).await;
+                    let alarm = format!("{}#{}", AlarmKind::ProductionWaiting, msg.phase);
+                    self.transitioner.leave(&alarm, &p.id, &self.actor()).await;
                 }
                 handoff(&p.id, t.dispatch)
             }
@@ -203,15 +203,19 @@ impl Worker {
             Disposition::Hold { after } => {
                 self.stats.inc(&self.stats.held);
                 if e.code == ErrorCode::IntegrationUnavailable {
-                    let detail = format!("phase {} waits: {}", msg.phase, e.detail);
-                    self.transitioner
-                        .alarm(
-                            AlarmKind::ProductionWaiting,
-                            &p.id,
-                            Severity::Warning,
-                            &detail,
-                        )
-                        .await;
+                    // One alarm per phase; `affected` lists the productions that wait.
+                    let detail = format!(
+                        "productions wait in phase {} (none is dead-lettered; they go on when an integration takes calls again): {}",
+                        msg.phase, e.detail
+                    );
+                    let raise = Raise::new(
+                        AlarmKind::ProductionWaiting,
+                        &msg.phase,
+                        Severity::Warning,
+                        detail,
+                    )
+                    .affecting(&p.id);
+                    self.transitioner.raise(&raise).await;
                 }
                 Verdict::Resend { after }
             }

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{applied, key, n, number, query_all, s, text, unavailable};
 use crate::domain::Actor;
@@ -38,14 +39,19 @@ fn word(v: impl serde::Serialize) -> String {
 impl Alarms for DynamoAlarms {
     async fn raise(&self, a: &Raise, now: Millis) -> Result<(), StoreError> {
         let id = format!("{}#{}", a.kind, a.subject);
-        self.client
-            .update_item()
-            .table_name(&self.table)
+        let mut expression = String::from(
+            "SET #t = :t, subj = :s, sev = :sev, det = :d, ls = :now, fs = if_not_exists(fs, :now), \
+             #st = :open, gpk = :g, gsk = :id REMOVE hb ADD #c :one",
+        );
+        let mut req = self.client.update_item();
+        if let Some(m) = &a.affected {
+            // A string set: adding a member twice keeps one.
+            expression.push_str(", aff :m");
+            req = req.expression_attribute_values(":m", AttributeValue::Ss(vec![m.clone()]));
+        }
+        req.table_name(&self.table)
             .set_key(Some(key(format!("ALARM#{id}"), "A")))
-            .update_expression(
-                "SET #t = :t, subj = :s, sev = :sev, det = :d, ls = :now, fs = if_not_exists(fs, :now), \
-                 #st = :open, gpk = :g, gsk = :id REMOVE hb ADD #c :one",
-            )
+            .update_expression(expression)
             .expression_attribute_names("#t", "type")
             .expression_attribute_names("#st", "status")
             .expression_attribute_names("#c", "count")
@@ -100,10 +106,58 @@ impl Alarms for DynamoAlarms {
                 last_seen: number(&i, "ls").unwrap_or(0),
                 detail: text(&i, "det"),
                 handled_by: i.get("hb").and_then(|v| v.as_s().ok()).cloned(),
+                affected: i
+                    .get("aff")
+                    .and_then(|v| v.as_ss().ok())
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         alarms.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
         Ok(alarms)
+    }
+
+    async fn leave(
+        &self,
+        id: &str,
+        member: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let left = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("ALARM#{id}"), "A")))
+            .update_expression("DELETE aff :m")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":m", AttributeValue::Ss(vec![member.into()]))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let item = match left {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if super::is_condition_failure(&e) => return Ok(false),
+            Err(e) => return Err(unavailable(e)),
+        };
+        // DynamoDB drops a set left empty: nothing is affected any more.
+        if !item.contains_key("aff") && text(&item, "status") != "resolved" {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("ALARM#{id}"), "A")))
+                .update_expression("SET #st = :st, hb = :by, ha = :now")
+                .condition_expression("attribute_not_exists(aff)")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":st", s("resolved"))
+                .expression_attribute_values(":by", s(&actor.0))
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await;
+            applied(res)?;
+        }
+        Ok(true)
     }
 
     async fn set_status(

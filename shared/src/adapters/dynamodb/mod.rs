@@ -87,14 +87,17 @@ where
 {
     match res {
         Ok(_) => Ok(true),
-        Err(e)
-            if e.as_service_error().and_then(|se| se.code())
-                == Some("ConditionalCheckFailedException") =>
-        {
-            Ok(false)
-        }
+        Err(e) if is_condition_failure(&e) => Ok(false),
         Err(e) => Err(unavailable(e)),
     }
+}
+
+/// Whether a write was refused by its condition (not a store failure).
+fn is_condition_failure<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
 }
 
 /// Paginates a query, handing each item's key or item to `each` until it says stop.
