@@ -21,7 +21,11 @@
 Usage is moto_server's: python infra/emulator.py -H 127.0.0.1 -p 5005
 """
 import functools
+import hashlib
+import hmac
 import threading
+import time
+from datetime import datetime, timezone
 from urllib.parse import urlparse
 
 from moto import settings
@@ -29,7 +33,8 @@ from moto.core.authorization import ActionAuthenticatorMixin
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
-from moto.iam.access_control import IAMRequest
+from moto.iam.access_control import IAMRequest, S3IAMRequest
+from moto.s3.exceptions import S3AccessDeniedError
 from moto.server import main
 from moto.sqs.models import SQSBackend
 from moto.sqs.responses import SQSResponse
@@ -148,6 +153,93 @@ def _sqs_checks(self, resource="*"):
     _authorize(self, [(_SQS_BATCH.get(action, action), resource)])
 
 
+class _PresignedS3Request(S3IAMRequest):
+    """An S3 request authenticated by SigV4 query parameters (a presigned URL)."""
+
+    def __init__(self, account_id, method, path, data, body, headers, action):
+        self._raw_query = urlparse(path).query
+        pairs = [p.split("=", 1) + [""] for p in self._raw_query.split("&") if p]
+        self._pairs = [(k, v) for k, v, *_ in pairs]
+        q = {k: v for k, v in self._pairs}
+        from urllib.parse import unquote
+
+        headers = dict(headers)
+        headers["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={unquote(q.get('X-Amz-Credential', ''))}, "
+            f"SignedHeaders={unquote(q.get('X-Amz-SignedHeaders', 'host'))}, "
+            f"Signature={q.get('X-Amz-Signature', '')}"
+        )
+        if "X-Amz-Security-Token" in q:
+            headers["X-Amz-Security-Token"] = unquote(q["X-Amz-Security-Token"])
+        self._q = {k: unquote(v) for k, v in q.items()}
+        super().__init__(account_id, method, path, data, body, headers, action)
+
+    def check_signature(self):
+        q = self._q
+        signed_at = datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=timezone.utc
+        )
+        if signed_at.timestamp() + int(q.get("X-Amz-Expires", "0")) < time.time():
+            raise S3AccessDeniedError()  # AWS: "Request has expired"
+        creds = self._access_key.create_credentials()
+        canonical_query = "&".join(
+            f"{k}={v}" for k, v in sorted(self._pairs) if k != "X-Amz-Signature"
+        )
+        signed = q.get("X-Amz-SignedHeaders", "host").split(";")
+        lower = {k.lower(): v for k, v in self._headers.items()}
+        canonical_headers = "".join(f"{h}:{lower.get(h, '').strip()}\n" for h in signed)
+        canonical = "\n".join(
+            [
+                self._method,
+                urlparse(self._path).path,
+                canonical_query,
+                canonical_headers,
+                ";".join(signed),
+                "UNSIGNED-PAYLOAD",
+            ]
+        )
+        scope = "/".join(q["X-Amz-Credential"].split("/")[1:])
+        to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256",
+                q["X-Amz-Date"],
+                scope,
+                hashlib.sha256(canonical.encode()).hexdigest(),
+            ]
+        )
+        key = ("AWS4" + creds.secret_key).encode()
+        for part in scope.split("/"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, q.get("X-Amz-Signature", "")):
+            self._raise_signature_does_not_match()
+
+
+_s3_authorize = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
+
+
+def _s3_checks(self, bucket_name=None, key_name=None):
+    query = urlparse(self.uri).query
+    if "X-Amz-Credential=" not in query or "Authorization" in self.headers:
+        return _s3_authorize(self, bucket_name, key_name)
+    if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
+        ActionAuthenticatorMixin.request_count += 1
+        return
+    arn = f"{bucket_name or '*'}/{key_name}" if key_name else (bucket_name or "*")
+    request = _PresignedS3Request(
+        account_id=self.current_account,
+        method=self.method,
+        path=self.raw_path + "?" + query,
+        data=self.data,
+        body=self.raw_body,
+        headers=self.headers,
+        action=self._get_action(),
+    )
+    request.check_signature()
+    request.check_action_permitted(f"arn:aws:s3:::{arn}")
+
+
+ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = _s3_checks
 DynamoHandler._authenticate_and_authorize_normal_action = _dynamodb_checks
 SQSResponse._authenticate_and_authorize_normal_action = _sqs_checks
 SimpleSystemManagerResponse._authenticate_and_authorize_normal_action = _ssm_checks

@@ -70,6 +70,13 @@ enum Command {
     },
     /// A production's phase timeline, attempts, errors and available actions.
     Show { id: String },
+    /// A production's artifacts (images, audio, ...) with download links valid 15 minutes;
+    /// `--download DIR` saves them as DIR/<phase>/<name>.<ext>, checking each SHA-256.
+    Artifacts {
+        id: String,
+        #[arg(long)]
+        download: Option<std::path::PathBuf>,
+    },
     /// Follow a production until it settles (exit 0 if it completed, 3 if not).
     Watch {
         id: String,
@@ -319,14 +326,53 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
         Command::Show { id } => {
             let ops = connect(&cli.stack).await?;
             let p = ops.get(&id, &me).await?;
+            let (outputs, artifacts) = ops.detail(&p).await?;
             if cli.json {
-                let outputs = ops.outputs(&p).await?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&render::json(&p, Some(&outputs)))?
-                );
+                let v = shepherd::view::detail(&p, &outputs, &artifacts);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", render::show(&p));
+                print!("{}", render::artifacts(&artifacts));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Artifacts { id, download } => {
+            let ops = connect(&cli.stack).await?;
+            let p = ops.get(&id, &me).await?;
+            let artifacts = ops.artifacts(&p).await?;
+            match download {
+                Some(dir) => {
+                    for a in &artifacts {
+                        let path = dir.join(&a.phase).join(a.artifact.file_name());
+                        let bytes = ops.artifact_bytes(a).await?;
+                        let digest = shepherd::domain::artifacts::Artifact::of(
+                            &p.id,
+                            &a.artifact.name,
+                            &bytes,
+                            &a.artifact.content_type,
+                        );
+                        anyhow::ensure!(
+                            digest.sha256 == a.artifact.sha256,
+                            "{} does not match its SHA-256 (the bucket holds other bytes than the output says)",
+                            a.artifact.key
+                        );
+                        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+                        std::fs::write(&path, &bytes)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        if !cli.json {
+                            println!(
+                                "{}  ({} bytes, sha256 verified)",
+                                path.display(),
+                                bytes.len()
+                            );
+                        }
+                    }
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&artifacts)?);
+                    }
+                }
+                None if cli.json => println!("{}", serde_json::to_string_pretty(&artifacts)?),
+                None => print!("{}", render::artifacts(&artifacts)),
             }
             Ok(ExitCode::SUCCESS)
         }

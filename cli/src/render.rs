@@ -128,6 +128,27 @@ pub fn dlq(entries: &[shepherd::ops::DlqEntry]) -> String {
     s
 }
 
+pub fn artifacts(artifacts: &[shepherd::ops::ArtifactLink]) -> String {
+    let mut s = String::new();
+    if artifacts.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "\nArtifacts (links valid 15 minutes):");
+    for a in artifacts {
+        let _ = writeln!(
+            s,
+            "  {:<8} {:<10} {:<11} {:>8} B  {}\n    {}",
+            a.phase,
+            a.artifact.name,
+            a.artifact.content_type,
+            a.artifact.bytes,
+            a.artifact.key,
+            a.url
+        );
+    }
+    s
+}
+
 pub fn alarms(alarms: &[shepherd::domain::alarms::Alarm]) -> String {
     let mut s = String::new();
     let _ = writeln!(

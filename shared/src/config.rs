@@ -31,6 +31,9 @@ pub struct Topology {
     /// Phase name -> dead-letter queue URL.
     #[serde(with = "phase_map")]
     pub dlqs: BTreeMap<String, String>,
+    /// The S3 bucket of artifacts (images, audio, large outputs).
+    #[serde(default)]
+    pub artifact_bucket: String,
 }
 
 impl Topology {
@@ -157,6 +160,10 @@ impl Config {
                 audit_table: env.get("SHEPHERD_AUDIT_TABLE").cloned().unwrap_or_default(),
                 queues: parse_map("SHEPHERD_QUEUES", &get("SHEPHERD_QUEUES")?)?,
                 dlqs: parse_map("SHEPHERD_DLQS", &get("SHEPHERD_DLQS")?)?,
+                artifact_bucket: env
+                    .get("SHEPHERD_ARTIFACT_BUCKET")
+                    .cloned()
+                    .unwrap_or_default(),
             },
             max_receive_count,
             max_retries,

@@ -12,6 +12,7 @@
 //! | [`HealthStore`] | integrations' health | `INT#<id>` |
 //! | [`AuditLog`] | the audit table | audit table |
 //! | [`Ledger`] | tool-call outcomes | idempotency table |
+//! | [`ArtifactStore`] | images, audio, large outputs | artifact bucket (S3) |
 //! | [`Queue`], [`Params`], [`Connector`], [`Clock`] | SQS, SSM, providers, time | |
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Definition;
 use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
+use crate::domain::artifacts::Artifact;
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::domain::{
@@ -100,6 +102,13 @@ pub trait Productions: Send + Sync {
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError>;
 }
 
+/// A phase's output and the artifacts it references.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOutput {
+    pub body: serde_json::Value,
+    pub artifacts: Vec<Artifact>,
+}
+
 #[async_trait]
 pub trait Outputs: Send + Sync {
     /// Stores a phase's output apart from the hot item; returns its key.
@@ -108,9 +117,21 @@ pub trait Outputs: Send + Sync {
         id: &str,
         phase: &str,
         attempt: u32,
-        body: &serde_json::Value,
+        output: &StoredOutput,
     ) -> Result<String, StoreError>;
-    async fn get(&self, id: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    async fn get(&self, id: &str, key: &str) -> Result<Option<StoredOutput>, StoreError>;
+}
+
+/// The artifact bucket. Keys are content addresses (`domain::artifacts`).
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Stores `body` under `key` unless an object is already there (the same key is the
+    /// same content); `true` when it wrote.
+    async fn put_new(&self, key: &str, body: &[u8], content_type: &str)
+    -> Result<bool, StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A download link valid for `ttl`.
+    async fn presign(&self, key: &str, ttl: std::time::Duration) -> Result<String, StoreError>;
 }
 
 #[async_trait]
@@ -379,21 +400,39 @@ pub struct ChatRequest {
     pub response_format: Option<serde_json::Value>,
 }
 
+/// What a phase asks an image model for; the provider adapter writes the wire request
+/// its model takes (GPT image models answer base64 always; DALL-E is asked for it).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageRequest {
     pub model: String,
     pub prompt: String,
     pub n: u32,
     pub size: String,
+    /// `png`, `jpeg` or `webp` (GPT image models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<String>,
 }
 
+/// An image as a provider answered it: its bytes, whatever the wire carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedImage {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
+    /// DALL-E 3 rewrites prompts; the prompt it used.
+    pub revised_prompt: Option<String>,
+    /// Flags an OpenAI-compatible provider raised on the image (`copyright_risk`,
+    /// `attribution_required`, `low_safety_score`); OpenAI's own API sends none.
+    pub warnings: Vec<String>,
+}
+
+/// A generated image as the call ledger records it: the artifact it was stored as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageResult {
-    pub url: String,
-    /// Flags the provider raised on the image (`copyright_risk`, `attribution_required`,
-    /// `low_safety_score`, ...).
+    pub artifact: Artifact,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revised_prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -404,11 +443,17 @@ pub struct SpeechRequest {
     pub response_format: String,
 }
 
-/// Audio is not kept in the state table; its size and digest are.
+/// Speech as a provider answered it: audio bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audio {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
+}
+
+/// Speech as the call ledger records it: the artifact it was stored as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpeechResult {
-    pub bytes: usize,
-    pub sha256: String,
+    pub artifact: Artifact,
     pub format: String,
 }
 
@@ -417,8 +462,8 @@ pub struct SpeechResult {
 #[async_trait]
 pub trait Provider: Send + Sync {
     async fn chat(&self, req: &ChatRequest, key: &str) -> Result<String, StepError>;
-    async fn image(&self, req: &ImageRequest, key: &str) -> Result<ImageResult, StepError>;
-    async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<SpeechResult, StepError>;
+    async fn image(&self, req: &ImageRequest, key: &str) -> Result<GeneratedImage, StepError>;
+    async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<Audio, StepError>;
     /// POST `body` to the base URL itself; the JSON answer back.
     async fn post_json(
         &self,
@@ -460,6 +505,7 @@ pub struct Ports {
     pub health: Arc<dyn HealthStore>,
     pub audit: Arc<dyn AuditLog>,
     pub ledger: Arc<dyn Ledger>,
+    pub artifacts: Arc<dyn ArtifactStore>,
     pub queue: Arc<dyn Queue>,
     pub params: Arc<dyn Params>,
     pub connector: Arc<dyn Connector>,

@@ -98,6 +98,13 @@ impl PhaseMessage {
         }
         Ok(m)
     }
+
+    /// The production a body names, if it is a phase message at all.
+    pub fn production_of(body: &str) -> Option<String> {
+        serde_json::from_str::<Self>(body)
+            .ok()
+            .map(|m| m.production_id)
+    }
 }
 
 /// A message no retry can fix, as it goes to the phase's DLQ: its body as it came, the

@@ -27,11 +27,12 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::config::CallKind;
+use crate::domain::artifacts::Artifact;
 use crate::domain::{AuditEvent, AuditKind, Classify, ErrorCode, Millis, Outcome, StepError};
 use crate::integrations::Integrations;
 use crate::ports::{
-    CallOutcome, ChatRequest, Clock, ImageRequest, ImageResult, Ledger, OutcomeStatus,
-    SpeechRequest, SpeechResult,
+    ArtifactStore, CallOutcome, ChatRequest, Clock, ImageRequest, ImageResult, Ledger,
+    OutcomeStatus, SpeechRequest, SpeechResult,
 };
 
 pub fn request_hash(request: &impl Serialize) -> String {
@@ -39,19 +40,30 @@ pub fn request_hash(request: &impl Serialize) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// What every run's tools are made of (built once per function, in `wiring`).
+#[derive(Clone)]
+pub struct ToolDeps {
+    pub integrations: Arc<Integrations>,
+    pub ledger: Arc<dyn Ledger>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub clock: Arc<dyn Clock>,
+    /// How long an outcome is kept.
+    pub outcome_ttl: std::time::Duration,
+    /// Fresh calls a run may make after rejecting a provider's answer.
+    pub bad_answer_retries: u32,
+}
+
 /// The tools one phase run may use, bound to its production and phase.
 pub struct Tools {
-    integrations: Arc<Integrations>,
+    deps: ToolDeps,
     /// Audit events of the run's calls (failures, routing), for the phase's commit.
     events: Mutex<Vec<AuditEvent>>,
-    ledger: Arc<dyn Ledger>,
-    clock: Arc<dyn Clock>,
+    /// Artifacts the run's calls stored or found stored, for the phase's output.
+    artifacts: Mutex<Vec<Artifact>>,
+    production_id: String,
     key_prefix: String,
-    ttl_ms: Millis,
     attempt: u32,
     lease_until: Millis,
-    /// Fresh calls a run may make after rejecting an answer.
-    bad_answer_retries: u32,
 }
 
 /// Which run the calls belong to: the production's phase, the production's revision, the
@@ -66,30 +78,25 @@ pub struct Run<'a> {
 }
 
 impl Tools {
-    pub fn new(
-        integrations: Arc<Integrations>,
-        ledger: Arc<dyn Ledger>,
-        clock: Arc<dyn Clock>,
-        run: Run<'_>,
-        ttl: std::time::Duration,
-        bad_answer_retries: u32,
-    ) -> Self {
+    pub fn new(deps: &ToolDeps, run: Run<'_>) -> Self {
         let (production_id, phase) = (run.production_id, run.phase);
         let key_prefix = match run.revision {
             0 => format!("{production_id}#{phase}#"),
             r => format!("{production_id}#{phase}#v{r}#"),
         };
         Self {
-            integrations,
+            deps: deps.clone(),
             events: Mutex::new(Vec::new()),
-            ledger,
-            clock,
+            artifacts: Mutex::new(Vec::new()),
+            production_id: production_id.into(),
             key_prefix,
-            ttl_ms: ttl.as_millis() as Millis,
             attempt: run.attempt,
             lease_until: run.lease_until,
-            bad_answer_retries,
         }
+    }
+
+    fn ttl_ms(&self) -> Millis {
+        self.deps.outcome_ttl.as_millis() as Millis
     }
 
     pub async fn chat(&self, name: &str, req: &ChatRequest) -> Result<String, StepError> {
@@ -100,7 +107,8 @@ impl Tools {
 
     async fn chat_call(&self, req: &ChatRequest, pk: String) -> Result<String, StepError> {
         let pk = &pk;
-        self.integrations
+        self.deps
+            .integrations
             .call(CallKind::Chat, pk, &self.events, move |p| async move {
                 p.chat(req, pk).await
             })
@@ -128,22 +136,23 @@ impl Tools {
                 Err(e) => format!("not the JSON asked for: {e}"),
             };
             let excerpt: String = text.chars().take(160).collect();
-            let now = self.clock.now();
+            let now = self.deps.clock.now();
             let rejected = CallOutcome {
                 request_hash: request_hash(req),
                 status: OutcomeStatus::Rejected,
                 result: why.clone(),
                 tries: tries + 1,
             };
-            self.ledger
-                .put(key, &rejected, now + self.ttl_ms)
+            self.deps
+                .ledger
+                .put(key, &rejected, now + self.ttl_ms())
                 .await
                 .retryable(ErrorCode::OutcomeStore)?;
             self.event(
                 AuditEvent::new(AuditKind::ToolCallRejected, Outcome::Failure, now)
                     .detail(format!("{key}: {why}; the answer began: {excerpt:?}")),
             );
-            if fresh >= self.bad_answer_retries {
+            if fresh >= self.deps.bad_answer_retries {
                 return Err(StepError::permanent(
                     ErrorCode::ProviderBadResponse,
                     format!(
@@ -156,30 +165,78 @@ impl Tools {
         }
     }
 
+    /// An image, stored in the artifact bucket before its outcome is recorded: a replay
+    /// returns the stored artifact, never the provider's bytes again.
     pub async fn image(&self, name: &str, req: &ImageRequest) -> Result<ImageResult, StepError> {
         let key = &self.key(name);
         let call = |pk: String| async move {
             let pk = &pk;
-            self.integrations
+            let img = self
+                .deps
+                .integrations
                 .call(CallKind::Image, pk, &self.events, move |p| async move {
                     p.image(req, pk).await
                 })
-                .await
+                .await?;
+            Ok(ImageResult {
+                artifact: self.keep(name, &img.bytes, &img.content_type).await?,
+                warnings: img.warnings,
+                revised_prompt: img.revised_prompt,
+            })
         };
-        Ok(self.once(key, req, call).await?.0)
+        let (image, _): (ImageResult, _) = self.once(key, req, call).await?;
+        self.kept(&image.artifact);
+        Ok(image)
     }
 
+    /// Speech, stored in the artifact bucket like an image.
     pub async fn speech(&self, name: &str, req: &SpeechRequest) -> Result<SpeechResult, StepError> {
         let key = &self.key(name);
         let call = |pk: String| async move {
             let pk = &pk;
-            self.integrations
+            let audio = self
+                .deps
+                .integrations
                 .call(CallKind::Speech, pk, &self.events, move |p| async move {
                     p.speech(req, pk).await
                 })
-                .await
+                .await?;
+            Ok(SpeechResult {
+                artifact: self.keep(name, &audio.bytes, &audio.content_type).await?,
+                format: req.response_format.clone(),
+            })
         };
-        Ok(self.once(key, req, call).await?.0)
+        let (speech, _): (SpeechResult, _) = self.once(key, req, call).await?;
+        self.kept(&speech.artifact);
+        Ok(speech)
+    }
+
+    /// Stores `body` as this production's artifact `name` (once: its key is its content).
+    async fn keep(
+        &self,
+        name: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<Artifact, StepError> {
+        let artifact = Artifact::of(&self.production_id, name, body, content_type);
+        self.deps
+            .artifacts
+            .put_new(&artifact.key, body, content_type)
+            .await
+            .retryable(ErrorCode::ArtifactStore)?;
+        Ok(artifact)
+    }
+
+    fn kept(&self, a: &Artifact) {
+        let mut kept = self.artifacts.lock().expect("artifacts");
+        if !kept.contains(a) {
+            kept.push(a.clone());
+        }
+    }
+
+    /// The artifacts of the calls made so far.
+    pub fn take_artifacts(&self) -> Vec<Artifact> {
+        std::mem::take(&mut *self.artifacts.lock().expect("artifacts"))
     }
 
     /// POSTs `body` to the chain's generic HTTP JSON integration, once per key.
@@ -191,7 +248,8 @@ impl Tools {
         let key = &self.key(name);
         let call = |pk: String| async move {
             let pk = &pk;
-            self.integrations
+            self.deps
+                .integrations
                 .call(CallKind::Http, pk, &self.events, move |p| async move {
                     p.post_json(body, pk).await
                 })
@@ -209,7 +267,8 @@ impl Tools {
     ) -> Result<serde_json::Value, StepError> {
         let key = &self.key(name);
         let call = |pk: String| async move {
-            self.integrations
+            self.deps
+                .integrations
                 .call_mcp(&pk, &self.events, tool, arguments)
                 .await
         };
@@ -218,7 +277,7 @@ impl Tools {
 
     /// Whether an integration serves `kind` (a phase's optional step).
     pub async fn serves(&self, kind: CallKind) -> Result<bool, StepError> {
-        self.integrations.serves(kind).await
+        self.deps.integrations.serves(kind).await
     }
 
     fn event(&self, e: AuditEvent) {
@@ -249,10 +308,11 @@ impl Tools {
         Fut: Future<Output = Result<T, StepError>>,
     {
         let hash = request_hash(req);
-        let now = self.clock.now();
-        let expires = now + self.ttl_ms;
+        let now = self.deps.clock.now();
+        let expires = now + self.ttl_ms();
         let mut tries = 0;
         if let Some(found) = self
+            .deps
             .ledger
             .get(key, now)
             .await
@@ -308,14 +368,16 @@ impl Tools {
             },
             String::new(),
         );
-        self.ledger
+        self.deps
+            .ledger
             .put(key, &started, expires)
             .await
             .retryable(ErrorCode::OutcomeStore)?;
         match call(provider_key).await {
             Ok(result) => {
                 let json = serde_json::to_string(&result).expect("result serialises");
-                self.ledger
+                self.deps
+                    .ledger
                     .put(key, &record(OutcomeStatus::Completed, json), expires)
                     .await
                     .retryable(ErrorCode::OutcomeStore)?;
@@ -324,6 +386,7 @@ impl Tools {
             Err(e) => {
                 // Best effort: a lost `failed` leaves `in_progress`, read as unknown next time.
                 let _ = self
+                    .deps
                     .ledger
                     .put(
                         key,

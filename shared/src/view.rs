@@ -31,6 +31,18 @@ pub fn json(
     v
 }
 
+/// A production with its outputs and its artifacts' download links (`show`, `GET
+/// /productions/{id}`).
+pub fn detail(
+    p: &Production,
+    outputs: &BTreeMap<String, serde_json::Value>,
+    artifacts: &[impl serde::Serialize],
+) -> serde_json::Value {
+    let mut v = json(p, Some(outputs));
+    v["artifacts"] = serde_json::to_value(artifacts).expect("artifacts serialise");
+    v
+}
+
 /// What an operator must know first, in one sentence.
 pub fn banner(p: &Production) -> String {
     let current = p.current_phase().map(|c| c.name.as_str()).unwrap_or("-");

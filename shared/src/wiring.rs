@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use aws_lambda_events::event::sns::SnsEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 
 use crate::adapters::dynamodb::{
@@ -15,14 +16,15 @@ use crate::adapters::dynamodb::{
     DynamoProductions, stream,
 };
 use crate::adapters::providers::HttpConnector;
-use crate::adapters::{CachedParams, SqsQueue, SsmParams};
+use crate::adapters::{CachedParams, S3Artifacts, SqsQueue, SsmParams};
 use crate::audit::Projected;
 use crate::config::{Config, StackConfig, Topology};
 use crate::integrations::{Integrations, IntegrationsDeps};
 use crate::ops::{Ops, OpsError};
-use crate::ports::{Clock, Params, Ports, StoreError, SystemClock};
+use crate::ports::{ArtifactStore, Clock, Params, Ports, StoreError, SystemClock};
 use crate::recovery::Sweeper;
 use crate::runtime::{Executor, Phase, PhaseFunction, RunPhase, Stats, Worker};
+use crate::tools::ToolDeps;
 use crate::write::{Dispatcher, Transitioner};
 
 /// The SDK clients a function uses; built once per process.
@@ -31,6 +33,7 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl AwsClients {
@@ -40,6 +43,12 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
+            // Path-style against an emulator's endpoint (no bucket DNS on 127.0.0.1).
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(sdk)
+                    .force_path_style(sdk.endpoint_url().is_some())
+                    .build(),
+            ),
         }
     }
 
@@ -59,14 +68,17 @@ impl AwsClients {
             None => Arc::new(ssm),
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let artifacts: Arc<dyn ArtifactStore> =
+            Arc::new(S3Artifacts::new(self.s3.clone(), &topology.artifact_bucket));
         Ports {
             productions: Arc::new(DynamoProductions::new(ddb.clone(), state)),
-            outputs: Arc::new(DynamoOutputs::new(ddb.clone(), state)),
+            outputs: Arc::new(DynamoOutputs::new(ddb.clone(), state, artifacts.clone())),
             accounts: Arc::new(DynamoAccounts::new(ddb.clone(), state)),
             alarms: Arc::new(DynamoAlarms::new(ddb.clone(), state)),
             health: Arc::new(DynamoHealth::new(ddb.clone(), state)),
             audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
             ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),
+            artifacts,
             queue: Arc::new(SqsQueue::new(self.sqs.clone())),
             connector: Arc::new(HttpConnector {
                 params: params.clone(),
@@ -118,12 +130,15 @@ pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) 
         phase,
         productions: ports.productions.clone(),
         outputs: ports.outputs.clone(),
-        integrations,
-        ledger: ports.ledger.clone(),
-        clock: ports.clock.clone(),
+        tools: ToolDeps {
+            integrations,
+            ledger: ports.ledger.clone(),
+            artifacts: ports.artifacts.clone(),
+            clock: ports.clock.clone(),
+            outcome_ttl: config.outcome_ttl,
+            bad_answer_retries: config.bad_answer_retries,
+        },
         timeout: config.function_timeout,
-        outcome_ttl: config.outcome_ttl,
-        bad_answer_retries: config.bad_answer_retries,
     };
     let worker = Worker {
         executor,
@@ -152,6 +167,16 @@ pub fn sweeper(ports: &Ports, config: &Config) -> Sweeper {
         dispatcher: dispatcher(ports, config),
         clock: ports.clock.clone(),
         lost_dispatch_after: config.lost_dispatch_after,
+    }
+}
+
+/// The alarm-ingest function's handler on `ports`.
+pub fn alarm_ingest(ports: &Ports, config: &Config) -> crate::cloudwatch::AlarmIngest {
+    crate::cloudwatch::AlarmIngest {
+        alarms: ports.alarms.clone(),
+        queue: ports.queue.clone(),
+        clock: ports.clock.clone(),
+        topology: config.topology.clone(),
     }
 }
 
@@ -212,6 +237,28 @@ pub async fn serve_sweeper() -> Result<(), lambda_runtime::Error> {
             })
             .await;
             Ok::<_, lambda_runtime::Error>(s.sweep().await?)
+        },
+    ))
+    .await
+}
+
+/// The Lambda entry point of the alarm ingest (the alarm topic's SNS subscription).
+pub async fn serve_alarm_ingest() -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let ingest = tokio::sync::OnceCell::new();
+    let (ingest, config) = (&ingest, &config);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |e: lambda_runtime::LambdaEvent<SnsEvent>| async move {
+            let i = on_first_event(ingest, |c| {
+                alarm_ingest(&function_ports(&c, config), config)
+            })
+            .await;
+            let n = i
+                .handle(e.payload.records.iter().map(|r| r.sns.message.as_str()))
+                .await?;
+            tracing::info!(recorded = n, "alarms ingested");
+            Ok::<_, lambda_runtime::Error>(())
         },
     ))
     .await

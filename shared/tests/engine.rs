@@ -16,8 +16,8 @@ use shepherd::domain::{
 };
 use shepherd::ops::{Ops, OpsError};
 use shepherd::ports::{
-    ChatMessage, ChatRequest, Clock, Connector, ImageRequest, ImageResult, McpSession, Ports,
-    Provider, SpeechRequest, SpeechResult,
+    Audio, ChatMessage, ChatRequest, Clock, Connector, GeneratedImage, ImageRequest, McpSession,
+    Ports, Provider, SpeechRequest,
 };
 use shepherd::runtime::{Phase, PhaseContext, PhaseFunction, PhaseOutput, Stats};
 use shepherd::write::{OnConflict, Transitioner, Written};
@@ -41,10 +41,10 @@ impl Provider for Scripted {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(format!("answer to {}", req.messages[0].content))
     }
-    async fn image(&self, _: &ImageRequest, _: &str) -> Result<ImageResult, StepError> {
+    async fn image(&self, _: &ImageRequest, _: &str) -> Result<GeneratedImage, StepError> {
         unimplemented!("not used by the test pipeline")
     }
-    async fn speech(&self, _: &SpeechRequest, _: &str) -> Result<SpeechResult, StepError> {
+    async fn speech(&self, _: &SpeechRequest, _: &str) -> Result<Audio, StepError> {
         unimplemented!("not used by the test pipeline")
     }
     async fn post_json(

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["protocol", "config", "view", "observability"],
     &["ports"],
     &["adapters"],
-    &["write", "integrations", "tools", "audit"],
+    &["write", "integrations", "tools", "audit", "cloudwatch"],
     &["runtime", "recovery", "phases"],
     &["ops"],
     &["wiring"],
@@ -180,7 +180,13 @@ fn aws_calls_live_only_in_adapters_and_wiring() {
             continue;
         }
         let text = code(&std::fs::read_to_string(&f).unwrap());
-        for sdk in ["aws_sdk_dynamodb", "aws_sdk_sqs", "aws_sdk_ssm", "reqwest"] {
+        for sdk in [
+            "aws_sdk_dynamodb",
+            "aws_sdk_sqs",
+            "aws_sdk_ssm",
+            "aws_sdk_s3",
+            "reqwest",
+        ] {
             assert!(
                 !text.contains(sdk),
                 "{} uses {sdk} outside adapters/",

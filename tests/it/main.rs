@@ -3,6 +3,7 @@
 
 mod alarms;
 mod api;
+mod artifacts;
 mod delivery;
 mod dlq;
 mod events;

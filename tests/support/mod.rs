@@ -342,6 +342,11 @@ impl TestStack {
         aws_sdk_sqs::Client::new(&self.sdk)
     }
 
+    /// S3 as the admin (path-style, as against any emulator).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        shepherd::wiring::AwsClients::new(&self.sdk).s3
+    }
+
     /// Polls until `done` holds for the production, or panics with its state after `timeout`.
     pub async fn wait_for(
         &self,

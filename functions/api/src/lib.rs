@@ -460,8 +460,8 @@ async fn create(State(api): State<Api>, Who(caller): Who, bytes: Bytes) -> Answe
 async fn show(State(api): State<Api>, Who(caller): Who, Path(id): Path<String>) -> Answer {
     let ops = api.ops().await?;
     let p = ops.get(&id, &caller).await?;
-    let outputs = ops.outputs(&p).await?;
-    ok(view::json(&p, Some(&outputs)))
+    let (outputs, artifacts) = ops.detail(&p).await?;
+    ok(view::detail(&p, &outputs, &artifacts))
 }
 
 /// The action named in the path, with its arguments from the body: an unknown action is

@@ -1,11 +1,30 @@
-//! A local stand-in for an OpenAI-compatible provider: chat completions, image generation,
-//! speech. Deterministic answers; faults switched on per call or per rate through `/_faults`;
-//! `/_calls` counts what it served, so tests can prove a finished call was never repeated.
+//! A local stand-in for OpenAI's API: chat completions, image generation, speech, answered
+//! in the shapes OpenAI's API reference (its published OpenAPI description) defines, not the
+//! shapes our client would like:
+//!
+//! - `POST /v1/images/generations`: GPT image models (`gpt-image-*`) answer `b64_json` (a
+//!   real PNG) and refuse `response_format` (400 `unknown_parameter`); DALL-E models answer
+//!   a `url` (served under `/files/`; OpenAI's expire within the hour) unless asked for
+//!   `b64_json`. A blocked prompt is 400 `moderation_blocked` (`content_policy_violation`
+//!   for DALL-E). This fake makes PNG only: `output_format` jpeg or webp is refused.
+//! - `POST /v1/audio/speech`: audio bytes with the requested format's media type; an
+//!   unknown voice or an input over 4096 characters is a 400.
+//! - `POST /v1/chat/completions`: `chat.completion` objects; a refusal is `content: null`
+//!   with `refusal` set; `response_format: json_object` needs the word "JSON" in the
+//!   messages, as the real API requires.
+//! - `GET /v1/models`: the model list (what `shepherd integrations test` probes).
+//! - Errors are `{"error": {message, type, param, code}}`; a 429 carries `retry-after` and
+//!   the `x-ratelimit-*` headers, except `insufficient_quota`, which carries neither.
+//!
+//! Deterministic answers; faults switched on per call or at random rates through
+//! `/_faults`; `/_calls` counts what it served, so tests can prove a finished call was
+//! never repeated.
 //!
 //! ```text
-//! POST /_faults  {"path": "images", "fault": {"status": 500}, "times": 1, "after": 2}
-//!                faults: {"status": N} | {"rate_limit": {"reset_secs": S}}
-//!                        | {"slow": {"ms": M}} | {"refusal": true}
+//! POST /_faults  {"path": "images", "fault": {"status": 500}, "times": 1, "after": 2, "rate": 0.1}
+//!                faults: {"status": N} | {"rate_limit": {"reset_secs": S}} | {"quota": true}
+//!                        | {"slow": {"ms": M}} | {"refusal": true} | {"drop": true}
+//!                        | {"bad_answer": true} | "no_image" | {"flags": [..]}
 //! GET  /_calls   {"received": N, "served": {path: n}, "by_key": {idempotency key: n}}
 //! POST /_reset   clears faults and counters
 //! ```
@@ -15,14 +34,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+/// The built-in voices of OpenAI's speech API.
+const VOICES: [&str; 13] = [
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
+    "marin", "cedar",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -35,9 +62,16 @@ pub enum Fault {
         ms: u64,
     },
     Refusal(bool),
+    /// 429 `insufficient_quota`: the account has no credit left (no wait cures it).
+    Quota(bool),
+    /// The connection breaks in the middle of the answer (the work was done).
+    Drop(bool),
+    /// Chat: a 200 whose content is not the JSON the prompt asked for.
+    BadAnswer(bool),
     /// Images: answer 200 with no image (a provider's silent filter).
     NoImage,
-    /// Images: answer with these warning flags on the image (`copyright_risk`, ...).
+    /// Images: answer with these warning flags on the image (`copyright_risk`, ...). Not
+    /// OpenAI's (it sends none): some compatible providers' extension.
     Flags(Vec<String>),
 }
 
@@ -58,6 +92,9 @@ pub struct FaultRule {
     /// The error message a `status` fault answers with.
     #[serde(default)]
     pub message: Option<String>,
+    /// The chance in [0, 1] that the rule applies to a matching call (absent: always).
+    #[serde(default)]
+    pub rate: Option<f64>,
     #[serde(skip)]
     seen: u32,
 }
@@ -71,6 +108,7 @@ impl FaultRule {
             times: None,
             after: 0,
             message: None,
+            rate: None,
             seen: 0,
         }
     }
@@ -90,6 +128,11 @@ impl FaultRule {
         self.key = k.into();
         self
     }
+    /// Applies to a matching call with probability `rate`.
+    pub fn rate(mut self, rate: f64) -> Self {
+        self.rate = Some(rate);
+        self
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -98,6 +141,8 @@ pub struct Calls {
     /// Calls refused for a wrong or missing key (not counted in `received`).
     #[serde(default)]
     pub unauthorized: u64,
+    /// Calls that did the work, per path and per idempotency key (an answer lost to a
+    /// dropped connection or a client's timeout counts: the work was done).
     pub served: BTreeMap<String, u64>,
     pub by_key: BTreeMap<String, u64>,
     /// Request bodies served, newest last (for asserting what a provider was asked).
@@ -109,12 +154,16 @@ pub struct Calls {
 struct Inner {
     faults: Vec<FaultRule>,
     calls: Calls,
+    /// Images answered by URL, by file name.
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Clone)]
 struct AppState {
     inner: Arc<Mutex<Inner>>,
     api_key: Arc<String>,
+    /// `http://<addr>`, for the URLs of DALL-E answers.
+    origin: Arc<String>,
 }
 
 /// A running provider; dropped or `stop`ped, it stops serving.
@@ -128,21 +177,24 @@ pub struct ProviderServer {
 impl ProviderServer {
     /// Serves on `addr` (port 0: any free port) and accepts `api_key` as the bearer token.
     pub async fn start(addr: SocketAddr, api_key: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let state = AppState {
             inner: Arc::default(),
             api_key: Arc::new(api_key.into()),
+            origin: Arc::new(format!("http://{addr}")),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/images/generations", post(image))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/models", get(models))
             .route("/v1/hooks/{name}", post(hook))
+            .route("/files/{name}", get(file))
             .route("/_faults", post(add_fault).delete(clear_faults))
             .route("/_calls", get(calls))
             .route("/_reset", post(reset))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -196,22 +248,16 @@ enum Gate {
     Fail(Response),
     Refuse,
     NoImage,
+    BadAnswer,
     Flags(Vec<String>),
+    /// Do the work, then break the connection mid-answer.
+    Drop,
 }
 
-/// Counts the call, applies a matching fault.
+/// Checks the key, counts the call, applies a matching fault.
 async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) -> Gate {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if auth != format!("Bearer {}", state.api_key) {
-        state.inner.lock().expect("lock").calls.unauthorized += 1;
-        return Gate::Fail(error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_api_key",
-            "Incorrect API key provided.",
-        ));
+    if let Err(r) = authorized(state, headers) {
+        return Gate::Fail(*r);
     }
     let path = uri.path().to_string();
     let key = headers
@@ -227,6 +273,9 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
             if !path.contains(&rule.path) || !key.contains(&rule.key) {
                 continue;
             }
+            if rule.rate.is_some_and(|r| rand::random::<f64>() >= r) {
+                continue;
+            }
             rule.seen += 1;
             let active =
                 rule.seen > rule.after && rule.times.is_none_or(|t| rule.seen <= rule.after + t);
@@ -235,13 +284,17 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
                 break;
             }
         }
-        if !matches!(
+        let refused = matches!(
             chosen,
             Some((
-                Fault::Status(_) | Fault::RateLimit { .. } | Fault::Refusal(true),
+                Fault::Status(_)
+                    | Fault::RateLimit { .. }
+                    | Fault::Quota(true)
+                    | Fault::Refusal(true),
                 _
             ))
-        ) {
+        );
+        if !refused {
             *inner.calls.served.entry(path.clone()).or_default() += 1;
             *inner.calls.by_key.entry(key).or_default() += 1;
             inner.calls.bodies.push(body.clone());
@@ -253,45 +306,132 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
         None => (None, None),
     };
     match fault {
-        None | Some(Fault::Refusal(false)) => Gate::Serve,
+        None | Some(Fault::Refusal(false) | Fault::Quota(false) | Fault::Drop(false)) => {
+            Gate::Serve
+        }
+        Some(Fault::BadAnswer(false)) => Gate::Serve,
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let message = message
-                .unwrap_or_else(|| "The server had an error while processing your request.".into());
-            Gate::Fail(error(status, "server_error", &message))
+            let (kind, default) = if status.is_server_error() {
+                (
+                    "server_error",
+                    "The server had an error while processing your request. Sorry about that!",
+                )
+            } else {
+                ("invalid_request_error", "The request was not accepted.")
+            };
+            let message = message.unwrap_or_else(|| default.into());
+            Gate::Fail(error(status, kind, None, &message))
         }
         Some(Fault::RateLimit { reset_secs }) => {
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_exceeded",
-                "Rate limit reached for requests.",
+                "requests",
+                Some("rate_limit_exceeded"),
+                &format!(
+                    "Rate limit reached for requests per min (RPM): Limit 60, Used 60, Requested 1. \
+                     Please try again in {reset_secs}s."
+                ),
             );
-            r.headers_mut().insert(
-                "retry-after",
-                reset_secs.to_string().parse().expect("header value"),
-            );
-            r.headers_mut().insert(
+            let h = r.headers_mut();
+            h.insert("retry-after", header(&reset_secs.to_string()));
+            h.insert("x-ratelimit-limit-requests", header("60"));
+            h.insert("x-ratelimit-remaining-requests", header("0"));
+            h.insert(
                 "x-ratelimit-reset-requests",
-                format!("{reset_secs}s").parse().expect("header value"),
+                header(&format!("{reset_secs}s")),
             );
             Gate::Fail(r)
         }
+        Some(Fault::Quota(true)) => Gate::Fail(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+            "You exceeded your current quota, please check your plan and billing details.",
+        )),
         Some(Fault::Slow { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Gate::Serve
         }
         Some(Fault::Refusal(true)) => Gate::Refuse,
+        Some(Fault::Drop(true)) => Gate::Drop,
+        Some(Fault::BadAnswer(true)) => Gate::BadAnswer,
         Some(Fault::NoImage) => Gate::NoImage,
         Some(Fault::Flags(flags)) => Gate::Flags(flags),
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth == format!("Bearer {}", state.api_key) {
+        return Ok(());
+    }
+    state.inner.lock().expect("lock").calls.unauthorized += 1;
+    Err(Box::new(error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        Some("invalid_api_key"),
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+    )))
+}
+
+fn header(v: &str) -> HeaderValue {
+    v.parse().expect("header value")
+}
+
+/// OpenAI's error object: `{"error": {message, type, param, code}}`.
+fn error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
+    invalid(status, kind, code, None, message)
+}
+
+fn invalid(
+    status: StatusCode,
+    kind: &str,
+    code: Option<&str>,
+    param: Option<&str>,
+    message: &str,
+) -> Response {
     (
         status,
-        Json(json!({"error": {"message": message, "type": "invalid_request_error", "code": code}})),
+        Json(json!({"error": {"message": message, "type": kind, "param": param, "code": code}})),
     )
         .into_response()
+}
+
+/// A 400 naming the parameter, as the API answers a request it does not take.
+fn bad_param(param: &str, code: &str, message: &str) -> Response {
+    invalid(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        Some(code),
+        Some(param),
+        message,
+    )
+}
+
+/// A successful answer with the rate-limit headers the API sends on every response.
+fn ok(body: impl IntoResponse) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert("x-ratelimit-limit-requests", header("60"));
+    h.insert("x-ratelimit-remaining-requests", header("59"));
+    h.insert("x-ratelimit-reset-requests", header("1s"));
+    r
+}
+
+/// An answer whose connection breaks after its first bytes.
+fn dropped() -> Response {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from_static(b"{\"id\":")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection dropped (fault)",
+        )),
+    ];
+    Response::new(Body::from_stream(futures::stream::iter(chunks)))
 }
 
 fn digest(text: &str) -> String {
@@ -344,28 +484,119 @@ async fn chat(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let (content, refusal, finish) = match gate(&s, &uri, &headers, &body).await {
+    let Some(messages) = body["messages"]
+        .as_array()
+        .filter(|m| !m.is_empty())
+        .cloned()
+    else {
+        return bad_param(
+            "messages",
+            "invalid_value",
+            "'messages' must be a non-empty array.",
+        );
+    };
+    if !body["model"].is_string() {
+        return bad_param(
+            "model",
+            "missing_required_parameter",
+            "you must provide a model parameter",
+        );
+    }
+    let json_mode = body["response_format"]["type"] == "json_object";
+    let says_json = messages.iter().any(|m| {
+        m["content"]
+            .as_str()
+            .is_some_and(|c| c.to_lowercase().contains("json"))
+    });
+    if json_mode && !says_json {
+        return bad_param(
+            "messages",
+            "invalid_value",
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+        );
+    }
+    let (content, refusal) = match gate(&s, &uri, &headers, &body).await {
         Gate::Fail(r) => return r,
+        Gate::Drop => return dropped(),
         Gate::Refuse => (
             Value::Null,
-            json!("I can't help with that request."),
-            "stop",
+            json!("I'm sorry, but I can't help with that request."),
         ),
-        // Image-only faults do not apply to chat.
-        Gate::Serve | Gate::NoImage | Gate::Flags(_) => {
-            (json!(answer(&messages)), Value::Null, "stop")
-        }
+        Gate::BadAnswer => (
+            json!(format!(
+                "Sure! Here is what you asked for:\n{}",
+                answer(&messages).chars().take(40).collect::<String>()
+            )),
+            Value::Null,
+        ),
+        Gate::Serve | Gate::NoImage | Gate::Flags(_) => (json!(answer(&messages)), Value::Null),
     };
-    Json(json!({
+    ok(Json(json!({
         "id": format!("chatcmpl-{}", digest(&body.to_string())),
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": body["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": refusal}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
-    }))
-    .into_response()
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": refusal, "annotations": []},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+        "service_tier": "default"
+    })))
+}
+
+/// A real PNG (16x16, one colour from `seed`), small and deterministic.
+pub fn png(seed: &[u8]) -> Vec<u8> {
+    let colour = Sha256::digest(seed);
+    let (w, h) = (16u32, 16u32);
+    // Each row: filter byte 0 (none), then the pixels.
+    let mut row = vec![0u8];
+    for _ in 0..w {
+        row.extend_from_slice(&colour[..3]);
+    }
+    let raw = row.repeat(h as usize);
+    // zlib: header, one stored deflate block, Adler-32.
+    let mut z = vec![0x78, 0x01, 0x01];
+    let len = raw.len() as u16;
+    z.extend_from_slice(&len.to_le_bytes());
+    z.extend_from_slice(&(!len).to_le_bytes());
+    z.extend_from_slice(&raw);
+    let (mut a, mut b) = (1u32, 0u32);
+    for byte in &raw {
+        a = (a + u32::from(*byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &z), (b"IEND", &[])] {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 async fn image(
@@ -374,24 +605,100 @@ async fn image(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    match gate(&s, &uri, &headers, &body).await {
-        Gate::Fail(r) => r,
-        Gate::Refuse => error(
-            StatusCode::BAD_REQUEST,
-            "content_policy_violation",
-            "Your request was rejected as a result of our safety system.",
-        ),
-        Gate::NoImage => Json(json!({"created": 1_700_000_000, "data": []})).into_response(),
-        gate => {
-            let prompt = body["prompt"].as_str().unwrap_or_default();
-            let mut image =
-                json!({"url": format!("https://images.provider.local/{}.png", digest(prompt))});
-            if let Gate::Flags(flags) = gate {
-                image["warnings"] = json!(flags);
-            }
-            Json(json!({"created": 1_700_000_000, "data": [image]})).into_response()
-        }
+    let model = body["model"].as_str().unwrap_or("dall-e-2").to_string();
+    let gpt_image = model.starts_with("gpt-image");
+    if body["prompt"].as_str().is_none_or(str::is_empty) {
+        return bad_param(
+            "prompt",
+            "missing_required_parameter",
+            "Missing required parameter: 'prompt'.",
+        );
     }
+    if gpt_image && !body["response_format"].is_null() {
+        return bad_param(
+            "response_format",
+            "unknown_parameter",
+            "Unknown parameter: 'response_format'.",
+        );
+    }
+    if let Some(f) = body["output_format"].as_str().filter(|f| *f != "png") {
+        return bad_param(
+            "output_format",
+            "invalid_value",
+            &format!("this local fake makes PNG only, not {f}"),
+        );
+    }
+    let gate = gate(&s, &uri, &headers, &body).await;
+    let prompt = body["prompt"].as_str().unwrap_or_default();
+    let bytes = png(prompt.as_bytes());
+    let mut datum = match gate {
+        Gate::Fail(r) => return r,
+        Gate::Drop => return dropped(),
+        Gate::Refuse if gpt_image => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "image_generation_user_error",
+                Some("moderation_blocked"),
+                "Your request was rejected by the safety system.",
+            );
+        }
+        Gate::Refuse => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("content_policy_violation"),
+                "Your request was rejected as a result of our safety system.",
+            );
+        }
+        Gate::NoImage => return ok(Json(json!({"created": 1_700_000_000, "data": []}))),
+        _ if gpt_image || body["response_format"] == "b64_json" => {
+            json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&bytes)})
+        }
+        _ => {
+            let name = format!("img-{}.png", digest(prompt));
+            s.inner
+                .lock()
+                .expect("lock")
+                .files
+                .insert(name.clone(), bytes);
+            json!({"url": format!("{}/files/{name}", s.origin)})
+        }
+    };
+    if model == "dall-e-3" {
+        datum["revised_prompt"] = json!(format!("A detailed picture: {prompt}"));
+    }
+    if let Gate::Flags(flags) = gate {
+        datum["warnings"] = json!(flags);
+    }
+    let mut answer = json!({"created": 1_700_000_000, "data": [datum]});
+    if gpt_image {
+        answer["background"] = json!("opaque");
+        answer["output_format"] = json!("png");
+        answer["size"] = json!("1024x1024");
+        answer["quality"] = json!("medium");
+        answer["usage"] = json!({"total_tokens": 100, "input_tokens": 50, "output_tokens": 50,
+            "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}});
+    }
+    ok(Json(answer))
+}
+
+/// Where a DALL-E answer's URL points.
+async fn file(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.inner.lock().expect("lock").files.get(&name) {
+        Some(bytes) => ([("content-type", "image/png")], bytes.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+async fn models(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let data: Vec<Value> = ["gpt-4o-mini", "gpt-image-1", "dall-e-3", "gpt-4o-mini-tts"]
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "system"}))
+        .collect();
+    ok(Json(json!({"object": "list", "data": data})))
 }
 
 /// A generic HTTP JSON endpoint (a webhook): acknowledges what it was sent.
@@ -403,9 +710,28 @@ async fn hook(
 ) -> Response {
     match gate(&s, &uri, &headers, &body).await {
         Gate::Fail(r) => r,
-        Gate::Refuse => error(StatusCode::BAD_REQUEST, "rejected", "The hook refused it."),
+        Gate::Drop => dropped(),
+        Gate::Refuse => error(
+            StatusCode::BAD_REQUEST,
+            "rejected",
+            None,
+            "The hook refused it.",
+        ),
         _ => Json(json!({"ok": true, "received": digest(&body.to_string())})).into_response(),
     }
+}
+
+/// The media type of a speech `response_format`.
+fn audio_type(format: &str) -> Option<&'static str> {
+    Some(match format {
+        "mp3" => "audio/mpeg",
+        "opus" => "audio/opus",
+        "aac" => "audio/aac",
+        "flac" => "audio/flac",
+        "wav" => "audio/wav",
+        "pcm" => "audio/pcm",
+        _ => return None,
+    })
 }
 
 async fn speech(
@@ -414,18 +740,47 @@ async fn speech(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    let input = body["input"].as_str().unwrap_or_default().to_string();
+    if input.is_empty() || input.chars().count() > 4096 {
+        return bad_param(
+            "input",
+            "invalid_value",
+            "'input' must be 1 to 4096 characters.",
+        );
+    }
+    let voice = body["voice"].as_str().unwrap_or_default();
+    if !VOICES.contains(&voice) {
+        return bad_param(
+            "voice",
+            "invalid_value",
+            &format!("Invalid value: '{voice}'."),
+        );
+    }
+    let format = body["response_format"].as_str().unwrap_or("mp3");
+    let Some(content_type) = audio_type(format) else {
+        return bad_param(
+            "response_format",
+            "invalid_value",
+            &format!("Invalid value: '{format}'."),
+        );
+    };
     match gate(&s, &uri, &headers, &body).await {
         Gate::Fail(r) => r,
+        Gate::Drop => dropped(),
         Gate::Refuse => error(
             StatusCode::BAD_REQUEST,
-            "content_policy_violation",
+            "invalid_request_error",
+            Some("content_policy_violation"),
             "The input was rejected by our safety system.",
         ),
-        Gate::Serve | Gate::NoImage | Gate::Flags(_) => {
-            let input = body["input"].as_str().unwrap_or_default();
-            let mut audio = b"ID3".to_vec();
-            audio.extend(Sha256::digest(input.as_bytes()).iter().cycle().take(1021));
-            ([("content-type", "audio/mpeg")], audio).into_response()
+        _ => {
+            let mut audio = match format {
+                "mp3" => b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec(),
+                "wav" => b"RIFF\x00\x00\x00\x00WAVEfmt ".to_vec(),
+                _ => vec![],
+            };
+            audio.extend(Sha256::digest(input.as_bytes()).iter().cycle().take(1024));
+            ok(([("content-type", content_type)], audio))
         }
     }
 }
@@ -449,4 +804,22 @@ async fn reset(State(s): State<AppState>) -> StatusCode {
     inner.faults.clear();
     inner.calls = Calls::default();
     StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_png_is_a_png() {
+        let p = png(b"x");
+        assert_eq!(&p[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&p[12..16], b"IHDR");
+        assert_eq!(
+            crc32(b"IEND"),
+            0xAE42_6082,
+            "the well-known CRC of an empty IEND"
+        );
+        assert_ne!(png(b"x"), png(b"y"));
+    }
 }

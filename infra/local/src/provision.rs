@@ -54,6 +54,12 @@ pub enum EventSource {
         stream_arn: String,
         batch_size: i32,
     },
+    /// An SNS topic's subscription. Locally the topic delivers to a queue of the runtime's
+    /// (SNS to SQS, as the emulator does it), whose messages reach the function as SNS
+    /// records: the runtime plays the SNS service's part.
+    Sns {
+        topic_arn: String,
+    },
     /// EventBridge Scheduler (`ScheduleV2`): `rate(...)` expressions run locally.
     Schedule {
         every: std::time::Duration,
@@ -142,6 +148,8 @@ pub async fn provision(
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let ssm = aws_sdk_ssm::Client::new(sdk);
+    let s3 = shepherd::wiring::AwsClients::new(sdk).s3;
+    let sns = aws_sdk_sns::Client::new(sdk);
     let resources = t["Resources"].as_object().cloned().unwrap_or_default();
     let mut pending: Vec<(String, Value)> = resources
         .into_iter()
@@ -152,10 +160,12 @@ pub async fn provision(
         let mut next = Vec::new();
         let before = pending.len();
         for (id, r) in pending {
-            const LOCAL: [&str; 3] = [
+            const LOCAL: [&str; 5] = [
                 "AWS::SQS::Queue",
                 "AWS::DynamoDB::Table",
                 "AWS::SSM::Parameter",
+                "AWS::S3::Bucket",
+                "AWS::SNS::Topic",
             ];
             if !LOCAL.contains(&r["Type"].as_str().unwrap_or_default()) {
                 // Alarms, topics, ...: not emulated; a placeholder keeps references resolvable.
@@ -174,6 +184,24 @@ pub async fn provision(
             match r["Type"].as_str().unwrap_or_default() {
                 "AWS::SQS::Queue" => create_queue(&sqs, &mut cx, &id, &props, &region).await?,
                 "AWS::DynamoDB::Table" => create_table(&ddb, &mut cx, &id, &props, &region).await?,
+                "AWS::S3::Bucket" => create_bucket(&s3, &mut cx, &id, &props, stack).await?,
+                "AWS::SNS::Topic" => {
+                    // Its e-mail subscription (AlarmEmail) is not made locally.
+                    let name = props["TopicName"]
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("{stack}-{id}"));
+                    let arn = sns
+                        .create_topic()
+                        .name(&name)
+                        .send()
+                        .await
+                        .map_err(|e| aws_err(&id, shepherd::adapters::sdk_error(&e)))?
+                        .topic_arn
+                        .unwrap_or_default();
+                    cx.attrs.insert(format!("{id}.TopicName"), name);
+                    cx.refs.insert(id, arn);
+                }
                 "AWS::SSM::Parameter" => {
                     let name = scalar(&props["Name"]);
                     ssm.put_parameter()
@@ -221,6 +249,137 @@ pub async fn provision(
         context: cx,
         functions,
     })
+}
+
+/// A bucket as CloudFormation would make it: named `<stack>-<logical id>` (lowercase), with
+/// the template's versioning, default encryption, public access block, ownership and
+/// lifecycle rules (what the emulator takes of them).
+async fn create_bucket(
+    s3: &aws_sdk_s3::Client,
+    cx: &mut Context,
+    id: &str,
+    props: &Value,
+    stack: &str,
+) -> Result<(), ProvisionError> {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus, LifecycleRule,
+        LifecycleRuleFilter, NoncurrentVersionExpiration, PublicAccessBlockConfiguration,
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule, VersioningConfiguration,
+    };
+    let err = |e: String| aws_err(id, e);
+    let name: String = format!("{stack}-{id}")
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(63)
+        .collect();
+    match s3.create_bucket().bucket(&name).send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
+        Err(e) => return Err(err(shepherd::adapters::sdk_error(&e))),
+    }
+    if props["VersioningConfiguration"]["Status"] == "Enabled" {
+        s3.put_bucket_versioning()
+            .bucket(&name)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+    }
+    let sse = &props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+        ["SSEAlgorithm"];
+    if let Some(alg) = sse.as_str() {
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::from(alg))
+                    .build()
+                    .map_err(|e| err(e.to_string()))?,
+            )
+            .build();
+        s3.put_bucket_encryption()
+            .bucket(&name)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .map_err(|e| err(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+    }
+    let block = &props["PublicAccessBlockConfiguration"];
+    if block.is_object() {
+        let flag = |k: &str| {
+            block[k]
+                .as_bool()
+                .or(block[k].as_str().map(|v| v == "true"))
+        };
+        s3.put_public_access_block()
+            .bucket(&name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .set_block_public_acls(flag("BlockPublicAcls"))
+                    .set_block_public_policy(flag("BlockPublicPolicy"))
+                    .set_ignore_public_acls(flag("IgnorePublicAcls"))
+                    .set_restrict_public_buckets(flag("RestrictPublicBuckets"))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+    }
+    let mut rules = Vec::new();
+    for r in props["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let days = r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+            .as_i64()
+            .or_else(|| {
+                r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+                    .as_str()
+                    .and_then(|d| d.parse().ok())
+            });
+        let mut rule = LifecycleRule::builder()
+            .id(scalar(&r["Id"]))
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build());
+        if let Some(d) = days {
+            rule = rule.noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder()
+                    .noncurrent_days(d as i32)
+                    .build(),
+            );
+        }
+        rules.push(rule.build().map_err(|e| err(e.to_string()))?);
+    }
+    if !rules.is_empty() {
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .map_err(|e| err(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+    }
+    cx.attrs
+        .insert(format!("{id}.Arn"), format!("arn:aws:s3:::{name}"));
+    cx.refs.insert(id.into(), name);
+    Ok(())
 }
 
 async fn create_queue(
@@ -438,6 +597,9 @@ fn functions(
                 "DynamoDB" => events.push(EventSource::DynamoDbStream {
                     stream_arn: scalar(&p["Stream"]),
                     batch_size: p["BatchSize"].as_i64().unwrap_or(100) as i32,
+                }),
+                "SNS" => events.push(EventSource::Sns {
+                    topic_arn: scalar(&p["Topic"]),
                 }),
                 "HttpApi" => events.push(EventSource::Http {
                     path: scalar(&p["Path"]),

@@ -115,6 +115,23 @@ impl LocalRuntime {
                     }
                     // Served above, once per function.
                     EventSource::Http { .. } => {}
+                    EventSource::Sns { topic_arn } => {
+                        if f.binary != "alarm-ingest" {
+                            return Err(RuntimeError::UnknownBinary(
+                                f.logical_id.clone(),
+                                f.binary.clone(),
+                            ));
+                        }
+                        let config = config(f)?;
+                        let ingest = wiring::alarm_ingest(
+                            &wiring::function_ports(&handlers, &config),
+                            &config,
+                        );
+                        let poller = SnsPoller::subscribe(&clients.admin, topic_arn, f, ingest)
+                            .await
+                            .map_err(|e| RuntimeError::Api(f.logical_id.clone(), e))?;
+                        tasks.push(tokio::spawn(poller.run(stop.subscribe())));
+                    }
                     EventSource::Schedule { every } => {
                         let sweeper = sweeper(f, &handlers)?;
                         let every = clients.schedule_every.unwrap_or(*every);
@@ -393,6 +410,140 @@ pub fn to_event_message(m: &aws_sdk_sqs::types::Message) -> SqsMessage {
         })
         .collect();
     out
+}
+
+/// The SNS service's part for one subscription: the topic delivers to a queue of the
+/// runtime's (SNS to SQS, as the emulator does it; with the admin's identity, as the SNS
+/// service's own), and each message reaches the function as an SNS record.
+struct SnsPoller {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    subscription_arn: String,
+    ingest: shepherd::cloudwatch::AlarmIngest,
+}
+
+impl SnsPoller {
+    async fn subscribe(
+        admin: &aws_config::SdkConfig,
+        topic_arn: &str,
+        f: &LocalFunction,
+        ingest: shepherd::cloudwatch::AlarmIngest,
+    ) -> Result<Self, String> {
+        let sqs = aws_sdk_sqs::Client::new(admin);
+        let sns = aws_sdk_sns::Client::new(admin);
+        let topic = topic_arn.rsplit(':').next().unwrap_or("topic");
+        let name: String = format!("{topic}-{}-sns", f.logical_id)
+            .chars()
+            .take(80)
+            .collect();
+        let err = |e: String| format!("subscribing to {topic_arn}: {e}");
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?
+            .queue_url
+            .unwrap_or_default();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .unwrap_or_default();
+        let subscription_arn = sns
+            .subscribe()
+            .topic_arn(topic_arn)
+            .protocol("sqs")
+            .endpoint(arn)
+            .send()
+            .await
+            .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?
+            .subscription_arn
+            .unwrap_or_default();
+        Ok(Self {
+            sqs,
+            queue_url,
+            subscription_arn,
+            ingest,
+        })
+    }
+
+    /// An SNS envelope (as SNS delivers it to a queue) as the record Lambda gets.
+    fn record(&self, body: &str) -> Option<aws_lambda_events::event::sns::SnsRecord> {
+        let envelope: serde_json::Value = serde_json::from_str(body).ok()?;
+        let mut sns = serde_json::json!({
+            "Type": "Notification", "MessageId": "", "TopicArn": "", "Subject": null,
+            "Timestamp": "1970-01-01T00:00:00Z", "SignatureVersion": "1", "Signature": "",
+            "SigningCertURL": "", "UnsubscribeURL": "", "Message": "", "MessageAttributes": {}
+        });
+        for (k, v) in envelope.as_object()? {
+            if k != "MessageAttributes" {
+                sns[k] = v.clone();
+            }
+        }
+        serde_json::from_value(serde_json::json!({
+            "EventSource": "aws:sns", "EventVersion": "1.0",
+            "EventSubscriptionArn": self.subscription_arn, "Sns": sns
+        }))
+        .ok()
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let receive = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send();
+            let out = tokio::select! {
+                _ = stop.changed() => return,
+                out = receive => out,
+            };
+            let messages = match out {
+                Ok(o) => o.messages.unwrap_or_default(),
+                Err(e) => {
+                    warn!(error = %shepherd::adapters::sdk_error(&e), "SNS delivery queue: receive failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            for m in messages {
+                // One record per invocation, as SNS invokes Lambda; a failure is retried.
+                let done = match m.body.as_deref().and_then(|b| self.record(b)) {
+                    Some(record) => match self.ingest.handle([record.sns.message.as_str()]).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            warn!(error = %e, "alarm ingest failed; SNS will deliver it again");
+                            false
+                        }
+                    },
+                    None => {
+                        warn!("not an SNS notification: dropped from the delivery queue");
+                        true
+                    }
+                };
+                if done {
+                    let _ = self
+                        .sqs
+                        .delete_message()
+                        .queue_url(&self.queue_url)
+                        .set_receipt_handle(m.receipt_handle)
+                        .send()
+                        .await;
+                }
+            }
+        }
+    }
 }
 
 struct StreamPoller {

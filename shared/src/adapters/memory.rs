@@ -17,9 +17,9 @@ use crate::domain::{
     Actor, Brief, Command, Millis, Production, ProductionStatus, Transition, claim_refusal, decide,
 };
 use crate::ports::{
-    Accounts, Alarms, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome, Clock,
-    CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs, ParamError,
-    Params, Productions, Queue, QueueError, StoreError,
+    Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
+    Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs,
+    ParamError, Params, Productions, Queue, QueueError, StoreError, StoredOutput,
 };
 
 #[derive(Default)]
@@ -40,7 +40,8 @@ struct Queued {
 struct State {
     productions: BTreeMap<String, Production>,
     briefs: HashMap<String, Brief>,
-    outputs: HashMap<(String, String), serde_json::Value>,
+    outputs: HashMap<(String, String), StoredOutput>,
+    artifacts: HashMap<String, Vec<u8>>,
     accounts: HashMap<String, Account>,
     alarms: BTreeMap<String, Alarm>,
     health: HashMap<String, Health>,
@@ -261,21 +262,42 @@ impl Outputs for Memory {
         id: &str,
         phase: &str,
         attempt: u32,
-        body: &serde_json::Value,
+        output: &StoredOutput,
     ) -> Result<String, StoreError> {
         let mut s = self.state();
         self.write(&mut s)?;
         let key = format!("O#{phase}#{attempt}");
-        s.outputs.insert((id.into(), key.clone()), body.clone());
+        s.outputs.insert((id.into(), key.clone()), output.clone());
         Ok(key)
     }
 
-    async fn get(&self, id: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get(&self, id: &str, key: &str) -> Result<Option<StoredOutput>, StoreError> {
         Ok(self
             .state()
             .outputs
             .get(&(id.to_string(), key.to_string()))
             .cloned())
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for Memory {
+    async fn put_new(&self, key: &str, body: &[u8], _: &str) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        if s.artifacts.contains_key(key) {
+            return Ok(false);
+        }
+        self.write(&mut s)?;
+        s.artifacts.insert(key.into(), body.to_vec());
+        Ok(true)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state().artifacts.get(key).cloned())
+    }
+
+    async fn presign(&self, key: &str, _: std::time::Duration) -> Result<String, StoreError> {
+        Ok(format!("mem://artifacts/{key}"))
     }
 }
 
@@ -342,10 +364,10 @@ impl Alarms for Memory {
             handled_by: None,
             affected: vec![],
         });
-        if let Some(m) = &a.affected
-            && !alarm.affected.contains(m)
-        {
-            alarm.affected.push(m.clone());
+        for m in &a.affected {
+            if !alarm.affected.contains(m) {
+                alarm.affected.push(m.clone());
+            }
         }
         alarm.count += 1;
         alarm.last_seen = now;
@@ -588,6 +610,7 @@ impl Memory {
             health: self.clone(),
             audit: self.clone(),
             ledger: self.clone(),
+            artifacts: self.clone(),
             queue: self.clone(),
             params: self.clone(),
             connector,

@@ -1,13 +1,15 @@
-//! Adapters: the ports implemented with AWS (`dynamodb/`, `sqs.rs`, `ssm.rs`), with HTTP to
+//! Adapters: the ports implemented with AWS (`dynamodb/`, `sqs.rs`, `ssm.rs`, `s3.rs`), with HTTP to
 //! providers (`providers/`), and in memory for fast tests of the engine (`memory.rs`).
-//! No DynamoDB, SQS or SSM call lives outside this folder.
+//! No DynamoDB, SQS, SSM or S3 call lives outside this folder.
 
 pub mod dynamodb;
 pub mod memory;
 pub mod providers;
+pub mod s3;
 pub mod sqs;
 pub mod ssm;
 
+pub use s3::S3Artifacts;
 pub use sqs::SqsQueue;
 pub use ssm::{CachedParams, SsmParams};
 

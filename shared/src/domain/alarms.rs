@@ -16,6 +16,11 @@ vocabulary! {
         IntegrationUnhealthy => "integration_unhealthy",
         ToolCallDeduped => "tool_call_deduped",
         ProductionWaiting => "production_waiting",
+        /// A DLQ holds messages (CloudWatch, through the alarm topic).
+        DlqNotEmpty => "dlq_not_empty",
+        /// A phase queue's oldest message is older than the stack allows: a phase stuck or
+        /// starved (CloudWatch, through the alarm topic).
+        QueueStuck => "queue_stuck",
     }
     other
     /// An alarm raised outside Shepherd's own detectors.
@@ -80,13 +85,13 @@ impl Raise {
             subject: subject.into(),
             severity,
             detail: super::redact::redact(detail.as_ref()).text,
-            affected: None,
+            affected: vec![],
         }
     }
 
     /// Adds `member` to what the alarm affects (see [`Alarm::affected`]).
     pub fn affecting(mut self, member: impl Into<String>) -> Self {
-        self.affected = Some(member.into());
+        self.affected.push(member.into());
         self
     }
 }
@@ -98,6 +103,6 @@ pub struct Raise {
     pub subject: String,
     pub severity: Severity,
     pub detail: String,
-    /// A member of what the alarm affects, added to its set.
-    pub affected: Option<String>,
+    /// Members of what the alarm affects, added to its set.
+    pub affected: Vec<String>,
 }

@@ -9,9 +9,11 @@
 //! | error codes and classes, audit kinds, alarm kinds | `error.rs`, `audit.rs`, `alarms.rs` |
 //! | an integration's health and circuit | `health.rs` |
 //! | account limits | `limits.rs` |
+//! | artifacts' content-addressed keys | `artifacts.rs` |
 
 mod act;
 pub mod alarms;
+pub mod artifacts;
 mod audit;
 pub mod authz;
 mod brief;

@@ -22,10 +22,12 @@ pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
 pub use integrations::{IntegrationTest, IntegrationView};
 
 pub use crate::config::StackConfig;
+use crate::domain::artifacts::Artifact;
 use crate::domain::authz::{Denied, Permission};
 use crate::domain::limits::{AccountUsage, Limits, Reservation, month_of};
 use crate::domain::{
-    Act, Action, Brief, BriefError, Caller, DomainError, Production, ProductionStatus, start,
+    Act, Action, Brief, BriefError, Caller, DomainError, Millis, Production, ProductionStatus,
+    start,
 };
 use crate::ports::{Ports, StoreError};
 use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
@@ -90,6 +92,19 @@ impl From<crate::config::ConfigError> for OpsError {
     fn from(e: crate::config::ConfigError) -> Self {
         Self::Config(e.to_string())
     }
+}
+
+/// How long an artifact's download link is valid.
+pub const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// An artifact of a production with a short-lived download link.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ArtifactLink {
+    pub phase: String,
+    #[serde(flatten)]
+    pub artifact: Artifact,
+    pub url: String,
+    pub expires_at: Millis,
 }
 
 /// Operators' operations over one stack.
@@ -249,15 +264,48 @@ impl Ops {
         &self,
         p: &Production,
     ) -> Result<BTreeMap<String, serde_json::Value>, OpsError> {
+        Ok(self.detail(p).await?.0)
+    }
+
+    /// The artifacts of the production's succeeded phases, each with a download link valid
+    /// for [`LINK_TTL`].
+    pub async fn artifacts(&self, p: &Production) -> Result<Vec<ArtifactLink>, OpsError> {
+        Ok(self.detail(p).await?.1)
+    }
+
+    /// Outputs and artifacts (with links) from one read of each phase's output.
+    pub async fn detail(
+        &self,
+        p: &Production,
+    ) -> Result<(BTreeMap<String, serde_json::Value>, Vec<ArtifactLink>), OpsError> {
         let mut out = BTreeMap::new();
+        let mut links = Vec::new();
+        let expires_at = self.ports.clock.now() + LINK_TTL.as_millis() as Millis;
         for ph in &p.phases {
-            if let Some(key) = &ph.output
-                && let Some(v) = self.ports.outputs.get(&p.id, key).await?
-            {
-                out.insert(ph.name.clone(), v);
+            let Some(key) = &ph.output else { continue };
+            let Some(stored) = self.ports.outputs.get(&p.id, key).await? else {
+                continue;
+            };
+            for a in stored.artifacts {
+                links.push(ArtifactLink {
+                    phase: ph.name.clone(),
+                    url: self.ports.artifacts.presign(&a.key, LINK_TTL).await?,
+                    expires_at,
+                    artifact: a,
+                });
             }
+            out.insert(ph.name.clone(), stored.body);
         }
-        Ok(out)
+        Ok((out, links))
+    }
+
+    /// The bytes of one of the production's artifacts (the caller may read it).
+    pub async fn artifact_bytes(&self, a: &ArtifactLink) -> Result<Vec<u8>, OpsError> {
+        self.ports
+            .artifacts
+            .get(&a.artifact.key)
+            .await?
+            .ok_or_else(|| OpsError::NotFound(format!("artifact {}", a.artifact.key)))
     }
 
     /// An account's productions, newest first; `status` keeps only those in that status.

@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::CallKind;
+use crate::domain::artifacts::Artifact;
 use crate::domain::{ErrorCode, StepError};
 use crate::ports::{ChatMessage, ChatRequest, ImageRequest, SpeechRequest};
 use crate::runtime::{Phase, PhaseContext, PhaseOutput};
@@ -38,7 +39,8 @@ pub struct AssetsOut {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SceneImage {
     pub scene: u32,
-    pub url: String,
+    /// Kept in the artifact bucket.
+    pub image: Artifact,
 }
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VoiceOut {
@@ -47,8 +49,8 @@ pub struct VoiceOut {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SceneAudio {
     pub scene: u32,
-    pub bytes: usize,
-    pub sha256: String,
+    /// Kept in the artifact bucket.
+    pub audio: Artifact,
     pub format: String,
 }
 
@@ -185,6 +187,7 @@ impl Phase for Assets {
                 ),
                 n: 1,
                 size: "1024x1024".into(),
+                output_format: Some("png".into()),
             };
             let img = match ctx.tools.image(&format!("scene-{}", s.n), &req).await {
                 Ok(img) => img,
@@ -198,7 +201,7 @@ impl Phase for Assets {
             warnings.extend(img.warnings.iter().map(|w| format!("scene {}: {w}", s.n)));
             images.push(SceneImage {
                 scene: s.n,
-                url: img.url,
+                image: img.artifact,
             });
         }
         if !missing.is_empty() {
@@ -236,8 +239,7 @@ impl Phase for Voice {
             let r = ctx.tools.speech(&format!("scene-{}", s.n), &req).await?;
             audio.push(SceneAudio {
                 scene: s.n,
-                bytes: r.bytes,
-                sha256: r.sha256,
+                audio: r.artifact,
                 format: r.format,
             });
         }
@@ -286,8 +288,10 @@ impl Phase for Publish {
             scenes.push(serde_json::json!({
                 "n": s.n,
                 "narration": narration.narration,
-                "image_url": image.url,
-                "audio_sha256": audio.sha256,
+                "image": image.image.key,
+                "image_sha256": image.image.sha256,
+                "audio": audio.audio.key,
+                "audio_sha256": audio.audio.sha256,
             }));
         }
         let published = if ctx.tools.serves(CallKind::Mcp).await? {

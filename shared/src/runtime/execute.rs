@@ -12,9 +12,8 @@ use tracing::error;
 
 use super::{PhaseContext, PhaseResult, RunPhase};
 use crate::domain::{AuditEvent, Classify, ErrorCode, Millis, PhaseStatus, Production, StepError};
-use crate::integrations::Integrations;
-use crate::ports::{Clock, Ledger, Outputs, Productions};
-use crate::tools::{Run, Tools};
+use crate::ports::{Outputs, Productions};
+use crate::tools::{Run, ToolDeps, Tools};
 
 /// A phase run's result and the audit events of its tool calls.
 pub struct Ran {
@@ -27,14 +26,9 @@ pub struct Executor {
     pub phase: Arc<dyn RunPhase>,
     pub productions: Arc<dyn Productions>,
     pub outputs: Arc<dyn Outputs>,
-    pub integrations: Arc<Integrations>,
-    pub ledger: Arc<dyn Ledger>,
-    pub clock: Arc<dyn Clock>,
+    pub tools: ToolDeps,
     /// The function's timeout: the run is stopped a little before it.
     pub timeout: Duration,
-    pub outcome_ttl: Duration,
-    /// Fresh calls a run may make after rejecting a provider's answer.
-    pub bad_answer_retries: u32,
 }
 
 impl Executor {
@@ -49,7 +43,10 @@ impl Executor {
                 };
             }
         };
-        let result = self.bounded(p, &ctx).await;
+        let result = self.bounded(p, &ctx).await.map(|mut r| {
+            r.artifacts = ctx.tools.take_artifacts();
+            r
+        });
         Ran {
             result,
             events: ctx.tools.take_events(),
@@ -105,14 +102,12 @@ impl Executor {
                     .await
                     .retryable(ErrorCode::StoreUnavailable)?
             {
-                inputs.insert(ph.name.clone(), out);
+                inputs.insert(ph.name.clone(), out.body);
             }
         }
         let own = p.phase(name);
         let tools = Tools::new(
-            self.integrations.clone(),
-            self.ledger.clone(),
-            self.clock.clone(),
+            &self.tools,
             Run {
                 production_id: &p.id,
                 phase: name,
@@ -120,8 +115,6 @@ impl Executor {
                 attempt: own.map(|ph| ph.attempt).unwrap_or(1),
                 lease_until: own.and_then(|ph| ph.lease_until).unwrap_or_default(),
             },
-            self.outcome_ttl,
-            self.bad_answer_retries,
         );
         Ok(PhaseContext {
             feedback: own.and_then(|ph| ph.feedback.clone()),

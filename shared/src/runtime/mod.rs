@@ -28,6 +28,7 @@ pub use execute::Executor;
 pub use stats::Stats;
 pub use worker::{Verdict, Worker};
 
+use crate::domain::artifacts::Artifact;
 use crate::domain::{Brief, ErrorCode, Production, StepError};
 pub use crate::protocol::{MessageError, PhaseMessage};
 use crate::tools::Tools;
@@ -56,6 +57,8 @@ pub struct PhaseResult {
     pub output: serde_json::Value,
     /// At most 20, each at most 200 characters: they travel in the production's state.
     pub warnings: Vec<String>,
+    /// What the run's tool calls stored in the artifact bucket (set by the executor).
+    pub artifacts: Vec<Artifact>,
 }
 
 /// A phase with its output type erased (what a function holds).
@@ -81,6 +84,7 @@ impl<P: Phase> RunPhase for P {
             Ok(PhaseResult {
                 output: serde_json::to_value(&out).expect("output serialises"),
                 warnings,
+                artifacts: vec![],
             })
         }
         .boxed()

@@ -20,7 +20,7 @@ use crate::domain::{
     Actor, AuditEvent, AuditKind, Command, Dispatch, ErrorCode, Millis, PhaseError, Production,
     StepError,
 };
-use crate::ports::{ClaimOutcome, Clock, Outputs, Productions, StoreError};
+use crate::ports::{ClaimOutcome, Clock, Outputs, Productions, StoreError, StoredOutput};
 use crate::protocol::PhaseMessage;
 use crate::write::{OnConflict, Transitioner, Written};
 
@@ -137,7 +137,15 @@ impl Worker {
     ) -> Verdict {
         let key = match self
             .outputs
-            .put(&p.id, &msg.phase, msg.attempt, &result.output)
+            .put(
+                &p.id,
+                &msg.phase,
+                msg.attempt,
+                &StoredOutput {
+                    body: result.output,
+                    artifacts: result.artifacts,
+                },
+            )
             .await
         {
             Ok(key) => key,

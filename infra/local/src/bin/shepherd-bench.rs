@@ -254,6 +254,12 @@ fn counted_clients(sdk: &aws_config::SdkConfig, counter: Counting) -> AwsClients
         ),
         ssm: aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::config::Builder::from(sdk)
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(sdk)
+                .force_path_style(true)
                 .interceptor(counter)
                 .build(),
         ),

@@ -44,10 +44,10 @@ impl Alarms for DynamoAlarms {
              #st = :open, gpk = :g, gsk = :id REMOVE hb ADD #c :one",
         );
         let mut req = self.client.update_item();
-        if let Some(m) = &a.affected {
+        if !a.affected.is_empty() {
             // A string set: adding a member twice keeps one.
             expression.push_str(", aff :m");
-            req = req.expression_attribute_values(":m", AttributeValue::Ss(vec![m.clone()]));
+            req = req.expression_attribute_values(":m", AttributeValue::Ss(a.affected.clone()));
         }
         req.table_name(&self.table)
             .set_key(Some(key(format!("ALARM#{id}"), "A")))

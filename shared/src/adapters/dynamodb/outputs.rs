@@ -1,22 +1,32 @@
-//! Phases' outputs (`P#<id>` / `O#<phase>#<attempt>`), apart from the hot item.
+//! Phases' outputs (`P#<id>` / `O#<phase>#<attempt>`), apart from the hot item, with the
+//! artifacts they reference. An output too large for a DynamoDB item (400 KB) is kept in
+//! the artifact bucket as `output` and the item holds its reference.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::{get_body, key, production_pk, s, unavailable};
-use crate::ports::{Outputs, StoreError};
+use super::{key, production_pk, s, text, unavailable};
+use crate::domain::artifacts::Artifact;
+use crate::ports::{ArtifactStore, Outputs, StoreError, StoredOutput};
+
+/// Bodies above this go to the bucket (the item also holds its keys and artifact list).
+pub const INLINE_LIMIT: usize = 300 * 1024;
 
 #[derive(Clone)]
 pub struct DynamoOutputs {
     client: Client,
     table: String,
+    overflow: Arc<dyn ArtifactStore>,
 }
 
 impl DynamoOutputs {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, overflow: Arc<dyn ArtifactStore>) -> Self {
         Self {
             client,
             table: table.into(),
+            overflow,
         }
     }
 }
@@ -28,11 +38,24 @@ impl Outputs for DynamoOutputs {
         id: &str,
         phase: &str,
         attempt: u32,
-        body: &serde_json::Value,
+        output: &StoredOutput,
     ) -> Result<String, StoreError> {
         let sk = format!("O#{phase}#{attempt}");
         let mut item = key(production_pk(id), &sk);
-        item.insert("body".into(), s(body.to_string()));
+        let body = output.body.to_string();
+        if body.len() > INLINE_LIMIT {
+            let big = Artifact::of(id, "output", body.as_bytes(), "application/json");
+            self.overflow
+                .put_new(&big.key, body.as_bytes(), &big.content_type)
+                .await?;
+            item.insert("ref".into(), s(&big.key));
+        } else {
+            item.insert("body".into(), s(body));
+        }
+        if !output.artifacts.is_empty() {
+            let arts = serde_json::to_string(&output.artifacts).expect("artifacts serialise");
+            item.insert("arts".into(), s(arts));
+        }
         self.client
             .put_item()
             .table_name(&self.table)
@@ -43,12 +66,34 @@ impl Outputs for DynamoOutputs {
         Ok(sk)
     }
 
-    async fn get(&self, id: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        match get_body(&self.client, &self.table, production_pk(id), key).await? {
-            Some(body) => serde_json::from_str(&body)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("output {key} of {id}: {e}"))),
-            None => Ok(None),
-        }
+    async fn get(&self, id: &str, key_: &str) -> Result<Option<StoredOutput>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(production_pk(id), key_)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt(format!("output {key_} of {id}: {e}"));
+        let body = match item.get("ref").and_then(|v| v.as_s().ok()) {
+            Some(r) => {
+                let bytes = self.overflow.get(r).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("output {key_} of {id}: {r} is missing"))
+                })?;
+                serde_json::from_slice(&bytes).map_err(corrupt)?
+            }
+            None => serde_json::from_str(&text(&item, "body")).map_err(corrupt)?,
+        };
+        let artifacts = match item.get("arts").and_then(|v| v.as_s().ok()) {
+            Some(a) => serde_json::from_str(a).map_err(corrupt)?,
+            None => vec![],
+        };
+        Ok(Some(StoredOutput { body, artifacts }))
     }
 }

@@ -1,17 +1,28 @@
-//! An OpenAI-compatible provider: chat completions, image generation, speech.
+//! An OpenAI-compatible provider: chat completions, image generation, speech, as OpenAI's
+//! API reference defines them (and a generic HTTP JSON endpoint).
+//!
+//! - Images: the GPT image models (`gpt-image-*`) always answer `b64_json` and refuse
+//!   `response_format`; DALL-E models are asked for `b64_json` (their URLs expire within an
+//!   hour). A `url` answer (a compatible provider's) is downloaded within the same call.
+//! - Speech answers audio bytes in the requested `response_format`.
+//! - Chat: a `refusal` or `finish_reason: content_filter` is a content refusal.
+//! - Errors are `{"error": {message, type, param, code}}`; 429 carries `Retry-After`
+//!   (seconds) or the `x-ratelimit-reset-*` headers, except `insufficient_quota`, which no
+//!   wait cures. An image request the safety system blocks answers 400 with
+//!   `moderation_blocked` (GPT image models) or `content_policy_violation` (DALL-E).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use base64::Engine;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use async_trait::async_trait;
-
+use crate::domain::artifacts::audio_type;
 use crate::domain::{ErrorCode, StepError};
 use crate::ports::{
-    ChatRequest, Clock, ImageRequest, ImageResult, Params, Provider, SpeechRequest, SpeechResult,
+    Audio, ChatRequest, Clock, GeneratedImage, ImageRequest, Params, Provider, SpeechRequest,
 };
 
 /// Calls one OpenAI-compatible provider; its API key is an SSM SecureString, read through
@@ -45,15 +56,25 @@ struct ChatResponseMessage {
 }
 #[derive(Deserialize)]
 struct ImageResponse {
+    #[serde(default)]
     data: Vec<ImageDatum>,
+    /// `png`, `jpeg` or `webp` (GPT image models).
+    #[serde(default)]
+    output_format: Option<String>,
 }
 #[derive(Deserialize)]
 struct ImageDatum {
     #[serde(default)]
+    b64_json: Option<String>,
+    #[serde(default)]
     url: Option<String>,
     #[serde(default)]
+    revised_prompt: Option<String>,
+    /// Not OpenAI's: flags some compatible providers add to an image.
+    #[serde(default)]
     warnings: Vec<String>,
-    /// Some providers score an image's safety in [0, 1]; below 0.5 is flagged.
+    /// Not OpenAI's: some compatible providers score an image's safety in [0, 1]; below
+    /// 0.5 is flagged.
     #[serde(default)]
     safety_score: Option<f64>,
 }
@@ -115,39 +136,70 @@ impl Provider for ProviderClient {
         })
     }
 
-    async fn image(&self, req: &ImageRequest, key: &str) -> Result<ImageResult, StepError> {
-        let res: ImageResponse = self.post_typed("images/generations", req, key).await?;
+    async fn image(&self, req: &ImageRequest, key: &str) -> Result<GeneratedImage, StepError> {
+        let res: ImageResponse = self
+            .post_typed("images/generations", &image_body(req), key)
+            .await?;
         let datum = res
             .data
             .into_iter()
-            .find(|d| d.url.is_some())
+            .find(|d| d.b64_json.is_some() || d.url.is_some())
             .ok_or_else(|| {
                 StepError::permanent(
-                    "provider_no_image",
+                    ErrorCode::ProviderNoImage,
                     "the provider answered without an image (filtered?)",
                 )
             })?;
+        let format = res
+            .output_format
+            .or_else(|| req.output_format.clone())
+            .unwrap_or_else(|| "png".into());
+        let (bytes, content_type) = match (&datum.b64_json, &datum.url) {
+            (Some(b64), _) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| {
+                        StepError::permanent(
+                            ErrorCode::ProviderBadResponse,
+                            format!("images/generations: b64_json is not base64: {e}"),
+                        )
+                    })?;
+                (bytes, image_type(&format).to_string())
+            }
+            (None, Some(url)) => self.download(url).await?,
+            (None, None) => unreachable!("found above"),
+        };
         let mut warnings = datum.warnings;
         if datum.safety_score.is_some_and(|s| s < 0.5) {
             warnings.push("low_safety_score".into());
         }
-        Ok(ImageResult {
-            url: datum.url.unwrap_or_default(),
+        Ok(GeneratedImage {
+            bytes,
+            content_type,
+            revised_prompt: datum.revised_prompt,
             warnings,
         })
     }
 
-    async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<SpeechResult, StepError> {
-        let body = self
-            .post("audio/speech", req, key)
-            .await?
-            .bytes()
-            .await
-            .map_err(transport)?;
-        Ok(SpeechResult {
-            bytes: body.len(),
-            sha256: hex::encode(Sha256::digest(&body)),
-            format: req.response_format.clone(),
+    async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<Audio, StepError> {
+        let res = self.post("audio/speech", req, key).await?;
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| t.starts_with("audio/"))
+            .map(str::to_string)
+            .unwrap_or_else(|| audio_type(&req.response_format).to_string());
+        let bytes = res.bytes().await.map_err(transport)?;
+        if bytes.is_empty() {
+            return Err(StepError::retryable(
+                ErrorCode::ProviderBadResponse,
+                "audio/speech answered no audio",
+            ));
+        }
+        Ok(Audio {
+            bytes: bytes.to_vec(),
+            content_type,
         })
     }
 
@@ -183,7 +235,55 @@ impl Provider for ProviderClient {
     }
 }
 
+/// The wire request for the model: GPT image models take `output_format` and refuse
+/// `response_format`; DALL-E models are asked for `b64_json`.
+fn image_body(req: &ImageRequest) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "model": req.model,
+        "prompt": req.prompt,
+        "n": req.n,
+        "size": req.size,
+    });
+    if req.model.starts_with("dall-e") {
+        body["response_format"] = "b64_json".into();
+    } else if let Some(f) = &req.output_format {
+        body["output_format"] = f.as_str().into();
+    }
+    body
+}
+
+/// The media type of an image `output_format`.
+fn image_type(format: &str) -> &'static str {
+    match format {
+        "jpeg" | "jpg" => "image/jpeg",
+        "webp" => "image/webp",
+        _ => "image/png",
+    }
+}
+
 impl ProviderClient {
+    /// An image a provider answered by URL (it expires: fetched within the call).
+    async fn download(&self, url: &str) -> Result<(Vec<u8>, String), StepError> {
+        let res = self.http().get(url).send().await.map_err(transport)?;
+        if !res.status().is_success() {
+            let e = format!("the image at its URL answered {}", res.status());
+            return Err(if res.status().is_server_error() {
+                StepError::retryable(ErrorCode::ProviderUnavailable, e)
+            } else {
+                StepError::permanent(ErrorCode::ProviderNoImage, e)
+            });
+        }
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| t.starts_with("image/"))
+            .unwrap_or("image/png")
+            .to_string();
+        let bytes = res.bytes().await.map_err(transport)?;
+        Ok((bytes.to_vec(), content_type))
+    }
+
     async fn post_typed<T: for<'de> Deserialize<'de>>(
         &self,
         path: &str,
@@ -262,6 +362,14 @@ impl ProviderClient {
             .unwrap_or_else(|| body.chars().take(200).collect());
         let code = parsed.and_then(|b| b.error.code);
         let mut err = match status.as_u16() {
+            // A billing matter: no wait cures it (and no Retry-After comes with it).
+            429 if code.as_deref() == Some("insufficient_quota") => StepError::permanent(
+                ErrorCode::ProviderQuotaExhausted,
+                format!(
+                    "the account of the key in {} has no quota left: {message}",
+                    self.api_key_param
+                ),
+            ),
             429 => {
                 let mut e = StepError::retryable(ErrorCode::ProviderRateLimited, message);
                 e.retry_at = retry_after.map(|s| self.clock.now() + (s * 1000.0) as i64);
@@ -275,7 +383,11 @@ impl ProviderClient {
                     self.api_key_param
                 ),
             ),
-            _ if code.as_deref() == Some("content_policy_violation") => {
+            _ if matches!(
+                code.as_deref(),
+                Some("content_policy_violation" | "moderation_blocked")
+            ) =>
+            {
                 StepError::permanent(ErrorCode::ContentRefused, message)
             }
             _ => StepError::permanent(ErrorCode::ProviderRejected, message),
