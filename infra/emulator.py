@@ -23,6 +23,7 @@ Usage is moto_server's: python infra/emulator.py -H 127.0.0.1 -p 5005
 import functools
 import hashlib
 import hmac
+import io
 import threading
 import time
 from datetime import datetime, timezone
@@ -33,7 +34,8 @@ from moto.core.authorization import ActionAuthenticatorMixin
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
-from moto.iam.access_control import IAMRequest, S3IAMRequest
+from moto.iam.access_control import IAMRequest, IAMRequestBase, S3IAMRequest
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.s3.exceptions import S3AccessDeniedError
 from moto.server import main
 from moto.sqs.models import SQSBackend
@@ -214,6 +216,36 @@ class _PresignedS3Request(S3IAMRequest):
         if not hmac.compare_digest(expected, q.get("X-Amz-Signature", "")):
             self._raise_signature_does_not_match()
 
+
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _keep_form_body(self, environ, start_response):
+    """Keeps the bytes of a form-encoded body for the signature check (3.)."""
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        _RAW.body = body
+    else:
+        _RAW.body = None
+    return _dispatch(self, environ, start_response)
+
+
+_RAW = threading.local()
+DomainDispatcherApplication.__call__ = _keep_form_body
+_create_aws_request = IAMRequestBase._create_aws_request
+
+
+def _signed_request(self):
+    request = _create_aws_request(self)
+    raw = getattr(_RAW, "body", None)
+    if raw and not self._body:
+        request.data = raw
+    return request
+
+
+IAMRequestBase._create_aws_request = _signed_request
 
 _s3_authorize = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
 

@@ -55,8 +55,12 @@ enum Command {
     /// Audit events, oldest first: a production's, a trace's, or one type's in a window.
     Audit {
         /// The production whose trail to show.
-        #[arg(conflicts_with_all = ["trace", "event_type"], required_unless_present_any = ["trace", "event_type"])]
+        #[arg(conflicts_with_all = ["trace", "event_type", "redrive"], required_unless_present_any = ["trace", "event_type", "redrive"])]
         id: Option<String>,
+        /// Project again the stream records the audit projector gave up on (its failure
+        /// queue; within 24 hours, while the stream holds them).
+        #[arg(long, conflicts_with_all = ["trace", "event_type"])]
+        redrive: bool,
         #[arg(long)]
         trace: Option<String>,
         /// An event type (e.g. operator.paused, tool_call.unknown, dlq.redriven).
@@ -278,12 +282,30 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { redrive: true, .. } => {
+            let ops = connect(&cli.stack).await?;
+            let r = ops.redrive_audit(&me).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} failure reports: {} writes projected again ({} events); {} left in the queue",
+                    r.reports, r.writes, r.events, r.left
+                );
+            }
+            Ok(if r.left == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
         Command::Audit {
             ref id,
             ref trace,
             ref event_type,
             since_minutes,
             limit,
+            ..
         } => {
             use shepherd::audit::AuditQuery;
             let q = match (id, trace, event_type) {

@@ -40,3 +40,49 @@ pub async fn project(
     }
     Ok(Projected { events, slots })
 }
+
+/// How far a projection in stream order got.
+#[derive(Debug)]
+pub struct InOrder {
+    pub projected: Projected,
+    /// The first write that could not be projected (its index in the batch) and why; the
+    /// writes before it are projected, none after it.
+    pub failed: Option<(usize, StoreError)>,
+}
+
+/// Projects `writes` as a stream consumer must: all at once, or, when that fails, one by
+/// one in order up to the first that fails, so one record that cannot be written holds
+/// back only itself and what follows it (the stream mapping retries from it, then gives
+/// it to its on-failure destination). Appends are idempotent, so a write projected twice
+/// changes nothing.
+pub async fn project_in_order(
+    log: &dyn AuditLog,
+    accounts: &dyn Accounts,
+    writes: &[CommittedWrite],
+) -> InOrder {
+    if let Ok(projected) = project(log, accounts, writes).await {
+        return InOrder {
+            projected,
+            failed: None,
+        };
+    }
+    let mut done = Projected::default();
+    for (i, w) in writes.iter().enumerate() {
+        match project(log, accounts, std::slice::from_ref(w)).await {
+            Ok(p) => {
+                done.events += p.events;
+                done.slots += p.slots;
+            }
+            Err(e) => {
+                return InOrder {
+                    projected: done,
+                    failed: Some((i, e)),
+                };
+            }
+        }
+    }
+    InOrder {
+        projected: done,
+        failed: None,
+    }
+}

@@ -235,6 +235,12 @@ pub struct StackConfig {
     pub default_monthly_allowance: u32,
     #[serde(default)]
     pub default_max_concurrent: u32,
+    /// The state table's stream (what `audit redrive` reads again).
+    #[serde(default)]
+    pub state_stream: String,
+    /// The queue the audit projector's stream mapping reports records it gave up on.
+    #[serde(default)]
+    pub projector_failures: String,
 }
 
 fn default_approval_ttl() -> u64 {

@@ -13,6 +13,7 @@
 //! | [`AuditLog`] | the audit table | audit table |
 //! | [`Ledger`] | tool-call outcomes | idempotency table |
 //! | [`ArtifactStore`] | images, audio, large outputs | artifact bucket (S3) |
+//! | [`StateStream`] | the state table's stream, read again | DynamoDB Streams |
 //! | [`Queue`], [`Params`], [`Connector`], [`Clock`] | SQS, SSM, providers, time | |
 
 use std::sync::Arc;
@@ -270,6 +271,20 @@ pub trait AuditLog: Send + Sync {
     async fn query(&self, q: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
+/// The state table's stream, read again (records are kept 24 hours).
+#[async_trait]
+pub trait StateStream: Send + Sync {
+    /// The committed writes of shard `shard` from sequence number `from` to `to`
+    /// (inclusive), oldest first.
+    async fn writes(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<CommittedWrite>, StoreError>;
+}
+
 /// Where a tool call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeStatus {
@@ -506,6 +521,7 @@ pub struct Ports {
     pub audit: Arc<dyn AuditLog>,
     pub ledger: Arc<dyn Ledger>,
     pub artifacts: Arc<dyn ArtifactStore>,
+    pub stream: Arc<dyn StateStream>,
     pub queue: Arc<dyn Queue>,
     pub params: Arc<dyn Params>,
     pub connector: Arc<dyn Connector>,

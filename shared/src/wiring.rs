@@ -10,10 +10,11 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use aws_lambda_events::event::sns::SnsEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use crate::adapters::dynamodb::{
     DynamoAccounts, DynamoAlarms, DynamoAudit, DynamoHealth, DynamoLedger, DynamoOutputs,
-    DynamoProductions, stream,
+    DynamoProductions, DynamoStream, stream,
 };
 use crate::adapters::providers::HttpConnector;
 use crate::adapters::{CachedParams, S3Artifacts, SqsQueue, SsmParams};
@@ -34,6 +35,7 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub s3: aws_sdk_s3::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
 }
 
 impl AwsClients {
@@ -49,6 +51,7 @@ impl AwsClients {
                     .force_path_style(sdk.endpoint_url().is_some())
                     .build(),
             ),
+            streams: aws_sdk_dynamodbstreams::Client::new(sdk),
         }
     }
 
@@ -79,6 +82,7 @@ impl AwsClients {
             audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
             ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),
             artifacts,
+            stream: Arc::new(DynamoStream::new(self.streams.clone())),
             queue: Arc::new(SqsQueue::new(self.sqs.clone())),
             connector: Arc::new(HttpConnector {
                 params: params.clone(),
@@ -180,17 +184,33 @@ pub fn alarm_ingest(ports: &Ports, config: &Config) -> crate::cloudwatch::AlarmI
     }
 }
 
-/// The audit projector's handler: the committed writes of stream images (the Lambda
-/// event's, or the streams SDK's in the local runtime), projected.
+/// What the audit projector did with a batch of stream records.
+#[derive(Debug)]
+pub struct StreamProjection {
+    pub projected: Projected,
+    /// The sequence number of the first record that could not be projected, and why
+    /// (the stream mapping retries from it: `ReportBatchItemFailures`).
+    pub failed: Option<(String, StoreError)>,
+}
+
+/// The audit projector's handler: the committed writes of stream records (sequence
+/// number, new image; the Lambda event's, or the streams SDK's in the local runtime),
+/// projected in order.
 pub async fn project_stream<I: Into<serde_dynamo::Item>>(
     ports: &Ports,
-    images: impl IntoIterator<Item = I>,
-) -> Result<Projected, StoreError> {
-    let writes: Vec<_> = images
+    records: impl IntoIterator<Item = (String, I)>,
+) -> StreamProjection {
+    let (seqs, writes): (Vec<String>, Vec<_>) = records
         .into_iter()
-        .filter_map(stream::committed_write)
-        .collect();
-    crate::audit::project(ports.audit.as_ref(), ports.accounts.as_ref(), &writes).await
+        .filter_map(|(seq, image)| stream::committed_write(image).map(|w| (seq, w)))
+        .unzip();
+    let done =
+        crate::audit::project_in_order(ports.audit.as_ref(), ports.accounts.as_ref(), &writes)
+            .await;
+    StreamProjection {
+        projected: done.projected,
+        failed: done.failed.map(|(i, e)| (seqs[i].clone(), e)),
+    }
 }
 
 /// Builds `T` from the SDK on the first event, once.
@@ -264,8 +284,9 @@ pub async fn serve_alarm_ingest() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// The Lambda entry point of the audit projector (the state table's stream). An error
-/// fails the batch, which the stream mapping retries.
+/// The Lambda entry point of the audit projector (the state table's stream). A record it
+/// cannot project is reported as the batch's first failure; the stream mapping retries
+/// from it up to its retry limit, then hands it to the on-failure destination.
 pub async fn serve_projector() -> Result<(), lambda_runtime::Error> {
     crate::observability::init();
     let config = Config::from_env()?;
@@ -274,10 +295,22 @@ pub async fn serve_projector() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
         move |e: lambda_runtime::LambdaEvent<StreamEvent>| async move {
             let ports = on_first_event(ports, |c| function_ports(&c, config)).await;
-            let images = e.payload.records.into_iter().map(|r| r.change.new_image);
-            let done = project_stream(ports, images).await?;
-            tracing::info!(events = done.events, slots = done.slots, "audit projected");
-            Ok::<_, lambda_runtime::Error>(())
+            let records = e
+                .payload
+                .records
+                .into_iter()
+                .map(|r| (r.change.sequence_number.unwrap_or_default(), r.change.new_image));
+            let done = project_stream(ports, records).await;
+            let p = done.projected;
+            tracing::info!(events = p.events, slots = p.slots, "audit projected");
+            let mut res = DynamoDbEventResponse::default();
+            if let Some((seq, e)) = done.failed {
+                tracing::error!(sequence_number = %seq, error = %e, "a record could not be projected; the stream retries from it");
+                let mut f = DynamoDbBatchItemFailure::default();
+                f.item_identifier = Some(seq);
+                res.batch_item_failures.push(f);
+            }
+            Ok::<_, lambda_runtime::Error>(res)
         },
     ))
     .await

@@ -162,6 +162,8 @@ impl World {
             integrations_param: "/t/integrations".into(),
             default_monthly_allowance: 0,
             default_max_concurrent: 0,
+            state_stream: String::new(),
+            projector_failures: String::new(),
         };
         let functions = HashMap::from([
             (

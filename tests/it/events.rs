@@ -89,3 +89,35 @@ async fn the_sample_api_event_lists_the_claimed_accounts_productions_awaiting_ap
     assert_eq!(ids, [p.id.as_str()], "{body}");
     t.stop().await;
 }
+
+/// What SNS hands the alarm-ingest function for a CloudWatch alarm (`cargo lambda invoke
+/// alarm-ingest --data-file events/sns-alarm-ingest.json`): a stuck-phase alarm recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_alarm_notification_is_recorded_as_a_stuck_phase() {
+    use aws_lambda_events::event::sns::SnsEvent;
+    let e: SnsEvent = serde_json::from_str(&read("sns-alarm-ingest.json")).unwrap();
+    let t = TestStack::start_idle().await;
+    let f = t.function("alarm-ingest");
+    let config = shepherd::config::Config::from_map(&f.env).unwrap();
+    let clients = t.function_clients("alarm-ingest").await;
+    let ingest = shepherd::wiring::alarm_ingest(
+        &shepherd::wiring::function_ports(&clients, &config),
+        &config,
+    );
+    // The sample names the stack `shepherd-local`; this stack's voice queue stands in.
+    let voice = t.queue_url("VoiceQueue");
+    let queue = voice.rsplit('/').next().unwrap();
+    let message = e.records[0]
+        .sns
+        .message
+        .replace("shepherd-local-voice", queue);
+    assert_eq!(ingest.handle([message.as_str()]).await.unwrap(), 1);
+    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let a = alarms
+        .iter()
+        .find(|a| a.kind == "queue_stuck")
+        .expect("recorded");
+    assert_eq!(a.subject, queue);
+    assert!(a.detail.contains("phase voice"), "{}", a.detail);
+    t.stop().await;
+}

@@ -177,3 +177,44 @@ async fn a_role_reaches_only_what_its_function_needs() {
     t.stop().await;
     other.stop().await;
 }
+
+const ARTIFACTS: &str = "            - Sid: Artifacts
+              Effect: Allow
+              Action: [s3:PutObject, s3:GetObject]
+              Resource: !Sub \"${ArtifactBucket.Arn}/productions/*\"
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_artifacts_statement_the_assets_phase_cannot_keep_an_image() {
+    // The assets function's role without the statement that lets it write the bucket.
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let start = text.find("  AssetsFunction:").expect("the assets function");
+    let end = start
+        + text[start..]
+            .find("\n  # ---- Phase")
+            .expect("the next phase");
+    let block = &text[start..end];
+    assert!(block.contains(ARTIFACTS), "the statement this test removes");
+    let changed = format!(
+        "{}{}{}",
+        &text[..start],
+        block.replace(ARTIFACTS, ""),
+        &text[end..]
+    );
+    let dir = std::env::temp_dir().join(format!("shepherd-iam-s3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let template = dir.join("template.yaml");
+    std::fs::write(&template, changed).unwrap();
+
+    let t = TestStack::start_from(&template, &[]).await;
+    let p = t.start_production(1).await;
+    let failing = t
+        .wait_for(&p.id, Duration::from_secs(60), |p| {
+            p.phase("assets").unwrap().error_count >= 1
+        })
+        .await;
+    let err = failing.phase("assets").unwrap().last_error.clone().unwrap();
+    assert_eq!(err.code, "artifact_store", "{err:?}");
+    assert!(err.detail.contains("AccessDenied"), "{err:?}");
+    t.stop().await;
+}

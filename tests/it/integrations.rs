@@ -153,6 +153,12 @@ async fn a_429_with_a_20_second_reset_holds_every_productions_calls_to_that_prov
     for id in [&a.id, &b.id] {
         let done = t.wait_settled(id, SETTLE).await;
         assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+        let brief = done.phase("brief").unwrap();
+        assert_eq!(
+            (brief.attempt, brief.retries),
+            (1, 0),
+            "20 s of waiting spent no retry (MaxReceiveCount at its default): {brief:?}"
+        );
     }
     assert!(
         limited_at.elapsed() >= Duration::from_secs(19),
@@ -198,6 +204,7 @@ async fn a_disabled_integration_fails_fast_without_a_provider_call_until_enabled
     assert_eq!(view.status, HealthStatus::Disabled);
 
     let p = t.start_production(1).await;
+    let q = t.start_production(1).await;
     let failing = t
         .wait_for(&p.id, SETTLE, |p| {
             p.phase("brief").unwrap().error_count >= 1
@@ -206,14 +213,48 @@ async fn a_disabled_integration_fails_fast_without_a_provider_call_until_enabled
     let err = failing.phase("brief").unwrap().last_error.clone().unwrap();
     assert_eq!(err.code, "integration_unavailable");
     assert!(err.detail.contains("primary (disabled)"), "{err:?}");
+    // Longer than every retry would take (PhaseMaxRetries 3, 1 s base, 4 s cap: ~7 s):
+    // the productions wait, they are not dead-lettered.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for id in [&p.id, &q.id] {
+        let waiting = t.ops.get(id, &TestStack::operator()).await.unwrap();
+        let brief = waiting.phase("brief").unwrap();
+        assert_eq!(waiting.status, ProductionStatus::Running, "{waiting:#?}");
+        assert!(
+            brief.holds >= 3 && brief.retries == 0,
+            "as many waits as the retry budget, none spent: {brief:?}"
+        );
+    }
     assert_eq!(t.provider.calls().received, 0, "not one call was made");
+    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let waiting = alarms
+        .iter()
+        .find(|a| a.kind == "production_waiting" && a.subject == "brief")
+        .expect("the wait is alarmed");
+    let mut affected = waiting.affected.clone();
+    affected.sort();
+    let mut both = vec![p.id.clone(), q.id.clone()];
+    both.sort();
+    assert_eq!(affected, both, "the alarm says which productions wait");
 
     t.ops
         .set_integration_enabled("primary", true, "", &TestStack::caller(Role::Operator))
         .await
         .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    for id in [&p.id, &q.id] {
+        let done = t.wait_settled(id, SETTLE).await;
+        assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    }
+    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let waiting = alarms
+        .iter()
+        .find(|a| a.kind == "production_waiting" && a.subject == "brief")
+        .unwrap();
+    assert_eq!(
+        (waiting.status, waiting.affected.len()),
+        (shepherd::domain::alarms::AlarmStatus::Resolved, 0),
+        "{waiting:?}"
+    );
     let test = t
         .ops
         .test_integration("primary", &TestStack::operator())

@@ -14,3 +14,4 @@ mod operators;
 mod outputs;
 mod pipeline;
 mod recovery;
+mod resilience;

@@ -337,10 +337,7 @@ async fn an_audit_write_that_fails_leaves_the_state_unchanged_and_the_caller_get
     let (ops, _) = shepherd::ops::Ops::connect(&sdk, &t.stack.stack)
         .await
         .unwrap();
-    proxy.fail(ProxyRule {
-        target: "PutItem".into(),
-        body: "approval.rejected".into(),
-    });
+    proxy.fail(ProxyRule::new("PutItem", "approval.rejected"));
     let reject = || Act::Reject {
         feedback: "shorter, please".into(),
     };

@@ -79,6 +79,9 @@ pub struct TestStack {
     pub fallback: Option<ProviderServer>,
     /// The publishing platform's MCP server (`start_with_mcp`).
     pub mcp: Option<McpServer>,
+    /// A proxy every function's handler talks to AWS through (`start_with_proxy`): it
+    /// fails chosen requests on the wire. Event source polling does not pass through it.
+    pub proxy: Option<shepherd_local::faultproxy::FaultProxy>,
     pub ops: Ops,
     pub config: shepherd::ops::StackConfig,
     runtime: Option<LocalRuntime>,
@@ -113,6 +116,28 @@ impl TestStack {
     /// A running stack provisioned from another template (a variant of `template.yaml`).
     pub async fn start_from(template: &std::path::Path, overrides: &[(&str, &str)]) -> Self {
         Self::build(template, overrides, true, false, false).await
+    }
+
+    /// A running stack whose functions' handlers reach AWS through a fault proxy.
+    pub async fn start_with_proxy(overrides: &[(&str, &str)]) -> Self {
+        let mut t = Self::new(overrides, false, false, false).await;
+        let proxy = shepherd_local::faultproxy::FaultProxy::start(&endpoint())
+            .await
+            .expect("proxy starts");
+        let via = proxy.endpoint();
+        let mut c = clients(&t.sdk, &t.stack.stack);
+        // The sweep every 2 s: what a lost hand-off leaves to it comes within a test's time.
+        c.schedule_every = Some(Duration::from_secs(2));
+        c.make = Arc::new(move |sdk: &aws_config::SdkConfig| {
+            shepherd::wiring::AwsClients::new(&sdk.to_builder().endpoint_url(&via).build())
+        });
+        t.runtime = Some(
+            LocalRuntime::start(&t.stack, &c)
+                .await
+                .expect("runtime starts"),
+        );
+        t.proxy = Some(proxy);
+        t
     }
 
     async fn new(
@@ -190,6 +215,7 @@ impl TestStack {
             provider,
             fallback,
             mcp,
+            proxy: None,
             ops,
             config,
             runtime,

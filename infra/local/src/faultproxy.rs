@@ -11,11 +11,37 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// Fail every request whose `X-Amz-Target` contains `target` (e.g. `PutItem`) and whose
-/// body contains `body` (e.g. an audit event type).
-#[derive(Debug, Clone)]
+/// body contains `body` (e.g. an audit event type); with `times`, only that many requests
+/// (the SDK makes up to three attempts of one call).
+#[derive(Debug, Clone, Default)]
 pub struct ProxyRule {
     pub target: String,
     pub body: String,
+    /// More text the body must also contain.
+    pub also: Vec<String>,
+    pub times: Option<u32>,
+}
+
+impl ProxyRule {
+    pub fn new(target: &str, body: &str) -> Self {
+        Self {
+            target: target.into(),
+            body: body.into(),
+            also: vec![],
+            times: None,
+        }
+    }
+
+    /// The body must also contain `text`.
+    pub fn and(mut self, text: &str) -> Self {
+        self.also.push(text.into());
+        self
+    }
+
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
 }
 
 #[derive(Default)]
@@ -91,13 +117,22 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
-    let hit = p
-        .shared
-        .rules
-        .lock()
-        .expect("rules")
-        .iter()
-        .any(|r| target.contains(&r.target) && text.contains(&r.body));
+    let hit = {
+        let mut rules = p.shared.rules.lock().expect("rules");
+        let rule = rules.iter_mut().find(|r| {
+            target.contains(&r.target)
+                && text.contains(&r.body)
+                && r.also.iter().all(|a| text.contains(a))
+                && r.times != Some(0)
+        });
+        match rule {
+            Some(r) => {
+                r.times = r.times.map(|n| n - 1);
+                true
+            }
+            None => false,
+        }
+    };
     if hit {
         p.shared.failed.fetch_add(1, Ordering::Relaxed);
         return (

@@ -53,23 +53,21 @@ pub enum EventSource {
     DynamoDbStream {
         stream_arn: String,
         batch_size: i32,
+        /// `MaximumRetryAttempts` (absent or -1: until the record expires).
+        max_retries: Option<u32>,
+        /// `DestinationConfig.OnFailure`: the queue a record that exhausted its retries is
+        /// reported to (Lambda's on-failure record, its batch's shard and sequence range).
+        on_failure: Option<String>,
     },
     /// An SNS topic's subscription. Locally the topic delivers to a queue of the runtime's
     /// (SNS to SQS, as the emulator does it), whose messages reach the function as SNS
     /// records: the runtime plays the SNS service's part.
-    Sns {
-        topic_arn: String,
-    },
+    Sns { topic_arn: String },
     /// EventBridge Scheduler (`ScheduleV2`): `rate(...)` expressions run locally.
-    Schedule {
-        every: std::time::Duration,
-    },
+    Schedule { every: std::time::Duration },
     /// An API Gateway HTTP API route. Locally one server per function answers every route;
     /// the authorizer's part is played by a token file.
-    Http {
-        path: String,
-        method: String,
-    },
+    Http { path: String, method: String },
 }
 
 /// `rate(1 minute)`, `rate(5 minutes)`, `rate(2 hours)`: the interval; other expressions
@@ -123,7 +121,10 @@ pub async fn provision(
         .region()
         .map(|r| r.to_string())
         .unwrap_or_else(|| "us-east-1".into());
-    let mut cx = Context::default();
+    let mut cx = Context {
+        conditions: t["Conditions"].as_object().cloned().unwrap_or_default(),
+        ..Context::default()
+    };
     cx.refs.insert("AWS::StackName".into(), stack.into());
     cx.refs.insert("AWS::Region".into(), region.clone());
     cx.refs.insert("AWS::AccountId".into(), ACCOUNT_ID.into());
@@ -594,10 +595,29 @@ fn functions(
                         report_batch_item_failures: report,
                     });
                 }
-                "DynamoDB" => events.push(EventSource::DynamoDbStream {
-                    stream_arn: scalar(&p["Stream"]),
-                    batch_size: p["BatchSize"].as_i64().unwrap_or(100) as i32,
-                }),
+                "DynamoDB" => {
+                    let number = |v: &Value| {
+                        v.as_i64()
+                            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    };
+                    let on_failure = p["DestinationConfig"]["OnFailure"]["Destination"]
+                        .as_str()
+                        .map(|arn| {
+                            queue_urls
+                                .get(arn)
+                                .cloned()
+                                .ok_or_else(|| TemplateError::Unresolved(arn.to_string()))
+                        })
+                        .transpose()?;
+                    events.push(EventSource::DynamoDbStream {
+                        stream_arn: scalar(&p["Stream"]),
+                        batch_size: number(&p["BatchSize"]).unwrap_or(100) as i32,
+                        max_retries: number(&p["MaximumRetryAttempts"])
+                            .filter(|n| *n >= 0)
+                            .map(|n| n as u32),
+                        on_failure,
+                    });
+                }
                 "SNS" => events.push(EventSource::Sns {
                     topic_arn: scalar(&p["Topic"]),
                 }),
@@ -755,10 +775,16 @@ async fn create_roles(
                 .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
         }
         for policy in props["Policies"].as_array().into_iter().flatten() {
+            // SAM writes some of its own policies without a Version; IAM reads those as
+            // 2008-10-17 and takes them, moto refuses them. The statements are the same.
+            let mut doc = policy["PolicyDocument"].clone();
+            if doc.get("Version").is_none() {
+                doc["Version"] = "2012-10-17".into();
+            }
             iam.put_role_policy()
                 .role_name(&name)
                 .policy_name(scalar(&policy["PolicyName"]))
-                .policy_document(policy["PolicyDocument"].to_string())
+                .policy_document(doc.to_string())
                 .send()
                 .await
                 .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;

@@ -14,7 +14,7 @@ use shepherd::runtime::{PhaseFunction, Stats};
 use shepherd::wiring::{self, AwsClients};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::provision::{EventSource, LocalFunction, Provisioned};
 
@@ -140,6 +140,8 @@ impl LocalRuntime {
                     EventSource::DynamoDbStream {
                         stream_arn,
                         batch_size,
+                        max_retries,
+                        on_failure,
                     } => {
                         if f.binary != "audit-projector" {
                             return Err(RuntimeError::UnknownBinary(
@@ -154,6 +156,9 @@ impl LocalRuntime {
                             exec: clients.exec.clone(),
                             stream_arn: stream_arn.clone(),
                             batch_size: *batch_size,
+                            max_retries: *max_retries,
+                            on_failure: on_failure.clone(),
+                            sqs: aws_sdk_sqs::Client::new(&sdk),
                         };
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
@@ -548,33 +553,45 @@ impl SnsPoller {
 
 struct StreamPoller {
     streams: aws_sdk_dynamodbstreams::Client,
+    /// Where the on-failure record goes (with the function's role, as Lambda sends it).
+    sqs: aws_sdk_sqs::Client,
     ports: shepherd::ports::Ports,
     stream_arn: String,
     batch_size: i32,
+    max_retries: Option<u32>,
+    on_failure: Option<String>,
     exec: Option<tokio::runtime::Handle>,
+}
+
+/// One shard being read: its id and where to read next.
+struct Shard {
+    id: String,
+    iterator: String,
+    /// The record that failed, and how often it was retried.
+    failing: Option<(String, u32)>,
 }
 
 impl StreamPoller {
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut iterators: Vec<String> = Vec::new();
+        let mut shards: Vec<Shard> = Vec::new();
         loop {
             if *stop.borrow() {
                 return;
             }
-            if iterators.is_empty() {
-                iterators = self.open().await;
-                if iterators.is_empty() {
+            if shards.is_empty() {
+                shards = self.open().await;
+                if shards.is_empty() {
                     tokio::select! { _ = stop.changed() => return, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
                     continue;
                 }
             }
             let mut next = Vec::new();
             let mut got = 0;
-            for it in iterators.drain(..) {
+            for mut shard in shards.drain(..) {
                 let out = match self
                     .streams
                     .get_records()
-                    .shard_iterator(&it)
+                    .shard_iterator(&shard.iterator)
                     .limit(self.batch_size)
                     .send()
                     .await
@@ -585,44 +602,121 @@ impl StreamPoller {
                         continue;
                     }
                 };
-                let images: Vec<_> = out
+                let records: Vec<(String, _)> = out
                     .records
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|r| r.dynamodb.and_then(|d| d.new_image))
+                    .filter_map(|r| r.dynamodb)
+                    .filter_map(|d| Some((d.sequence_number.unwrap_or_default(), d.new_image?)))
                     .collect();
-                got += images.len();
-                let mut retry_same = false;
+                got += records.len();
+                let last = records.last().map(|(s, _)| s.clone());
+                let count = records.len();
                 // The same handler the deployed projector runs.
-                let projected = if images.is_empty() {
-                    Ok(Default::default())
+                let failed = if records.is_empty() {
+                    None
                 } else {
                     let ports = self.ports.clone();
-                    let run = async move { wiring::project_stream(&ports, images).await };
+                    let run = async move { wiring::project_stream(&ports, records).await.failed };
                     match &self.exec {
-                        Some(exec) => exec.spawn(run).await.unwrap_or(Ok(Default::default())),
+                        Some(exec) => exec.spawn(run).await.unwrap_or(None),
                         None => run.await,
                     }
                 };
-                if let Err(e) = projected {
-                    // Like a stream mapping: the batch is retried, never skipped.
-                    warn!(error = %e, "audit projection failed; retrying the batch");
-                    retry_same = true;
-                }
-                if retry_same {
-                    next.push(it);
-                } else if let Some(n) = out.next_shard_iterator {
-                    next.push(n);
+                let Some((seq, e)) = failed else {
+                    shard.failing = None;
+                    if let Some(n) = out.next_shard_iterator {
+                        shard.iterator = n;
+                        next.push(shard);
+                    }
+                    continue;
+                };
+                // As a stream mapping with ReportBatchItemFailures: retry from the failed
+                // record; past MaximumRetryAttempts, report it and go on after it.
+                let tries = match &shard.failing {
+                    Some((s, n)) if *s == seq => n + 1,
+                    _ => 1,
+                };
+                use aws_sdk_dynamodbstreams::types::ShardIteratorType as At;
+                let at = if self.max_retries.is_some_and(|max| tries > max) {
+                    error!(sequence_number = %seq, error = %e, "a stream record exhausted its retries; sent to the on-failure destination");
+                    self.report(&shard.id, &seq, last.as_deref().unwrap_or(&seq), count)
+                        .await;
+                    shard.failing = None;
+                    At::AfterSequenceNumber
+                } else {
+                    warn!(sequence_number = %seq, error = %e, tries, "audit projection failed; retrying from the record");
+                    shard.failing = Some((seq.clone(), tries));
+                    At::AtSequenceNumber
+                };
+                match self
+                    .streams
+                    .get_shard_iterator()
+                    .stream_arn(&self.stream_arn)
+                    .shard_id(&shard.id)
+                    .shard_iterator_type(at)
+                    .sequence_number(&seq)
+                    .send()
+                    .await
+                {
+                    Ok(o) => {
+                        if let Some(it) = o.shard_iterator {
+                            shard.iterator = it;
+                        }
+                        next.push(shard);
+                    }
+                    Err(e) => {
+                        warn!(error = %shepherd::adapters::sdk_error(&e), "stream iterator lost; reopening");
+                    }
                 }
             }
-            iterators = next;
+            shards = next;
             if got == 0 {
                 tokio::select! { _ = stop.changed() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => {} }
             }
         }
     }
 
-    async fn open(&self) -> Vec<String> {
+    /// Lambda's on-failure record for a stream batch: its shard and sequence range.
+    async fn report(&self, shard: &str, start: &str, end: &str, size: usize) {
+        let Some(url) = &self.on_failure else {
+            warn!("no on-failure destination: the record is skipped");
+            return;
+        };
+        let now = shepherd::view::time(shepherd::ports::Clock::now(&shepherd::ports::SystemClock));
+        let body = serde_json::json!({
+            "requestContext": {
+                "requestId": format!("local-{shard}-{start}"),
+                "functionArn": "local",
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": self.max_retries.unwrap_or(0) + 1
+            },
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "version": "1.0",
+            "timestamp": now,
+            "DDBStreamBatchInfo": {
+                "shardId": shard,
+                "startSequenceNumber": start,
+                "endSequenceNumber": end,
+                "approximateArrivalOfFirstRecord": now,
+                "approximateArrivalOfLastRecord": now,
+                "batchSize": size,
+                "streamArn": self.stream_arn
+            }
+        });
+        if let Err(e) = self
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body.to_string())
+            .send()
+            .await
+        {
+            error!(error = %shepherd::adapters::sdk_error(&e), "could not send the on-failure record");
+        }
+    }
+
+    async fn open(&self) -> Vec<Shard> {
         let Ok(desc) = self
             .streams
             .describe_stream()
@@ -639,6 +733,7 @@ impl StreamPoller {
         let mut its = Vec::new();
         for s in shards {
             let Some(id) = s.shard_id else { continue };
+            let shard_id = id.clone();
             if let Ok(o) = self
                 .streams
                 .get_shard_iterator()
@@ -649,7 +744,11 @@ impl StreamPoller {
                 .await
                 && let Some(it) = o.shard_iterator
             {
-                its.push(it);
+                its.push(Shard {
+                    id: shard_id,
+                    iterator: it,
+                    failing: None,
+                });
             }
         }
         its

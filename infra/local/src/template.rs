@@ -1,5 +1,6 @@
 //! Reads `template.yaml` and resolves the intrinsic functions the local stack needs
-//! (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`), in short (`!Ref`) or long form.
+//! (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, and `Fn::If` over the template's
+//! `Conditions` with `AWS::NoValue`), in short (`!Ref`) or long form.
 
 use std::collections::HashMap;
 
@@ -72,6 +73,15 @@ pub struct Context {
     pub refs: HashMap<String, String>,
     /// `Logical.Attribute` -> value.
     pub attrs: HashMap<String, String>,
+    /// The template's `Conditions`, by name (evaluated when an `Fn::If` asks).
+    pub conditions: Map<String, Value>,
+}
+
+/// What `Ref: AWS::NoValue` resolves to until its key or item is dropped.
+const NO_VALUE: &str = "\u{0}AWS::NoValue";
+
+fn is_no_value(v: &Value) -> bool {
+    v.as_str() == Some(NO_VALUE)
 }
 
 impl Context {
@@ -80,6 +90,17 @@ impl Context {
             Value::Object(m) if m.len() == 1 => {
                 let (k, arg) = m.iter().next().expect("one entry");
                 match k.as_str() {
+                    "Ref" if arg == "AWS::NoValue" => Ok(Value::String(NO_VALUE.into())),
+                    "Fn::If" => {
+                        let a = arg.as_array().filter(|a| a.len() == 3).ok_or_else(|| {
+                            TemplateError::Parse(format!(
+                                "Fn::If takes [condition, then, else]: {arg}"
+                            ))
+                        })?;
+                        let name = a[0].as_str().unwrap_or_default();
+                        let branch = if self.condition(name)? { &a[1] } else { &a[2] };
+                        self.resolve(branch)
+                    }
                     "Ref" => {
                         let name = arg.as_str().unwrap_or_default();
                         self.refs
@@ -135,17 +156,64 @@ impl Context {
                     )]))),
                 }
             }
-            Value::Object(m) => m
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
-                .collect::<Result<Map<_, _>, _>>()
-                .map(Value::Object),
-            Value::Array(a) => a
-                .iter()
-                .map(|v| self.resolve(v))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array),
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, v) in m {
+                    let v = self.resolve(v)?;
+                    if !is_no_value(&v) {
+                        out.insert(k.clone(), v);
+                    }
+                }
+                Ok(Value::Object(out))
+            }
+            Value::Array(a) => {
+                let mut out = Vec::new();
+                for v in a {
+                    let v = self.resolve(v)?;
+                    if !is_no_value(&v) {
+                        out.push(v);
+                    }
+                }
+                Ok(Value::Array(out))
+            }
             other => Ok(other.clone()),
+        }
+    }
+
+    /// Whether the template's condition `name` holds.
+    pub fn condition(&self, name: &str) -> Result<bool, TemplateError> {
+        let expr = self
+            .conditions
+            .get(name)
+            .ok_or_else(|| TemplateError::Unresolved(format!("condition {name}")))?;
+        self.truth(expr)
+    }
+
+    fn truth(&self, expr: &Value) -> Result<bool, TemplateError> {
+        let bad = || TemplateError::Unsupported(format!("condition {expr}"));
+        let (k, arg) = expr
+            .as_object()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.iter().next())
+            .ok_or_else(bad)?;
+        let args = || arg.as_array().cloned().unwrap_or_default();
+        match k.as_str() {
+            "Condition" => self.condition(arg.as_str().unwrap_or_default()),
+            "Fn::Not" => Ok(!self.truth(args().first().ok_or_else(bad)?)?),
+            "Fn::And" => args()
+                .iter()
+                .try_fold(true, |acc, c| Ok(acc && self.truth(c)?)),
+            "Fn::Or" => args()
+                .iter()
+                .try_fold(false, |acc, c| Ok(acc || self.truth(c)?)),
+            "Fn::Equals" => {
+                let a = args();
+                if a.len() != 2 {
+                    return Err(bad());
+                }
+                Ok(scalar(&self.resolve(&a[0])?) == scalar(&self.resolve(&a[1])?))
+            }
+            _ => Err(bad()),
         }
     }
 

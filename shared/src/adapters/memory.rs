@@ -19,7 +19,7 @@ use crate::domain::{
 use crate::ports::{
     Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
     Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs,
-    ParamError, Params, Productions, Queue, QueueError, StoreError, StoredOutput,
+    ParamError, Params, Productions, Queue, QueueError, StateStream, StoreError, StoredOutput,
 };
 
 #[derive(Default)]
@@ -298,6 +298,20 @@ impl ArtifactStore for Memory {
 
     async fn presign(&self, key: &str, _: std::time::Duration) -> Result<String, StoreError> {
         Ok(format!("mem://artifacts/{key}"))
+    }
+}
+
+#[async_trait]
+impl StateStream for Memory {
+    /// The memory keeps no stream positions: every committed write, as a test projects it.
+    async fn writes(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Vec<CommittedWrite>, StoreError> {
+        Ok(self.committed())
     }
 }
 
@@ -611,6 +625,7 @@ impl Memory {
             audit: self.clone(),
             ledger: self.clone(),
             artifacts: self.clone(),
+            stream: self.clone(),
             queue: self.clone(),
             params: self.clone(),
             connector,

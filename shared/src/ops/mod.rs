@@ -18,6 +18,7 @@ mod integrations;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use audit::AuditRedrive;
 pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
 pub use integrations::{IntegrationTest, IntegrationView};
 

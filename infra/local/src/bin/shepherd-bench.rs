@@ -263,6 +263,7 @@ fn counted_clients(sdk: &aws_config::SdkConfig, counter: Counting) -> AwsClients
                 .interceptor(counter)
                 .build(),
         ),
+        streams: aws_sdk_dynamodbstreams::Client::new(sdk),
     }
 }
 

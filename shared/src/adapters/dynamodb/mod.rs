@@ -36,6 +36,7 @@ pub use health::DynamoHealth;
 pub use ledger::DynamoLedger;
 pub use outputs::DynamoOutputs;
 pub use productions::{DynamoProductions, hot_item, item_size};
+pub use stream::DynamoStream;
 
 use super::sdk_error;
 use crate::ports::StoreError;

@@ -1,7 +1,10 @@
 //! The state table's stream, as the audit projector reads it: each new image of a
 //! production item that carried audit events is one committed write.
 
-use crate::ports::CommittedWrite;
+use async_trait::async_trait;
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+
+use crate::ports::{CommittedWrite, StateStream, StoreError};
 
 use super::productions::StreamedProduction;
 
@@ -15,5 +18,73 @@ pub fn committed_write(image: impl Into<serde_dynamo::Item>) -> Option<Committed
             tracing::debug!(error = %e, "not a production item");
             None
         }
+    }
+}
+
+/// The stream read again through DynamoDB Streams.
+#[derive(Clone)]
+pub struct DynamoStream {
+    client: aws_sdk_dynamodbstreams::Client,
+}
+
+impl DynamoStream {
+    pub fn new(client: aws_sdk_dynamodbstreams::Client) -> Self {
+        Self { client }
+    }
+}
+
+/// `a <= b` for sequence numbers (decimal strings of any length).
+fn not_after(a: &str, b: &str) -> bool {
+    (a.len(), a) <= (b.len(), b)
+}
+
+#[async_trait]
+impl StateStream for DynamoStream {
+    async fn writes(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<CommittedWrite>, StoreError> {
+        let gone =
+            |e: String| StoreError::Unavailable(format!("stream {stream_arn} shard {shard}: {e}"));
+        let mut iterator = self
+            .client
+            .get_shard_iterator()
+            .stream_arn(stream_arn)
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .sequence_number(from)
+            .send()
+            .await
+            .map_err(|e| gone(crate::adapters::sdk_error(&e)))?
+            .shard_iterator;
+        let mut out = Vec::new();
+        while let Some(it) = iterator {
+            let page = self
+                .client
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .map_err(|e| gone(crate::adapters::sdk_error(&e)))?;
+            let records = page.records.unwrap_or_default();
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                let Some(d) = r.dynamodb else { continue };
+                let seq = d.sequence_number.unwrap_or_default();
+                if !not_after(&seq, to) {
+                    return Ok(out);
+                }
+                if let Some(w) = d.new_image.and_then(committed_write) {
+                    out.push(w);
+                }
+            }
+            iterator = page.next_shard_iterator;
+        }
+        Ok(out)
     }
 }
