@@ -6,6 +6,11 @@
    calls are serialised (found by `two_deliveries_racing_run_the_phase_once`). Creating SQS
    queues concurrently can fail inside moto with "dictionary changed size during
    iteration", so queue creation is serialised too.
+   A transaction is checked whole, then applied, undoing only the items it touched if an
+   operation fails: moto snapshots every table a transaction names with a deep copy (the
+   state table, its stream history included, on every start: seconds per call once a few
+   hundred productions exist) and restores the copy on failure, which also broke the
+   table's stream for readers already past the failed write.
 
 2. IAM is checked against resources, as AWS does. With IAM enforcement on, moto checks SQS
    and S3 requests against the queue's or object's ARN, but DynamoDB, DynamoDB Streams and
@@ -53,6 +58,85 @@ def _serialised(method):
 
     return wrapper
 
+
+from moto.dynamodb import models as _ddb_models  # noqa: E402
+
+
+def _transact_write_items(self, transact_items):
+    """TransactWriteItems as DynamoDB does it: all conditions first, then every write."""
+    m = _ddb_models
+    if len(transact_items) > 100:
+        raise m.TooManyTransactionsException()
+    targets, plan, errors = set(), [], []
+    for item in transact_items:
+        if len(item) > 1:
+            raise m.TransactWriteSingleOpException
+        op_type, op = next(iter(item.items()))
+        if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+            raise ValueError("Unsupported transaction operation")
+        table = self.get_table(op["TableName"])
+        if op_type == "Put":
+            attrs = op["Item"]
+            key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = attrs[table.range_key_attr]
+        else:
+            key = op["Key"]
+        unique = (op["TableName"], str(dict(sorted(key.items()))))
+        if unique in targets:
+            raise m.MultipleTransactionsException()
+        targets.add(unique)
+        current = self.get_item(op["TableName"], key)
+        expression = op.get("ConditionExpression")
+        failed = None
+        if expression is not None:
+            condition = m.get_filter_expression(
+                expression,
+                op.get("ExpressionAttributeNames"),
+                op.get("ExpressionAttributeValues"),
+            )
+            if not condition.expr(current):
+                old = None
+                if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                    old = current.to_json()["Attributes"]
+                failed = ("ConditionalCheckFailed", "The conditional request failed", old)
+        errors.append(failed or (None, None, None))
+        plan.append((op_type, op, table, key, current))
+    if any(code is not None for code, _, _ in errors):
+        raise m.TransactionCanceledException(errors)
+    streams = {
+        t.name: (t, len(t.stream_shard.items))
+        for _, _, t, _, _ in plan
+        if getattr(t, "stream_shard", None) is not None
+    }
+    undo = []
+    try:
+        for op_type, op, table, key, current in plan:
+            name = op["TableName"]
+            undo.append((name, key, current.to_json()["Attributes"] if current else None))
+            names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            if op_type == "Put":
+                self.put_item(name, op["Item"], expression_attribute_names=names,
+                              expression_attribute_values=values)
+            elif op_type == "Delete":
+                self.delete_item(name, key, expression_attribute_names=names,
+                                 expression_attribute_values=values)
+            elif op_type == "Update":
+                self.update_item(name, key, update_expression=op["UpdateExpression"],
+                                 expression_attribute_names=names,
+                                 expression_attribute_values=values)
+    except Exception:
+        for name, key, old in reversed(undo):
+            if old is None:
+                self.delete_item(name, key)
+            else:
+                self.put_item(name, old)
+        for table, length in streams.values():
+            del table.stream_shard.items[length:]
+        raise
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items
 
 for _name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
     if hasattr(DynamoDBBackend, _name):

@@ -34,10 +34,12 @@ const WRITE_UNIT: f64 = 0.625;
 const READ_UNIT: f64 = 0.125;
 const SQS_REQUEST: f64 = 0.40;
 const LAMBDA_INVOCATION: f64 = 0.20;
+const S3_PUT: f64 = 5.00;
+const S3_GET: f64 = 0.40;
 const TEMPLATE_BATCH: f64 = 10.0;
 
 /// The release binaries measured, the bare hello-world baseline first.
-const BINARIES: [&str; 9] = [
+const BINARIES: [&str; 10] = [
     "bench-hello",
     "brief",
     "script",
@@ -46,6 +48,7 @@ const BINARIES: [&str; 9] = [
     "publish",
     "audit-projector",
     "sweeper",
+    "alarm-ingest",
     "api",
 ];
 
@@ -152,7 +155,12 @@ impl Counting {
                     Some(size),
                 )
             }
-            "PutItem" | "GetItem" => (format!("work: dynamodb {op} {}", kind(table)), 0.0, None),
+            "PutItem" => (
+                format!("work: dynamodb PutItem {}", kind(table)),
+                wcu(item_size(&body["Item"])),
+                None,
+            ),
+            "GetItem" => (format!("work: dynamodb GetItem {}", kind(table)), 0.0, None),
             "BatchWriteItem" => {
                 let n: usize = body["RequestItems"].as_object().map_or(0, |m| {
                     m.values().filter_map(Value::as_array).map(Vec::len).sum()
@@ -196,6 +204,22 @@ impl Intercept for Counting {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let req = ctx.request();
+        if req.headers().get("x-amz-target").is_none() && self.1 != "start" {
+            // S3's REST calls: an artifact written or read.
+            let op = match req.method() {
+                "PUT" => "PutObject",
+                "GET" => "GetObject",
+                other => other,
+            };
+            *self
+                .0
+                .requests
+                .lock()
+                .expect("lock")
+                .entry(format!("work: s3 {op}"))
+                .or_default() += 1;
+            return Ok(());
+        }
         let target = req
             .headers()
             .get("x-amz-target")
@@ -494,6 +518,35 @@ async fn transitions(args: &Args) -> Result<()> {
     println!(
         "at batch size 1 (a quiet queue): {:.3}",
         ddb + sqs + 2.0 * SQS_REQUEST + LAMBDA_INVOCATION
+    );
+
+    // Everything Shepherd writes for a transition: the engine, plus the call ledger, the
+    // outputs and the artifacts (the work's own cost, counted apart).
+    let work_wu: f64 = units
+        .iter()
+        .filter(|(k, _)| k.starts_with("work: dynamodb PutItem"))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        / transitions;
+    let reads = requests
+        .iter()
+        .filter(|(k, _)| k.contains("GetItem"))
+        .map(|(_, v)| *v as f64)
+        .sum::<f64>()
+        / transitions;
+    let s3_put = requests.get("work: s3 PutObject").copied().unwrap_or(0) as f64 / transitions;
+    let s3_get = requests.get("work: s3 GetObject").copied().unwrap_or(0) as f64 / transitions;
+    let all_in =
+        total + work_wu * WRITE_UNIT + reads * READ_UNIT + s3_put * S3_PUT + s3_get * S3_GET;
+    println!();
+    println!(
+        "# All in: everything Shepherd writes per transition (engine + ledger + outputs + artifacts)"
+    );
+    println!(
+        "work write units {work_wu:.2} (x $0.625), reads {reads:.2} (x $0.125, strong), S3 PUTs {s3_put:.2} (x $5.00), GETs {s3_get:.2} (x $0.40)"
+    );
+    println!(
+        "total {all_in:.3} $ per million transitions (engine alone {total:.3}; budget 3.50 all in)"
     );
     Ok(())
 }
