@@ -129,3 +129,34 @@ fn an_unknown_stack_says_what_is_missing() {
     let err = text(&out.stderr);
     assert!(err.contains("/shepherd/no-such-stack/config"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_download_saves_every_image_and_clip_with_its_checked_digest() {
+    let t = TestStack::start(&[]).await;
+    let p = t.start_production(2).await;
+    let done = t.wait_settled(&p.id, Duration::from_secs(90)).await;
+    assert_eq!(done.status, shepherd::domain::ProductionStatus::Completed);
+    let dir = std::env::temp_dir().join(format!("shepherd-artifacts-{}", p.id));
+    let out = shepherd(
+        &t.stack.stack,
+        &["artifacts", &p.id, "--download", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert_eq!(said.matches("sha256 verified").count(), 4, "{said}");
+    for (phase, name, magic) in [
+        ("assets", "scene-1.png", &b"\x89PNG"[..]),
+        ("assets", "scene-2.png", &b"\x89PNG"[..]),
+        ("voice", "scene-1.mp3", &b"ID3"[..]),
+        ("voice", "scene-2.mp3", &b"ID3"[..]),
+    ] {
+        let bytes = std::fs::read(dir.join(phase).join(name)).unwrap();
+        assert!(bytes.starts_with(magic), "{phase}/{name}");
+    }
+    let show = text(&shepherd(&t.stack.stack, &["show", &p.id]).stdout);
+    assert!(
+        show.contains("Artifacts (links valid 15 minutes)"),
+        "{show}"
+    );
+    t.stop().await;
+}

@@ -86,6 +86,23 @@ async fn images_in_b64_json_and_speech_are_objects_in_the_bucket_and_a_rerun_sto
         assert_eq!(linked.status(), 200, "{}", a.url);
         assert_eq!(linked.bytes().await.unwrap(), bytes);
     }
+    // The API lists them too, with links.
+    let (status, body) = t
+        .http(
+            "GET",
+            &format!("/productions/{}", p.id),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let listed = body["artifacts"].as_array().unwrap();
+    assert_eq!(listed.len(), 6, "{body}");
+    assert!(
+        listed
+            .iter()
+            .all(|a| a["url"].as_str().unwrap().contains("X-Amz-Signature"))
+    );
     let versions = s3
         .list_object_versions()
         .bucket(bucket)
