@@ -142,20 +142,9 @@ impl Alarms for DynamoAlarms {
         };
         // DynamoDB drops a set left empty: nothing is affected any more.
         if !item.contains_key("aff") && text(&item, "status") != "resolved" {
-            let res = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(format!("ALARM#{id}"), "A")))
-                .update_expression("SET #st = :st, hb = :by, ha = :now")
-                .condition_expression("attribute_not_exists(aff)")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s("resolved"))
-                .expression_attribute_values(":by", s(&actor.0))
-                .expression_attribute_values(":now", n(now))
-                .send()
-                .await;
-            applied(res)?;
+            let resolved = AlarmStatus::Resolved;
+            self.mark(id, resolved, actor, now, "attribute_not_exists(aff)")
+                .await?;
         }
         Ok(true)
     }
@@ -167,13 +156,28 @@ impl Alarms for DynamoAlarms {
         actor: &Actor,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        self.mark(id, status, actor, now, "attribute_exists(pk)")
+            .await
+    }
+}
+
+impl DynamoAlarms {
+    /// Sets an alarm's status and who handled it, if `condition` holds.
+    async fn mark(
+        &self,
+        id: &str,
+        status: AlarmStatus,
+        actor: &Actor,
+        now: Millis,
+        condition: &str,
+    ) -> Result<bool, StoreError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(format!("ALARM#{id}"), "A")))
             .update_expression("SET #st = :st, hb = :by, ha = :now")
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(condition)
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":st", s(word(status)))
             .expression_attribute_values(":by", s(&actor.0))
