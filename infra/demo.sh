@@ -7,7 +7,7 @@ BRIEF="${1:-$ROOT/events/briefs/tides.json}"
 trap 'bash "$ROOT/infra/stack.sh" down' EXIT
 bash "$ROOT/infra/stack.sh" up
 # The local admin's keys: IAM is enforced, as in AWS.
-source "$LOCAL/admin.env"
+source "$ADMIN_ENV"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$EMULATOR_PORT" SHEPHERD_STACK="${SHEPHERD_STACK:-shepherd-local}"
 SHEPHERD="$ROOT/target/debug/shepherd"
 say "shepherd start $BRIEF"

@@ -5,6 +5,10 @@ VENV="$ROOT/.venv"
 LOCAL="$ROOT/.local"
 mkdir -p "$LOCAL"
 EMULATOR_PORT="${SHEPHERD_EMULATOR_PORT:-5005}"
+# An emulator on another port keeps its own files, so two can run side by side.
+EMULATOR_TAG=""
+[ "$EMULATOR_PORT" = 5005 ] || EMULATOR_TAG=".$EMULATOR_PORT"
+ADMIN_ENV="$LOCAL/admin$EMULATOR_TAG.env"
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export SAM_CLI_TELEMETRY=0
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -23,12 +27,12 @@ ensure_venv() {
 }
 
 # Starts the emulator (unless it runs) with IAM enforced as in AWS: a fresh emulator gets
-# an admin user for the operators' tools (its keys in .local/admin.env, exported here), then
+# an admin user for the operators' tools (its keys in .local/admin.env, or admin.<port>.env off the default port; exported here), then
 # every request must be signed by a known identity and allowed by its policies. Each
 # function runs with its own role from the template (see infra/local/src/provision.rs).
 emulator_up() {
-  local pidfile="$LOCAL/moto.pid" endpoint="http://127.0.0.1:$EMULATOR_PORT"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ -f "$LOCAL/admin.env" ]; then
+  local pidfile="$LOCAL/moto$EMULATOR_TAG.pid" endpoint="http://127.0.0.1:$EMULATOR_PORT"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ -f "$ADMIN_ENV" ]; then
     say "emulator already running on 127.0.0.1:$EMULATOR_PORT"
   else
     stop_pid "$pidfile"
@@ -38,7 +42,7 @@ emulator_up() {
     fi
     say "starting moto on 127.0.0.1:$EMULATOR_PORT (IAM enforced)"
     MOTO_IAM_LOAD_MANAGED_POLICIES=true \
-      "$VENV/bin/python" "$ROOT/infra/emulator.py" -H 127.0.0.1 -p "$EMULATOR_PORT" > "$LOCAL/moto.log" 2>&1 &
+      "$VENV/bin/python" "$ROOT/infra/emulator.py" -H 127.0.0.1 -p "$EMULATOR_PORT" > "$LOCAL/moto$EMULATOR_TAG.log" 2>&1 &
     echo $! > "$pidfile"
     local up=0
     for _ in $(seq 1 150); do
@@ -46,16 +50,16 @@ emulator_up() {
       sleep 0.1
     done
     if [ "$up" != 1 ]; then
-      echo "the emulator did not start; see $LOCAL/moto.log" >&2
+      echo "the emulator did not start; see $LOCAL/moto$EMULATOR_TAG.log" >&2
       return 1
     fi
-    "$VENV/bin/python" "$ROOT/infra/bootstrap.py" "$endpoint" > "$LOCAL/admin.env"
+    "$VENV/bin/python" "$ROOT/infra/bootstrap.py" "$endpoint" > "$ADMIN_ENV"
     curl -sf -o /dev/null -X POST -H 'content-type: text/plain' --data-binary 0 \
       "$endpoint/moto-api/reset-auth"
     "$VENV/bin/python" "$ROOT/infra/bootstrap.py" "$endpoint" --check
   fi
   # shellcheck disable=SC1091
-  source "$LOCAL/admin.env"
+  source "$ADMIN_ENV"
   export AWS_ENDPOINT_URL="$endpoint"
 }
 
@@ -72,6 +76,6 @@ stop_pid() {
 }
 
 emulator_down() {
-  stop_pid "$LOCAL/moto.pid"
-  rm -f "$LOCAL/admin.env"
+  stop_pid "$LOCAL/moto$EMULATOR_TAG.pid"
+  rm -f "$ADMIN_ENV"
 }

@@ -20,7 +20,7 @@ up() {
     if grep -q "local stack .* up" "$LOCAL/runtime.log"; then
       say "local stack $STACK is up (logs: .local/runtime.log, .local/moto.log)"
       say "operate it as the local admin (IAM is enforced):"
-      echo "source .local/admin.env; export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 SHEPHERD_STACK=$STACK"
+      echo "source ${ADMIN_ENV#"$ROOT"/}; export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=us-east-1 SHEPHERD_STACK=$STACK"
       say "HTTP API on http://127.0.0.1:8787 (tokens in .local/api-tokens.json, e.g. Authorization: Bearer local-operator)"
       return 0
     fi

@@ -163,7 +163,7 @@ impl AlarmIngest {
                         Severity::Warning,
                         format!(
                             "the alarm topic carried a message that is not a CloudWatch alarm ({e}): {}",
-                            text.chars().take(300).collect::<String>()
+                            crate::domain::redact::excerpt(text, 300)
                         ),
                     ),
                     dlq: None,

@@ -38,7 +38,7 @@ fn observation(e: &StepError, now: Millis) -> Option<Observation> {
     }
     e.code.is_provider_outage().then(|| Observation::Failure {
         code: e.code.to_string(),
-        detail: e.detail.chars().take(300).collect(),
+        detail: crate::domain::redact::excerpt(&e.detail, 300),
     })
 }
 
@@ -167,7 +167,7 @@ impl Integrations {
                         &id,
                         &Observation::Failure {
                             code: e.code.to_string(),
-                            detail: e.detail.chars().take(300).collect(),
+                            detail: crate::domain::redact::excerpt(&e.detail, 300),
                         },
                     )
                     .await;
@@ -393,7 +393,7 @@ impl Integrations {
                             format!(
                                 "{key}: {id}: {}: {}; retryable={}",
                                 e.code,
-                                e.detail.chars().take(200).collect::<String>(),
+                                crate::domain::redact::excerpt(&e.detail, 200),
                                 e.class == ErrorClass::Retryable
                             ),
                         ),

@@ -135,7 +135,7 @@ impl Tools {
                 },
                 Err(e) => format!("not the JSON asked for: {e}"),
             };
-            let excerpt: String = text.chars().take(160).collect();
+            let excerpt = crate::domain::redact::excerpt(&text, 160);
             let now = self.deps.clock.now();
             let rejected = CallOutcome {
                 request_hash: request_hash(req),

@@ -69,7 +69,7 @@ impl Transitioner {
         actor: &Actor,
         reservation: &Reservation,
     ) -> Result<Transition, StoreError> {
-        let leaks = crate::domain::redact::scrub(&mut t);
+        let leaks = crate::domain::redact::scrub(&mut t, None);
         self.productions
             .create(&t, brief, actor, reservation)
             .await?;
@@ -98,7 +98,7 @@ impl Transitioner {
                 Err(e) => return Ok(Written::Refused(e)),
             };
             t.audit.extend_from_slice(extra);
-            let leaks = crate::domain::redact::scrub(&mut t);
+            let leaks = crate::domain::redact::scrub(&mut t, Some(&p));
             match self.productions.commit(&t, actor, brief).await? {
                 CommitOutcome::Committed => {
                     self.leaked(&t.production.id, leaks).await;

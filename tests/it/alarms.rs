@@ -138,3 +138,83 @@ async fn repeated_occurrences_are_deduplicated_by_type_and_subject() {
     assert!(leaks[0].last_seen >= leaks[0].first_seen);
     t.stop().await;
 }
+
+/// The redaction corpus (every recognised secret format) through provider errors: one
+/// production fails on each, and none of the secrets is stored in the production's state, its
+/// audit or the integration's health, while each production raises its leak alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_format_of_the_redaction_corpus_is_stored_and_each_is_alarmed() {
+    let corpus: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("../../shared/tests/fixtures/secrets.json")).unwrap();
+    let t = TestStack::start(&[("RetryBaseSeconds", "1")]).await;
+    for row in &corpus {
+        // Long enough that the stored detail is cut: redaction must come first.
+        let text = format!(
+            "{} {}",
+            "upstream rejected the request;".repeat(8),
+            row["text"]
+        );
+        t.provider.add_fault(
+            FaultRule::new("chat", Fault::Status(400))
+                .message(&text)
+                .times(1),
+        );
+    }
+    // And one outage carrying secrets, which the integration's health records.
+    let outage = corpus
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    t.provider.add_fault(
+        FaultRule::new("chat", Fault::Status(503))
+            .message(&outage)
+            .times(1),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..corpus.len() + 1 {
+        ids.push(t.start_production(1).await.id);
+    }
+    let mut stored = String::new();
+    let mut outcomes = Vec::new();
+    for id in &ids {
+        let p = t.wait_settled(id, SETTLE).await;
+        outcomes.push(p.status);
+        stored.push_str(&serde_json::to_string(&p).unwrap());
+        let rows = t
+            .audit_until(id, |rows| {
+                rows.iter().any(|r| {
+                    matches!(
+                        r.event_type.as_str(),
+                        "phase.failed" | "phase.retry_scheduled" | "production.completed"
+                    )
+                })
+            })
+            .await;
+        stored.push_str(&format!("{rows:?}"));
+    }
+    let health = t.ops.integrations(&TestStack::operator()).await.unwrap();
+    stored.push_str(&format!("{health:?}"));
+    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    stored.push_str(&format!("{alarms:?}"));
+
+    for row in &corpus {
+        let secret = row["secret"].as_str().unwrap();
+        assert!(!stored.contains(secret), "{} stored: {secret}", row["kind"]);
+    }
+    let failed = outcomes
+        .iter()
+        .filter(|s| **s == ProductionStatus::Failed)
+        .count();
+    assert_eq!(failed, corpus.len(), "{outcomes:?}");
+    let last_error = health[0].health.last_error.as_deref().unwrap_or_default();
+    assert!(last_error.contains("[REDACTED:"), "{last_error}");
+    let alarmed: std::collections::BTreeSet<_> = alarms
+        .iter()
+        .filter(|a| a.kind == "secret_leak_detected")
+        .map(|a| a.subject.clone())
+        .collect();
+    assert_eq!(alarmed.len(), ids.len(), "{alarms:?}");
+    t.stop().await;
+}

@@ -140,7 +140,7 @@ impl StepError {
         Self {
             code: code.into(),
             class,
-            detail: detail.into(),
+            detail: super::redact::redact(&detail.into()).text,
             provider_status: None,
             retry_at: None,
         }

@@ -121,19 +121,12 @@ impl PhaseError {
         error
     }
 
-    /// Details are cut so the hot item stays small; the audit keeps the same cut text.
+    /// Details are redacted, then cut so the hot item stays small; the
+    /// audit keeps the same cut text.
     pub const MAX_DETAIL: usize = 300;
 
     pub fn new(code: impl Into<ErrorCode>, class: ErrorClass, detail: impl Into<String>) -> Self {
-        let mut detail: String = detail.into();
-        if detail.len() > Self::MAX_DETAIL {
-            let mut cut = Self::MAX_DETAIL;
-            while !detail.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            detail.truncate(cut);
-            detail.push('…');
-        }
+        let detail = super::redact::excerpt(&detail.into(), Self::MAX_DETAIL);
         Self {
             code: code.into(),
             class,

@@ -79,7 +79,7 @@ impl<P: Phase> RunPhase for P {
                 .warnings()
                 .into_iter()
                 .take(20)
-                .map(|w| w.chars().take(200).collect())
+                .map(|w| crate::domain::redact::excerpt(&w, 200))
                 .collect();
             Ok(PhaseResult {
                 output: serde_json::to_value(&out).expect("output serialises"),

@@ -258,7 +258,7 @@ impl McpSession for McpClient {
         if result["isError"].as_bool() == Some(true) {
             return Err(StepError::permanent(
                 ErrorCode::McpToolFailed,
-                format!("{name}: {}", text.chars().take(300).collect::<String>()),
+                format!("{name}: {}", crate::domain::redact::excerpt(&text, 300)),
             ));
         }
         Ok(match result.get("structuredContent") {

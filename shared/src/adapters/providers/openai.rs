@@ -359,7 +359,7 @@ impl ProviderClient {
         let message = parsed
             .as_ref()
             .map(|b| b.error.message.clone())
-            .unwrap_or_else(|| body.chars().take(200).collect());
+            .unwrap_or_else(|| crate::domain::redact::excerpt(&body, 200));
         let code = parsed.and_then(|b| b.error.code);
         let mut err = match status.as_u16() {
             // A billing matter: no wait cures it (and no Retry-After comes with it).
