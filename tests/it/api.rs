@@ -480,3 +480,110 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
     }
     t.stop().await;
 }
+
+/// The README's authorization table walked over HTTP: each route for each role of an
+/// account, an operator of another account, and the stack's operators. `y`: allowed (the
+/// state may still refuse it: 409), `f`: 403, `n`: 404 (another account's things do not
+/// exist), `b`: 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorization_table_walked_over_http() {
+    let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
+    let (status, created) = t
+        .http(
+            "POST",
+            "/productions",
+            Some("stack-operator"),
+            Some(brief_json("acme")),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "a stack operator starts for any account: {created}"
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    t.wait_for(&id, SETTLE, |p| {
+        p.status == ProductionStatus::AwaitingApproval
+    })
+    .await;
+    let who = [
+        "viewer-acme",
+        "operator-acme",
+        "admin-acme",
+        "operator-globex",
+        "stack-viewer",
+        "stack-operator",
+        "stack-admin",
+    ];
+    let enable = json!({"enabled": true});
+    let cases: Vec<(&str, String, Option<Value>, &str)> = vec![
+        ("GET", format!("/productions/{id}"), None, "yyynyyy"),
+        (
+            "POST",
+            format!("/productions/{id}/actions/pause"),
+            None,
+            "fyynfyy",
+        ),
+        (
+            "POST",
+            format!("/productions/{id}/actions/resume"),
+            None,
+            "fyynfyy",
+        ),
+        ("GET", "/account?account=acme".into(), None, "yyynyyy"),
+        ("GET", "/account".into(), None, "yyyybbb"),
+        ("GET", "/productions".into(), None, "yyyybbb"),
+        ("GET", "/integrations".into(), None, "yyyyyyy"),
+        // What every account shares: the stack's operators alone.
+        (
+            "PATCH",
+            "/integrations/primary".into(),
+            Some(enable),
+            "fffffyy",
+        ),
+        ("POST", "/dlq/redrive".into(), Some(json!({})), "fyyyfyy"),
+        ("GET", "/alarms".into(), None, "yyyyyyy"),
+    ];
+    for (method, path, body, expected) in cases {
+        for (token, want) in who.iter().zip(expected.chars()) {
+            let (status, answer) = t.http(method, &path, Some(token), body.clone()).await;
+            let ok = match want {
+                'y' => matches!(status, 200 | 201 | 409),
+                'f' => status == 403,
+                'n' => status == 404,
+                'b' => status == 400,
+                _ => unreachable!(),
+            };
+            assert!(
+                ok,
+                "{method} {path} as {token}: {status} {answer}, expected {want}"
+            );
+            if status >= 400 {
+                assert!(answer["code"].is_string(), "{method} {path}: {answer}");
+            }
+        }
+    }
+    let (_, err) = t
+        .http(
+            "PATCH",
+            "/integrations/primary",
+            Some("admin-acme"),
+            Some(json!({"enabled": false, "reason": "x"})),
+        )
+        .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("stack's operators"),
+        "{err}"
+    );
+    let (_, list) = t
+        .http("GET", "/integrations", Some("viewer-acme"), None)
+        .await;
+    assert_eq!(
+        list["integrations"][0]["health"]["disabled"],
+        json!(false),
+        "{list}"
+    );
+    t.stop().await;
+}

@@ -262,7 +262,7 @@ async fn a_cloudwatch_alarm_through_the_alarm_topic_shows_in_get_alarms_and_ok_r
         .unwrap();
     let id = format!("dlq_not_empty#{queue}");
     let find = || async {
-        let (status, body) = t.http("GET", "/alarms", Some("admin-acme"), None).await;
+        let (status, body) = t.http("GET", "/alarms", Some("stack-operator"), None).await;
         assert_eq!(status, 200, "{body}");
         body["alarms"]
             .as_array()
@@ -285,6 +285,20 @@ async fn a_cloudwatch_alarm_through_the_alarm_topic_shows_in_get_alarms_and_ok_r
         "{alarm}"
     );
     assert_eq!(alarm["affected"], serde_json::json!([p.id]), "{alarm}");
+    // A queue's alarm belongs to no account (it lists every account's productions): an
+    // account's admin neither sees nor handles it.
+    let (_, theirs) = t.http("GET", "/alarms", Some("admin-acme"), None).await;
+    assert!(
+        theirs["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["subject"] != queue.as_str()),
+        "{theirs}"
+    );
+    let path = format!("/alarms/{}/ack", id.replace('#', "%23"));
+    let (status, _) = t.http("POST", &path, Some("admin-acme"), None).await;
+    assert_eq!(status, 404);
 
     sns.publish()
         .topic_arn(&topic)

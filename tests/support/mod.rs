@@ -43,13 +43,17 @@ pub fn brief(scenes: u32) -> String {
     .to_string()
 }
 
-/// The local API's callers in every test stack: `<role>-<account>`.
-pub const TOKENS: [(&str, &str, &str); 5] = [
+/// The local API's callers in every test stack: `<role>-<account>`, and the stack's
+/// operators (account `*`: the Cognito group's members in AWS).
+pub const TOKENS: [(&str, &str, &str); 8] = [
     ("viewer-acme", "acme", "viewer"),
     ("operator-acme", "acme", "operator"),
     ("admin-acme", "acme", "admin"),
     ("operator-globex", "globex", "operator"),
     ("admin-globex", "globex", "admin"),
+    ("stack-viewer", "*", "viewer"),
+    ("stack-operator", "*", "operator"),
+    ("stack-admin", "*", "admin"),
 ];
 
 /// Runtime clients with the HTTP API on a free port and a token file for `TOKENS`.
@@ -58,10 +62,11 @@ fn clients(sdk: &aws_config::SdkConfig, stack: &str) -> Clients {
     let tokens: serde_json::Map<String, serde_json::Value> = TOKENS
         .iter()
         .map(|(t, account, role)| {
-            (
-                t.to_string(),
-                serde_json::json!({"account": account, "role": role, "name": t}),
-            )
+            let caller = match *account {
+                "*" => serde_json::json!({"stack": true, "role": role, "name": t}),
+                _ => serde_json::json!({"account": account, "role": role, "name": t}),
+            };
+            (t.to_string(), caller)
         })
         .collect();
     std::fs::write(&path, serde_json::json!({ "tokens": tokens }).to_string())

@@ -48,11 +48,15 @@ use shepherd::ops::{Ops, OpsError, RedriveFilter};
 use shepherd::ports::{Clock, SystemClock};
 use shepherd::view;
 
-/// A caller as the token file names it.
+/// A caller as the token file names it: an account's, or (`"stack": true`) a stack
+/// operator, who has every account in scope and alone switches integrations and limits.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TokenCaller {
+    #[serde(default)]
     pub account: String,
     pub role: Role,
+    #[serde(default)]
+    pub stack: bool,
     /// For the audit trail's actor.
     #[serde(default)]
     pub name: String,
@@ -60,17 +64,31 @@ pub struct TokenCaller {
 
 impl TokenCaller {
     fn caller(&self) -> Caller {
-        api_caller(&self.name, self.role, &self.account)
+        let scope = if self.stack {
+            Scope::Stack
+        } else {
+            Scope::Account(self.account.clone())
+        };
+        Caller::new(Actor(format!("api:{}", self.name)), self.role, scope)
     }
 }
 
-/// An API caller: scoped to its account, recorded as `api:<name>`.
-fn api_caller(name: &str, role: Role, account: &str) -> Caller {
-    Caller::new(
-        Actor(format!("api:{name}")),
-        role,
-        Scope::Account(account.into()),
-    )
+/// The Cognito group whose members are the stack's operators.
+pub const STACK_GROUP: &str = "stack-operators";
+
+/// `cognito:groups` as API Gateway passes it: `[a b]` (or a JSON array).
+fn groups(claim: &str) -> Vec<String> {
+    if let Ok(list) = serde_json::from_str::<Vec<String>>(claim) {
+        return list;
+    }
+    claim
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|g| g.trim_matches('"').to_string())
+        .filter(|g| !g.is_empty())
+        .collect()
 }
 
 /// The HTTP status an operation's error answers with (the service knows nothing of HTTP).
@@ -95,8 +113,13 @@ impl HttpStatus for OpsError {
 #[derive(Debug, Clone)]
 pub enum Auth {
     /// In AWS: API Gateway's JWT authorizer verified the token; its claims name the account
-    /// and role (claim names configurable, Cognito custom attributes by default).
-    Claims { account: String, role: String },
+    /// and role (claim names configurable, Cognito custom attributes by default), and
+    /// membership of `group` (`cognito:groups`) makes a stack operator.
+    Claims {
+        account: String,
+        role: String,
+        group: String,
+    },
     /// Locally: `Authorization: Bearer <token>`, tokens from a JSON file
     /// `{"tokens": {"<token>": {"account": "...", "role": "operator", "name": "..."}}}`.
     Tokens(HashMap<String, TokenCaller>),
@@ -113,6 +136,7 @@ impl Auth {
         Self::Claims {
             account: get("SHEPHERD_ACCOUNT_CLAIM", "custom:account"),
             role: get("SHEPHERD_ROLE_CLAIM", "custom:role"),
+            group: get("SHEPHERD_STACK_GROUP", STACK_GROUP),
         }
     }
 
@@ -126,12 +150,19 @@ impl Auth {
             file.tokens
                 .into_iter()
                 .map(|(token, mut c)| {
-                    if c.name.is_empty() {
-                        c.name = format!("{:?}@{}", c.role, c.account).to_lowercase();
+                    if !c.stack && c.account.trim().is_empty() {
+                        return Err(format!(
+                            "token file {}: a token names an account, or is \"stack\": true",
+                            path.display()
+                        ));
                     }
-                    (token, c)
+                    if c.name.is_empty() {
+                        let scope = if c.stack { "stack" } else { &c.account };
+                        c.name = format!("{:?}@{scope}", c.role).to_lowercase();
+                    }
+                    Ok((token, c))
                 })
-                .collect(),
+                .collect::<Result<_, String>>()?,
         ))
     }
 
@@ -157,7 +188,11 @@ impl Auth {
                         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
                     })
             }
-            Self::Claims { account, role } => {
+            Self::Claims {
+                account,
+                role,
+                group,
+            } => {
                 let claims = parts
                     .extensions
                     .get::<lambda_http::request::RequestContext>()
@@ -188,11 +223,25 @@ impl Auth {
                         format!("role {role_name:?} is not viewer, operator or admin"),
                     )
                 })?;
-                let name = ["email", "cognito:username", "sub"]
+                // The subject is immutable and verified; a username or email is only for
+                // display (an email can change), so the actor is the subject first.
+                let sub = claim("sub")?;
+                let actor = match ["cognito:username", "username"]
                     .iter()
-                    .find_map(|k| claims.get(*k).cloned())
-                    .unwrap_or_else(|| "unknown".into());
-                Ok(api_caller(&name, role, &claim(account)?))
+                    .find_map(|k| claims.get(*k))
+                {
+                    Some(name) if *name != sub => format!("api:{sub} ({name})"),
+                    _ => format!("api:{sub}"),
+                };
+                let stack = claims
+                    .get("cognito:groups")
+                    .is_some_and(|g| groups(g).iter().any(|g| g == group));
+                let scope = if stack {
+                    Scope::Stack
+                } else {
+                    Scope::Account(claim(account)?)
+                };
+                Ok(Caller::new(Actor(actor), role, scope))
             }
         }
     }
@@ -354,8 +403,17 @@ impl IntoResponse for ApiError {
 type Answer = Result<Response, ApiError>;
 
 /// The caller's own account (every API caller has one).
-fn own_account(caller: &Caller) -> &str {
-    caller.account().unwrap_or_default()
+/// The account a listing is of: the caller's own, or (for stack operators, who have every
+/// account in scope) the one named by `?account=`. Another account's name gets an empty
+/// answer from the operations, as if it did not exist.
+fn which_account<'a>(caller: &'a Caller, asked: &'a Option<String>) -> Result<&'a str, ApiError> {
+    match (asked.as_deref(), caller.account()) {
+        (Some(a), _) => Ok(a),
+        (None, Some(own)) => Ok(own),
+        (None, None) => Err(ApiError::invalid(
+            "a stack operator names the account: ?account=<account>",
+        )),
+    }
 }
 
 fn ok(v: Value) -> Answer {
@@ -427,6 +485,7 @@ async fn health(State(api): State<Api>) -> Response {
 struct ListQuery {
     status: Option<String>,
     limit: Option<usize>,
+    account: Option<String>,
 }
 
 async fn list(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuery>) -> Answer {
@@ -439,7 +498,12 @@ async fn list(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuer
     let ps = api
         .ops()
         .await?
-        .list(own_account(&caller), status, q.limit.unwrap_or(50), &caller)
+        .list(
+            which_account(&caller, &q.account)?,
+            status,
+            q.limit.unwrap_or(50),
+            &caller,
+        )
         .await?;
     let items: Vec<Value> = ps.iter().map(|p| view::json(p, None)).collect();
     ok(json!({"productions": items}))
@@ -514,12 +578,12 @@ async fn production_audit(
     ok(json!({"events": rows}))
 }
 
-async fn approvals(State(api): State<Api>, Who(caller): Who, Query(q): Query<Limit>) -> Answer {
+async fn approvals(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuery>) -> Answer {
     let ps = api
         .ops()
         .await?
         .list(
-            own_account(&caller),
+            which_account(&caller, &q.account)?,
             Some(ProductionStatus::AwaitingApproval),
             q.limit.unwrap_or(50),
             &caller,
@@ -721,11 +785,11 @@ async fn dlq_redrive(State(api): State<Api>, Who(caller): Who, bytes: Bytes) -> 
     ok(serde_json::to_value(r).unwrap_or_default())
 }
 
-async fn account(State(api): State<Api>, Who(caller): Who) -> Answer {
+async fn account(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuery>) -> Answer {
     let usage = api
         .ops()
         .await?
-        .account_usage(own_account(&caller), &caller)
+        .account_usage(which_account(&caller, &q.account)?, &caller)
         .await?;
     ok(serde_json::to_value(usage).unwrap_or_default())
 }
@@ -785,12 +849,49 @@ mod tests {
         assert_eq!(
             caller,
             Caller::new(
-                Actor("api:ana@acme.example".into()),
+                Actor("api:5f0c6a1e-0000-4000-8000-000000000001 (ana)".into()),
                 Role::Operator,
                 Scope::Account("acme".into())
             )
         );
-        assert_eq!(caller.actor.0, "api:ana@acme.example");
+        // The actor is the immutable subject: a changed email does not change it.
+        let renamed = parts(|e| {
+            e.pointer_mut("/requestContext/authorizer/jwt/claims")
+                .unwrap()["email"] = "mallory@evil.example".into()
+        });
+        assert_eq!(claims_auth().caller(&renamed).unwrap().actor, caller.actor);
+    }
+
+    #[test]
+    fn members_of_the_stack_group_are_stack_operators() {
+        let claims = "/requestContext/authorizer/jwt/claims";
+        for groups in [
+            "[stack-operators]",
+            "[editors stack-operators]",
+            r#"["stack-operators"]"#,
+        ] {
+            let p = parts(|e| e.pointer_mut(claims).unwrap()["cognito:groups"] = groups.into());
+            assert_eq!(
+                claims_auth().caller(&p).unwrap().scope,
+                Scope::Stack,
+                "{groups}"
+            );
+        }
+        let p = parts(|e| {
+            e.pointer_mut(claims).unwrap()["cognito:groups"] = "[stack-operators-x]".into()
+        });
+        assert_eq!(
+            claims_auth().caller(&p).unwrap().scope,
+            Scope::Account("acme".into())
+        );
+        let no_sub = parts(|e| {
+            e.pointer_mut(claims)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove("sub");
+        });
+        assert_eq!(claims_auth().caller(&no_sub).unwrap_err().status, 403);
     }
 
     #[test]

@@ -247,7 +247,8 @@ fn serve_api(
         let shutdown = async move {
             let _ = stop.changed().await;
         };
-        if let Err(e) = axum::serve(listener, shepherd_api::router(api))
+        let app = shepherd_api::router(api).layer(axum::middleware::from_fn(loopback_host));
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {
@@ -255,6 +256,40 @@ fn serve_api(
         }
     });
     Ok((bound, task))
+}
+
+/// Whether a `Host` header names this machine's loopback (with any port).
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The local API answers only requests addressed to a loopback name: a web page that
+/// rebinds its own DNS name to 127.0.0.1 sends its name as `Host`, and is refused.
+async fn loopback_host(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if is_loopback_host(host) {
+        return next.run(req).await;
+    }
+    let body = serde_json::json!({
+        "code": "forbidden_host",
+        "message": format!("the local API answers only requests to localhost or a loopback address, not Host {host:?}"),
+    });
+    (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 /// The scheduler's part: one sweep per interval.
@@ -752,5 +787,31 @@ impl StreamPoller {
             }
         }
         its
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_names_are_hosts_of_the_local_api() {
+        for ok in [
+            "localhost",
+            "localhost:8787",
+            "127.0.0.1:8787",
+            "127.0.0.2",
+            "[::1]:8787",
+            "LOCALHOST",
+        ] {
+            assert!(super::is_loopback_host(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "evil.example:8787",
+            "localhost.evil.example",
+            "10.0.0.5:8787",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(!super::is_loopback_host(refused), "{refused}");
+        }
     }
 }

@@ -1,10 +1,13 @@
 //! Who may do what, and who sees what: one table for every route and CLI command.
 //!
-//! A caller has a role and a scope. An account's callers act within that account: another
-//! account's productions, audit, alarms and DLQ messages do not exist for them (callers get
-//! "not found", never "forbidden", so ids cannot be probed). Things that belong to no
-//! account (an integration's alarm, a malformed DLQ message) are seen by admins. The stack's
-//! own tools (the CLI with the stack's credentials) have the whole stack in scope.
+//! Two kinds of authority. A caller has a role (viewer, operator, admin) and a scope. An
+//! account's callers act within that account: another account's productions, audit, alarms
+//! and DLQ messages do not exist for them (callers get "not found", never "forbidden", so
+//! ids cannot be probed). Stack operators (the API's Cognito group, the CLI with the stack's
+//! credentials) have the whole stack in scope, and they alone hold what every account
+//! shares: switching integrations, setting account limits, redriving the audit projection,
+//! and what belongs to no account (an integration's alarm, a quarantined DLQ message, which
+//! may hold any account's body).
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +63,8 @@ pub enum Permission {
     SwitchIntegration,
     TestIntegration,
     SetLimits,
+    /// Project again the stream records the audit projector gave up on.
+    RedriveAudit,
 }
 
 impl Permission {
@@ -72,8 +77,17 @@ impl Permission {
             | Self::Act(_)
             | Self::HandleAlarm
             | Self::Redrive
-            | Self::SwitchIntegration => Role::Operator,
+            | Self::SwitchIntegration
+            | Self::RedriveAudit => Role::Operator,
         }
+    }
+
+    /// Whether only stack operators hold it (it acts on what every account shares).
+    pub fn stack_only(self) -> bool {
+        matches!(
+            self,
+            Self::SwitchIntegration | Self::SetLimits | Self::RedriveAudit
+        )
     }
 
     /// How the permission is named in a refusal.
@@ -88,17 +102,24 @@ impl Permission {
             Self::SwitchIntegration => "enabling or disabling an integration".into(),
             Self::TestIntegration => "testing an integration".into(),
             Self::SetLimits => "setting an account's limits".into(),
+            Self::RedriveAudit => "redriving the audit projection".into(),
         }
     }
 }
 
-/// Refused for the caller's role.
+/// Refused for the caller's role or scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} needs the {needs:?} role; you are {role:?}")]
-pub struct Denied {
-    pub what: String,
-    pub needs: Role,
-    pub role: Role,
+pub enum Denied {
+    #[error("{what} needs the {needs:?} role; you are {role:?}")]
+    Role {
+        what: String,
+        needs: Role,
+        role: Role,
+    },
+    #[error(
+        "{what} is for the stack's operators (it acts on every account); you act within account {account}"
+    )]
+    StackOnly { what: String, account: String },
 }
 
 /// Who is calling, as the authorizer, the token file or the CLI's identity says.
@@ -114,26 +135,32 @@ impl Caller {
         Self { actor, role, scope }
     }
 
-    /// Whether the caller's role holds `p`.
+    /// Whether the caller's role (and, for what every account shares, scope) holds `p`.
     pub fn may(&self, p: Permission) -> Result<(), Denied> {
         let needs = p.least_role();
-        if self.role >= needs {
-            Ok(())
-        } else {
-            Err(Denied {
+        if self.role < needs {
+            return Err(Denied::Role {
                 what: p.describe(),
                 needs,
                 role: self.role,
-            })
+            });
+        }
+        match (&self.scope, p.stack_only()) {
+            (Scope::Account(account), true) => Err(Denied::StackOnly {
+                what: p.describe(),
+                account: account.clone(),
+            }),
+            _ => Ok(()),
         }
     }
 
-    /// Whether something owned by `account` (`None`: by no account) is in the caller's scope.
+    /// Whether something owned by `account` (`None`: by no account) is in the caller's
+    /// scope. What belongs to no account is the stack operators' alone.
     pub fn sees(&self, account: Option<&str>) -> bool {
         match (&self.scope, account) {
             (Scope::Stack, _) => true,
             (Scope::Account(mine), Some(theirs)) => mine == theirs,
-            (Scope::Account(_), None) => self.role == Role::Admin,
+            (Scope::Account(_), None) => false,
         }
     }
 
@@ -154,32 +181,43 @@ mod tests {
         Caller::new(Actor("t".into()), role, scope)
     }
 
-    /// The README's table, walked: each permission against each role.
+    /// The README's table, walked: each permission against each role, for an account's
+    /// callers and for stack operators.
     #[test]
     fn the_authorization_table() {
         use Permission as P;
         use Role::*;
-        let table: Vec<(Permission, [bool; 3])> = vec![
-            (P::Read, [true, true, true]),
-            (P::TestIntegration, [true, true, true]),
-            (P::Start, [false, true, true]),
-            (P::HandleAlarm, [false, true, true]),
-            (P::Redrive, [false, true, true]),
-            (P::SwitchIntegration, [false, true, true]),
-            (P::Discard, [false, false, true]),
-            (P::SetLimits, [false, false, true]),
-            (P::Act(Action::Override), [false, false, true]),
+        // (permission, [viewer, operator, admin] of an account, [same] of the stack)
+        let mut table: Vec<(Permission, [bool; 3], [bool; 3])> = vec![
+            (P::Read, [true, true, true], [true, true, true]),
+            (P::TestIntegration, [true, true, true], [true, true, true]),
+            (P::Start, [false, true, true], [false, true, true]),
+            (P::HandleAlarm, [false, true, true], [false, true, true]),
+            (P::Redrive, [false, true, true], [false, true, true]),
+            (P::Discard, [false, false, true], [false, false, true]),
+            (
+                P::Act(Action::Override),
+                [false, false, true],
+                [false, false, true],
+            ),
+            (P::SwitchIntegration, [false; 3], [false, true, true]),
+            (P::RedriveAudit, [false; 3], [false, true, true]),
+            (P::SetLimits, [false; 3], [false, false, true]),
         ];
-        let mut table = table;
         for &a in Action::ALL {
             if a != Action::Override {
-                table.push((P::Act(a), [false, true, true]));
+                table.push((P::Act(a), [false, true, true], [false, true, true]));
             }
         }
-        for (p, allowed) in table {
-            for (role, ok) in [Viewer, Operator, Admin].into_iter().zip(allowed) {
-                let got = caller(role, Scope::Stack).may(p);
-                assert_eq!(got.is_ok(), ok, "{p:?} as {role:?}: {got:?}");
+        for (p, account, stack) in table {
+            for (scope, allowed) in [
+                (Scope::Account("acme".into()), account),
+                (Scope::Stack, stack),
+            ] {
+                for (role, ok) in [Viewer, Operator, Admin].into_iter().zip(allowed) {
+                    let got = caller(role, scope.clone()).may(p);
+                    assert_eq!(got.is_ok(), ok, "{p:?} as {role:?} of {scope:?}: {got:?}");
+                }
             }
         }
         let refused = caller(Viewer, Scope::Stack)
@@ -189,15 +227,24 @@ mod tests {
             refused.to_string(),
             "approve needs the Operator role; you are Viewer"
         );
+        let refused = caller(Admin, Scope::Account("acme".into()))
+            .may(P::SwitchIntegration)
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("for the stack's operators")
+                && refused.to_string().contains("acme"),
+            "{refused}"
+        );
     }
 
     #[test]
-    fn an_account_sees_its_own_and_only_admins_see_what_belongs_to_no_account() {
+    fn an_account_sees_its_own_and_only_the_stack_sees_what_belongs_to_no_account() {
         let acme = |role| caller(role, Scope::Account("acme".into()));
         assert!(acme(Role::Viewer).sees(Some("acme")));
         assert!(!acme(Role::Admin).sees(Some("globex")));
         assert!(!acme(Role::Operator).sees(None));
-        assert!(acme(Role::Admin).sees(None));
+        assert!(!acme(Role::Admin).sees(None));
+        assert!(caller(Role::Viewer, Scope::Stack).sees(None));
         assert!(caller(Role::Viewer, Scope::Stack).sees(Some("globex")));
     }
 }

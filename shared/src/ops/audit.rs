@@ -4,8 +4,8 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::{Ops, OpsError};
+use crate::domain::Caller;
 use crate::domain::authz::Permission;
-use crate::domain::{Caller, Scope};
 use crate::ports::{AuditQuery, AuditRecord};
 
 /// What `audit redrive` did.
@@ -44,12 +44,7 @@ impl Ops {
     /// them 24 hours) and appended (idempotently); a report is deleted once its records are.
     /// Stack operators only: the records belong to every account.
     pub async fn redrive_audit(&self, caller: &Caller) -> Result<AuditRedrive, OpsError> {
-        caller.may(Permission::Redrive)?;
-        if caller.scope != Scope::Stack {
-            return Err(OpsError::Forbidden(
-                "redriving the audit projection is for the stack's operators".into(),
-            ));
-        }
+        caller.may(Permission::RedriveAudit)?;
         let queue = &self.stack.projector_failures;
         if queue.is_empty() {
             return Err(OpsError::Config(

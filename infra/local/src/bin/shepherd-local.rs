@@ -87,9 +87,19 @@ async fn stopped() {
 }
 
 /// Writes the local API's token file unless it exists (local tokens only: the deployed API
-/// takes verified JWTs).
+/// takes verified JWTs), readable by its owner only; an existing file others can read is
+/// reported.
 fn ensure_tokens(path: &std::path::Path) -> Result<()> {
-    if path.exists() {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "WARNING: {} is readable by other users (mode {:o}); run chmod 600 on it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
         return Ok(());
     }
     if let Some(dir) = path.parent() {
@@ -99,9 +109,26 @@ fn ensure_tokens(path: &std::path::Path) -> Result<()> {
         "local-viewer": {"account": "acme", "role": "viewer", "name": "local-viewer"},
         "local-operator": {"account": "acme", "role": "operator", "name": "local-operator"},
         "local-admin": {"account": "acme", "role": "admin", "name": "local-admin"},
+        "local-stack-operator": {"stack": true, "role": "admin", "name": "local-stack-operator"},
     }});
-    std::fs::write(path, serde_json::to_string_pretty(&tokens)?)
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(serde_json::to_string_pretty(&tokens)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Local servers are for this machine: an address beyond loopback is said loudly.
+fn warn_if_exposed(what: &str, addr: &SocketAddr) {
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "WARNING: the {what} listens on {addr}, beyond this machine's loopback: anyone who \
+             can reach it can use it (local tokens, no TLS). Use 127.0.0.1 unless you mean it."
+        );
+    }
 }
 
 #[tokio::main]
@@ -159,6 +186,7 @@ async fn main() -> Result<()> {
             );
         }
         Command::Provider { listen } => {
+            warn_if_exposed("fake provider", &listen);
             let p = ProviderServer::start(listen, "local-provider-key")
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -172,6 +200,9 @@ async fn main() -> Result<()> {
             mcp,
             api_tokens,
         } => {
+            warn_if_exposed("HTTP API", &api);
+            warn_if_exposed("fake provider", &provider);
+            warn_if_exposed("MCP server", &mcp);
             ensure_tokens(&api_tokens)?;
             let mcp = shepherd_local::mcp::McpServer::start(mcp)
                 .await
