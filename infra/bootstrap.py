@@ -39,6 +39,8 @@ iam.create_user(UserName=ADMIN)
 iam.attach_user_policy(
     UserName=ADMIN, PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
 )
+# The CLI takes its role from this tag (cli/src/identity.rs).
+iam.tag_user(UserName=ADMIN, Tags=[{"Key": "shepherd-role", "Value": "admin"}])
 key = iam.create_access_key(UserName=ADMIN)["AccessKey"]
 print(
     f"export AWS_ACCESS_KEY_ID={key['AccessKeyId']} "

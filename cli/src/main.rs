@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
-use shepherd::domain::{Act, Actor, Brief, Caller, Production, ProductionStatus, Role, Scope};
-use shepherd::ops::Ops;
+use shepherd::domain::{Act, Actor, Brief, Caller, Production, ProductionStatus, Scope};
+use shepherd::ops::{Ops, OpsError};
 use shepherd::ports::Clock;
 
+mod identity;
 mod render;
 
 #[derive(Parser)]
@@ -25,10 +26,6 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Your role: viewer, operator or admin (admin may override). In AWS the API's
-    /// authorizer decides; the CLI talks to the tables directly and trusts this.
-    #[arg(long, global = true, env = "SHEPHERD_ROLE", default_value = "operator")]
-    role: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -202,11 +199,6 @@ fn limit(s: &str) -> Result<Limit, String> {
     }
 }
 
-fn role(name: &str) -> Result<Role> {
-    Role::parse(name)
-        .ok_or_else(|| anyhow::anyhow!("--role {name:?}: expected viewer, operator or admin"))
-}
-
 /// The CLI's command line: the action subcommands come from the domain's `Act`, each
 /// taking the production's id first.
 fn command() -> clap::Command {
@@ -236,6 +228,12 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if matches!(e.downcast_ref::<OpsError>(), Some(OpsError::Forbidden(_))) {
+                eprintln!(
+                    "hint: the CLI's role is your IAM identity's {} tag (viewer when untagged)",
+                    identity::ROLE_TAG
+                );
+            }
             ExitCode::from(1)
         }
     }
@@ -246,25 +244,29 @@ async fn connect(stack: &str) -> Result<Ops> {
     Ok(Ops::connect(&sdk, stack).await?.0)
 }
 
-/// The CLI talks to the stack's tables with the stack's credentials: its scope is the
-/// whole stack, its role the one given.
-fn caller(cli: &Cli) -> Result<Caller> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    Ok(Caller::new(
-        Actor(format!("operator:{user}")),
-        role(&cli.role)?,
-        Scope::Stack,
-    ))
+/// The CLI talks to the stack's tables with the caller's AWS credentials: its scope is the
+/// whole stack; its actor and role come from that identity (see `identity`).
+async fn caller() -> Result<Caller> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (arn, role) = identity::whoami(&sdk).await?;
+    Ok(Caller::new(Actor(format!("cli:{arn}")), role, Scope::Stack))
 }
 
 async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
-    let me = caller(&cli)?;
-    match cli.command {
-        Command::Start { brief, watch } => {
-            let text = std::fs::read_to_string(&brief)
+    // Refuse a bad brief before touching AWS: nothing is created.
+    let brief_text = match &cli.command {
+        Command::Start { brief, .. } => {
+            let text = std::fs::read_to_string(brief)
                 .with_context(|| format!("cannot read brief {}", brief.display()))?;
-            // Refuse a bad brief before touching AWS: nothing is created.
             Brief::parse(&text).with_context(|| format!("invalid brief {}", brief.display()))?;
+            text
+        }
+        _ => String::new(),
+    };
+    let me = caller().await?;
+    match cli.command {
+        Command::Start { watch, .. } => {
+            let text = brief_text;
             let ops = connect(&cli.stack).await?;
             let p = ops.start(&text, &me).await?;
             if cli.json {

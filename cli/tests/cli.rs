@@ -160,3 +160,109 @@ async fn artifacts_download_saves_every_image_and_clip_with_its_checked_digest()
     );
     t.stop().await;
 }
+
+/// An IAM user of the emulator with every permission, tagged with a CLI role or not: its keys.
+async fn iam_user(t: &TestStack, name: &str, role: Option<&str>) -> (String, String) {
+    let iam = aws_sdk_iam::Client::new(&t.sdk);
+    iam.create_user().user_name(name).send().await.unwrap();
+    iam.attach_user_policy()
+        .user_name(name)
+        .policy_arn("arn:aws:iam::aws:policy/AdministratorAccess")
+        .send()
+        .await
+        .unwrap();
+    if let Some(role) = role {
+        let tag = aws_sdk_iam::types::Tag::builder()
+            .key("shepherd-role")
+            .value(role)
+            .build()
+            .unwrap();
+        iam.tag_user()
+            .user_name(name)
+            .tags(tag)
+            .send()
+            .await
+            .unwrap();
+    }
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap();
+    (key.access_key_id, key.secret_access_key)
+}
+
+fn shepherd_as(stack: &str, keys: &(String, String), args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shepherd"))
+        .args(args)
+        .env("SHEPHERD_STACK", stack)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", &keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", &keys.1)
+        .env("USER", "mallory")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .expect("shepherd runs")
+}
+
+/// The CLI's actor is its AWS identity (never $USER) and its role is the identity's
+/// `shepherd-role` tag (an untagged identity is a viewer); there is no flag to claim one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clis_actor_and_role_come_from_its_aws_identity() {
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let stack = t.stack.stack.clone();
+    let p = t.start_production(1).await;
+    t.wait_for(&p.id, Duration::from_secs(60), |p| {
+        p.status == shepherd::domain::ProductionStatus::AwaitingApproval
+    })
+    .await;
+    let suffix = std::process::id();
+
+    let untagged = iam_user(&t, &format!("cli-untagged-{suffix}"), None).await;
+    let out = shepherd_as(&stack, &untagged, &["show", &p.id]);
+    assert!(
+        out.status.success(),
+        "a viewer reads: {}",
+        text(&out.stderr)
+    );
+    let out = shepherd_as(&stack, &untagged, &["cancel", &p.id]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cancel needs the Operator role; you are Viewer")
+            && err.contains("shepherd-role"),
+        "{err}"
+    );
+    let out = shepherd_as(&stack, &untagged, &["--role", "admin", "cancel", &p.id]);
+    assert_eq!(out.status.code(), Some(2), "no flag grants a role");
+
+    let name = format!("cli-operator-{suffix}");
+    let operator = iam_user(&t, &name, Some("operator")).await;
+    let out = shepherd_as(&stack, &operator, &["pause", &p.id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = shepherd_as(
+        &stack,
+        &operator,
+        &["override", &p.id, "--reason", "x", "--skip-gate"],
+    );
+    assert_eq!(out.status.code(), Some(1), "override is an admin's");
+    let rows = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "production.paused")
+        })
+        .await;
+    let paused = rows
+        .iter()
+        .find(|r| r.event_type == "production.paused")
+        .expect("paused");
+    assert_eq!(
+        paused.actor,
+        format!("cli:arn:aws:iam::123456789012:user/{name}")
+    );
+    t.stop().await;
+}
