@@ -38,6 +38,11 @@ enum Command {
         /// Follow it until it settles.
         #[arg(long)]
         watch: bool,
+        /// A repeat under the same key within 24 hours shows the first production and
+        /// starts nothing. Default: a hash of the brief file, so a retried command never
+        /// starts a second production; give a new key to start the same brief again.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// List an account's productions, newest first.
     List {
@@ -265,12 +270,28 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
     };
     let me = caller().await?;
     match cli.command {
-        Command::Start { watch, .. } => {
+        Command::Start {
+            watch,
+            idempotency_key,
+            ..
+        } => {
             let text = brief_text;
+            let key = idempotency_key.unwrap_or_else(|| {
+                use sha2::Digest as _;
+                let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+                format!("cli-brief-{}", &digest[..32])
+            });
             let ops = connect(&cli.stack).await?;
-            let p = ops.start(&text, &me).await?;
+            let (p, repeated) = ops.start_once(&text, Some(&key), &me).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
+            } else if repeated {
+                println!(
+                    "already started as production {} ({}): same brief and key {key} within 24 hours; \
+                     nothing new was started (pass --idempotency-key to start another)",
+                    p.id,
+                    p.status.as_str()
+                );
             } else {
                 println!(
                     "started production {} ({} phases, first: {})",

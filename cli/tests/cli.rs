@@ -266,3 +266,37 @@ async fn the_clis_actor_and_role_come_from_its_aws_identity() {
     );
     t.stop().await;
 }
+
+/// `shepherd start` run again (a retried command) shows the first production and starts
+/// nothing; a new key starts another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_start_of_the_same_brief_file_starts_nothing() {
+    let t = TestStack::start_idle().await;
+    let dir = std::env::temp_dir().join(format!("shepherd-cli-idem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let brief: serde_json::Value = serde_json::from_str(&shepherd_it::brief(1)).unwrap();
+    let path = write_brief(&dir, "brief.json", brief);
+    let stack = t.stack.stack.clone();
+    let first = shepherd(&stack, &["start", &path, "--json"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let again = shepherd(&stack, &["start", &path]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let out = text(&again.stdout);
+    assert!(
+        out.contains("already started as production")
+            && out.contains(first["id"].as_str().unwrap()),
+        "{out}"
+    );
+    let another = shepherd(&stack, &["start", &path, "--idempotency-key", "second-run"]);
+    assert!(
+        text(&another.stdout).contains("started production"),
+        "{}",
+        text(&another.stdout)
+    );
+    let out = shepherd(&stack, &["list", "--account", "acme", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(t.depth("BriefQueue").await, 2, "one message per production");
+    t.stop().await;
+}

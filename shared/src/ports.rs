@@ -43,6 +43,28 @@ pub enum StoreError {
     /// The account's monthly allowance or concurrency limit refused a start.
     #[error("an account limit was reached")]
     LimitReached,
+    /// A start's idempotency key is already held (see [`StartKey`]).
+    #[error("idempotency key already used by production {}", .0.production)]
+    StartKeyUsed(UsedStartKey),
+}
+
+/// A start's idempotency key: within `expires`, a start under the same account and key
+/// returns the first production instead of creating another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartKey {
+    pub account: String,
+    pub key: String,
+    /// SHA-256 of the brief (canonical JSON): the same key with another brief is a conflict.
+    pub brief_hash: String,
+    pub expires: Millis,
+}
+
+/// What holds a start key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedStartKey {
+    pub production: String,
+    pub brief_hash: String,
+    pub expires: Millis,
 }
 
 /// What a conditional claim did.
@@ -64,14 +86,23 @@ pub enum CommitOutcome {
 #[async_trait]
 pub trait Productions: Send + Sync {
     /// Creates the production and its brief and reserves the account's allowance and a
-    /// concurrency slot, atomically (never overwrites; `LimitReached` changes nothing).
+    /// concurrency slot, and holds `key` if given, atomically (never overwrites;
+    /// `LimitReached` and `StartKeyUsed` change nothing).
     async fn create(
         &self,
         t: &Transition,
         brief: &Brief,
         actor: &Actor,
         reservation: &Reservation,
+        key: Option<&StartKey>,
     ) -> Result<(), StoreError>;
+    /// Who holds a start key now (`None`: nobody, or it expired by `now`).
+    async fn start_key(
+        &self,
+        account: &str,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<UsedStartKey>, StoreError>;
     /// Consistent read of one production.
     async fn get(&self, id: &str) -> Result<Option<Production>, StoreError>;
     /// One conditional update, no read: the rule of `domain::delivery::claim_refusal`.

@@ -14,7 +14,9 @@ use crate::domain::limits::Reservation;
 use crate::domain::{
     Actor, AuditEvent, Brief, Command, Dispatch, DomainError, Production, Transition, decide,
 };
-use crate::ports::{Alarms, Clock, CommitOutcome, OutMessage, Productions, Queue, StoreError};
+use crate::ports::{
+    Alarms, Clock, CommitOutcome, OutMessage, Productions, Queue, StartKey, StoreError,
+};
 use crate::protocol::PhaseMessage;
 
 /// What a writer does when someone else changed the production first.
@@ -68,10 +70,11 @@ impl Transitioner {
         brief: &Brief,
         actor: &Actor,
         reservation: &Reservation,
+        key: Option<&StartKey>,
     ) -> Result<Transition, StoreError> {
         let leaks = crate::domain::redact::scrub(&mut t, None);
         self.productions
-            .create(&t, brief, actor, reservation)
+            .create(&t, brief, actor, reservation, key)
             .await?;
         self.leaked(&t.production.id, leaks).await;
         Ok(t)

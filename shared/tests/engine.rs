@@ -508,3 +508,48 @@ async fn the_sweep_redispatches_a_lost_dispatch_and_a_worker_death_is_reconciled
     assert_eq!(p.phase("draft").unwrap().status, PhaseStatus::Succeeded);
     assert_eq!(Stats::get(&w.stats("draft").reconciled), 1);
 }
+
+#[tokio::test]
+async fn a_keyed_start_repeated_returns_the_first_production_until_the_key_expires() {
+    let w = World::new("");
+    let brief = r#"{"account": "acme", "title": "Tides", "topic": "Why", "scenes": 1}"#;
+    let reordered = r#"{"scenes": 1, "topic": "Why", "title": "Tides", "account": "acme"}"#;
+    let (first, repeated) = w
+        .ops
+        .start_once(brief, Some("k1"), &operator())
+        .await
+        .unwrap();
+    assert!(!repeated);
+    let (again, repeated) = w
+        .ops
+        .start_once(reordered, Some("k1"), &operator())
+        .await
+        .unwrap();
+    assert!(repeated, "the same brief, however written");
+    assert_eq!(again.id, first.id);
+    let other = r#"{"account": "acme", "title": "Other", "topic": "Why", "scenes": 1}"#;
+    let err = w
+        .ops
+        .start_once(other, Some("k1"), &operator())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OpsError::KeyReused { production, .. } if *production == first.id),
+        "{err}"
+    );
+    for bad in ["", "has space", &"x".repeat(256)] {
+        let err = w
+            .ops
+            .start_once(brief, Some(bad), &operator())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OpsError::Invalid(_)), "{bad:?}: {err}");
+    }
+    w.mem.advance(shepherd::ops::START_KEY_TTL + 1);
+    let (later, repeated) = w
+        .ops
+        .start_once(brief, Some("k1"), &operator())
+        .await
+        .unwrap();
+    assert!(!repeated && later.id != first.id, "a key holds 24 hours");
+}

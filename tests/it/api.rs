@@ -587,3 +587,86 @@ async fn the_authorization_table_walked_over_http() {
     );
     t.stop().await;
 }
+
+async fn started(t: &TestStack) -> u32 {
+    t.ops
+        .account_usage("acme", &TestStack::operator())
+        .await
+        .unwrap()
+        .started_this_month
+}
+
+async fn post_keyed(t: &TestStack, key: &str, brief: &Value) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/productions", t.api_url()))
+        .bearer_auth("operator-acme")
+        .header("Idempotency-Key", key)
+        .json(brief)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// A client retrying a start (after a timeout, or racing itself) makes one production and
+/// spends the allowance once; the same key with another brief is a 409 naming the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_repeated_or_raced_under_one_idempotency_key_makes_one_production() {
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let brief = brief_json("acme");
+    let (status, first) = post_keyed(&t, "order-1", &brief).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = post_keyed(&t, "order-1", &brief).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    assert_eq!(started(&t).await, 1, "the repeat spent nothing");
+
+    let mut other = brief.clone();
+    other["title"] = "Another film".into();
+    let (status, err) = post_keyed(&t, "order-1", &other).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("idempotency_key_reused")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap()),
+        "{err}"
+    );
+
+    // Eight clients racing with one key: one production, one allowance.
+    let racing = (0..8).map(|_| post_keyed(&t, "order-2", &brief));
+    let answers = futures::future::join_all(racing).await;
+    let ids: std::collections::BTreeSet<_> =
+        answers.iter().map(|(_, b)| b["id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 201).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().all(|(s, _)| *s == 200 || *s == 201),
+        "{answers:?}"
+    );
+    assert_eq!(started(&t).await, 2);
+
+    let (status, err) = post_keyed(&t, "bad key", &brief).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{err}"
+    );
+    let (_, listed) = t
+        .http("GET", "/productions", Some("viewer-acme"), None)
+        .await;
+    assert_eq!(
+        listed["productions"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+    t.stop().await;
+}

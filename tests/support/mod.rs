@@ -454,6 +454,16 @@ impl TestStack {
         .sum()
     }
 
+    /// Where the local HTTP API listens (`http://127.0.0.1:<port>`).
+    pub fn api_url(&self) -> String {
+        let addr = self
+            .runtime
+            .as_ref()
+            .and_then(|r| r.api_addr)
+            .expect("the API runs with the stack");
+        format!("http://{addr}")
+    }
+
     /// One HTTP API call as `token` (see `TOKENS`): the status and the JSON body.
     pub async fn http(
         &self,

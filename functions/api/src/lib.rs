@@ -102,7 +102,7 @@ impl HttpStatus for OpsError {
             Self::InvalidBrief(_) | Self::Invalid(_) => 400,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
-            Self::Conflict { .. } => 409,
+            Self::Conflict { .. } | Self::KeyReused { .. } => 409,
             Self::LimitReached(_) => 429,
             Self::DispatchFailed { .. } | Self::Store(_) | Self::Config(_) => 503,
         }
@@ -365,6 +365,7 @@ impl From<OpsError> for ApiError {
     fn from(e: OpsError) -> Self {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let code = match status.as_u16() {
+            _ if matches!(e, OpsError::KeyReused { .. }) => "idempotency_key_reused",
             400 => "invalid_request",
             403 => "forbidden",
             404 => "not_found",
@@ -509,12 +510,29 @@ async fn list(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuer
     ok(json!({"productions": items}))
 }
 
-async fn create(State(api): State<Api>, Who(caller): Who, bytes: Bytes) -> Answer {
+/// `POST /productions`; with an `Idempotency-Key` header a repeat within 24 hours answers
+/// 200 with the first production (nothing spent), and the key with another brief 409.
+async fn create(
+    State(api): State<Api>,
+    Who(caller): Who,
+    headers: axum::http::HeaderMap,
+    bytes: Bytes,
+) -> Answer {
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::invalid("body is not UTF-8"))?;
-    let p = api.ops().await?.start(text, &caller).await?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::invalid("the Idempotency-Key header is 1 to 255 visible ASCII characters")
+        })?),
+        None => None,
+    };
+    let (p, repeated) = api.ops().await?.start_once(text, key, &caller).await?;
     let location = format!("/productions/{}", p.id);
     Ok((
-        StatusCode::CREATED,
+        if repeated {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
         [(header::LOCATION, location)],
         Json(view::json(&p, None)),
     )

@@ -19,7 +19,8 @@ use crate::domain::{
 use crate::ports::{
     Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
     Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs,
-    ParamError, Params, Productions, Queue, QueueError, StateStream, StoreError, StoredOutput,
+    ParamError, Params, Productions, Queue, QueueError, StartKey, StateStream, StoreError,
+    StoredOutput, UsedStartKey,
 };
 
 #[derive(Default)]
@@ -50,6 +51,7 @@ struct State {
     queues: HashMap<String, Vec<Queued>>,
     params: HashMap<String, String>,
     committed: Vec<CommittedWrite>,
+    start_keys: HashMap<(String, String), UsedStartKey>,
     next_id: u64,
     /// Writes to fail, for tests: each `fail_next` call fails one write.
     failing_writes: u32,
@@ -143,12 +145,19 @@ impl Productions for Memory {
         brief: &Brief,
         actor: &Actor,
         r: &Reservation,
+        key: Option<&StartKey>,
     ) -> Result<(), StoreError> {
         let mut s = self.state();
         self.write(&mut s)?;
         let p = &t.production;
         if s.productions.contains_key(&p.id) {
             return Err(StoreError::AlreadyExists(p.id.clone()));
+        }
+        if let Some(k) = key {
+            let held = s.start_keys.get(&(k.account.clone(), k.key.clone()));
+            if let Some(used) = held.filter(|u| u.expires > p.created_at) {
+                return Err(StoreError::StartKeyUsed(used.clone()));
+            }
         }
         let account = s.accounts.entry(r.account.clone()).or_default();
         let started = account.started.get(&r.month).copied().unwrap_or(0);
@@ -166,8 +175,32 @@ impl Productions for Memory {
         account.active.insert(p.id.clone());
         s.productions.insert(p.id.clone(), p.clone());
         s.briefs.insert(p.id.clone(), brief.clone());
+        if let Some(k) = key {
+            s.start_keys.insert(
+                (k.account.clone(), k.key.clone()),
+                UsedStartKey {
+                    production: p.id.clone(),
+                    brief_hash: k.brief_hash.clone(),
+                    expires: k.expires,
+                },
+            );
+        }
         Self::record(&mut s, t, actor);
         Ok(())
+    }
+
+    async fn start_key(
+        &self,
+        account: &str,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<UsedStartKey>, StoreError> {
+        Ok(self
+            .state()
+            .start_keys
+            .get(&(account.to_string(), key.to_string()))
+            .filter(|u| u.expires > now)
+            .cloned())
     }
 
     async fn get(&self, id: &str) -> Result<Option<Production>, StoreError> {

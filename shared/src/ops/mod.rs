@@ -30,7 +30,7 @@ use crate::domain::{
     Act, Action, Brief, BriefError, Caller, DomainError, Millis, Production, ProductionStatus,
     start,
 };
-use crate::ports::{Ports, StoreError};
+use crate::ports::{Ports, StartKey, StoreError, UsedStartKey};
 use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,12 @@ pub enum OpsError {
         status: ProductionStatus,
         available: Vec<Action>,
     },
+    /// A start's idempotency key was used, within its 24 hours, for another brief.
+    #[error(
+        "idempotency key {key:?} was used for another brief by production {production}; \
+         use a new key for a new production"
+    )]
+    KeyReused { key: String, production: String },
     /// The caller's role may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -136,6 +142,19 @@ impl Ops {
 
     /// Validates the brief, creates the production and sends its first phase's message.
     pub async fn start(&self, brief_json: &str, caller: &Caller) -> Result<Production, OpsError> {
+        Ok(self.start_once(brief_json, None, caller).await?.0)
+    }
+
+    /// As [`Ops::start`], under an idempotency key (scoped by the brief's account): a repeat
+    /// within [`START_KEY_TTL`] returns the first production (and `true`), spends nothing and
+    /// sends nothing; the same key with another brief is [`OpsError::KeyReused`]. Two racing
+    /// repeats make one production: the creating transaction holds the key.
+    pub async fn start_once(
+        &self,
+        brief_json: &str,
+        key: Option<&str>,
+        caller: &Caller,
+    ) -> Result<(Production, bool), OpsError> {
         caller.may(Permission::Start)?;
         let brief = Brief::parse(brief_json)?;
         if !caller.sees(Some(&brief.account)) {
@@ -145,6 +164,31 @@ impl Ops {
             )));
         }
         let now = self.ports.clock.now();
+        let start_key = match key {
+            Some(k) => Some(StartKey {
+                account: brief.account.clone(),
+                key: check_start_key(k)?.to_string(),
+                // The brief as understood, so whitespace or key order is not "another brief".
+                brief_hash: {
+                    use sha2::Digest as _;
+                    let canonical = serde_json::to_vec(&brief).expect("brief serialises");
+                    hex::encode(sha2::Sha256::digest(canonical))
+                },
+                expires: now + START_KEY_TTL,
+            }),
+            None => None,
+        };
+        if let Some(k) = &start_key {
+            // A repeat is answered before the limits are looked at: it spends nothing.
+            if let Some(used) = self
+                .ports
+                .productions
+                .start_key(&brief.account, &k.key, now)
+                .await?
+            {
+                return self.repeated(k, used).await;
+            }
+        }
         let phases: Vec<&str> = self
             .stack
             .pipeline
@@ -174,7 +218,7 @@ impl Ops {
         }
         let t = match self
             .transitioner
-            .create(t, &brief, &caller.actor, &reservation)
+            .create(t, &brief, &caller.actor, &reservation, start_key.as_ref())
             .await
         {
             Ok(t) => t,
@@ -182,10 +226,37 @@ impl Ops {
                 let usage = self.usage(&brief.account).await?;
                 return Err(OpsError::LimitReached(usage.refusal()));
             }
+            Err(StoreError::StartKeyUsed(used)) => {
+                let k = start_key
+                    .as_ref()
+                    .expect("only a keyed start meets a used key");
+                return self.repeated(k, used).await;
+            }
             Err(e) => return Err(e.into()),
         };
         self.dispatch(&t.production, t.dispatch.as_ref()).await?;
-        Ok(t.production)
+        Ok((t.production, false))
+    }
+
+    /// A start repeated under a key already held: the first production, or a conflict.
+    async fn repeated(
+        &self,
+        k: &StartKey,
+        used: UsedStartKey,
+    ) -> Result<(Production, bool), OpsError> {
+        if used.brief_hash != k.brief_hash {
+            return Err(OpsError::KeyReused {
+                key: k.key.clone(),
+                production: used.production,
+            });
+        }
+        match self.ports.productions.get(&used.production).await? {
+            Some(p) => Ok((p, true)),
+            None => Err(OpsError::Store(StoreError::Corrupt(format!(
+                "start key {:?} names production {}, which does not exist",
+                k.key, used.production
+            )))),
+        }
     }
 
     /// Carries out an operator's action: a production the caller cannot see is not found;
@@ -376,4 +447,18 @@ impl Ops {
     async fn owner(&self, id: &str) -> Result<Option<String>, OpsError> {
         Ok(self.ports.productions.get(id).await?.map(|p| p.account))
     }
+}
+
+/// How long a start's idempotency key holds: a client's retries come within it.
+pub const START_KEY_TTL: Millis = 24 * 3600 * 1000;
+
+/// An idempotency key: 1 to 255 visible ASCII characters (the `Idempotency-Key` header's
+/// usual bounds), so it is safe in a key and in a message.
+fn check_start_key(key: &str) -> Result<&str, OpsError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(OpsError::Invalid(
+            "an idempotency key is 1 to 255 visible ASCII characters".into(),
+        ));
+    }
+    Ok(key)
 }

@@ -15,7 +15,9 @@ use crate::domain::{
     Actor, Approval, AuditEvent, AuditKind, Brief, ErrorClass, ErrorCode, GatePolicy, Millis,
     Outcome, PhaseError, PhaseState, PhaseStatus, Production, ProductionStatus, Transition,
 };
-use crate::ports::{ClaimOutcome, CommitOutcome, CommittedWrite, Productions, StoreError};
+use crate::ports::{
+    ClaimOutcome, CommitOutcome, CommittedWrite, Productions, StartKey, StoreError, UsedStartKey,
+};
 
 /// The hot item, with short attribute names: its size is the cost of every transition.
 #[derive(Debug, Serialize, Deserialize)]
@@ -361,6 +363,23 @@ impl DynamoProductions {
         serde_dynamo::to_item(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
+    /// The start key's item: held until `expires` (DynamoDB's TTL removes it later; the
+    /// condition does not wait for that). A key is scoped by account.
+    fn start_key_put(&self, k: &StartKey, production: &str, now: Millis) -> Put {
+        let mut item = key(start_key_pk(&k.account, &k.key), "K");
+        item.insert("production".into(), s(production));
+        item.insert("brief_hash".into(), s(k.brief_hash.clone()));
+        item.insert("expires".into(), n(k.expires));
+        item.insert("ttl".into(), n(k.expires / 1000 + 1));
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR expires <= :now")
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .expect("table and item are set")
+    }
+
     fn put(&self, item: Item, condition: &str) -> Put {
         Put::builder()
             .table_name(&self.table)
@@ -379,11 +398,12 @@ impl Productions for DynamoProductions {
         brief: &Brief,
         actor: &Actor,
         reservation: &Reservation,
+        start_key: Option<&StartKey>,
     ) -> Result<(), StoreError> {
         let p = &t.production;
         let hot = Self::hot(t, actor)?;
         let new = "attribute_not_exists(pk)";
-        let res = self
+        let mut tx = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(self.put(hot, new)).build())
@@ -396,12 +416,19 @@ impl Productions for DynamoProductions {
                 TransactWriteItem::builder()
                     .update(accounts::reserve(&self.table, &p.id, reservation))
                     .build(),
-            )
-            .send()
-            .await;
-        let Err(e) = res else { return Ok(()) };
-        // Which item's condition failed: the production's (it exists) or the account's (a
-        // limit).
+            );
+        if let Some(k) = start_key {
+            tx = tx.transact_items(
+                TransactWriteItem::builder()
+                    .put(self.start_key_put(k, &p.id, p.created_at))
+                    .build(),
+            );
+        }
+        let Err(e) = tx.send().await else {
+            return Ok(());
+        };
+        // Which item's condition failed: the production's (it exists), the account's (a
+        // limit) or the start key's (a repeat).
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
         let reasons: Vec<Option<String>> = match e.as_service_error() {
             Some(E::TransactionCanceledException(c)) => c
@@ -417,12 +444,56 @@ impl Productions for DynamoProductions {
                 .and_then(|r| r.as_deref())
                 .is_some_and(|c| c == "ConditionalCheckFailed")
         };
+        if let Some(k) = start_key.filter(|_| failed(3)) {
+            // Held by a start that won the race: read who holds it (a consistent read).
+            return match self.start_key(&k.account, &k.key, p.created_at).await? {
+                Some(used) => Err(StoreError::StartKeyUsed(used)),
+                None => Err(unavailable(e)),
+            };
+        }
         if failed(2) && !failed(0) {
             Err(StoreError::LimitReached)
         } else if failed(0) || failed(1) {
             Err(StoreError::AlreadyExists(p.id.clone()))
         } else {
             Err(unavailable(e))
+        }
+    }
+
+    async fn start_key(
+        &self,
+        account: &str,
+        key: &str,
+        now: Millis,
+    ) -> Result<Option<UsedStartKey>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(super::key(start_key_pk(account, key), "K")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let expires = item
+            .get("expires")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<Millis>().ok())
+            .unwrap_or(0);
+        match (text("production"), text("brief_hash")) {
+            (Some(production), Some(brief_hash)) if expires > now => Ok(Some(UsedStartKey {
+                production,
+                brief_hash,
+                expires,
+            })),
+            (Some(_), Some(_)) => Ok(None),
+            _ => Err(StoreError::Corrupt(format!(
+                "start key item {account}/{key} lacks its production"
+            ))),
         }
     }
 
@@ -634,4 +705,9 @@ fn pk_id(key: &Item) -> Option<String> {
         .and_then(|v| v.as_s().ok())
         .and_then(|pk| pk.strip_prefix("P#"))
         .map(String::from)
+}
+
+/// The partition of a start key (an account's idempotency key for `POST /productions`).
+fn start_key_pk(account: &str, key: &str) -> String {
+    format!("start#{account}#{key}")
 }
