@@ -115,6 +115,8 @@ pub struct Config {
     pub circuit_window: Duration,
     /// How long an open circuit fails fast before one probe call.
     pub circuit_cooldown: Duration,
+    /// The longest a provider's rate-limit reset may hold its calls.
+    pub rate_limit_cap: Duration,
     pub secret_cache: Duration,
     pub outcome_ttl: Duration,
     /// Fresh calls a run may make after rejecting a provider's answer.
@@ -176,6 +178,7 @@ impl Config {
             circuit_min_calls: num("SHEPHERD_CIRCUIT_MIN_CALLS", 10)?.max(1) as u32,
             circuit_window: secs("SHEPHERD_CIRCUIT_WINDOW_SECS", 60)?,
             circuit_cooldown: secs("SHEPHERD_CIRCUIT_COOLDOWN_SECS", 30)?,
+            rate_limit_cap: secs("SHEPHERD_RATE_LIMIT_CAP_SECS", 3600)?,
             secret_cache: secs("SHEPHERD_SECRET_CACHE_SECS", 300)?,
             outcome_ttl: Duration::from_secs(num("SHEPHERD_OUTCOME_TTL_DAYS", 14)? * 86_400),
             bad_answer_retries: num("SHEPHERD_BAD_ANSWER_RETRIES", 2)? as u32,
@@ -200,6 +203,7 @@ impl Config {
             min_calls: self.circuit_min_calls,
             window: self.circuit_window.as_millis() as Millis,
             cooldown: self.circuit_cooldown.as_millis() as Millis,
+            max_rate_limit_wait: self.rate_limit_cap.as_millis() as Millis,
         }
     }
 }

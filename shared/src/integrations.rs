@@ -379,8 +379,11 @@ impl Integrations {
                     }
                     return Ok(v);
                 }
-                Err(e) => {
+                Err(mut e) => {
                     let now = self.clock.now();
+                    // A provider's reset is believed up to the cap (see `health::Policy`).
+                    let cap = now.saturating_add(self.policy.max_rate_limit_wait);
+                    e.retry_at = e.retry_at.map(|at| at.clamp(now, cap));
                     let Some(obs) = observation(&e, now) else {
                         return Err(e);
                     };

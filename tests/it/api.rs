@@ -670,3 +670,156 @@ async fn a_start_repeated_or_raced_under_one_idempotency_key_makes_one_productio
     );
     t.stop().await;
 }
+
+/// Edge inputs a client (or an attacker) may send: each is a JSON 400 naming the problem
+/// (never the store's text, never a dropped connection), and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_inputs_are_json_400s_and_change_nothing() {
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let (_, created) = t
+        .http(
+            "POST",
+            "/productions",
+            Some("operator-acme"),
+            Some(brief_json("acme")),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let p = t
+        .wait_for(&id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+        })
+        .await;
+    let mut invisible = brief_json("acme");
+    invisible["title"] = "\u{200B}".into();
+    let long_id = "a".repeat(300);
+    let cases: Vec<(&str, String, &str, Option<Value>, &str)> = vec![
+        (
+            "GET",
+            "/audit?trace=".into(),
+            "operator-acme",
+            None,
+            "trace",
+        ),
+        (
+            "GET",
+            "/audit?trace=a%20b".into(),
+            "operator-acme",
+            None,
+            "trace",
+        ),
+        (
+            "GET",
+            "/audit?type=phase.failed&until=-9223372036854775808".into(),
+            "operator-acme",
+            None,
+            "until",
+        ),
+        (
+            "GET",
+            "/audit?type=phase.failed&since=99999999999999999".into(),
+            "operator-acme",
+            None,
+            "since",
+        ),
+        (
+            "GET",
+            "/audit?type=x&limit=0".into(),
+            "operator-acme",
+            None,
+            "limit",
+        ),
+        (
+            "GET",
+            "/productions?limit=abc".into(),
+            "operator-acme",
+            None,
+            "limit",
+        ),
+        (
+            "GET",
+            "/productions?limit=100000".into(),
+            "operator-acme",
+            None,
+            "limit",
+        ),
+        (
+            "GET",
+            format!("/productions/{long_id}"),
+            "operator-acme",
+            None,
+            "production id",
+        ),
+        (
+            "POST",
+            "/dlq/redrive".into(),
+            "operator-acme",
+            Some(json!({"older_than_secs": u64::MAX})),
+            "older_than_secs",
+        ),
+        (
+            "POST",
+            "/productions".into(),
+            "operator-acme",
+            Some(invisible),
+            "visible",
+        ),
+        (
+            "POST",
+            format!("/productions/{id}/actions/reject"),
+            "operator-acme",
+            Some(json!({"feedback": "\u{200B}\u{200D}"})),
+            "feedback",
+        ),
+        (
+            "PATCH",
+            "/integrations/primary".into(),
+            "stack-operator",
+            Some(json!({"enabled": false, "reason": "\u{FEFF}"})),
+            "reason",
+        ),
+    ];
+    for (method, path, token, body, names) in cases {
+        let (status, err) = t.http(method, &path, Some(token), body).await;
+        assert_eq!(status, 400, "{method} {path}: {err}");
+        assert_eq!(err["code"], "invalid_request", "{method} {path}: {err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains(names), "{method} {path}: {message}");
+        assert!(
+            !message.contains("ValidationException") && !message.contains("dynamodb"),
+            "{message}"
+        );
+    }
+    // A body over the limit is a JSON 413.
+    let big = json!({"feedback": "x".repeat(3 << 20)});
+    let (status, err) = t
+        .http(
+            "POST",
+            &format!("/productions/{id}/actions/reject"),
+            Some("operator-acme"),
+            Some(big),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (413, Some("too_large")),
+        "{err}"
+    );
+
+    // Nothing changed.
+    let now = t.ops.get(&id, &TestStack::operator()).await.unwrap();
+    assert_eq!((now.version, now.status), (p.version, p.status));
+    let (_, list) = t
+        .http("GET", "/productions", Some("viewer-acme"), None)
+        .await;
+    assert_eq!(list["productions"].as_array().unwrap().len(), 1, "{list}");
+    let (_, ints) = t
+        .http("GET", "/integrations", Some("viewer-acme"), None)
+        .await;
+    assert_eq!(
+        ints["integrations"][0]["health"]["disabled"],
+        json!(false),
+        "{ints}"
+    );
+    t.stop().await;
+}

@@ -481,3 +481,67 @@ async fn a_generic_http_json_integration_is_called_once_per_production_through_i
     );
     t.stop().await;
 }
+
+/// One provider answer must not park the provider for every account for years: a reset is
+/// believed up to `RateLimitCapSeconds`, and enabling the integration ends the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_years_away_is_cut_to_the_cap_and_enable_clears_a_wait() {
+    let t = TestStack::start(&[("RateLimitCapSeconds", "3")]).await;
+    let ten_years = 10 * 365 * 86_400;
+    t.provider.add_fault(
+        FaultRule::new(
+            "chat",
+            Fault::RateLimit {
+                reset_secs: ten_years,
+            },
+        )
+        .times(1),
+    );
+    let p = t.start_production(1).await;
+    let start = Instant::now();
+    let resets_at = loop {
+        let list = t.ops.integrations(&TestStack::operator()).await.unwrap();
+        if let Some(at) = list[0].health.rate_limit_resets_at {
+            break at;
+        }
+        assert!(start.elapsed() < SETTLE, "the 429 was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        resets_at <= now + 3_000,
+        "cut to the cap: {resets_at} vs {now}"
+    );
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+
+    // A wait an operator ends: enable clears it at once.
+    t.provider
+        .add_fault(FaultRule::new("chat", Fault::RateLimit { reset_secs: 3 }).times(1));
+    let q = t.start_production(1).await;
+    while t.ops.integrations(&TestStack::operator()).await.unwrap()[0]
+        .health
+        .rate_limit_resets_at
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < SETTLE * 2,
+            "the second 429 was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let view = t
+        .ops
+        .set_integration_enabled("primary", true, "", &TestStack::operator())
+        .await
+        .unwrap();
+    assert_eq!(view.health.rate_limit_resets_at, None, "{view:?}");
+    assert_eq!(
+        t.wait_settled(&q.id, SETTLE).await.status,
+        ProductionStatus::Completed
+    );
+    t.stop().await;
+}

@@ -388,6 +388,37 @@ impl From<OpsError> for ApiError {
     }
 }
 
+/// Every error answer is `{code, message}` JSON, also those axum's extractors write as
+/// plain text (a malformed query, a body over the limit, a wrong content type).
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let text = match axum::body::to_bytes(res.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status.as_u16() {
+        400 | 415 | 422 => "invalid_request",
+        404 | 405 => "not_found",
+        413 => "too_large",
+        _ if status.is_server_error() => "unavailable",
+        _ => "invalid_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        shepherd::domain::redact::excerpt(&text, 500)
+    };
+    (status, Json(json!({"code": code, "message": message}))).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
@@ -452,6 +483,7 @@ pub fn router(api: Api) -> Router {
         .route("/integrations", get(integrations))
         .route("/integrations/{id}", axum::routing::patch(set_integration))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::map_response(json_errors))
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -646,14 +678,15 @@ struct AuditParams {
 
 /// Epoch milliseconds or RFC 3339.
 fn instant(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    shepherd::view::parse_time(v).ok_or_else(|| {
-        ApiError::invalid(format!(
-            "{name} {v:?}: expected epoch milliseconds or RFC 3339"
-        ))
-    })
+    let ms = match v.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => shepherd::view::parse_time(v).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{name} {v:?}: expected epoch milliseconds or RFC 3339"
+            ))
+        })?,
+    };
+    shepherd::domain::input::instant(name, ms).map_err(ApiError::invalid)
 }
 
 async fn audit(State(api): State<Api>, Who(caller): Who, Query(q): Query<AuditParams>) -> Answer {
@@ -666,7 +699,7 @@ async fn audit(State(api): State<Api>, Who(caller): Who, Query(q): Query<AuditPa
             };
             let since = match &q.since {
                 Some(s) => instant("since", s)?,
-                None => until - 86_400_000,
+                None => (until - 86_400_000).max(0),
             };
             if since >= until {
                 return Err(ApiError::invalid("since must be before until"));

@@ -37,6 +37,8 @@ pub struct Policy {
     pub window: Millis,
     /// How long an open circuit stays open before one probe call is let through.
     pub cooldown: Millis,
+    /// The longest one rate-limit answer may hold every production's calls.
+    pub max_rate_limit_wait: Millis,
 }
 
 impl Policy {
@@ -216,7 +218,10 @@ impl Health {
                 }
             }
             Observation::RateLimited { until } => {
-                next.rate_limit_resets_at = Some(*until);
+                // A provider's reset is believed up to the cap: one answer must not park the
+                // provider for every account for longer.
+                let until = (*until).clamp(now, now.saturating_add(policy.max_rate_limit_wait));
+                next.rate_limit_resets_at = Some(until);
                 next.last_error = Some(format!("provider_rate_limited: reset at {until}"));
                 next.last_error_at = Some(now);
             }
@@ -242,7 +247,20 @@ mod tests {
         min_calls: 3,
         window: 60_000,
         cooldown: 30_000,
+        max_rate_limit_wait: 3_600_000,
     };
+
+    #[test]
+    fn a_rate_limit_reset_is_believed_up_to_the_cap() {
+        let years = Observation::RateLimited {
+            until: 100 * 365 * 86_400_000,
+        };
+        let h = Health::new("primary").observe(&years, 1_000, P);
+        assert_eq!(h.rate_limit_resets_at, Some(1_000 + 3_600_000));
+        let past = Observation::RateLimited { until: i64::MIN };
+        let h = Health::new("primary").observe(&past, 1_000, P);
+        assert_eq!(h.rate_limit_resets_at, Some(1_000));
+    }
 
     fn fail() -> Observation {
         Observation::Failure {

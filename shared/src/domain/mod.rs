@@ -21,6 +21,7 @@ mod decide;
 pub mod delivery;
 mod error;
 pub mod health;
+pub mod input;
 pub mod limits;
 mod production;
 pub mod redact;

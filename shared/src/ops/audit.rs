@@ -6,6 +6,7 @@ use tracing::warn;
 use super::{Ops, OpsError};
 use crate::domain::Caller;
 use crate::domain::authz::Permission;
+use crate::domain::input;
 use crate::ports::{AuditQuery, AuditRecord};
 
 /// What `audit redrive` did.
@@ -29,8 +30,25 @@ impl Ops {
         limit: usize,
         caller: &Caller,
     ) -> Result<Vec<AuditRecord>, OpsError> {
-        if let AuditQuery::Production(id) = q {
-            self.get(id, caller).await?;
+        let bad = OpsError::Invalid;
+        input::count("limit", limit, 1000).map_err(bad)?;
+        match q {
+            AuditQuery::Production(id) => {
+                self.get(id, caller).await?;
+            }
+            AuditQuery::Trace(t) => input::id("trace", t).map_err(bad)?,
+            AuditQuery::Type {
+                event_type,
+                since,
+                until,
+            } => {
+                input::id("type", event_type).map_err(bad)?;
+                input::instant("since", *since).map_err(bad)?;
+                input::instant("until", *until).map_err(bad)?;
+                if since >= until {
+                    return Err(OpsError::Invalid("since must be before until".into()));
+                }
+            }
         }
         let rows = self.ports.audit.query(q, limit).await?;
         Ok(rows

@@ -15,9 +15,13 @@ use serde::Serialize;
 
 use super::{Ops, OpsError};
 use crate::domain::authz::Permission;
+use crate::domain::input;
 use crate::domain::{AuditKind, Caller, Millis, Outcome, Production};
 use crate::ports::{AuditRecord, InMessage};
 use crate::protocol::{PhaseMessage, attr};
+
+/// SQS's longest message retention.
+const MAX_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 /// One message in a phase's DLQ, as an operator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +157,7 @@ impl Ops {
         caller: &Caller,
     ) -> Result<Vec<DlqEntry>, OpsError> {
         caller.may(Permission::Read)?;
+        input::count("limit", limit, 1000).map_err(OpsError::Invalid)?;
         let now = self.ports.clock.now();
         let mut out = Vec::new();
         for (phase, url) in self.dlqs(phase)? {
@@ -191,6 +196,7 @@ impl Ops {
         message_id: &str,
         caller: &Caller,
     ) -> Result<(DlqEntry, Option<Production>), OpsError> {
+        input::id("message id", message_id).map_err(OpsError::Invalid)?;
         let entry = self
             .dlq_list(None, 1000, caller)
             .await?
@@ -213,6 +219,14 @@ impl Ops {
         caller: &Caller,
     ) -> Result<RedriveReport, OpsError> {
         caller.may(Permission::Redrive)?;
+        // SQS keeps a message at most 14 days: an older bound matches nothing, and a larger
+        // one would overflow the arithmetic of ages.
+        if filter.older_than.is_some_and(|d| d > MAX_RETENTION) {
+            return Err(OpsError::Invalid(format!(
+                "older_than_secs must be at most {} (14 days, SQS's longest retention)",
+                MAX_RETENTION.as_secs()
+            )));
+        }
         let pause = Duration::from_secs_f64(1.0 / per_second.max(1) as f64);
         let mut report = RedriveReport::default();
         for (phase, dlq) in self.dlqs(filter.phase.as_deref())? {
@@ -302,9 +316,11 @@ impl Ops {
         caller: &Caller,
     ) -> Result<DlqEntry, OpsError> {
         caller.may(Permission::Discard)?;
+        input::id("message id", message_id).map_err(OpsError::Invalid)?;
         if reason.trim().is_empty() {
             return Err(OpsError::Invalid("discard needs a reason".into()));
         }
+        input::text("reason", reason, 500).map_err(OpsError::Invalid)?;
         for (phase, dlq) in self.dlqs(None)? {
             let (found, others): (Vec<InMessage>, Vec<InMessage>) = self
                 .hold_all(&dlq)

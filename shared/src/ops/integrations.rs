@@ -6,6 +6,7 @@ use super::{Ops, OpsError};
 use crate::config::{CallKind, Registry};
 use crate::domain::authz::Permission;
 use crate::domain::health::{Health, HealthStatus};
+use crate::domain::input;
 use crate::domain::{AuditKind, Caller};
 use crate::ports::{ParamError, StoreError};
 
@@ -83,8 +84,12 @@ impl Ops {
         caller: &Caller,
     ) -> Result<IntegrationView, OpsError> {
         caller.may(Permission::SwitchIntegration)?;
+        input::id("integration id", id).map_err(OpsError::Invalid)?;
         if !enabled && reason.trim().is_empty() {
             return Err(OpsError::Invalid("disabling needs a reason".into()));
+        }
+        if !enabled {
+            input::text("reason", reason, 500).map_err(OpsError::Invalid)?;
         }
         self.integration(id, caller).await?;
         let now = self.ports.clock.now();
@@ -92,6 +97,10 @@ impl Ops {
             let current = self.ports.health.get(id).await?;
             let mut next = current.clone();
             next.disabled = !enabled;
+            if enabled {
+                // An operator's "go" also ends a provider's rate-limit wait.
+                next.rate_limit_resets_at = None;
+            }
             next.disabled_reason =
                 (!enabled).then(|| crate::domain::redact::redact(reason.trim()).text);
             next.updated_at = now;

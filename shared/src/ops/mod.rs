@@ -25,6 +25,7 @@ pub use integrations::{IntegrationTest, IntegrationView};
 pub use crate::config::StackConfig;
 use crate::domain::artifacts::Artifact;
 use crate::domain::authz::{Denied, Permission};
+use crate::domain::input;
 use crate::domain::limits::{AccountUsage, Limits, Reservation, month_of};
 use crate::domain::{
     Act, Action, Brief, BriefError, Caller, DomainError, Millis, Production, ProductionStatus,
@@ -263,6 +264,12 @@ impl Ops {
     /// refused (409) unless available, (403) unless the role allows it; otherwise committed
     /// with its audit event and dispatched.
     pub async fn act(&self, id: &str, act: Act, caller: &Caller) -> Result<Production, OpsError> {
+        match &act {
+            Act::Reject { feedback } => input::text("feedback", feedback, 2000),
+            Act::Override { reason, .. } => input::text("reason", reason, 500),
+            _ => Ok(()),
+        }
+        .map_err(OpsError::Invalid)?;
         for _ in 0..5 {
             // Scoped read first: another account's production is unknown whatever the role.
             let p = self.get(id, caller).await?;
@@ -325,6 +332,7 @@ impl Ops {
     /// be probed.
     pub async fn get(&self, id: &str, caller: &Caller) -> Result<Production, OpsError> {
         caller.may(Permission::Read)?;
+        input::id("production id", id).map_err(OpsError::Invalid)?;
         match self.ports.productions.get(id).await? {
             Some(p) if caller.sees(Some(&p.account)) => Ok(p),
             _ => Err(OpsError::NotFound(id.into())),
@@ -390,6 +398,7 @@ impl Ops {
         caller: &Caller,
     ) -> Result<Vec<Production>, OpsError> {
         caller.may(Permission::Read)?;
+        input::count("limit", limit, 1000).map_err(OpsError::Invalid)?;
         if !caller.sees(Some(account)) {
             return Ok(vec![]);
         }

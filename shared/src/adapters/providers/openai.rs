@@ -348,6 +348,7 @@ impl ProviderClient {
         // Retry-After (seconds), else the provider's rate-limit reset headers ("6m0s").
         let retry_after = header("retry-after")
             .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
             .or_else(|| {
                 ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
                     .iter()
