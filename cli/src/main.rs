@@ -336,10 +336,14 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 (_, Some(t), _) => AuditQuery::Trace(t.clone()),
                 (_, _, Some(ty)) => {
                     let until = shepherd::ports::SystemClock.now() + 1;
+                    let back = i64::try_from(since_minutes)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(60_000);
                     AuditQuery::Type {
                         event_type: ty.clone(),
-                        since: until - (since_minutes as i64) * 60_000,
+                        since: until.saturating_sub(back).max(0),
                         until,
+                        account: None,
                     }
                 }
                 _ => anyhow::bail!("audit needs a production id, --trace or --type"),

@@ -283,11 +283,14 @@ pub enum AuditQuery {
     Production(String),
     /// Everything one trace touched.
     Trace(String),
-    /// One event type within `[since, until)` (epoch milliseconds).
+    /// One event type within `[since, until)` (epoch milliseconds), of one account (read
+    /// by key: another account's volume neither costs nor hides anything) or, for the
+    /// stack's operators, of all.
     Type {
         event_type: String,
         since: Millis,
         until: Millis,
+        account: Option<String>,
     },
 }
 

@@ -226,6 +226,7 @@ async fn audit_events_are_projected_from_the_state_stream() {
         event_type: "production.created".into(),
         since,
         until,
+        account: None,
     };
     let hits = t
         .ops
@@ -300,5 +301,47 @@ async fn a_429_waits_for_the_providers_reset_before_retrying() {
         brief.started_at.unwrap() - err.at >= 2900,
         "the retry waited for the reset (3 s), not the 1 s backoff"
     );
+    t.stop().await;
+}
+
+/// One account's audit query by type is read by key: another account's volume neither
+/// crowds out its rows under the limit nor shows in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_audit_by_type_is_unaffected_by_another_accounts_volume() {
+    let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
+    let since = shepherd::ports::Clock::now(&shepherd::ports::SystemClock);
+    let mut globex = Vec::new();
+    for _ in 0..12 {
+        let mut b: serde_json::Value = serde_json::from_str(&shepherd_it::brief(1)).unwrap();
+        b["account"] = "globex".into();
+        globex.push(
+            t.ops
+                .start(&b.to_string(), &TestStack::operator())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let acme = t.start_production(1).await;
+    t.audit_until(&acme.id, |rows| !rows.is_empty()).await;
+    for id in &globex {
+        t.audit_until(id, |rows| !rows.is_empty()).await;
+    }
+    let q = AuditQuery::Type {
+        event_type: "production.created".into(),
+        since,
+        until: since + 3_600_000,
+        account: None,
+    };
+    let viewer = shepherd::domain::Caller::new(
+        TestStack::actor(),
+        shepherd::domain::Role::Viewer,
+        shepherd::domain::Scope::Account("acme".into()),
+    );
+    let mine = t.ops.audit(&q, 5, &viewer).await.unwrap();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].production_id.as_deref(), Some(acme.id.as_str()));
+    let everyone = t.ops.audit(&q, 1000, &TestStack::operator()).await.unwrap();
+    assert_eq!(everyone.len(), 13, "the stack sees every account's");
     t.stop().await;
 }

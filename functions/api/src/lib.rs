@@ -674,6 +674,8 @@ struct AuditParams {
     since: Option<String>,
     until: Option<String>,
     limit: Option<usize>,
+    /// For the stack's operators: one account's events (an account's callers get theirs).
+    account: Option<String>,
 }
 
 /// Epoch milliseconds or RFC 3339.
@@ -708,6 +710,7 @@ async fn audit(State(api): State<Api>, Who(caller): Who, Query(q): Query<AuditPa
                 event_type,
                 since,
                 until,
+                account: q.account,
             }
         }
         _ => {

@@ -527,7 +527,13 @@ impl AuditLog for Memory {
                     event_type,
                     since,
                     until,
-                } => r.event_type == *event_type && r.at >= *since && r.at < *until,
+                    account,
+                } => {
+                    r.event_type == *event_type
+                        && r.at >= *since
+                        && r.at < *until
+                        && (account.is_none() || r.account == *account)
+                }
             })
             .collect();
         rows.sort_by(|a, b| a.1.cmp(&b.1));

@@ -194,13 +194,29 @@ async fn main() -> Result<()> {
     let calls = provider.calls();
     let until = shepherd::ports::SystemClock.now() + 1;
     let mut unknown_keys = BTreeSet::new();
+    // A query answers at most 1,000 events: read the run in windows small enough, each
+    // halved until it fits.
+    let mut rows = Vec::new();
     for event_type in ["tool_call.unknown", "tool_call.failed"] {
-        let q = AuditQuery::Type {
-            event_type: event_type.into(),
-            since: started_at,
-            until,
-        };
-        for r in ops.audit(&q, 100_000, &me).await? {
+        let mut windows = vec![(started_at, until)];
+        while let Some((since, until)) = windows.pop() {
+            let q = AuditQuery::Type {
+                event_type: event_type.into(),
+                since,
+                until,
+                account: None,
+            };
+            let got = ops.audit(&q, 1000, &me).await?;
+            if got.len() == 1000 && until - since > 1 {
+                let mid = since + (until - since) / 2;
+                windows.extend([(since, mid), (mid, until)]);
+            } else {
+                rows.extend(got.into_iter().map(|r| (event_type, r)));
+            }
+        }
+    }
+    {
+        for (event_type, r) in rows {
             let detail = r.detail.unwrap_or_default();
             let unknowable = event_type == "tool_call.unknown"
                 || ["provider_timeout", "provider_unreachable"]

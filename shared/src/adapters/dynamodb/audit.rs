@@ -1,7 +1,9 @@
 //! The audit table: append-only. Keys: `pk = P#<production>` (or the subject of an event
 //! that belongs to no production write, e.g. `DLQ#brief`), `sk = <at, 13 digits>#<version,
 //! 10 digits>#<i>` (so a replayed stream record overwrites the same rows), `et` = event
-//! type (index `by_type`: et + sk), `tr` = trace id (index `by_trace`: tr + sk).
+//! type (index `by_type`: et + sk), `aet` = `<account>#<type>` (index `by_account_type`:
+//! aet + sk, so one account's events of a type are read by key), `tr` = trace id (index
+//! `by_trace`: tr + sk).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -49,6 +51,10 @@ fn item(pk: &str, sk: &str, r: &AuditRecord) -> Item {
     opt("production_id", &r.production_id);
     opt("tr", &r.trace_id);
     opt("account", &r.account);
+    opt(
+        "aet",
+        &r.account.as_ref().map(|a| account_type(a, &r.event_type)),
+    );
     opt("phase", &r.phase);
     opt("detail", &r.detail);
     if let Some(a) = r.attempt {
@@ -129,16 +135,23 @@ impl AuditLog for DynamoAudit {
                 event_type,
                 since,
                 until,
-            } => req
-                .index_name("by_type")
-                .key_condition_expression("et = :k AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":k", s(event_type))
-                .expression_attribute_values(":a", s(format!("{since:013}")))
-                // `sk` is `<at:013>#...`: every key of a millisecond before `until` sorts below.
-                .expression_attribute_values(
-                    ":b",
-                    s(format!("{:013}$", until.saturating_sub(1) as Millis)),
-                ),
+                account,
+            } => match account {
+                Some(a) => req
+                    .index_name("by_account_type")
+                    .key_condition_expression("aet = :k AND sk BETWEEN :a AND :b")
+                    .expression_attribute_values(":k", s(account_type(a, event_type))),
+                None => req
+                    .index_name("by_type")
+                    .key_condition_expression("et = :k AND sk BETWEEN :a AND :b")
+                    .expression_attribute_values(":k", s(event_type)),
+            }
+            .expression_attribute_values(":a", s(format!("{since:013}")))
+            // `sk` is `<at:013>#...`: every key of a millisecond before `until` sorts below.
+            .expression_attribute_values(
+                ":b",
+                s(format!("{:013}$", until.saturating_sub(1) as Millis)),
+            ),
         };
         let mut out = Vec::new();
         let mut corrupt = None;
@@ -155,4 +168,9 @@ impl AuditLog for DynamoAudit {
         }
         Ok(out)
     }
+}
+
+/// The `by_account_type` key of an account's event type.
+fn account_type(account: &str, event_type: &str) -> String {
+    format!("{account}#{event_type}")
 }
