@@ -4,28 +4,29 @@
 //! | method | path | role | what |
 //! |---|---|---|---|
 //! | GET | /health | none | `ok`, or 503 `degraded` when the configuration or the store is unreachable |
-//! | GET | /productions?status=&limit= | viewer | the caller's account's productions, newest first |
-//! | POST | /productions | operator | create from a brief (its `account` must be the caller's) |
+//! | GET | /productions?status=&limit=&account= | viewer | the caller's account's productions, newest first (stack operators name the account) |
+//! | POST | /productions | operator | create from a brief (its `account` must be the caller's); `Idempotency-Key` header: a repeat within 24 h answers 200 with the first |
 //! | GET | /productions/{id} | viewer | state, phases, `available_actions`, `summary`, outputs |
 //! | POST | /productions/{id}/actions/{action} | operator (override: admin) | pause, resume, retry_phase, approve, reject `{feedback}`, edit `{changes}`, cancel, acknowledge_warnings, override `{reason, skip_gate \| jump_to}` |
 //! | GET | /productions/{id}/audit | viewer | the production's audit trail |
 //! | GET | /approvals | viewer | productions waiting for approval |
 //! | POST | /approvals/{id}/approve, /approvals/{id}/reject | operator | answer an approval |
-//! | GET | /audit?trace= or ?type=&since=&until= | viewer | events by trace id, or by type in a window |
-//! | GET | /alarms | viewer | alarms about the account's productions (admins: also stack alarms) |
+//! | GET | /audit?trace= or ?type=&since=&until= | viewer | events by trace id, or by type in a window (an account's, read by key) |
+//! | GET | /alarms | viewer | alarms about the account's productions (stack operators: also account-less alarms) |
 //! | POST | /alarms/{id}/ack, /alarms/{id}/resolve | operator | handle an alarm (`<type>#<subject>`) |
 //! | GET | /dlq?phase=&limit= | viewer | DLQ messages of the account's productions |
 //! | GET | /dlq/messages/{id} | viewer | one message, decoded, with its production |
 //! | POST | /dlq/messages/{id}/resubmit | operator | back to its source queue as the next attempt |
 //! | POST | /dlq/redrive | operator | `{phase?, code?, older_than_secs?, rate?}` |
 //! | POST | /dlq/messages/{id}/discard | admin | `{reason}`, audited |
-//! | GET | /account | viewer | the caller's account's limits and usage |
+//! | GET | /account?account= | viewer | the caller's account's limits and usage |
 //! | GET | /integrations | viewer | the providers in chain order, with health |
-//! | PATCH | /integrations/{id} | operator | `{"enabled": false, "reason": "..."}` or `{"enabled": true}` |
+//! | PATCH | /integrations/{id} | stack operator | `{"enabled": false, "reason": "..."}` or `{"enabled": true}` |
 //!
 //! Errors are JSON `{"code", "message"}` (409s add `available`): `invalid_request` 400,
-//! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409, `limit_reached` 429,
-//! `unavailable` 503.
+//! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409,
+//! `idempotency_key_reused` 409, `too_large` 413, `limit_reached` 429, `unavailable` 503.
+//! Stack operators are the Cognito group `stack-operators` (see `domain::authz`).
 //! An account never sees another account's productions: they are `not_found`.
 
 use std::collections::HashMap;
