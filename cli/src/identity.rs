@@ -21,10 +21,8 @@ pub async fn whoami(sdk: &aws_config::SdkConfig) -> Result<(String, Role)> {
         .await
         .context("cannot tell who you are (STS GetCallerIdentity): check your AWS credentials")?;
     let arn = me.arn().unwrap_or_default().to_string();
-    let role = match tagged_role(sdk, &arn).await {
-        Ok(Some(role)) => role,
-        Ok(None) | Err(_) => Role::Viewer,
-    };
+    // An identity that may not read its tags is a viewer; a tag naming no role is an error.
+    let role = tagged_role(sdk, &arn).await?.unwrap_or(Role::Viewer);
     Ok((arn, role))
 }
 
@@ -55,9 +53,24 @@ async fn tagged_role(sdk: &aws_config::SdkConfig, arn: &str) -> Result<Option<Ro
     let tags = match principal(arn) {
         // The account's root holds every permission there is.
         Principal::Root => return Ok(Some(Role::Admin)),
-        Principal::User(name) => iam.list_user_tags().user_name(name).send().await?.tags,
-        Principal::Role(name) => iam.list_role_tags().role_name(name).send().await?.tags,
-        Principal::Other => return Ok(None),
+        Principal::User(name) => iam
+            .list_user_tags()
+            .user_name(name)
+            .send()
+            .await
+            .ok()
+            .map(|o| o.tags),
+        Principal::Role(name) => iam
+            .list_role_tags()
+            .role_name(name)
+            .send()
+            .await
+            .ok()
+            .map(|o| o.tags),
+        Principal::Other => None,
+    };
+    let Some(tags) = tags else {
+        return Ok(None);
     };
     let Some(tag) = tags.iter().find(|t| t.key == ROLE_TAG) else {
         return Ok(None);

@@ -481,6 +481,24 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
     t.stop().await;
 }
 
+/// Starts acme's production over HTTP as `token` and waits for its approval gate.
+async fn awaiting_approval(t: &TestStack, token: &str) -> shepherd::domain::Production {
+    let (status, created) = t
+        .http(
+            "POST",
+            "/productions",
+            Some(token),
+            Some(brief_json("acme")),
+        )
+        .await;
+    assert_eq!(status, 201, "{token}: {created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    t.wait_for(&id, SETTLE, |p| {
+        p.status == ProductionStatus::AwaitingApproval
+    })
+    .await
+}
+
 /// The README's authorization table walked over HTTP: each route for each role of an
 /// account, an operator of another account, and the stack's operators. `y`: allowed (the
 /// state may still refuse it: 409), `f`: 403, `n`: 404 (another account's things do not
@@ -488,23 +506,8 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authorization_table_walked_over_http() {
     let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
-    let (status, created) = t
-        .http(
-            "POST",
-            "/productions",
-            Some("stack-operator"),
-            Some(brief_json("acme")),
-        )
-        .await;
-    assert_eq!(
-        status, 201,
-        "a stack operator starts for any account: {created}"
-    );
-    let id = created["id"].as_str().unwrap().to_string();
-    t.wait_for(&id, SETTLE, |p| {
-        p.status == ProductionStatus::AwaitingApproval
-    })
-    .await;
+    // A stack operator starts for any account.
+    let id = awaiting_approval(&t, "stack-operator").await.id;
     let who = [
         "viewer-acme",
         "operator-acme",
@@ -676,20 +679,8 @@ async fn a_start_repeated_or_raced_under_one_idempotency_key_makes_one_productio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_inputs_are_json_400s_and_change_nothing() {
     let t = TestStack::start(&[("ApprovalPhases", "brief")]).await;
-    let (_, created) = t
-        .http(
-            "POST",
-            "/productions",
-            Some("operator-acme"),
-            Some(brief_json("acme")),
-        )
-        .await;
-    let id = created["id"].as_str().unwrap().to_string();
-    let p = t
-        .wait_for(&id, SETTLE, |p| {
-            p.status == ProductionStatus::AwaitingApproval
-        })
-        .await;
+    let p = awaiting_approval(&t, "operator-acme").await;
+    let id = p.id.clone();
     let mut invisible = brief_json("acme");
     invisible["title"] = "\u{200B}".into();
     let long_id = "a".repeat(300);

@@ -125,8 +125,8 @@ impl Brief {
             if value.trim().is_empty() {
                 return field(name, "must not be empty".into());
             }
-            if let Err(problem) = super::input::text("it", value, max) {
-                return field(name, problem.trim_start_matches("it ").to_string());
+            if let Some(problem) = super::input::text_problem(value, max) {
+                return field(name, problem);
             }
         }
         if self.scenes == 0 || self.scenes > Self::MAX_SCENES {

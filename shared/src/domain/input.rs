@@ -19,16 +19,16 @@ fn invisible(c: char) -> bool {
 
 /// A free text: at least one visible character, at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    text_problem(value, max).map_or(Ok(()), |problem| Err(format!("{field} {problem}")))
+}
+
+/// What is wrong with a free text, said without its field's name.
+pub fn text_problem(value: &str, max: usize) -> Option<String> {
     if !value.chars().any(|c| !invisible(c)) {
-        return Err(format!("{field} must contain visible characters"));
+        return Some("must contain visible characters".into());
     }
     let n = value.chars().count();
-    if n > max {
-        return Err(format!(
-            "{field} must be at most {max} characters (got {n})"
-        ));
-    }
-    Ok(())
+    (n > max).then(|| format!("must be at most {max} characters (got {n})"))
 }
 
 /// An id (production, trace, DLQ message, alarm subject part): 1 to 128 characters of

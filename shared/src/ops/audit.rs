@@ -32,7 +32,8 @@ impl Ops {
     ) -> Result<Vec<AuditRecord>, OpsError> {
         let bad = OpsError::Invalid;
         input::count("limit", limit, 1000).map_err(bad)?;
-        match q {
+        let mut q = q.clone();
+        match &mut q {
             AuditQuery::Production(id) => {
                 self.get(id, caller).await?;
             }
@@ -41,7 +42,7 @@ impl Ops {
                 event_type,
                 since,
                 until,
-                account: _,
+                account,
             } => {
                 input::id("type", event_type).map_err(bad)?;
                 input::instant("since", *since).map_err(bad)?;
@@ -49,32 +50,14 @@ impl Ops {
                 if since >= until {
                     return Err(OpsError::Invalid("since must be before until".into()));
                 }
+                // An account's callers read their own account's events of a type by key:
+                // another account's volume neither costs them reads nor crowds out theirs.
+                if let Some(mine) = caller.account() {
+                    *account = Some(mine.to_string());
+                }
             }
         }
-        // An account's callers read their own account's events of a type by key: another
-        // account's volume neither costs them reads nor crowds out their rows.
-        let scoped;
-        let q = match (q, caller.account()) {
-            (
-                AuditQuery::Type {
-                    event_type,
-                    since,
-                    until,
-                    ..
-                },
-                Some(mine),
-            ) => {
-                scoped = AuditQuery::Type {
-                    event_type: event_type.clone(),
-                    since: *since,
-                    until: *until,
-                    account: Some(mine.to_string()),
-                };
-                &scoped
-            }
-            _ => q,
-        };
-        let rows = self.ports.audit.query(q, limit).await?;
+        let rows = self.ports.audit.query(&q, limit).await?;
         Ok(rows
             .into_iter()
             .filter(|r| caller.sees(r.account.as_deref()))

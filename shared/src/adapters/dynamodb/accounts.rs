@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Update};
 
-use super::{Item, key, n, number, unavailable};
+use super::{Item, get_item, key, n, number, unavailable};
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::ports::{Accounts, StoreError};
 
@@ -71,16 +71,8 @@ impl Accounts for DynamoAccounts {
         month: &str,
         defaults: Limits,
     ) -> Result<AccountUsage, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(account_key(account)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let item = out.item.unwrap_or_default();
+        let item = get_item(&self.client, &self.table, account_key(account)).await?;
+        let item = item.unwrap_or_default();
         let num = |k: &str| number(&item, k).and_then(|v| u32::try_from(v).ok());
         let own = Limits {
             monthly_allowance: num("allow"),

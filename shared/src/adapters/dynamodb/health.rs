@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::{Item, applied, key, n, unavailable};
+use super::{Item, applied, get_item, key, n};
 use crate::domain::health::Health;
 use crate::ports::{HealthStore, StoreError};
 
@@ -25,16 +25,8 @@ impl DynamoHealth {
 #[async_trait]
 impl HealthStore for DynamoHealth {
     async fn get(&self, id: &str) -> Result<Health, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("INT#{id}"), "I")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        match out.item {
+        let item = get_item(&self.client, &self.table, key(format!("INT#{id}"), "I")).await?;
+        match item {
             None => Ok(Health::new(id)),
             Some(item) => serde_dynamo::from_item(item)
                 .map_err(|e| StoreError::Corrupt(format!("integration {id}: {e}"))),

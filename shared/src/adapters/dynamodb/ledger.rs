@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::{n, number, s, text, unavailable};
+use super::{Item, get_item, n, number, s, text, unavailable};
 use crate::domain::Millis;
 use crate::ports::{CallOutcome, Ledger, OutcomeStatus, StoreError};
 
@@ -26,16 +26,13 @@ impl DynamoLedger {
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn get(&self, key: &str, now: Millis) -> Result<Option<CallOutcome>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = out.item else {
+        let item = get_item(
+            &self.client,
+            &self.table,
+            Item::from([("pk".to_string(), s(key))]),
+        )
+        .await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         // DynamoDB deletes expired items late (and the emulator never): ignore them here.

@@ -126,6 +126,23 @@ async fn query_all(
     }
 }
 
+/// One item by its key, read consistently (every read here must see the latest write).
+async fn get_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: Item,
+) -> Result<Option<Item>, StoreError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    Ok(out.item)
+}
+
 /// Reads the `body` attribute of one item (consistent read).
 async fn get_body(
     client: &aws_sdk_dynamodb::Client,
@@ -133,16 +150,8 @@ async fn get_body(
     pk: String,
     sk: &str,
 ) -> Result<Option<String>, StoreError> {
-    let out = client
-        .get_item()
-        .table_name(table)
-        .set_key(Some(key(pk, sk)))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(unavailable)?;
-    Ok(out
-        .item
+    Ok(get_item(client, table, key(pk, sk))
+        .await?
         .and_then(|mut i| i.remove("body"))
         .and_then(|b| b.as_s().ok().cloned()))
 }

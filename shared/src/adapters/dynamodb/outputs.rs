@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::{key, production_pk, s, text, unavailable};
+use super::{get_item, key, production_pk, s, text, unavailable};
 use crate::domain::artifacts::Artifact;
 use crate::ports::{ArtifactStore, Outputs, StoreError, StoredOutput};
 
@@ -67,16 +67,8 @@ impl Outputs for DynamoOutputs {
     }
 
     async fn get(&self, id: &str, key_: &str) -> Result<Option<StoredOutput>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(production_pk(id), key_)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = out.item else {
+        let item = get_item(&self.client, &self.table, key(production_pk(id), key_)).await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let corrupt =

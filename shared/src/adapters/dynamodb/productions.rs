@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Item, accounts, key, n, production_pk, query_all, s, unavailable};
+use super::{
+    Item, accounts, get_item, key, n, number, production_pk, query_all, s, text, unavailable,
+};
 use crate::domain::limits::Reservation;
 use crate::domain::{
     Actor, Approval, AuditEvent, AuditKind, Brief, ErrorClass, ErrorCode, GatePolicy, Millis,
@@ -466,48 +468,32 @@ impl Productions for DynamoProductions {
         key: &str,
         now: Millis,
     ) -> Result<Option<UsedStartKey>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(super::key(start_key_pk(account, key), "K")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = out.item else {
+        let item = get_item(
+            &self.client,
+            &self.table,
+            super::key(start_key_pk(account, key), "K"),
+        )
+        .await?;
+        let Some(item) = item else {
             return Ok(None);
         };
-        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let expires = item
-            .get("expires")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse::<Millis>().ok())
-            .unwrap_or(0);
-        match (text("production"), text("brief_hash")) {
-            (Some(production), Some(brief_hash)) if expires > now => Ok(Some(UsedStartKey {
-                production,
-                brief_hash,
-                expires,
-            })),
-            (Some(_), Some(_)) => Ok(None),
-            _ => Err(StoreError::Corrupt(format!(
+        let (production, brief_hash) = (text(&item, "production"), text(&item, "brief_hash"));
+        if production.is_empty() || brief_hash.is_empty() {
+            return Err(StoreError::Corrupt(format!(
                 "start key item {account}/{key} lacks its production"
-            ))),
+            )));
         }
+        let expires = number(&item, "expires").unwrap_or(0);
+        Ok((expires > now).then_some(UsedStartKey {
+            production,
+            brief_hash,
+            expires,
+        }))
     }
 
     async fn get(&self, id: &str) -> Result<Option<Production>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(production_pk(id), "P")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.item.map(decode).transpose()
+        let item = get_item(&self.client, &self.table, key(production_pk(id), "P")).await?;
+        item.map(decode).transpose()
     }
 
     async fn claim(
