@@ -53,6 +53,9 @@ enum Command {
         status: Option<ProductionStatus>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Go on from the page before (the cursor it printed on stderr).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Audit events, oldest first: a production's, a trace's, or one type's in a window.
     Audit {
@@ -73,6 +76,9 @@ enum Command {
         since_minutes: u64,
         #[arg(long, default_value_t = 500)]
         limit: usize,
+        /// Go on from the page before (the cursor it printed on stderr).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// A production's phase timeline, attempts, errors and available actions.
     Show { id: String },
@@ -114,7 +120,22 @@ enum Command {
     Alarms {
         #[command(subcommand)]
         action: Option<AlarmAction>,
+        /// Only the alarms about this account's productions.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Go on from the page before (the cursor it printed on stderr).
+        #[arg(long)]
+        cursor: Option<String>,
     },
+}
+
+/// A list's next page, on stderr so stdout stays the list (text or JSON).
+fn more(next: &Option<String>) {
+    if let Some(c) = next {
+        eprintln!("more: --cursor {c}");
+    }
 }
 
 #[derive(Subcommand)]
@@ -328,6 +349,7 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             ref event_type,
             since_minutes,
             limit,
+            ref cursor,
             ..
         } => {
             use shepherd::audit::AuditQuery;
@@ -349,27 +371,32 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 _ => anyhow::bail!("audit needs a production id, --trace or --type"),
             };
             let ops = connect(&cli.stack).await?;
-            let rows = ops.audit(&q, limit, &me).await?;
+            let rows = ops.audit(&q, limit, cursor.as_deref(), &me).await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                println!("{}", serde_json::to_string_pretty(&rows.items)?);
             } else {
-                print!("{}", render::audit(&rows));
+                print!("{}", render::audit(&rows.items));
             }
+            more(&rows.next);
             Ok(ExitCode::SUCCESS)
         }
         Command::List {
             account,
             status,
             limit,
+            cursor,
         } => {
             let ops = connect(&cli.stack).await?;
-            let list = ops.list(&account, status, limit, &me).await?;
+            let list = ops
+                .list(&account, status, limit, cursor.as_deref(), &me)
+                .await?;
             if cli.json {
-                let v: Vec<_> = list.iter().map(|p| render::json(p, None)).collect();
+                let v: Vec<_> = list.items.iter().map(|p| render::json(p, None)).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", render::list(&list));
+                print!("{}", render::list(&list.items));
             }
+            more(&list.next);
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { id } => {
@@ -515,17 +542,25 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Alarms { ref action } => {
+        Command::Alarms {
+            ref action,
+            ref account,
+            limit,
+            ref cursor,
+        } => {
             use shepherd::domain::alarms::AlarmStatus;
             let ops = connect(&cli.stack).await?;
             match action {
                 None => {
-                    let alarms = ops.alarms(&me).await?;
+                    let alarms = ops
+                        .alarms(account.as_deref(), limit, cursor.as_deref(), &me)
+                        .await?;
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&alarms)?);
+                        println!("{}", serde_json::to_string_pretty(&alarms.items)?);
                     } else {
-                        print!("{}", render::alarms(&alarms));
+                        print!("{}", render::alarms(&alarms.items));
                     }
+                    more(&alarms.next);
                 }
                 Some(AlarmAction::Ack { id }) => {
                     ops.set_alarm(id, AlarmStatus::Acknowledged, &me).await?;

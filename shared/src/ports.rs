@@ -46,6 +46,23 @@ pub enum StoreError {
     /// A start's idempotency key is already held (see [`StartKey`]).
     #[error("idempotency key already used by production {}", .0.production)]
     StartKeyUsed(UsedStartKey),
+    /// A list's cursor is not one this list gave (malformed, or from another list).
+    #[error("cursor is not one this list gave: {0}")]
+    BadCursor(String),
+}
+
+/// One page of a list and, when more may follow, the opaque cursor of the next page (pass
+/// it back as `after`). A page may hold fewer items than asked and still have a next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn last(items: Vec<T>) -> Self {
+        Self { items, next: None }
+    }
 }
 
 /// A start's idempotency key: within `expires`, a start under the same account and key
@@ -123,13 +140,16 @@ pub trait Productions: Send + Sync {
         brief: Option<&Brief>,
     ) -> Result<CommitOutcome, StoreError>;
     async fn brief(&self, id: &str) -> Result<Option<Brief>, StoreError>;
-    /// Newest first, one account's productions, optionally only those in one status.
+    /// Newest first, one account's productions, optionally only those in one status, at
+    /// most `limit`, from `after` (a cursor of the page before). Reads one item per
+    /// production returned (an index names them), not one per production the account has.
     async fn list(
         &self,
         account: &str,
         status: Option<ProductionStatus>,
         limit: usize,
-    ) -> Result<Vec<Production>, StoreError>;
+        after: Option<&str>,
+    ) -> Result<Page<Production>, StoreError>;
     /// Ids of productions due for the recovery sweep at `now` (a sparse index query).
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError>;
 }
@@ -190,8 +210,14 @@ pub trait Accounts: Send + Sync {
 pub trait Alarms: Send + Sync {
     /// Records an occurrence (deduplicated by type and subject).
     async fn raise(&self, alarm: &Raise, now: Millis) -> Result<(), StoreError>;
-    /// Every alarm, newest first.
-    async fn list(&self) -> Result<Vec<Alarm>, StoreError>;
+    /// Alarms newest first (by last occurrence), at most `limit`, from `after`: those about
+    /// `account`'s productions, or every alarm with `None`.
+    async fn list(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Alarm>, StoreError>;
     /// `member` recovered: it leaves the alarm's affected set; an alarm left with no member
     /// is resolved (by `actor`). `false` if there is no such alarm.
     async fn leave(
@@ -301,8 +327,13 @@ pub trait AuditLog: Send + Sync {
     /// Appends one event that belongs to no production write (a DLQ discard, an
     /// integration switched), filed under `subject` (`DLQ#brief`, `INT#primary`).
     async fn record(&self, subject: &str, record: &AuditRecord) -> Result<(), StoreError>;
-    /// Events, oldest first, at most `limit`.
-    async fn query(&self, q: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Events, oldest first, at most `limit`, from `after` (a cursor of the page before).
+    async fn query(
+        &self,
+        q: &AuditQuery,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<AuditRecord>, StoreError>;
 }
 
 /// The state table's stream, read again (records are kept 24 hours).

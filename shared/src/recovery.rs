@@ -127,7 +127,7 @@ impl Sweeper {
                         report.approvals_renewed += 1;
                         let detail = "an approval expired unanswered and was renewed";
                         self.transitioner
-                            .alarm(AlarmKind::ApprovalRenewed, id, Severity::Warning, detail)
+                            .alarm(AlarmKind::ApprovalRenewed, &p, Severity::Warning, detail)
                             .await;
                     }
                     Command::ExpireApproval => report.approvals_expired += 1,
@@ -204,7 +204,7 @@ impl Sweeper {
                             msg.attempt
                         );
                         self.transitioner
-                            .alarm(AlarmKind::DlqArrival, &p.id, Severity::Warning, &detail)
+                            .alarm(AlarmKind::DlqArrival, &p, Severity::Warning, &detail)
                             .await;
                     }
                     Ok(false) => report.skipped += 1,

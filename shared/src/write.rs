@@ -76,7 +76,7 @@ impl Transitioner {
         self.productions
             .create(&t, brief, actor, reservation, key)
             .await?;
-        self.leaked(&t.production.id, leaks).await;
+        self.leaked(&t.production, leaks).await;
         Ok(t)
     }
 
@@ -104,7 +104,7 @@ impl Transitioner {
             let leaks = crate::domain::redact::scrub(&mut t, Some(&p));
             match self.productions.commit(&t, actor, brief).await? {
                 CommitOutcome::Committed => {
-                    self.leaked(&t.production.id, leaks).await;
+                    self.leaked(&t.production, leaks).await;
                     return Ok(Written::Committed(Box::new(t)));
                 }
                 CommitOutcome::Conflict(None) => return Ok(Written::Gone),
@@ -115,15 +115,15 @@ impl Transitioner {
     }
 
     /// After a write that had to redact a known secret format: a critical alarm.
-    async fn leaked(&self, id: &str, leaks: Vec<String>) {
+    async fn leaked(&self, p: &Production, leaks: Vec<String>) {
         if leaks.is_empty() {
             return;
         }
         let detail = format!("redacted before storing: {}", leaks.join("; "));
-        error!(production = %id, detail = %detail, "secret leak detected and redacted");
+        error!(production = %p.id, detail = %detail, "secret leak detected and redacted");
         self.alarm(
             AlarmKind::SecretLeakDetected,
-            id,
+            p,
             Severity::Critical,
             &detail,
         )
@@ -145,9 +145,10 @@ impl Transitioner {
         }
     }
 
-    /// Records an alarm; a failure to record it is logged, never the caller's failure.
-    pub async fn alarm(&self, kind: AlarmKind, subject: &str, severity: Severity, detail: &str) {
-        self.raise(&Raise::new(kind, subject, severity, detail))
+    /// Records an alarm about production `p` (its account sees it); a failure to record it
+    /// is logged, never the caller's failure.
+    pub async fn alarm(&self, kind: AlarmKind, p: &Production, severity: Severity, detail: &str) {
+        self.raise(&Raise::production(kind, p, severity, detail))
             .await;
     }
 }

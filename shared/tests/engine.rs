@@ -360,7 +360,12 @@ async fn a_wait_holds_the_message_without_spending_the_budget_and_resumes() {
     assert_eq!(held.status, ProductionStatus::Running);
     assert_eq!((draft.attempt, draft.retries, draft.holds), (1, 0, 12));
     assert_eq!(Stats::get(&w.stats("draft").held), 12);
-    let alarms = w.ops.alarms(&operator()).await.unwrap();
+    let alarms = w
+        .ops
+        .alarms(None, 1000, None, &operator())
+        .await
+        .unwrap()
+        .items;
     assert!(
         alarms.iter().any(|a| a.kind == "production_waiting"
             && a.subject == "draft"
@@ -370,7 +375,12 @@ async fn a_wait_holds_the_message_without_spending_the_budget_and_resumes() {
     // The provider is back: the next delivery runs, the alarm is resolved.
     w.settle().await;
     assert_eq!(w.get(&id).await.status, ProductionStatus::Completed);
-    let alarms = w.ops.alarms(&operator()).await.unwrap();
+    let alarms = w
+        .ops
+        .alarms(None, 1000, None, &operator())
+        .await
+        .unwrap()
+        .items;
     let waiting = alarms
         .iter()
         .find(|a| a.kind == "production_waiting")

@@ -33,7 +33,7 @@ async fn a_secret_in_an_error_detail_is_redacted_and_alarmed() {
     );
     assert!(detail.contains("[REDACTED:provider_api_key]"), "{detail}");
 
-    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let alarms = t.alarms().await;
     let a = alarms
         .iter()
         .find(|a| a.kind == "secret_leak_detected")
@@ -90,14 +90,7 @@ async fn a_secret_in_an_error_detail_is_redacted_and_alarmed() {
         )
         .await
         .unwrap();
-    let a = t
-        .ops
-        .alarms(&TestStack::operator())
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.id() == id)
-        .unwrap();
+    let a = t.alarms().await.into_iter().find(|a| a.id() == id).unwrap();
     assert_eq!(
         (a.status, a.handled_by.as_deref()),
         (AlarmStatus::Resolved, Some("operator:test"))
@@ -126,10 +119,8 @@ async fn repeated_occurrences_are_deduplicated_by_type_and_subject() {
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::DeadLettered);
     let leaks: Vec<_> = t
-        .ops
-        .alarms(&TestStack::operator())
+        .alarms()
         .await
-        .unwrap()
         .into_iter()
         .filter(|a| a.kind == "secret_leak_detected")
         .collect();
@@ -196,7 +187,7 @@ async fn no_format_of_the_redaction_corpus_is_stored_and_each_is_alarmed() {
     }
     let health = t.ops.integrations(&TestStack::operator()).await.unwrap();
     stored.push_str(&format!("{health:?}"));
-    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let alarms = t.alarms().await;
     stored.push_str(&format!("{alarms:?}"));
 
     for row in &corpus {

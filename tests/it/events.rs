@@ -112,7 +112,7 @@ async fn the_sample_alarm_notification_is_recorded_as_a_stuck_phase() {
         .message
         .replace("shepherd-local-voice", queue);
     assert_eq!(ingest.handle([message.as_str()]).await.unwrap(), 1);
-    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let alarms = t.alarms().await;
     let a = alarms
         .iter()
         .find(|a| a.kind == "queue_stuck")

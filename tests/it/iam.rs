@@ -166,10 +166,12 @@ async fn a_role_reaches_only_what_its_function_needs() {
                 "acme",
                 Some(ProductionStatus::Queued),
                 10,
+                None,
                 &TestStack::operator()
             )
             .await
             .unwrap()
+            .items
             .len(),
         0,
         "the operators' tools act as the admin"

@@ -72,10 +72,8 @@ async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_f
     );
     assert_eq!(list[1].status, HealthStatus::Healthy);
     let alarm = t
-        .ops
-        .alarms(&TestStack::operator())
+        .alarms()
         .await
-        .unwrap()
         .into_iter()
         .find(|a| a.kind == "integration_unhealthy")
         .expect("alarm raised");
@@ -226,7 +224,7 @@ async fn a_disabled_integration_fails_fast_without_a_provider_call_until_enabled
         );
     }
     assert_eq!(t.provider.calls().received, 0, "not one call was made");
-    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let alarms = t.alarms().await;
     let waiting = alarms
         .iter()
         .find(|a| a.kind == "production_waiting" && a.subject == "brief")
@@ -245,7 +243,7 @@ async fn a_disabled_integration_fails_fast_without_a_provider_call_until_enabled
         let done = t.wait_settled(id, SETTLE).await;
         assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
     }
-    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let alarms = t.alarms().await;
     let waiting = alarms
         .iter()
         .find(|a| a.kind == "production_waiting" && a.subject == "brief")
@@ -303,10 +301,8 @@ async fn a_key_recorded_for_a_different_request_is_refused_audited_and_alarmed()
         .unwrap();
     assert_eq!(deduped.outcome, "anomaly");
     let alarm = t
-        .ops
-        .alarms(&TestStack::operator())
+        .alarms()
         .await
-        .unwrap()
         .into_iter()
         .find(|a| a.kind == "tool_call_deduped")
         .expect("anomaly alarmed");

@@ -45,9 +45,10 @@ async fn the_monthly_allowance_refuses_a_start_with_its_figures_and_is_never_ref
     );
     assert_eq!(
         t.ops
-            .list("acme", None, 10, &TestStack::operator())
+            .list("acme", None, 10, None, &TestStack::operator())
             .await
             .unwrap()
+            .items
             .len(),
         2,
         "nothing half-created"
@@ -184,9 +185,10 @@ async fn two_starts_racing_for_the_last_slot_cannot_both_win() {
     assert_eq!((usage.active.len(), usage.started_this_month), (1, 1));
     assert_eq!(
         t.ops
-            .list("acme", None, 10, &TestStack::operator())
+            .list("acme", None, 10, None, &TestStack::operator())
             .await
             .unwrap()
+            .items
             .len(),
         1
     );

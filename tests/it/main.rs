@@ -12,6 +12,7 @@ mod integrations;
 mod limits;
 mod operators;
 mod outputs;
+mod paging;
 mod pipeline;
 mod recovery;
 mod resilience;

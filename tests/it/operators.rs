@@ -310,9 +310,10 @@ async fn cancel_stops_for_good_and_keeps_every_record() {
     );
     assert_eq!(
         t.ops
-            .list("acme", None, 10, &TestStack::operator())
+            .list("acme", None, 10, None, &TestStack::operator())
             .await
-            .unwrap()[0]
+            .unwrap()
+            .items[0]
             .id,
         p.id,
         "still listed"

@@ -216,10 +216,12 @@ async fn audit_events_are_projected_from_the_state_stream() {
         .audit(
             &AuditQuery::Trace(p.trace_id.clone()),
             100,
+            None,
             &TestStack::operator(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(by_trace, events);
     let created_at = events[0].at;
     let window = |since, until| AuditQuery::Type {
@@ -233,20 +235,24 @@ async fn audit_events_are_projected_from_the_state_stream() {
         .audit(
             &window(created_at, created_at + 1),
             100,
+            None,
             &TestStack::operator(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(hits, events[..1]);
     let before = t
         .ops
         .audit(
             &window(created_at - 60_000, created_at),
             100,
+            None,
             &TestStack::operator(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert!(
         before
             .iter()
@@ -258,6 +264,7 @@ async fn audit_events_are_projected_from_the_state_stream() {
         .audit(
             &AuditQuery::Production(p.id.clone()),
             100,
+            None,
             &shepherd::domain::Caller::new(
                 TestStack::actor(),
                 shepherd::domain::Role::Viewer,
@@ -338,10 +345,15 @@ async fn an_accounts_audit_by_type_is_unaffected_by_another_accounts_volume() {
         shepherd::domain::Role::Viewer,
         shepherd::domain::Scope::Account("acme".into()),
     );
-    let mine = t.ops.audit(&q, 5, &viewer).await.unwrap();
+    let mine = t.ops.audit(&q, 5, None, &viewer).await.unwrap().items;
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert_eq!(mine[0].production_id.as_deref(), Some(acme.id.as_str()));
-    let everyone = t.ops.audit(&q, 1000, &TestStack::operator()).await.unwrap();
+    let everyone = t
+        .ops
+        .audit(&q, 1000, None, &TestStack::operator())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(everyone.len(), 13, "the stack sees every account's");
     t.stop().await;
 }

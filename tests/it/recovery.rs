@@ -153,7 +153,7 @@ async fn a_message_in_the_dlq_whose_phase_was_never_marked_is_observed() {
     );
     let again = t.sweeper().await.sweep().await.unwrap();
     assert_eq!(again.dead_letters_observed, 0, "observed once");
-    let alarms = t.ops.alarms(&TestStack::operator()).await.unwrap();
+    let alarms = t.alarms().await;
     assert!(
         alarms
             .iter()

@@ -241,6 +241,15 @@ impl TestStack {
         Self::caller(Role::Operator)
     }
 
+    /// Every alarm, as the stack's operators see them (the first 1,000).
+    pub async fn alarms(&self) -> Vec<shepherd::domain::alarms::Alarm> {
+        self.ops
+            .alarms(None, 1000, None, &Self::operator())
+            .await
+            .expect("alarms readable")
+            .items
+    }
+
     pub async fn start_production(&self, scenes: u32) -> Production {
         self.ops
             .start(&brief(scenes), &Self::operator())
@@ -413,9 +422,10 @@ impl TestStack {
         loop {
             let rows = self
                 .ops
-                .audit(&q, 1000, &Self::operator())
+                .audit(&q, 1000, None, &Self::operator())
                 .await
-                .expect("audit readable");
+                .expect("audit readable")
+                .items;
             if done(&rows) || start.elapsed() > Duration::from_secs(60) {
                 return rows;
             }

@@ -4,7 +4,7 @@
 //! | method | path | role | what |
 //! |---|---|---|---|
 //! | GET | /health | none | `ok`, or 503 `degraded` when the configuration or the store is unreachable |
-//! | GET | /productions?status=&limit=&account= | viewer | the caller's account's productions, newest first (stack operators name the account) |
+//! | GET | /productions?status=&limit=&cursor=&account= | viewer | the caller's account's productions, newest first (stack operators name the account) |
 //! | POST | /productions | operator | create from a brief (its `account` must be the caller's); `Idempotency-Key` header: a repeat within 24 h answers 200 with the first |
 //! | GET | /productions/{id} | viewer | state, phases, `available_actions`, `summary`, outputs |
 //! | POST | /productions/{id}/actions/{action} | operator (override: admin) | pause, resume, retry_phase, approve, reject `{feedback}`, edit `{changes}`, cancel, acknowledge_warnings, override `{reason, skip_gate \| jump_to}` |
@@ -12,7 +12,7 @@
 //! | GET | /approvals | viewer | productions waiting for approval |
 //! | POST | /approvals/{id}/approve, /approvals/{id}/reject | operator | answer an approval |
 //! | GET | /audit?trace= or ?type=&since=&until= | viewer | events by trace id, or by type in a window (an account's, read by key) |
-//! | GET | /alarms | viewer | alarms about the account's productions (stack operators: also account-less alarms) |
+//! | GET | /alarms?limit=&cursor=&account= | viewer | alarms about the account's productions, newest first (stack operators: every alarm, or one account's) |
 //! | POST | /alarms/{id}/ack, /alarms/{id}/resolve | operator | handle an alarm (`<type>#<subject>`) |
 //! | GET | /dlq?phase=&limit= | viewer | DLQ messages of the account's productions |
 //! | GET | /dlq/messages/{id} | viewer | one message, decoded, with its production |
@@ -28,6 +28,8 @@
 //! `idempotency_key_reused` 409, `too_large` 413, `limit_reached` 429, `unavailable` 503.
 //! Stack operators are the Cognito group `stack-operators` (see `domain::authz`).
 //! An account never sees another account's productions: they are `not_found`.
+//! Lists answer a page with `next_cursor` (null on the last); `?cursor=` goes on from it
+//! (`/productions`, `/approvals`, `/productions/{id}/audit`, `/audit`, `/alarms`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -520,6 +522,14 @@ struct ListQuery {
     status: Option<String>,
     limit: Option<usize>,
     account: Option<String>,
+    /// `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+/// A page of a list: its items under `name`, and `next_cursor` (null on the last page) to
+/// pass back as `?cursor=` for the next.
+fn paged(name: &str, items: Vec<Value>, next: Option<String>) -> Answer {
+    ok(json!({ name: items, "next_cursor": next }))
 }
 
 async fn list(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuery>) -> Answer {
@@ -536,11 +546,12 @@ async fn list(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuer
             which_account(&caller, &q.account)?,
             status,
             q.limit.unwrap_or(50),
+            q.cursor.as_deref(),
             &caller,
         )
         .await?;
-    let items: Vec<Value> = ps.iter().map(|p| view::json(p, None)).collect();
-    ok(json!({"productions": items}))
+    let items: Vec<Value> = ps.items.iter().map(|p| view::json(p, None)).collect();
+    paged("productions", items, ps.next)
 }
 
 /// `POST /productions`; with an `Idempotency-Key` header a repeat within 24 hours answers
@@ -609,6 +620,7 @@ async fn act(
 #[derive(Deserialize)]
 struct Limit {
     limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 async fn production_audit(
@@ -623,10 +635,15 @@ async fn production_audit(
         .audit(
             &AuditQuery::Production(id),
             q.limit.unwrap_or(1000),
+            q.cursor.as_deref(),
             &caller,
         )
         .await?;
-    ok(json!({"events": rows}))
+    paged(
+        "events",
+        rows.items.iter().map(|r| json!(r)).collect(),
+        rows.next,
+    )
 }
 
 async fn approvals(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuery>) -> Answer {
@@ -637,10 +654,12 @@ async fn approvals(State(api): State<Api>, Who(caller): Who, Query(q): Query<Lis
             which_account(&caller, &q.account)?,
             Some(ProductionStatus::AwaitingApproval),
             q.limit.unwrap_or(50),
+            q.cursor.as_deref(),
             &caller,
         )
         .await?;
     let items: Vec<Value> = ps
+        .items
         .iter()
         .map(|p| {
             json!({
@@ -650,7 +669,7 @@ async fn approvals(State(api): State<Api>, Who(caller): Who, Query(q): Query<Lis
             })
         })
         .collect();
-    ok(json!({"approvals": items}))
+    paged("approvals", items, ps.next)
 }
 
 async fn answer(
@@ -677,6 +696,7 @@ struct AuditParams {
     limit: Option<usize>,
     /// For the stack's operators: one account's events (an account's callers get theirs).
     account: Option<String>,
+    cursor: Option<String>,
 }
 
 /// Epoch milliseconds or RFC 3339.
@@ -723,14 +743,33 @@ async fn audit(State(api): State<Api>, Who(caller): Who, Query(q): Query<AuditPa
     let rows = api
         .ops()
         .await?
-        .audit(&query, q.limit.unwrap_or(1000), &caller)
+        .audit(
+            &query,
+            q.limit.unwrap_or(1000),
+            q.cursor.as_deref(),
+            &caller,
+        )
         .await?;
-    ok(json!({"events": rows}))
+    paged(
+        "events",
+        rows.items.iter().map(|r| json!(r)).collect(),
+        rows.next,
+    )
 }
 
-async fn alarms(State(api): State<Api>, Who(caller): Who) -> Answer {
-    let alarms = api.ops().await?.alarms(&caller).await?;
+async fn alarms(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuery>) -> Answer {
+    let alarms = api
+        .ops()
+        .await?
+        .alarms(
+            q.account.as_deref(),
+            q.limit.unwrap_or(100),
+            q.cursor.as_deref(),
+            &caller,
+        )
+        .await?;
     let items: Vec<Value> = alarms
+        .items
         .iter()
         .map(|a| {
             let mut v = serde_json::to_value(a).unwrap_or_default();
@@ -738,7 +777,7 @@ async fn alarms(State(api): State<Api>, Who(caller): Who) -> Answer {
             v
         })
         .collect();
-    ok(json!({"alarms": items}))
+    paged("alarms", items, alarms.next)
 }
 
 async fn set_alarm(

@@ -1,6 +1,7 @@
 //! A proxy in front of the emulator that fails chosen AWS requests, so tests can watch what
 //! Shepherd does when a write really fails on the wire (the SDK sees a genuine 500, retries
-//! it and gives up) without faking any part of Shepherd.
+//! it and gives up) without faking any part of Shepherd. It also counts what passes, so a
+//! test can hold an operation to the requests it should cost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,8 @@ impl ProxyRule {
 struct Shared {
     rules: Mutex<Vec<ProxyRule>>,
     failed: AtomicU64,
+    /// Requests seen, by `X-Amz-Target` (e.g. `DynamoDB_20120810.GetItem`).
+    seen: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 #[derive(Clone)]
@@ -98,6 +101,20 @@ impl FaultProxy {
     pub fn failed(&self) -> u64 {
         self.shared.failed.load(Ordering::Relaxed)
     }
+
+    /// How many requests whose `X-Amz-Target` ends with `operation` (e.g. `.GetItem`) have
+    /// passed since the last `reset_counts`.
+    pub fn requests(&self, operation: &str) -> u64 {
+        let seen = self.shared.seen.lock().expect("counts");
+        seen.iter()
+            .filter(|(k, _)| k.ends_with(operation))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn reset_counts(&self) {
+        self.shared.seen.lock().expect("counts").clear();
+    }
 }
 
 impl Drop for FaultProxy {
@@ -116,6 +133,12 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    *p.shared
+        .seen
+        .lock()
+        .expect("counts")
+        .entry(target.to_string())
+        .or_default() += 1;
     let text = String::from_utf8_lossy(&body);
     let hit = {
         let mut rules = p.shared.rules.lock().expect("rules");

@@ -19,7 +19,7 @@ use crate::domain::{
 use crate::ports::{
     Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
     Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs,
-    ParamError, Params, Productions, Queue, QueueError, StartKey, StateStream, StoreError,
+    Page, ParamError, Params, Productions, Queue, QueueError, StartKey, StateStream, StoreError,
     StoredOutput, UsedStartKey,
 };
 
@@ -263,17 +263,17 @@ impl Productions for Memory {
         account: &str,
         status: Option<ProductionStatus>,
         limit: usize,
-    ) -> Result<Vec<Production>, StoreError> {
-        let mut found: Vec<Production> = self
+        after: Option<&str>,
+    ) -> Result<Page<Production>, StoreError> {
+        let mut found: Vec<(String, Production)> = self
             .state()
             .productions
             .values()
             .filter(|p| p.account == account && status.is_none_or(|s| s == p.status))
-            .cloned()
+            .map(|p| (format!("{:013}#{}", p.created_at, p.id), p.clone()))
             .collect();
-        found.sort_by_key(|p| std::cmp::Reverse((p.created_at, p.id.clone())));
-        found.truncate(limit.clamp(1, 1000));
-        Ok(found)
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        page(found, limit, after, |k, c| k < c)
     }
 
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -402,6 +402,7 @@ impl Alarms for Memory {
         let alarm = s.alarms.entry(id).or_insert_with(|| Alarm {
             kind: a.kind.clone(),
             subject: a.subject.clone(),
+            account: a.account.clone(),
             severity: a.severity,
             status: AlarmStatus::Open,
             count: 0,
@@ -425,10 +426,21 @@ impl Alarms for Memory {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<Alarm>, StoreError> {
-        let mut alarms: Vec<Alarm> = self.state().alarms.values().cloned().collect();
-        alarms.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
-        Ok(alarms)
+    async fn list(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Alarm>, StoreError> {
+        let mut alarms: Vec<(String, Alarm)> = self
+            .state()
+            .alarms
+            .values()
+            .filter(|a| account.is_none() || a.account.as_deref() == account)
+            .map(|a| (format!("{:013}#{}", a.last_seen, a.id()), a.clone()))
+            .collect();
+        alarms.sort_by(|a, b| b.0.cmp(&a.0));
+        page(alarms, limit, after, |k, c| k < c)
     }
 
     async fn leave(
@@ -515,9 +527,14 @@ impl AuditLog for Memory {
         Ok(())
     }
 
-    async fn query(&self, q: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn query(
+        &self,
+        q: &AuditQuery,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<AuditRecord>, StoreError> {
         let s = self.state();
-        let mut rows: Vec<&(String, String, AuditRecord)> = s
+        let rows: Vec<&(String, String, AuditRecord)> = s
             .audit
             .iter()
             .filter(|(pk, _, r)| match q {
@@ -536,8 +553,12 @@ impl AuditLog for Memory {
                 }
             })
             .collect();
-        rows.sort_by(|a, b| a.1.cmp(&b.1));
-        Ok(rows.into_iter().take(limit).map(|r| r.2.clone()).collect())
+        let mut rows: Vec<(String, AuditRecord)> = rows
+            .into_iter()
+            .map(|(pk, sk, r)| (format!("{sk}#{pk}"), r.clone()))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        page(rows, limit, after, |k, c| k > c)
     }
 }
 
@@ -671,4 +692,33 @@ impl Memory {
             clock: self.clone(),
         }
     }
+}
+
+/// A page of `items` (sorted, each with its position key) after cursor `after` (`m:<key>`),
+/// `beyond(key, cursor)` saying whether a key comes after the cursor in the list's order.
+fn page<T>(
+    items: Vec<(String, T)>,
+    limit: usize,
+    after: Option<&str>,
+    beyond: impl Fn(&str, &str) -> bool,
+) -> Result<Page<T>, StoreError> {
+    let cursor = match after {
+        Some(c) => Some(
+            c.strip_prefix("m:")
+                .ok_or_else(|| StoreError::BadCursor("not a cursor of this store".into()))?,
+        ),
+        None => None,
+    };
+    let limit = limit.clamp(1, 1000);
+    let mut rest: Vec<(String, T)> = items
+        .into_iter()
+        .filter(|(k, _)| cursor.is_none_or(|c| beyond(k, c)))
+        .collect();
+    let more = rest.len() > limit;
+    rest.truncate(limit);
+    let next = more.then(|| format!("m:{}", rest[rest.len() - 1].0));
+    Ok(Page {
+        items: rest.into_iter().map(|(_, t)| t).collect(),
+        next,
+    })
 }

@@ -50,6 +50,10 @@ pub struct Alarm {
     pub kind: AlarmKind,
     /// What it is about: a production id, a queue, an integration.
     pub subject: String,
+    /// The account of the production it is about; none for what belongs to the stack (a
+    /// queue, an integration), which only the stack's operators see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub severity: Severity,
     pub status: AlarmStatus,
     pub count: u64,
@@ -83,10 +87,23 @@ impl Raise {
         Self {
             kind,
             subject: subject.into(),
+            account: None,
             severity,
             detail: super::redact::redact(detail.as_ref()).text,
             affected: vec![],
         }
+    }
+
+    /// An occurrence about one production, seen by its account.
+    pub fn production(
+        kind: AlarmKind,
+        production: &super::Production,
+        severity: Severity,
+        detail: impl AsRef<str>,
+    ) -> Self {
+        let mut raise = Self::new(kind, &production.id, severity, detail);
+        raise.account = Some(production.account.clone());
+        raise
     }
 
     /// Adds `member` to what the alarm affects (see [`Alarm::affected`]).
@@ -101,6 +118,8 @@ impl Raise {
 pub struct Raise {
     pub kind: AlarmKind,
     pub subject: String,
+    /// See [`Alarm::account`].
+    pub account: Option<String>,
     pub severity: Severity,
     pub detail: String,
     /// Members of what the alarm affects, added to its set.

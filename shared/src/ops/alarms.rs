@@ -4,19 +4,30 @@ use super::{Ops, OpsError};
 use crate::domain::Caller;
 use crate::domain::alarms::{Alarm, AlarmStatus};
 use crate::domain::authz::Permission;
+use crate::domain::input;
+use crate::ports::Page;
 
 impl Ops {
-    /// The alarms the caller may see, newest first: those about the caller's productions,
-    /// and those about no production (a queue, an integration) for admins.
-    pub async fn alarms(&self, caller: &Caller) -> Result<Vec<Alarm>, OpsError> {
+    /// The alarms the caller may see, newest first, a page at a time: an account's callers
+    /// see those about their productions (read by key, one item per alarm returned); the
+    /// stack's operators see every alarm, or one account's with `account`.
+    pub async fn alarms(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+        caller: &Caller,
+    ) -> Result<Page<Alarm>, OpsError> {
         caller.may(Permission::Read)?;
-        let mut out = Vec::new();
-        for a in self.ports.alarms.list().await? {
-            if caller.sees(self.owner(&a.subject).await?.as_deref()) {
-                out.push(a);
-            }
+        input::count("limit", limit, 1000).map_err(OpsError::Invalid)?;
+        let scope = match caller.account() {
+            Some(mine) => Some(mine),
+            None => account,
+        };
+        if let Some(a) = scope {
+            input::id("account", a).map_err(OpsError::Invalid)?;
         }
-        Ok(out)
+        Ok(self.ports.alarms.list(scope, limit, after).await?)
     }
 
     /// Acknowledges or resolves an alarm (`<type>#<subject>`); one the caller may not see

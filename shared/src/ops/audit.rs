@@ -7,7 +7,7 @@ use super::{Ops, OpsError};
 use crate::domain::Caller;
 use crate::domain::authz::Permission;
 use crate::domain::input;
-use crate::ports::{AuditQuery, AuditRecord};
+use crate::ports::{AuditQuery, AuditRecord, Page};
 
 /// What `audit redrive` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -28,8 +28,9 @@ impl Ops {
         &self,
         q: &AuditQuery,
         limit: usize,
+        after: Option<&str>,
         caller: &Caller,
-    ) -> Result<Vec<AuditRecord>, OpsError> {
+    ) -> Result<Page<AuditRecord>, OpsError> {
         let bad = OpsError::Invalid;
         input::count("limit", limit, 1000).map_err(bad)?;
         let mut q = q.clone();
@@ -57,11 +58,9 @@ impl Ops {
                 }
             }
         }
-        let rows = self.ports.audit.query(&q, limit).await?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| caller.sees(r.account.as_deref()))
-            .collect())
+        let mut page = self.ports.audit.query(&q, limit, after).await?;
+        page.items.retain(|r| caller.sees(r.account.as_deref()));
+        Ok(page)
     }
 
     /// Projects again the stream records the audit projector gave up on: each report in its

@@ -58,6 +58,9 @@ pub struct RedriveReport {
     pub skipped: usize,
 }
 
+/// The most messages a lookup by id peeks at in one DLQ.
+const PEEK_CAP: usize = 1000;
+
 /// How long a redrive or discard holds messages it is not moving (released at the end).
 const HOLD_SECS: i32 = 60;
 
@@ -197,17 +200,55 @@ impl Ops {
         caller: &Caller,
     ) -> Result<(DlqEntry, Option<Production>), OpsError> {
         input::id("message id", message_id).map_err(OpsError::Invalid)?;
-        let entry = self
-            .dlq_list(None, 1000, caller)
-            .await?
-            .into_iter()
-            .find(|e| e.message_id == message_id)
-            .ok_or_else(|| OpsError::NotFound(format!("DLQ message {message_id}")))?;
+        caller.may(Permission::Read)?;
+        // SQS finds no message by id: peek at each DLQ, comparing ids only; the one
+        // production read is the found message's.
+        let mut found = None;
+        for (phase, url) in self.dlqs(None)? {
+            if let Some(m) = self.peek_for(&url, message_id).await? {
+                found = Some((phase, m));
+                break;
+            }
+        }
+        let not_found = || OpsError::NotFound(format!("DLQ message {message_id}"));
+        let (phase, m) = found.ok_or_else(not_found)?;
+        let entry = self.entry(&phase, &m, self.ports.clock.now()).await.0;
+        if !caller.sees(entry.account.as_deref()) {
+            return Err(not_found());
+        }
         let production = match &entry.production_id {
             Some(id) => self.ports.productions.get(id).await?,
             None => None,
         };
         Ok((entry, production))
+    }
+
+    /// Peeks at a DLQ until message `id` shows, or two rounds bring nothing new (at most
+    /// `PEEK_CAP` messages looked at).
+    async fn peek_for(&self, url: &str, id: &str) -> Result<Option<InMessage>, OpsError> {
+        let mut seen = HashSet::new();
+        let mut idle_rounds = 0;
+        while idle_rounds < 2 && seen.len() < PEEK_CAP {
+            let got = self
+                .ports
+                .queue
+                .peek(url, 10)
+                .await
+                .map_err(|e| OpsError::Invalid(e.to_string()))?;
+            let before = seen.len();
+            for m in got {
+                if m.id == id {
+                    return Ok(Some(m));
+                }
+                seen.insert(m.id);
+            }
+            idle_rounds = if seen.len() == before {
+                idle_rounds + 1
+            } else {
+                0
+            };
+        }
+        Ok(None)
     }
 
     /// Moves matching DLQ messages the caller may see back to their source queues, at

@@ -31,7 +31,7 @@ use crate::domain::{
     Act, Action, Brief, BriefError, Caller, DomainError, Millis, Production, ProductionStatus,
     start,
 };
-use crate::ports::{Ports, StartKey, StoreError, UsedStartKey};
+use crate::ports::{Page, Ports, StartKey, StoreError, UsedStartKey};
 use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum OpsError {
     #[error("production {0} not found")]
     NotFound(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(
         "production {id} was created but its first message could not be sent ({reason}); \
          the recovery sweep will dispatch it"
@@ -71,6 +71,16 @@ pub enum OpsError {
     /// An account limit refused it; the text names the limit and the figures.
     #[error("{0}")]
     LimitReached(String),
+}
+
+impl From<StoreError> for OpsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // A cursor comes from the request: a bad one is the caller's mistake.
+            StoreError::BadCursor(_) => Self::Invalid(e.to_string()),
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl From<Denied> for OpsError {
@@ -388,21 +398,27 @@ impl Ops {
             .ok_or_else(|| OpsError::NotFound(format!("artifact {}", a.artifact.key)))
     }
 
-    /// An account's productions, newest first; `status` keeps only those in that status.
-    /// An account the caller cannot see has none.
+    /// An account's productions, newest first, a page at a time from `after`; `status`
+    /// keeps only those in that status (read through an index: one read per production
+    /// returned). An account the caller cannot see has none.
     pub async fn list(
         &self,
         account: &str,
         status: Option<ProductionStatus>,
         limit: usize,
+        after: Option<&str>,
         caller: &Caller,
-    ) -> Result<Vec<Production>, OpsError> {
+    ) -> Result<Page<Production>, OpsError> {
         caller.may(Permission::Read)?;
         input::count("limit", limit, 1000).map_err(OpsError::Invalid)?;
         if !caller.sees(Some(account)) {
-            return Ok(vec![]);
+            return Ok(Page::last(vec![]));
         }
-        Ok(self.ports.productions.list(account, status, limit).await?)
+        Ok(self
+            .ports
+            .productions
+            .list(account, status, limit, after)
+            .await?)
     }
 
     /// An account's limits and what it uses of them this month.

@@ -109,7 +109,7 @@ impl Worker {
             self.transitioner
                 .alarm(
                     AlarmKind::ToolCallDeduped,
-                    &production.id,
+                    &production,
                     Severity::Critical,
                     &detail,
                 )

@@ -111,6 +111,91 @@ fn item_size(item: &Value) -> usize {
         .map_or(0, |m| m.iter().map(|(k, v)| k.len() + attr_size(v)).sum())
 }
 
+/// The state table's index keys of each production (by_account, by_status, by_due), shared
+/// by the start and engine counters, to count what each write costs its indexes.
+static INDEX_KEYS: std::sync::LazyLock<Mutex<HashMap<String, [Option<String>; 3]>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn index_keys(item: &Value) -> [Option<String>; 3] {
+    let s = |k: &str| item[k]["S"].as_str().map(String::from);
+    let n = |k: &str| item[k]["N"].as_str().map(String::from);
+    let both = |a: Option<String>, b: Option<String>| Some(format!("{}|{}", a?, b?));
+    [
+        both(s("gpk"), s("gsk")),
+        both(s("spk"), s("gsk")),
+        both(s("dpk"), n("dat")),
+    ]
+}
+
+/// Index write units of a write that leaves production `pk` with index keys `new` (`None`
+/// in `keep` slots: unchanged): DynamoDB writes an index entry when the item gains its key
+/// (1 unit: KEYS_ONLY entries are small), loses it (1) or changes it (2: a delete, a put).
+fn index_units(pk: &str, new: [Option<String>; 3], keep: [bool; 3]) -> f64 {
+    let mut all = INDEX_KEYS.lock().expect("lock");
+    let old = all.entry(pk.to_string()).or_default();
+    let mut units = 0.0;
+    for i in 0..3 {
+        if keep[i] {
+            continue;
+        }
+        units += match (&old[i], &new[i]) {
+            (None, None) => 0.0,
+            (Some(a), Some(b)) if a == b => 0.0,
+            (Some(_), Some(_)) => 2.0,
+            _ => 1.0,
+        };
+        old[i] = new[i].clone();
+    }
+    units
+}
+
+/// The index write units of one state-table request.
+fn index_write_units(op: &str, body: &Value) -> f64 {
+    if !body["TableName"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("-state")
+    {
+        return 0.0;
+    }
+    let production = |item: &Value| item["sk"]["S"] == "P" && item["pk"]["S"].is_string();
+    match op {
+        "PutItem" if production(&body["Item"]) => {
+            let item = &body["Item"];
+            index_units(
+                item["pk"]["S"].as_str().unwrap_or_default(),
+                index_keys(item),
+                [false; 3],
+            )
+        }
+        "TransactWriteItems" => body["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| &t["Put"]["Item"])
+            .filter(|i| production(i))
+            .map(|i| {
+                index_units(
+                    i["pk"]["S"].as_str().unwrap_or_default(),
+                    index_keys(i),
+                    [false; 3],
+                )
+            })
+            .sum(),
+        // A claim removes the by_due key and leaves the others.
+        "UpdateItem"
+            if body["Key"]["sk"]["S"] == "P"
+                && body["UpdateExpression"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("REMOVE")) =>
+        {
+            let pk = body["Key"]["pk"]["S"].as_str().unwrap_or_default();
+            index_units(pk, [None, None, None], [true, true, false])
+        }
+        _ => 0.0,
+    }
+}
+
 fn wcu(bytes: usize) -> f64 {
     bytes.div_ceil(1024).max(1) as f64
 }
@@ -230,6 +315,18 @@ impl Intercept for Counting {
             .bytes()
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or(Value::Null);
+        let op = target.rsplit('.').next().unwrap_or(&target).to_string();
+        let index = index_write_units(&op, &body);
+        if index > 0.0 {
+            let class = format!("{}: dynamodb index writes (GSI)", self.1);
+            *self
+                .0
+                .write_units
+                .lock()
+                .expect("lock")
+                .entry(class)
+                .or_default() += index;
+        }
         let (class, units, size) = if self.1 == "engine" {
             self.classify(&target, &body)
         } else {
@@ -462,7 +559,11 @@ async fn transitions(args: &Args) -> Result<()> {
         .get("engine: dynamodb slot release (UpdateItem)")
         .copied()
         .unwrap_or(0.0);
-    let wcu_per = (claim_wcu + commit_wcu + audit_wcu + slot_wcu) / transitions;
+    let index_wcu = units
+        .get("engine: dynamodb index writes (GSI)")
+        .copied()
+        .unwrap_or(0.0);
+    let wcu_per = (claim_wcu + commit_wcu + audit_wcu + slot_wcu + index_wcu) / transitions;
     println!();
     println!(
         "hot state item: mean {mean_hot:.0} B, max {max_hot} B ({} write unit per claim/commit)",
@@ -477,11 +578,12 @@ async fn transitions(args: &Args) -> Result<()> {
         engine_sqs as f64 / transitions
     );
     println!(
-        "engine write units per transition: claim {:.2} + commit {:.2} + audit {:.2} + slot release {:.2} = {wcu_per:.2}; read units: 0 (the claim returns the item)",
+        "engine write units per transition: claim {:.2} + commit {:.2} + audit {:.2} + slot release {:.2} + index entries {:.2} = {wcu_per:.2}; read units: 0 (the claim returns the item)",
         claim_wcu / transitions,
         commit_wcu / transitions,
         audit_wcu / transitions,
-        slot_wcu / transitions
+        slot_wcu / transitions,
+        index_wcu / transitions
     );
     println!(
         "handler CPU per message: {:.0} µs (the handler thread's CPU time / messages, debug or release as built)",

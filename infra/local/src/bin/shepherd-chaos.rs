@@ -194,24 +194,22 @@ async fn main() -> Result<()> {
     let calls = provider.calls();
     let until = shepherd::ports::SystemClock.now() + 1;
     let mut unknown_keys = BTreeSet::new();
-    // A query answers at most 1,000 events: read the run in windows small enough, each
-    // halved until it fits.
+    // A query answers at most 1,000 events a page: follow the cursors.
     let mut rows = Vec::new();
     for event_type in ["tool_call.unknown", "tool_call.failed"] {
-        let mut windows = vec![(started_at, until)];
-        while let Some((since, until)) = windows.pop() {
-            let q = AuditQuery::Type {
-                event_type: event_type.into(),
-                since,
-                until,
-                account: None,
-            };
-            let got = ops.audit(&q, 1000, &me).await?;
-            if got.len() == 1000 && until - since > 1 {
-                let mid = since + (until - since) / 2;
-                windows.extend([(since, mid), (mid, until)]);
-            } else {
-                rows.extend(got.into_iter().map(|r| (event_type, r)));
+        let q = AuditQuery::Type {
+            event_type: event_type.into(),
+            since: started_at,
+            until,
+            account: None,
+        };
+        let mut after = None;
+        loop {
+            let got = ops.audit(&q, 1000, after.as_deref(), &me).await?;
+            rows.extend(got.items.into_iter().map(|r| (event_type, r)));
+            match got.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
     }

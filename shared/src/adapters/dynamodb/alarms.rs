@@ -1,17 +1,24 @@
 //! Alarms (`ALARM#<type>#<subject>` / `A`): an occurrence is one `UpdateItem` (`ADD count`,
 //! `SET last_seen`, `if_not_exists(first_seen)`, status back to `open`), so repeats
-//! deduplicate without a read. Listed through the KEYS_ONLY `by_account` index under the
-//! fixed key `ALARMS`.
+//! deduplicate without a read. Listed newest first (`gsk` = `<last seen>#<id>`) through the
+//! KEYS_ONLY `by_account` index under the fixed key `ALARMS` (every alarm, for the stack's
+//! operators), and an alarm about a production also through `by_status` under
+//! `ALARMS#<account>` (its account's).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use super::{applied, key, n, number, query_all, s, text, unavailable};
+use super::{applied, key, listing_page, n, number, s, text, unavailable};
 use crate::domain::Actor;
 use crate::domain::Millis;
 use crate::domain::alarms::{Alarm, AlarmKind, AlarmStatus, Raise};
-use crate::ports::{Alarms, StoreError};
+use crate::ports::{Alarms, Page, StoreError};
+
+/// The `by_status` partition of an account's alarms.
+fn account_partition(account: &str) -> String {
+    format!("ALARMS#{account}")
+}
 
 #[derive(Clone)]
 pub struct DynamoAlarms {
@@ -41,9 +48,15 @@ impl Alarms for DynamoAlarms {
         let id = format!("{}#{}", a.kind, a.subject);
         let mut expression = String::from(
             "SET #t = :t, subj = :s, sev = :sev, det = :d, ls = :now, fs = if_not_exists(fs, :now), \
-             #st = :open, gpk = :g, gsk = :id REMOVE hb ADD #c :one",
+             #st = :open, gpk = :g, gsk = :gsk REMOVE hb ADD #c :one",
         );
         let mut req = self.client.update_item();
+        if let Some(account) = &a.account {
+            expression = expression.replace(" REMOVE", ", acct = :acct, spk = :spk REMOVE");
+            req = req
+                .expression_attribute_values(":acct", s(account))
+                .expression_attribute_values(":spk", s(account_partition(account)));
+        }
         if !a.affected.is_empty() {
             // A string set: adding a member twice keeps one.
             expression.push_str(", aff :m");
@@ -62,7 +75,7 @@ impl Alarms for DynamoAlarms {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":g", s("ALARMS"))
-            .expression_attribute_values(":id", s(&id))
+            .expression_attribute_values(":gsk", s(format!("{now:013}#{id}")))
             .expression_attribute_values(":one", n(1))
             .send()
             .await
@@ -70,20 +83,25 @@ impl Alarms for DynamoAlarms {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<Alarm>, StoreError> {
-        let req = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("by_account")
-            .key_condition_expression("gpk = :g")
-            .expression_attribute_values(":g", s("ALARMS"));
-        let mut keys = Vec::new();
-        query_all(req, |k| {
-            keys.push(text(&k, "pk"));
-            true
-        })
+    async fn list(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Alarm>, StoreError> {
+        let (index, attr, partition) = match account {
+            None => ("by_account", "gpk", "ALARMS".to_string()),
+            Some(a) => ("by_status", "spk", account_partition(a)),
+        };
+        let (keys, next) = listing_page(
+            &self.client,
+            &self.table,
+            (index, attr, &partition),
+            limit,
+            after,
+        )
         .await?;
+        let keys: Vec<String> = keys.iter().map(|k| text(k, "pk")).collect();
         let mut alarms = Vec::new();
         for pk in keys {
             let got = self
@@ -99,6 +117,7 @@ impl Alarms for DynamoAlarms {
             alarms.push(Alarm {
                 kind: AlarmKind::parse(&text(&i, "type")),
                 subject: text(&i, "subj"),
+                account: i.get("acct").and_then(|v| v.as_s().ok()).cloned(),
                 severity: serde_json::from_value(text(&i, "sev").into()).map_err(corrupt)?,
                 status: serde_json::from_value(text(&i, "status").into()).map_err(corrupt)?,
                 count: number(&i, "count").unwrap_or(0) as u64,
@@ -113,8 +132,10 @@ impl Alarms for DynamoAlarms {
                     .unwrap_or_default(),
             });
         }
-        alarms.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
-        Ok(alarms)
+        Ok(Page {
+            items: alarms,
+            next,
+        })
     }
 
     async fn leave(

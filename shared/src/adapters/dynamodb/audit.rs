@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
-use super::{Item, n, query_all, s, unavailable};
+use super::{Item, n, query_page, s, unavailable};
 use crate::domain::Millis;
-use crate::ports::{AuditLog, AuditQuery, AuditRecord, CommittedWrite, StoreError};
+use crate::ports::{AuditLog, AuditQuery, AuditRecord, CommittedWrite, Page, StoreError};
 
 #[derive(Clone)]
 pub struct DynamoAudit {
@@ -121,52 +121,70 @@ impl AuditLog for DynamoAudit {
         Ok(())
     }
 
-    async fn query(&self, q: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn query(
+        &self,
+        q: &AuditQuery,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<AuditRecord>, StoreError> {
         let req = self.client.query().table_name(&self.table);
-        let req = match q {
-            AuditQuery::Production(id) => req
-                .key_condition_expression("pk = :k")
-                .expression_attribute_values(":k", s(format!("P#{id}"))),
-            AuditQuery::Trace(trace) => req
-                .index_name("by_trace")
-                .key_condition_expression("tr = :k")
-                .expression_attribute_values(":k", s(trace)),
+        // (partition attribute, its value, the index's extra key attributes, the sort key's
+        // bounds): a cursor is the last row's keys, and must fall inside the bounds.
+        let (req, attr, partition, bounds) = match q {
+            AuditQuery::Production(id) => {
+                let k = format!("P#{id}");
+                let req = req
+                    .key_condition_expression("pk = :k")
+                    .expression_attribute_values(":k", s(&k));
+                (req, "pk", k, None)
+            }
+            AuditQuery::Trace(trace) => {
+                let req = req
+                    .index_name("by_trace")
+                    .key_condition_expression("tr = :k")
+                    .expression_attribute_values(":k", s(trace));
+                (req, "tr", trace.clone(), None)
+            }
             AuditQuery::Type {
                 event_type,
                 since,
                 until,
                 account,
-            } => match account {
-                Some(a) => req
-                    .index_name("by_account_type")
-                    .key_condition_expression("aet = :k AND sk BETWEEN :a AND :b")
-                    .expression_attribute_values(":k", s(account_type(a, event_type))),
-                None => req
-                    .index_name("by_type")
-                    .key_condition_expression("et = :k AND sk BETWEEN :a AND :b")
-                    .expression_attribute_values(":k", s(event_type)),
+            } => {
+                let (index, attr, k) = match account {
+                    Some(a) => ("by_account_type", "aet", account_type(a, event_type)),
+                    None => ("by_type", "et", event_type.clone()),
+                };
+                let low = format!("{since:013}");
+                // `sk` is `<at:013>#...`: every key of a millisecond before `until` sorts below.
+                let high = format!("{:013}$", until.saturating_sub(1) as Millis);
+                let req = req
+                    .index_name(index)
+                    .key_condition_expression(format!("{attr} = :k AND sk BETWEEN :a AND :b"))
+                    .expression_attribute_values(":k", s(&k))
+                    .expression_attribute_values(":a", s(&low))
+                    .expression_attribute_values(":b", s(&high));
+                (req, attr, k, Some((low, high)))
             }
-            .expression_attribute_values(":a", s(format!("{since:013}")))
-            // `sk` is `<at:013>#...`: every key of a millisecond before `until` sorts below.
-            .expression_attribute_values(
-                ":b",
-                s(format!("{:013}$", until.saturating_sub(1) as Millis)),
-            ),
         };
-        let mut out = Vec::new();
-        let mut corrupt = None;
-        query_all(req, |item| {
-            match serde_dynamo::from_item::<_, AuditRecord>(item) {
-                Ok(r) => out.push(r),
-                Err(e) => corrupt = Some(e.to_string()),
-            }
-            corrupt.is_none() && out.len() < limit
-        })
-        .await?;
-        if let Some(e) = corrupt {
-            return Err(StoreError::Corrupt(format!("unreadable audit row: {e}")));
-        }
-        Ok(out)
+        let attrs: &[&str] = if attr == "pk" {
+            &["pk", "sk"]
+        } else {
+            &[attr, "sk", "pk"]
+        };
+        let fits = |key: &Item| {
+            let sk = key.get("sk").and_then(|v| v.as_s().ok());
+            bounds
+                .as_ref()
+                .is_none_or(|(low, high)| sk.is_some_and(|sk| low <= sk && sk <= high))
+        };
+        let (items, next) = query_page(req, limit, after, attrs, &partition, fits).await?;
+        let items = items
+            .into_iter()
+            .map(serde_dynamo::from_item::<_, AuditRecord>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("unreadable audit row: {e}")))?;
+        Ok(Page { items, next })
     }
 }
 

@@ -126,6 +126,130 @@ async fn query_all(
     }
 }
 
+/// One page of a query: items from the cursor `after` until `limit`, and the cursor of the
+/// last item taken when the page is full. `attrs` are the key attributes a start key holds
+/// (the query's partition attribute first, equal to `partition`), so a cursor can only
+/// go on in the partition the caller queries; `fits` checks the rest of a decoded start key
+/// against the query's key condition (DynamoDB refuses a start key outside it).
+async fn query_page(
+    req: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    limit: usize,
+    after: Option<&str>,
+    attrs: &[&str],
+    partition: &str,
+    fits: impl Fn(&Item) -> bool,
+) -> Result<(Vec<Item>, Option<String>), StoreError> {
+    let limit = limit.clamp(1, 1000);
+    let mut start = match after {
+        Some(c) => {
+            let key = decode_cursor(c, attrs)?;
+            if key
+                .get(attrs[0])
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                != Some(partition)
+                || !fits(&key)
+            {
+                return Err(StoreError::BadCursor("it belongs to another list".into()));
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    let mut items: Vec<Item> = Vec::new();
+    loop {
+        let page = req
+            .clone()
+            .set_exclusive_start_key(start)
+            .limit((limit - items.len()) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if items.len() >= limit {
+            items.truncate(limit);
+            let next = items.last().map(|i| encode_cursor(i, attrs));
+            return Ok((items, next));
+        }
+        if start.is_none() {
+            return Ok((items, None));
+        }
+    }
+}
+
+/// A page of the state table's listing indexes (`by_account`, `by_status`: `<attr>` + `gsk`,
+/// KEYS_ONLY), newest first: the keys of the items, and the next page's cursor.
+async fn listing_page(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    (index, attr, partition): (&str, &str, &str),
+    limit: usize,
+    after: Option<&str>,
+) -> Result<(Vec<Item>, Option<String>), StoreError> {
+    let req = client
+        .query()
+        .table_name(table)
+        .index_name(index)
+        .key_condition_expression(format!("{attr} = :p"))
+        .expression_attribute_values(":p", s(partition))
+        .scan_index_forward(false);
+    query_page(
+        req,
+        limit,
+        after,
+        &[attr, "gsk", "pk", "sk"],
+        partition,
+        |_| true,
+    )
+    .await
+}
+
+/// A cursor: the key attributes of the last item of a page, as base64url JSON.
+fn encode_cursor(item: &Item, attrs: &[&str]) -> String {
+    use base64::Engine;
+    let key: serde_json::Map<String, serde_json::Value> = attrs
+        .iter()
+        .filter_map(|a| {
+            let v = match item.get(*a)? {
+                AttributeValue::S(v) => serde_json::json!({ "S": v }),
+                AttributeValue::N(v) => serde_json::json!({ "N": v }),
+                _ => return None,
+            };
+            Some((a.to_string(), v))
+        })
+        .collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::Value::Object(key).to_string())
+}
+
+fn decode_cursor(cursor: &str, attrs: &[&str]) -> Result<Item, StoreError> {
+    use base64::Engine;
+    let bad = |why: &str| StoreError::BadCursor(why.into());
+    if cursor.len() > 2048 {
+        return Err(bad("too long"));
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad("not base64url"))?;
+    let map: HashMap<String, HashMap<String, String>> =
+        serde_json::from_slice(&bytes).map_err(|_| bad("not a key"))?;
+    if map.len() != attrs.len() {
+        return Err(bad("not a key of this list"));
+    }
+    let mut key = Item::new();
+    for a in attrs {
+        let v = map.get(*a).ok_or_else(|| bad("not a key of this list"))?;
+        let value = match (v.get("S"), v.get("N"), v.len()) {
+            (Some(s), None, 1) if !s.is_empty() => AttributeValue::S(s.clone()),
+            (None, Some(n), 1) if n.parse::<i64>().is_ok() => AttributeValue::N(n.clone()),
+            _ => return Err(bad("not a key of this list")),
+        };
+        key.insert(a.to_string(), value);
+    }
+    Ok(key)
+}
+
 /// One item by its key, read consistently (every read here must see the latest write).
 async fn get_item(
     client: &aws_sdk_dynamodb::Client,

@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Item, accounts, get_item, key, n, number, production_pk, query_all, s, text, unavailable,
+    Item, accounts, get_item, key, listing_page, n, number, production_pk, query_all, s, text,
+    unavailable,
 };
 use crate::domain::limits::Reservation;
 use crate::domain::{
@@ -18,7 +19,8 @@ use crate::domain::{
     Outcome, PhaseError, PhaseState, PhaseStatus, Production, ProductionStatus, Transition,
 };
 use crate::ports::{
-    ClaimOutcome, CommitOutcome, CommittedWrite, Productions, StartKey, StoreError, UsedStartKey,
+    ClaimOutcome, CommitOutcome, CommittedWrite, Page, Productions, StartKey, StoreError,
+    UsedStartKey,
 };
 
 /// The hot item, with short attribute names: its size is the cost of every transition.
@@ -63,6 +65,8 @@ struct StoredProduction {
     /// Listing index (KEYS_ONLY, so later writes never touch it).
     pub gpk: String,
     pub gsk: String,
+    /// Listing by status (`by_status`, KEYS_ONLY): moves only when the status group does.
+    pub spk: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -189,6 +193,7 @@ impl StoredProduction {
             dpk: p.due_at.map(|_| DUE_PARTITION.to_string()),
             dat: p.due_at,
             gpk: format!("A#{}", p.account),
+            spk: status_key(&p.account, p.status),
             gsk: format!("{:013}#{}", p.created_at, p.id),
         }
     }
@@ -631,38 +636,31 @@ impl Productions for DynamoProductions {
         account: &str,
         status: Option<ProductionStatus>,
         limit: usize,
-    ) -> Result<Vec<Production>, StoreError> {
-        let limit = limit.clamp(1, 1000);
-        let req = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("by_account")
-            .key_condition_expression("gpk = :a")
-            .expression_attribute_values(":a", s(format!("A#{account}")))
-            .scan_index_forward(false)
-            .limit(limit.min(100) as i32);
-        let mut ids = Vec::new();
-        query_all(req, |key| {
-            if let Some(id) = pk_id(&key) {
-                ids.push(id);
-            }
-            // Filtering by status happens after the reads: gather a page's worth more.
-            status.is_some() || ids.len() < limit
-        })
+        after: Option<&str>,
+    ) -> Result<Page<Production>, StoreError> {
+        let (index, attr, partition) = match status {
+            None => ("by_account", "gpk", format!("A#{account}")),
+            Some(st) => ("by_status", "spk", status_key(account, st)),
+        };
+        let (keys, next) = listing_page(
+            &self.client,
+            &self.table,
+            (index, attr, &partition),
+            limit,
+            after,
+        )
         .await?;
-        let mut found = Vec::new();
-        for id in ids {
+        let mut items = Vec::with_capacity(keys.len());
+        for id in keys.iter().filter_map(pk_id) {
+            // The index lags the table a little: a production that has moved on since is
+            // left out of this status's page.
             if let Some(p) = self.get(&id).await?
                 && status.is_none_or(|s| s == p.status)
             {
-                found.push(p);
-                if found.len() >= limit {
-                    break;
-                }
+                items.push(p);
             }
         }
-        Ok(found)
+        Ok(Page { items, next })
     }
 
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -691,6 +689,16 @@ fn pk_id(key: &Item) -> Option<String> {
         .and_then(|v| v.as_s().ok())
         .and_then(|pk| pk.strip_prefix("P#"))
         .map(String::from)
+}
+
+/// A production's `by_status` partition: queued and running share one (`active`), so a
+/// claim, which moves a production from one to the other, never writes the index.
+fn status_key(account: &str, status: ProductionStatus) -> String {
+    let group = match status {
+        ProductionStatus::Queued | ProductionStatus::Running => "active",
+        other => other.as_str(),
+    };
+    format!("{account}#{group}")
 }
 
 /// The partition of a start key (an account's idempotency key for `POST /productions`).
