@@ -21,7 +21,9 @@
    against the action IAM knows it by (PutItem, UpdateItem, DeleteItem,
    ConditionCheckItem, GetItem): IAM has no TransactWriteItems action. Likewise SQS's
    batch calls are authorized by their single-message actions (SendMessageBatch by
-   sqs:SendMessage, ...), which moto checked by the batch call's own name.
+   sqs:SendMessage, ...), which moto checked by the batch call's own name. SNS requests
+   are checked against the topic they name (moto checked them against "*", so a policy
+   allowing sns:Publish on one topic was refused).
 
 Usage is moto_server's: python infra/emulator.py -H 127.0.0.1 -p 5005
 """
@@ -45,6 +47,7 @@ from moto.s3.exceptions import S3AccessDeniedError
 from moto.server import main
 from moto.sqs.models import SQSBackend
 from moto.sqs.responses import SQSResponse
+from moto.sns.responses import SNSResponse
 from moto.ssm.responses import SimpleSystemManagerResponse
 
 _LOCK = threading.RLock()
@@ -239,6 +242,12 @@ def _sqs_checks(self, resource="*"):
     _authorize(self, [(_SQS_BATCH.get(action, action), resource)])
 
 
+def _sns_checks(self, resource="*"):
+    action = self._get_action()
+    topic = self._get_param("TopicArn") or self._get_param("TargetArn")
+    _authorize(self, [(action, topic or "*")])
+
+
 class _PresignedS3Request(S3IAMRequest):
     """An S3 request authenticated by SigV4 query parameters (a presigned URL)."""
 
@@ -360,6 +369,7 @@ DynamoHandler._authenticate_and_authorize_normal_action = _dynamodb_checks
 SQSResponse._authenticate_and_authorize_normal_action = _sqs_checks
 SimpleSystemManagerResponse._authenticate_and_authorize_normal_action = _ssm_checks
 DynamoDBStreamsHandler._authenticate_and_authorize_normal_action = _streams_checks
+SNSResponse._authenticate_and_authorize_normal_action = _sns_checks
 
 if __name__ == "__main__":
     main()

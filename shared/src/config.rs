@@ -123,6 +123,14 @@ pub struct Config {
     pub bad_answer_retries: u32,
     /// The sweep re-sends a dispatch nobody claimed for this long.
     pub lost_dispatch_after: Duration,
+    /// Webhooks: the delivery queue; empty without webhooks.
+    pub webhook_queue: String,
+    /// How long a receiver has to answer one delivery.
+    pub webhook_timeout: Duration,
+    /// Seconds before each retry of a failed delivery.
+    pub webhook_schedule: Vec<u64>,
+    /// The notification topic (SNS) of the e-mail subscription; empty: none.
+    pub notify_topic: String,
 }
 
 impl Config {
@@ -183,6 +191,24 @@ impl Config {
             outcome_ttl: Duration::from_secs(num("SHEPHERD_OUTCOME_TTL_DAYS", 14)? * 86_400),
             bad_answer_retries: num("SHEPHERD_BAD_ANSWER_RETRIES", 2)? as u32,
             lost_dispatch_after: secs("SHEPHERD_LOST_DISPATCH_SECS", 120)?,
+            webhook_queue: env
+                .get("SHEPHERD_WEBHOOK_QUEUE")
+                .cloned()
+                .unwrap_or_default(),
+            webhook_timeout: secs("SHEPHERD_WEBHOOK_TIMEOUT_SECS", 10)?,
+            webhook_schedule: match env.get("SHEPHERD_WEBHOOK_RETRY_SCHEDULE") {
+                None => crate::domain::webhooks::RETRY_SCHEDULE_SECS.to_vec(),
+                Some(s) => crate::domain::webhooks::parse_schedule(s).map_err(|problem| {
+                    ConfigError::Invalid {
+                        name: "SHEPHERD_WEBHOOK_RETRY_SCHEDULE",
+                        problem,
+                    }
+                })?,
+            },
+            notify_topic: env
+                .get("SHEPHERD_NOTIFY_TOPIC")
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
@@ -245,6 +271,16 @@ pub struct StackConfig {
     /// The queue the audit projector's stream mapping reports records it gave up on.
     #[serde(default)]
     pub projector_failures: String,
+    /// Webhooks: the delivery queue (empty: the stack has no webhooks).
+    #[serde(default)]
+    pub webhook_queue: String,
+    /// Webhooks: the SSM path under which each subscription's signing secrets are kept
+    /// (`<path><subscription id>`).
+    #[serde(default)]
+    pub webhook_secrets: String,
+    /// The stack's notification topic (the e-mail subscription), if any.
+    #[serde(default)]
+    pub notify_topic: String,
 }
 
 fn default_approval_ttl() -> u64 {

@@ -28,5 +28,6 @@ pub mod recovery;
 pub mod runtime;
 pub mod tools;
 pub mod view;
+pub mod webhooks;
 pub mod wiring;
 pub mod write;

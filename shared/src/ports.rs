@@ -26,6 +26,7 @@ use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
 use crate::domain::artifacts::Artifact;
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
+use crate::domain::webhooks::{Delivery, Subscription, SubscriptionState};
 use crate::domain::{
     Actor, AuditEvent, Brief, Millis, Production, ProductionStatus, StepError, Transition,
 };
@@ -245,6 +246,99 @@ pub trait HealthStore: Send + Sync {
     async fn put(&self, h: &Health) -> Result<bool, StoreError>;
 }
 
+/// Webhook subscriptions and their deliveries (`domain::webhooks`).
+#[async_trait]
+pub trait Webhooks: Send + Sync {
+    /// Creates or replaces a subscription.
+    async fn put_subscription(&self, s: &Subscription) -> Result<(), StoreError>;
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError>;
+    /// The subscriptions of `account` (`None`: the stack operators'), oldest first.
+    async fn subscriptions(&self, account: Option<&str>) -> Result<Vec<Subscription>, StoreError>;
+    /// Records that a delivery to it failed (`true`: keeps the first failure's time) or
+    /// succeeded (`false`: clears it); the failing-since time after the write.
+    async fn set_failing(
+        &self,
+        id: &str,
+        failing: bool,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError>;
+    /// Enables or disables it (with why); `false` when it does not exist.
+    async fn set_subscription_state(
+        &self,
+        id: &str,
+        state: SubscriptionState,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Marks a replay of it at `now` unless one was marked after `not_since`; `false` when
+    /// one was (replays are rate-limited per subscription).
+    async fn mark_replay(
+        &self,
+        id: &str,
+        now: Millis,
+        not_since: Millis,
+    ) -> Result<bool, StoreError>;
+    /// `false` when there was none.
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError>;
+    /// Stores a new delivery; `false` (and nothing written) when one with its id exists.
+    async fn create_delivery(&self, d: &Delivery) -> Result<bool, StoreError>;
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError>;
+    /// Replaces a pending delivery whose attempt count is still `seen` and that no attempt
+    /// holds at `now` (an attempt's claim); `false` when that no longer holds.
+    async fn claim_delivery(
+        &self,
+        d: &Delivery,
+        seen: u32,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// Replaces a delivery whose attempt count is still `seen` (an attempt's result, a
+    /// resend); `false` when another attempt has started since.
+    async fn save_delivery(&self, d: &Delivery, seen: u32) -> Result<bool, StoreError>;
+    /// A subscription's deliveries: all of them newest first, or the failed ones created
+    /// at or after `since`, oldest first.
+    async fn deliveries(
+        &self,
+        subscription: &str,
+        failed_since: Option<Millis>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Delivery>, StoreError>;
+}
+
+/// A receiver's answer to one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAnswer {
+    pub status: u16,
+    /// The start of its body (at most a few KiB), unredacted.
+    pub body: String,
+    pub retry_after: Option<String>,
+}
+
+/// Sends one signed delivery (an HTTP POST; no redirects followed).
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    /// The answer, or why there was none (refused, timed out, TLS, ...).
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> Result<WebhookAnswer, String>;
+}
+
+/// Reaches people: the stack's notification topic (e-mail subscribers).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, subject: &str, message: &str) -> Result<(), String>;
+}
+
+/// A committed change the webhook fan-out turns into events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Production(CommittedWrite),
+    /// An alarm's state after the write, and whether this write opened it.
+    Alarm(Alarm, bool),
+}
+
 /// A committed production write as the state table's stream delivers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommittedWrite {
@@ -432,6 +526,20 @@ pub trait Params: Send + Sync {
     async fn get(&self, name: &str) -> Result<String, ParamError>;
     /// Forgets a cached value (a key the provider refused); a no-op without a cache.
     fn invalidate(&self, _name: &str) {}
+    /// Writes a SecureString (a webhook's signing secrets), replacing any value.
+    async fn put_secret(&self, name: &str, _value: &str) -> Result<(), ParamError> {
+        Err(ParamError::Unavailable {
+            name: name.into(),
+            reason: "this parameter store is read-only".into(),
+        })
+    }
+    /// Deletes a parameter; one that does not exist is not an error.
+    async fn delete(&self, name: &str) -> Result<(), ParamError> {
+        Err(ParamError::Unavailable {
+            name: name.into(),
+            reason: "this parameter store is read-only".into(),
+        })
+    }
 }
 
 pub trait Clock: Send + Sync {
@@ -582,6 +690,7 @@ pub struct Ports {
     pub outputs: Arc<dyn Outputs>,
     pub accounts: Arc<dyn Accounts>,
     pub alarms: Arc<dyn Alarms>,
+    pub webhooks: Arc<dyn Webhooks>,
     pub health: Arc<dyn HealthStore>,
     pub audit: Arc<dyn AuditLog>,
     pub ledger: Arc<dyn Ledger>,

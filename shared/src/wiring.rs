@@ -14,7 +14,7 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 
 use crate::adapters::dynamodb::{
     DynamoAccounts, DynamoAlarms, DynamoAudit, DynamoHealth, DynamoLedger, DynamoOutputs,
-    DynamoProductions, DynamoStream, stream,
+    DynamoProductions, DynamoStream, DynamoWebhooks, stream,
 };
 use crate::adapters::providers::HttpConnector;
 use crate::adapters::{CachedParams, S3Artifacts, SqsQueue, SsmParams};
@@ -36,6 +36,7 @@ pub struct AwsClients {
     pub ssm: aws_sdk_ssm::Client,
     pub s3: aws_sdk_s3::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
+    pub sns: aws_sdk_sns::Client,
 }
 
 impl AwsClients {
@@ -52,6 +53,7 @@ impl AwsClients {
                     .build(),
             ),
             streams: aws_sdk_dynamodbstreams::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
         }
     }
 
@@ -78,6 +80,7 @@ impl AwsClients {
             outputs: Arc::new(DynamoOutputs::new(ddb.clone(), state, artifacts.clone())),
             accounts: Arc::new(DynamoAccounts::new(ddb.clone(), state)),
             alarms: Arc::new(DynamoAlarms::new(ddb.clone(), state)),
+            webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), state)),
             health: Arc::new(DynamoHealth::new(ddb.clone(), state)),
             audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
             ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),
@@ -182,6 +185,138 @@ pub fn alarm_ingest(ports: &Ports, config: &Config) -> crate::cloudwatch::AlarmI
         clock: ports.clock.clone(),
         topology: config.topology.clone(),
     }
+}
+
+fn outbox(ports: &Ports, config: &Config) -> crate::webhooks::Outbox {
+    crate::webhooks::Outbox {
+        queue: ports.queue.clone(),
+        queue_url: config.webhook_queue.clone(),
+        clock: ports.clock.clone(),
+    }
+}
+
+fn topic(config: &Config) -> Option<String> {
+    (!config.notify_topic.is_empty()).then(|| config.notify_topic.clone())
+}
+
+/// The webhook fan-out's handler on `ports`.
+pub fn webhook_fanout(ports: &Ports, config: &Config) -> crate::webhooks::Fanout {
+    crate::webhooks::Fanout {
+        store: ports.webhooks.clone(),
+        outbox: outbox(ports, config),
+        email_topic: topic(config),
+    }
+}
+
+/// The webhook deliverer's handler on `ports`, sending over HTTP and publishing e-mail
+/// to the notification topic with `sns`.
+pub fn webhook_deliverer(
+    ports: &Ports,
+    config: &Config,
+    sns: &aws_sdk_sns::Client,
+) -> crate::webhooks::Deliverer {
+    crate::webhooks::Deliverer {
+        store: ports.webhooks.clone(),
+        outbox: outbox(ports, config),
+        params: ports.params.clone(),
+        alarms: ports.alarms.clone(),
+        sender: Arc::new(crate::adapters::webhook_http::HttpSender::new(
+            config.webhook_timeout,
+        )),
+        notifier: topic(config).map(|t| {
+            Arc::new(crate::adapters::webhook_http::SnsNotifier::new(
+                sns.clone(),
+                t,
+            )) as Arc<dyn crate::ports::Notifier>
+        }),
+        email_topic: topic(config),
+        lease_ms: config.function_timeout.as_millis() as i64,
+        schedule: config.webhook_schedule.clone(),
+    }
+}
+
+/// The webhook fan-out's handler over stream records (sequence number, new image): the
+/// sequence number of the first record it could not fan out, and why.
+pub async fn fan_out_stream<I: Into<serde_dynamo::Item>>(
+    fanout: &crate::webhooks::Fanout,
+    records: impl IntoIterator<Item = (String, I)>,
+) -> (usize, Option<(String, StoreError)>) {
+    let (seqs, changes): (Vec<String>, Vec<_>) = records
+        .into_iter()
+        .filter_map(|(seq, image)| stream::change(image).map(|c| (seq, c)))
+        .unzip();
+    let done = fanout.handle(&changes).await;
+    (
+        done.deliveries,
+        done.failed.map(|(i, e)| (seqs[i].clone(), e)),
+    )
+}
+
+/// The Lambda entry point of the webhook fan-out (the state table's stream).
+pub async fn serve_webhook_fanout() -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let fanout = tokio::sync::OnceCell::new();
+    let (fanout, config) = (&fanout, &config);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |e: lambda_runtime::LambdaEvent<StreamEvent>| async move {
+            let f = on_first_event(fanout, |c| webhook_fanout(&function_ports(&c, config), config)).await;
+            let records = e
+                .payload
+                .records
+                .into_iter()
+                .map(|r| (r.change.sequence_number.unwrap_or_default(), r.change.new_image));
+            let (n, failed) = fan_out_stream(f, records).await;
+            tracing::info!(deliveries = n, "webhook events fanned out");
+            let mut res = DynamoDbEventResponse::default();
+            if let Some((seq, e)) = failed {
+                tracing::error!(sequence_number = %seq, error = %e, "a record could not be fanned out; the stream retries from it");
+                let mut f = DynamoDbBatchItemFailure::default();
+                f.item_identifier = Some(seq);
+                res.batch_item_failures.push(f);
+            }
+            Ok::<_, lambda_runtime::Error>(res)
+        },
+    ))
+    .await
+}
+
+/// The webhook deliverer's handler over an SQS batch: the failed messages' ids.
+pub async fn deliver_batch(
+    deliverer: &crate::webhooks::Deliverer,
+    event: SqsEvent,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    let messages = event
+        .records
+        .into_iter()
+        .map(|m| (m.message_id.unwrap_or_default(), m.body.unwrap_or_default()))
+        .collect();
+    let failed = deliverer.handle(messages).await;
+    let mut res = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+    for id in failed {
+        let mut f = aws_lambda_events::event::sqs::BatchItemFailure::default();
+        f.item_identifier = id;
+        res.batch_item_failures.push(f);
+    }
+    res
+}
+
+/// The Lambda entry point of the webhook deliverer (the webhook queue).
+pub async fn serve_webhook_deliverer() -> Result<(), lambda_runtime::Error> {
+    crate::observability::init();
+    let config = Config::from_env()?;
+    let deliverer = tokio::sync::OnceCell::new();
+    let (deliverer, config) = (&deliverer, &config);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |e: lambda_runtime::LambdaEvent<SqsEvent>| async move {
+            let d = on_first_event(deliverer, |c| {
+                webhook_deliverer(&function_ports(&c, config), config, &c.sns)
+            })
+            .await;
+            Ok::<_, lambda_runtime::Error>(deliver_batch(d, e.payload).await)
+        },
+    ))
+    .await
 }
 
 /// What the audit projector did with a batch of stream records.

@@ -164,6 +164,9 @@ impl World {
             default_max_concurrent: 0,
             state_stream: String::new(),
             projector_failures: String::new(),
+            webhook_queue: String::new(),
+            webhook_secrets: String::new(),
+            notify_topic: String::new(),
         };
         let functions = HashMap::from([
             (

@@ -16,3 +16,4 @@ mod paging;
 mod pipeline;
 mod recovery;
 mod resilience;
+mod webhooks;

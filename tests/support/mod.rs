@@ -14,6 +14,8 @@ use shepherd_local::provider::ProviderServer;
 use shepherd_local::provision::{Provisioned, provision};
 use shepherd_local::runtime::{Clients, LocalRuntime};
 
+pub mod receiver;
+
 pub use shepherd_local::mcp::McpServer;
 pub use shepherd_local::provider::{Fault, FaultRule};
 

@@ -105,7 +105,7 @@ impl HttpStatus for OpsError {
             Self::InvalidBrief(_) | Self::Invalid(_) => 400,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
-            Self::Conflict { .. } | Self::KeyReused { .. } => 409,
+            Self::Conflict { .. } | Self::KeyReused { .. } | Self::Busy(_) => 409,
             Self::LimitReached(_) => 429,
             Self::DispatchFailed { .. } | Self::Store(_) | Self::Config(_) => 503,
         }

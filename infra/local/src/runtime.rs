@@ -39,6 +39,29 @@ pub struct LocalRuntime {
     pub api_addr: Option<std::net::SocketAddr>,
 }
 
+/// What an SQS-triggered function does with one batch (a phase, the webhook deliverer).
+type SqsHandler = Arc<
+    dyn Fn(
+            SqsEvent,
+        )
+            -> futures::future::BoxFuture<'static, aws_lambda_events::event::sqs::SqsBatchResponse>
+        + Send
+        + Sync,
+>;
+
+/// What a stream-triggered function does with one batch of (sequence number, new image):
+/// the first record it could not handle, and why.
+type StreamHandler = Arc<
+    dyn Fn(
+            Vec<(
+                String,
+                HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>,
+            )>,
+        ) -> futures::future::BoxFuture<'static, Option<(String, String)>>
+        + Send
+        + Sync,
+>;
+
 /// When set, the phase's next invocation is killed this long after it starts, the way a
 /// Lambda sandbox dies (out of memory, host failure): no code of the function runs after.
 type CrashPlan = Arc<std::sync::Mutex<Option<Duration>>>;
@@ -97,10 +120,31 @@ impl LocalRuntime {
                         batch_size,
                         report_batch_item_failures,
                     } => {
-                        let runtime = Arc::new(phase_runtime(f, &handlers)?);
-                        stats.insert(runtime.phase_name().to_string(), runtime.stats.clone());
+                        let (name, runtime): (String, SqsHandler) = if f.binary == "webhook-deliver"
+                        {
+                            let config = config(f)?;
+                            let deliverer = Arc::new(wiring::webhook_deliverer(
+                                &wiring::function_ports(&handlers, &config),
+                                &config,
+                                &handlers.sns,
+                            ));
+                            let run: SqsHandler = Arc::new(move |event| {
+                                let d = deliverer.clone();
+                                Box::pin(async move { wiring::deliver_batch(&d, event).await })
+                            });
+                            (f.binary.clone(), run)
+                        } else {
+                            let phase = Arc::new(phase_runtime(f, &handlers)?);
+                            stats.insert(phase.phase_name().to_string(), phase.stats.clone());
+                            let name = phase.phase_name().to_string();
+                            let run: SqsHandler = Arc::new(move |event| {
+                                let p = phase.clone();
+                                Box::pin(async move { p.handle(event).await })
+                            });
+                            (name, run)
+                        };
                         let crash = CrashPlan::default();
-                        crashes.insert(runtime.phase_name().to_string(), crash.clone());
+                        crashes.insert(name, crash.clone());
                         let poller = SqsPoller {
                             crash,
                             sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -143,16 +187,41 @@ impl LocalRuntime {
                         max_retries,
                         on_failure,
                     } => {
-                        if f.binary != "audit-projector" {
-                            return Err(RuntimeError::UnknownBinary(
-                                f.logical_id.clone(),
-                                f.binary.clone(),
-                            ));
-                        }
                         let config = config(f)?;
+                        let ports = wiring::function_ports(&handlers, &config);
+                        let handler: StreamHandler = match f.binary.as_str() {
+                            "audit-projector" => Arc::new(move |records| {
+                                let ports = ports.clone();
+                                Box::pin(async move {
+                                    wiring::project_stream(&ports, records)
+                                        .await
+                                        .failed
+                                        .map(|(s, e)| (s, e.to_string()))
+                                })
+                            }),
+                            "webhook-fanout" => {
+                                let fanout = Arc::new(wiring::webhook_fanout(&ports, &config));
+                                Arc::new(move |records| {
+                                    let fanout = fanout.clone();
+                                    Box::pin(async move {
+                                        wiring::fan_out_stream(&fanout, records)
+                                            .await
+                                            .1
+                                            .map(|(s, e)| (s, e.to_string()))
+                                    })
+                                })
+                            }
+                            _ => {
+                                return Err(RuntimeError::UnknownBinary(
+                                    f.logical_id.clone(),
+                                    f.binary.clone(),
+                                ));
+                            }
+                        };
                         let poller = StreamPoller {
                             streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
-                            ports: wiring::function_ports(&handlers, &config),
+                            handler,
+                            name: f.binary.clone(),
                             exec: clients.exec.clone(),
                             stream_arn: stream_arn.clone(),
                             batch_size: *batch_size,
@@ -311,7 +380,7 @@ struct SqsPoller {
     batch_size: i32,
     partial: bool,
     timeout: Duration,
-    runtime: Arc<PhaseFunction>,
+    runtime: SqsHandler,
     exec: Option<tokio::runtime::Handle>,
     crash: CrashPlan,
 }
@@ -361,8 +430,7 @@ impl SqsPoller {
             .collect();
         let mut event = SqsEvent::default();
         event.records = records;
-        let runtime = self.runtime.clone();
-        let invocation = async move { runtime.handle(event).await };
+        let invocation = (self.runtime)(event);
         // Past the function's timeout Lambda kills the invocation mid-work: so does this
         // (the future is dropped or the task aborted), leaving the claim's lease to expire.
         let crash = self.crash.lock().expect("crash plan").take();
@@ -590,7 +658,9 @@ struct StreamPoller {
     streams: aws_sdk_dynamodbstreams::Client,
     /// Where the on-failure record goes (with the function's role, as Lambda sends it).
     sqs: aws_sdk_sqs::Client,
-    ports: shepherd::ports::Ports,
+    handler: StreamHandler,
+    /// The function's binary, for logs.
+    name: String,
     stream_arn: String,
     batch_size: i32,
     max_retries: Option<u32>,
@@ -651,8 +721,7 @@ impl StreamPoller {
                 let failed = if records.is_empty() {
                     None
                 } else {
-                    let ports = self.ports.clone();
-                    let run = async move { wiring::project_stream(&ports, records).await.failed };
+                    let run = (self.handler)(records);
                     match &self.exec {
                         Some(exec) => exec.spawn(run).await.unwrap_or(None),
                         None => run.await,
@@ -674,13 +743,13 @@ impl StreamPoller {
                 };
                 use aws_sdk_dynamodbstreams::types::ShardIteratorType as At;
                 let at = if self.max_retries.is_some_and(|max| tries > max) {
-                    error!(sequence_number = %seq, error = %e, "a stream record exhausted its retries; sent to the on-failure destination");
+                    error!(function = %self.name, sequence_number = %seq, error = %e, "a stream record exhausted its retries; sent to the on-failure destination");
                     self.report(&shard.id, &seq, last.as_deref().unwrap_or(&seq), count)
                         .await;
                     shard.failing = None;
                     At::AfterSequenceNumber
                 } else {
-                    warn!(sequence_number = %seq, error = %e, tries, "audit projection failed; retrying from the record");
+                    warn!(function = %self.name, sequence_number = %seq, error = %e, tries, "a stream record failed; retrying from it");
                     shard.failing = Some((seq.clone(), tries));
                     At::AtSequenceNumber
                 };

@@ -16,6 +16,7 @@ fn phase_functions(t: &Value) -> Vec<(String, Value)> {
         .filter(|(_, r)| {
             r["Type"] == "AWS::Serverless::Function"
                 && r["Properties"]["Events"]["Queue"]["Type"] == "SQS"
+                && r["Metadata"]["BuildProperties"]["Binary"] != "webhook-deliver"
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -92,6 +93,80 @@ fn visibility_is_six_times_the_timeout_and_the_functions_know_both_settings() {
             "{id}: visibility {visibility} < 6 x {own}"
         );
     }
+}
+
+#[test]
+fn webhooks_flow_from_the_stream_through_a_queue_with_a_dlq_to_the_deliverer() {
+    let t = template();
+    let r = &t["Resources"];
+    let fanout = &r["WebhookFanoutFunction"];
+    assert_eq!(
+        fanout["Metadata"]["BuildProperties"]["Binary"],
+        "webhook-fanout"
+    );
+    let ev = &fanout["Properties"]["Events"]["StateStream"]["Properties"];
+    assert_eq!(
+        ev["Stream"]["Fn::GetAtt"],
+        serde_json::json!(["StateTable", "StreamArn"])
+    );
+    assert_eq!(
+        ev["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(
+        ev["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
+        "WebhookFanoutFailureQueue"
+    );
+    let deliver = &r["WebhookDeliverFunction"];
+    assert_eq!(
+        deliver["Metadata"]["BuildProperties"]["Binary"],
+        "webhook-deliver"
+    );
+    let q = &deliver["Properties"]["Events"]["Queue"]["Properties"];
+    assert_eq!(q["Queue"]["Fn::GetAtt"][0], "WebhookQueue");
+    assert_eq!(
+        q["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    let queue = &r["WebhookQueue"]["Properties"];
+    assert_eq!(
+        queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0],
+        "WebhookDeadLetterQueue"
+    );
+    // An attempt's claim lasts the function's timeout, which the queue's visibility
+    // outlasts six times (so a message back after a crash finds the claim expired).
+    let default = |p: &str| t["Parameters"][p]["Default"].as_u64().unwrap();
+    assert_eq!(
+        deliver["Properties"]["Timeout"]["Ref"],
+        "WebhookFunctionTimeoutSeconds"
+    );
+    assert_eq!(
+        deliver["Properties"]["Environment"]["Variables"]["SHEPHERD_FUNCTION_TIMEOUT_SECS"]["Ref"],
+        "WebhookFunctionTimeoutSeconds"
+    );
+    assert_eq!(
+        queue["VisibilityTimeout"]["Ref"],
+        "WebhookQueueVisibilitySeconds"
+    );
+    assert!(
+        default("WebhookQueueVisibilitySeconds") >= 6 * default("WebhookFunctionTimeoutSeconds")
+    );
+    // The default schedule is the domain's.
+    let schedule = t["Parameters"]["WebhookRetrySchedule"]["Default"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        shepherd::domain::webhooks::parse_schedule(schedule).unwrap(),
+        shepherd::domain::webhooks::RETRY_SCHEDULE_SECS
+    );
+    // Every function knows the queue, the schedule and the topic of e-mail.
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(env["SHEPHERD_WEBHOOK_QUEUE"]["Ref"], "WebhookQueue");
+    assert_eq!(env["SHEPHERD_NOTIFY_TOPIC"]["Ref"], "NotificationTopic");
+    assert_eq!(
+        env["SHEPHERD_WEBHOOK_RETRY_SCHEDULE"]["Ref"],
+        "WebhookRetrySchedule"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
+use crate::domain::webhooks::{Delivery, DeliveryState, Subscription, SubscriptionState};
 use crate::domain::{
     Actor, Brief, Command, Millis, Production, ProductionStatus, Transition, claim_refusal, decide,
 };
@@ -20,7 +21,7 @@ use crate::ports::{
     Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
     Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs,
     Page, ParamError, Params, Productions, Queue, QueueError, StartKey, StateStream, StoreError,
-    StoredOutput, UsedStartKey,
+    StoredOutput, UsedStartKey, Webhooks,
 };
 
 #[derive(Default)]
@@ -45,6 +46,9 @@ struct State {
     artifacts: HashMap<String, Vec<u8>>,
     accounts: HashMap<String, Account>,
     alarms: BTreeMap<String, Alarm>,
+    subscriptions: BTreeMap<String, Subscription>,
+    deliveries: BTreeMap<String, Delivery>,
+    replays: HashMap<String, Millis>,
     health: HashMap<String, Health>,
     audit: Vec<(String, String, AuditRecord)>,
     ledger: HashMap<String, (CallOutcome, Millis)>,
@@ -668,6 +672,16 @@ impl Params for Memory {
             .cloned()
             .ok_or_else(|| ParamError::Missing(name.into()))
     }
+
+    async fn put_secret(&self, name: &str, value: &str) -> Result<(), ParamError> {
+        self.state().params.insert(name.into(), value.into());
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ParamError> {
+        self.state().params.remove(name);
+        Ok(())
+    }
 }
 
 impl Memory {
@@ -681,6 +695,7 @@ impl Memory {
             outputs: self.clone(),
             accounts: self.clone(),
             alarms: self.clone(),
+            webhooks: self.clone(),
             health: self.clone(),
             audit: self.clone(),
             ledger: self.clone(),
@@ -696,6 +711,142 @@ impl Memory {
 
 /// A page of `items` (sorted, each with its position key) after cursor `after` (`m:<key>`),
 /// `beyond(key, cursor)` saying whether a key comes after the cursor in the list's order.
+#[async_trait]
+impl Webhooks for Memory {
+    async fn put_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        self.state().subscriptions.insert(s.id.clone(), s.clone());
+        Ok(())
+    }
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        Ok(self.state().subscriptions.get(id).cloned())
+    }
+    async fn subscriptions(&self, account: Option<&str>) -> Result<Vec<Subscription>, StoreError> {
+        let mut out: Vec<Subscription> = self
+            .state()
+            .subscriptions
+            .values()
+            .filter(|s| s.account.as_deref() == account)
+            .cloned()
+            .collect();
+        out.sort_by_key(|s| (s.created_at, s.id.clone()));
+        Ok(out)
+    }
+    async fn set_failing(
+        &self,
+        id: &str,
+        failing: bool,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let mut st = self.state();
+        let Some(s) = st.subscriptions.get_mut(id) else {
+            return Ok(None);
+        };
+        s.failing_since = if failing {
+            Some(s.failing_since.unwrap_or(now))
+        } else {
+            None
+        };
+        Ok(s.failing_since)
+    }
+    async fn set_subscription_state(
+        &self,
+        id: &str,
+        state: SubscriptionState,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state();
+        let Some(s) = st.subscriptions.get_mut(id) else {
+            return Ok(false);
+        };
+        s.state = state;
+        s.disabled_reason = reason.map(String::from);
+        if reason.is_none() {
+            s.failing_since = None;
+        }
+        Ok(true)
+    }
+    async fn mark_replay(
+        &self,
+        id: &str,
+        now: Millis,
+        not_since: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state();
+        let last = st.replays.get(id).copied();
+        if last.is_some_and(|l| l > not_since) {
+            return Ok(false);
+        }
+        st.replays.insert(id.into(), now);
+        Ok(true)
+    }
+    async fn delete_subscription(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state().subscriptions.remove(id).is_some())
+    }
+    async fn create_delivery(&self, d: &Delivery) -> Result<bool, StoreError> {
+        let mut st = self.state();
+        if st.deliveries.contains_key(&d.id) {
+            return Ok(false);
+        }
+        st.deliveries.insert(d.id.clone(), d.clone());
+        Ok(true)
+    }
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        Ok(self.state().deliveries.get(id).cloned())
+    }
+    async fn claim_delivery(
+        &self,
+        d: &Delivery,
+        seen: u32,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state();
+        let free = st.deliveries.get(&d.id).is_some_and(|cur| {
+            cur.attempts_started == seen
+                && cur.state == DeliveryState::Pending
+                && cur.lease_until.is_none_or(|l| l < now)
+        });
+        if free {
+            st.deliveries.insert(d.id.clone(), d.clone());
+        }
+        Ok(free)
+    }
+    async fn save_delivery(&self, d: &Delivery, seen: u32) -> Result<bool, StoreError> {
+        let mut st = self.state();
+        let mine = st
+            .deliveries
+            .get(&d.id)
+            .is_some_and(|cur| cur.attempts_started == seen);
+        if mine {
+            st.deliveries.insert(d.id.clone(), d.clone());
+        }
+        Ok(mine)
+    }
+    async fn deliveries(
+        &self,
+        subscription: &str,
+        failed_since: Option<Millis>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let mut items: Vec<(String, Delivery)> = self
+            .state()
+            .deliveries
+            .values()
+            .filter(|d| d.subscription == subscription)
+            .filter(|d| {
+                failed_since.is_none_or(|t| d.state == DeliveryState::Failed && d.created_at >= t)
+            })
+            .map(|d| (format!("{:013}#{}", d.created_at, d.id), d.clone()))
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        if failed_since.is_none() {
+            items.reverse();
+            return page(items, limit, after, |k, c| k < c);
+        }
+        page(items, limit, after, |k, c| k > c)
+    }
+}
+
 fn page<T>(
     items: Vec<(String, T)>,
     limit: usize,

@@ -8,6 +8,7 @@ pub mod providers;
 pub mod s3;
 pub mod sqs;
 pub mod ssm;
+pub mod webhook_http;
 
 pub use s3::S3Artifacts;
 pub use sqs::SqsQueue;

@@ -46,6 +46,38 @@ impl Params for SsmParams {
             }),
         }
     }
+
+    async fn put_secret(&self, name: &str, value: &str) -> Result<(), ParamError> {
+        self.client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| ParamError::Unavailable {
+                name: name.into(),
+                reason: sdk_error(&e),
+            })?;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ParamError> {
+        match self.client.delete_parameter().name(name).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(ParamError::Unavailable {
+                name: name.into(),
+                reason: sdk_error(&e),
+            }),
+        }
+    }
 }
 
 /// Caches parameter values for `ttl` so a warm function does not call SSM per message.
@@ -84,5 +116,15 @@ impl<P: Params> Params for CachedParams<P> {
 
     fn invalidate(&self, name: &str) {
         self.cache.lock().expect("cache lock").remove(name);
+    }
+
+    async fn put_secret(&self, name: &str, value: &str) -> Result<(), ParamError> {
+        self.invalidate(name);
+        self.inner.put_secret(name, value).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ParamError> {
+        self.invalidate(name);
+        self.inner.delete(name).await
     }
 }

@@ -21,6 +21,9 @@ vocabulary! {
         /// A phase queue's oldest message is older than the stack allows: a phase stuck or
         /// starved (CloudWatch, through the alarm topic).
         QueueStuck => "queue_stuck",
+        /// A webhook endpoint was disabled: it answered 410, or failed every delivery
+        /// for days. Its events are no longer sent.
+        WebhookDisabled => "webhook_disabled",
     }
     other
     /// An alarm raised outside Shepherd's own detectors.

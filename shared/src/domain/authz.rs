@@ -65,6 +65,10 @@ pub enum Permission {
     SetLimits,
     /// Project again the stream records the audit projector gave up on.
     RedriveAudit,
+    /// Create, change, rotate or delete webhook subscriptions.
+    ManageWebhooks,
+    /// Send webhook deliveries again (one, or every failed one since a time), test-send.
+    ResendWebhooks,
 }
 
 impl Permission {
@@ -72,13 +76,17 @@ impl Permission {
     pub fn least_role(self) -> Role {
         match self {
             Self::Read | Self::TestIntegration => Role::Viewer,
-            Self::Act(Action::Override) | Self::Discard | Self::SetLimits => Role::Admin,
+            Self::Act(Action::Override)
+            | Self::Discard
+            | Self::SetLimits
+            | Self::ManageWebhooks => Role::Admin,
             Self::Start
             | Self::Act(_)
             | Self::HandleAlarm
             | Self::Redrive
             | Self::SwitchIntegration
-            | Self::RedriveAudit => Role::Operator,
+            | Self::RedriveAudit
+            | Self::ResendWebhooks => Role::Operator,
         }
     }
 
@@ -103,6 +111,8 @@ impl Permission {
             Self::TestIntegration => "testing an integration".into(),
             Self::SetLimits => "setting an account's limits".into(),
             Self::RedriveAudit => "redriving the audit projection".into(),
+            Self::ManageWebhooks => "managing webhook subscriptions".into(),
+            Self::ResendWebhooks => "resending webhook deliveries".into(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod input;
 pub mod limits;
 mod production;
 pub mod redact;
+pub mod webhooks;
 
 pub use act::{Act, Action, FieldChange, OverrideTarget, names};
 pub use audit::{AuditEvent, AuditKind, Outcome};

@@ -9,11 +9,13 @@
 //! | `alarms.rs` | list, acknowledge, resolve |
 //! | `integrations.rs` | list with health, enable, disable, test |
 //! | `audit.rs` | audit queries |
+//! | `webhooks.rs` | subscriptions (create, list, enable, disable, rotate, delete, test), deliveries (list, show, resend, replay) |
 
 mod alarms;
 mod audit;
 mod dlq;
 mod integrations;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 pub use audit::AuditRedrive;
 pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
 pub use integrations::{IntegrationTest, IntegrationView};
+pub use webhooks::{CreatedSubscription, MAX_REPLAY, Replayed};
 
 pub use crate::config::StackConfig;
 use crate::domain::artifacts::Artifact;
@@ -71,6 +74,9 @@ pub enum OpsError {
     /// An account limit refused it; the text names the limit and the figures.
     #[error("{0}")]
     LimitReached(String),
+    /// Not possible in the thing's present state (a delivery already pending, ...).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<StoreError> for OpsError {

@@ -381,10 +381,15 @@ fn counted_clients(sdk: &aws_config::SdkConfig, counter: Counting) -> AwsClients
         s3: aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(sdk)
                 .force_path_style(true)
-                .interceptor(counter)
+                .interceptor(counter.clone())
                 .build(),
         ),
         streams: aws_sdk_dynamodbstreams::Client::new(sdk),
+        sns: aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(sdk)
+                .interceptor(counter)
+                .build(),
+        ),
     }
 }
 

@@ -35,6 +35,36 @@ impl DynamoAlarms {
     }
 }
 
+/// An alarm item as the domain's alarm.
+pub(super) fn alarm_of(i: &super::Item) -> Result<Alarm, StoreError> {
+    let corrupt =
+        |e: serde_json::Error| StoreError::Corrupt(format!("alarm {}: {e}", text(i, "pk")));
+    Ok(Alarm {
+        kind: AlarmKind::parse(&text(i, "type")),
+        subject: text(i, "subj"),
+        account: i.get("acct").and_then(|v| v.as_s().ok()).cloned(),
+        severity: serde_json::from_value(text(i, "sev").into()).map_err(corrupt)?,
+        status: serde_json::from_value(text(i, "status").into()).map_err(corrupt)?,
+        count: number(i, "count").unwrap_or(0) as u64,
+        first_seen: number(i, "fs").unwrap_or(0),
+        last_seen: number(i, "ls").unwrap_or(0),
+        detail: text(i, "det"),
+        handled_by: i.get("hb").and_then(|v| v.as_s().ok()).cloned(),
+        affected: i
+            .get("aff")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
+    })
+}
+
+/// Whether the write that left `i` opened the alarm (its first occurrence, or the first
+/// since it was resolved): `op` (opened at) is set by the occurrence that opens it and
+/// removed by a resolve.
+pub(super) fn opened_by_this_write(i: &super::Item) -> bool {
+    number(i, "op").is_some() && number(i, "op") == number(i, "ls")
+}
+
 fn word(v: impl serde::Serialize) -> String {
     serde_json::to_value(v)
         .ok()
@@ -47,7 +77,7 @@ impl Alarms for DynamoAlarms {
     async fn raise(&self, a: &Raise, now: Millis) -> Result<(), StoreError> {
         let id = format!("{}#{}", a.kind, a.subject);
         let mut expression = String::from(
-            "SET #t = :t, subj = :s, sev = :sev, det = :d, ls = :now, fs = if_not_exists(fs, :now), \
+            "SET #t = :t, subj = :s, sev = :sev, det = :d, ls = :now, fs = if_not_exists(fs, :now), op = if_not_exists(op, :now), \
              #st = :open, gpk = :g, gsk = :gsk REMOVE hb ADD #c :one",
         );
         let mut req = self.client.update_item();
@@ -113,24 +143,7 @@ impl Alarms for DynamoAlarms {
                 .await
                 .map_err(unavailable)?;
             let Some(i) = got.item else { continue };
-            let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("alarm {pk}: {e}"));
-            alarms.push(Alarm {
-                kind: AlarmKind::parse(&text(&i, "type")),
-                subject: text(&i, "subj"),
-                account: i.get("acct").and_then(|v| v.as_s().ok()).cloned(),
-                severity: serde_json::from_value(text(&i, "sev").into()).map_err(corrupt)?,
-                status: serde_json::from_value(text(&i, "status").into()).map_err(corrupt)?,
-                count: number(&i, "count").unwrap_or(0) as u64,
-                first_seen: number(&i, "fs").unwrap_or(0),
-                last_seen: number(&i, "ls").unwrap_or(0),
-                detail: text(&i, "det"),
-                handled_by: i.get("hb").and_then(|v| v.as_s().ok()).cloned(),
-                affected: i
-                    .get("aff")
-                    .and_then(|v| v.as_ss().ok())
-                    .cloned()
-                    .unwrap_or_default(),
-            });
+            alarms.push(alarm_of(&i)?);
         }
         Ok(Page {
             items: alarms,
@@ -197,7 +210,11 @@ impl DynamoAlarms {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(format!("ALARM#{id}"), "A")))
-            .update_expression("SET #st = :st, hb = :by, ha = :now")
+            .update_expression(if status == AlarmStatus::Resolved {
+                "SET #st = :st, hb = :by, ha = :now REMOVE op"
+            } else {
+                "SET #st = :st, hb = :by, ha = :now"
+            })
             .condition_expression(condition)
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":st", s(word(status)))

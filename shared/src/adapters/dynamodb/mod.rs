@@ -23,6 +23,7 @@ mod ledger;
 mod outputs;
 mod productions;
 pub mod stream;
+mod webhooks;
 
 use std::collections::HashMap;
 
@@ -37,6 +38,7 @@ pub use ledger::DynamoLedger;
 pub use outputs::DynamoOutputs;
 pub use productions::{DynamoProductions, hot_item, item_size};
 pub use stream::DynamoStream;
+pub use webhooks::DynamoWebhooks;
 
 use super::sdk_error;
 use crate::ports::StoreError;

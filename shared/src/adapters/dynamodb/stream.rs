@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 
-use crate::ports::{CommittedWrite, StateStream, StoreError};
+use crate::ports::{Change, CommittedWrite, StateStream, StoreError};
 
 use super::productions::StreamedProduction;
 
@@ -19,6 +19,26 @@ pub fn committed_write(image: impl Into<serde_dynamo::Item>) -> Option<Committed
             None
         }
     }
+}
+
+/// What one stream image is for the webhook fan-out: a production write with events, an
+/// alarm, or nothing (claims, deliveries, subscriptions, accounts).
+pub fn change(image: impl Into<serde_dynamo::Item>) -> Option<Change> {
+    let item: serde_dynamo::Item = image.into();
+    let attrs: super::Item = item.clone().into();
+    if super::text(&attrs, "pk").starts_with("ALARM#") {
+        return match super::alarms::alarm_of(&attrs) {
+            Ok(a) => Some(Change::Alarm(
+                a,
+                super::alarms::opened_by_this_write(&attrs),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "an alarm image that cannot be read");
+                None
+            }
+        };
+    }
+    committed_write(item).map(Change::Production)
 }
 
 /// The stream read again through DynamoDB Streams.
