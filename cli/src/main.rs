@@ -11,6 +11,7 @@ use shepherd::ports::Clock;
 
 mod identity;
 mod render;
+mod webhooks;
 
 #[derive(Parser)]
 #[command(name = "shepherd", version, about = "Operate Shepherd productions")]
@@ -116,6 +117,9 @@ enum Command {
         #[command(subcommand)]
         action: Option<IntegrationAction>,
     },
+    /// Outbound webhooks: subscriptions, test-sends, deliveries, resend and replay.
+    #[command(subcommand)]
+    Webhooks(webhooks::Webhooks),
     /// Alarms: list (default), acknowledge or resolve one (`<type>#<subject>`).
     Alarms {
         #[command(subcommand)]
@@ -541,6 +545,10 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 print!("{}", render::integrations(std::slice::from_ref(&shown)));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhooks(cmd) => {
+            let ops = connect(&cli.stack).await?;
+            webhooks::run(&ops, cmd, &me, cli.json).await
         }
         Command::Alarms {
             ref action,

@@ -300,3 +300,78 @@ async fn a_repeated_start_of_the_same_brief_file_starts_nothing() {
     assert_eq!(t.depth("BriefQueue").await, 2, "one message per production");
     t.stop().await;
 }
+
+/// A webhook from the command line: add (the secret printed once), test-send and follow it,
+/// read its delivery log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_added_tested_and_their_deliveries_read() {
+    let t = TestStack::start(&[]).await;
+    let stack = t.stack.stack.clone();
+    let suffix = &stack[stack.len() - 6..];
+    let admin = iam_user(&t, &format!("cli-hooks-{suffix}"), Some("admin")).await;
+    let rx = shepherd_it::receiver::Receiver::start().await;
+    let out = shepherd_as(
+        &stack,
+        &admin,
+        &[
+            "webhooks",
+            "add",
+            "--url",
+            &rx.url,
+            "--events",
+            "production.completed,alarm.raised",
+            "--account",
+            "acme",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    rx.trust(&[created["secret"].as_str().unwrap()]);
+    let bad = shepherd_as(
+        &stack,
+        &admin,
+        &[
+            "webhooks",
+            "add",
+            "--url",
+            &rx.url,
+            "--events",
+            "production.finished",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("production.finished"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let out = shepherd_as(&stack, &admin, &["webhooks", "test", &id, "--wait"]);
+    assert!(
+        out.status.success(),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("delivered"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(rx.got().len(), 1);
+    assert_eq!(rx.got()[0].verified, Ok(()));
+
+    let out = shepherd_as(&stack, &admin, &["webhooks", "deliveries", &id, "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["state"], "delivered");
+    let out = shepherd_as(&stack, &admin, &["webhooks", "list", "--account", "acme"]);
+    assert!(text(&out.stdout).contains(&id), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("whsec_"),
+        "the secret is printed once"
+    );
+    t.stop().await;
+}

@@ -556,3 +556,162 @@ async fn a_delivery_function_killed_mid_batch_loses_nothing() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_manages_subscriptions_within_the_callers_account() {
+    let t = TestStack::start(&[]).await;
+    let rx = Receiver::start().await;
+    let new =
+        serde_json::json!({"url": rx.url, "events": ["production.completed", "alarm.raised"]});
+    // Viewers and operators read; admins manage.
+    let (status, body) = t
+        .http(
+            "POST",
+            "/webhooks",
+            Some("operator-acme"),
+            Some(new.clone()),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = t
+        .http("POST", "/webhooks", Some("admin-acme"), Some(new))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["account"], "acme");
+    let secret = body["secret"].as_str().unwrap();
+    rx.trust(&[secret]);
+    // Bad input names the problem and creates nothing.
+    for (bad, field) in [
+        (
+            serde_json::json!({"url": "http://hooks.example.com/x", "events": ["*"]}),
+            "url",
+        ),
+        (
+            serde_json::json!({"url": rx.url, "events": ["production.done"]}),
+            "production.done",
+        ),
+        (serde_json::json!({"url": rx.url, "events": []}), "events"),
+        (
+            serde_json::json!({"url": rx.url, "events": ["*"], "colour": "red"}),
+            "colour",
+        ),
+    ] {
+        let (status, body) = t
+            .http("POST", "/webhooks", Some("admin-acme"), Some(bad))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(field), "{body}");
+    }
+    let (_, listed) = t.http("GET", "/webhooks", Some("viewer-acme"), None).await;
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 1);
+    assert!(
+        listed.to_string().find(secret).is_none(),
+        "the secret is shown once"
+    );
+    // Another account's callers do not see it.
+    let (status, _) = t
+        .http(
+            "GET",
+            &format!("/webhooks/{id}"),
+            Some("admin-globex"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = t
+        .http(
+            "POST",
+            &format!("/webhooks/{id}/test"),
+            Some("operator-globex"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, listed) = t.http("GET", "/webhooks", Some("admin-globex"), None).await;
+    assert!(listed["webhooks"].as_array().unwrap().is_empty());
+
+    let (status, d) = t
+        .http(
+            "POST",
+            &format!("/webhooks/{id}/test"),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{d}");
+    let got = rx.wait(Duration::from_secs(30), |g| !g.is_empty()).await;
+    assert_eq!(got[0].verified, Ok(()));
+    assert_eq!(got[0].event_type(), "webhook.test");
+    let delivery = d["id"].as_str().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, d) = t
+            .http(
+                "GET",
+                &format!("/deliveries/{delivery}"),
+                Some("viewer-acme"),
+                None,
+            )
+            .await;
+        if d["state"] == "delivered" {
+            assert_eq!(d["attempts"][0]["status"], 200);
+            break;
+        }
+        assert!(Instant::now() < until, "{d}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, page) = t
+        .http(
+            "GET",
+            &format!("/webhooks/{id}/deliveries?limit=10"),
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 1, "{page}");
+    // A delivered one may be resent (202), a replay needs its time.
+    let (status, _) = t
+        .http(
+            "POST",
+            &format!("/deliveries/{delivery}/resend"),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, body) = t
+        .http(
+            "POST",
+            &format!("/webhooks/{id}/replay"),
+            Some("operator-acme"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = t
+        .http(
+            "PATCH",
+            &format!("/webhooks/{id}"),
+            Some("admin-acme"),
+            Some(serde_json::json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["state"], "disabled");
+    let (status, body) = t
+        .http(
+            "DELETE",
+            &format!("/webhooks/{id}"),
+            Some("admin-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = t
+        .http("GET", &format!("/webhooks/{id}"), Some("admin-acme"), None)
+        .await;
+    assert_eq!(status, 404);
+    t.stop().await;
+}

@@ -485,6 +485,15 @@ pub fn router(api: Api) -> Router {
         .route("/account", get(account))
         .route("/integrations", get(integrations))
         .route("/integrations/{id}", axum::routing::patch(set_integration))
+        .route("/webhooks", get(webhooks).post(create_webhook))
+        .route(
+            "/webhooks/{id}",
+            get(webhook).patch(patch_webhook).delete(delete_webhook),
+        )
+        .route("/webhooks/{id}/{verb}", post(webhook_verb))
+        .route("/webhooks/{id}/deliveries", get(deliveries))
+        .route("/deliveries/{id}", get(delivery))
+        .route("/deliveries/{id}/resend", post(resend))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(json_errors))
         .method_not_allowed_fallback(|| async {
@@ -914,6 +923,188 @@ async fn set_integration(
         .set_integration_enabled(&id, patch.enabled, &patch.reason, &caller)
         .await?;
     ok(serde_json::to_value(view).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct WebhooksQuery {
+    account: Option<String>,
+}
+
+async fn webhooks(
+    State(api): State<Api>,
+    Who(caller): Who,
+    Query(q): Query<WebhooksQuery>,
+) -> Answer {
+    let subs = api
+        .ops()
+        .await?
+        .webhooks(q.account.as_deref(), &caller)
+        .await?;
+    ok(json!({ "webhooks": subs }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWebhook {
+    url: String,
+    events: Vec<String>,
+    #[serde(default)]
+    description: String,
+    /// Stack operators: the account it is for (none: the stack's own, every account's events).
+    account: Option<String>,
+}
+
+/// `POST /webhooks`: 201 with the subscription and its signing secret (shown this once).
+async fn create_webhook(State(api): State<Api>, Who(caller): Who, bytes: Bytes) -> Answer {
+    let new: NewWebhook = body(&bytes)?;
+    let created = api
+        .ops()
+        .await?
+        .create_webhook(
+            new.account.as_deref(),
+            &new.url,
+            &new.events,
+            &new.description,
+            &caller,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(created).unwrap_or_default()),
+    )
+        .into_response())
+}
+
+async fn webhook(State(api): State<Api>, Who(caller): Who, Path(id): Path<String>) -> Answer {
+    let sub = api.ops().await?.webhook(&id, &caller).await?;
+    ok(serde_json::to_value(sub).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookPatch {
+    enabled: bool,
+}
+
+async fn patch_webhook(
+    State(api): State<Api>,
+    Who(caller): Who,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let patch: WebhookPatch = body(&bytes)?;
+    let sub = api
+        .ops()
+        .await?
+        .set_webhook(&id, patch.enabled, &caller)
+        .await?;
+    ok(serde_json::to_value(sub).unwrap_or_default())
+}
+
+async fn delete_webhook(
+    State(api): State<Api>,
+    Who(caller): Who,
+    Path(id): Path<String>,
+) -> Answer {
+    api.ops().await?.delete_webhook(&id, &caller).await?;
+    ok(json!({"id": id, "deleted": true}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    since: Option<String>,
+}
+
+/// `POST /webhooks/{id}/rotate`, `/test` (202: the delivery is queued) and `/replay`.
+async fn webhook_verb(
+    State(api): State<Api>,
+    Who(caller): Who,
+    Path((id, verb)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let ops = api.ops().await?;
+    match verb.as_str() {
+        "rotate" => {
+            let secret = ops.rotate_webhook(&id, &caller).await?;
+            ok(json!({"id": id, "secret": secret}))
+        }
+        "test" => {
+            let d = ops.test_webhook(&id, &caller).await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::to_value(d).unwrap_or_default()),
+            )
+                .into_response())
+        }
+        "replay" => {
+            let b: ReplayBody = body(&bytes)?;
+            let since = b.since.as_deref().ok_or_else(|| {
+                ApiError::invalid("replay needs {\"since\": <RFC 3339 or epoch ms>}")
+            })?;
+            let done = ops.replay(&id, instant("since", since)?, &caller).await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::to_value(done).unwrap_or_default()),
+            )
+                .into_response())
+        }
+        other => Err(ApiError::not_found(format!(
+            "no webhook action {other:?} (rotate, test, replay)"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    /// Only failed deliveries created since then (RFC 3339 or epoch ms).
+    failed_since: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn deliveries(
+    State(api): State<Api>,
+    Who(caller): Who,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Answer {
+    let since = q
+        .failed_since
+        .as_deref()
+        .map(|v| instant("failed_since", v))
+        .transpose()?;
+    let page = api
+        .ops()
+        .await?
+        .deliveries(
+            &id,
+            since,
+            q.limit.unwrap_or(50),
+            q.cursor.as_deref(),
+            &caller,
+        )
+        .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|d| serde_json::to_value(d).unwrap_or_default())
+        .collect();
+    paged("deliveries", items, page.next)
+}
+
+async fn delivery(State(api): State<Api>, Who(caller): Who, Path(id): Path<String>) -> Answer {
+    let d = api.ops().await?.delivery(&id, &caller).await?;
+    ok(serde_json::to_value(d).unwrap_or_default())
+}
+
+async fn resend(State(api): State<Api>, Who(caller): Who, Path(id): Path<String>) -> Answer {
+    let d = api.ops().await?.resend(&id, &caller).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(d).unwrap_or_default()),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
