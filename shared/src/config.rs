@@ -131,6 +131,10 @@ pub struct Config {
     pub webhook_schedule: Vec<u64>,
     /// The notification topic (SNS) of the e-mail subscription; empty: none.
     pub notify_topic: String,
+    /// The publish webhook (a stack subscription to completions); empty: none.
+    pub publish_webhook_url: String,
+    /// The SSM parameter of its signing secret.
+    pub publish_webhook_secret: String,
 }
 
 impl Config {
@@ -209,6 +213,14 @@ impl Config {
                 .get("SHEPHERD_NOTIFY_TOPIC")
                 .cloned()
                 .unwrap_or_default(),
+            publish_webhook_url: env
+                .get("SHEPHERD_PUBLISH_WEBHOOK_URL")
+                .cloned()
+                .unwrap_or_default(),
+            publish_webhook_secret: env
+                .get("SHEPHERD_PUBLISH_WEBHOOK_SECRET")
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
@@ -281,6 +293,18 @@ pub struct StackConfig {
     /// The stack's notification topic (the e-mail subscription), if any.
     #[serde(default)]
     pub notify_topic: String,
+    /// The publish webhook, if the stack has one (`url` empty: none).
+    #[serde(default)]
+    pub publish_webhook: PublishWebhook,
+}
+
+/// The template's publish webhook: a stack subscription to completions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PublishWebhook {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub secret_param: String,
 }
 
 fn default_approval_ttl() -> u64 {

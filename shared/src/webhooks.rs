@@ -26,24 +26,82 @@ use crate::ports::{
 use crate::protocol::OutMessage;
 
 /// The subscription that e-mails people through the stack's notification topic: critical
-/// alarms as they open, and approval requests. Not stored; present when the stack has a
-/// notification topic.
+/// alarms as they open, and approval requests.
 pub const EMAIL_SUBSCRIPTION: &str = "email";
+/// The stack's publish webhook (`PublishWebhookUrl`): completions, signed like any other.
+pub const PUBLISH_SUBSCRIPTION: &str = "publish";
 
-/// The e-mail subscription of a stack with a notification topic.
-pub fn email_subscription(topic: &str) -> Subscription {
+/// The subscriptions the stack's template declares (not stored; changed by `sam deploy`):
+/// e-mail through the notification topic, and the publish webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Builtin {
+    /// The notification topic's ARN.
+    pub email_topic: Option<String>,
+    /// The publish webhook's URL and the SSM parameter of its secret.
+    pub publish: Option<(String, String)>,
+}
+
+impl Builtin {
+    pub fn new(email_topic: &str, publish_url: &str, publish_secret: &str) -> Self {
+        Self {
+            email_topic: (!email_topic.is_empty()).then(|| email_topic.to_string()),
+            publish: (!publish_url.is_empty())
+                .then(|| (publish_url.to_string(), publish_secret.to_string())),
+        }
+    }
+
+    /// Whether `id` names one of them.
+    pub fn is_builtin(id: &str) -> bool {
+        id == EMAIL_SUBSCRIPTION || id == PUBLISH_SUBSCRIPTION
+    }
+
+    pub fn all(&self) -> Vec<Subscription> {
+        let mut out = Vec::new();
+        if let Some(topic) = &self.email_topic {
+            out.push(stack_subscription(
+                EMAIL_SUBSCRIPTION,
+                format!("sns:{topic}"),
+                vec![EventType::ApprovalRequested, EventType::AlarmRaised],
+                "e-mail to the stack's notification topic (AlarmEmail)",
+                String::new(),
+            ));
+        }
+        if let Some((url, secret)) = &self.publish {
+            out.push(stack_subscription(
+                PUBLISH_SUBSCRIPTION,
+                url.clone(),
+                vec![EventType::ProductionCompleted],
+                "the publish webhook (PublishWebhookUrl)",
+                secret.clone(),
+            ));
+        }
+        out
+    }
+
+    pub fn get(&self, id: &str) -> Option<Subscription> {
+        self.all().into_iter().find(|s| s.id == id)
+    }
+}
+
+fn stack_subscription(
+    id: &str,
+    url: String,
+    events: Vec<EventType>,
+    description: &str,
+    secret_param: String,
+) -> Subscription {
     Subscription {
-        id: EMAIL_SUBSCRIPTION.into(),
+        id: id.into(),
         account: None,
-        url: format!("sns:{topic}"),
-        events: vec![EventType::ApprovalRequested, EventType::AlarmRaised],
-        description: "e-mail to the stack's notification topic (AlarmEmail)".into(),
+        url,
+        events,
+        description: description.into(),
         state: SubscriptionState::Enabled,
         disabled_reason: None,
         created_at: 0,
         created_by: "stack".into(),
         failing_since: None,
-        secret_param: String::new(),
+        secret_param,
     }
 }
 
@@ -206,8 +264,8 @@ impl Outbox {
 pub struct Fanout {
     pub store: Arc<dyn Webhooks>,
     pub outbox: Outbox,
-    /// The stack's notification topic, for the e-mail subscription.
-    pub email_topic: Option<String>,
+    /// The subscriptions the template declares.
+    pub builtin: Builtin,
 }
 
 /// How far a fan-out in stream order got.
@@ -254,10 +312,8 @@ impl Fanout {
         for k in keys {
             if !cache.contains_key(&k) {
                 let mut found = self.store.subscriptions(k.as_deref()).await?;
-                if k.is_none()
-                    && let Some(topic) = &self.email_topic
-                {
-                    found.push(email_subscription(topic));
+                if k.is_none() {
+                    found.extend(self.builtin.all());
                 }
                 cache.insert(k.clone(), found);
             }
@@ -316,7 +372,8 @@ pub struct Deliverer {
     pub alarms: Arc<dyn Alarms>,
     pub sender: Arc<dyn WebhookSender>,
     pub notifier: Option<Arc<dyn Notifier>>,
-    pub email_topic: Option<String>,
+    /// The subscriptions the template declares.
+    pub builtin: Builtin,
     /// How long an attempt holds its delivery: the function's timeout, less than the
     /// queue's visibility timeout, so a message that comes back after a crash finds the
     /// claim expired.
@@ -340,8 +397,8 @@ pub enum Handled {
 
 impl Deliverer {
     async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
-        if id == EMAIL_SUBSCRIPTION {
-            return Ok(self.email_topic.as_deref().map(email_subscription));
+        if Builtin::is_builtin(id) {
+            return Ok(self.builtin.get(id));
         }
         self.store.subscription(id).await
     }
@@ -485,7 +542,7 @@ impl Deliverer {
             return Ok(Handled::Dropped("claim lost"));
         }
         info!(delivery = %mine.id, subscription = %sub.id, attempt = mine.attempts_started, status = ?status, verdict = ?verdict, "webhook attempt");
-        if sub.id != EMAIL_SUBSCRIPTION {
+        if !Builtin::is_builtin(&sub.id) {
             self.after(&sub, &verdict, now).await?;
         }
         if let Some(n) = next {
@@ -520,8 +577,7 @@ impl Deliverer {
             .get(&sub.secret_param)
             .await
             .map_err(|e| format!("signing secret: {e}"))?;
-        let secrets: Secrets = serde_json::from_str(&raw)
-            .map_err(|_| "signing secret: not a Shepherd secret document".to_string())?;
+        let secrets = Secrets::parse(&raw).map_err(|e| e.to_string())?;
         let timestamp = now / 1000;
         let signature = webhooks::signature(&secrets.signing(now), &d.id, timestamp, &d.body)
             .map_err(|e| e.to_string())?;

@@ -199,12 +199,20 @@ fn topic(config: &Config) -> Option<String> {
     (!config.notify_topic.is_empty()).then(|| config.notify_topic.clone())
 }
 
+fn builtin(config: &Config) -> crate::webhooks::Builtin {
+    crate::webhooks::Builtin::new(
+        &config.notify_topic,
+        &config.publish_webhook_url,
+        &config.publish_webhook_secret,
+    )
+}
+
 /// The webhook fan-out's handler on `ports`.
 pub fn webhook_fanout(ports: &Ports, config: &Config) -> crate::webhooks::Fanout {
     crate::webhooks::Fanout {
         store: ports.webhooks.clone(),
         outbox: outbox(ports, config),
-        email_topic: topic(config),
+        builtin: builtin(config),
     }
 }
 
@@ -229,7 +237,7 @@ pub fn webhook_deliverer(
                 t,
             )) as Arc<dyn crate::ports::Notifier>
         }),
-        email_topic: topic(config),
+        builtin: builtin(config),
         lease_ms: config.function_timeout.as_millis() as i64,
         schedule: config.webhook_schedule.clone(),
     }

@@ -167,6 +167,7 @@ impl World {
             webhook_queue: String::new(),
             webhook_secrets: String::new(),
             notify_topic: String::new(),
+            publish_webhook: Default::default(),
         };
         let functions = HashMap::from([
             (

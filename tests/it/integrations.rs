@@ -438,46 +438,6 @@ async fn a_missing_or_rejected_secret_fails_naming_the_parameter_and_a_fixed_one
     t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generic_http_json_integration_is_called_once_per_production_through_its_outages() {
-    let t = TestStack::start(&[("PublishWebhookUrl", "{provider}/hooks/published")]).await;
-    // The endpoint fails once: recorded on its health, retried, called once in the end.
-    t.provider
-        .add_fault(FaultRule::new("hooks", Fault::Status(502)).times(1));
-    let p = t.start_production(1).await;
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
-    let out = t.ops.outputs(&done).await.unwrap();
-    assert_eq!(out["publish"]["notified"]["ok"], true, "{out:#?}");
-    let calls = t.provider.calls();
-    assert_eq!(calls.served["/v1/hooks/published"], 1, "{calls:?}");
-    let key = format!("{}#publish#notify", p.id);
-    assert_eq!(calls.by_key[&key], 1, "served once under its key");
-    let body = calls
-        .bodies
-        .iter()
-        .find(|b| b["event"] == "production.published")
-        .expect("the hook got the event");
-    assert_eq!(body["production_id"], p.id.as_str());
-    let webhook = t
-        .ops
-        .integrations(&TestStack::operator())
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| i.id == "webhook")
-        .expect("the webhook integration is listed");
-    assert!(
-        webhook
-            .health
-            .last_error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("provider_unavailable")
-    );
-    t.stop().await;
-}
-
 /// One provider answer must not park the provider for every account for years: a reset is
 /// believed up to `RateLimitCapSeconds`, and enabling the integration ends the wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -330,8 +330,18 @@ async fn a_receiver_failing_twice_gets_three_attempts_all_recorded_and_retry_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_disables_the_subscription_with_an_alarm_until_it_is_enabled() {
     let t = TestStack::start(&[("WebhookRetrySchedule", "1,1")]).await;
+    let mail = inbox(&t).await;
     let rx = Receiver::start().await;
     let sub = subscribe(&t, &rx, &["*"], &admin_of("acme")).await;
+    // The stack operators hear of alarms as they open.
+    let ops_rx = Receiver::start().await;
+    subscribe(
+        &t,
+        &ops_rx,
+        &["alarm.raised"],
+        &TestStack::caller(Role::Admin),
+    )
+    .await;
     rx.script([Answer::status(410)]);
     let d = t.ops.test_webhook(&sub, &admin_of("acme")).await.unwrap();
     let done = delivery_until(&t, &d.id, Duration::from_secs(30), |d| {
@@ -350,6 +360,29 @@ async fn gone_disables_the_subscription_with_an_alarm_until_it_is_enabled() {
         .find(|a| a.id() == format!("webhook_disabled#{sub}"))
         .expect("a webhook_disabled alarm");
     assert_eq!(alarm.account.as_deref(), Some("acme"));
+    // A critical alarm reaches people by e-mail, and alarm subscribers, once.
+    let mails = notices(&t, &mail, 1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(
+        mails[0]["Subject"]
+            .as_str()
+            .unwrap()
+            .contains("alarm.raised")
+    );
+    assert!(
+        mails[0]["Message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook_disabled")
+    );
+    let raised = ops_rx
+        .wait(Duration::from_secs(30), |g| !g.is_empty())
+        .await;
+    assert_eq!(
+        raised[0].json()["data"]["alarm_id"],
+        format!("webhook_disabled#{sub}")
+    );
+    assert_eq!(raised[0].json()["data"]["severity"], "critical");
 
     // Disabled: nothing is sent, and the delivery says why.
     let d = t.ops.test_webhook(&sub, &admin_of("acme")).await.unwrap();
@@ -374,6 +407,13 @@ async fn gone_disables_the_subscription_with_an_alarm_until_it_is_enabled() {
     })
     .await;
     assert_eq!(ok.state, DeliveryState::Delivered);
+    assert!(
+        notices(&t, &mail, 1, Duration::from_secs(2))
+            .await
+            .is_empty(),
+        "mailed once"
+    );
+    assert_eq!(ops_rx.got().len(), 1, "raised once");
     t.stop().await;
 }
 
@@ -713,5 +753,48 @@ async fn the_api_manages_subscriptions_within_the_callers_account() {
         .http("GET", &format!("/webhooks/{id}"), Some("admin-acme"), None)
         .await;
     assert_eq!(status, 404);
+    t.stop().await;
+}
+
+/// The template's publish webhook is a stack subscription to completions: signed with the
+/// secret in `PublishWebhookSecretParameter`, retried on its own, so a receiver's outage
+/// no longer fails the production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_webhook_is_a_signed_subscription_and_its_outage_fails_no_production() {
+    let rx = Receiver::start().await;
+    let t = TestStack::start(&[
+        ("PublishWebhookUrl", rx.url.as_str()),
+        ("WebhookRetrySchedule", "1"),
+    ])
+    .await;
+    // The secret the template's Shepherd::Secrets put in SSM.
+    let secret = aws_sdk_ssm::Client::new(&t.sdk)
+        .get_parameter()
+        .name("/shepherd/webhooks/publish/secret")
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap()
+        .value
+        .unwrap();
+    rx.trust(&[&secret]);
+    rx.script([Answer::status(502)]);
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let got = rx.wait(SETTLE, |g| g.len() >= 2).await;
+    assert!(got.iter().all(|r| r.verified.is_ok() && r.id == got[0].id));
+    assert_eq!(got[0].event_type(), "production.completed");
+    assert_eq!(got[0].json()["data"]["production_id"], p.id.as_str());
+    let subs = t.ops.webhooks(None, &TestStack::operator()).await.unwrap();
+    let publish = subs.iter().find(|s| s.id == "publish").expect("listed");
+    assert_eq!(publish.url, rx.url);
+    let refused = t
+        .ops
+        .rotate_webhook("publish", &TestStack::caller(Role::Admin))
+        .await;
+    assert!(matches!(refused, Err(OpsError::Invalid(_))), "{refused:?}");
     t.stop().await;
 }

@@ -222,6 +222,25 @@ impl Secrets {
         }
     }
 
+    /// The stored form: the JSON document, or a bare `whsec_` secret (a parameter an
+    /// operator wrote by hand, such as the publish webhook's).
+    pub fn parse(raw: &str) -> Result<Self, SecretError> {
+        let raw = raw.trim();
+        let s = if raw.starts_with("whsec_") {
+            Self {
+                current: raw.to_string(),
+                previous: None,
+                previous_until: None,
+            }
+        } else {
+            serde_json::from_str(raw).map_err(|_| {
+                SecretError("neither a whsec_ secret nor a Shepherd secret document".into())
+            })?
+        };
+        secret_key(&s.current)?;
+        Ok(s)
+    }
+
     /// The secrets that sign at `now`, current first.
     pub fn signing(&self, now: Millis) -> Vec<&str> {
         let mut out = vec![self.current.as_str()];

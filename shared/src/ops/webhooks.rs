@@ -12,7 +12,7 @@ use crate::domain::webhooks::{
 };
 use crate::domain::{Caller, Millis, input};
 use crate::ports::Page;
-use crate::webhooks::{Due, EMAIL_SUBSCRIPTION, Outbox, email_subscription};
+use crate::webhooks::{Builtin, Due, Outbox};
 
 /// Subscriptions one account (or the stack) may have.
 pub const MAX_SUBSCRIPTIONS: usize = 20;
@@ -54,13 +54,20 @@ impl Ops {
         })
     }
 
+    fn builtin(&self) -> Builtin {
+        Builtin::new(
+            &self.stack.notify_topic,
+            &self.stack.publish_webhook.url,
+            &self.stack.publish_webhook.secret_param,
+        )
+    }
+
     /// The subscription `id` if the caller may see it.
     pub async fn webhook(&self, id: &str, caller: &Caller) -> Result<Subscription, OpsError> {
         caller.may(Permission::Read)?;
         input::id("subscription", id).map_err(OpsError::Invalid)?;
-        let found = if id == EMAIL_SUBSCRIPTION {
-            (!self.stack.notify_topic.is_empty())
-                .then(|| email_subscription(&self.stack.notify_topic))
+        let found = if Builtin::is_builtin(id) {
+            self.builtin().get(id)
         } else {
             self.ports.webhooks.subscription(id).await?
         };
@@ -83,8 +90,8 @@ impl Ops {
             input::id("account", a).map_err(OpsError::Invalid)?;
         }
         let mut subs = self.ports.webhooks.subscriptions(scope).await?;
-        if scope.is_none() && !self.stack.notify_topic.is_empty() {
-            subs.push(email_subscription(&self.stack.notify_topic));
+        if scope.is_none() {
+            subs.extend(self.builtin().all());
         }
         Ok(subs)
     }
@@ -156,15 +163,15 @@ impl Ops {
             .map_err(|e| OpsError::Store(crate::ports::StoreError::Unavailable(e.to_string())))
     }
 
-    /// A subscription the caller may change (not the e-mail one, which the stack owns).
+    /// A subscription the caller may change (not one the template declares).
     async fn managed(&self, id: &str, caller: &Caller) -> Result<Subscription, OpsError> {
         let sub = self.webhook(id, caller).await?;
         caller.may(Permission::ManageWebhooks)?;
-        if sub.id == EMAIL_SUBSCRIPTION {
-            return Err(OpsError::Invalid(
-                "the e-mail subscription is the stack's (AlarmEmail); change it with sam deploy"
-                    .into(),
-            ));
+        if Builtin::is_builtin(&sub.id) {
+            return Err(OpsError::Invalid(format!(
+                "{} is declared by the stack's template ({}); change it with sam deploy",
+                sub.id, sub.description
+            )));
         }
         Ok(sub)
     }
@@ -336,7 +343,7 @@ impl Ops {
         input::instant("since", since).map_err(OpsError::Invalid)?;
         let outbox = self.outbox()?;
         let now = self.ports.clock.now();
-        if sub.id != EMAIL_SUBSCRIPTION
+        if !Builtin::is_builtin(&sub.id)
             && !self
                 .ports
                 .webhooks

@@ -72,14 +72,13 @@ impl PhaseOutput for AssetsOut {
     }
 }
 
-/// What publish produced: the manifest, and where it was published and who was told.
+/// What publish produced: the manifest, and where it was published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PublishOut {
     pub title: String,
     pub description: String,
     pub scenes: Vec<serde_json::Value>,
     pub published: Option<serde_json::Value>,
-    pub notified: Option<serde_json::Value>,
 }
 
 /// Turns the brief into a plan of exactly `brief.scenes` scenes.
@@ -304,24 +303,13 @@ impl Phase for Publish {
         } else {
             None
         };
-        // And tells whoever listens (a generic HTTP JSON integration), if anyone does.
-        let notified = if ctx.tools.serves(CallKind::Http).await? {
-            let body = serde_json::json!({
-                "event": "production.published",
-                "production_id": ctx.production.id,
-                "title": plan.title,
-                "url": published.as_ref().and_then(|p| p.get("url")),
-            });
-            Some(ctx.tools.http("notify", &body).await?)
-        } else {
-            None
-        };
+        // Whoever listens is told by the production.completed event (the publish webhook
+        // is a subscription): a receiver's outage no longer fails the production.
         Ok(PublishOut {
             title: plan.title,
             description: d.description,
             scenes,
             published,
-            notified,
         })
     }
 }
