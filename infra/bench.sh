@@ -7,9 +7,10 @@ cd "$ROOT"
 ensure_venv
 say "building release binaries (functions, hello-world baseline, benchmark)"
 cargo build --release -p brief -p script -p assets -p voice -p publish -p audit-projector \
-  -p sweeper -p alarm-ingest -p api -p bench-hello -p shepherd-local --bin shepherd-bench --bin brief \
+  -p sweeper -p alarm-ingest -p api -p webhook-fanout -p webhook-deliver \
+  -p bench-hello -p shepherd-local --bin shepherd-bench --bin brief \
   --bin script --bin assets --bin voice --bin publish --bin audit-projector --bin sweeper \
-  --bin alarm-ingest --bin api --bin bench-hello
+  --bin alarm-ingest --bin api --bin webhook-fanout --bin webhook-deliver --bin bench-hello
 trap emulator_down EXIT
 emulator_up
 "$ROOT/target/release/shepherd-bench" --endpoint "$AWS_ENDPOINT_URL" --bin-dir target/release "$@"

@@ -22,6 +22,13 @@
 //! | GET | /account?account= | viewer | the caller's account's limits and usage |
 //! | GET | /integrations | viewer | the providers in chain order, with health |
 //! | PATCH | /integrations/{id} | stack operator | `{"enabled": false, "reason": "..."}` or `{"enabled": true}` |
+//! | GET | /webhooks?account= | viewer | the account's webhook subscriptions (stack operators: the stack's own, or one account's) |
+//! | POST | /webhooks | admin | `{url, events, description?, account?}`: 201 with the signing secret, shown once |
+//! | GET, PATCH, DELETE | /webhooks/{id} | viewer; admin | one subscription; `{"enabled": bool}`; delete it and its secret |
+//! | POST | /webhooks/{id}/test, /rotate, /replay | operator (rotate: admin) | queue a `webhook.test` (202); a new secret; `{since}`: every failed delivery since then again (202) |
+//! | GET | /webhooks/{id}/deliveries?failed_since=&limit=&cursor= | viewer | its deliveries newest first, or the failed ones since a time |
+//! | GET | /deliveries/{id} | viewer | one delivery and every attempt |
+//! | POST | /deliveries/{id}/resend | operator | send a delivery that is not pending again (202) |
 //!
 //! Errors are JSON `{"code", "message"}` (409s add `available`): `invalid_request` 400,
 //! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409,
@@ -29,7 +36,8 @@
 //! Stack operators are the Cognito group `stack-operators` (see `domain::authz`).
 //! An account never sees another account's productions: they are `not_found`.
 //! Lists answer a page with `next_cursor` (null on the last); `?cursor=` goes on from it
-//! (`/productions`, `/approvals`, `/productions/{id}/audit`, `/audit`, `/alarms`).
+//! (`/productions`, `/approvals`, `/productions/{id}/audit`, `/audit`, `/alarms`,
+//! `/webhooks/{id}/deliveries`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -39,7 +39,7 @@ const S3_GET: f64 = 0.40;
 const TEMPLATE_BATCH: f64 = 10.0;
 
 /// The release binaries measured, the bare hello-world baseline first.
-const BINARIES: [&str; 10] = [
+const BINARIES: [&str; 12] = [
     "bench-hello",
     "brief",
     "script",
@@ -49,6 +49,8 @@ const BINARIES: [&str; 10] = [
     "audit-projector",
     "sweeper",
     "alarm-ingest",
+    "webhook-fanout",
+    "webhook-deliver",
     "api",
 ];
 
@@ -196,6 +198,35 @@ fn index_write_units(op: &str, body: &Value) -> f64 {
     }
 }
 
+/// The webhook fan-out's and deliverer's requests, counted apart from the engine's: their
+/// class and write units (a delivery's item and its index entries).
+fn webhook_class(op: &str, body: &Value) -> Option<(String, f64, Option<usize>)> {
+    let pk = body["Item"]["pk"]["S"]
+        .as_str()
+        .or(body["Key"]["pk"]["S"].as_str())
+        .unwrap_or_default();
+    let listing = body["ExpressionAttributeValues"][":p"]["S"]
+        .as_str()
+        .unwrap_or_default();
+    let queue = body["QueueUrl"].as_str().unwrap_or_default();
+    let ours = pk.starts_with("DELIVERY#")
+        || pk.starts_with("WEBHOOK#")
+        || listing.starts_with("WEBHOOKS#")
+        || queue.ends_with("-webhooks")
+        || body["TopicArn"].is_string();
+    if !ours {
+        return None;
+    }
+    let units = match op {
+        "PutItem" => {
+            let item = &body["Item"];
+            wcu(item_size(item)) + index_units(pk, index_keys(item), [false; 3])
+        }
+        _ => 0.0,
+    };
+    Some((format!("webhooks: {op}"), units, None))
+}
+
 fn wcu(bytes: usize) -> f64 {
     bytes.div_ceil(1024).max(1) as f64
 }
@@ -203,6 +234,9 @@ fn wcu(bytes: usize) -> f64 {
 impl Counting {
     fn classify(&self, target: &str, body: &Value) -> (String, f64, Option<usize>) {
         let op = target.rsplit('.').next().unwrap_or(target);
+        if let Some(class) = webhook_class(op, body) {
+            return class;
+        }
         let table = body["TableName"].as_str().unwrap_or_default();
         let kind = |t: &str| {
             if t.ends_with("-state") {
@@ -468,6 +502,31 @@ async fn transitions(args: &Args) -> Result<()> {
         config.clone(),
     );
     let me = Caller::new(Actor("operator:bench".into()), Role::Operator, Scope::Stack);
+    // One stack-wide subscription to every event, as a stack with one receiver has: the
+    // webhook figures are per delivered event, apart from the engine's.
+    let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let receiver = {
+        let hits = hits.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let hits = hits.clone();
+                async move {
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/hook")
+    };
+    let admin = Caller::new(Actor("operator:bench".into()), Role::Admin, Scope::Stack);
+    ops.create_webhook(None, &receiver, &["*".into()], "bench", &admin)
+        .await?;
     let brief = serde_json::json!({"account": "bench", "title": "Bench", "topic": "Counting requests", "scenes": args.scenes}).to_string();
     let began = Instant::now();
     let mut ids = Vec::new();
@@ -501,6 +560,15 @@ async fn transitions(args: &Args) -> Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Every production's created and completed events reach the receiver.
+    let expected_events = 2 * ids.len() as u64;
+    let wait = Instant::now();
+    while hits.load(std::sync::atomic::Ordering::SeqCst) < expected_events
+        && wait.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = hits.load(std::sync::atomic::Ordering::SeqCst);
     let elapsed = began.elapsed();
     let cpu_after = exec.spawn(async { thread_cpu_ns() }).await?;
     let messages: u64 = runtime
@@ -533,6 +601,44 @@ async fn transitions(args: &Args) -> Result<()> {
         println!("{k:<58} {v:>10} {:>14.3}", *v as f64 / transitions);
     }
     let units = engine.write_units.lock().expect("lock").clone();
+    // Webhooks, per delivered event.
+    let hook_requests: BTreeMap<&String, &u64> = requests
+        .iter()
+        .filter(|(k, _)| k.starts_with("webhooks:"))
+        .collect();
+    let hook_wu: f64 = units
+        .iter()
+        .filter(|(k, _)| k.starts_with("webhooks:"))
+        .map(|(_, v)| v)
+        .sum();
+    let per = |n: u64| n as f64 / delivered.max(1) as f64;
+    let hook_reads = per(hook_requests
+        .iter()
+        .filter(|(k, _)| k.contains("GetItem") || k.contains("Query"))
+        .map(|(_, v)| **v)
+        .sum());
+    let hook_sends = per(hook_requests
+        .iter()
+        .filter(|(k, _)| k.contains("SendMessage"))
+        .map(|(_, v)| **v)
+        .sum());
+    let hook_wu_per = hook_wu / delivered.max(1) as f64;
+    // The deliverer's mapping receives and deletes in batches of 5; one invocation a batch.
+    let hook_cost = hook_wu_per * WRITE_UNIT
+        + hook_reads * READ_UNIT
+        + hook_sends * SQS_REQUEST
+        + 2.0 / 5.0 * SQS_REQUEST
+        + LAMBDA_INVOCATION / 5.0;
+    println!();
+    println!(
+        "# Webhooks: {delivered} events delivered to one stack-wide subscription (expected {expected_events})"
+    );
+    for (k, v) in &hook_requests {
+        println!("{k:<58} {v:>10} {:>14.3} per event", per(**v));
+    }
+    println!(
+        "per delivered event: {hook_wu_per:.2} write units, {hook_reads:.2} reads, {hook_sends:.2} SQS sends; {hook_cost:.3} $ per million events (batch 5)"
+    );
     let engine_ddb_requests: u64 = requests
         .iter()
         .filter(|(k, _)| k.starts_with("engine: dynamodb") && !k.contains("audit"))
