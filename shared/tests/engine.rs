@@ -419,6 +419,7 @@ async fn operators_are_refused_by_availability_role_and_scope_and_nothing_change
 
     let reject = Act::Reject {
         feedback: "shorter".into(),
+        phase: None,
     };
     w.ops.act(&id, reject, &operator()).await.unwrap();
     w.settle().await;

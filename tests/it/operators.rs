@@ -90,6 +90,7 @@ async fn an_approval_gate_waits_and_reject_with_feedback_reruns_the_phase_with_i
             &p.id,
             Act::Reject {
                 feedback: feedback.into(),
+                phase: None,
             },
             &TestStack::caller(Role::Operator),
         )
@@ -120,6 +121,115 @@ async fn an_approval_gate_waits_and_reject_with_feedback_reruns_the_phase_with_i
         "plan + script + script again"
     );
 
+    t.ops
+        .act(&p.id, Act::Approve, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_from_an_earlier_phase_reruns_exactly_the_phases_from_there_with_new_calls() {
+    let t = TestStack::start(&[("ApprovalPhases", "voice")]).await;
+    let p = t.start_production(2).await;
+    let waiting = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(waiting.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(waiting.approval.as_ref().unwrap().phase, "voice");
+    let before = t.provider.calls();
+    assert_eq!(before.served["/v1/images/generations"], 2);
+    assert_eq!(before.served["/v1/audio/speech"], 2);
+
+    // Wrong images, seen at the voice approval: re-run from assets.
+    let feedback = "Brighter, daylight images.";
+    let rejected = t
+        .ops
+        .act(
+            &p.id,
+            Act::Reject {
+                feedback: feedback.into(),
+                phase: Some("assets".into()),
+            },
+            &TestStack::caller(Role::Operator),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rejected.phase("voice").unwrap().status,
+        PhaseStatus::Pending
+    );
+    let again = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval && p.phase("voice").unwrap().attempt == 2
+        })
+        .await;
+    let attempts: Vec<(&str, u32)> = again
+        .phases
+        .iter()
+        .map(|ph| (ph.name.as_str(), ph.attempt))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("brief", 1),
+            ("script", 1),
+            ("assets", 2),
+            ("voice", 2),
+            ("publish", 0)
+        ],
+        "what came before assets is kept"
+    );
+    let calls = t.provider.calls();
+    assert_eq!(
+        calls.served["/v1/chat/completions"], before.served["/v1/chat/completions"],
+        "brief and script did not run again"
+    );
+    assert_eq!(
+        calls.served["/v1/images/generations"], 4,
+        "every image made anew"
+    );
+    assert_eq!(
+        calls.served["/v1/audio/speech"], 4,
+        "every narration made anew"
+    );
+    let with_feedback = calls
+        .bodies
+        .iter()
+        .filter(|b| b.to_string().contains("Brighter, daylight images."))
+        .count();
+    assert_eq!(with_feedback, 2, "both image requests carry the feedback");
+
+    let audit = t
+        .audit_until(&p.id, |rows| {
+            rows.iter().any(|r| r.event_type == "approval.rejected")
+        })
+        .await;
+    let r = audit
+        .iter()
+        .find(|r| r.event_type == "approval.rejected")
+        .unwrap();
+    assert_eq!(r.phase.as_deref(), Some("voice"));
+    assert_eq!(r.actor, "operator:test");
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("re-run from assets: Brighter, daylight images.")
+    );
+
+    // A phase after the gate is refused, naming it; nothing changes.
+    let err = t
+        .ops
+        .act(
+            &p.id,
+            Act::Reject {
+                feedback: "x".into(),
+                phase: Some("publish".into()),
+            },
+            &TestStack::caller(Role::Operator),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("publish comes after it"), "{err}");
     t.ops
         .act(&p.id, Act::Approve, &TestStack::caller(Role::Operator))
         .await
@@ -341,6 +451,7 @@ async fn an_audit_write_that_fails_leaves_the_state_unchanged_and_the_caller_get
     proxy.fail(ProxyRule::new("PutItem", "approval.rejected"));
     let reject = || Act::Reject {
         feedback: "shorter, please".into(),
+        phase: None,
     };
     let err = ops
         .act(&p.id, reject(), &TestStack::caller(Role::Operator))

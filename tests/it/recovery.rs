@@ -39,10 +39,12 @@ async fn a_dispatch_lost_between_commit_and_send_is_redispatched_and_completes()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_overlapping_sweeps_redispatch_once() {
-    let t = TestStack::start_idle_with(&[("LostDispatchSeconds", "1")]).await;
+    // The redispatch is due again after LostDispatchSeconds: long enough that a sweep
+    // slowed by a loaded machine does not legitimately find it due a second time.
+    let t = TestStack::start_idle_with(&[("LostDispatchSeconds", "4")]).await;
     let p = t.start_production(1).await;
     t.drain("BriefQueue").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let (a, b) = (t.sweeper().await, t.sweeper().await);
     let (ra, rb) = tokio::join!(a.sweep(), b.sweep());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());

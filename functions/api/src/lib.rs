@@ -7,7 +7,7 @@
 //! | GET | /productions?status=&limit=&cursor=&account= | viewer | the caller's account's productions, newest first (stack operators name the account) |
 //! | POST | /productions | operator | create from a brief (its `account` must be the caller's); `Idempotency-Key` header: a repeat within 24 h answers 200 with the first |
 //! | GET | /productions/{id} | viewer | state, phases, `available_actions`, `summary`, outputs |
-//! | POST | /productions/{id}/actions/{action} | operator (override: admin) | pause, resume, retry_phase, approve, reject `{feedback}`, edit `{changes}`, cancel, acknowledge_warnings, override `{reason, skip_gate \| jump_to}` |
+//! | POST | /productions/{id}/actions/{action} | operator (override: admin) | pause, resume, retry_phase, approve, reject `{feedback, phase?}`, edit `{changes}`, cancel, acknowledge_warnings, override `{reason, skip_gate \| jump_to}` |
 //! | GET | /productions/{id}/audit | viewer | the production's audit trail |
 //! | GET | /approvals | viewer | productions waiting for approval |
 //! | POST | /approvals/{id}/approve, /approvals/{id}/reject | operator | answer an approval |
@@ -1263,6 +1263,14 @@ mod tests {
         assert_eq!(
             action("explode", &empty).unwrap_err().status,
             StatusCode::NOT_FOUND
+        );
+        let from = Bytes::from_static(b"{\"feedback\": \"x\", \"phase\": \"assets\"}");
+        assert_eq!(
+            action("reject", &from).unwrap(),
+            Act::Reject {
+                feedback: "x".into(),
+                phase: Some("assets".into())
+            }
         );
         let typo = Bytes::from_static(b"{\"feedbak\": \"x\"}");
         let err = action("reject", &typo).unwrap_err();

@@ -27,11 +27,16 @@ pub enum Act {
     RetryPhase,
     /// Approve the phase waiting for approval: the next phase starts.
     Approve,
-    /// Re-run the phase waiting for approval, with your feedback in its input.
+    /// Re-run the phase waiting for approval (or an earlier one, and every phase after
+    /// it), with your feedback in its input.
     Reject {
         /// What the phase should do differently.
         #[cfg_attr(feature = "cli", arg(long))]
         feedback: String,
+        /// Re-run from this phase (the gated one or an earlier one); default: the gated one.
+        #[cfg_attr(feature = "cli", arg(long, value_name = "PHASE"))]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<String>,
     },
     /// Change settings of the production's input (e.g. voice); then retry or resume.
     Edit {

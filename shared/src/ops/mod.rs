@@ -281,7 +281,7 @@ impl Ops {
     /// with its audit event and dispatched.
     pub async fn act(&self, id: &str, act: Act, caller: &Caller) -> Result<Production, OpsError> {
         match &act {
-            Act::Reject { feedback } => input::text("feedback", feedback, 2000),
+            Act::Reject { feedback, .. } => input::text("feedback", feedback, 2000),
             Act::Override { reason, .. } => input::text("reason", reason, 500),
             _ => Ok(()),
         }

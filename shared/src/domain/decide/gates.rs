@@ -133,6 +133,7 @@ pub(super) fn acknowledge(p: &Production, now: Millis, t: &mut Transition) {
 pub(super) fn reject(
     p: &Production,
     feedback: &str,
+    from: Option<&str>,
     now: Millis,
     t: &mut Transition,
 ) -> Result<(), DomainError> {
@@ -141,16 +142,44 @@ pub(super) fn reject(
         "reject needs feedback: what should the phase do differently?",
         "feedback",
     )?;
-    let (a, i) = open_gate(p, t);
+    let gated = p
+        .approval
+        .as_ref()
+        .and_then(|a| p.phase_index(&a.phase))
+        .expect("awaiting approval has a gate on a known phase");
+    let to = match from {
+        None => gated,
+        Some(name) => {
+            let to = super::known_phase(p, name)?;
+            if to > gated {
+                return Err(DomainError::Invalid(format!(
+                    "reject re-runs the phase waiting for approval ({}) or an earlier one; \
+                     {name} comes after it",
+                    p.phases[gated].name
+                )));
+            }
+            to
+        }
+    };
+    let (a, _) = open_gate(p, t);
+    // New inputs from here on: the phases re-run make new calls, reusing none of theirs.
     t.production.revision += 1;
-    let ph = &mut t.production.phases[i];
+    for ph in &mut t.production.phases[to + 1..] {
+        ph.status = PhaseStatus::Pending;
+    }
+    let ph = &mut t.production.phases[to];
     requeue(ph, now);
     ph.feedback = Some(feedback.clone());
     let (name, attempt) = (ph.name.clone(), ph.attempt);
+    let detail = if to == gated {
+        feedback
+    } else {
+        format!("re-run from {name}: {feedback}")
+    };
     t.audit(
         AuditEvent::new(AuditKind::ApprovalRejected, Outcome::Success, now)
             .phase(&a.phase, a.attempt)
-            .detail(feedback),
+            .detail(detail),
     );
     t.dispatch(&name, attempt);
     Ok(())

@@ -226,7 +226,9 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
             }
             match act {
                 Act::Approve => gates::approve(p, now, &mut t),
-                Act::Reject { feedback } => gates::reject(p, &feedback, now, &mut t)?,
+                Act::Reject { feedback, phase } => {
+                    gates::reject(p, &feedback, phase.as_deref(), now, &mut t)?
+                }
                 Act::AcknowledgeWarnings => gates::acknowledge(p, now, &mut t),
                 Act::Pause => operator::pause(p, now, &mut t),
                 Act::Resume => operator::resume(now, &mut t),

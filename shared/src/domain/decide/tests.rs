@@ -129,6 +129,7 @@ fn commands(p: &Production) -> Vec<(&'static str, Command)> {
             "reject",
             Command::Act(Act::Reject {
                 feedback: "shorter, please".into(),
+                phase: None,
             }),
         ),
         (
@@ -254,6 +255,7 @@ fn operator_commands_are_accepted_exactly_when_available() {
                 Action::Reject,
                 Command::Act(Act::Reject {
                     feedback: "x".into(),
+                    phase: None,
                 }),
             ),
             (
@@ -545,6 +547,7 @@ fn reject_with_feedback_reruns_the_phase_with_the_feedback() {
         &awaiting(),
         Command::Act(Act::Reject {
             feedback: "  Re-target teenagers. ".into(),
+            phase: None,
         }),
         NOW,
     )
@@ -558,6 +561,7 @@ fn reject_with_feedback_reruns_the_phase_with_the_feedback() {
         &awaiting(),
         Command::Act(Act::Reject {
             feedback: " ".into(),
+            phase: None,
         }),
         NOW,
     )
@@ -565,9 +569,98 @@ fn reject_with_feedback_reruns_the_phase_with_the_feedback() {
     assert!(err.to_string().contains("needs feedback"));
     let long = Command::Act(Act::Reject {
         feedback: "x".repeat(MAX_OPERATOR_TEXT + 1),
+        phase: None,
     });
     let err = decide(&awaiting(), long, NOW).unwrap_err();
     assert!(err.to_string().contains("at most 2000"), "{err}");
+}
+
+/// Waiting for approval of `voice`: brief, script, assets and voice done; publish pending.
+fn awaiting_voice() -> Production {
+    let mut p = awaiting();
+    for i in 0..4 {
+        set(&mut p, i, PhaseStatus::Succeeded, 1);
+    }
+    p.phases[2].feedback = Some("earlier feedback".into());
+    let a = p.approval.as_mut().unwrap();
+    a.phase = "voice".into();
+    p
+}
+
+#[test]
+fn reject_from_an_earlier_phase_reruns_it_and_every_later_one_keeping_those_before() {
+    let p = awaiting_voice();
+    let t = decide(
+        &p,
+        Command::Act(Act::Reject {
+            feedback: "Brighter images.".into(),
+            phase: Some("assets".into()),
+        }),
+        NOW,
+    )
+    .unwrap();
+    let n = &t.production;
+    assert_eq!(n.status, ProductionStatus::Running);
+    assert_eq!(n.approval, None);
+    assert_eq!(n.revision, p.revision + 1, "new inputs: new calls");
+    let states: Vec<(PhaseStatus, u32)> =
+        n.phases.iter().map(|ph| (ph.status, ph.attempt)).collect();
+    use PhaseStatus as S;
+    assert_eq!(
+        states,
+        [
+            (S::Succeeded, 1),
+            (S::Succeeded, 1),
+            (S::Queued, 2),
+            (S::Pending, 1),
+            (S::Pending, 0)
+        ]
+    );
+    assert_eq!(n.phases[2].feedback.as_deref(), Some("Brighter images."));
+    assert_eq!(t.dispatch, dispatch("assets", 2));
+    assert_eq!(t.audit[0].kind, "approval.rejected");
+    assert_eq!(
+        t.audit[0].phase.as_deref(),
+        Some("voice"),
+        "what was rejected"
+    );
+    assert_eq!(t.audit[0].detail, "re-run from assets: Brighter images.");
+
+    // The gated phase itself is the default; a later or unknown phase is refused.
+    let t = decide(
+        &p,
+        Command::Act(Act::Reject {
+            feedback: "x".into(),
+            phase: Some("voice".into()),
+        }),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(t.dispatch, dispatch("voice", 2));
+    assert_eq!(t.audit[0].detail, "x");
+    let err = decide(
+        &p,
+        Command::Act(Act::Reject {
+            feedback: "x".into(),
+            phase: Some("publish".into()),
+        }),
+        NOW,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("publish comes after it"), "{err}");
+    let err = decide(
+        &p,
+        Command::Act(Act::Reject {
+            feedback: "x".into(),
+            phase: Some("render".into()),
+        }),
+        NOW,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DomainError::UnknownPhase(ref ph) if ph == "render"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -859,7 +952,8 @@ fn warnings_let_the_production_proceed_but_hold_publish_until_acknowledged() {
         decide(
             &held,
             Command::Act(Act::Reject {
-                feedback: "x".into()
+                feedback: "x".into(),
+                phase: None,
             }),
             NOW
         )
