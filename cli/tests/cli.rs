@@ -251,11 +251,7 @@ async fn the_clis_actor_and_role_come_from_its_aws_identity() {
         &["override", &p.id, "--reason", "x", "--skip-gate"],
     );
     assert_eq!(out.status.code(), Some(1), "override is an admin's");
-    let rows = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "production.paused")
-        })
-        .await;
+    let rows = t.audit_with(&p.id, "production.paused").await;
     let paused = rows
         .iter()
         .find(|r| r.event_type == "production.paused")

@@ -52,11 +52,7 @@ async fn a_secret_in_an_error_detail_is_redacted_and_alarmed() {
     assert!(!a.detail.contains(KEY));
 
     // The audit trail got the redacted text only.
-    let rows = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "phase.failed")
-        })
-        .await;
+    let rows = t.audit_with(&p.id, "phase.failed").await;
     let text = format!("{rows:?}");
     assert!(
         text.contains("phase.failed") && !text.contains(KEY),

@@ -193,11 +193,7 @@ async fn a_production_is_created_approved_and_audited_over_http_with_roles_enfor
     assert_eq!(shown["available_actions"], json!([]));
     assert!(shown["summary"].as_str().unwrap().starts_with("Completed"));
 
-    let audit = t
-        .audit_until(&id, |rows| {
-            rows.iter().any(|r| r.event_type == "production.completed")
-        })
-        .await;
+    let audit = t.audit_with(&id, "production.completed").await;
     let approved = audit
         .iter()
         .find(|r| r.event_type == "approval.approved")

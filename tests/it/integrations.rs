@@ -81,11 +81,7 @@ async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_f
         (alarm.subject.as_str(), alarm.severity),
         ("integration:primary", Severity::Critical)
     );
-    let audit = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "production.completed")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "production.completed").await;
     let routed = audit
         .iter()
         .filter(|r| r.event_type == "routing.decided")
@@ -290,11 +286,7 @@ async fn a_key_recorded_for_a_different_request_is_refused_audited_and_alarmed()
     let err = done.phase("brief").unwrap().last_error.clone().unwrap();
     assert_eq!(err.code, "idempotency_key_collision");
     assert_eq!(t.provider.calls().received, 0, "neither reused nor made");
-    let audit = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "tool_call.deduped")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "tool_call.deduped").await;
     let deduped = audit
         .iter()
         .find(|r| r.event_type == "tool_call.deduped")
@@ -336,11 +328,7 @@ async fn an_mcp_disconnect_mid_call_records_an_unknown_outcome_reconnects_and_co
     let url = out["publish"]["published"]["url"].as_str().unwrap();
     assert!(url.starts_with("https://videos.publisher.local/"), "{url}");
 
-    let audit = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "production.completed")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "production.completed").await;
     let kinds: Vec<&str> = audit.iter().map(|r| r.event_type.as_str()).collect();
     assert!(kinds.contains(&"mcp.disconnected"), "{kinds:?}");
     let unknown = audit

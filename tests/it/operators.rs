@@ -200,11 +200,7 @@ async fn reject_from_an_earlier_phase_reruns_exactly_the_phases_from_there_with_
         .count();
     assert_eq!(with_feedback, 2, "both image requests carry the feedback");
 
-    let audit = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "approval.rejected")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "approval.rejected").await;
     let r = audit
         .iter()
         .find(|r| r.event_type == "approval.rejected")
@@ -474,11 +470,7 @@ async fn an_audit_write_that_fails_leaves_the_state_unchanged_and_the_caller_get
         .await
         .unwrap();
     assert_eq!(rejected.version, waiting.version + 1);
-    let audit = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "approval.rejected")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "approval.rejected").await;
     let rejections = audit
         .iter()
         .filter(|r| r.event_type == "approval.rejected")

@@ -79,11 +79,7 @@ async fn flagged_assets_let_the_production_proceed_but_publish_waits_for_the_ack
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
     assert!(done.warnings_acknowledged_at.is_some());
-    let audit = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "production.completed")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "production.completed").await;
     let ack = audit
         .iter()
         .find(|r| r.event_type == "warnings.acknowledged")

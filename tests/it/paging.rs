@@ -190,11 +190,7 @@ async fn an_accounts_alarms_are_read_by_key_and_audit_pages_follow_cursors() {
     let settled = t.wait_settled(&a.id, Duration::from_secs(90)).await;
     assert_eq!(settled.status, ProductionStatus::Completed, "{settled:?}");
     // The projection trails the commit: wait for the trail's last event, not a count.
-    let whole = t
-        .audit_until(&a.id, |rows| {
-            rows.iter().any(|r| r.event_type == "production.completed")
-        })
-        .await;
+    let whole = t.audit_with(&a.id, "production.completed").await;
     assert!(whole.len() >= 5, "{settled:?}: {whole:?}");
     let mut paged = Vec::new();
     let mut after = None;

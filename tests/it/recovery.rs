@@ -200,11 +200,7 @@ async fn a_worker_killed_mid_phase_is_reconciled_and_completes_without_repeating
         t.provider.calls().by_key
     );
 
-    let audit = t
-        .audit_until(&p.id, |rows| {
-            rows.iter().any(|r| r.event_type == "production.completed")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "production.completed").await;
     let unknown: Vec<_> = audit
         .iter()
         .filter(|r| r.event_type == "tool_call.unknown")

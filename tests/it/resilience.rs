@@ -46,11 +46,7 @@ async fn a_bad_answer_once_costs_one_fresh_call_and_the_production_completes() {
     );
     assert!(plan.iter().any(|(k, _)| k.ends_with("#t1")), "{plan:?}");
     nothing_served_twice(&t);
-    let audit = t
-        .audit_until(&p.id, |r| {
-            r.iter().any(|e| e.event_type == "production.completed")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "production.completed").await;
     let rejected: Vec<_> = audit
         .iter()
         .filter(|e| e.event_type == "tool_call.rejected")
@@ -133,11 +129,7 @@ async fn a_hand_off_lost_once_and_again_on_the_last_receive_and_a_lost_commit_al
     nothing_served_twice(&t);
     assert_eq!(served(&t, "#brief#plan").len(), 1, "brief ran once");
     assert_eq!(done.phase("brief").unwrap().attempt, 1);
-    let audit = t
-        .audit_until(&p.id, |r| {
-            r.iter().any(|e| e.event_type == "production.completed")
-        })
-        .await;
+    let audit = t.audit_with(&p.id, "production.completed").await;
     let kinds: Vec<&str> = audit.iter().map(|e| e.event_type.as_str()).collect();
     assert!(kinds.contains(&"phase.handoff_lost"), "{kinds:?}");
     assert!(
@@ -170,11 +162,7 @@ async fn a_record_the_projector_cannot_write_holds_back_only_itself_and_is_redri
     // The stream went on: a later production's whole trail is projected.
     let b = t.start_production(1).await;
     t.wait_settled(&b.id, SETTLE).await;
-    let trail = t
-        .audit_until(&b.id, |r| {
-            r.iter().any(|e| e.event_type == "production.completed")
-        })
-        .await;
+    let trail = t.audit_with(&b.id, "production.completed").await;
     assert!(trail.iter().any(|e| e.event_type == "production.completed"));
     let missing = t.audit_until(&a.id, |_| true).await;
     assert!(
@@ -187,11 +175,7 @@ async fn a_record_the_projector_cannot_write_holds_back_only_itself_and_is_redri
     // The operator's recovery: project the reported range again.
     let report = t.ops.redrive_audit(&TestStack::operator()).await.unwrap();
     assert!(report.reports >= 1 && report.left == 0, "{report:?}");
-    let trail = t
-        .audit_until(&a.id, |r| {
-            r.iter().any(|e| e.event_type == "production.completed")
-        })
-        .await;
+    let trail = t.audit_with(&a.id, "production.completed").await;
     let completed = trail
         .iter()
         .filter(|e| e.event_type == "production.completed")

@@ -435,6 +435,16 @@ impl TestStack {
         }
     }
 
+    /// A production's audit trail once an event of `event_type` is in it.
+    pub async fn audit_with(
+        &self,
+        id: &str,
+        event_type: &str,
+    ) -> Vec<shepherd::audit::AuditRecord> {
+        self.audit_until(id, |rows| rows.iter().any(|r| r.event_type == event_type))
+            .await
+    }
+
     pub async fn wait_settled(&self, id: &str, timeout: Duration) -> Production {
         self.wait_for(id, timeout, |p| p.status.is_settled()).await
     }

@@ -142,11 +142,8 @@ pub(super) fn reject(
         "reject needs feedback: what should the phase do differently?",
         "feedback",
     )?;
-    let gated = p
-        .approval
-        .as_ref()
-        .and_then(|a| p.phase_index(&a.phase))
-        .expect("awaiting approval has a gate on a known phase");
+    // A refusal discards the transition, so the gate can be opened before `from` is checked.
+    let (a, gated) = open_gate(p, t);
     let to = match from {
         None => gated,
         Some(name) => {
@@ -161,7 +158,6 @@ pub(super) fn reject(
             to
         }
     };
-    let (a, _) = open_gate(p, t);
     // New inputs from here on: the phases re-run make new calls, reusing none of theirs.
     t.production.revision += 1;
     for ph in &mut t.production.phases[to + 1..] {

@@ -590,15 +590,14 @@ fn awaiting_voice() -> Production {
 #[test]
 fn reject_from_an_earlier_phase_reruns_it_and_every_later_one_keeping_those_before() {
     let p = awaiting_voice();
-    let t = decide(
-        &p,
-        Command::Act(Act::Reject {
-            feedback: "Brighter images.".into(),
-            phase: Some("assets".into()),
-        }),
-        NOW,
-    )
-    .unwrap();
+    let reject_from = |phase: &str, feedback: &str| {
+        let act = Act::Reject {
+            feedback: feedback.into(),
+            phase: Some(phase.into()),
+        };
+        decide(&p, Command::Act(act), NOW)
+    };
+    let t = reject_from("assets", "Brighter images.").unwrap();
     let n = &t.production;
     assert_eq!(n.status, ProductionStatus::Running);
     assert_eq!(n.approval, None);
@@ -627,36 +626,12 @@ fn reject_from_an_earlier_phase_reruns_it_and_every_later_one_keeping_those_befo
     assert_eq!(t.audit[0].detail, "re-run from assets: Brighter images.");
 
     // The gated phase itself is the default; a later or unknown phase is refused.
-    let t = decide(
-        &p,
-        Command::Act(Act::Reject {
-            feedback: "x".into(),
-            phase: Some("voice".into()),
-        }),
-        NOW,
-    )
-    .unwrap();
+    let t = reject_from("voice", "x").unwrap();
     assert_eq!(t.dispatch, dispatch("voice", 2));
     assert_eq!(t.audit[0].detail, "x");
-    let err = decide(
-        &p,
-        Command::Act(Act::Reject {
-            feedback: "x".into(),
-            phase: Some("publish".into()),
-        }),
-        NOW,
-    )
-    .unwrap_err();
+    let err = reject_from("publish", "x").unwrap_err();
     assert!(err.to_string().contains("publish comes after it"), "{err}");
-    let err = decide(
-        &p,
-        Command::Act(Act::Reject {
-            feedback: "x".into(),
-            phase: Some("render".into()),
-        }),
-        NOW,
-    )
-    .unwrap_err();
+    let err = reject_from("render", "x").unwrap_err();
     assert!(
         matches!(err, DomainError::UnknownPhase(ref ph) if ph == "render"),
         "{err}"
