@@ -428,6 +428,11 @@ fn counted_clients(sdk: &aws_config::SdkConfig, counter: Counting) -> AwsClients
 }
 
 /// CPU time this thread has run, in nanoseconds (Linux schedstat).
+/// The sum of the counts whose key `keep` accepts.
+fn summed<V: Copy + std::iter::Sum<V>>(m: &BTreeMap<String, V>, keep: impl Fn(&str) -> bool) -> V {
+    m.iter().filter(|(k, _)| keep(k)).map(|(_, v)| *v).sum()
+}
+
 fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
@@ -602,27 +607,15 @@ async fn transitions(args: &Args) -> Result<()> {
     }
     let units = engine.write_units.lock().expect("lock").clone();
     // Webhooks, per delivered event.
-    let hook_requests: BTreeMap<&String, &u64> = requests
-        .iter()
-        .filter(|(k, _)| k.starts_with("webhooks:"))
-        .collect();
-    let hook_wu: f64 = units
-        .iter()
-        .filter(|(k, _)| k.starts_with("webhooks:"))
-        .map(|(_, v)| v)
-        .sum();
+    let webhooks = |k: &str| k.starts_with("webhooks:");
     let per = |n: u64| n as f64 / delivered.max(1) as f64;
-    let hook_reads = per(hook_requests
-        .iter()
-        .filter(|(k, _)| k.contains("GetItem") || k.contains("Query"))
-        .map(|(_, v)| **v)
-        .sum());
-    let hook_sends = per(hook_requests
-        .iter()
-        .filter(|(k, _)| k.contains("SendMessage"))
-        .map(|(_, v)| **v)
-        .sum());
-    let hook_wu_per = hook_wu / delivered.max(1) as f64;
+    let hook_reads = per(summed(&requests, |k| {
+        webhooks(k) && (k.contains("GetItem") || k.contains("Query"))
+    }));
+    let hook_sends = per(summed(&requests, |k| {
+        webhooks(k) && k.contains("SendMessage")
+    }));
+    let hook_wu_per = summed(&units, webhooks) / delivered.max(1) as f64;
     // The deliverer's mapping receives and deletes in batches of 5; one invocation a batch.
     let hook_cost = hook_wu_per * WRITE_UNIT
         + hook_reads * READ_UNIT
@@ -633,22 +626,16 @@ async fn transitions(args: &Args) -> Result<()> {
     println!(
         "# Webhooks: {delivered} events delivered to one stack-wide subscription (expected {expected_events})"
     );
-    for (k, v) in &hook_requests {
-        println!("{k:<58} {v:>10} {:>14.3} per event", per(**v));
+    for (k, v) in requests.iter().filter(|(k, _)| webhooks(k)) {
+        println!("{k:<58} {v:>10} {:>14.3} per event", per(*v));
     }
     println!(
         "per delivered event: {hook_wu_per:.2} write units, {hook_reads:.2} reads, {hook_sends:.2} SQS sends; {hook_cost:.3} $ per million events (batch 5)"
     );
-    let engine_ddb_requests: u64 = requests
-        .iter()
-        .filter(|(k, _)| k.starts_with("engine: dynamodb") && !k.contains("audit"))
-        .map(|(_, v)| v)
-        .sum();
-    let engine_sqs: u64 = requests
-        .iter()
-        .filter(|(k, _)| k.starts_with("engine: sqs"))
-        .map(|(_, v)| v)
-        .sum();
+    let engine_ddb_requests = summed(&requests, |k| {
+        k.starts_with("engine: dynamodb") && !k.contains("audit")
+    });
+    let engine_sqs = summed(&requests, |k| k.starts_with("engine: sqs"));
     let sizes = engine.hot_item_bytes.lock().expect("lock").clone();
     let max_hot = sizes.iter().copied().max().unwrap_or(0);
     let mean_hot = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
@@ -735,17 +722,11 @@ async fn transitions(args: &Args) -> Result<()> {
 
     // Everything Shepherd writes for a transition: the engine, plus the call ledger, the
     // outputs and the artifacts (the work's own cost, counted apart).
-    let work_wu: f64 = units
-        .iter()
-        .filter(|(k, _)| k.starts_with("work: dynamodb PutItem"))
-        .map(|(_, v)| v)
-        .sum::<f64>()
-        / transitions;
-    let reads = requests
-        .iter()
-        .filter(|(k, _)| k.contains("GetItem"))
-        .map(|(_, v)| *v as f64)
-        .sum::<f64>()
+    let work_wu = summed(&units, |k| k.starts_with("work: dynamodb PutItem")) / transitions;
+    // The work's reads; the webhooks' are counted per event above.
+    let reads = summed(&requests, |k| {
+        k.starts_with("work:") && k.contains("GetItem")
+    }) as f64
         / transitions;
     let s3_put = requests.get("work: s3 PutObject").copied().unwrap_or(0) as f64 / transitions;
     let s3_get = requests.get("work: s3 GetObject").copied().unwrap_or(0) as f64 / transitions;
