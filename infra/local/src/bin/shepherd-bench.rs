@@ -427,12 +427,12 @@ fn counted_clients(sdk: &aws_config::SdkConfig, counter: Counting) -> AwsClients
     }
 }
 
-/// CPU time this thread has run, in nanoseconds (Linux schedstat).
 /// The sum of the counts whose key `keep` accepts.
 fn summed<V: Copy + std::iter::Sum<V>>(m: &BTreeMap<String, V>, keep: impl Fn(&str) -> bool) -> V {
     m.iter().filter(|(k, _)| keep(k)).map(|(_, v)| *v).sum()
 }
 
+/// CPU time this thread has run, in nanoseconds (Linux schedstat).
 fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
