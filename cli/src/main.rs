@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
-use shepherd::domain::{Act, Actor, Brief, Caller, Production, ProductionStatus, Scope};
+use shepherd::domain::{Act, Actor, Caller, Production, ProductionStatus, Scope};
 use shepherd::ops::{Ops, OpsError};
 use shepherd::ports::Clock;
 
@@ -35,7 +35,13 @@ struct Cli {
 enum Command {
     /// Start a production from a brief file (JSON).
     Start {
+        /// The production's input: a JSON file the pipeline's schema accepts (for the
+        /// content pipeline, a brief such as events/briefs/tides.json).
+        #[arg(value_name = "INPUT")]
         brief: std::path::PathBuf,
+        /// The pipeline to run (default: the stack's default pipeline); see `pipelines`.
+        #[arg(long)]
+        pipeline: Option<String>,
         /// Follow it until it settles.
         #[arg(long)]
         watch: bool,
@@ -112,6 +118,9 @@ enum Command {
         #[arg(long, value_parser = limit)]
         concurrent: Option<Limit>,
     },
+    /// The stack's pipelines: every version, the one new productions start on, and how many
+    /// productions each version still has (completed and cancelled ones aside).
+    Pipelines,
     /// Integrations (AI providers): list with health (default), enable, disable, test.
     Integrations {
         #[command(subcommand)]
@@ -283,12 +292,21 @@ async fn caller() -> Result<Caller> {
 }
 
 async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
-    // Refuse a bad brief before touching AWS: nothing is created.
+    // Refuse a bad input before touching AWS: nothing is created. (The stack checks again,
+    // against the definitions it runs.)
     let brief_text = match &cli.command {
-        Command::Start { brief, .. } => {
+        Command::Start {
+            brief, pipeline, ..
+        } => {
             let text = std::fs::read_to_string(brief)
-                .with_context(|| format!("cannot read brief {}", brief.display()))?;
-            Brief::parse(&text).with_context(|| format!("invalid brief {}", brief.display()))?;
+                .with_context(|| format!("cannot read input {}", brief.display()))?;
+            let pipelines = shepherd::pipeline::Pipelines::builtin();
+            let definition = pipelines
+                .latest(pipeline.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            definition
+                .parse_input(&text)
+                .with_context(|| format!("invalid input {}", brief.display()))?;
             text
         }
         _ => String::new(),
@@ -298,16 +316,24 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
         Command::Start {
             watch,
             idempotency_key,
+            pipeline,
             ..
         } => {
             let text = brief_text;
             let key = idempotency_key.unwrap_or_else(|| {
                 use sha2::Digest as _;
-                let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+                // Another pipeline with the same file is another production.
+                let named = match &pipeline {
+                    Some(name) => format!("{name}\n{text}"),
+                    None => text.clone(),
+                };
+                let digest = hex::encode(sha2::Sha256::digest(named.as_bytes()));
                 format!("cli-brief-{}", &digest[..32])
             });
             let ops = connect(&cli.stack).await?;
-            let (p, repeated) = ops.start_once(&text, Some(&key), &me).await?;
+            let (p, repeated) = ops
+                .start_once(pipeline.as_deref(), &text, Some(&key), &me)
+                .await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
             } else if repeated {
@@ -504,6 +530,15 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                     show(usage.effective.max_concurrent),
                     usage.active.join(" ")
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pipelines => {
+            let list = connect(&cli.stack).await?.pipelines_in_use(&me).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", render::pipelines(&list));
             }
             Ok(ExitCode::SUCCESS)
         }

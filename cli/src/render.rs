@@ -311,3 +311,41 @@ pub fn integrations(list: &[shepherd::ops::IntegrationView]) -> String {
     }
     s
 }
+
+/// `shepherd pipelines`: one line per version; the phases with their gates.
+pub fn pipelines(list: &[shepherd::ops::PipelineVersionInfo]) -> String {
+    use shepherd::pipeline::Gate;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<16} {:>7} {:<18} {:>5}  PHASES",
+        "PIPELINE", "VERSION", "STATE", "OPEN"
+    );
+    for p in list {
+        let state = match (p.deployed, p.latest, p.default) {
+            (false, _, _) => "NOT DEPLOYED",
+            (true, true, true) => "latest, default",
+            (true, true, false) => "latest",
+            (true, false, _) => "older",
+        };
+        let phases: Vec<String> = p
+            .phases
+            .iter()
+            .map(|ph| match ph.gate {
+                Gate::None => ph.name.clone(),
+                Gate::Approval => format!("{} [approval]", ph.name),
+                Gate::AcknowledgeWarnings => format!("[warnings acknowledged] {}", ph.name),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<16} {:>7} {:<18} {:>5}  {}",
+            p.name,
+            format!("v{}", p.version),
+            state,
+            p.open,
+            phases.join(" -> ")
+        );
+    }
+    s
+}

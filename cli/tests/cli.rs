@@ -34,15 +34,15 @@ async fn an_invalid_brief_is_refused_naming_the_field_and_nothing_is_created() {
     let cases = [
         (
             serde_json::json!({"account": "acme", "title": "T", "topic": "x", "scenes": 40}),
-            "brief.scenes: must be between 1 and 12 (got 40)",
+            "input.scenes: 40 is greater than the maximum of 12",
         ),
         (
             serde_json::json!({"account": "acme", "title": "T", "scenes": 2}),
-            "missing field `topic`",
+            "input.topic: is required",
         ),
         (
             serde_json::json!({"account": "acme", "title": "T", "topic": "x", "scenes": 2, "voice": "robot"}),
-            "brief.voice",
+            "input.voice: \"robot\" is not one of",
         ),
     ];
     for (i, (brief, expected)) in cases.into_iter().enumerate() {
@@ -51,7 +51,7 @@ async fn an_invalid_brief_is_refused_naming_the_field_and_nothing_is_created() {
         assert_eq!(out.status.code(), Some(1));
         let err = text(&out.stderr);
         assert!(
-            err.contains("invalid brief") && err.contains(expected),
+            err.contains("invalid input") && err.contains(expected),
             "{err}"
         );
     }
@@ -115,6 +115,20 @@ async fn start_watch_show_and_list_a_production() {
 
     let out = shepherd(&stack, &["list", "--account", "acme"]);
     assert!(text(&out.stdout).contains(&id));
+
+    // The pipelines: the version it ran on, nothing open on it now that it completed.
+    let out = shepherd(&stack, &["pipelines"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("content"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>().join(" "),
+        "content v1 latest, default 0 brief -> script -> assets -> voice -> \
+         [warnings acknowledged] publish"
+    );
 
     let out = shepherd(&stack, &["show", "no-such-id"]);
     assert_eq!(out.status.code(), Some(1));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{GatePolicy, Millis, OnExpiry};
+use crate::pipeline::{Pipeline, Pipelines};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -135,6 +136,8 @@ pub struct Config {
     pub publish_webhook_url: String,
     /// The SSM parameter of its signing secret.
     pub publish_webhook_secret: String,
+    /// The pipeline definitions (built in; a test may run others).
+    pub pipelines: std::sync::Arc<Pipelines>,
 }
 
 impl Config {
@@ -221,6 +224,7 @@ impl Config {
                 .get("SHEPHERD_PUBLISH_WEBHOOK_SECRET")
                 .cloned()
                 .unwrap_or_default(),
+            pipelines: Pipelines::builtin(),
         })
     }
 
@@ -246,13 +250,6 @@ impl Config {
     }
 }
 
-/// A pipeline as the operator layer knows it: its name and phases in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PipelineConfig {
-    pub name: String,
-    pub phases: Vec<String>,
-}
-
 /// Where a deployed (or local) stack keeps its resources and what its productions get. The
 /// template writes it to the SSM parameter `/shepherd/<stack>/config`, so the CLI needs
 /// only the stack name.
@@ -260,8 +257,8 @@ pub struct PipelineConfig {
 pub struct StackConfig {
     #[serde(flatten)]
     pub topology: Topology,
-    pub pipeline: PipelineConfig,
-    /// Phases after which productions wait for approval (`a,b`); empty: none.
+    /// Phases after which productions wait for approval (`a,b`), added to the gates their
+    /// pipeline's definition declares; empty: none.
     #[serde(default)]
     pub approval_phases: String,
     #[serde(default = "default_approval_ttl")]
@@ -319,22 +316,31 @@ impl StackConfig {
         format!("/shepherd/{stack}/config")
     }
 
-    /// The gate policy new productions get; `auto_approve` comes from the brief.
-    pub fn gate_policy(&self, auto_approve: bool) -> Result<GatePolicy, ConfigError> {
+    /// The gate policy new productions of `pipeline` get: its definition's gates, plus the
+    /// stack's approval phases that are phases of it; `auto_approve` comes from the input.
+    pub fn gate_policy(
+        &self,
+        pipelines: &Pipelines,
+        pipeline: &Pipeline,
+        auto_approve: bool,
+    ) -> Result<GatePolicy, ConfigError> {
         let invalid = |name, problem| ConfigError::Invalid { name, problem };
-        let phases: Vec<String> = self
+        let (mut phases, acknowledge_before) = pipeline.gates();
+        let own = pipeline.definition.phase_names();
+        for p in self
             .approval_phases
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect();
-        for p in &phases {
-            if !self.pipeline.phases.contains(p) {
+        {
+            if !pipelines.phase_names().contains(&p) {
                 return Err(invalid(
                     "approval_phases",
-                    format!("approval phase {p:?} is not a phase of the pipeline"),
+                    format!("approval phase {p:?} is not a phase of any pipeline"),
                 ));
+            }
+            if own.contains(&p) && !phases.iter().any(|x| x == p) {
+                phases.push(p.to_string());
             }
         }
         let on_expiry = match self.approval_on_expiry.as_str() {
@@ -349,9 +355,8 @@ impl StackConfig {
         };
         Ok(GatePolicy {
             phases,
-            // Nothing is published with open warnings: the pipeline's publishing phase
-            // waits for the acknowledgement (a pipeline without one is never held).
-            acknowledge_before: Some("publish".into()),
+            // A pipeline without an acknowledge_warnings gate is never held by warnings.
+            acknowledge_before,
             auto_approve,
             ttl: self.approval_ttl_secs.max(1) as i64 * 1000,
             on_expiry,
@@ -368,18 +373,8 @@ impl StackConfig {
     }
 }
 
-/// What a call asks an integration for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallKind {
-    Chat,
-    Image,
-    Speech,
-    /// Tools on an MCP server (streamable HTTP).
-    Mcp,
-    /// A generic HTTP JSON endpoint (a webhook, an internal service): POST JSON, get JSON.
-    Http,
-}
+/// What a call asks an integration for (the domain's word; kept here for its users).
+pub use crate::domain::CallKind;
 
 fn all_kinds() -> Vec<CallKind> {
     vec![CallKind::Chat, CallKind::Image, CallKind::Speech]
@@ -493,8 +488,7 @@ mod tests {
         let json = serde_json::json!({
             "state_table": "s", "idempotency_table": "i", "audit_table": "a",
             "queues": "brief=http://q/brief,script=http://q/script",
-            "dlqs": "brief=http://q/brief-dlq",
-            "pipeline": {"name": "content", "phases": ["brief", "script"]}
+            "dlqs": "brief=http://q/brief-dlq"
         });
         let stack: StackConfig = serde_json::from_value(json).unwrap();
         let fns = Config::from_map(&env()).unwrap();

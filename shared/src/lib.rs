@@ -6,13 +6,14 @@
 //! | layer | modules | job |
 //! |---|---|---|
 //! | 0 | [`domain`] | the rules: `decide`, delivery policy, authorization, vocabularies (pure) |
-//! | 1 | [`protocol`], [`config`], [`view`], [`observability`] | wire formats, configuration, presentation |
-//! | 2 | [`ports`] | the narrow traits the engine needs |
-//! | 3 | [`adapters`] | DynamoDB, SQS, SSM, providers, and in memory |
-//! | 4 | [`write`], [`integrations`], [`tools`], [`audit`], [`cloudwatch`] | the write path, routing, the call ledger, the audit projection, CloudWatch alarms in |
-//! | 5 | [`runtime`], [`recovery`], [`phases`] | the phase runtime, the sweep, the sample pipeline |
-//! | 6 | [`ops`] | what operators do (CLI and API) |
-//! | 7 | [`wiring`] | the one place adapters are built; the Lambda entry points |
+//! | 1 | [`pipeline`] | pipeline definitions, their input and output contracts, versions (pure) |
+//! | 2 | [`protocol`], [`config`], [`view`], [`observability`] | wire formats, configuration, presentation |
+//! | 3 | [`ports`] | the narrow traits the engine needs |
+//! | 4 | [`adapters`] | DynamoDB, SQS, SSM, providers, and in memory |
+//! | 5 | [`write`], [`integrations`], [`tools`], [`audit`], [`cloudwatch`], [`webhooks`] | the write path, routing, the call ledger, the audit projection, CloudWatch alarms in, webhooks out |
+//! | 6 | [`runtime`], [`recovery`], [`phases`] | the phase runtime, the sweep, the phases the pipelines run |
+//! | 7 | [`ops`] | what operators do (CLI and API) |
+//! | 8 | [`wiring`] | the one place adapters are built; the Lambda entry points |
 pub mod adapters;
 pub mod audit;
 pub mod cloudwatch;
@@ -22,6 +23,7 @@ pub mod integrations;
 pub mod observability;
 pub mod ops;
 pub mod phases;
+pub mod pipeline;
 pub mod ports;
 pub mod protocol;
 pub mod recovery;

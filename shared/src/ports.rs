@@ -5,7 +5,7 @@
 //!
 //! | port | concern | DynamoDB item |
 //! |---|---|---|
-//! | [`Productions`] | the hot item and the brief; claim, commit, list, due | `P#<id>` `P` / `B` |
+//! | [`Productions`] | the hot item and the input; claim, commit, list, due | `P#<id>` `P` / `B` |
 //! | [`Outputs`] | phases' outputs | `P#<id>` `O#<phase>#<attempt>` |
 //! | [`Accounts`] | limits and usage | `ACCT#<account>` |
 //! | [`Alarms`] | alarms, deduplicated | `ALARM#<type>#<subject>` |
@@ -28,7 +28,7 @@ use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::domain::webhooks::{Delivery, Subscription, SubscriptionState};
 use crate::domain::{
-    Actor, AuditEvent, Brief, Millis, Production, ProductionStatus, StepError, Transition,
+    Actor, AuditEvent, Millis, Production, ProductionStatus, StepError, Transition,
 };
 pub use crate::protocol::{InMessage, OutMessage};
 
@@ -72,8 +72,8 @@ impl<T> Page<T> {
 pub struct StartKey {
     pub account: String,
     pub key: String,
-    /// SHA-256 of the brief (canonical JSON): the same key with another brief is a conflict.
-    pub brief_hash: String,
+    /// SHA-256 of the input (canonical JSON): the same key with another input is a conflict.
+    pub input_hash: String,
     pub expires: Millis,
 }
 
@@ -81,7 +81,7 @@ pub struct StartKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsedStartKey {
     pub production: String,
-    pub brief_hash: String,
+    pub input_hash: String,
     pub expires: Millis,
 }
 
@@ -103,13 +103,13 @@ pub enum CommitOutcome {
 
 #[async_trait]
 pub trait Productions: Send + Sync {
-    /// Creates the production and its brief and reserves the account's allowance and a
+    /// Creates the production and its input and reserves the account's allowance and a
     /// concurrency slot, and holds `key` if given, atomically (never overwrites;
     /// `LimitReached` and `StartKeyUsed` change nothing).
     async fn create(
         &self,
         t: &Transition,
-        brief: &Brief,
+        input: &serde_json::Value,
         actor: &Actor,
         reservation: &Reservation,
         key: Option<&StartKey>,
@@ -133,14 +133,14 @@ pub trait Productions: Send + Sync {
         now: Millis,
     ) -> Result<ClaimOutcome, StoreError>;
     /// Writes `t.production` and its audit events in one item write, if the stored version
-    /// is still `t.production.version - 1`; with `brief`, replaces the brief atomically.
+    /// is still `t.production.version - 1`; with `input`, replaces the input atomically.
     async fn commit(
         &self,
         t: &Transition,
         actor: &Actor,
-        brief: Option<&Brief>,
+        input: Option<&serde_json::Value>,
     ) -> Result<CommitOutcome, StoreError>;
-    async fn brief(&self, id: &str) -> Result<Option<Brief>, StoreError>;
+    async fn input(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError>;
     /// Newest first, one account's productions, optionally only those in one status, at
     /// most `limit`, from `after` (a cursor of the page before). Reads one item per
     /// production returned (an index names them), not one per production the account has.
@@ -153,6 +153,13 @@ pub trait Productions: Send + Sync {
     ) -> Result<Page<Production>, StoreError>;
     /// Ids of productions due for the recovery sweep at `now` (a sparse index query).
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// How many productions not yet completed or cancelled (they may still run a phase)
+    /// each pipeline version has, optionally of one account only. Reads every production
+    /// (a scan): an operator's question before removing a version, not a hot path.
+    async fn open_by_version(
+        &self,
+        account: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<(String, u32), u64>, StoreError>;
 }
 
 /// A phase's output and the artifacts it references.

@@ -64,6 +64,9 @@ pub struct Tools {
     key_prefix: String,
     attempt: u32,
     lease_until: Millis,
+    phase: String,
+    /// What the phase's definition says it may call (`None`: anything; tests only).
+    allowed: Option<Vec<CallKind>>,
 }
 
 /// Which run the calls belong to: the production's phase, the production's revision, the
@@ -75,6 +78,8 @@ pub struct Run<'a> {
     pub revision: u32,
     pub attempt: u32,
     pub lease_until: Millis,
+    /// The integrations the phase's definition declares; a call of another kind is refused.
+    pub allowed: Option<&'a [CallKind]>,
 }
 
 impl Tools {
@@ -92,7 +97,31 @@ impl Tools {
             key_prefix,
             attempt: run.attempt,
             lease_until: run.lease_until,
+            phase: phase.into(),
+            allowed: run.allowed.map(<[CallKind]>::to_vec),
         }
+    }
+
+    fn may_call(&self, kind: CallKind) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains(&kind))
+    }
+
+    /// Refuses a call the phase's definition does not declare (permanent: the code asks
+    /// for it again on every retry).
+    fn declared(&self, kind: CallKind) -> Result<(), StepError> {
+        if self.may_call(kind) {
+            return Ok(());
+        }
+        let declared: Vec<&str> = self.allowed.iter().flatten().map(|k| k.as_str()).collect();
+        Err(StepError::permanent(
+            ErrorCode::IntegrationNotDeclared,
+            format!(
+                "phase {} called {} but its definition's integrations are [{}]",
+                self.phase,
+                kind.as_str(),
+                declared.join(", ")
+            ),
+        ))
     }
 
     fn ttl_ms(&self) -> Millis {
@@ -100,6 +129,7 @@ impl Tools {
     }
 
     pub async fn chat(&self, name: &str, req: &ChatRequest) -> Result<String, StepError> {
+        self.declared(CallKind::Chat)?;
         let key = &self.key(name);
         let (text, _) = self.once(key, req, |pk| self.chat_call(req, pk)).await?;
         Ok(text)
@@ -124,6 +154,7 @@ impl Tools {
         req: &ChatRequest,
         check: impl Fn(&T) -> Result<(), String>,
     ) -> Result<T, StepError> {
+        self.declared(CallKind::Chat)?;
         let key = &self.key(name);
         let mut fresh = 0;
         loop {
@@ -168,6 +199,7 @@ impl Tools {
     /// An image, stored in the artifact bucket before its outcome is recorded: a replay
     /// returns the stored artifact, never the provider's bytes again.
     pub async fn image(&self, name: &str, req: &ImageRequest) -> Result<ImageResult, StepError> {
+        self.declared(CallKind::Image)?;
         let key = &self.key(name);
         let call = |pk: String| async move {
             let pk = &pk;
@@ -191,6 +223,7 @@ impl Tools {
 
     /// Speech, stored in the artifact bucket like an image.
     pub async fn speech(&self, name: &str, req: &SpeechRequest) -> Result<SpeechResult, StepError> {
+        self.declared(CallKind::Speech)?;
         let key = &self.key(name);
         let call = |pk: String| async move {
             let pk = &pk;
@@ -245,6 +278,7 @@ impl Tools {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, StepError> {
+        self.declared(CallKind::Http)?;
         let key = &self.key(name);
         let call = |pk: String| async move {
             let pk = &pk;
@@ -265,6 +299,7 @@ impl Tools {
         tool: &str,
         arguments: &serde_json::Value,
     ) -> Result<serde_json::Value, StepError> {
+        self.declared(CallKind::Mcp)?;
         let key = &self.key(name);
         let call = |pk: String| async move {
             self.deps
@@ -275,8 +310,12 @@ impl Tools {
         Ok(self.once(key, arguments, call).await?.0)
     }
 
-    /// Whether an integration serves `kind` (a phase's optional step).
+    /// Whether an integration serves `kind` and the phase may call it (a phase's optional
+    /// step: one its definition does not declare is not taken).
     pub async fn serves(&self, kind: CallKind) -> Result<bool, StepError> {
+        if !self.may_call(kind) {
+            return Ok(false);
+        }
         self.deps.integrations.serves(kind).await
     }
 

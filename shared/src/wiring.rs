@@ -146,6 +146,7 @@ pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) 
             bad_answer_retries: config.bad_answer_retries,
         },
         timeout: config.function_timeout,
+        pipelines: config.pipelines.clone(),
     };
     let worker = Worker {
         executor,

@@ -12,7 +12,7 @@ use crate::config::Topology;
 use crate::domain::alarms::{AlarmKind, Raise, Severity};
 use crate::domain::limits::Reservation;
 use crate::domain::{
-    Actor, AuditEvent, Brief, Command, Dispatch, DomainError, Production, Transition, decide,
+    Actor, AuditEvent, Command, Dispatch, DomainError, Production, Transition, decide,
 };
 use crate::ports::{
     Alarms, Clock, CommitOutcome, OutMessage, Productions, Queue, StartKey, StoreError,
@@ -67,20 +67,20 @@ impl Transitioner {
     pub async fn create(
         &self,
         mut t: Transition,
-        brief: &Brief,
+        input: &serde_json::Value,
         actor: &Actor,
         reservation: &Reservation,
         key: Option<&StartKey>,
     ) -> Result<Transition, StoreError> {
         let leaks = crate::domain::redact::scrub(&mut t, None);
         self.productions
-            .create(&t, brief, actor, reservation, key)
+            .create(&t, input, actor, reservation, key)
             .await?;
         self.leaked(&t.production, leaks).await;
         Ok(t)
     }
 
-    /// Decides `cmd` on `p` and commits it with `extra` audit events (and `brief`, for an
+    /// Decides `cmd` on `p` and commits it with `extra` audit events (and `input`, for an
     /// edit) in the same write.
     pub async fn write(
         &self,
@@ -88,7 +88,7 @@ impl Transitioner {
         cmd: Command,
         actor: &Actor,
         extra: &[AuditEvent],
-        brief: Option<&Brief>,
+        input: Option<&serde_json::Value>,
         policy: OnConflict,
     ) -> Result<Written, StoreError> {
         let tries = match policy {
@@ -102,7 +102,7 @@ impl Transitioner {
             };
             t.audit.extend_from_slice(extra);
             let leaks = crate::domain::redact::scrub(&mut t, Some(&p));
-            match self.productions.commit(&t, actor, brief).await? {
+            match self.productions.commit(&t, actor, input).await? {
                 CommitOutcome::Committed => {
                     self.leaked(&t.production, leaks).await;
                     return Ok(Written::Committed(Box::new(t)));

@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use shepherd::adapters::memory::Memory;
-use shepherd::config::{Config, Definition, PipelineConfig, StackConfig};
+use shepherd::config::{Config, Definition, StackConfig};
 use shepherd::domain::{
     Act, Action, Actor, Caller, Command, ErrorCode, PhaseStatus, ProductionStatus, Role, Scope,
     StepError,
 };
 use shepherd::ops::{Ops, OpsError};
+use shepherd::pipeline::{Definition as PipelineDefinition, Pipelines};
 use shepherd::ports::{
     Audio, ChatMessage, ChatRequest, Clock, Connector, GeneratedImage, ImageRequest, McpSession,
     Ports, Provider, SpeechRequest,
@@ -84,7 +85,9 @@ impl Phase for Draft {
     async fn run(&self, ctx: &PhaseContext) -> Result<Text, StepError> {
         let req = ChatRequest {
             model: "m".into(),
-            messages: vec![ChatMessage::user(ctx.brief.title.clone())],
+            messages: vec![ChatMessage::user(
+                ctx.input["title"].as_str().unwrap_or_default().to_string(),
+            )],
             response_format: None,
         };
         Ok(Text {
@@ -104,6 +107,30 @@ impl Phase for Review {
             text: format!("reviewed: {}", draft.text),
         })
     }
+}
+
+/// The test pipeline: draft -> review, its input a titled brief.
+fn pipelines() -> Arc<Pipelines> {
+    pipelines_calling(&["chat"])
+}
+
+/// The test pipeline with its phases declaring `integrations`.
+fn pipelines_calling(integrations: &[&str]) -> Arc<Pipelines> {
+    let phase = |name: &str| {
+        serde_json::json!({"name": name, "function": name, "max_tries": 5,
+            "timeout_seconds": 60, "concurrency": 5, "integrations": integrations,
+            "output": {"type": "object", "required": ["text"]}})
+    };
+    let definition = serde_json::json!({
+        "name": "test", "version": 1,
+        "input": {"type": "object", "required": ["account", "title"],
+            "properties": {"account": {"type": "string"}, "title": {"type": "string", "x-editable": true},
+                "topic": {"type": "string", "x-editable": true}, "scenes": {"type": "integer"},
+                "auto_approve": {"type": "boolean"}}},
+        "phases": PHASES.iter().map(|p| phase(p)).collect::<Vec<_>>(),
+    });
+    let d = PipelineDefinition::parse("test.json", &definition.to_string()).unwrap();
+    Arc::new(Pipelines::from_definitions(vec![d]).unwrap())
 }
 
 struct World {
@@ -142,6 +169,10 @@ fn env() -> HashMap<String, String> {
 
 impl World {
     fn new(approval_phases: &str) -> Self {
+        Self::on(approval_phases, pipelines())
+    }
+
+    fn on(approval_phases: &str, pipelines: Arc<Pipelines>) -> Self {
         let mem = Arc::new(Memory::new(T0));
         mem.set_param(
             "/t/integrations",
@@ -149,13 +180,10 @@ impl World {
         );
         let provider = Arc::new(Scripted::default());
         let ports = mem.ports(Arc::new(Connect(provider.clone())));
-        let config = Config::from_map(&env()).unwrap();
+        let mut config = Config::from_map(&env()).unwrap();
+        config.pipelines = pipelines.clone();
         let stack = StackConfig {
             topology: config.topology.clone(),
-            pipeline: PipelineConfig {
-                name: "test".into(),
-                phases: PHASES.iter().map(|p| p.to_string()).collect(),
-            },
             approval_phases: approval_phases.into(),
             approval_ttl_secs: 60,
             approval_on_expiry: "fail".into(),
@@ -180,7 +208,7 @@ impl World {
             ),
         ]);
         Self {
-            ops: Ops::new(ports.clone(), stack),
+            ops: Ops::new(ports.clone(), stack).with_pipelines(pipelines),
             mem,
             provider,
             ports,
@@ -286,6 +314,22 @@ async fn a_production_runs_every_phase_and_its_audit_projects_from_the_committed
     assert_eq!(done.slots, 1, "completion released the slot");
     let usage = w.ops.account_usage("acme", &operator()).await.unwrap();
     assert!(usage.active.is_empty());
+}
+
+#[tokio::test]
+async fn a_call_the_phase_definition_does_not_declare_fails_the_phase_and_reaches_no_provider() {
+    let w = World::on("", pipelines_calling(&["image"]));
+    let id = w.start().await;
+    w.settle().await;
+    let p = w.get(&id).await;
+    assert_eq!(p.status, ProductionStatus::Failed, "{p:#?}");
+    let error = p.phase("draft").unwrap().last_error.clone().unwrap();
+    assert_eq!(error.code.as_str(), "integration_not_declared");
+    assert_eq!(
+        error.detail,
+        "phase draft called chat but its definition's integrations are [image]"
+    );
+    assert_eq!(w.provider.calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -531,13 +575,13 @@ async fn a_keyed_start_repeated_returns_the_first_production_until_the_key_expir
     let reordered = r#"{"scenes": 1, "topic": "Why", "title": "Tides", "account": "acme"}"#;
     let (first, repeated) = w
         .ops
-        .start_once(brief, Some("k1"), &operator())
+        .start_once(None, brief, Some("k1"), &operator())
         .await
         .unwrap();
     assert!(!repeated);
     let (again, repeated) = w
         .ops
-        .start_once(reordered, Some("k1"), &operator())
+        .start_once(None, reordered, Some("k1"), &operator())
         .await
         .unwrap();
     assert!(repeated, "the same brief, however written");
@@ -545,7 +589,7 @@ async fn a_keyed_start_repeated_returns_the_first_production_until_the_key_expir
     let other = r#"{"account": "acme", "title": "Other", "topic": "Why", "scenes": 1}"#;
     let err = w
         .ops
-        .start_once(other, Some("k1"), &operator())
+        .start_once(None, other, Some("k1"), &operator())
         .await
         .unwrap_err();
     assert!(
@@ -555,7 +599,7 @@ async fn a_keyed_start_repeated_returns_the_first_production_until_the_key_expir
     for bad in ["", "has space", &"x".repeat(256)] {
         let err = w
             .ops
-            .start_once(brief, Some(bad), &operator())
+            .start_once(None, brief, Some(bad), &operator())
             .await
             .unwrap_err();
         assert!(matches!(err, OpsError::Invalid(_)), "{bad:?}: {err}");
@@ -563,7 +607,7 @@ async fn a_keyed_start_repeated_returns_the_first_production_until_the_key_expir
     w.mem.advance(shepherd::ops::START_KEY_TTL + 1);
     let (later, repeated) = w
         .ops
-        .start_once(brief, Some("k1"), &operator())
+        .start_once(None, brief, Some("k1"), &operator())
         .await
         .unwrap();
     assert!(!repeated && later.id != first.id, "a key holds 24 hours");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first; the table in `lib.rs` says what each layer is for.
 const LAYERS: &[&[&str]] = &[
     &["domain"],
+    &["pipeline"],
     &["protocol", "config", "view", "observability"],
     &["ports"],
     &["adapters"],

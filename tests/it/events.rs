@@ -13,7 +13,7 @@ fn read(name: &str) -> String {
 
 #[test]
 fn every_phase_has_a_sample_sqs_event_with_a_valid_message() {
-    for phase in shepherd::phases::CONTENT_PIPELINE {
+    for phase in shepherd::pipeline::Pipelines::builtin().phase_names() {
         let e: SqsEvent = serde_json::from_str(&read(&format!("sqs-{phase}.json"))).unwrap();
         let body = e.records[0].body.as_deref().unwrap();
         assert_eq!(PhaseMessage::parse(body, phase).unwrap().phase, phase);
@@ -32,8 +32,10 @@ fn the_stream_sample_projects_its_audit_event() {
 }
 
 #[test]
-fn the_sample_brief_is_valid() {
-    shepherd::domain::Brief::parse(&read("briefs/tides.json")).unwrap();
+fn the_sample_brief_is_valid_content_input() {
+    let pipelines = shepherd::pipeline::Pipelines::builtin();
+    let content = pipelines.latest(Some("content")).unwrap();
+    content.parse_input(&read("briefs/tides.json")).unwrap();
 }
 
 /// What `cargo lambda invoke brief --data-file events/sqs-brief.json` does on a fresh stack:

@@ -4,6 +4,7 @@
 mod alarms;
 mod api;
 mod artifacts;
+mod definitions;
 mod delivery;
 mod dlq;
 mod events;

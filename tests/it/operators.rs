@@ -285,7 +285,7 @@ async fn edit_then_retry_reruns_the_failed_phase_with_the_new_settings() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("brief.scenes cannot be edited"),
+        err.to_string().contains("input.scenes cannot be edited"),
         "{err}"
     );
 

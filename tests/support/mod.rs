@@ -518,6 +518,25 @@ impl TestStack {
         (status, json)
     }
 
+    /// What a deploy of other pipeline definitions does: the functions (and this stack's
+    /// `ops`) restart on `pipelines`; what is in the tables and queues stays.
+    pub async fn deploy(&mut self, pipelines: Arc<shepherd::pipeline::Pipelines>) {
+        if let Some(r) = self.runtime.take() {
+            r.stop().await;
+        }
+        let mut c = clients(&self.sdk, &self.stack.stack);
+        c.pipelines = Some(pipelines.clone());
+        self.runtime = Some(
+            LocalRuntime::start(&self.stack, &c)
+                .await
+                .expect("runtime starts"),
+        );
+        let (ops, _) = Ops::connect(&self.sdk, &self.stack.stack)
+            .await
+            .expect("stack config readable");
+        self.ops = ops.with_pipelines(pipelines);
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.runtime.take() {
             r.stop().await;

@@ -110,7 +110,7 @@ pub trait HttpStatus {
 impl HttpStatus for OpsError {
     fn status(&self) -> u16 {
         match self {
-            Self::InvalidBrief(_) | Self::Invalid(_) => 400,
+            Self::InvalidInput(_) | Self::Invalid(_) => 400,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::Conflict { .. } | Self::KeyReused { .. } | Self::Busy(_) => 409,
@@ -492,6 +492,7 @@ pub fn router(api: Api) -> Router {
         .route("/dlq/messages/{id}/{action}", post(dlq_act))
         .route("/account", get(account))
         .route("/integrations", get(integrations))
+        .route("/pipelines", get(pipelines))
         .route("/integrations/{id}", axum::routing::patch(set_integration))
         .route("/webhooks", get(webhooks).post(create_webhook))
         .route(
@@ -571,11 +572,20 @@ async fn list(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQuer
     paged("productions", items, ps.next)
 }
 
-/// `POST /productions`; with an `Idempotency-Key` header a repeat within 24 hours answers
-/// 200 with the first production (nothing spent), and the key with another brief 409.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateQuery {
+    /// The pipeline to run (default: the stack's default pipeline).
+    pipeline: Option<String>,
+}
+
+/// `POST /productions[?pipeline=<name>]`, the body the pipeline's input; with an
+/// `Idempotency-Key` header a repeat within 24 hours answers 200 with the first production
+/// (nothing spent), and the key with another input 409.
 async fn create(
     State(api): State<Api>,
     Who(caller): Who,
+    Query(q): Query<CreateQuery>,
     headers: axum::http::HeaderMap,
     bytes: Bytes,
 ) -> Answer {
@@ -586,7 +596,11 @@ async fn create(
         })?),
         None => None,
     };
-    let (p, repeated) = api.ops().await?.start_once(text, key, &caller).await?;
+    let (p, repeated) = api
+        .ops()
+        .await?
+        .start_once(q.pipeline.as_deref(), text, key, &caller)
+        .await?;
     let location = format!("/productions/{}", p.id);
     Ok((
         if repeated {
@@ -903,6 +917,12 @@ async fn account(State(api): State<Api>, Who(caller): Who, Query(q): Query<ListQ
         .account_usage(which_account(&caller, &q.account)?, &caller)
         .await?;
     ok(serde_json::to_value(usage).unwrap_or_default())
+}
+
+/// `GET /pipelines`: every version, the latest, and the open productions on each.
+async fn pipelines(State(api): State<Api>, Who(caller): Who) -> Answer {
+    let list = api.ops().await?.pipelines_in_use(&caller).await?;
+    ok(json!({"pipelines": list}))
 }
 
 async fn integrations(State(api): State<Api>, Who(caller): Who) -> Answer {
@@ -1247,7 +1267,7 @@ mod tests {
         let p = shepherd::domain::start(
             "p".into(),
             "a".into(),
-            "content".into(),
+            shepherd::domain::PipelineVersion::new("content", 1),
             &["brief", "voice"],
             Default::default(),
             "t".into(),

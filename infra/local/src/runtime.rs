@@ -79,6 +79,9 @@ pub struct Clients {
     pub schedule_every: Option<Duration>,
     /// Serve the HTTP API here (port 0: any free port), callers from this token file.
     pub api: Option<(std::net::SocketAddr, std::path::PathBuf)>,
+    /// Phase functions run these definitions instead of the built-in ones (a test's
+    /// fixture pipelines; a restart with more versions is a deploy that adds them).
+    pub pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
 }
 
 impl Clients {
@@ -90,6 +93,7 @@ impl Clients {
             exec: None,
             schedule_every: None,
             api: None,
+            pipelines: None,
         }
     }
 }
@@ -134,7 +138,11 @@ impl LocalRuntime {
                             });
                             (f.binary.clone(), run)
                         } else {
-                            let phase = Arc::new(phase_runtime(f, &handlers)?);
+                            let phase = Arc::new(phase_runtime_on(
+                                f,
+                                &handlers,
+                                clients.pipelines.clone(),
+                            )?);
                             stats.insert(phase.phase_name().to_string(), phase.stats.clone());
                             let name = phase.phase_name().to_string();
                             let run: SqsHandler = Arc::new(move |event| {
@@ -272,9 +280,21 @@ pub fn phase_runtime(
     f: &LocalFunction,
     clients: &AwsClients,
 ) -> Result<PhaseFunction, RuntimeError> {
+    phase_runtime_on(f, clients, None)
+}
+
+/// As [`phase_runtime`], on other definitions than the built-in ones.
+pub fn phase_runtime_on(
+    f: &LocalFunction,
+    clients: &AwsClients,
+    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
+) -> Result<PhaseFunction, RuntimeError> {
     let phase = shepherd::phases::by_name(&f.binary)
         .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
-    let config = config(f)?;
+    let mut config = config(f)?;
+    if let Some(p) = pipelines {
+        config.pipelines = p;
+    }
     let ports = wiring::function_ports(clients, &config);
     Ok(wiring::phase_function(Arc::from(phase), &ports, &config))
 }

@@ -15,7 +15,7 @@ use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::domain::webhooks::{Delivery, DeliveryState, Subscription, SubscriptionState};
 use crate::domain::{
-    Actor, Brief, Command, Millis, Production, ProductionStatus, Transition, claim_refusal, decide,
+    Actor, Command, Millis, Production, ProductionStatus, Transition, claim_refusal, decide,
 };
 use crate::ports::{
     Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
@@ -41,7 +41,7 @@ struct Queued {
 #[derive(Default)]
 struct State {
     productions: BTreeMap<String, Production>,
-    briefs: HashMap<String, Brief>,
+    inputs: HashMap<String, serde_json::Value>,
     outputs: HashMap<(String, String), StoredOutput>,
     artifacts: HashMap<String, Vec<u8>>,
     accounts: HashMap<String, Account>,
@@ -146,7 +146,7 @@ impl Productions for Memory {
     async fn create(
         &self,
         t: &Transition,
-        brief: &Brief,
+        input: &serde_json::Value,
         actor: &Actor,
         r: &Reservation,
         key: Option<&StartKey>,
@@ -178,13 +178,13 @@ impl Productions for Memory {
         account.started.insert(r.month.clone(), started + 1);
         account.active.insert(p.id.clone());
         s.productions.insert(p.id.clone(), p.clone());
-        s.briefs.insert(p.id.clone(), brief.clone());
+        s.inputs.insert(p.id.clone(), input.clone());
         if let Some(k) = key {
             s.start_keys.insert(
                 (k.account.clone(), k.key.clone()),
                 UsedStartKey {
                     production: p.id.clone(),
-                    brief_hash: k.brief_hash.clone(),
+                    input_hash: k.input_hash.clone(),
                     expires: k.expires,
                 },
             );
@@ -241,7 +241,7 @@ impl Productions for Memory {
         &self,
         t: &Transition,
         actor: &Actor,
-        brief: Option<&Brief>,
+        input: Option<&serde_json::Value>,
     ) -> Result<CommitOutcome, StoreError> {
         let mut s = self.state();
         self.write(&mut s)?;
@@ -251,15 +251,34 @@ impl Productions for Memory {
             other => return Ok(CommitOutcome::Conflict(other.cloned().map(Box::new))),
         }
         s.productions.insert(p.id.clone(), p.clone());
-        if let Some(b) = brief {
-            s.briefs.insert(p.id.clone(), b.clone());
+        if let Some(b) = input {
+            s.inputs.insert(p.id.clone(), b.clone());
         }
         Self::record(&mut s, t, actor);
         Ok(CommitOutcome::Committed)
     }
 
-    async fn brief(&self, id: &str) -> Result<Option<Brief>, StoreError> {
-        Ok(self.state().briefs.get(id).cloned())
+    async fn open_by_version(
+        &self,
+        account: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<(String, u32), u64>, StoreError> {
+        let mut counts = std::collections::BTreeMap::new();
+        for p in self.state().productions.values() {
+            let open = !matches!(
+                p.status,
+                ProductionStatus::Completed | ProductionStatus::Cancelled
+            );
+            if open && account.is_none_or(|a| a == p.account) {
+                *counts
+                    .entry((p.pipeline.clone(), p.pipeline_version))
+                    .or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn input(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.state().inputs.get(id).cloned())
     }
 
     async fn list(

@@ -252,7 +252,7 @@ mod tests {
         start(
             "p".into(),
             "a".into(),
-            "content".into(),
+            crate::domain::PipelineVersion::new("content", 1),
             &["brief", "script"],
             GatePolicy::default(),
             "t".into(),

@@ -16,7 +16,6 @@ pub mod alarms;
 pub mod artifacts;
 mod audit;
 pub mod authz;
-mod brief;
 mod decide;
 pub mod delivery;
 mod error;
@@ -30,16 +29,40 @@ pub mod webhooks;
 pub use act::{Act, Action, FieldChange, OverrideTarget, names};
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use authz::{Actor, Caller, Role, Scope};
-pub use brief::{Brief, BriefError, VOICES};
 pub use decide::{
     Command, Dispatch, DomainError, FailDisposition, MAX_OPERATOR_TEXT, Transition, decide, start,
 };
 pub use delivery::{ClaimRefusal, claim_refusal};
 pub use error::{Classify, ErrorClass, ErrorCode, StepError};
 pub use production::{
-    Approval, GateKind, GatePolicy, OnExpiry, PhaseError, PhaseState, PhaseStatus, Production,
-    ProductionStatus,
+    Approval, GateKind, GatePolicy, OnExpiry, PhaseError, PhaseState, PhaseStatus, PipelineVersion,
+    Production, ProductionStatus,
 };
+
+/// What a call asks an integration for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    Chat,
+    Image,
+    Speech,
+    /// Tools on an MCP server (streamable HTTP).
+    Mcp,
+    /// A generic HTTP JSON endpoint (a webhook, an internal service): POST JSON, get JSON.
+    Http,
+}
+
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Image => "image",
+            Self::Speech => "speech",
+            Self::Mcp => "mcp",
+            Self::Http => "http",
+        }
+    }
+}
 
 /// Milliseconds since the Unix epoch. The domain never reads a clock; callers pass `now`.
 pub type Millis = i64;

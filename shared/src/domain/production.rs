@@ -262,12 +262,35 @@ pub struct Approval {
     pub renewals: u32,
 }
 
+fn first_version() -> u32 {
+    1
+}
+
+/// Which definition a production runs: a pipeline's name and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineVersion {
+    pub name: String,
+    pub version: u32,
+}
+
+impl PipelineVersion {
+    pub fn new(name: impl Into<String>, version: u32) -> Self {
+        Self {
+            name: name.into(),
+            version,
+        }
+    }
+}
+
 /// One run of a pipeline for one account. Never deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Production {
     pub id: String,
     pub account: String,
     pub pipeline: String,
+    /// The version of the pipeline's definition it started on, and runs to the end on.
+    #[serde(default = "first_version")]
+    pub pipeline_version: u32,
     pub status: ProductionStatus,
     /// Optimistic concurrency: every transition increments it.
     pub version: u64,

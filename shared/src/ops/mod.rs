@@ -15,6 +15,7 @@ mod alarms;
 mod audit;
 mod dlq;
 mod integrations;
+mod pipelines;
 mod webhooks;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 pub use audit::AuditRedrive;
 pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
 pub use integrations::{IntegrationTest, IntegrationView};
+pub use pipelines::{PhaseInfo, PipelineVersionInfo};
 pub use webhooks::{CreatedSubscription, MAX_REPLAY, Replayed};
 
 pub use crate::config::StackConfig;
@@ -31,16 +33,16 @@ use crate::domain::authz::{Denied, Permission};
 use crate::domain::input;
 use crate::domain::limits::{AccountUsage, Limits, Reservation, month_of};
 use crate::domain::{
-    Act, Action, Brief, BriefError, Caller, DomainError, Millis, Production, ProductionStatus,
-    start,
+    Act, Action, Caller, DomainError, Millis, PipelineVersion, Production, ProductionStatus, start,
 };
+use crate::pipeline::{InputError, Pipelines};
 use crate::ports::{Page, Ports, StartKey, StoreError, UsedStartKey};
 use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error(transparent)]
-    InvalidBrief(#[from] BriefError),
+    InvalidInput(#[from] InputError),
     #[error("production {0} not found")]
     NotFound(String),
     #[error(transparent)]
@@ -59,9 +61,9 @@ pub enum OpsError {
         status: ProductionStatus,
         available: Vec<Action>,
     },
-    /// A start's idempotency key was used, within its 24 hours, for another brief.
+    /// A start's idempotency key was used, within its 24 hours, for another input.
     #[error(
-        "idempotency key {key:?} was used for another brief by production {production}; \
+        "idempotency key {key:?} was used for another input by production {production}; \
          use a new key for a new production"
     )]
     KeyReused { key: String, production: String },
@@ -137,6 +139,7 @@ pub struct Ops {
     pub(crate) transitioner: Transitioner,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) stack: StackConfig,
+    pub(crate) pipelines: Arc<Pipelines>,
 }
 
 impl Ops {
@@ -150,45 +153,63 @@ impl Ops {
             dispatcher: Dispatcher::new(ports.queue.clone(), Arc::new(stack.topology.clone())),
             ports,
             stack,
+            pipelines: Pipelines::builtin(),
         }
+    }
+
+    /// The same operations over other definitions than the built-in ones (a test's
+    /// fixture pipelines, or the versions a deploy is about to add).
+    pub fn with_pipelines(mut self, pipelines: Arc<Pipelines>) -> Self {
+        self.pipelines = pipelines;
+        self
     }
 
     pub fn stack(&self) -> &StackConfig {
         &self.stack
     }
 
-    /// Validates the brief, creates the production and sends its first phase's message.
-    pub async fn start(&self, brief_json: &str, caller: &Caller) -> Result<Production, OpsError> {
-        Ok(self.start_once(brief_json, None, caller).await?.0)
+    pub fn pipelines(&self) -> &Arc<Pipelines> {
+        &self.pipelines
     }
 
-    /// As [`Ops::start`], under an idempotency key (scoped by the brief's account): a repeat
-    /// within [`START_KEY_TTL`] returns the first production (and `true`), spends nothing and
-    /// sends nothing; the same key with another brief is [`OpsError::KeyReused`]. Two racing
-    /// repeats make one production: the creating transaction holds the key.
+    /// Checks the input against the default pipeline's schema, creates the production on
+    /// that pipeline's latest version and sends its first phase's message.
+    pub async fn start(&self, input_json: &str, caller: &Caller) -> Result<Production, OpsError> {
+        Ok(self.start_once(None, input_json, None, caller).await?.0)
+    }
+
+    /// As [`Ops::start`], on `pipeline` (`None`: the stack's default) and under an
+    /// idempotency key (scoped by the input's account): a repeat within [`START_KEY_TTL`]
+    /// returns the first production (and `true`), spends nothing and sends nothing; the same
+    /// key with another input is [`OpsError::KeyReused`]. Two racing repeats make one
+    /// production: the creating transaction holds the key.
     pub async fn start_once(
         &self,
-        brief_json: &str,
+        pipeline: Option<&str>,
+        input_json: &str,
         key: Option<&str>,
         caller: &Caller,
     ) -> Result<(Production, bool), OpsError> {
         caller.may(Permission::Start)?;
-        let brief = Brief::parse(brief_json)?;
-        if !caller.sees(Some(&brief.account)) {
+        let pipeline = self.pipelines.latest(pipeline).map_err(OpsError::Invalid)?;
+        let input = pipeline.parse_input(input_json)?;
+        if !caller.sees(Some(&input.account)) {
             return Err(OpsError::Forbidden(format!(
-                "the brief's account {:?} is not yours",
-                brief.account
+                "the input's account {:?} is not yours",
+                input.account
             )));
         }
         let now = self.ports.clock.now();
         let start_key = match key {
             Some(k) => Some(StartKey {
-                account: brief.account.clone(),
+                account: input.account.clone(),
                 key: check_start_key(k)?.to_string(),
-                // The brief as understood, so whitespace or key order is not "another brief".
-                brief_hash: {
+                // The input as understood (defaults filled in, keys in order), so whitespace
+                // or key order is not "another input"; and the pipeline it is for.
+                input_hash: {
                     use sha2::Digest as _;
-                    let canonical = serde_json::to_vec(&brief).expect("brief serialises");
+                    let canonical = serde_json::to_vec(&(pipeline.name(), &input.value))
+                        .expect("input serialises");
                     hex::encode(sha2::Sha256::digest(canonical))
                 },
                 expires: now + START_KEY_TTL,
@@ -200,47 +221,50 @@ impl Ops {
             if let Some(used) = self
                 .ports
                 .productions
-                .start_key(&brief.account, &k.key, now)
+                .start_key(&input.account, &k.key, now)
                 .await?
             {
                 return self.repeated(k, used).await;
             }
         }
-        let phases: Vec<&str> = self
-            .stack
-            .pipeline
-            .phases
-            .iter()
-            .map(String::as_str)
-            .collect();
         let t = start(
             uuid::Uuid::now_v7().to_string(),
-            brief.account.clone(),
-            self.stack.pipeline.name.clone(),
-            &phases,
-            self.stack.gate_policy(brief.auto_approve)?,
+            input.account.clone(),
+            PipelineVersion {
+                name: pipeline.name().to_string(),
+                version: pipeline.version(),
+            },
+            &pipeline.definition.phase_names(),
+            self.stack
+                .gate_policy(&self.pipelines, pipeline, input.auto_approve)?,
             uuid::Uuid::now_v7().simple().to_string(),
             now,
         );
         let reservation = Reservation {
-            account: brief.account.clone(),
+            account: input.account.clone(),
             month: month_of(now),
             defaults: self.stack.default_limits(),
         };
         // A read first, for the common refusal: nothing is attempted. The creating
         // transaction's condition is what makes the reservation atomic (two racing starts).
-        let usage = self.usage(&brief.account).await?;
+        let usage = self.usage(&input.account).await?;
         if usage.is_full() {
             return Err(OpsError::LimitReached(usage.refusal()));
         }
         let t = match self
             .transitioner
-            .create(t, &brief, &caller.actor, &reservation, start_key.as_ref())
+            .create(
+                t,
+                &input.value,
+                &caller.actor,
+                &reservation,
+                start_key.as_ref(),
+            )
             .await
         {
             Ok(t) => t,
             Err(StoreError::LimitReached) => {
-                let usage = self.usage(&brief.account).await?;
+                let usage = self.usage(&input.account).await?;
                 return Err(OpsError::LimitReached(usage.refusal()));
             }
             Err(StoreError::StartKeyUsed(used)) => {
@@ -261,7 +285,7 @@ impl Ops {
         k: &StartKey,
         used: UsedStartKey,
     ) -> Result<(Production, bool), OpsError> {
-        if used.brief_hash != k.brief_hash {
+        if used.input_hash != k.input_hash {
             return Err(OpsError::KeyReused {
                 key: k.key.clone(),
                 production: used.production,
@@ -290,15 +314,25 @@ impl Ops {
             // Scoped read first: another account's production is unknown whatever the role.
             let p = self.get(id, caller).await?;
             caller.may(Permission::Act(act.action()))?;
-            let brief = match &act {
+            let input = match &act {
                 Act::Edit { changes } => {
                     let current = self
                         .ports
                         .productions
-                        .brief(id)
+                        .input(id)
                         .await?
-                        .ok_or_else(|| OpsError::NotFound(format!("brief of {id}")))?;
-                    Some(current.edited(changes)?)
+                        .ok_or_else(|| OpsError::NotFound(format!("input of {id}")))?;
+                    // Edited under the version it runs on (its schema says what may change).
+                    let pipeline = self
+                        .pipelines
+                        .get(&p.pipeline, p.pipeline_version)
+                        .ok_or_else(|| {
+                            OpsError::Config(format!(
+                                "pipeline {} v{} is not deployed",
+                                p.pipeline, p.pipeline_version
+                            ))
+                        })?;
+                    Some(pipeline.edited(&current, changes)?.value)
                 }
                 _ => None,
             };
@@ -309,7 +343,7 @@ impl Ops {
                     act.clone().into(),
                     &caller.actor,
                     &[],
-                    brief.as_ref(),
+                    input.as_ref(),
                     OnConflict::GiveUp,
                 )
                 .await?;

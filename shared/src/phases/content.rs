@@ -10,6 +10,19 @@ const CHAT_MODEL: &str = "gpt-4o-mini";
 const IMAGE_MODEL: &str = "gpt-image-1";
 const SPEECH_MODEL: &str = "gpt-4o-mini-tts";
 
+/// The content pipeline's input (`pipelines/content/v1.json` is its schema, which fills in
+/// the defaults): what a team asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Brief {
+    pub title: String,
+    pub topic: String,
+    pub audience: String,
+    pub tone: String,
+    pub scenes: u32,
+    pub voice: String,
+    pub language: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub title: String,
@@ -89,7 +102,7 @@ impl Phase for BriefPhase {
     type Output = Plan;
 
     async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
-        let b = &ctx.brief;
+        let b: Brief = ctx.input_as()?;
         let req = json_chat(
             format!(
                 "task=plan scenes={}. You plan short videos. Answer with JSON \
@@ -125,6 +138,7 @@ impl Phase for Script {
     type Output = ScriptOut;
 
     async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let b: Brief = ctx.input_as()?;
         let plan = ctx.output::<BriefPhase>()?;
         let scenes = plan
             .scenes
@@ -137,8 +151,8 @@ impl Phase for Script {
                 "task=script scenes={}. Write one narration per scene, tone {}, language {}. \
                      Answer with JSON {{\"scenes\": [{{\"n\": number, \"narration\": string}}]}}.",
                 plan.scenes.len(),
-                ctx.brief.tone,
-                ctx.brief.language
+                b.tone,
+                b.language
             ),
             format!("{}\n{scenes}{}", plan.title, ctx.feedback_line()),
         );
@@ -170,6 +184,7 @@ impl Phase for Assets {
     type Output = AssetsOut;
 
     async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let b: Brief = ctx.input_as()?;
         let plan = ctx.output::<BriefPhase>()?;
         let mut images = Vec::with_capacity(plan.scenes.len());
         let mut warnings = Vec::new();
@@ -181,7 +196,7 @@ impl Phase for Assets {
                     "{} — {} (for {}){}",
                     plan.title,
                     s.description,
-                    ctx.brief.audience,
+                    b.audience,
                     ctx.feedback_line()
                 ),
                 n: 1,
@@ -226,13 +241,14 @@ impl Phase for Voice {
     type Output = VoiceOut;
 
     async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let b: Brief = ctx.input_as()?;
         let script = ctx.output::<Script>()?;
         let mut audio = Vec::with_capacity(script.scenes.len());
         for s in &script.scenes {
             let req = SpeechRequest {
                 model: SPEECH_MODEL.into(),
                 input: s.narration.clone(),
-                voice: ctx.brief.voice.clone(),
+                voice: b.voice.clone(),
                 response_format: "mp3".into(),
             };
             let r = ctx.tools.speech(&format!("scene-{}", s.n), &req).await?;
@@ -255,6 +271,7 @@ impl Phase for Publish {
     type Output = PublishOut;
 
     async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let b: Brief = ctx.input_as()?;
         let plan = ctx.output::<BriefPhase>()?;
         let script = ctx.output::<Script>()?;
         let assets = ctx.output::<Assets>()?;
@@ -263,7 +280,7 @@ impl Phase for Publish {
             "task=publish. Write a description for a video. Answer with JSON \
                  {\"description\": string}."
                 .into(),
-            format!("{}: {}", plan.title, ctx.brief.topic),
+            format!("{}: {}", plan.title, b.topic),
         );
         #[derive(Deserialize)]
         struct Description {

@@ -1,17 +1,15 @@
-//! The sample content pipeline: brief -> script -> assets -> voice -> publish. Each phase
-//! is one Lambda function (`functions/<phase>`); this module holds what each one does.
+//! The phases the stack's pipelines run (`pipelines/*/v*.json` says in which order, with
+//! which gates and contracts). Each phase is one Lambda function (`functions/<phase>`);
+//! this module holds what each one does. The sample content pipeline: brief -> script ->
+//! assets -> voice -> publish.
 
 mod content;
 
 pub use content::{
-    Assets, AssetsOut, BriefPhase, Plan, Publish, Script, ScriptOut, Voice, VoiceOut,
+    Assets, AssetsOut, Brief, BriefPhase, Plan, Publish, Script, ScriptOut, Voice, VoiceOut,
 };
 
 use crate::runtime::RunPhase;
-
-/// The pipeline's phases, in order.
-pub const CONTENT_PIPELINE: [&str; 5] = ["brief", "script", "assets", "voice", "publish"];
-pub const CONTENT_PIPELINE_NAME: &str = "content";
 
 /// The phase implementation for a name, for the local runtime and tests.
 pub fn by_name(name: &str) -> Option<Box<dyn RunPhase>> {

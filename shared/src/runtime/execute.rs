@@ -1,5 +1,6 @@
-//! Execution: builds a phase run's context (brief, earlier outputs, tools bound to the
-//! run), runs the phase with a panic caught and its time bounded, and collects the audit
+//! Execution: builds a phase run's context (input, earlier outputs, tools bound to the
+//! run), runs the phase with a panic caught and its time bounded, checks its output against
+//! the contract of the pipeline version the production is pinned to, and collects the audit
 //! events of its tool calls for the commit.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use tracing::error;
 
 use super::{PhaseContext, PhaseResult, RunPhase};
 use crate::domain::{AuditEvent, Classify, ErrorCode, Millis, PhaseStatus, Production, StepError};
+use crate::pipeline::Pipelines;
 use crate::ports::{Outputs, Productions};
 use crate::tools::{Run, ToolDeps, Tools};
 
@@ -29,12 +31,38 @@ pub struct Executor {
     pub tools: ToolDeps,
     /// The function's timeout: the run is stopped a little before it.
     pub timeout: Duration,
+    /// The definitions productions are pinned to (the output contracts).
+    pub pipelines: Arc<Pipelines>,
 }
 
 impl Executor {
     /// Runs the phase on the claimed production.
     pub async fn run(&self, p: &Production) -> Ran {
-        let ctx = match self.context(p).await {
+        let pipeline = match self.pipelines.get(&p.pipeline, p.pipeline_version) {
+            Some(pl) => pl.clone(),
+            None => {
+                // A deploy removed the version while productions ran on it: nothing this
+                // function runs could keep the production on its definition.
+                return Ran {
+                    result: Err(StepError::permanent(
+                        ErrorCode::PipelineNotDeployed,
+                        format!(
+                            "pipeline {} v{} is not deployed (this function has {}); deploy \
+                             its definition again to finish the production",
+                            p.pipeline,
+                            p.pipeline_version,
+                            self.pipelines
+                                .all()
+                                .map(|pl| format!("{} v{}", pl.name(), pl.version()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )),
+                    events: vec![],
+                };
+            }
+        };
+        let ctx = match self.context(p, &pipeline).await {
             Ok(ctx) => ctx,
             Err(e) => {
                 return Ran {
@@ -43,9 +71,17 @@ impl Executor {
                 };
             }
         };
-        let result = self.bounded(p, &ctx).await.map(|mut r| {
+        let name = self.phase.name();
+        let result = self.bounded(p, &ctx).await.and_then(|mut r| {
+            pipeline.check_output(name, &r.output).map_err(|e| {
+                // Permanent: a retry would ask for the same kind of answer again.
+                StepError::permanent(
+                    ErrorCode::OutputContract,
+                    format!("phase {name} broke its output contract: {e}"),
+                )
+            })?;
             r.artifacts = ctx.tools.take_artifacts();
-            r
+            Ok(r)
         });
         Ran {
             result,
@@ -80,17 +116,21 @@ impl Executor {
         }
     }
 
-    async fn context(&self, p: &Production) -> Result<PhaseContext, StepError> {
+    async fn context(
+        &self,
+        p: &Production,
+        pipeline: &crate::pipeline::Pipeline,
+    ) -> Result<PhaseContext, StepError> {
         let name = self.phase.name();
-        let brief = self
+        let input = self
             .productions
-            .brief(&p.id)
+            .input(&p.id)
             .await
             .retryable(ErrorCode::StoreUnavailable)?
             .ok_or_else(|| {
                 StepError::permanent(
                     ErrorCode::InputMissing,
-                    format!("production {} has no brief", p.id),
+                    format!("production {} has no input", p.id),
                 )
             })?;
         let mut inputs = BTreeMap::new();
@@ -114,12 +154,16 @@ impl Executor {
                 revision: p.revision,
                 attempt: own.map(|ph| ph.attempt).unwrap_or(1),
                 lease_until: own.and_then(|ph| ph.lease_until).unwrap_or_default(),
+                allowed: pipeline
+                    .definition
+                    .phase(name)
+                    .map(|d| d.integrations.as_slice()),
             },
         );
         Ok(PhaseContext {
             feedback: own.and_then(|ph| ph.feedback.clone()),
             production: p.clone(),
-            brief,
+            input,
             inputs,
             tools,
         })

@@ -29,7 +29,7 @@ pub use stats::Stats;
 pub use worker::{Verdict, Worker};
 
 use crate::domain::artifacts::Artifact;
-use crate::domain::{Brief, ErrorCode, Production, StepError};
+use crate::domain::{ErrorCode, Production, StepError};
 pub use crate::protocol::{MessageError, PhaseMessage};
 use crate::tools::Tools;
 
@@ -91,10 +91,11 @@ impl<P: Phase> RunPhase for P {
     }
 }
 
-/// A phase run's inputs: the production, its brief, earlier phases' outputs, its tools.
+/// A phase run's inputs: the production, its input, earlier phases' outputs, its tools.
 pub struct PhaseContext {
     pub production: Production,
-    pub brief: Brief,
+    /// The production's input, as its pipeline's schema accepted it.
+    pub input: serde_json::Value,
     /// Outputs of the phases that succeeded before this one, by phase name.
     pub inputs: BTreeMap<String, serde_json::Value>,
     /// An operator's feedback from rejecting this phase's last result.
@@ -109,6 +110,17 @@ impl PhaseContext {
             .as_ref()
             .map(|f| format!("\nReviewer feedback on the previous version: {f}"))
             .unwrap_or_default()
+    }
+
+    /// The production's input in the phase's own type (the schema already checked it; a
+    /// type that disagrees with the schema is the phase's bug, and permanent).
+    pub fn input_as<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        serde_json::from_value(self.input.clone()).map_err(|e| {
+            StepError::permanent(
+                ErrorCode::InputInvalid,
+                format!("the production's input: {e}"),
+            )
+        })
     }
 
     /// An earlier phase's output, in its type.

@@ -182,11 +182,21 @@ impl Worker {
         let Some(phase) = p.phase(&msg.phase).cloned() else {
             return Verdict::Done;
         };
+        // The phase's own budget, from the definition the production is pinned to, within
+        // the stack's cap.
+        let mut retry = self.retry;
+        if let Some(def) =
+            self.executor
+                .pipelines
+                .phase(&p.pipeline, p.pipeline_version, &msg.phase)
+        {
+            retry.max_retries = retry.max_retries.min(def.max_tries);
+        }
         let disposition = on_error(
             &e,
             &phase,
             receive_count,
-            self.retry,
+            retry,
             self.clock.now(),
             rand::random(),
         );

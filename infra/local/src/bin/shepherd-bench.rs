@@ -488,6 +488,7 @@ async fn transitions(args: &Args) -> Result<()> {
         exec: Some(exec.clone()),
         schedule_every: None,
         api: None,
+        pipelines: None,
     };
     let cpu_before = exec.spawn(async { thread_cpu_ns() }).await?;
     let runtime = LocalRuntime::start(&stack, &clients).await?;
@@ -586,12 +587,16 @@ async fn transitions(args: &Args) -> Result<()> {
     let _ = handler_thread.join();
     provider.stop().await;
 
-    let transitions = (ids.len() * shepherd::phases::CONTENT_PIPELINE.len()) as f64;
+    let phases = shepherd::pipeline::Pipelines::builtin()
+        .latest(None)
+        .map(|p| p.definition.phases.len())
+        .map_err(anyhow::Error::msg)?;
+    let transitions = (ids.len() * phases) as f64;
     println!("# Engine cost per phase transition");
     println!(
         "{} productions x {} phases = {} transitions, {} messages handled, {:.1} s wall",
         ids.len(),
-        shepherd::phases::CONTENT_PIPELINE.len(),
+        phases,
         transitions,
         messages,
         elapsed.as_secs_f64()

@@ -145,7 +145,16 @@ async fn main() -> Result<()> {
         began.elapsed().as_secs_f64()
     );
 
-    let phases = config.pipeline.phases.clone();
+    // The default pipeline's phases (what `ops.start` runs).
+    let phases: Vec<String> = ops
+        .pipelines()
+        .latest(None)
+        .map_err(anyhow::Error::msg)?
+        .definition
+        .phase_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
     let mut crashes_left = args.crashes;
     let mut pending: BTreeSet<String> = ids.iter().cloned().collect();
     let mut ended: BTreeMap<String, ProductionStatus> = BTreeMap::new();

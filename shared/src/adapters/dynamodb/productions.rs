@@ -15,8 +15,8 @@ use super::{
 };
 use crate::domain::limits::Reservation;
 use crate::domain::{
-    Actor, Approval, AuditEvent, AuditKind, Brief, ErrorClass, ErrorCode, GatePolicy, Millis,
-    Outcome, PhaseError, PhaseState, PhaseStatus, Production, ProductionStatus, Transition,
+    Actor, Approval, AuditEvent, AuditKind, ErrorClass, ErrorCode, GatePolicy, Millis, Outcome,
+    PhaseError, PhaseState, PhaseStatus, Production, ProductionStatus, Transition,
 };
 use crate::ports::{
     ClaimOutcome, CommitOutcome, CommittedWrite, Page, Productions, StartKey, StoreError,
@@ -31,6 +31,9 @@ struct StoredProduction {
     pub id: String,
     pub acct: String,
     pub pl: String,
+    /// The pipeline version it is pinned to (1 for productions from before versions).
+    #[serde(default = "one")]
+    pub plv: u32,
     pub st: ProductionStatus,
     pub v: u64,
     pub tr: String,
@@ -126,6 +129,10 @@ pub(super) struct StoredAudit {
 /// small by design. Shard it (`DUE#<n>`) if thousands are ever due at once.
 const DUE_PARTITION: &str = "DUE";
 
+fn one() -> u32 {
+    1
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -138,6 +145,7 @@ impl StoredProduction {
             id: p.id.clone(),
             acct: p.account.clone(),
             pl: p.pipeline.clone(),
+            plv: p.pipeline_version,
             st: p.status,
             v: p.version,
             tr: p.trace_id.clone(),
@@ -231,6 +239,7 @@ impl StoredProduction {
             id: self.id,
             account: self.acct,
             pipeline: self.pl,
+            pipeline_version: self.plv,
             status: self.st,
             version: self.v,
             phases,
@@ -343,7 +352,7 @@ fn status_value(st: impl Serialize) -> AttributeValue {
     serde_dynamo::to_attribute_value(st).expect("status serialises")
 }
 
-/// Productions in the state table: the hot item, the brief, and the two indexes.
+/// Productions in the state table: the hot item, the input, and the two indexes.
 #[derive(Clone)]
 pub struct DynamoProductions {
     client: Client,
@@ -358,9 +367,10 @@ impl DynamoProductions {
         }
     }
 
-    fn brief_item(id: &str, brief: &Brief) -> Item {
+    /// The production's input (sort key `B`, where the content brief always was).
+    fn input_item(id: &str, input: &serde_json::Value) -> Item {
         let mut item = key(production_pk(id), "B");
-        let body = serde_json::to_string(brief).expect("brief serialises");
+        let body = serde_json::to_string(input).expect("input serialises");
         item.insert("body".into(), s(body));
         item
     }
@@ -375,7 +385,7 @@ impl DynamoProductions {
     fn start_key_put(&self, k: &StartKey, production: &str, now: Millis) -> Put {
         let mut item = key(start_key_pk(&k.account, &k.key), "K");
         item.insert("production".into(), s(production));
-        item.insert("brief_hash".into(), s(k.brief_hash.clone()));
+        item.insert("brief_hash".into(), s(k.input_hash.clone()));
         item.insert("expires".into(), n(k.expires));
         item.insert("ttl".into(), n(k.expires / 1000 + 1));
         Put::builder()
@@ -402,7 +412,7 @@ impl Productions for DynamoProductions {
     async fn create(
         &self,
         t: &Transition,
-        brief: &Brief,
+        input: &serde_json::Value,
         actor: &Actor,
         reservation: &Reservation,
         start_key: Option<&StartKey>,
@@ -416,7 +426,7 @@ impl Productions for DynamoProductions {
             .transact_items(TransactWriteItem::builder().put(self.put(hot, new)).build())
             .transact_items(
                 TransactWriteItem::builder()
-                    .put(self.put(Self::brief_item(&p.id, brief), new))
+                    .put(self.put(Self::input_item(&p.id, input), new))
                     .build(),
             )
             .transact_items(
@@ -482,8 +492,8 @@ impl Productions for DynamoProductions {
         let Some(item) = item else {
             return Ok(None);
         };
-        let (production, brief_hash) = (text(&item, "production"), text(&item, "brief_hash"));
-        if production.is_empty() || brief_hash.is_empty() {
+        let (production, input_hash) = (text(&item, "production"), text(&item, "brief_hash"));
+        if production.is_empty() || input_hash.is_empty() {
             return Err(StoreError::Corrupt(format!(
                 "start key item {account}/{key} lacks its production"
             )));
@@ -491,7 +501,7 @@ impl Productions for DynamoProductions {
         let expires = number(&item, "expires").unwrap_or(0);
         Ok((expires > now).then_some(UsedStartKey {
             production,
-            brief_hash,
+            input_hash,
             expires,
         }))
     }
@@ -560,11 +570,11 @@ impl Productions for DynamoProductions {
         &self,
         t: &Transition,
         actor: &Actor,
-        brief: Option<&Brief>,
+        input: Option<&serde_json::Value>,
     ) -> Result<CommitOutcome, StoreError> {
         let p = &t.production;
         let hot = Self::hot(t, actor)?;
-        let Some(brief) = brief else {
+        let Some(input) = input else {
             let res = self
                 .client
                 .put_item()
@@ -589,7 +599,7 @@ impl Productions for DynamoProductions {
                 },
             };
         };
-        // Rare (an edit): the state and the brief in one transaction.
+        // Rare (an edit): the state and the input in one transaction.
         let state = Put::builder()
             .table_name(&self.table)
             .set_item(Some(hot))
@@ -603,7 +613,7 @@ impl Productions for DynamoProductions {
             .transact_items(TransactWriteItem::builder().put(state).build())
             .transact_items(
                 TransactWriteItem::builder()
-                    .put(self.put(Self::brief_item(&p.id, brief), "attribute_exists(pk)"))
+                    .put(self.put(Self::input_item(&p.id, input), "attribute_exists(pk)"))
                     .build(),
             )
             .send()
@@ -622,11 +632,11 @@ impl Productions for DynamoProductions {
         }
     }
 
-    async fn brief(&self, id: &str) -> Result<Option<Brief>, StoreError> {
+    async fn input(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         match super::get_body(&self.client, &self.table, production_pk(id), "B").await? {
             Some(body) => serde_json::from_str(&body)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("brief of {id}: {e}"))),
+                .map_err(|e| StoreError::Corrupt(format!("input of {id}: {e}"))),
             None => Ok(None),
         }
     }
@@ -680,6 +690,54 @@ impl Productions for DynamoProductions {
         .await?;
         ids.truncate(limit);
         Ok(ids)
+    }
+
+    async fn open_by_version(
+        &self,
+        account: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<(String, u32), u64>, StoreError> {
+        let mut filter = "#sk = :p AND NOT (#st IN (:done, :cancelled))".to_string();
+        if account.is_some() {
+            filter.push_str(" AND #acct = :acct");
+        }
+        let mut counts = std::collections::BTreeMap::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(&filter)
+                .projection_expression("#pl, #plv")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_names("#st", "st")
+                .expression_attribute_names("#pl", "pl")
+                .expression_attribute_names("#plv", "plv")
+                .expression_attribute_values(":p", s("P"))
+                .expression_attribute_values(":done", s(ProductionStatus::Completed.as_str()))
+                .expression_attribute_values(":cancelled", s(ProductionStatus::Cancelled.as_str()))
+                .set_exclusive_start_key(start.take());
+            if let Some(a) = account {
+                req = req
+                    .expression_attribute_names("#acct", "acct")
+                    .expression_attribute_values(":acct", s(a));
+            }
+            let page = req.send().await.map_err(unavailable)?;
+            for item in page.items() {
+                let name = text(item, "pl");
+                // Productions from before versions were written without one: version 1.
+                let version = item
+                    .get("plv")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                *counts.entry((name, version)).or_insert(0) += 1;
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(counts),
+            }
+        }
     }
 }
 

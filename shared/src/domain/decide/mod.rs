@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Act, Action, AuditEvent, AuditKind, ClaimRefusal, GatePolicy, Millis, Outcome, PhaseError,
-    PhaseState, PhaseStatus, Production, ProductionStatus,
+    PhaseState, PhaseStatus, PipelineVersion, Production, ProductionStatus,
 };
 
 /// Everything that can change a production.
@@ -140,7 +140,7 @@ pub const MAX_OPERATOR_TEXT: usize = 2000;
 pub fn start(
     id: String,
     account: String,
-    pipeline: String,
+    pipeline: PipelineVersion,
     phases: &[&str],
     gates: GatePolicy,
     trace_id: String,
@@ -158,7 +158,8 @@ pub fn start(
     let production = Production {
         id,
         account,
-        pipeline,
+        pipeline: pipeline.name,
+        pipeline_version: pipeline.version,
         status: ProductionStatus::Queued,
         version: 1,
         phases: states,

@@ -18,7 +18,7 @@ fn fresh() -> Production {
     start(
         "p1".into(),
         "acme".into(),
-        "content".into(),
+        crate::domain::PipelineVersion::new("content", 1),
         &PHASES,
         gates(),
         "t1".into(),
@@ -299,7 +299,7 @@ fn happy_path_walks_every_phase_and_completes() {
     let t = start(
         "p".into(),
         "a".into(),
-        "content".into(),
+        crate::domain::PipelineVersion::new("content", 1),
         &PHASES,
         GatePolicy::default(),
         "t".into(),

@@ -1,0 +1,287 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+use super::contract::{self, Input, InputError};
+use super::definition::{Definition, DefinitionError, Gate};
+use crate::domain::FieldChange;
+
+/// The definitions built into every function, oldest version first. A version stays here
+/// while productions run on it (`shepherd pipelines` shows how many); a change to a
+/// pipeline is a new file, never an edit of a deployed one.
+const BUILTIN: &[(&str, &str)] = &[(
+    "pipelines/content/v1.json",
+    include_str!("../../../pipelines/content/v1.json"),
+)];
+
+/// One pipeline version, its contracts compiled.
+pub struct Pipeline {
+    pub definition: Definition,
+    input: Validator,
+    outputs: BTreeMap<String, Validator>,
+    editable: Vec<String>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pipeline({} v{})", self.name(), self.version())
+    }
+}
+
+impl Pipeline {
+    /// Compiles the definition's schemas; a schema that is not one is named.
+    pub fn compile(definition: Definition) -> Result<Self, DefinitionError> {
+        let input = contract::compile(&definition.input)
+            .map_err(|e| definition.invalid(format!("input schema: {e}")))?;
+        let mut outputs = BTreeMap::new();
+        for p in &definition.phases {
+            let v = contract::compile(&p.output)
+                .map_err(|e| definition.invalid(format!("phase {} output schema: {e}", p.name)))?;
+            outputs.insert(p.name.clone(), v);
+        }
+        let editable = definition.editable();
+        if editable.iter().any(|f| f == "account") {
+            return Err(definition.invalid("input.account cannot be x-editable (it keys tenancy)"));
+        }
+        Ok(Self {
+            input,
+            outputs,
+            editable,
+            definition,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    pub fn version(&self) -> u32 {
+        self.definition.version
+    }
+
+    /// A production's input from its JSON text: defaults filled in, checked against the
+    /// pipeline's schema.
+    pub fn parse_input(&self, text: &str) -> Result<Input, InputError> {
+        contract::parse_input(&self.definition.input, &self.input, text)
+    }
+
+    /// The input of a running production with an operator's `changes`, checked again.
+    pub fn edited(&self, current: &Value, changes: &[FieldChange]) -> Result<Input, InputError> {
+        contract::edited(
+            &self.definition.input,
+            &self.input,
+            &self.editable,
+            current,
+            changes,
+        )
+    }
+
+    pub fn editable(&self) -> &[String] {
+        &self.editable
+    }
+
+    /// Checks a phase's output against its contract (a phase the pipeline lacks has none).
+    pub fn check_output(&self, phase: &str, output: &Value) -> Result<(), String> {
+        match self.outputs.get(phase) {
+            Some(v) => contract::check_output(v, output),
+            None => Ok(()),
+        }
+    }
+
+    /// Phases whose result waits for approval, and the one that waits for acknowledged
+    /// warnings.
+    pub fn gates(&self) -> (Vec<String>, Option<String>) {
+        let of = |g: Gate| {
+            self.definition
+                .phases
+                .iter()
+                .filter(move |p| p.gate == g)
+                .map(|p| p.name.clone())
+        };
+        (
+            of(Gate::Approval).collect(),
+            of(Gate::AcknowledgeWarnings).next(),
+        )
+    }
+}
+
+/// Every pipeline a stack runs, every version of each. The first pipeline listed is the
+/// stack's default (what a start that names none gets).
+#[derive(Debug)]
+pub struct Pipelines {
+    by_name: BTreeMap<String, BTreeMap<u32, Arc<Pipeline>>>,
+    default: String,
+}
+
+impl Pipelines {
+    /// The definitions built into this binary.
+    pub fn builtin() -> Arc<Pipelines> {
+        static BUILT: OnceLock<Arc<Pipelines>> = OnceLock::new();
+        BUILT
+            .get_or_init(|| {
+                let defs = BUILTIN
+                    .iter()
+                    .map(|(file, text)| Definition::parse(file, text))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(Self::from_definitions);
+                // The unit test `the_builtin_definitions_load` keeps this from failing.
+                Arc::new(defs.expect("built-in pipeline definitions load"))
+            })
+            .clone()
+    }
+
+    /// A registry of `definitions` (the first one's pipeline the default), checked as a
+    /// whole: one version once, and a phase name runs one function in every pipeline.
+    pub fn from_definitions(definitions: Vec<Definition>) -> Result<Self, DefinitionError> {
+        let default = definitions.first().map(|d| d.name.clone()).ok_or_else(|| {
+            DefinitionError::Malformed {
+                file: "pipelines/".into(),
+                problem: "no pipeline is defined".into(),
+            }
+        })?;
+        let mut functions: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut by_name: BTreeMap<String, BTreeMap<u32, Arc<Pipeline>>> = BTreeMap::new();
+        for d in definitions {
+            for p in &d.phases {
+                let here = format!("{} v{}", d.name, d.version);
+                match functions.get(&p.name) {
+                    Some((f, there)) if *f != p.function => {
+                        return Err(d.invalid(format!(
+                            "phase {} runs function {} but in {there} it runs {f}: a phase \
+                             name is one queue and one function in a stack",
+                            p.name, p.function
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        functions.insert(p.name.clone(), (p.function.clone(), here));
+                    }
+                }
+            }
+            let versions = by_name.entry(d.name.clone()).or_default();
+            if versions.contains_key(&d.version) {
+                return Err(d.invalid("defined twice"));
+            }
+            versions.insert(d.version, Arc::new(Pipeline::compile(d)?));
+        }
+        Ok(Self { by_name, default })
+    }
+
+    /// The version new productions of `name` start on (the highest); `None` for the
+    /// stack's default pipeline.
+    pub fn latest(&self, name: Option<&str>) -> Result<&Arc<Pipeline>, String> {
+        let name = name.unwrap_or(&self.default);
+        self.by_name
+            .get(name)
+            .and_then(|v| v.values().next_back())
+            .ok_or_else(|| {
+                format!(
+                    "unknown pipeline {name:?}: this stack runs {}",
+                    self.names().join(", ")
+                )
+            })
+    }
+
+    /// The version a production is pinned to.
+    pub fn get(&self, name: &str, version: u32) -> Option<&Arc<Pipeline>> {
+        self.by_name.get(name)?.get(&version)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.by_name.keys().map(String::as_str).collect()
+    }
+
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// Every version of every pipeline, by name then version.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Pipeline>> {
+        self.by_name.values().flat_map(|v| v.values())
+    }
+
+    /// Every phase name any version has (each is one function and one queue).
+    pub fn phase_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .all()
+            .flat_map(|p| p.definition.phases.iter().map(|ph| ph.name.as_str()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The definition of `phase` in the production's pinned version.
+    pub fn phase(
+        &self,
+        pipeline: &str,
+        version: u32,
+        phase: &str,
+    ) -> Option<&super::PhaseDefinition> {
+        self.get(pipeline, version)?.definition.phase(phase)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_definitions_load() {
+        let p = Pipelines::builtin();
+        let content = p.latest(None).unwrap();
+        assert_eq!(content.name(), "content");
+        assert_eq!(
+            content.definition.phase_names(),
+            ["brief", "script", "assets", "voice", "publish"]
+        );
+        assert_eq!(content.gates(), (vec![], Some("publish".to_string())));
+        assert!(
+            p.latest(Some("nope"))
+                .unwrap_err()
+                .contains("this stack runs content")
+        );
+    }
+
+    fn def(version: u32, phases: &[(&str, &str)]) -> Definition {
+        let phases: Vec<Value> = phases
+            .iter()
+            .map(|(n, f)| {
+                serde_json::json!({"name": n, "function": f, "output": {}, "max_tries": 3,
+                    "timeout_seconds": 30, "concurrency": 5})
+            })
+            .collect();
+        Definition::parse(
+            "t.json",
+            &serde_json::json!({"name": "t", "version": version,
+                "input": {"type": "object", "required": ["account"],
+                          "properties": {"account": {"type": "string"}}},
+                "phases": phases})
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn versions_are_kept_side_by_side_and_a_phase_has_one_function() {
+        let p = Pipelines::from_definitions(vec![
+            def(1, &[("a", "a")]),
+            def(2, &[("a", "a"), ("b", "b")]),
+        ])
+        .unwrap();
+        assert_eq!(p.latest(Some("t")).unwrap().version(), 2);
+        assert_eq!(p.get("t", 1).unwrap().definition.phase_names(), ["a"]);
+        assert_eq!(p.phase_names(), ["a", "b"]);
+        let err = Pipelines::from_definitions(vec![def(1, &[("a", "a")]), def(2, &[("a", "x")])])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("phase a runs function x but in t v1 it runs a")
+        );
+        let err = Pipelines::from_definitions(vec![def(1, &[("a", "a")]), def(1, &[("a", "a")])])
+            .unwrap_err();
+        assert!(err.to_string().contains("defined twice"));
+    }
+}
