@@ -16,11 +16,15 @@ const BUILTIN: &[(&str, &str)] = &[(
     include_str!("../../../pipelines/content/v1.json"),
 )];
 
-/// One pipeline version, its contracts compiled.
+/// A contract compiled when first used: a function compiles only what it checks (a phase
+/// its own output's schema, the API the inputs'), and none of it before its first request.
+type Lazy = OnceLock<Result<Validator, String>>;
+
+/// One pipeline version, its contracts compiled on first use.
 pub struct Pipeline {
     pub definition: Definition,
-    input: Validator,
-    outputs: BTreeMap<String, Validator>,
+    input: Lazy,
+    outputs: BTreeMap<String, Lazy>,
     editable: Vec<String>,
 }
 
@@ -31,26 +35,58 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Compiles the definition's schemas; a schema that is not one is named.
-    pub fn compile(definition: Definition) -> Result<Self, DefinitionError> {
-        let input = contract::compile(&definition.input)
-            .map_err(|e| definition.invalid(format!("input schema: {e}")))?;
-        let mut outputs = BTreeMap::new();
-        for p in &definition.phases {
-            let v = contract::compile(&p.output)
-                .map_err(|e| definition.invalid(format!("phase {} output schema: {e}", p.name)))?;
-            outputs.insert(p.name.clone(), v);
-        }
+    /// The pipeline of a checked definition, its schemas not compiled yet.
+    fn new(definition: Definition) -> Result<Self, DefinitionError> {
         let editable = definition.editable();
         if editable.iter().any(|f| f == "account") {
             return Err(definition.invalid("input.account cannot be x-editable (it keys tenancy)"));
         }
         Ok(Self {
-            input,
-            outputs,
+            input: Lazy::new(),
+            outputs: definition
+                .phases
+                .iter()
+                .map(|p| (p.name.clone(), Lazy::new()))
+                .collect(),
             editable,
             definition,
         })
+    }
+
+    /// Compiles every schema now; a schema that is not one is named.
+    pub fn compile(definition: Definition) -> Result<Self, DefinitionError> {
+        let p = Self::new(definition)?;
+        p.input_contract()
+            .map_err(|e| p.definition.invalid(format!("input schema: {e}")))?;
+        for ph in &p.definition.phases {
+            p.output_contract(&ph.name).map_err(|e| {
+                p.definition
+                    .invalid(format!("phase {} output schema: {e}", ph.name))
+            })?;
+        }
+        Ok(p)
+    }
+
+    fn input_contract(&self) -> Result<&Validator, String> {
+        self.input
+            .get_or_init(|| contract::compile(&self.definition.input))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// A phase the pipeline lacks has no contract, which is an error.
+    fn output_contract(&self, phase: &str) -> Result<&Validator, String> {
+        let (Some(lazy), Some(def)) = (self.outputs.get(phase), self.definition.phase(phase))
+        else {
+            return Err(format!(
+                "phase {phase} is not in {} v{}",
+                self.name(),
+                self.version()
+            ));
+        };
+        lazy.get_or_init(|| contract::compile(&def.output))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     pub fn name(&self) -> &str {
@@ -64,30 +100,23 @@ impl Pipeline {
     /// A production's input from its JSON text: defaults filled in, checked against the
     /// pipeline's schema.
     pub fn parse_input(&self, text: &str) -> Result<Input, InputError> {
-        contract::parse_input(&self.definition.input, &self.input, text)
+        let v = self.input_contract().map_err(InputError::Malformed)?;
+        contract::parse_input(&self.definition.input, v, text)
     }
 
     /// The input of a running production with an operator's `changes`, checked again.
     pub fn edited(&self, current: &Value, changes: &[FieldChange]) -> Result<Input, InputError> {
-        contract::edited(
-            &self.definition.input,
-            &self.input,
-            &self.editable,
-            current,
-            changes,
-        )
+        let v = self.input_contract().map_err(InputError::Malformed)?;
+        contract::edited(&self.definition.input, v, &self.editable, current, changes)
     }
 
     pub fn editable(&self) -> &[String] {
         &self.editable
     }
 
-    /// Checks a phase's output against its contract (a phase the pipeline lacks has none).
+    /// Checks a phase's output against its contract.
     pub fn check_output(&self, phase: &str, output: &Value) -> Result<(), String> {
-        match self.outputs.get(phase) {
-            Some(v) => contract::check_output(v, output),
-            None => Ok(()),
-        }
+        contract::check_output(self.output_contract(phase)?, output)
     }
 
     /// Phases whose result waits for approval, and the one that waits for acknowledged
@@ -116,7 +145,8 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// The definitions built into this binary.
+    /// The definitions built into this binary (parsed and checked, their schemas compiled
+    /// when first used: the unit test `the_builtin_definitions_load` compiles them all).
     pub fn builtin() -> Arc<Pipelines> {
         static BUILT: OnceLock<Arc<Pipelines>> = OnceLock::new();
         BUILT
@@ -125,16 +155,23 @@ impl Pipelines {
                     .iter()
                     .map(|(file, text)| Definition::parse(file, text))
                     .collect::<Result<Vec<_>, _>>()
-                    .and_then(Self::from_definitions);
-                // The unit test `the_builtin_definitions_load` keeps this from failing.
+                    .and_then(|d| Self::assemble(d, Pipeline::new));
                 Arc::new(defs.expect("built-in pipeline definitions load"))
             })
             .clone()
     }
 
     /// A registry of `definitions` (the first one's pipeline the default), checked as a
-    /// whole: one version once, and a phase name runs one function in every pipeline.
+    /// whole: every schema compiles, one version once, and a phase name runs one function
+    /// in every pipeline.
     pub fn from_definitions(definitions: Vec<Definition>) -> Result<Self, DefinitionError> {
+        Self::assemble(definitions, Pipeline::compile)
+    }
+
+    fn assemble(
+        definitions: Vec<Definition>,
+        make: fn(Definition) -> Result<Pipeline, DefinitionError>,
+    ) -> Result<Self, DefinitionError> {
         let default = definitions.first().map(|d| d.name.clone()).ok_or_else(|| {
             DefinitionError::Malformed {
                 file: "pipelines/".into(),
@@ -164,7 +201,7 @@ impl Pipelines {
             if versions.contains_key(&d.version) {
                 return Err(d.invalid("defined twice"));
             }
-            versions.insert(d.version, Arc::new(Pipeline::compile(d)?));
+            versions.insert(d.version, Arc::new(make(d)?));
         }
         Ok(Self { by_name, default })
     }
@@ -230,6 +267,9 @@ mod tests {
 
     #[test]
     fn the_builtin_definitions_load() {
+        for pl in Pipelines::builtin().all() {
+            Pipeline::compile(pl.definition.clone()).unwrap();
+        }
         let p = Pipelines::builtin();
         let content = p.latest(None).unwrap();
         assert_eq!(content.name(), "content");
