@@ -14,8 +14,8 @@ pub fn show(p: &Production) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Production {}  pipeline {}  account {}",
-        p.id, p.pipeline, p.account
+        "Production {}  pipeline {} v{}  account {}",
+        p.id, p.pipeline, p.pipeline_version, p.account
     );
     let badge = if p.overridden { "  [OVERRIDE]" } else { "" };
     let _ = writeln!(

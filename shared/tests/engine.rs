@@ -116,21 +116,28 @@ fn pipelines() -> Arc<Pipelines> {
 
 /// The test pipeline with its phases declaring `integrations`.
 fn pipelines_calling(integrations: &[&str]) -> Arc<Pipelines> {
+    versions(integrations, &[1])
+}
+
+/// The test pipeline's `versions`, alike but for their number.
+fn versions(integrations: &[&str], versions: &[u32]) -> Arc<Pipelines> {
     let phase = |name: &str| {
         serde_json::json!({"name": name, "function": name, "max_tries": 5,
             "timeout_seconds": 60, "concurrency": 5, "integrations": integrations,
             "output": {"type": "object", "required": ["text"]}})
     };
-    let definition = serde_json::json!({
-        "name": "test", "version": 1,
+    let definitions = versions.iter().map(|v| {
+        let definition = serde_json::json!({
+        "name": "test", "version": v,
         "input": {"type": "object", "required": ["account", "title"],
             "properties": {"account": {"type": "string"}, "title": {"type": "string", "x-editable": true},
                 "topic": {"type": "string", "x-editable": true}, "scenes": {"type": "integer"},
                 "auto_approve": {"type": "boolean"}}},
         "phases": PHASES.iter().map(|p| phase(p)).collect::<Vec<_>>(),
     });
-    let d = PipelineDefinition::parse("test.json", &definition.to_string()).unwrap();
-    Arc::new(Pipelines::from_definitions(vec![d]).unwrap())
+        PipelineDefinition::parse("test.json", &definition.to_string()).unwrap()
+    });
+    Arc::new(Pipelines::from_definitions(definitions.collect()).unwrap())
 }
 
 struct World {
@@ -197,16 +204,7 @@ impl World {
             notify_topic: String::new(),
             publish_webhook: Default::default(),
         };
-        let functions = HashMap::from([
-            (
-                "draft",
-                shepherd::wiring::phase_function(Arc::new(Draft), &ports, &config),
-            ),
-            (
-                "review",
-                shepherd::wiring::phase_function(Arc::new(Review), &ports, &config),
-            ),
-        ]);
+        let functions = Self::functions(&ports, &config);
         Self {
             ops: Ops::new(ports.clone(), stack).with_pipelines(pipelines),
             mem,
@@ -216,6 +214,26 @@ impl World {
             functions,
             receives: Default::default(),
         }
+    }
+
+    fn functions(ports: &Ports, config: &Config) -> HashMap<&'static str, PhaseFunction> {
+        HashMap::from([
+            (
+                "draft",
+                shepherd::wiring::phase_function(Arc::new(Draft), ports, config),
+            ),
+            (
+                "review",
+                shepherd::wiring::phase_function(Arc::new(Review), ports, config),
+            ),
+        ])
+    }
+
+    /// A deploy of other definitions: functions and operations on `pipelines`, the store kept.
+    fn redeploy(&mut self, pipelines: Arc<Pipelines>) {
+        self.config.pipelines = pipelines.clone();
+        self.functions = Self::functions(&self.ports, &self.config);
+        self.ops = Ops::new(self.ports.clone(), self.ops.stack().clone()).with_pipelines(pipelines);
     }
 
     fn stats(&self, phase: &str) -> &Stats {
@@ -314,6 +332,46 @@ async fn a_production_runs_every_phase_and_its_audit_projects_from_the_committed
     assert_eq!(done.slots, 1, "completion released the slot");
     let usage = w.ops.account_usage("acme", &operator()).await.unwrap();
     assert!(usage.active.is_empty());
+}
+
+#[tokio::test]
+async fn a_production_pinned_to_a_version_no_longer_deployed_fails_naming_it_and_is_listed() {
+    let mut w = World::on("", versions(&["chat"], &[1]));
+    let id = w.start().await;
+    // A deploy that replaced v1 by v2 while the production's first message waited.
+    w.redeploy(versions(&["chat"], &[2]));
+    w.settle().await;
+    let p = w.get(&id).await;
+    assert_eq!(p.status, ProductionStatus::Failed, "{p:#?}");
+    let error = p.phase("draft").unwrap().last_error.clone().unwrap();
+    assert_eq!(error.code.as_str(), "pipeline_not_deployed");
+    assert!(
+        error
+            .detail
+            .starts_with("pipeline test v1 is not deployed (this function has test v2)"),
+        "{}",
+        error.detail
+    );
+    assert_eq!(
+        w.provider.calls.load(Ordering::SeqCst),
+        0,
+        "nothing was called"
+    );
+    let listed = w.ops.pipelines_in_use(&operator()).await.unwrap();
+    let seen: Vec<(u32, bool, u64)> = listed
+        .iter()
+        .map(|p| (p.version, p.deployed, p.open))
+        .collect();
+    assert_eq!(seen, [(1, false, 1), (2, true, 0)]);
+    // Deployed again, the retry finishes it on v1.
+    w.redeploy(versions(&["chat"], &[1, 2]));
+    w.ops.act(&id, Act::RetryPhase, &operator()).await.unwrap();
+    w.settle().await;
+    let p = w.get(&id).await;
+    assert_eq!(
+        (p.status, p.pipeline_version),
+        (ProductionStatus::Completed, 1)
+    );
 }
 
 #[tokio::test]

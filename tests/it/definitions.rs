@@ -226,3 +226,77 @@ async fn a_production_started_on_v1_completes_on_v1_after_v2_is_deployed() {
     assert_eq!(open, [(1, 0), (2, 1)], "v1 can now be removed");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pipelines_run_side_by_side_on_one_stack_sharing_phase_functions() {
+    // A narration-only pipeline: the content pipeline's brief, script and voice phases (a
+    // phase name is one function and one queue, whichever pipeline runs it).
+    let content = content_v1();
+    let mut narration = content.clone();
+    narration["name"] = "narration".into();
+    narration["description"] = "A narrated script, no pictures.".into();
+    narration["phases"] = json!([
+        content["phases"][0].clone(),
+        content["phases"][1].clone(),
+        content["phases"][3].clone(),
+    ]);
+    let pipelines = registry(&[content, narration]);
+    // The template as it is lets the script hand off only to assets: the check says so.
+    let text = std::fs::read_to_string(shepherd_it::repo_root().join("template.yaml")).unwrap();
+    let drift = shepherd_local::template::definition_drift(
+        &shepherd_local::template::load(&text).unwrap(),
+        &pipelines,
+    );
+    assert_eq!(
+        drift,
+        [
+            "narration v1: ScriptFunction hands off script -> voice but may not sqs:SendMessage to VoiceQueue"
+        ]
+    );
+    // What the team adds to template.yaml for it: the script may send to the voice queue.
+    let handoff = "                - !GetAtt ScriptQueue.Arn\n                - !GetAtt AssetsQueue.Arn\n                - !GetAtt ScriptDeadLetterQueue.Arn\n";
+    assert_eq!(text.matches(handoff).count(), 1);
+    let text = text.replace(
+        handoff,
+        &format!("{handoff}                - !GetAtt VoiceQueue.Arn\n"),
+    );
+    let drift = shepherd_local::template::definition_drift(
+        &shepherd_local::template::load(&text).unwrap(),
+        &pipelines,
+    );
+    assert!(drift.is_empty(), "{drift:#?}");
+    let variant =
+        std::env::temp_dir().join(format!("shepherd-narration-{}.yaml", uuid::Uuid::now_v7()));
+    std::fs::write(&variant, text).unwrap();
+    let mut t = TestStack::start_from(&variant, &[]).await;
+    t.deploy(pipelines).await;
+    let operator = TestStack::operator();
+    let (a, _) = t
+        .ops
+        .start_once(None, &brief(2), None, &operator)
+        .await
+        .unwrap();
+    let (b, _) = t
+        .ops
+        .start_once(Some("narration"), &brief(2), None, &operator)
+        .await
+        .unwrap();
+    let a = t.wait_settled(&a.id, SETTLE).await;
+    let b = t.wait_settled(&b.id, SETTLE).await;
+    for (p, name, phases) in [
+        (
+            &a,
+            "content",
+            vec!["brief", "script", "assets", "voice", "publish"],
+        ),
+        (&b, "narration", vec!["brief", "script", "voice"]),
+    ] {
+        assert_eq!(p.status, ProductionStatus::Completed, "{p:#?}");
+        assert_eq!(p.pipeline, name);
+        let ran: Vec<&str> = p.phases.iter().map(|ph| ph.name.as_str()).collect();
+        assert_eq!(ran, phases);
+    }
+    let outputs = t.ops.outputs(&b).await.unwrap();
+    assert_eq!(outputs["voice"]["audio"].as_array().unwrap().len(), 2);
+    t.stop().await;
+}

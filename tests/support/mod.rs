@@ -523,6 +523,10 @@ impl TestStack {
     pub async fn deploy(&mut self, pipelines: Arc<shepherd::pipeline::Pipelines>) {
         if let Some(r) = self.runtime.take() {
             r.stop().await;
+            // A long poll the old pollers dropped is still open on the emulator for up to
+            // its 1 s wait: a message sent now would be received by nobody and stay
+            // invisible for the queue's visibility timeout. Let those polls end first.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
         let mut c = clients(&self.sdk, &self.stack.stack);
         c.pipelines = Some(pipelines.clone());

@@ -253,6 +253,143 @@ pub fn scalar(v: &Value) -> String {
     }
 }
 
+/// The function's binary (`Metadata.BuildProperties.Binary`), or "".
+fn binary_of(f: &Value) -> &str {
+    f["Metadata"]["BuildProperties"]["Binary"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Where `template` (loaded) and `pipelines` disagree, one line per problem: every phase
+/// name has one SQS-fed function running the declared binary, with the declared timeout
+/// (its own or the global default) and event-source `ScalingConfig.MaximumConcurrency`;
+/// its queue and DLQ are in the stack config; the queues' receive backstop is above the
+/// phase's `max_tries`; and each phase's role may send to the next phase's queue (the
+/// hand-off). Nothing else in the template is an SQS-fed phase function.
+pub fn definition_drift(
+    template: &Value,
+    pipelines: &shepherd::pipeline::Pipelines,
+) -> Vec<String> {
+    let mut drift = Vec::new();
+    let resources = template["Resources"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let functions: Vec<(String, Value)> = resources
+        .into_iter()
+        .filter(|(_, r)| {
+            r["Type"] == "AWS::Serverless::Function"
+                && r["Properties"]["Events"]["Queue"]["Type"] == "SQS"
+                && binary_of(r) != "webhook-deliver"
+        })
+        .collect();
+    let mut declared: Vec<&str> = pipelines.phase_names();
+    let mut deployed: Vec<&str> = functions.iter().map(|(_, f)| binary_of(f)).collect();
+    declared.sort();
+    deployed.sort();
+    if declared != deployed {
+        drift.push(format!(
+            "phase functions in the template {deployed:?}, phases in the definitions {declared:?}"
+        ));
+    }
+    let default = |p: &str| template["Parameters"][p]["Default"].as_u64().unwrap_or(0);
+    let config = template["Resources"]["StackConfigParameter"]["Properties"]["Value"]["Fn::Sub"]
+        .as_str()
+        .unwrap_or_default();
+    let function = |binary: &str| functions.iter().find(|(_, f)| binary_of(f) == binary);
+    let queue_of = |f: &Value| {
+        f["Properties"]["Events"]["Queue"]["Properties"]["Queue"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for pipeline in pipelines.all() {
+        let (name, version) = (pipeline.name(), pipeline.version());
+        for phase in &pipeline.definition.phases {
+            let at = format!("{name} v{version} phase {}", phase.name);
+            let Some((id, f)) = function(&phase.function) else {
+                drift.push(format!(
+                    "{at}: no phase function runs binary {}",
+                    phase.function
+                ));
+                continue;
+            };
+            let p = &f["Properties"];
+            let timeout = p["Timeout"]
+                .as_u64()
+                .unwrap_or(default("PhaseTimeoutSeconds"));
+            if timeout != u64::from(phase.timeout_seconds) {
+                drift.push(format!(
+                    "{at}: {id} Timeout is {timeout}, the definition says {}",
+                    phase.timeout_seconds
+                ));
+            }
+            let ev = &p["Events"]["Queue"]["Properties"];
+            let concurrency = ev["ScalingConfig"]["MaximumConcurrency"].as_u64();
+            if concurrency != Some(u64::from(phase.concurrency)) {
+                drift.push(format!(
+                    "{at}: {id} ScalingConfig.MaximumConcurrency is {concurrency:?}, the \
+                     definition says {}",
+                    phase.concurrency
+                ));
+            }
+            let queue_id = queue_of(f);
+            let dlq_id = template["Resources"][&queue_id]["Properties"]["RedrivePolicy"]
+                ["deadLetterTargetArn"]["Fn::GetAtt"][0]
+                .as_str()
+                .unwrap_or_default();
+            if !config.contains(&format!("{}=${{{queue_id}}}", phase.name))
+                || !config.contains(&format!("{}=${{{dlq_id}}}", phase.name))
+            {
+                drift.push(format!(
+                    "{at}: the stack config does not name its queue {queue_id} and DLQ {dlq_id:?}"
+                ));
+            }
+            if u64::from(phase.max_tries) >= default("MaxReceiveCount") {
+                drift.push(format!(
+                    "{at}: max_tries {} must stay below the queues' maxReceiveCount ({})",
+                    phase.max_tries,
+                    default("MaxReceiveCount")
+                ));
+            }
+        }
+        for pair in pipeline.definition.phases.windows(2) {
+            let (from, to) = (&pair[0], &pair[1]);
+            let (Some((id, f)), Some((_, next))) =
+                (function(&from.function), function(&to.function))
+            else {
+                continue;
+            };
+            let target = serde_json::json!({"Fn::GetAtt": [queue_of(next), "Arn"]});
+            let allowed = f["Properties"]["Policies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p["Statement"].as_array().cloned().unwrap_or_default())
+                .filter(|st| {
+                    st["Action"]
+                        .as_array()
+                        .is_some_and(|a| a.contains(&Value::from("sqs:SendMessage")))
+                })
+                .any(|st| {
+                    st["Resource"]
+                        .as_array()
+                        .is_some_and(|r| r.contains(&target))
+                });
+            if !allowed {
+                drift.push(format!(
+                    "{name} v{version}: {id} hands off {} -> {} but may not sqs:SendMessage to \
+                     {}",
+                    from.name,
+                    to.name,
+                    queue_of(next)
+                ));
+            }
+        }
+    }
+    drift
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
