@@ -55,7 +55,7 @@ pub fn show(p: &Production) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "{:<10} {:<14} {:>7} {:>9} {:>9} {:>9} {:>6}",
+        "{:<12} {:<14} {:>7} {:>9} {:>9} {:>9} {:>6}",
         "PHASE", "STATUS", "ATTEMPT", "STARTED", "FINISHED", "TOOK", "ERRORS"
     );
     for ph in &p.phases {
@@ -65,7 +65,7 @@ pub fn show(p: &Production) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<10} {:<14} {:>7} {:>9} {:>9} {:>9} {:>6}",
+            "{:<12} {:<14} {:>7} {:>9} {:>9} {:>9} {:>6}",
             ph.name,
             ph.status.as_str(),
             ph.attempt,
@@ -83,14 +83,20 @@ pub fn show(p: &Production) -> String {
                     .provider_status
                     .map(|c| format!(", HTTP {c}"))
                     .unwrap_or_default();
+                let at = e
+                    .integration
+                    .as_deref()
+                    .map(|i| format!(" at integration {i}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     s,
-                    "  {} attempt {} at {}: {} ({:?}{http})\n    {}",
+                    "  {} attempt {} at {}: {} ({:?}{http}; {} broke{at})\n    {}",
                     ph.name,
                     e.attempt,
                     time(e.at),
                     e.code,
                     e.class,
+                    e.code.layer(),
                     e.detail
                 );
             }

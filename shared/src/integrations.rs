@@ -26,7 +26,8 @@ use crate::domain::alarms::{AlarmKind, Raise, Severity};
 use crate::domain::health::{Gate, Health, Observation, Policy};
 use crate::domain::{AuditEvent, AuditKind, ErrorClass, ErrorCode, Millis, Outcome, StepError};
 use crate::ports::{
-    Alarms, Clock, Connector, HealthStore, McpSession, ParamError, Params, Provider, StoreError,
+    Alarms, Clock, Connector, HealthStore, McpSession, ParamError, Params, Provider, Scm,
+    StoreError,
 };
 
 /// Errors that say the provider, not the request, is the problem.
@@ -69,6 +70,7 @@ pub struct Integrations {
     policy: Policy,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
     mcp: Mutex<HashMap<String, Arc<dyn McpSession>>>,
+    scm: Mutex<HashMap<String, Arc<dyn Scm>>>,
     cache: Mutex<HashMap<String, (Instant, Health)>>,
     /// Successful calls per integration not yet added to its shared window.
     successes: Mutex<HashMap<String, u32>>,
@@ -97,6 +99,7 @@ impl Integrations {
             policy: d.policy,
             providers: Mutex::new(HashMap::new()),
             mcp: Mutex::new(HashMap::new()),
+            scm: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             successes: Mutex::new(HashMap::new()),
         }
@@ -111,6 +114,14 @@ impl Integrations {
         providers
             .entry(id.to_string())
             .or_insert_with(|| self.connector.provider(id, d))
+            .clone()
+    }
+
+    fn scm_client(&self, id: &str, d: &Definition) -> Arc<dyn Scm> {
+        let mut clients = self.scm.lock().expect("scm clients");
+        clients
+            .entry(id.to_string())
+            .or_insert_with(|| self.connector.scm(id, d))
             .clone()
     }
 
@@ -295,6 +306,23 @@ impl Integrations {
 
     /// Routes one provider call along the chain for `kind` (see the module docs); `events`
     /// collects the audit events the phase's commit will carry.
+    /// One request to the chain's source-control host (routed like every call).
+    pub async fn call_scm(
+        &self,
+        key: &str,
+        events: &Mutex<Vec<AuditEvent>>,
+        req: &crate::ports::ScmRequest,
+    ) -> Result<crate::ports::ScmAnswer, StepError> {
+        self.route(
+            CallKind::Scm,
+            key,
+            events,
+            |id, d| self.scm_client(id, d),
+            |c| async move { c.send(req).await },
+        )
+        .await
+    }
+
     pub async fn call<T, F, Fut>(
         &self,
         kind: CallKind,
@@ -380,6 +408,7 @@ impl Integrations {
                     return Ok(v);
                 }
                 Err(mut e) => {
+                    e.integration.get_or_insert_with(|| id.to_string());
                     let now = self.clock.now();
                     // A provider's reset is believed up to the cap (see `health::Policy`).
                     let cap = now.saturating_add(self.policy.max_rate_limit_wait);

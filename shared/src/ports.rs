@@ -682,11 +682,65 @@ pub trait McpSession: Send + Sync {
     async fn disconnect(&self);
 }
 
+/// One request to a source-control host's REST API: `path` is relative to the
+/// integration's base URL (`/repos/acme/widgets/pulls?head=acme:x`), `body` JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScmRequest {
+    pub method: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+}
+
+impl ScmRequest {
+    pub fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            body: None,
+        }
+    }
+    pub fn send(method: &str, path: impl Into<String>, body: serde_json::Value) -> Self {
+        Self {
+            method: method.into(),
+            path: path.into(),
+            body: Some(body),
+        }
+    }
+}
+
+/// What the host answered: a success (2xx), or a 422 (the request does not fit the
+/// repository as it is: a branch or pull request that already exists, a missing `sha`),
+/// which the phase reads. Everything else is an error (`scm_forbidden`, `scm_not_found`,
+/// `scm_conflict`, the provider codes for 401, rate limits and 5xx).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScmAnswer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl ScmAnswer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// The host's `message` (GitHub's error bodies), or "".
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
+
+/// A source-control host (GitHub's REST API shapes).
+#[async_trait]
+pub trait Scm: Send + Sync {
+    async fn send(&self, req: &ScmRequest) -> Result<ScmAnswer, StepError>;
+}
+
 /// Makes the clients of the registry's integrations (one per integration, kept by the
 /// caller).
 pub trait Connector: Send + Sync {
     fn provider(&self, id: &str, def: &Definition) -> Arc<dyn Provider>;
     fn mcp(&self, id: &str, def: &Definition) -> Arc<dyn McpSession>;
+    fn scm(&self, id: &str, def: &Definition) -> Arc<dyn Scm>;
 }
 
 /// Every port one deployment's code uses, built in one place (`wiring` for AWS,

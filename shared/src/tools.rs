@@ -32,7 +32,7 @@ use crate::domain::{AuditEvent, AuditKind, Classify, ErrorCode, Millis, Outcome,
 use crate::integrations::Integrations;
 use crate::ports::{
     ArtifactStore, CallOutcome, ChatRequest, Clock, ImageRequest, ImageResult, Ledger,
-    OutcomeStatus, SpeechRequest, SpeechResult,
+    OutcomeStatus, ScmAnswer, ScmRequest, SpeechRequest, SpeechResult,
 };
 
 pub fn request_hash(request: &impl Serialize) -> String {
@@ -290,6 +290,20 @@ impl Tools {
                 .await
         };
         Ok(self.once(key, body, call).await?.0)
+    }
+
+    /// One request to the chain's source-control host, once per key like every call: a
+    /// recorded answer (2xx or 422) is replayed, an error is made again next time.
+    pub async fn scm(&self, name: &str, req: &ScmRequest) -> Result<ScmAnswer, StepError> {
+        self.declared(CallKind::Scm)?;
+        let key = &self.key(name);
+        let call = |pk: String| async move {
+            self.deps
+                .integrations
+                .call_scm(&pk, &self.events, req)
+                .await
+        };
+        Ok(self.once(key, req, call).await?.0)
     }
 
     /// Calls tool `tool` on the chain's MCP servers, once per key like every call.

@@ -25,6 +25,9 @@ pub fn json(
     v["available_actions"] =
         serde_json::to_value(p.available_actions()).expect("actions serialise");
     v["summary"] = banner(p).into();
+    for (i, ph) in p.phases.iter().enumerate() {
+        v["phases"][i]["status_message"] = ph.status_message().into();
+    }
     if let Some(o) = outputs {
         v["outputs"] = serde_json::to_value(o).expect("outputs serialise");
     }

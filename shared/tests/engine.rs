@@ -69,6 +69,9 @@ impl Connector for Connect {
     fn mcp(&self, _: &str, _: &Definition) -> Arc<dyn McpSession> {
         unimplemented!("no MCP integration in the test registry")
     }
+    fn scm(&self, _: &str, _: &Definition) -> Arc<dyn shepherd::ports::Scm> {
+        unimplemented!("no source-control integration in the test registry")
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

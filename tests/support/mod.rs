@@ -16,8 +16,10 @@ use shepherd_local::runtime::{Clients, LocalRuntime};
 
 pub mod receiver;
 
+pub use shepherd_local::agent::AgentServer;
 pub use shepherd_local::mcp::McpServer;
 pub use shepherd_local::provider::{Fault, FaultRule};
+pub use shepherd_local::scm::ScmServer;
 
 /// The emulator's address, set by `infra/test.sh`.
 pub fn endpoint() -> String {
@@ -89,6 +91,9 @@ pub struct TestStack {
     /// A proxy every function's handler talks to AWS through (`start_with_proxy`): it
     /// fails chosen requests on the wire. Event source polling does not pass through it.
     pub proxy: Option<shepherd_local::faultproxy::FaultProxy>,
+    /// The coding pipeline's source-control host (GitHub's API) and agent runner.
+    pub scm: ScmServer,
+    pub agent: AgentServer,
     pub ops: Ops,
     pub config: shepherd::ops::StackConfig,
     runtime: Option<LocalRuntime>,
@@ -180,6 +185,14 @@ impl TestStack {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         params.insert("ProviderBaseUrl".into(), provider.base_url());
+        let scm = ScmServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("SCM starts");
+        params.insert("ScmBaseUrl".into(), scm.base_url());
+        let agent = AgentServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("agent runner starts");
+        params.insert("AgentRunnerUrl".into(), agent.url());
         let fallback = if with_fallback {
             let f = ProviderServer::start("127.0.0.1:0".parse().unwrap(), "local-provider-key")
                 .await
@@ -223,6 +236,8 @@ impl TestStack {
             fallback,
             mcp,
             proxy: None,
+            scm,
+            agent,
             ops,
             config,
             runtime,

@@ -1,11 +1,14 @@
 //! The local stack: provisioning from `template.yaml` into the emulator, a runtime that
-//! plays Lambda's part, and a fake AI provider.
+//! plays Lambda's part, and fakes of what phases call: an AI provider, an MCP server, a
+//! source-control host with GitHub's API and an agent runner.
 
+pub mod agent;
 pub mod faultproxy;
 pub mod mcp;
 pub mod provider;
 pub mod provision;
 pub mod runtime;
+pub mod scm;
 pub mod template;
 
 /// An SDK config for the emulator at `endpoint` as the local admin: the keys

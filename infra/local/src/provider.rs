@@ -461,7 +461,25 @@ fn answer(messages: &[Value]) -> String {
         .find_map(|l| l.strip_prefix("Title: "))
         .unwrap_or_else(|| user.lines().next().unwrap_or("Untitled"))
         .to_string();
-    if system.contains("task=plan") {
+    if system.contains("task=coding_plan") {
+        let task = user
+            .lines()
+            .find_map(|l| l.strip_prefix("Task: "))
+            .unwrap_or("the task");
+        let slug: String = task
+            .to_lowercase()
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("_");
+        json!({
+            "summary": format!("Plan: {task}"),
+            "steps": [format!("Add src/{slug}.rs"), "Export it from src/lib.rs".to_string()],
+            "files": [format!("src/{slug}.rs"), "src/lib.rs".to_string()],
+        })
+        .to_string()
+    } else if system.contains("task=plan") {
         let scenes: Vec<Value> = (1..=scenes)
             .map(|n| json!({"n": n, "description": format!("Scene {n} of {title}: {}", digest(&format!("{user}{n}")))}))
             .collect();

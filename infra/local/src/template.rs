@@ -283,13 +283,18 @@ pub fn definition_drift(
                 && binary_of(r) != "webhook-deliver"
         })
         .collect();
-    let mut declared: Vec<&str> = pipelines.phase_names();
+    let mut declared: Vec<&str> = pipelines
+        .all()
+        .flat_map(|p| p.definition.phases.iter().map(|ph| ph.function.as_str()))
+        .collect();
     let mut deployed: Vec<&str> = functions.iter().map(|(_, f)| binary_of(f)).collect();
     declared.sort();
+    declared.dedup();
     deployed.sort();
     if declared != deployed {
         drift.push(format!(
-            "phase functions in the template {deployed:?}, phases in the definitions {declared:?}"
+            "phase functions in the template {deployed:?}, the definitions' phase functions \
+             {declared:?}"
         ));
     }
     let default = |p: &str| template["Parameters"][p]["Default"].as_u64().unwrap_or(0);

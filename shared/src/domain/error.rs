@@ -103,6 +103,10 @@ vocabulary! {
         McpRejected => "mcp_rejected",
         McpError => "mcp_error",
         McpToolFailed => "mcp_tool_failed",
+        ScmForbidden => "scm_forbidden",
+        ScmNotFound => "scm_not_found",
+        ScmConflict => "scm_conflict",
+        ScmRejected => "scm_rejected",
     }
     other
     /// A code a phase defined for itself.
@@ -110,6 +114,53 @@ vocabulary! {
 }
 
 impl ErrorCode {
+    /// Which layer broke, for a phase's `status_message`: the work's own input or output,
+    /// the phase's code, a model provider, the agent runner or another HTTP service, an
+    /// MCP server, the source-control host, Shepherd's configuration, or the engine
+    /// (its stores, queues and timers).
+    pub fn layer(&self) -> &'static str {
+        match self {
+            Self::InputMissing | Self::InputInvalid => "input",
+            Self::OutputContract => "output contract",
+            Self::ProviderRateLimited
+            | Self::ProviderUnavailable
+            | Self::ProviderTimeout
+            | Self::ProviderUnreachable
+            | Self::ProviderAuth
+            | Self::ProviderQuotaExhausted
+            | Self::ProviderRejected
+            | Self::ProviderBadResponse
+            | Self::ProviderNoImage
+            | Self::ContentRefused => "provider",
+            Self::McpTransport
+            | Self::McpSessionExpired
+            | Self::McpRejected
+            | Self::McpError
+            | Self::McpToolFailed => "mcp server",
+            Self::ScmForbidden | Self::ScmNotFound | Self::ScmConflict | Self::ScmRejected => {
+                "source control"
+            }
+            Self::ConfigMissing
+            | Self::ConfigUnavailable
+            | Self::ConfigInvalid
+            | Self::IntegrationMissing
+            | Self::IntegrationNotDeclared
+            | Self::IntegrationUnavailable
+            | Self::PipelineNotDeployed => "configuration",
+            Self::StepUnexpectedError | Self::Phase(_) => "phase code",
+            Self::StoreUnavailable
+            | Self::PhaseTimeout
+            | Self::OutcomeStore
+            | Self::OutcomeCorrupt
+            | Self::ArtifactStore
+            | Self::IdempotencyKeyCollision
+            | Self::DeadLetteredUnhandled
+            | Self::IntegrationHealthUnavailable
+            | Self::MalformedMessage => "engine",
+            Self::ApprovalExpired => "approval",
+        }
+    }
+
     /// Errors that say the provider, not the request, is unwell (they count against its
     /// health; a content refusal never does).
     pub fn is_provider_outage(&self) -> bool {
@@ -136,6 +187,8 @@ pub struct StepError {
     pub provider_status: Option<u16>,
     /// Do not try again before this time (a provider's rate-limit reset).
     pub retry_at: Option<Millis>,
+    /// The integration (registry id) whose answer this is, when one was called.
+    pub integration: Option<String>,
 }
 
 impl StepError {
@@ -146,6 +199,7 @@ impl StepError {
             detail: super::redact::redact(&detail.into()).text,
             provider_status: None,
             retry_at: None,
+            integration: None,
         }
     }
     pub fn retryable(code: impl Into<ErrorCode>, detail: impl Into<String>) -> Self {

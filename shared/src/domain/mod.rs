@@ -50,6 +50,8 @@ pub enum CallKind {
     Mcp,
     /// A generic HTTP JSON endpoint (a webhook, an internal service): POST JSON, get JSON.
     Http,
+    /// A source-control host's REST API (GitHub's shapes): branches, commits, pull requests.
+    Scm,
 }
 
 impl CallKind {
@@ -60,6 +62,7 @@ impl CallKind {
             Self::Speech => "speech",
             Self::Mcp => "mcp",
             Self::Http => "http",
+            Self::Scm => "scm",
         }
     }
 }

@@ -111,6 +111,9 @@ pub struct PhaseError {
     /// The provider's HTTP status, when a provider answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_status: Option<u16>,
+    /// The integration (registry id) that answered with it, when one was called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
 }
 
 impl PhaseError {
@@ -118,6 +121,7 @@ impl PhaseError {
     pub fn from_step(e: &super::StepError) -> Self {
         let mut error = Self::new(e.code.clone(), e.class, &e.detail);
         error.provider_status = e.provider_status;
+        error.integration = e.integration.clone();
         error
     }
 
@@ -134,6 +138,7 @@ impl PhaseError {
             attempt: 0,
             at: 0,
             provider_status: None,
+            integration: None,
         }
     }
 }
@@ -173,6 +178,48 @@ pub struct PhaseState {
 }
 
 impl PhaseState {
+    /// One sentence on where the phase is and, when it broke, which layer broke (the
+    /// input, the output contract, the phase's code, a provider, an MCP server, source
+    /// control, configuration, the engine) and at which integration: the API's and the
+    /// CLI's `status_message`.
+    pub fn status_message(&self) -> String {
+        let attempt = self.attempt.max(1);
+        let broke = |e: &PhaseError| {
+            let at = e
+                .integration
+                .as_deref()
+                .map(|i| format!(" at integration {i}"))
+                .unwrap_or_default();
+            let status = e
+                .provider_status
+                .map(|s| format!(" (HTTP {s})"))
+                .unwrap_or_default();
+            format!(
+                "{} broke{at}{status}: {}: {}",
+                e.code.layer(),
+                e.code,
+                e.detail
+            )
+        };
+        match (self.status, &self.last_error) {
+            (PhaseStatus::Pending, _) => "not started".into(),
+            (PhaseStatus::Queued, None) => format!("queued (attempt {attempt})"),
+            (PhaseStatus::Queued, Some(e)) => {
+                format!("queued for another try (attempt {attempt}); {}", broke(e))
+            }
+            (PhaseStatus::Running, None) => format!("running (attempt {attempt})"),
+            (PhaseStatus::Running, Some(e)) => {
+                format!("running (attempt {attempt}); last try: {}", broke(e))
+            }
+            (PhaseStatus::Succeeded, _) => format!("succeeded on attempt {attempt}"),
+            (PhaseStatus::Skipped, _) => "skipped by an operator".into(),
+            (PhaseStatus::Failed, Some(e)) => format!("failed: {}", broke(e)),
+            (PhaseStatus::DeadLettered, Some(e)) => format!("dead-lettered: {}", broke(e)),
+            (PhaseStatus::Failed, None) => "failed".into(),
+            (PhaseStatus::DeadLettered, None) => "dead-lettered".into(),
+        }
+    }
+
     pub fn pending(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),

@@ -11,10 +11,16 @@ use crate::domain::FieldChange;
 /// The definitions built into every function, oldest version first. A version stays here
 /// while productions run on it (`shepherd pipelines` shows how many); a change to a
 /// pipeline is a new file, never an edit of a deployed one.
-const BUILTIN: &[(&str, &str)] = &[(
-    "pipelines/content/v1.json",
-    include_str!("../../../pipelines/content/v1.json"),
-)];
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "pipelines/content/v1.json",
+        include_str!("../../../pipelines/content/v1.json"),
+    ),
+    (
+        "pipelines/coding/v1.json",
+        include_str!("../../../pipelines/coding/v1.json"),
+    ),
+];
 
 /// A contract compiled when first used: a function compiles only what it checks (a phase
 /// its own output's schema, the API the inputs'), and none of it before its first request.
@@ -278,10 +284,16 @@ mod tests {
             ["brief", "script", "assets", "voice", "publish"]
         );
         assert_eq!(content.gates(), (vec![], Some("publish".to_string())));
+        let coding = p.latest(Some("coding")).unwrap();
+        assert_eq!(
+            coding.definition.phase_names(),
+            ["plan", "implement", "pull_request"]
+        );
+        assert_eq!(coding.gates(), (vec!["plan".to_string()], None));
+        let unknown = p.latest(Some("nope")).unwrap_err();
         assert!(
-            p.latest(Some("nope"))
-                .unwrap_err()
-                .contains("this stack runs content")
+            unknown.contains("this stack runs coding, content"),
+            "{unknown}"
         );
     }
 

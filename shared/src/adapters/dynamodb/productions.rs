@@ -108,6 +108,8 @@ struct StoredError {
     t: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ps: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<String>,
 }
 
 /// An audit event as carried in the hot item.
@@ -173,6 +175,7 @@ impl StoredProduction {
                             a: e.attempt,
                             t: e.at,
                             ps: e.provider_status,
+                            i: e.integration.clone(),
                         }),
                         o: ph.output.clone(),
                         fb: ph.feedback.clone(),
@@ -230,6 +233,7 @@ impl StoredProduction {
                     attempt: e.a,
                     at: e.t,
                     provider_status: e.ps,
+                    integration: e.i,
                 }),
                 output: s.o,
                 feedback: s.fb,

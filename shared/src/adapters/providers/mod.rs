@@ -1,19 +1,22 @@
 //! Outbound adapters to the providers phases call: OpenAI-compatible APIs (chat, images,
 //! speech) and generic HTTP JSON endpoints (`openai.rs`), and MCP servers over streamable
-//! HTTP (`mcp.rs`). [`HttpConnector`] makes one client per integration of the registry.
+//! HTTP (`mcp.rs`), and source-control hosts with GitHub's REST API (`github.rs`).
+//! [`HttpConnector`] makes one client per integration of the registry.
 
+mod github;
 mod mcp;
 mod openai;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use github::GitHubClient;
 pub use mcp::McpClient;
 pub use openai::ProviderClient;
 
 use crate::config::Definition;
 use crate::domain::{ErrorCode, StepError};
-use crate::ports::{Clock, Connector, McpSession, ParamError, Params, Provider};
+use crate::ports::{Clock, Connector, McpSession, ParamError, Params, Provider, Scm};
 
 /// The HTTP client every outside call uses: the call's timeout, connecting within 5 s.
 /// Built on first use (loading the TLS roots costs cold start).
@@ -59,6 +62,16 @@ impl Connector for HttpConnector {
             d.base_url.clone(),
             d.secret_param.clone(),
             self.params.clone(),
+            self.timeout,
+        ))
+    }
+
+    fn scm(&self, _id: &str, d: &Definition) -> Arc<dyn Scm> {
+        Arc::new(GitHubClient::new(
+            self.params.clone(),
+            self.clock.clone(),
+            d.base_url.clone(),
+            d.secret_param.clone(),
             self.timeout,
         ))
     }

@@ -432,7 +432,7 @@ fn reset_secs(text: &str) -> Option<f64> {
     Some(total)
 }
 
-fn transport(e: reqwest::Error) -> StepError {
+pub(super) fn transport(e: reqwest::Error) -> StepError {
     let code = if e.is_timeout() {
         ErrorCode::ProviderTimeout
     } else {

@@ -1,0 +1,160 @@
+//! A fake agent runner for the coding pipeline: the HTTP JSON contract of
+//! docs/coding-agent.md. `POST /` with a bearer token and an `Idempotency-Key`, body
+//! `{"task": "implement", "repository", "base", "instructions", "plan": {"summary",
+//! "steps", "files"}, "feedback"}`; answers `{"summary", "changes": [{"path",
+//! "content"}]}`, one change per planned file. The same key answers the same change set
+//! (the work is not done twice). Errors are `{"error": {"message", "code"}}`, the shape the
+//! generic HTTP integration reads.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// The token the local stack's `AgentRunnerTokenParameter` holds.
+pub const TOKEN: &str = "local-agent-token";
+
+#[derive(Default)]
+struct Inner {
+    /// Answers by idempotency key.
+    done: BTreeMap<String, Value>,
+    /// Requests received (every one, repeats included).
+    requests: Vec<Value>,
+    /// The next requests answer this status.
+    fail_next: Vec<u16>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+pub struct AgentServer {
+    pub addr: SocketAddr,
+    inner: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AgentServer {
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let inner: Shared = Arc::default();
+        let app = Router::new()
+            .route("/", post(implement))
+            .with_state(inner.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            inner,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// `AgentRunnerUrl`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The next `statuses.len()` requests answer these statuses, in order.
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.inner
+            .lock()
+            .expect("agent")
+            .fail_next
+            .extend_from_slice(statuses);
+    }
+
+    /// Every request body received.
+    pub fn requests(&self) -> Vec<Value> {
+        self.inner.lock().expect("agent").requests.clone()
+    }
+}
+
+impl Drop for AgentServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"message": message, "code": code}})),
+    )
+        .into_response()
+}
+
+async fn implement(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut i = inner.lock().expect("agent");
+    i.requests.push(body.clone());
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(TOKEN) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_token", "unknown token");
+    }
+    if !i.fail_next.is_empty() {
+        let status = i.fail_next.remove(0);
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(code, "injected", "fault injected");
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if let Some(done) = i.done.get(&key).filter(|_| !key.is_empty()) {
+        return axum::Json(done.clone()).into_response();
+    }
+    if body["task"] != "implement" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "unknown_task",
+            "task must be \"implement\"",
+        );
+    }
+    let Some(files) = body["plan"]["files"].as_array().filter(|f| !f.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "no_files", "plan.files is empty");
+    };
+    let instructions = body["instructions"].as_str().unwrap_or_default();
+    let feedback = body["feedback"]
+        .as_str()
+        .map(|f| format!("// Reviewer asked: {f}\n"))
+        .unwrap_or_default();
+    let changes: Vec<Value> = files
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|path| {
+            json!({
+                "path": path,
+                "content": format!("// {path}: {instructions}\n{feedback}pub fn changed() -> bool {{ true }}\n"),
+            })
+        })
+        .collect();
+    let answer = json!({
+        "summary": format!("Changed {} files for: {instructions}", changes.len()),
+        "changes": changes,
+    });
+    if !key.is_empty() {
+        i.done.insert(key, answer.clone());
+    }
+    axum::Json(answer).into_response()
+}

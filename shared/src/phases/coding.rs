@@ -1,0 +1,418 @@
+//! The coding-agent job (`pipelines/coding/v1.json`): `plan` (a model writes the plan; an
+//! operator approves it) -> `implement` (an agent runner turns the approved plan into a
+//! change set) -> `pull_request` (the change set becomes a branch, commits and a pull
+//! request on a GitHub-compatible host).
+//!
+//! The pull request phase is written to be re-run: every request is a recorded call, and
+//! what a lost answer leaves behind is recognised on the next try instead of made twice. A
+//! branch that exists (`422 Reference already exists`) is used; a file already holding the
+//! content is left alone; a pull request that exists for the branch (`422 A pull request
+//! already exists`) is looked up and reused, so a retry never opens a second one.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ErrorCode, StepError};
+use crate::ports::{ChatMessage, ChatRequest, ScmAnswer, ScmRequest};
+use crate::runtime::{Phase, PhaseContext, PhaseOutput};
+
+const CHAT_MODEL: &str = "gpt-4o-mini";
+/// Files one change set may touch.
+pub const MAX_CHANGES: usize = 50;
+
+/// The coding pipeline's input (its schema fills in the defaults).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    /// `owner/name` on the host.
+    pub repository: String,
+    /// What to change, in words.
+    pub task: String,
+    /// The pull request's title (default: the task's first line).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The branch the pull request goes into (default: the repository's default branch).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// The branch the change is committed to (default: `shepherd/<production id>`).
+    #[serde(default)]
+    pub branch: Option<String>,
+}
+
+impl Job {
+    fn title(&self) -> String {
+        self.title
+            .clone()
+            .unwrap_or_else(|| self.task.lines().next().unwrap_or_default().to_string())
+    }
+    fn owner(&self) -> &str {
+        self.repository.split('/').next().unwrap_or_default()
+    }
+}
+
+/// The plan an operator approves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodingPlan {
+    pub summary: String,
+    pub steps: Vec<String>,
+    /// The files the plan expects to change.
+    pub files: Vec<String>,
+}
+
+/// What the agent runner changed: whole files (created or replaced).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeSet {
+    pub summary: String,
+    pub changes: Vec<FileChange>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    pub content: String,
+}
+
+/// The pull request the job opened (or found open for its branch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullRequestOut {
+    pub number: u64,
+    pub url: String,
+    pub branch: String,
+    pub base: String,
+    /// The pull request already existed (a re-run after a lost answer, or an earlier job).
+    pub reused: bool,
+    /// One commit per file changed; a file that already held the content has none.
+    pub commits: Vec<String>,
+}
+
+impl PhaseOutput for CodingPlan {}
+impl PhaseOutput for ChangeSet {}
+impl PhaseOutput for PullRequestOut {}
+
+/// A model writes the plan (approved by an operator before anything runs).
+pub struct PlanPhase;
+
+impl Phase for PlanPhase {
+    const NAME: &'static str = "plan";
+    type Output = CodingPlan;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let job: Job = ctx.input_as()?;
+        let req = ChatRequest {
+            model: CHAT_MODEL.into(),
+            messages: vec![
+                ChatMessage::system(
+                    "task=coding_plan. You plan a code change for a coding agent. Answer with \
+                     JSON {\"summary\": string, \"steps\": [string], \"files\": [string]} \
+                     (files: repository-relative paths)."
+                        .to_string(),
+                ),
+                ChatMessage::user(format!(
+                    "Repository: {}\nTask: {}{}",
+                    job.repository,
+                    job.task,
+                    ctx.feedback_line()
+                )),
+            ],
+            response_format: Some(serde_json::json!({"type": "json_object"})),
+        };
+        ctx.tools
+            .chat_as("plan", &req, |p: &CodingPlan| {
+                if p.steps.is_empty() || p.files.is_empty() {
+                    return Err("a plan needs steps and files".into());
+                }
+                p.files.iter().try_for_each(|f| path_ok(f))
+            })
+            .await
+    }
+}
+
+/// A repository-relative path that stays inside the repository.
+fn path_ok(path: &str) -> Result<(), String> {
+    let bad = path.is_empty()
+        || path.len() > 400
+        || path.starts_with('/')
+        || path.contains('\\')
+        || path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        || path.split('/').next() == Some(".git")
+        || path.chars().any(char::is_control);
+    match bad {
+        true => Err(format!("{path:?} is not a repository-relative file path")),
+        false => Ok(()),
+    }
+}
+
+/// The agent runner (the chain's `http` integration) turns the approved plan into a
+/// change set: POST `{"task": "implement", repository, base, instructions, plan,
+/// feedback}`, answered `{"summary", "changes": [{"path", "content"}]}` (docs/coding-agent.md).
+pub struct Implement;
+
+impl Phase for Implement {
+    const NAME: &'static str = "implement";
+    type Output = ChangeSet;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let job: Job = ctx.input_as()?;
+        let plan = ctx.output::<PlanPhase>()?;
+        let body = serde_json::json!({
+            "task": "implement",
+            "repository": job.repository,
+            "base": job.base,
+            "instructions": job.task,
+            "plan": plan,
+            "feedback": ctx.feedback,
+        });
+        let answer = ctx.tools.http("agent", &body).await?;
+        let set: ChangeSet = serde_json::from_value(answer).map_err(|e| {
+            StepError::permanent(
+                ErrorCode::ProviderBadResponse,
+                format!("the agent runner's answer is not a change set: {e}"),
+            )
+        })?;
+        let invalid = |why: String| StepError::permanent("change_set_invalid", why);
+        if set.changes.is_empty() {
+            return Err(invalid("the agent runner changed no file".into()));
+        }
+        if set.changes.len() > MAX_CHANGES {
+            return Err(invalid(format!(
+                "the agent runner changed {} files; a change set may have {MAX_CHANGES}",
+                set.changes.len()
+            )));
+        }
+        for c in &set.changes {
+            path_ok(&c.path).map_err(invalid)?;
+        }
+        Ok(set)
+    }
+}
+
+/// Opens the pull request on the host (the chain's `scm` integration).
+pub struct PullRequest;
+
+/// A host answer the phase did not expect, as a permanent error naming the request.
+fn unexpected(what: &str, a: &ScmAnswer) -> StepError {
+    let errors: Vec<&str> = a.body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().or(e["code"].as_str()))
+        .collect();
+    let mut e = StepError::permanent(
+        ErrorCode::ScmRejected,
+        format!(
+            "{what}: {} {}{}",
+            a.status,
+            a.message(),
+            match errors.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", errors.join("; ")),
+            }
+        ),
+    );
+    e.provider_status = Some(a.status);
+    e
+}
+
+fn says(a: &ScmAnswer, text: &str) -> bool {
+    a.message().contains(text)
+        || a.body["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+}
+
+impl Phase for PullRequest {
+    const NAME: &'static str = "pull_request";
+    type Output = PullRequestOut;
+
+    async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
+        let job: Job = ctx.input_as()?;
+        let plan = ctx.output::<PlanPhase>()?;
+        let set = ctx.output::<Implement>()?;
+        let scm = &ctx.tools;
+        let repo = format!("/repos/{}", job.repository);
+        let base = match &job.base {
+            Some(b) => b.clone(),
+            None => {
+                let r = scm.scm("repository", &ScmRequest::get(&repo)).await?;
+                match r.body["default_branch"].as_str() {
+                    Some(b) if r.is_success() => b.to_string(),
+                    _ => return Err(unexpected("the repository's default branch", &r)),
+                }
+            }
+        };
+        let branch = job
+            .branch
+            .clone()
+            .unwrap_or_else(|| format!("shepherd/{}", ctx.production.id));
+        if branch == base {
+            return Err(StepError::permanent(
+                ErrorCode::InputInvalid,
+                format!("input.branch: {branch} is the base branch; a pull request needs another"),
+            ));
+        }
+        let base_ref = scm
+            .scm(
+                "base",
+                &ScmRequest::get(format!("{repo}/git/ref/heads/{base}")),
+            )
+            .await?;
+        let Some(base_sha) = base_ref.body["object"]["sha"]
+            .as_str()
+            .filter(|_| base_ref.is_success())
+        else {
+            return Err(unexpected(&format!("base branch {base}"), &base_ref));
+        };
+        let created = scm
+            .scm(
+                "branch",
+                &ScmRequest::send(
+                    "POST",
+                    format!("{repo}/git/refs"),
+                    serde_json::json!({"ref": format!("refs/heads/{branch}"), "sha": base_sha}),
+                ),
+            )
+            .await?;
+        if !created.is_success() && !says(&created, "Reference already exists") {
+            return Err(unexpected(&format!("creating branch {branch}"), &created));
+        }
+        let title = job.title();
+        let mut commits = Vec::new();
+        for (i, change) in set.changes.iter().enumerate() {
+            let content = base64::engine::general_purpose::STANDARD.encode(&change.content);
+            let path = format!("{repo}/contents/{}", change.path);
+            let mut body = serde_json::json!({
+                "message": format!("{title}: {}", change.path),
+                "content": content,
+                "branch": branch,
+            });
+            let put = scm
+                .scm(
+                    &format!("file-{i}"),
+                    &ScmRequest::send("PUT", &path, body.clone()),
+                )
+                .await?;
+            if put.is_success() {
+                commits.extend(put.body["commit"]["sha"].as_str().map(str::to_string));
+                continue;
+            }
+            if !says(&put, "\"sha\" wasn't supplied") {
+                return Err(unexpected(&format!("committing {}", change.path), &put));
+            }
+            // The file exists on the branch: from the base, or from an earlier try of ours.
+            let found = scm
+                .scm(
+                    &format!("file-{i}-found"),
+                    &ScmRequest::get(format!("{path}?ref={branch}")),
+                )
+                .await?;
+            let (Some(sha), Some(there)) = (
+                found.body["sha"].as_str().filter(|_| found.is_success()),
+                found.body["content"].as_str(),
+            ) else {
+                return Err(unexpected(&format!("reading {}", change.path), &found));
+            };
+            let there: String = there.split_whitespace().collect();
+            if there == content {
+                continue;
+            }
+            body["sha"] = sha.into();
+            let update = scm
+                .scm(
+                    &format!("file-{i}-update"),
+                    &ScmRequest::send("PUT", &path, body),
+                )
+                .await?;
+            if !update.is_success() {
+                return Err(unexpected(&format!("updating {}", change.path), &update));
+            }
+            commits.extend(update.body["commit"]["sha"].as_str().map(str::to_string));
+        }
+        let steps: String = plan.steps.iter().map(|s| format!("- {s}\n")).collect();
+        let opened = scm
+            .scm(
+                "pull",
+                &ScmRequest::send(
+                    "POST",
+                    format!("{repo}/pulls"),
+                    serde_json::json!({
+                        "title": title,
+                        "head": branch,
+                        "base": base,
+                        "body": format!(
+                            "{}\n\n{steps}\n{}\n\nOpened by Shepherd production {}.",
+                            plan.summary, set.summary, ctx.production.id
+                        ),
+                    }),
+                ),
+            )
+            .await?;
+        let (pull, reused) = if opened.is_success() {
+            (opened.body, false)
+        } else if says(&opened, "A pull request already exists") {
+            let head = format!("{}:{branch}", job.owner());
+            let open = scm
+                .scm(
+                    "pull-found",
+                    &ScmRequest::get(format!("{repo}/pulls?head={head}&base={base}&state=open")),
+                )
+                .await?;
+            match open.body.as_array().and_then(|a| a.first()) {
+                Some(p) if open.is_success() => (p.clone(), true),
+                _ => {
+                    return Err(unexpected(
+                        &format!("finding the pull request of {head}"),
+                        &open,
+                    ));
+                }
+            }
+        } else {
+            return Err(unexpected("opening the pull request", &opened));
+        };
+        let (Some(number), Some(url)) = (pull["number"].as_u64(), pull["html_url"].as_str()) else {
+            return Err(StepError::permanent(
+                ErrorCode::ProviderBadResponse,
+                "the host's pull request has no number or html_url",
+            ));
+        };
+        Ok(PullRequestOut {
+            number,
+            url: url.to_string(),
+            branch,
+            base,
+            reused,
+            commits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_ok;
+
+    #[test]
+    fn change_paths_stay_inside_the_repository() {
+        for good in [
+            "src/lib.rs",
+            "README.md",
+            "a/b-c_d.txt",
+            ".github/workflows/ci.yml",
+        ] {
+            assert!(path_ok(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            ".git/config",
+            "a\\b",
+            "./a",
+            "a\n",
+        ] {
+            assert!(path_ok(bad).is_err(), "{bad:?}");
+        }
+    }
+}
