@@ -14,6 +14,10 @@
 //! | 6 | [`runtime`], [`recovery`], [`phases`] | the phase runtime, the sweep, the phases the pipelines run |
 //! | 7 | [`ops`] | what operators do (CLI and API) |
 //! | 8 | [`wiring`] | the one place adapters are built; the Lambda entry points |
+// Code written against the public API (`shepherd::...`, as in docs/your-pipeline.md)
+// compiles inside this crate too.
+extern crate self as shepherd;
+
 pub mod adapters;
 pub mod audit;
 pub mod cloudwatch;

@@ -59,7 +59,7 @@ async fn an_input_that_breaks_the_schema_is_refused_naming_the_field_and_nothing
         (
             "/productions?pipeline=nope",
             good.clone(),
-            "unknown pipeline \"nope\": this stack runs content",
+            "unknown pipeline \"nope\": this stack runs coding, content",
         ),
     ];
     for (path, body, expected) in cases {
@@ -79,7 +79,20 @@ async fn an_input_that_breaks_the_schema_is_refused_naming_the_field_and_nothing
     // The pipeline's listing: its version, the default, its gates, what may be edited.
     let (status, before) = t.http("GET", "/pipelines", Some("viewer-acme"), None).await;
     assert_eq!(status, 200, "{before}");
-    let content = &before["pipelines"][0];
+    let named = |v: &Value, name: &str| {
+        v["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let content = &named(&before, "content");
+    assert_eq!(
+        named(&before, "coding")["phases"][0],
+        json!({"name": "plan", "gate": "approval"})
+    );
     assert_eq!(
         (&content["name"], &content["version"], &content["open"]),
         (&json!("content"), &json!(1), &json!(0))
@@ -101,12 +114,13 @@ async fn an_input_that_breaks_the_schema_is_refused_naming_the_field_and_nothing
         .await;
     assert_eq!(status, 201);
     let (_, after) = t.http("GET", "/pipelines", Some("viewer-acme"), None).await;
-    assert_eq!(after["pipelines"][0]["open"], 1);
+    assert_eq!(named(&after, "content")["open"], 1);
     let (_, theirs) = t
         .http("GET", "/pipelines", Some("operator-globex"), None)
         .await;
     assert_eq!(
-        theirs["pipelines"][0]["open"], 0,
+        named(&theirs, "content")["open"],
+        0,
         "counted in the caller's scope"
     );
     t.stop().await;

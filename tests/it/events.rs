@@ -36,6 +36,8 @@ fn the_sample_brief_is_valid_content_input() {
     let pipelines = shepherd::pipeline::Pipelines::builtin();
     let content = pipelines.latest(Some("content")).unwrap();
     content.parse_input(&read("briefs/tides.json")).unwrap();
+    let coding = pipelines.latest(Some("coding")).unwrap();
+    coding.parse_input(&read("jobs/gadgets.json")).unwrap();
 }
 
 /// What `cargo lambda invoke brief --data-file events/sqs-brief.json` does on a fresh stack:

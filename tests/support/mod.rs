@@ -14,6 +14,7 @@ use shepherd_local::provider::ProviderServer;
 use shepherd_local::provision::{Provisioned, provision};
 use shepherd_local::runtime::{Clients, LocalRuntime};
 
+pub mod guide;
 pub mod receiver;
 
 pub use shepherd_local::agent::AgentServer;
@@ -531,6 +532,26 @@ impl TestStack {
             panic!("{method} {path} answered {status} with non-JSON {text:?}: {e}")
         });
         (status, json)
+    }
+
+    /// A running stack provisioned from `template` whose functions run `pipelines` and
+    /// find their phase in `phases` first: a team's pipeline before it is in the crate.
+    pub async fn start_with_phases(
+        template: &std::path::Path,
+        pipelines: Arc<shepherd::pipeline::Pipelines>,
+        phases: shepherd_local::runtime::PhaseLookup,
+    ) -> Self {
+        let mut t = Self::build(template, &[], false, false, false).await;
+        let mut c = clients(&t.sdk, &t.stack.stack);
+        c.pipelines = Some(pipelines.clone());
+        c.phases = Some(phases);
+        t.runtime = Some(
+            LocalRuntime::start(&t.stack, &c)
+                .await
+                .expect("runtime starts"),
+        );
+        t.ops = t.ops.with_pipelines(pipelines);
+        t
     }
 
     /// What a deploy of other pipeline definitions does: the functions (and this stack's

@@ -270,6 +270,8 @@ struct Inner {
     parameter: String,
     sdk: Option<aws_config::SdkConfig>,
     auth: Auth,
+    /// Other definitions than the built-in ones (the local stack's fixture pipelines).
+    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
 }
 
 impl Api {
@@ -280,6 +282,7 @@ impl Api {
             parameter: String::new(),
             sdk: None,
             auth,
+            pipelines: None,
         }))
     }
 
@@ -290,7 +293,16 @@ impl Api {
             parameter,
             sdk,
             auth,
+            pipelines: None,
         }))
+    }
+
+    /// The API on other pipeline definitions than the built-in ones (before first use).
+    pub fn with_pipelines(mut self, pipelines: Arc<shepherd::pipeline::Pipelines>) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("set before the API is shared")
+            .pipelines = Some(pipelines);
+        self
     }
 
     /// As the deployed function starts: `SHEPHERD_STACK_CONFIG_PARAM`; callers from the
@@ -325,6 +337,10 @@ impl Api {
                     None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
                 };
                 let (ops, _) = Ops::connect_parameter(&sdk, &self.0.parameter).await?;
+                let ops = match &self.0.pipelines {
+                    Some(p) => ops.with_pipelines(p.clone()),
+                    None => ops,
+                };
                 Ok::<_, OpsError>(Arc::new(ops))
             })
             .await

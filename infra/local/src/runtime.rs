@@ -82,7 +82,14 @@ pub struct Clients {
     /// Phase functions run these definitions instead of the built-in ones (a test's
     /// fixture pipelines; a restart with more versions is a deploy that adds them).
     pub pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
+    /// Phase implementations by binary tried before the built-in ones (`phases::by_name`):
+    /// a team's phase under test before it is added to the crate.
+    pub phases: Option<PhaseLookup>,
 }
+
+/// Finds the phase a binary runs.
+pub type PhaseLookup =
+    Arc<dyn Fn(&str) -> Option<Box<dyn shepherd::runtime::RunPhase>> + Send + Sync>;
 
 impl Clients {
     /// Functions as their roles, assumed by `admin`, on the current runtime.
@@ -94,6 +101,7 @@ impl Clients {
             schedule_every: None,
             api: None,
             pipelines: None,
+            phases: None,
         }
     }
 }
@@ -113,7 +121,14 @@ impl LocalRuntime {
                 .iter()
                 .any(|e| matches!(e, EventSource::Http { .. }));
             if let (true, Some((addr, tokens))) = (http, &clients.api) {
-                let (addr, task) = serve_api(f, addr, tokens, &sdk, stop.subscribe())?;
+                let (addr, task) = serve_api(
+                    f,
+                    addr,
+                    tokens,
+                    &sdk,
+                    clients.pipelines.clone(),
+                    stop.subscribe(),
+                )?;
                 api_addr = Some(addr);
                 tasks.push(task);
             }
@@ -138,10 +153,11 @@ impl LocalRuntime {
                             });
                             (f.binary.clone(), run)
                         } else {
-                            let phase = Arc::new(phase_runtime_on(
+                            let phase = Arc::new(phase_runtime_with(
                                 f,
                                 &handlers,
                                 clients.pipelines.clone(),
+                                clients.phases.as_ref(),
                             )?);
                             stats.insert(phase.phase_name().to_string(), phase.stats.clone());
                             let name = phase.phase_name().to_string();
@@ -289,7 +305,19 @@ pub fn phase_runtime_on(
     clients: &AwsClients,
     pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
 ) -> Result<PhaseFunction, RuntimeError> {
-    let phase = shepherd::phases::by_name(&f.binary)
+    phase_runtime_with(f, clients, pipelines, None)
+}
+
+/// As [`phase_runtime_on`], finding the binary's phase in `phases` first.
+pub fn phase_runtime_with(
+    f: &LocalFunction,
+    clients: &AwsClients,
+    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
+    phases: Option<&PhaseLookup>,
+) -> Result<PhaseFunction, RuntimeError> {
+    let phase = phases
+        .and_then(|find| find(&f.binary))
+        .or_else(|| shepherd::phases::by_name(&f.binary))
         .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
     let mut config = config(f)?;
     if let Some(p) = pipelines {
@@ -320,12 +348,16 @@ fn serve_api(
     addr: &std::net::SocketAddr,
     tokens: &std::path::Path,
     sdk: &aws_config::SdkConfig,
+    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(std::net::SocketAddr, JoinHandle<()>), RuntimeError> {
     let fail = |e: String| RuntimeError::Api(f.logical_id.clone(), e);
     let mut env = f.env.clone();
     env.insert("SHEPHERD_API_TOKENS".into(), tokens.display().to_string());
-    let api = shepherd_api::Api::from_map(&env, Some(sdk.clone())).map_err(fail)?;
+    let mut api = shepherd_api::Api::from_map(&env, Some(sdk.clone())).map_err(fail)?;
+    if let Some(p) = pipelines {
+        api = api.with_pipelines(p);
+    }
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
         .and_then(tokio::net::TcpListener::from_std)

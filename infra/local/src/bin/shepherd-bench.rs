@@ -489,6 +489,7 @@ async fn transitions(args: &Args) -> Result<()> {
         schedule_every: None,
         api: None,
         pipelines: None,
+        phases: None,
     };
     let cpu_before = exec.spawn(async { thread_cpu_ns() }).await?;
     let runtime = LocalRuntime::start(&stack, &clients).await?;

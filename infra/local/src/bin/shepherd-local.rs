@@ -47,6 +47,13 @@ enum Command {
         /// Where the local publishing platform (an MCP server) listens; publish calls it.
         #[arg(long, default_value = "127.0.0.1:4020")]
         mcp: SocketAddr,
+        /// Where the coding pipeline's source-control host (GitHub's API, repository
+        /// acme/widgets) listens; pull_request calls it.
+        #[arg(long, default_value = "127.0.0.1:4030")]
+        scm: SocketAddr,
+        /// Where the coding pipeline's agent runner listens; implement calls it.
+        #[arg(long, default_value = "127.0.0.1:4040")]
+        agent: SocketAddr,
         /// Bearer tokens for the local API (API Gateway's authorizer's part). Created with
         /// viewer, operator and admin tokens for the sample account `acme` if missing.
         #[arg(long, default_value = ".local/api-tokens.json")]
@@ -198,11 +205,27 @@ async fn main() -> Result<()> {
             provider,
             api,
             mcp,
+            scm,
+            agent,
             api_tokens,
         } => {
             warn_if_exposed("HTTP API", &api);
             warn_if_exposed("fake provider", &provider);
             warn_if_exposed("MCP server", &mcp);
+            warn_if_exposed("source-control host", &scm);
+            warn_if_exposed("agent runner", &agent);
+            let scm = shepherd_local::scm::ScmServer::start(scm)
+                .await
+                .with_context(|| format!("the source-control host cannot listen on {scm}"))?;
+            params
+                .entry("ScmBaseUrl".into())
+                .or_insert_with(|| scm.base_url());
+            let agent = shepherd_local::agent::AgentServer::start(agent)
+                .await
+                .with_context(|| format!("the agent runner cannot listen on {agent}"))?;
+            params
+                .entry("AgentRunnerUrl".into())
+                .or_insert_with(|| agent.url());
             ensure_tokens(&api_tokens)?;
             let mcp = shepherd_local::mcp::McpServer::start(mcp)
                 .await
@@ -223,11 +246,14 @@ async fn main() -> Result<()> {
             clients.api = Some((api, api_tokens.clone()));
             let runtime = LocalRuntime::start(&stack, &clients).await?;
             println!(
-                "local stack {:?} up: {} functions, provider {}, MCP {}, API http://{} (tokens: {})",
+                "local stack {:?} up: {} functions, provider {}, MCP {}, source control {}, agent \
+                 runner {}, API http://{} (tokens: {})",
                 cli.stack,
                 stack.functions.len(),
                 server.base_url(),
                 mcp.url(),
+                scm.base_url(),
+                agent.url(),
                 runtime.api_addr.unwrap_or(api),
                 api_tokens.display()
             );
