@@ -79,17 +79,29 @@ mod phase_map {
     }
 }
 
-/// `a=x,b=y` -> {a: x, b: y}
+/// `a=x,b=y` -> {a: x, b: y}. A value that is not an absolute URL is a queue name beside
+/// the entry before it (`brief=https://sqs.../123456789012/s-brief,script=s-script`): the
+/// template writes each queue's full URL once, as Lambda's environment is 4 KB in all.
 fn parse_map(name: &'static str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut base: Option<String> = None;
     text.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| {
-            pair.split_once('=')
+            let invalid = |problem: String| ConfigError::Invalid { name, problem };
+            let (k, v) = pair
+                .split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| ConfigError::Invalid {
-                    name,
-                    problem: format!("{pair:?} is not phase=url"),
-                })
+                .ok_or_else(|| invalid(format!("{pair:?} is not phase=url")))?;
+            if v.contains("://") {
+                base = v.rfind('/').map(|i| v[..=i].to_string());
+                return Ok((k, v));
+            }
+            match &base {
+                Some(b) if !v.is_empty() && !v.contains('/') => Ok((k, format!("{b}{v}"))),
+                _ => Err(invalid(format!(
+                    "{pair:?} is not phase=url (a queue name needs a full URL before it)"
+                ))),
+            }
         })
         .collect()
 }
@@ -474,12 +486,33 @@ mod tests {
                 .contains("SHEPHERD_MAX_RECEIVE_COUNT")
         );
         let mut e = env();
+        e.insert("SHEPHERD_QUEUES".into(), "brief=s-brief".into());
+        assert!(
+            Config::from_map(&e)
+                .unwrap_err()
+                .to_string()
+                .contains("a queue name needs a full URL before it")
+        );
+        let mut e = env();
         e.insert("SHEPHERD_QUEUES".into(), "brief".into());
         assert!(
             Config::from_map(&e)
                 .unwrap_err()
                 .to_string()
                 .contains("not phase=url")
+        );
+    }
+
+    #[test]
+    fn queue_names_resolve_beside_the_full_url_before_them() {
+        let m = parse_map(
+            "SHEPHERD_QUEUES",
+            "brief=https://sqs.eu-west-1.amazonaws.com/123456789012/s-brief,script=s-script",
+        )
+        .unwrap();
+        assert_eq!(
+            m["script"],
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/s-script"
         );
     }
 

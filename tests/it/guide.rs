@@ -44,8 +44,11 @@ fn apply_template_steps(template: &str) -> String {
             .to_string()
     };
     for (after, key) in [
-        ("pull_request=${PullRequestQueue}", "queues"),
-        ("pull_request=${PullRequestDeadLetterQueue}", "dlqs"),
+        ("pull_request=${PullRequestQueue.QueueName}", "queues"),
+        (
+            "pull_request=${PullRequestDeadLetterQueue.QueueName}",
+            "dlqs",
+        ),
     ] {
         assert_eq!(
             t.matches(after).count(),
@@ -112,6 +115,13 @@ async fn the_guides_pipeline_runs_on_the_local_stack() {
         &pipelines,
     );
     assert!(drift.is_empty(), "{drift:#?}");
+    let loaded = shepherd_local::template::load(&variant).unwrap();
+    for (id, bytes) in shepherd_local::template::environment_sizes(&loaded, 32) {
+        assert!(
+            bytes <= shepherd_local::template::LAMBDA_ENVIRONMENT_LIMIT,
+            "{id}: {bytes} bytes of environment with the guide's phase"
+        );
+    }
     let path = std::env::temp_dir().join(format!("shepherd-guide-{}.yaml", uuid::Uuid::now_v7()));
     std::fs::write(&path, variant).unwrap();
 

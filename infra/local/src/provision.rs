@@ -566,6 +566,17 @@ fn functions(
                 env.insert(k.clone(), scalar(v));
             }
         }
+        // As Lambda: keys and values of the environment together at most 4 KB.
+        let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > crate::template::LAMBDA_ENVIRONMENT_LIMIT {
+            return Err(ProvisionError::Aws {
+                resource: id.clone(),
+                reason: format!(
+                    "its environment is {bytes} bytes; Lambda allows {} in all",
+                    crate::template::LAMBDA_ENVIRONMENT_LIMIT
+                ),
+            });
+        }
         // A resolved `!Ref` of a Number parameter is a string.
         let secs = |v: &Value| {
             v.as_u64()

@@ -343,9 +343,12 @@ pub fn definition_drift(
                 ["deadLetterTargetArn"]["Fn::GetAtt"][0]
                 .as_str()
                 .unwrap_or_default();
-            if !config.contains(&format!("{}=${{{queue_id}}}", phase.name))
-                || !config.contains(&format!("{}=${{{dlq_id}}}", phase.name))
-            {
+            // The full URL (`${Queue}`) or, after the first entry, the name (`${Queue.QueueName}`).
+            let names = |id: &str| {
+                config.contains(&format!("{}=${{{id}}}", phase.name))
+                    || config.contains(&format!(",{}=${{{id}.QueueName}}", phase.name))
+            };
+            if !names(&queue_id) || !names(dlq_id) {
                 drift.push(format!(
                     "{at}: the stack config does not name its queue {queue_id} and DLQ {dlq_id:?}"
                 ));
@@ -393,6 +396,75 @@ pub fn definition_drift(
         }
     }
     drift
+}
+
+/// Lambda's limit on a function's environment: the bytes of every key and value, in all.
+pub const LAMBDA_ENVIRONMENT_LIMIT: usize = 4096;
+
+/// Each function's environment size in bytes as Lambda would count it in AWS, for a stack
+/// named with `stack_len` characters in region `ap-southeast-2`: a queue's `Ref` is
+/// `https://sqs.<region>.amazonaws.com/<account>/<stack>-<name>`, its `QueueName` the last
+/// part, any other reference or parameter 64 characters (more than a table's or a
+/// parameter's name usually is). The emulator's URLs are shorter than AWS's, so a local run
+/// alone would not see a template outgrow the limit.
+pub fn environment_sizes(template: &Value, stack_len: usize) -> Vec<(String, usize)> {
+    let stack = "s".repeat(stack_len);
+    let resources = template["Resources"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let queue_name = |id: &str| -> Option<String> {
+        let r = resources.get(id)?;
+        (r["Type"] == "AWS::SQS::Queue").then(|| {
+            let name = r["Properties"]["QueueName"]["Fn::Sub"]
+                .as_str()
+                .unwrap_or(id);
+            name.replace("${AWS::StackName}", &stack)
+        })
+    };
+    let value_len = |v: &Value| -> usize {
+        if let Some(text) = v["Fn::Sub"].as_str() {
+            let mut len = 0;
+            let mut rest = text;
+            while let Some(start) = rest.find("${") {
+                len += start;
+                let after = &rest[start + 2..];
+                let end = after.find('}').unwrap_or(after.len());
+                let name = &after[..end];
+                len += match name.split_once('.') {
+                    Some((id, "QueueName")) => queue_name(id).map_or(64, |n| n.len()),
+                    None => queue_name(name).map_or(64, |n| {
+                        "https://sqs.ap-southeast-2.amazonaws.com/123456789012/".len() + n.len()
+                    }),
+                    _ => 64,
+                };
+                rest = after.get(end + 1..).unwrap_or_default();
+            }
+            len + rest.len()
+        } else if v.is_string() || v.is_number() {
+            scalar(v).len()
+        } else {
+            64
+        }
+    };
+    let size = |vars: &Value| -> usize {
+        vars.as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| k.len() + value_len(v))
+            .sum()
+    };
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(id, r)| {
+            let own = &r["Properties"]["Environment"]["Variables"];
+            let mut merged = globals.as_object().cloned().unwrap_or_default();
+            merged.extend(own.as_object().cloned().unwrap_or_default());
+            (id.clone(), size(&Value::Object(merged)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

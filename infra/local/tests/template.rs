@@ -202,3 +202,17 @@ fn state_is_retained_and_the_stream_feeds_the_audit_projector() {
         serde_json::json!(["StateTable", "StreamArn"])
     );
 }
+
+/// Lambda refuses a function whose environment is over 4 KB (keys and values): with a
+/// 32-character stack name every function stays under it, with room for a few more phases.
+#[test]
+fn every_functions_environment_fits_lambdas_limit() {
+    let sizes = shepherd_local::template::environment_sizes(&template(), 32);
+    assert!(sizes.len() > 10);
+    for (id, bytes) in &sizes {
+        assert!(
+            *bytes <= shepherd_local::template::LAMBDA_ENVIRONMENT_LIMIT - 512,
+            "{id}: {bytes} bytes of environment; Lambda allows 4096"
+        );
+    }
+}
