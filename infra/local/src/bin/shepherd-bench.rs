@@ -39,13 +39,16 @@ const S3_GET: f64 = 0.40;
 const TEMPLATE_BATCH: f64 = 10.0;
 
 /// The release binaries measured, the bare hello-world baseline first.
-const BINARIES: [&str; 12] = [
+const BINARIES: [&str; 15] = [
     "bench-hello",
     "brief",
     "script",
     "assets",
     "voice",
     "publish",
+    "plan",
+    "implement",
+    "pull-request",
     "audit-projector",
     "sweeper",
     "alarm-ingest",
@@ -74,6 +77,14 @@ struct Args {
     sam_build_dir: PathBuf,
     #[arg(long, default_value_t = 20)]
     cold_starts: usize,
+    /// Which pipeline the productions run: `content` (briefs of `--scenes` scenes) or
+    /// `coding` (jobs against the local GitHub-shaped host and agent runner, plans
+    /// auto-approved).
+    #[arg(long, default_value = "content")]
+    pipeline: String,
+    /// Only the transitions (no cold starts, no sizes).
+    #[arg(long)]
+    transitions_only: bool,
 }
 
 /// Counts requests by class, and the write units of the engine's writes.
@@ -444,6 +455,9 @@ fn thread_cpu_ns() -> u64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     transitions(&args).await?;
+    if args.transitions_only {
+        return Ok(());
+    }
     cold_starts(&args)?;
     sizes(&args);
     Ok(())
@@ -452,9 +466,13 @@ async fn main() -> Result<()> {
 async fn transitions(args: &Args) -> Result<()> {
     let sdk = shepherd_local::sdk_config(&args.endpoint).await;
     let provider = ProviderServer::start("127.0.0.1:0".parse()?, "local-provider-key").await?;
+    let scm = shepherd_local::scm::ScmServer::start("127.0.0.1:0".parse()?).await?;
+    let agent = shepherd_local::agent::AgentServer::start("127.0.0.1:0".parse()?).await?;
     let stack_name = format!("bench{}", std::process::id());
     let params = HashMap::from([
         ("ProviderBaseUrl".to_string(), provider.base_url()),
+        ("ScmBaseUrl".to_string(), scm.base_url()),
+        ("AgentRunnerUrl".to_string(), agent.url()),
         ("RetryBaseSeconds".to_string(), "1".to_string()),
     ]);
     let stack = provision(&sdk, Path::new("template.yaml"), &stack_name, &params)
@@ -534,11 +552,19 @@ async fn transitions(args: &Args) -> Result<()> {
     let admin = Caller::new(Actor("operator:bench".into()), Role::Admin, Scope::Stack);
     ops.create_webhook(None, &receiver, &["*".into()], "bench", &admin)
         .await?;
-    let brief = serde_json::json!({"account": "bench", "title": "Bench", "topic": "Counting requests", "scenes": args.scenes}).to_string();
+    let input = match args.pipeline.as_str() {
+        "content" => serde_json::json!({"account": "bench", "title": "Bench", "topic": "Counting requests", "scenes": args.scenes}),
+        "coding" => serde_json::json!({"account": "bench", "repository": shepherd_local::scm::REPOSITORY, "task": "Count requests", "auto_approve": true}),
+        other => bail!("--pipeline {other}: this stack runs content and coding"),
+    }
+    .to_string();
     let began = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..args.productions {
-        ids.push(ops.start(&brief, &me).await?.id);
+        let (p, _) = ops
+            .start_once(Some(&args.pipeline), &input, None, &me)
+            .await?;
+        ids.push(p.id);
     }
     for id in &ids {
         loop {
@@ -552,8 +578,12 @@ async fn transitions(args: &Args) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // Let the audit projection catch up (7 events per production).
-    let audit_target = (ids.len() * 7) as f64;
+    let phases = shepherd::pipeline::Pipelines::builtin()
+        .latest(Some(&args.pipeline))
+        .map(|p| p.definition.phases.len())
+        .map_err(anyhow::Error::msg)?;
+    // Let the audit projection catch up (created, one per phase, completed).
+    let audit_target = (ids.len() * (phases + 2)) as f64;
     let wait = Instant::now();
     while engine
         .write_units
@@ -588,12 +618,11 @@ async fn transitions(args: &Args) -> Result<()> {
     let _ = handler_thread.join();
     provider.stop().await;
 
-    let phases = shepherd::pipeline::Pipelines::builtin()
-        .latest(None)
-        .map(|p| p.definition.phases.len())
-        .map_err(anyhow::Error::msg)?;
     let transitions = (ids.len() * phases) as f64;
-    println!("# Engine cost per phase transition");
+    println!(
+        "# Engine cost per phase transition ({} pipeline)",
+        args.pipeline
+    );
     println!(
         "{} productions x {} phases = {} transitions, {} messages handled, {:.1} s wall",
         ids.len(),
