@@ -35,7 +35,7 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct AgentServer {
     pub addr: SocketAddr,
     inner: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: crate::Server,
 }
 
 impl AgentServer {
@@ -46,18 +46,10 @@ impl AgentServer {
         let app = Router::new()
             .route("/", post(implement))
             .with_state(inner.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         Ok(Self {
             addr,
             inner,
-            shutdown: Some(tx),
+            _server: crate::Server::spawn(listener, app),
         })
     }
 
@@ -78,14 +70,6 @@ impl AgentServer {
     /// Every request body received.
     pub fn requests(&self) -> Vec<Value> {
         self.inner.lock().expect("agent").requests.clone()
-    }
-}
-
-impl Drop for AgentServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -11,6 +11,47 @@ pub mod runtime;
 pub mod scm;
 pub mod template;
 
+/// A local fake's HTTP server: serves `app` until [`Server::stop`] or until dropped.
+pub(crate) struct Server {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub(crate) fn spawn(listener: tokio::net::TcpListener, app: axum::Router) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting, and waits for the requests in flight.
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// An SDK config for the emulator at `endpoint` as the local admin: the keys
 /// `infra/lib.sh` exported (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, from
 /// `.local/admin.env`). IAM is enforced, so unknown keys are refused.

@@ -170,8 +170,7 @@ struct AppState {
 pub struct ProviderServer {
     pub addr: SocketAddr,
     state: AppState,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    server: crate::Server,
 }
 
 impl ProviderServer {
@@ -195,19 +194,10 @@ impl ProviderServer {
             .route("/_calls", get(calls))
             .route("/_reset", post(reset))
             .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         Ok(Self {
             addr,
             state,
-            shutdown: Some(tx),
-            task,
+            server: crate::Server::spawn(listener, app),
         })
     }
 
@@ -227,19 +217,8 @@ impl ProviderServer {
         self.state.inner.lock().expect("lock").calls.clone()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for ProviderServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

@@ -92,7 +92,7 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct ScmServer {
     pub addr: SocketAddr,
     inner: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: crate::Server,
 }
 
 /// The repository every local stack has: `acme/widgets`, default branch `main`
@@ -176,18 +176,10 @@ impl ScmServer {
             )
             .layer(axum::middleware::from_fn_with_state(inner.clone(), gate))
             .with_state(inner.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         Ok(Self {
             addr,
             inner,
-            shutdown: Some(tx),
+            _server: crate::Server::spawn(listener, app),
         })
     }
 
@@ -251,14 +243,6 @@ impl ScmServer {
     /// `METHOD /path` of the requests received so far.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
-    }
-}
-
-impl Drop for ScmServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -125,6 +125,27 @@ impl Phase for PlanPhase {
     }
 }
 
+/// A file path as it goes into a URL: each segment percent-encoded (a space, `#` or `?`
+/// in a file name is part of the name).
+fn url_path(path: &str) -> String {
+    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+    const SEGMENT: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}');
+    path.split('/')
+        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// A repository-relative path that stays inside the repository.
 fn path_ok(path: &str) -> Result<(), String> {
     let bad = path.is_empty()
@@ -281,7 +302,7 @@ impl Phase for PullRequest {
         let mut commits = Vec::new();
         for (i, change) in set.changes.iter().enumerate() {
             let content = base64::engine::general_purpose::STANDARD.encode(&change.content);
-            let path = format!("{repo}/contents/{}", change.path);
+            let path = format!("{repo}/contents/{}", url_path(&change.path));
             let mut body = serde_json::json!({
                 "message": format!("{title}: {}", change.path),
                 "content": content,
@@ -389,7 +410,16 @@ impl Phase for PullRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::path_ok;
+    use super::{path_ok, url_path};
+
+    #[test]
+    fn file_names_are_encoded_segment_by_segment() {
+        assert_eq!(
+            url_path("docs/My File #2?.md"),
+            "docs/My%20File%20%232%3F.md"
+        );
+        assert_eq!(url_path("src/lib.rs"), "src/lib.rs");
+    }
 
     #[test]
     fn change_paths_stay_inside_the_repository() {
