@@ -12,6 +12,8 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "template.yaml's generated region is current (shepherd-local template --check)"
+cargo run --quiet -p shepherd-local -- template --check
 
 trap emulator_down EXIT
 emulator_up

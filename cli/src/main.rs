@@ -292,23 +292,9 @@ async fn caller() -> Result<Caller> {
 }
 
 async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
-    // Refuse a bad input before touching AWS: nothing is created. (The stack checks again,
-    // against the definitions it runs.)
     let brief_text = match &cli.command {
-        Command::Start {
-            brief, pipeline, ..
-        } => {
-            let text = std::fs::read_to_string(brief)
-                .with_context(|| format!("cannot read input {}", brief.display()))?;
-            let pipelines = shepherd::pipeline::Pipelines::builtin();
-            let definition = pipelines
-                .latest(pipeline.as_deref())
-                .map_err(anyhow::Error::msg)?;
-            definition
-                .parse_input(&text)
-                .with_context(|| format!("invalid input {}", brief.display()))?;
-            text
-        }
+        Command::Start { brief, .. } => std::fs::read_to_string(brief)
+            .with_context(|| format!("cannot read input {}", brief.display()))?,
         _ => String::new(),
     };
     let me = caller().await?;
@@ -317,7 +303,7 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             watch,
             idempotency_key,
             pipeline,
-            ..
+            brief,
         } => {
             let text = brief_text;
             let key = idempotency_key.unwrap_or_else(|| {
@@ -331,9 +317,19 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 format!("cli-brief-{}", &digest[..32])
             });
             let ops = connect(&cli.stack).await?;
-            let (p, repeated) = ops
+            // The stack checks the input against the definition it runs (as published);
+            // a refused one creates nothing.
+            let (p, repeated) = match ops
                 .start_once(pipeline.as_deref(), &text, Some(&key), &me)
-                .await?;
+                .await
+            {
+                Err(e @ OpsError::InvalidInput(_)) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("invalid input {}", brief.display()))
+                    );
+                }
+                other => other?,
+            };
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
             } else if repeated {

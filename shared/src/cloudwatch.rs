@@ -219,20 +219,16 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn topology() -> Topology {
-        let map = |suffix: &str| -> BTreeMap<String, String> {
-            [("brief", "s-brief"), ("script", "s-script")]
-                .iter()
-                .map(|(p, q)| (p.to_string(), format!("http://sqs/000/{q}{suffix}")))
-                .collect()
-        };
         Topology {
             state_table: "s".into(),
             idempotency_table: "i".into(),
             audit_table: "a".into(),
-            queues: map(""),
-            dlqs: map("-dlq"),
+            queue_prefix: "http://sqs/000/s-".into(),
+            queues: BTreeMap::new(),
+            dlqs: BTreeMap::new(),
             artifact_bucket: String::new(),
         }
+        .with_phases(["brief", "script"])
     }
 
     fn note(state: &str, metric: &str, queue: &str) -> Notification {

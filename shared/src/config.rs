@@ -20,17 +20,22 @@ pub enum ConfigError {
     Invalid { name: &'static str, problem: String },
 }
 
-/// Where a stack keeps its productions: tables, and per phase a queue and its DLQ.
+/// Where a stack keeps its productions: tables, and per phase a queue and its DLQ, found by
+/// the template's naming convention (`<stack>-<phase>`, `<stack>-<phase>-dlq`), so a
+/// function's environment does not grow with the stack's phases (Lambda allows 4 KB).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     pub state_table: String,
     pub idempotency_table: String,
     pub audit_table: String,
-    /// Phase name -> queue URL (`phase=url,...` in the environment and the stack config).
-    #[serde(with = "phase_map")]
+    /// Every phase's queue URL is this and the phase's name; its DLQ's, that and `-dlq`
+    /// (`https://sqs.<region>.amazonaws.com/<account>/<stack>-`).
+    pub queue_prefix: String,
+    /// Phase name -> queue URL, for the stack's phases ([`Topology::with_phases`]).
+    #[serde(skip)]
     pub queues: BTreeMap<String, String>,
     /// Phase name -> dead-letter queue URL.
-    #[serde(with = "phase_map")]
+    #[serde(skip)]
     pub dlqs: BTreeMap<String, String>,
     /// The S3 bucket of artifacts (images, audio, large outputs).
     #[serde(default)]
@@ -38,72 +43,59 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The queues of `phases` (the stack's pipelines' phases), by the naming convention.
+    pub fn with_phases<'a>(mut self, phases: impl IntoIterator<Item = &'a str>) -> Self {
+        let (queues, dlqs) = phases
+            .into_iter()
+            .map(|p| {
+                let url = format!("{}{p}", self.queue_prefix);
+                (
+                    (p.to_string(), url.clone()),
+                    (p.to_string(), format!("{url}-dlq")),
+                )
+            })
+            .unzip();
+        self.queues = queues;
+        self.dlqs = dlqs;
+        self
+    }
+
     pub fn queue(&self, phase: &str) -> Result<&str, ConfigError> {
-        Self::lookup(&self.queues, "SHEPHERD_QUEUES", phase)
+        Self::lookup(&self.queues, phase)
     }
 
     pub fn dlq(&self, phase: &str) -> Result<&str, ConfigError> {
-        Self::lookup(&self.dlqs, "SHEPHERD_DLQS", phase)
+        Self::lookup(&self.dlqs, phase)
     }
 
-    fn lookup<'a>(
-        map: &'a BTreeMap<String, String>,
-        name: &'static str,
-        phase: &str,
-    ) -> Result<&'a str, ConfigError> {
+    fn lookup<'a>(map: &'a BTreeMap<String, String>, phase: &str) -> Result<&'a str, ConfigError> {
         map.get(phase)
             .map(String::as_str)
             .ok_or_else(|| ConfigError::Invalid {
-                name,
-                problem: format!("no queue for phase {phase}"),
+                name: "phase",
+                problem: format!("{phase:?} is no phase of this stack's pipelines"),
             })
     }
 }
 
-/// `a=x,b=y` <-> {a: x, b: y}
-mod phase_map {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(m: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
-        let text: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        s.serialize_str(&text.join(","))
+/// A queue URL prefix: an absolute URL whose last segment starts the queues' names.
+fn check_prefix(name: &'static str, prefix: &str) -> Result<(), ConfigError> {
+    let ok = url::Url::parse(prefix).is_ok_and(|u| {
+        u.query().is_none()
+            && u.fragment().is_none()
+            && u.path_segments()
+                .and_then(|mut s| s.next_back())
+                .is_some_and(|last| !last.is_empty())
+    });
+    match ok {
+        true => Ok(()),
+        false => Err(ConfigError::Invalid {
+            name,
+            problem: format!(
+                "{prefix:?} is not a queue URL prefix (https://sqs.<region>.amazonaws.com/<account>/<stack>-)"
+            ),
+        }),
     }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<String, String>, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_map("queues", &text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// `a=x,b=y` -> {a: x, b: y}. A value that is not an absolute URL is a queue name beside
-/// the entry before it (`brief=https://sqs.../123456789012/s-brief,script=s-script`): the
-/// template writes each queue's full URL once, as Lambda's environment is 4 KB in all.
-fn parse_map(name: &'static str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let mut base: Option<String> = None;
-    text.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|pair| {
-            let invalid = |problem: String| ConfigError::Invalid { name, problem };
-            let (k, v) = pair
-                .split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| invalid(format!("{pair:?} is not phase=url")))?;
-            if v.contains("://") {
-                base = v.rfind('/').map(|i| v[..=i].to_string());
-                return Ok((k, v));
-            }
-            match &base {
-                Some(b) if !v.is_empty() && !v.contains('/') => Ok((k, format!("{b}{v}"))),
-                _ => Err(invalid(format!(
-                    "{pair:?} is not phase=url (a queue name needs a full URL before it)"
-                ))),
-            }
-        })
-        .collect()
 }
 
 /// Everything a function needs to know about its deployment.
@@ -148,16 +140,20 @@ pub struct Config {
     pub publish_webhook_url: String,
     /// The SSM parameter of its signing secret.
     pub publish_webhook_secret: String,
-    /// The pipeline definitions (built in; a test may run others).
+    /// The stack's pipelines (its composition crate's; a test may run others).
     pub pipelines: std::sync::Arc<Pipelines>,
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_map(&std::env::vars().collect())
+    /// The function's configuration from its environment, running `pipelines`.
+    pub fn from_env(pipelines: std::sync::Arc<Pipelines>) -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect(), pipelines)
     }
 
-    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn from_map(
+        env: &HashMap<String, String>,
+        pipelines: std::sync::Arc<Pipelines>,
+    ) -> Result<Self, ConfigError> {
         let get = |name: &'static str| {
             env.get(name)
                 .filter(|v| !v.is_empty())
@@ -187,13 +183,19 @@ impl Config {
                 state_table: get("SHEPHERD_STATE_TABLE")?,
                 idempotency_table: get("SHEPHERD_IDEMPOTENCY_TABLE")?,
                 audit_table: env.get("SHEPHERD_AUDIT_TABLE").cloned().unwrap_or_default(),
-                queues: parse_map("SHEPHERD_QUEUES", &get("SHEPHERD_QUEUES")?)?,
-                dlqs: parse_map("SHEPHERD_DLQS", &get("SHEPHERD_DLQS")?)?,
+                queue_prefix: {
+                    let p = get("SHEPHERD_QUEUE_PREFIX")?;
+                    check_prefix("SHEPHERD_QUEUE_PREFIX", &p)?;
+                    p
+                },
+                queues: BTreeMap::new(),
+                dlqs: BTreeMap::new(),
                 artifact_bucket: env
                     .get("SHEPHERD_ARTIFACT_BUCKET")
                     .cloned()
                     .unwrap_or_default(),
-            },
+            }
+            .with_phases(pipelines.phase_names()),
             max_receive_count,
             max_retries,
             function_timeout: secs("SHEPHERD_FUNCTION_TIMEOUT_SECS", 60)?,
@@ -236,7 +238,7 @@ impl Config {
                 .get("SHEPHERD_PUBLISH_WEBHOOK_SECRET")
                 .cloned()
                 .unwrap_or_default(),
-            pipelines: Pipelines::builtin(),
+            pipelines,
         })
     }
 
@@ -281,6 +283,10 @@ pub struct StackConfig {
     /// The SSM parameter holding the integration registry.
     #[serde(default)]
     pub integrations_param: String,
+    /// The SSM parameter listing the stack's pipeline definitions (the template's generated
+    /// region writes it and one parameter per version): what the CLI runs against.
+    #[serde(default)]
+    pub pipelines_param: String,
     /// Accounts without limits of their own get these (0: unlimited).
     #[serde(default)]
     pub default_monthly_allowance: u32,
@@ -446,15 +452,28 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn pipelines() -> std::sync::Arc<Pipelines> {
+        let d = crate::pipeline::Definition::parse(
+            "t.json",
+            &serde_json::json!({"name": "t", "version": 1,
+                "input": {"type": "object", "required": ["account"],
+                          "properties": {"account": {"type": "string"}}},
+                "phases": [{"name": "brief", "output": {}, "max_tries": 3,
+                            "timeout_seconds": 30, "concurrency": 5}]})
+            .to_string(),
+        )
+        .unwrap();
+        std::sync::Arc::new(Pipelines::from_definitions(vec![d]).unwrap())
+    }
+
     fn env() -> HashMap<String, String> {
         [
             ("SHEPHERD_STATE_TABLE", "s"),
             ("SHEPHERD_IDEMPOTENCY_TABLE", "i"),
             (
-                "SHEPHERD_QUEUES",
-                "brief=http://q/brief,script=http://q/script",
+                "SHEPHERD_QUEUE_PREFIX",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/s-",
             ),
-            ("SHEPHERD_DLQS", "brief=http://q/brief-dlq"),
             ("SHEPHERD_INTEGRATIONS_PARAM", "/x/integrations"),
         ]
         .into_iter()
@@ -463,9 +482,20 @@ mod tests {
     }
 
     #[test]
-    fn reads_maps_and_defaults() {
-        let c = Config::from_map(&env()).unwrap();
-        assert_eq!(c.topology.queue("script").unwrap(), "http://q/script");
+    fn reads_the_queues_by_convention_and_defaults() {
+        let c = Config::from_map(&env(), pipelines()).unwrap();
+        assert_eq!(
+            c.topology.queue("brief").unwrap(),
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/s-brief"
+        );
+        assert_eq!(
+            c.topology.dlq("brief").unwrap(),
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/s-brief-dlq"
+        );
+        assert_eq!(
+            c.topology.queue("nope").unwrap_err().to_string(),
+            "configuration phase is invalid: \"nope\" is no phase of this stack's pipelines"
+        );
         assert_eq!((c.max_receive_count, c.max_retries), (10, 5));
     }
 
@@ -474,58 +504,39 @@ mod tests {
         let mut e = env();
         e.remove("SHEPHERD_STATE_TABLE");
         assert_eq!(
-            Config::from_map(&e).unwrap_err().to_string(),
+            Config::from_map(&e, pipelines()).unwrap_err().to_string(),
             "configuration SHEPHERD_STATE_TABLE is not set"
         );
         let mut e = env();
         e.insert("SHEPHERD_MAX_RECEIVE_COUNT".into(), "five".into());
         assert!(
-            Config::from_map(&e)
+            Config::from_map(&e, pipelines())
                 .unwrap_err()
                 .to_string()
                 .contains("SHEPHERD_MAX_RECEIVE_COUNT")
         );
-        let mut e = env();
-        e.insert("SHEPHERD_QUEUES".into(), "brief=s-brief".into());
-        assert!(
-            Config::from_map(&e)
-                .unwrap_err()
-                .to_string()
-                .contains("a queue name needs a full URL before it")
-        );
-        let mut e = env();
-        e.insert("SHEPHERD_QUEUES".into(), "brief".into());
-        assert!(
-            Config::from_map(&e)
-                .unwrap_err()
-                .to_string()
-                .contains("not phase=url")
-        );
-    }
-
-    #[test]
-    fn queue_names_resolve_beside_the_full_url_before_them() {
-        let m = parse_map(
-            "SHEPHERD_QUEUES",
-            "brief=https://sqs.eu-west-1.amazonaws.com/123456789012/s-brief,script=s-script",
-        )
-        .unwrap();
-        assert_eq!(
-            m["script"],
-            "https://sqs.eu-west-1.amazonaws.com/123456789012/s-script"
-        );
+        for bad in [
+            "s-",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/",
+            "a=https://x/y-",
+        ] {
+            let mut e = env();
+            e.insert("SHEPHERD_QUEUE_PREFIX".into(), bad.into());
+            let err = Config::from_map(&e, pipelines()).unwrap_err().to_string();
+            assert!(err.contains("is not a queue URL prefix"), "{bad}: {err}");
+        }
     }
 
     #[test]
     fn the_stack_config_and_the_functions_share_one_topology() {
         let json = serde_json::json!({
             "state_table": "s", "idempotency_table": "i", "audit_table": "a",
-            "queues": "brief=http://q/brief,script=http://q/script",
-            "dlqs": "brief=http://q/brief-dlq"
+            "queue_prefix": "https://sqs.eu-west-1.amazonaws.com/123456789012/s-",
         });
         let stack: StackConfig = serde_json::from_value(json).unwrap();
-        let fns = Config::from_map(&env()).unwrap();
-        assert_eq!(stack.topology.queues, fns.topology.queues);
-        assert_eq!(stack.topology.dlq("brief").unwrap(), "http://q/brief-dlq");
+        let fns = Config::from_map(&env(), pipelines()).unwrap();
+        let ops = stack.topology.with_phases(["brief"]);
+        assert_eq!(ops.queues, fns.topology.queues);
+        assert_eq!(ops.dlqs, fns.topology.dlqs);
     }
 }

@@ -11,13 +11,12 @@
 //! | 3 | [`ports`] | the narrow traits the engine needs |
 //! | 4 | [`adapters`] | DynamoDB, SQS, SSM, providers, and in memory |
 //! | 5 | [`write`], [`integrations`], [`tools`], [`audit`], [`cloudwatch`], [`webhooks`] | the write path, routing, the call ledger, the audit projection, CloudWatch alarms in, webhooks out |
-//! | 6 | [`runtime`], [`recovery`], [`phases`] | the phase runtime, the sweep, the phases the pipelines run |
+//! | 6 | [`runtime`], [`recovery`], [`stack`] | the phase runtime, the sweep, a stack's pipelines and their phase code |
 //! | 7 | [`ops`] | what operators do (CLI and API) |
-//! | 8 | [`wiring`] | the one place adapters are built; the Lambda entry points |
-// Code written against the public API (`shepherd::...`, as in docs/your-pipeline.md)
-// compiles inside this crate too.
-extern crate self as shepherd;
-
+//! | 8 | [`wiring`], [`prelude`] | the one place adapters are built; the Lambda entry points; a phase author's one `use` |
+//!
+//! The engine knows no pipeline: each is its own crate (`pipelines/<name>`), registered
+//! once in the composition crate (`pipelines/stack`) as a [`stack::PipelineSpec`].
 pub mod adapters;
 pub mod audit;
 pub mod cloudwatch;
@@ -26,12 +25,13 @@ pub mod domain;
 pub mod integrations;
 pub mod observability;
 pub mod ops;
-pub mod phases;
 pub mod pipeline;
 pub mod ports;
+pub mod prelude;
 pub mod protocol;
 pub mod recovery;
 pub mod runtime;
+pub mod stack;
 pub mod tools;
 pub mod view;
 pub mod webhooks;

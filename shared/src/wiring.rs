@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use aws_lambda_events::event::sns::SnsEvent;
-use aws_lambda_events::event::sqs::SqsEvent;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use crate::adapters::dynamodb::{
@@ -19,12 +19,14 @@ use crate::adapters::dynamodb::{
 use crate::adapters::providers::HttpConnector;
 use crate::adapters::{CachedParams, S3Artifacts, SqsQueue, SsmParams};
 use crate::audit::Projected;
-use crate::config::{Config, StackConfig, Topology};
+use crate::config::{Config, ConfigError, StackConfig, Topology};
 use crate::integrations::{Integrations, IntegrationsDeps};
 use crate::ops::{Ops, OpsError};
+use crate::pipeline::Pipelines;
 use crate::ports::{ArtifactStore, Clock, Params, Ports, StoreError, SystemClock};
-use crate::recovery::Sweeper;
-use crate::runtime::{Executor, Phase, PhaseFunction, RunPhase, Stats, Worker};
+use crate::recovery::{SweepReport, Sweeper};
+use crate::runtime::{Executor, PhaseFunction, RunPhase, Stats, Worker};
+use crate::stack::Stack;
 use crate::tools::ToolDeps;
 use crate::write::{Dispatcher, Transitioner};
 
@@ -261,71 +263,24 @@ pub async fn fan_out_stream<I: Into<serde_dynamo::Item>>(
     )
 }
 
-/// The Lambda entry point of the webhook fan-out (the state table's stream).
-pub async fn serve_webhook_fanout() -> Result<(), lambda_runtime::Error> {
-    crate::observability::init();
-    let config = Config::from_env()?;
-    let fanout = tokio::sync::OnceCell::new();
-    let (fanout, config) = (&fanout, &config);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |e: lambda_runtime::LambdaEvent<StreamEvent>| async move {
-            let f = on_first_event(fanout, |c| webhook_fanout(&function_ports(&c, config), config)).await;
-            let records = e
-                .payload
-                .records
-                .into_iter()
-                .map(|r| (r.change.sequence_number.unwrap_or_default(), r.change.new_image));
-            let (n, failed) = fan_out_stream(f, records).await;
-            tracing::info!(deliveries = n, "webhook events fanned out");
-            let mut res = DynamoDbEventResponse::default();
-            if let Some((seq, e)) = failed {
-                tracing::error!(sequence_number = %seq, error = %e, "a record could not be fanned out; the stream retries from it");
-                let mut f = DynamoDbBatchItemFailure::default();
-                f.item_identifier = Some(seq);
-                res.batch_item_failures.push(f);
-            }
-            Ok::<_, lambda_runtime::Error>(res)
-        },
-    ))
-    .await
-}
-
 /// The webhook deliverer's handler over an SQS batch: the failed messages' ids.
 pub async fn deliver_batch(
     deliverer: &crate::webhooks::Deliverer,
     event: SqsEvent,
-) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+) -> SqsBatchResponse {
     let messages = event
         .records
         .into_iter()
         .map(|m| (m.message_id.unwrap_or_default(), m.body.unwrap_or_default()))
         .collect();
     let failed = deliverer.handle(messages).await;
-    let mut res = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+    let mut res = SqsBatchResponse::default();
     for id in failed {
-        let mut f = aws_lambda_events::event::sqs::BatchItemFailure::default();
+        let mut f = BatchItemFailure::default();
         f.item_identifier = id;
         res.batch_item_failures.push(f);
     }
     res
-}
-
-/// The Lambda entry point of the webhook deliverer (the webhook queue).
-pub async fn serve_webhook_deliverer() -> Result<(), lambda_runtime::Error> {
-    crate::observability::init();
-    let config = Config::from_env()?;
-    let deliverer = tokio::sync::OnceCell::new();
-    let (deliverer, config) = (&deliverer, &config);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |e: lambda_runtime::LambdaEvent<SqsEvent>| async move {
-            let d = on_first_event(deliverer, |c| {
-                webhook_deliverer(&function_ports(&c, config), config, &c.sns)
-            })
-            .await;
-            Ok::<_, lambda_runtime::Error>(deliver_batch(d, e.payload).await)
-        },
-    ))
-    .await
 }
 
 /// What the audit projector did with a batch of stream records.
@@ -357,6 +312,210 @@ pub async fn project_stream<I: Into<serde_dynamo::Item>>(
     }
 }
 
+/// What a function does, named by its `SHEPHERD_HANDLER` variable: a phase by its name, or
+/// one of the platform's own handlers. One bootstrap serves them all; each is still its
+/// own Lambda function (own queue or trigger, role, timeout, alarms, concurrency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerName {
+    /// A phase of the stack's pipelines (its SQS queue).
+    Phase(String),
+    /// The recovery sweep (EventBridge Scheduler, every minute).
+    Sweeper,
+    /// The state table's stream -> the audit table.
+    AuditProjector,
+    /// The state table's stream -> stored webhook deliveries.
+    WebhookFanout,
+    /// The webhook queue -> receivers and e-mail.
+    WebhookDeliver,
+    /// The alarm topic (SNS) -> the alarm store.
+    AlarmIngest,
+}
+
+/// The environment variable that names a function's handler.
+pub const HANDLER_VARIABLE: &str = "SHEPHERD_HANDLER";
+
+/// The events a handler takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Sqs,
+    Stream,
+    Sns,
+    Schedule,
+}
+
+impl HandlerName {
+    /// The platform's handlers, by the name `SHEPHERD_HANDLER` gives them.
+    pub const PLATFORM: [(&'static str, HandlerName); 5] = [
+        ("sweeper", HandlerName::Sweeper),
+        ("audit-projector", HandlerName::AuditProjector),
+        ("webhook-fanout", HandlerName::WebhookFanout),
+        ("webhook-deliver", HandlerName::WebhookDeliver),
+        ("alarm-ingest", HandlerName::AlarmIngest),
+    ];
+
+    /// The handler `name` names in `stack`: a platform handler, or one of its phases.
+    pub fn parse(name: &str, stack: &Stack) -> Result<Self, ConfigError> {
+        if let Some((_, h)) = Self::PLATFORM.iter().find(|(n, _)| *n == name) {
+            return Ok(h.clone());
+        }
+        if stack.phase(name).is_some() {
+            return Ok(Self::Phase(name.to_string()));
+        }
+        let platform: Vec<&str> = Self::PLATFORM.iter().map(|(n, _)| *n).collect();
+        Err(ConfigError::Invalid {
+            name: HANDLER_VARIABLE,
+            problem: format!(
+                "{name:?} is no handler of this stack: its phases are {}; the platform's {}",
+                stack.phase_names().join(", "),
+                platform.join(", ")
+            ),
+        })
+    }
+
+    /// The handler the environment names.
+    pub fn from_env(stack: &Stack) -> Result<Self, ConfigError> {
+        let name = std::env::var(HANDLER_VARIABLE)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing(HANDLER_VARIABLE))?;
+        Self::parse(&name, stack)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Phase(p) => p,
+            other => Self::PLATFORM
+                .iter()
+                .find(|(_, h)| h == other)
+                .map(|(n, _)| *n)
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn event_kind(&self) -> EventKind {
+        match self {
+            Self::Phase(_) | Self::WebhookDeliver => EventKind::Sqs,
+            Self::AuditProjector | Self::WebhookFanout => EventKind::Stream,
+            Self::AlarmIngest => EventKind::Sns,
+            Self::Sweeper => EventKind::Schedule,
+        }
+    }
+}
+
+/// An event a handler does not take (a template wiring a queue to the sweeper, say).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("handler {handler} takes {takes:?} events, not {given:?}")]
+pub struct WrongEvent {
+    pub handler: String,
+    pub takes: EventKind,
+    pub given: EventKind,
+}
+
+/// A handler built on its function's ports: what the Lambda bootstrap runs, and what the
+/// local runtime calls for each event its pollers receive.
+pub enum Handler {
+    Phase(PhaseFunction),
+    WebhookDeliver(crate::webhooks::Deliverer),
+    Sweeper(Sweeper),
+    AuditProjector(Ports),
+    WebhookFanout(crate::webhooks::Fanout),
+    AlarmIngest(crate::cloudwatch::AlarmIngest),
+}
+
+impl Handler {
+    /// Builds the handler `name` on `clients` (no network call).
+    pub fn build(name: &HandlerName, stack: &Stack, clients: &AwsClients, config: &Config) -> Self {
+        let ports = function_ports(clients, config);
+        match name {
+            HandlerName::Phase(p) => {
+                let code = stack
+                    .phase(p)
+                    .expect("HandlerName::parse admits only the stack's phases");
+                Self::Phase(phase_function(code, &ports, config))
+            }
+            HandlerName::WebhookDeliver => {
+                Self::WebhookDeliver(webhook_deliverer(&ports, config, &clients.sns))
+            }
+            HandlerName::Sweeper => Self::Sweeper(sweeper(&ports, config)),
+            HandlerName::AuditProjector => Self::AuditProjector(ports),
+            HandlerName::WebhookFanout => Self::WebhookFanout(webhook_fanout(&ports, config)),
+            HandlerName::AlarmIngest => Self::AlarmIngest(alarm_ingest(&ports, config)),
+        }
+    }
+
+    /// Its name, as `SHEPHERD_HANDLER` gives it.
+    pub fn name(&self) -> HandlerName {
+        match self {
+            Self::Phase(p) => HandlerName::Phase(p.phase_name().to_string()),
+            Self::WebhookDeliver(_) => HandlerName::WebhookDeliver,
+            Self::Sweeper(_) => HandlerName::Sweeper,
+            Self::AuditProjector(_) => HandlerName::AuditProjector,
+            Self::WebhookFanout(_) => HandlerName::WebhookFanout,
+            Self::AlarmIngest(_) => HandlerName::AlarmIngest,
+        }
+    }
+
+    /// What it is not built for, named.
+    pub fn refuse(&self, given: EventKind) -> WrongEvent {
+        let name = self.name();
+        WrongEvent {
+            handler: name.as_str().to_string(),
+            takes: name.event_kind(),
+            given,
+        }
+    }
+
+    /// A batch of SQS messages (a phase's queue, the webhook queue).
+    pub async fn sqs(&self, event: SqsEvent) -> Result<SqsBatchResponse, WrongEvent> {
+        match self {
+            Self::Phase(f) => Ok(f.handle(event).await),
+            Self::WebhookDeliver(d) => Ok(deliver_batch(d, event).await),
+            _ => Err(self.refuse(EventKind::Sqs)),
+        }
+    }
+
+    /// A batch of the state table's stream records (sequence number, new image): the
+    /// first record it could not handle, and why (the mapping retries from it).
+    pub async fn stream<I: Into<serde_dynamo::Item>>(
+        &self,
+        records: impl IntoIterator<Item = (String, I)>,
+    ) -> Result<Option<(String, StoreError)>, WrongEvent> {
+        match self {
+            Self::AuditProjector(ports) => {
+                let done = project_stream(ports, records).await;
+                let p = &done.projected;
+                tracing::info!(events = p.events, slots = p.slots, "audit projected");
+                Ok(done.failed)
+            }
+            Self::WebhookFanout(fanout) => {
+                let (n, failed) = fan_out_stream(fanout, records).await;
+                tracing::info!(deliveries = n, "webhook events fanned out");
+                Ok(failed)
+            }
+            _ => Err(self.refuse(EventKind::Stream)),
+        }
+    }
+
+    /// The alarm topic's messages: how many alarms were recorded.
+    pub async fn sns<'a>(
+        &self,
+        messages: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Result<usize, StoreError>, WrongEvent> {
+        match self {
+            Self::AlarmIngest(i) => Ok(i.handle(messages).await),
+            _ => Err(self.refuse(EventKind::Sns)),
+        }
+    }
+
+    /// A scheduled tick.
+    pub async fn tick(&self) -> Result<Result<SweepReport, StoreError>, WrongEvent> {
+        match self {
+            Self::Sweeper(s) => Ok(s.sweep().await),
+            _ => Err(self.refuse(EventKind::Schedule)),
+        }
+    }
+}
+
 /// Builds `T` from the SDK on the first event, once.
 async fn on_first_event<T>(
     cell: &tokio::sync::OnceCell<T>,
@@ -369,127 +528,144 @@ async fn on_first_event<T>(
     .await
 }
 
-/// The Lambda entry point of a phase function.
-pub async fn serve_phase(phase: impl Phase) -> Result<(), lambda_runtime::Error> {
+/// The Lambda entry point of every function but the API: runs the handler
+/// `SHEPHERD_HANDLER` names (a phase of `stack`, the sweeper, the audit projector, webhook
+/// fan-out and delivery, alarm intake). A bad name or configuration fails at init, naming
+/// the variable; the SDK clients are built on the first event.
+pub async fn serve(stack: Stack) -> Result<(), lambda_runtime::Error> {
     crate::observability::init();
-    let config = Config::from_env()?;
-    let phase: Arc<dyn RunPhase> = Arc::new(phase);
-    let function = tokio::sync::OnceCell::new();
-    let (function, phase, config) = (&function, &phase, &config);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
-            let f = on_first_event(function, |c| {
-                phase_function(phase.clone(), &function_ports(&c, config), config)
-            })
-            .await;
-            Ok::<_, lambda_runtime::Error>(f.handle(event.payload).await)
-        },
-    ))
-    .await
-}
-
-/// The Lambda entry point of the sweeper (EventBridge Scheduler passes only its `Input`).
-pub async fn serve_sweeper() -> Result<(), lambda_runtime::Error> {
-    crate::observability::init();
-    let config = Config::from_env()?;
-    let sweeper = tokio::sync::OnceCell::new();
-    let (sweeper, config) = (&sweeper, &config);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
-            let s = on_first_event(sweeper, |c| {
-                self::sweeper(&function_ports(&c, config), config)
-            })
-            .await;
-            Ok::<_, lambda_runtime::Error>(s.sweep().await?)
-        },
-    ))
-    .await
-}
-
-/// The Lambda entry point of the alarm ingest (the alarm topic's SNS subscription).
-pub async fn serve_alarm_ingest() -> Result<(), lambda_runtime::Error> {
-    crate::observability::init();
-    let config = Config::from_env()?;
-    let ingest = tokio::sync::OnceCell::new();
-    let (ingest, config) = (&ingest, &config);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |e: lambda_runtime::LambdaEvent<SnsEvent>| async move {
-            let i = on_first_event(ingest, |c| {
-                alarm_ingest(&function_ports(&c, config), config)
-            })
-            .await;
-            let n = i
-                .handle(e.payload.records.iter().map(|r| r.sns.message.as_str()))
-                .await?;
-            tracing::info!(recorded = n, "alarms ingested");
-            Ok::<_, lambda_runtime::Error>(())
-        },
-    ))
-    .await
-}
-
-/// The Lambda entry point of the audit projector (the state table's stream). A record it
-/// cannot project is reported as the batch's first failure; the stream mapping retries
-/// from it up to its retry limit, then hands it to the on-failure destination.
-pub async fn serve_projector() -> Result<(), lambda_runtime::Error> {
-    crate::observability::init();
-    let config = Config::from_env()?;
-    let ports = tokio::sync::OnceCell::new();
-    let (ports, config) = (&ports, &config);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |e: lambda_runtime::LambdaEvent<StreamEvent>| async move {
-            let ports = on_first_event(ports, |c| function_ports(&c, config)).await;
-            let records = e
-                .payload
-                .records
-                .into_iter()
-                .map(|r| (r.change.sequence_number.unwrap_or_default(), r.change.new_image));
-            let done = project_stream(ports, records).await;
-            let p = done.projected;
-            tracing::info!(events = p.events, slots = p.slots, "audit projected");
-            let mut res = DynamoDbEventResponse::default();
-            if let Some((seq, e)) = done.failed {
-                tracing::error!(sequence_number = %seq, error = %e, "a record could not be projected; the stream retries from it");
-                let mut f = DynamoDbBatchItemFailure::default();
-                f.item_identifier = Some(seq);
-                res.batch_item_failures.push(f);
-            }
-            Ok::<_, lambda_runtime::Error>(res)
-        },
-    ))
-    .await
+    let name = HandlerName::from_env(&stack)?;
+    let config = Config::from_env(stack.pipelines().clone())?;
+    let handler = tokio::sync::OnceCell::new();
+    let (handler, name, stack, config) = (&handler, &name, &stack, &config);
+    let get = move || on_first_event(handler, move |c| Handler::build(name, stack, &c, config));
+    use lambda_runtime::{LambdaEvent, run, service_fn};
+    match name.event_kind() {
+        EventKind::Sqs => {
+            run(service_fn(move |e: LambdaEvent<SqsEvent>| async move {
+                Ok::<_, lambda_runtime::Error>(get().await.sqs(e.payload).await?)
+            }))
+            .await
+        }
+        EventKind::Stream => {
+            run(service_fn(move |e: LambdaEvent<StreamEvent>| async move {
+                let records = e.payload.records.into_iter().map(|r| {
+                    (
+                        r.change.sequence_number.unwrap_or_default(),
+                        r.change.new_image,
+                    )
+                });
+                let mut res = DynamoDbEventResponse::default();
+                if let Some((seq, e)) = get().await.stream(records).await? {
+                    tracing::error!(sequence_number = %seq, error = %e, "a record could not be handled; the stream retries from it");
+                    let mut f = DynamoDbBatchItemFailure::default();
+                    f.item_identifier = Some(seq);
+                    res.batch_item_failures.push(f);
+                }
+                Ok::<_, lambda_runtime::Error>(res)
+            }))
+            .await
+        }
+        EventKind::Sns => {
+            run(service_fn(move |e: LambdaEvent<SnsEvent>| async move {
+                let messages = e.payload.records.iter().map(|r| r.sns.message.as_str());
+                let n = get().await.sns(messages).await??;
+                tracing::info!(recorded = n, "alarms ingested");
+                Ok::<_, lambda_runtime::Error>(())
+            }))
+            .await
+        }
+        // EventBridge Scheduler passes only its `Input`.
+        EventKind::Schedule => {
+            run(service_fn(
+                move |_: LambdaEvent<serde_json::Value>| async move {
+                    Ok::<_, lambda_runtime::Error>(get().await.tick().await??)
+                },
+            ))
+            .await
+        }
+    }
 }
 
 impl Ops {
-    /// Reads the stack's configuration from SSM and builds the AWS adapters.
+    /// Reads the stack's configuration and the pipeline definitions it published from SSM
+    /// (what its template wrote) and builds the AWS adapters: the operators' tools run
+    /// against the stack as deployed, not against definitions compiled into them.
     pub async fn connect(
         sdk: &aws_config::SdkConfig,
         stack: &str,
     ) -> Result<(Self, StackConfig), OpsError> {
-        Self::connect_parameter(sdk, &StackConfig::parameter_name(stack)).await
+        let name = StackConfig::parameter_name(stack);
+        let ssm = SsmParams::new(aws_sdk_ssm::Client::new(sdk));
+        let config = stack_config(&ssm, &name).await?;
+        let pipelines = published_pipelines(&ssm, &name, &config).await?;
+        Ok(Self::on(sdk, config, pipelines))
     }
 
-    /// As `connect`, from the configuration parameter's name (what the API function gets).
+    /// As `connect`, from the configuration parameter's name, running `pipelines` (the
+    /// API's, compiled into it from the composition crate).
     pub async fn connect_parameter(
         sdk: &aws_config::SdkConfig,
         name: &str,
+        pipelines: Arc<Pipelines>,
     ) -> Result<(Self, StackConfig), OpsError> {
-        let stack = name
-            .strip_prefix("/shepherd/")
-            .and_then(|s| s.strip_suffix("/config"))
-            .unwrap_or(name);
-        let clients = AwsClients::new(sdk);
-        let value = SsmParams::new(clients.ssm.clone())
-            .get(name)
-            .await
-            .map_err(|e| {
-                OpsError::Config(format!(
-                    "could not read {name} (is the stack {stack:?} deployed or the local stack up?): {e}"
-                ))
-            })?;
-        let config: StackConfig = serde_json::from_str(&value)
-            .map_err(|e| OpsError::Config(format!("{name} is not a stack configuration: {e}")))?;
-        let ports = clients.ports(&config.topology, None, Duration::from_secs(10));
-        Ok((Self::new(ports, config.clone()), config))
+        let ssm = SsmParams::new(aws_sdk_ssm::Client::new(sdk));
+        let config = stack_config(&ssm, name).await?;
+        Ok(Self::on(sdk, config, pipelines))
     }
+
+    fn on(
+        sdk: &aws_config::SdkConfig,
+        config: StackConfig,
+        pipelines: Arc<Pipelines>,
+    ) -> (Self, StackConfig) {
+        let ports = AwsClients::new(sdk).ports(&config.topology, None, Duration::from_secs(10));
+        let ops = Self::new(ports, config, pipelines);
+        let config = ops.stack().clone();
+        (ops, config)
+    }
+}
+
+/// The stack configuration in parameter `name`.
+async fn stack_config(ssm: &SsmParams, name: &str) -> Result<StackConfig, OpsError> {
+    let stack = name
+        .strip_prefix("/shepherd/")
+        .and_then(|s| s.strip_suffix("/config"))
+        .unwrap_or(name);
+    let value = ssm.get(name).await.map_err(|e| {
+        OpsError::Config(format!(
+            "could not read {name} (is the stack {stack:?} deployed or the local stack up?): {e}"
+        ))
+    })?;
+    serde_json::from_str(&value)
+        .map_err(|e| OpsError::Config(format!("{name} is not a stack configuration: {e}")))
+}
+
+/// The pipelines the stack at `name` published (its index, then each version's definition).
+async fn published_pipelines(
+    ssm: &SsmParams,
+    name: &str,
+    config: &StackConfig,
+) -> Result<Arc<Pipelines>, OpsError> {
+    let index = &config.pipelines_param;
+    if index.is_empty() {
+        return Err(OpsError::Config(format!(
+            "{name} names no published pipelines (pipelines_param): deploy the stack's \
+             current template, whose generated region publishes them"
+        )));
+    }
+    let text = ssm
+        .get(index)
+        .await
+        .map_err(|e| OpsError::Config(format!("could not read the stack's pipelines: {e}")))?;
+    let published: crate::pipeline::Published = serde_json::from_str(&text)
+        .map_err(|e| OpsError::Config(format!("{index} is not a pipeline index: {e}")))?;
+    let texts = ssm
+        .get_many(&published.definitions)
+        .await
+        .map_err(|e| OpsError::Config(format!("could not read a pipeline definition: {e}")))?;
+    let definitions = published.definitions.iter().cloned().zip(texts).collect();
+    Pipelines::from_published(&published, definitions)
+        .map(Arc::new)
+        .map_err(|e| OpsError::Config(e.to_string()))
 }

@@ -154,19 +154,11 @@ struct World {
 }
 
 fn env() -> HashMap<String, String> {
-    let urls = |suffix: &str| {
-        PHASES
-            .iter()
-            .map(|p| format!("{p}=mem://{p}{suffix}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     [
         ("SHEPHERD_STATE_TABLE", "state".to_string()),
         ("SHEPHERD_IDEMPOTENCY_TABLE", "ledger".to_string()),
         ("SHEPHERD_AUDIT_TABLE", "audit".to_string()),
-        ("SHEPHERD_QUEUES", urls("")),
-        ("SHEPHERD_DLQS", urls("-dlq")),
+        ("SHEPHERD_QUEUE_PREFIX", "mem://q/t-".to_string()),
         ("SHEPHERD_INTEGRATIONS_PARAM", "/t/integrations".to_string()),
         ("SHEPHERD_PHASE_MAX_RETRIES", "3".to_string()),
         ("SHEPHERD_RETRY_BASE_SECS", "1".to_string()),
@@ -190,14 +182,14 @@ impl World {
         );
         let provider = Arc::new(Scripted::default());
         let ports = mem.ports(Arc::new(Connect(provider.clone())));
-        let mut config = Config::from_map(&env()).unwrap();
-        config.pipelines = pipelines.clone();
+        let config = Config::from_map(&env(), pipelines.clone()).unwrap();
         let stack = StackConfig {
             topology: config.topology.clone(),
             approval_phases: approval_phases.into(),
             approval_ttl_secs: 60,
             approval_on_expiry: "fail".into(),
             integrations_param: "/t/integrations".into(),
+            pipelines_param: String::new(),
             default_monthly_allowance: 0,
             default_max_concurrent: 0,
             state_stream: String::new(),
@@ -209,7 +201,7 @@ impl World {
         };
         let functions = Self::functions(&ports, &config);
         Self {
-            ops: Ops::new(ports.clone(), stack).with_pipelines(pipelines),
+            ops: Ops::new(ports.clone(), stack, pipelines),
             mem,
             provider,
             ports,
@@ -236,7 +228,7 @@ impl World {
     fn redeploy(&mut self, pipelines: Arc<Pipelines>) {
         self.config.pipelines = pipelines.clone();
         self.functions = Self::functions(&self.ports, &self.config);
-        self.ops = Ops::new(self.ports.clone(), self.ops.stack().clone()).with_pipelines(pipelines);
+        self.ops = Ops::new(self.ports.clone(), self.ops.stack().clone(), pipelines);
     }
 
     fn stats(&self, phase: &str) -> &Stats {

@@ -21,9 +21,9 @@ const LAYERS: &[&[&str]] = &[
         "cloudwatch",
         "webhooks",
     ],
-    &["runtime", "recovery", "phases"],
+    &["runtime", "recovery", "stack"],
     &["ops"],
-    &["wiring"],
+    &["wiring", "prelude"],
 ];
 
 fn rank(module: &str) -> usize {

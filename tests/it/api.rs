@@ -451,7 +451,7 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
         None,
         std::time::Duration::from_secs(3),
     );
-    let ops = shepherd::ops::Ops::new(ports, config);
+    let ops = shepherd::ops::Ops::new(ports, config, t.app.pipelines().clone());
     let auth = shepherd_api::Auth::Tokens(Default::default());
     for (api, check) in [
         (shepherd_api::Api::new(ops, auth.clone()), "store"),
@@ -460,6 +460,7 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
                 "/shepherd/nowhere/config".into(),
                 Some(sdk.clone()),
                 auth,
+                t.app.pipelines().clone(),
             ),
             "config",
         ),

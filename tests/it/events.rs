@@ -13,7 +13,7 @@ fn read(name: &str) -> String {
 
 #[test]
 fn every_phase_has_a_sample_sqs_event_with_a_valid_message() {
-    for phase in shepherd::pipeline::Pipelines::builtin().phase_names() {
+    for phase in shepherd_stack::stack().phase_names() {
         let e: SqsEvent = serde_json::from_str(&read(&format!("sqs-{phase}.json"))).unwrap();
         let body = e.records[0].body.as_deref().unwrap();
         assert_eq!(PhaseMessage::parse(body, phase).unwrap().phase, phase);
@@ -33,7 +33,8 @@ fn the_stream_sample_projects_its_audit_event() {
 
 #[test]
 fn the_sample_brief_is_valid_content_input() {
-    let pipelines = shepherd::pipeline::Pipelines::builtin();
+    let stack = shepherd_stack::stack();
+    let pipelines = stack.pipelines();
     let content = pipelines.latest(Some("content")).unwrap();
     content.parse_input(&read("briefs/tides.json")).unwrap();
     let coding = pipelines.latest(Some("coding")).unwrap();
@@ -76,7 +77,8 @@ async fn the_sample_api_event_lists_the_claimed_accounts_productions_awaiting_ap
         .iter()
         .find(|f| f.binary == "api")
         .expect("API function in template");
-    let api = shepherd_api::Api::from_map(&f.env, Some(t.sdk.clone())).unwrap();
+    let api = shepherd_api::Api::from_map(&f.env, Some(t.sdk.clone()), t.app.pipelines().clone())
+        .unwrap();
     let req = lambda_http::request::from_str(&read("apigw-api-productions.json")).unwrap();
     let res = shepherd_api::router(api).oneshot(req).await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
@@ -102,7 +104,7 @@ async fn the_sample_alarm_notification_is_recorded_as_a_stuck_phase() {
     let e: SnsEvent = serde_json::from_str(&read("sns-alarm-ingest.json")).unwrap();
     let t = TestStack::start_idle().await;
     let f = t.function("alarm-ingest");
-    let config = shepherd::config::Config::from_map(&f.env).unwrap();
+    let config = shepherd::config::Config::from_map(&f.env, t.app.pipelines().clone()).unwrap();
     let clients = t.function_clients("alarm-ingest").await;
     let ingest = shepherd::wiring::alarm_ingest(
         &shepherd::wiring::function_ports(&clients, &config),

@@ -9,7 +9,6 @@ mod definitions;
 mod delivery;
 mod dlq;
 mod events;
-mod guide;
 mod iam;
 mod integrations;
 mod limits;

@@ -62,7 +62,7 @@ pub const TOKENS: [(&str, &str, &str); 8] = [
 ];
 
 /// Runtime clients with the HTTP API on a free port and a token file for `TOKENS`.
-fn clients(sdk: &aws_config::SdkConfig, stack: &str) -> Clients {
+fn clients(sdk: &aws_config::SdkConfig, stack: &str, app: &shepherd::stack::Stack) -> Clients {
     let path = std::env::temp_dir().join(format!("shepherd-{stack}-tokens.json"));
     let tokens: serde_json::Map<String, serde_json::Value> = TOKENS
         .iter()
@@ -78,6 +78,7 @@ fn clients(sdk: &aws_config::SdkConfig, stack: &str) -> Clients {
         .expect("token file written");
     let mut c = Clients::new(sdk);
     c.api = Some(("127.0.0.1:0".parse().unwrap(), path));
+    c.stack = app.clone();
     c
 }
 
@@ -97,6 +98,9 @@ pub struct TestStack {
     pub agent: AgentServer,
     pub ops: Ops,
     pub config: shepherd::ops::StackConfig,
+    /// What the functions run: the stack's pipelines and phase code (the composition
+    /// crate's, or what a test deployed).
+    pub app: shepherd::stack::Stack,
     runtime: Option<LocalRuntime>,
 }
 
@@ -138,7 +142,7 @@ impl TestStack {
             .await
             .expect("proxy starts");
         let via = proxy.endpoint();
-        let mut c = clients(&t.sdk, &t.stack.stack);
+        let mut c = clients(&t.sdk, &t.stack.stack, &t.app);
         // The sweep every 2 s: what a lost hand-off leaves to it comes within a test's time.
         c.schedule_every = Some(Duration::from_secs(2));
         c.make = Arc::new(move |sdk: &aws_config::SdkConfig| {
@@ -219,12 +223,13 @@ impl TestStack {
         let stack = provision(&sdk, template, &name, &params)
             .await
             .expect("stack provisions");
+        let app = shepherd_stack::stack();
         let (ops, config) = Ops::connect(&sdk, &name)
             .await
             .expect("stack config readable");
         let runtime = match run {
             true => Some(
-                LocalRuntime::start(&stack, &clients(&sdk, &name))
+                LocalRuntime::start(&stack, &clients(&sdk, &name, &app))
                     .await
                     .expect("runtime starts"),
             ),
@@ -241,6 +246,7 @@ impl TestStack {
             agent,
             ops,
             config,
+            app,
             runtime,
         }
     }
@@ -302,18 +308,19 @@ impl TestStack {
         self.runtime.as_ref().expect("running").stats[phase].clone()
     }
 
-    /// The template's function running `binary`.
-    pub fn function(&self, binary: &str) -> &shepherd_local::provision::LocalFunction {
+    /// The template's function running `handler` (a phase's name, `sweeper`, ...; `api`:
+    /// the API function).
+    pub fn function(&self, handler: &str) -> &shepherd_local::provision::LocalFunction {
         self.stack
             .functions
             .iter()
-            .find(|f| f.binary == binary)
-            .unwrap_or_else(|| panic!("no function runs {binary} in the template"))
+            .find(|f| f.handler == handler || (f.handler.is_empty() && f.binary == handler))
+            .unwrap_or_else(|| panic!("no function runs {handler} in the template"))
     }
 
-    /// SDK clients acting as the role of the function running `binary`.
-    pub async fn function_clients(&self, binary: &str) -> shepherd::wiring::AwsClients {
-        let role = &self.function(binary).role_arn;
+    /// SDK clients acting as the role of the function running `handler`.
+    pub async fn function_clients(&self, handler: &str) -> shepherd::wiring::AwsClients {
+        let role = &self.function(handler).role_arn;
         shepherd::wiring::AwsClients::new(&shepherd_local::role_sdk_config(&self.sdk, role).await)
     }
 
@@ -321,21 +328,21 @@ impl TestStack {
     /// the function's role.
     pub async fn handler(&self, phase: &str) -> shepherd::runtime::PhaseFunction {
         let clients = self.function_clients(phase).await;
-        shepherd_local::runtime::phase_runtime(self.function(phase), &clients)
+        shepherd_local::runtime::phase_runtime(self.function(phase), &clients, &self.app)
             .expect("handler builds")
     }
 
     /// The sweeper, built from the template as the local runtime builds it, with its role.
     pub async fn sweeper(&self) -> shepherd::recovery::Sweeper {
         let clients = self.function_clients("sweeper").await;
-        shepherd_local::runtime::sweeper(self.function("sweeper"), &clients)
+        shepherd_local::runtime::sweeper(self.function("sweeper"), &clients, &self.app)
             .expect("sweeper builds")
     }
 
     /// Starts the functions of an idle stack.
     pub async fn run(&mut self) {
         assert!(self.runtime.is_none(), "already running");
-        let clients = clients(&self.sdk, &self.stack.stack);
+        let clients = clients(&self.sdk, &self.stack.stack, &self.app);
         self.runtime = Some(
             LocalRuntime::start(&self.stack, &clients)
                 .await
@@ -534,23 +541,13 @@ impl TestStack {
         (status, json)
     }
 
-    /// A running stack provisioned from `template` whose functions run `pipelines` and
-    /// find their phase in `phases` first: a team's pipeline before it is in the crate.
-    pub async fn start_with_phases(
-        template: &std::path::Path,
-        pipelines: Arc<shepherd::pipeline::Pipelines>,
-        phases: shepherd_local::runtime::PhaseLookup,
-    ) -> Self {
+    /// A running stack provisioned from `template` whose functions run `app` (the stack's
+    /// pipelines with a team's added, say).
+    pub async fn start_with_stack(template: &std::path::Path, app: shepherd::stack::Stack) -> Self {
         let mut t = Self::build(template, &[], false, false, false).await;
-        let mut c = clients(&t.sdk, &t.stack.stack);
-        c.pipelines = Some(pipelines.clone());
-        c.phases = Some(phases);
-        t.runtime = Some(
-            LocalRuntime::start(&t.stack, &c)
-                .await
-                .expect("runtime starts"),
-        );
-        t.ops = t.ops.with_pipelines(pipelines);
+        t.app = app;
+        t.ops = t.ops.with_pipelines(t.app.pipelines().clone());
+        t.run().await;
         t
     }
 
@@ -564,8 +561,11 @@ impl TestStack {
             // invisible for the queue's visibility timeout. Let those polls end first.
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
-        let mut c = clients(&self.sdk, &self.stack.stack);
-        c.pipelines = Some(pipelines.clone());
+        self.app = self
+            .app
+            .with_pipelines(pipelines.clone())
+            .expect("the deployed definitions' phases have code");
+        let c = clients(&self.sdk, &self.stack.stack, &self.app);
         self.runtime = Some(
             LocalRuntime::start(&self.stack, &c)
                 .await
@@ -574,6 +574,7 @@ impl TestStack {
         let (ops, _) = Ops::connect(&self.sdk, &self.stack.stack)
             .await
             .expect("stack config readable");
+        // The deploy's definitions (the template as provisioned publishes the stack's own).
         self.ops = ops.with_pipelines(pipelines);
     }
 

@@ -270,51 +270,50 @@ struct Inner {
     parameter: String,
     sdk: Option<aws_config::SdkConfig>,
     auth: Auth,
-    /// Other definitions than the built-in ones (the local stack's fixture pipelines).
-    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
+    /// The stack's pipelines (its composition crate's, or a test's fixtures).
+    pipelines: Arc<shepherd::pipeline::Pipelines>,
 }
 
 impl Api {
     /// An API over ready-made operations.
     pub fn new(ops: Ops, auth: Auth) -> Self {
+        let pipelines = ops.pipelines().clone();
         Self(Arc::new(Inner {
             ops: tokio::sync::OnceCell::new_with(Some(Arc::new(ops))),
             parameter: String::new(),
             sdk: None,
             auth,
-            pipelines: None,
+            pipelines,
         }))
     }
 
     /// An API that reads the stack configuration from `parameter` on first use.
-    pub fn connecting(parameter: String, sdk: Option<aws_config::SdkConfig>, auth: Auth) -> Self {
+    pub fn connecting(
+        parameter: String,
+        sdk: Option<aws_config::SdkConfig>,
+        auth: Auth,
+        pipelines: Arc<shepherd::pipeline::Pipelines>,
+    ) -> Self {
         Self(Arc::new(Inner {
             ops: tokio::sync::OnceCell::new(),
             parameter,
             sdk,
             auth,
-            pipelines: None,
+            pipelines,
         }))
-    }
-
-    /// The API on other pipeline definitions than the built-in ones (before first use).
-    pub fn with_pipelines(mut self, pipelines: Arc<shepherd::pipeline::Pipelines>) -> Self {
-        Arc::get_mut(&mut self.0)
-            .expect("set before the API is shared")
-            .pipelines = Some(pipelines);
-        self
     }
 
     /// As the deployed function starts: `SHEPHERD_STACK_CONFIG_PARAM`; callers from the
     /// authorizer's claims, or from `SHEPHERD_API_TOKENS` (a token file) when set.
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env(pipelines: Arc<shepherd::pipeline::Pipelines>) -> Result<Self, String> {
         let env: HashMap<String, String> = std::env::vars().collect();
-        Self::from_map(&env, None)
+        Self::from_map(&env, None, pipelines)
     }
 
     pub fn from_map(
         env: &HashMap<String, String>,
         sdk: Option<aws_config::SdkConfig>,
+        pipelines: Arc<shepherd::pipeline::Pipelines>,
     ) -> Result<Self, String> {
         let parameter = env
             .get("SHEPHERD_STACK_CONFIG_PARAM")
@@ -325,7 +324,7 @@ impl Api {
             Some(path) => Auth::tokens_file(std::path::Path::new(path))?,
             None => Auth::claims_from_env(env),
         };
-        Ok(Self::connecting(parameter, sdk, auth))
+        Ok(Self::connecting(parameter, sdk, auth, pipelines))
     }
 
     async fn ops(&self) -> Result<Arc<Ops>, ApiError> {
@@ -336,11 +335,9 @@ impl Api {
                     Some(sdk) => sdk.clone(),
                     None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
                 };
-                let (ops, _) = Ops::connect_parameter(&sdk, &self.0.parameter).await?;
-                let ops = match &self.0.pipelines {
-                    Some(p) => ops.with_pipelines(p.clone()),
-                    None => ops,
-                };
+                let (ops, _) =
+                    Ops::connect_parameter(&sdk, &self.0.parameter, self.0.pipelines.clone())
+                        .await?;
                 Ok::<_, OpsError>(Arc::new(ops))
             })
             .await

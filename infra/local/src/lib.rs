@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod faultproxy;
+pub mod generate;
 pub mod mcp;
 pub mod provider;
 pub mod provision;

@@ -36,8 +36,11 @@ pub struct LocalFunction {
     pub logical_id: String,
     /// The IAM role the function runs with (from the SAM-translated template).
     pub role_arn: String,
-    /// `Metadata.BuildProperties.Binary`: which handler this is.
+    /// `Metadata.BuildProperties.Binary`: `bootstrap` (every function but the API) or `api`.
     pub binary: String,
+    /// `SHEPHERD_HANDLER` in its environment: which handler the bootstrap runs (a phase's
+    /// name, `sweeper`, ...); empty for the API.
+    pub handler: String,
     pub timeout_secs: u64,
     pub env: HashMap<String, String>,
     pub events: Vec<EventSource>,
@@ -161,12 +164,13 @@ pub async fn provision(
         let mut next = Vec::new();
         let before = pending.len();
         for (id, r) in pending {
-            const LOCAL: [&str; 5] = [
+            const LOCAL: [&str; 6] = [
                 "AWS::SQS::Queue",
                 "AWS::DynamoDB::Table",
                 "AWS::SSM::Parameter",
                 "AWS::S3::Bucket",
                 "AWS::SNS::Topic",
+                "AWS::IAM::ManagedPolicy",
             ];
             if !LOCAL.contains(&r["Type"].as_str().unwrap_or_default()) {
                 // Alarms, topics, ...: not emulated; a placeholder keeps references resolvable.
@@ -205,15 +209,37 @@ pub async fn provision(
                 }
                 "AWS::SSM::Parameter" => {
                     let name = scalar(&props["Name"]);
+                    let value = scalar(&props["Value"]);
+                    // As SSM: a Standard parameter holds 4 KB, an Advanced one 8 KB (the
+                    // emulator takes any size).
+                    let tier = props["Tier"].as_str().unwrap_or("Standard");
+                    let limit = match tier {
+                        "Standard" => crate::generate::SSM_STANDARD_LIMIT,
+                        _ => crate::generate::SSM_ADVANCED_LIMIT,
+                    };
+                    if value.len() > limit {
+                        return Err(aws_err(
+                            &id,
+                            format!(
+                                "its value is {} bytes; a {tier} parameter holds {limit}",
+                                value.len()
+                            ),
+                        ));
+                    }
                     ssm.put_parameter()
                         .name(&name)
-                        .value(scalar(&props["Value"]))
+                        .value(value)
                         .r#type(ParameterType::String)
+                        .tier(aws_sdk_ssm::types::ParameterTier::from(tier))
                         .overwrite(true)
                         .send()
                         .await
                         .map_err(|e| aws_err(&id, shepherd::adapters::sdk_error(&e)))?;
                     cx.refs.insert(id, name);
+                }
+                "AWS::IAM::ManagedPolicy" => {
+                    let arn = create_managed_policy(sdk, stack, &id, &props).await?;
+                    cx.refs.insert(id, arn);
                 }
                 other => tracing::debug!(resource = %id, r#type = other, "not provisioned locally"),
             }
@@ -250,6 +276,69 @@ pub async fn provision(
         context: cx,
         functions,
     })
+}
+
+/// A customer managed policy as CloudFormation would make it (named after the stack and
+/// the logical id); provisioned again, its document becomes the default version.
+async fn create_managed_policy(
+    sdk: &aws_config::SdkConfig,
+    stack: &str,
+    id: &str,
+    props: &Value,
+) -> Result<String, ProvisionError> {
+    let iam = aws_sdk_iam::Client::new(sdk);
+    let err = |e: String| aws_err(id, e);
+    let name: String = format!("{stack}-{id}").chars().take(128).collect();
+    let arn = format!("arn:aws:iam::{ACCOUNT_ID}:policy/{name}");
+    let document = props["PolicyDocument"].to_string();
+    if document.len() > crate::generate::MANAGED_POLICY_LIMIT {
+        return Err(err(format!(
+            "its document is {} characters; IAM allows {} in a managed policy",
+            document.len(),
+            crate::generate::MANAGED_POLICY_LIMIT
+        )));
+    }
+    let created = iam
+        .create_policy()
+        .policy_name(&name)
+        .policy_document(&document)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_entity_already_exists_exception()) =>
+        {
+            let versions = iam
+                .list_policy_versions()
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+            for v in versions.versions.unwrap_or_default() {
+                if !v.is_default_version
+                    && let Some(version) = v.version_id
+                {
+                    iam.delete_policy_version()
+                        .policy_arn(&arn)
+                        .version_id(version)
+                        .send()
+                        .await
+                        .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+                }
+            }
+            iam.create_policy_version()
+                .policy_arn(&arn)
+                .policy_document(&document)
+                .set_as_default(true)
+                .send()
+                .await
+                .map_err(|e| err(shepherd::adapters::sdk_error(&e)))?;
+        }
+        Err(e) => return Err(err(shepherd::adapters::sdk_error(&e))),
+    }
+    Ok(arn)
 }
 
 /// A bucket as CloudFormation would make it: named `<stack>-<logical id>` (lowercase), with
@@ -657,6 +746,10 @@ fn functions(
             role_arn,
             logical_id: id.clone(),
             binary: scalar(&r["Metadata"]["BuildProperties"]["Binary"]),
+            handler: env
+                .get(shepherd::wiring::HANDLER_VARIABLE)
+                .cloned()
+                .unwrap_or_default(),
             timeout_secs: timeout,
             env,
             events,

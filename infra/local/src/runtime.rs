@@ -9,9 +9,9 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use shepherd::config::Config;
-use shepherd::recovery::Sweeper;
 use shepherd::runtime::{PhaseFunction, Stats};
-use shepherd::wiring::{self, AwsClients};
+use shepherd::stack::Stack;
+use shepherd::wiring::{AwsClients, EventKind, Handler, HandlerName};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -20,10 +20,10 @@ use crate::provision::{EventSource, LocalFunction, Provisioned};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("function {0}: no handler for binary {1:?}")]
-    UnknownBinary(String, String),
     #[error("function {0}: {1}")]
     Config(String, shepherd::config::ConfigError),
+    #[error("function {0}: {1}")]
+    WrongEvent(String, shepherd::wiring::WrongEvent),
     #[error("function {0}: {1}")]
     Api(String, String),
 }
@@ -38,29 +38,6 @@ pub struct LocalRuntime {
     /// Where the HTTP API listens, when asked for.
     pub api_addr: Option<std::net::SocketAddr>,
 }
-
-/// What an SQS-triggered function does with one batch (a phase, the webhook deliverer).
-type SqsHandler = Arc<
-    dyn Fn(
-            SqsEvent,
-        )
-            -> futures::future::BoxFuture<'static, aws_lambda_events::event::sqs::SqsBatchResponse>
-        + Send
-        + Sync,
->;
-
-/// What a stream-triggered function does with one batch of (sequence number, new image):
-/// the first record it could not handle, and why.
-type StreamHandler = Arc<
-    dyn Fn(
-            Vec<(
-                String,
-                HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>,
-            )>,
-        ) -> futures::future::BoxFuture<'static, Option<(String, String)>>
-        + Send
-        + Sync,
->;
 
 /// When set, the phase's next invocation is killed this long after it starts, the way a
 /// Lambda sandbox dies (out of memory, host failure): no code of the function runs after.
@@ -79,20 +56,14 @@ pub struct Clients {
     pub schedule_every: Option<Duration>,
     /// Serve the HTTP API here (port 0: any free port), callers from this token file.
     pub api: Option<(std::net::SocketAddr, std::path::PathBuf)>,
-    /// Phase functions run these definitions instead of the built-in ones (a test's
-    /// fixture pipelines; a restart with more versions is a deploy that adds them).
-    pub pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
-    /// Phase implementations by binary tried before the built-in ones (`phases::by_name`):
-    /// a team's phase under test before it is added to the crate.
-    pub phases: Option<PhaseLookup>,
+    /// What the functions run: the stack's pipelines and phase code, as the deployed
+    /// bootstrap and API have them (the composition crate's; a test may add fixtures).
+    pub stack: Stack,
 }
 
-/// Finds the phase a binary runs.
-pub type PhaseLookup =
-    Arc<dyn Fn(&str) -> Option<Box<dyn shepherd::runtime::RunPhase>> + Send + Sync>;
-
 impl Clients {
-    /// Functions as their roles, assumed by `admin`, on the current runtime.
+    /// Functions as their roles, assumed by `admin`, on the current runtime, running the
+    /// stack's own pipelines.
     pub fn new(admin: &aws_config::SdkConfig) -> Self {
         Self {
             admin: admin.clone(),
@@ -100,8 +71,7 @@ impl Clients {
             exec: None,
             schedule_every: None,
             api: None,
-            pipelines: None,
-            phases: None,
+            stack: shepherd_stack::stack(),
         }
     }
 }
@@ -115,22 +85,32 @@ impl LocalRuntime {
         let mut api_addr = None;
         for f in &stack.functions {
             let sdk = crate::role_sdk_config(&clients.admin, &f.role_arn).await;
-            let handlers = (clients.make)(&sdk);
             let http = f
                 .events
                 .iter()
                 .any(|e| matches!(e, EventSource::Http { .. }));
-            if let (true, Some((addr, tokens))) = (http, &clients.api) {
-                let (addr, task) = serve_api(
-                    f,
-                    addr,
-                    tokens,
-                    &sdk,
-                    clients.pipelines.clone(),
-                    stop.subscribe(),
-                )?;
-                api_addr = Some(addr);
-                tasks.push(task);
+            if http {
+                if let Some((addr, tokens)) = &clients.api {
+                    let (addr, task) =
+                        serve_api(f, addr, tokens, &sdk, &clients.stack, stop.subscribe())?;
+                    api_addr = Some(addr);
+                    tasks.push(task);
+                }
+                continue;
+            }
+            // The handler the deployed bootstrap would run, from the same registry.
+            let handler = Arc::new(handler(f, &(clients.make)(&sdk), &clients.stack)?);
+            let name = f.handler.clone();
+            let takes = handler.name().event_kind();
+            let kind = |given| match given == takes {
+                true => Ok(()),
+                false => Err(RuntimeError::WrongEvent(
+                    f.logical_id.clone(),
+                    handler.refuse(given),
+                )),
+            };
+            if let Handler::Phase(p) = &*handler {
+                stats.insert(name.clone(), p.stats.clone());
             }
             for source in &f.events {
                 match source {
@@ -139,36 +119,14 @@ impl LocalRuntime {
                         batch_size,
                         report_batch_item_failures,
                     } => {
-                        let (name, runtime): (String, SqsHandler) = if f.binary == "webhook-deliver"
-                        {
-                            let config = config(f)?;
-                            let deliverer = Arc::new(wiring::webhook_deliverer(
-                                &wiring::function_ports(&handlers, &config),
-                                &config,
-                                &handlers.sns,
-                            ));
-                            let run: SqsHandler = Arc::new(move |event| {
-                                let d = deliverer.clone();
-                                Box::pin(async move { wiring::deliver_batch(&d, event).await })
-                            });
-                            (f.binary.clone(), run)
-                        } else {
-                            let phase = Arc::new(phase_runtime_with(
-                                f,
-                                &handlers,
-                                clients.pipelines.clone(),
-                                clients.phases.as_ref(),
-                            )?);
-                            stats.insert(phase.phase_name().to_string(), phase.stats.clone());
-                            let name = phase.phase_name().to_string();
-                            let run: SqsHandler = Arc::new(move |event| {
-                                let p = phase.clone();
-                                Box::pin(async move { p.handle(event).await })
-                            });
-                            (name, run)
-                        };
+                        kind(EventKind::Sqs)?;
+                        let h = handler.clone();
+                        let run: SqsHandler = Arc::new(move |event| {
+                            let h = h.clone();
+                            Box::pin(async move { h.sqs(event).await.unwrap_or_default() })
+                        });
                         let crash = CrashPlan::default();
-                        crashes.insert(name, crash.clone());
+                        crashes.insert(name.clone(), crash.clone());
                         let poller = SqsPoller {
                             crash,
                             sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -176,34 +134,25 @@ impl LocalRuntime {
                             batch_size: (*batch_size).clamp(1, 10),
                             partial: *report_batch_item_failures,
                             timeout: Duration::from_secs(f.timeout_secs),
-                            runtime,
+                            runtime: run,
                             exec: clients.exec.clone(),
                         };
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
-                    // Served above, once per function.
+                    // Served above.
                     EventSource::Http { .. } => {}
                     EventSource::Sns { topic_arn } => {
-                        if f.binary != "alarm-ingest" {
-                            return Err(RuntimeError::UnknownBinary(
-                                f.logical_id.clone(),
-                                f.binary.clone(),
-                            ));
-                        }
-                        let config = config(f)?;
-                        let ingest = wiring::alarm_ingest(
-                            &wiring::function_ports(&handlers, &config),
-                            &config,
-                        );
-                        let poller = SnsPoller::subscribe(&clients.admin, topic_arn, f, ingest)
-                            .await
-                            .map_err(|e| RuntimeError::Api(f.logical_id.clone(), e))?;
+                        kind(EventKind::Sns)?;
+                        let poller =
+                            SnsPoller::subscribe(&clients.admin, topic_arn, f, handler.clone())
+                                .await
+                                .map_err(|e| RuntimeError::Api(f.logical_id.clone(), e))?;
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
                     EventSource::Schedule { every } => {
-                        let sweeper = sweeper(f, &handlers)?;
+                        kind(EventKind::Schedule)?;
                         let every = clients.schedule_every.unwrap_or(*every);
-                        tasks.push(tokio::spawn(tick(sweeper, every, stop.subscribe())));
+                        tasks.push(tokio::spawn(tick(handler.clone(), every, stop.subscribe())));
                     }
                     EventSource::DynamoDbStream {
                         stream_arn,
@@ -211,41 +160,22 @@ impl LocalRuntime {
                         max_retries,
                         on_failure,
                     } => {
-                        let config = config(f)?;
-                        let ports = wiring::function_ports(&handlers, &config);
-                        let handler: StreamHandler = match f.binary.as_str() {
-                            "audit-projector" => Arc::new(move |records| {
-                                let ports = ports.clone();
-                                Box::pin(async move {
-                                    wiring::project_stream(&ports, records)
-                                        .await
-                                        .failed
-                                        .map(|(s, e)| (s, e.to_string()))
-                                })
-                            }),
-                            "webhook-fanout" => {
-                                let fanout = Arc::new(wiring::webhook_fanout(&ports, &config));
-                                Arc::new(move |records| {
-                                    let fanout = fanout.clone();
-                                    Box::pin(async move {
-                                        wiring::fan_out_stream(&fanout, records)
-                                            .await
-                                            .1
-                                            .map(|(s, e)| (s, e.to_string()))
-                                    })
-                                })
-                            }
-                            _ => {
-                                return Err(RuntimeError::UnknownBinary(
-                                    f.logical_id.clone(),
-                                    f.binary.clone(),
-                                ));
-                            }
-                        };
+                        kind(EventKind::Stream)?;
+                        let h = handler.clone();
+                        let run: StreamHandler = Arc::new(move |records| {
+                            let h = h.clone();
+                            Box::pin(async move {
+                                h.stream(records)
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    .map(|(s, e)| (s, e.to_string()))
+                            })
+                        });
                         let poller = StreamPoller {
                             streams: aws_sdk_dynamodbstreams::Client::new(&sdk),
-                            handler,
-                            name: f.binary.clone(),
+                            handler: run,
+                            name: name.clone(),
                             exec: clients.exec.clone(),
                             stream_arn: stream_arn.clone(),
                             batch_size: *batch_size,
@@ -287,59 +217,75 @@ impl LocalRuntime {
     }
 }
 
-fn config(f: &LocalFunction) -> Result<Config, RuntimeError> {
-    Config::from_map(&f.env).map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))
+/// What an SQS-triggered function does with one batch (a phase, the webhook deliverer).
+type SqsHandler = Arc<
+    dyn Fn(
+            SqsEvent,
+        )
+            -> futures::future::BoxFuture<'static, aws_lambda_events::event::sqs::SqsBatchResponse>
+        + Send
+        + Sync,
+>;
+
+/// What a stream-triggered function does with one batch of (sequence number, new image):
+/// the first record it could not handle, and why.
+type StreamHandler = Arc<
+    dyn Fn(
+            Vec<(
+                String,
+                HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>,
+            )>,
+        ) -> futures::future::BoxFuture<'static, Option<(String, String)>>
+        + Send
+        + Sync,
+>;
+
+/// The function's configuration, as its environment gives it, running `stack`.
+pub fn config(f: &LocalFunction, stack: &Stack) -> Result<Config, RuntimeError> {
+    Config::from_map(&f.env, stack.pipelines().clone())
+        .map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))
 }
 
-/// The handler a function runs, built as the deployed function builds it.
+/// The handler a function runs (its `SHEPHERD_HANDLER`), built as the deployed bootstrap
+/// builds it, on `clients`.
+pub fn handler(
+    f: &LocalFunction,
+    clients: &AwsClients,
+    stack: &Stack,
+) -> Result<Handler, RuntimeError> {
+    let name = HandlerName::parse(&f.handler, stack)
+        .map_err(|e| RuntimeError::Config(f.logical_id.clone(), e))?;
+    Ok(Handler::build(&name, stack, clients, &config(f, stack)?))
+}
+
+/// A phase function's handler (tests deliver messages to it themselves).
 pub fn phase_runtime(
     f: &LocalFunction,
     clients: &AwsClients,
+    stack: &Stack,
 ) -> Result<PhaseFunction, RuntimeError> {
-    phase_runtime_on(f, clients, None)
-}
-
-/// As [`phase_runtime`], on other definitions than the built-in ones.
-pub fn phase_runtime_on(
-    f: &LocalFunction,
-    clients: &AwsClients,
-    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
-) -> Result<PhaseFunction, RuntimeError> {
-    phase_runtime_with(f, clients, pipelines, None)
-}
-
-/// As [`phase_runtime_on`], finding the binary's phase in `phases` first.
-pub fn phase_runtime_with(
-    f: &LocalFunction,
-    clients: &AwsClients,
-    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
-    phases: Option<&PhaseLookup>,
-) -> Result<PhaseFunction, RuntimeError> {
-    let phase = phases
-        .and_then(|find| find(&f.binary))
-        .or_else(|| shepherd::phases::by_name(&f.binary))
-        .ok_or_else(|| RuntimeError::UnknownBinary(f.logical_id.clone(), f.binary.clone()))?;
-    let mut config = config(f)?;
-    if let Some(p) = pipelines {
-        config.pipelines = p;
-    }
-    let ports = wiring::function_ports(clients, &config);
-    Ok(wiring::phase_function(Arc::from(phase), &ports, &config))
-}
-
-/// The handler a scheduled function runs (the sweeper is the only one).
-pub fn sweeper(f: &LocalFunction, clients: &AwsClients) -> Result<Sweeper, RuntimeError> {
-    if f.binary != "sweeper" {
-        return Err(RuntimeError::UnknownBinary(
+    match handler(f, clients, stack)? {
+        Handler::Phase(p) => Ok(p),
+        other => Err(RuntimeError::WrongEvent(
             f.logical_id.clone(),
-            f.binary.clone(),
-        ));
+            other.refuse(EventKind::Sqs),
+        )),
     }
-    let config = config(f)?;
-    Ok(wiring::sweeper(
-        &wiring::function_ports(clients, &config),
-        &config,
-    ))
+}
+
+/// The sweeper's handler (tests run a sweep themselves).
+pub fn sweeper(
+    f: &LocalFunction,
+    clients: &AwsClients,
+    stack: &Stack,
+) -> Result<shepherd::recovery::Sweeper, RuntimeError> {
+    match handler(f, clients, stack)? {
+        Handler::Sweeper(s) => Ok(s),
+        other => Err(RuntimeError::WrongEvent(
+            f.logical_id.clone(),
+            other.refuse(EventKind::Schedule),
+        )),
+    }
 }
 
 /// API Gateway's part: the API function's router on a local address.
@@ -348,16 +294,14 @@ fn serve_api(
     addr: &std::net::SocketAddr,
     tokens: &std::path::Path,
     sdk: &aws_config::SdkConfig,
-    pipelines: Option<Arc<shepherd::pipeline::Pipelines>>,
+    stack: &Stack,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(std::net::SocketAddr, JoinHandle<()>), RuntimeError> {
     let fail = |e: String| RuntimeError::Api(f.logical_id.clone(), e);
     let mut env = f.env.clone();
     env.insert("SHEPHERD_API_TOKENS".into(), tokens.display().to_string());
-    let mut api = shepherd_api::Api::from_map(&env, Some(sdk.clone())).map_err(fail)?;
-    if let Some(p) = pipelines {
-        api = api.with_pipelines(p);
-    }
+    let api = shepherd_api::Api::from_map(&env, Some(sdk.clone()), stack.pipelines().clone())
+        .map_err(fail)?;
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
         .and_then(tokio::net::TcpListener::from_std)
@@ -413,14 +357,14 @@ async fn loopback_host(
     (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
-/// The scheduler's part: one sweep per interval.
-async fn tick(sweeper: Sweeper, every: Duration, mut stop: watch::Receiver<bool>) {
+/// The scheduler's part: one tick per interval.
+async fn tick(handler: Arc<Handler>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        if let Err(e) = sweeper.sweep().await {
+        if let Ok(Err(e)) = handler.tick().await {
             warn!(error = %e, "sweep failed");
         }
     }
@@ -579,7 +523,7 @@ struct SnsPoller {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     subscription_arn: String,
-    ingest: shepherd::cloudwatch::AlarmIngest,
+    handler: Arc<Handler>,
 }
 
 impl SnsPoller {
@@ -587,7 +531,7 @@ impl SnsPoller {
         admin: &aws_config::SdkConfig,
         topic_arn: &str,
         f: &LocalFunction,
-        ingest: shepherd::cloudwatch::AlarmIngest,
+        handler: Arc<Handler>,
     ) -> Result<Self, String> {
         let sqs = aws_sdk_sqs::Client::new(admin);
         let sns = aws_sdk_sns::Client::new(admin);
@@ -632,7 +576,7 @@ impl SnsPoller {
             sqs,
             queue_url,
             subscription_arn,
-            ingest,
+            handler,
         })
     }
 
@@ -680,10 +624,14 @@ impl SnsPoller {
             for m in messages {
                 // One record per invocation, as SNS invokes Lambda; a failure is retried.
                 let done = match m.body.as_deref().and_then(|b| self.record(b)) {
-                    Some(record) => match self.ingest.handle([record.sns.message.as_str()]).await {
-                        Ok(_) => true,
-                        Err(e) => {
+                    Some(record) => match self.handler.sns([record.sns.message.as_str()]).await {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(e)) => {
                             warn!(error = %e, "alarm ingest failed; SNS will deliver it again");
+                            false
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "not the alarm ingest");
                             false
                         }
                     },
@@ -711,7 +659,7 @@ struct StreamPoller {
     /// Where the on-failure record goes (with the function's role, as Lambda sends it).
     sqs: aws_sdk_sqs::Client,
     handler: StreamHandler,
-    /// The function's binary, for logs.
+    /// The function's handler, for logs.
     name: String,
     stream_arn: String,
     batch_size: i32,

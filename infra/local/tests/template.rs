@@ -8,6 +8,12 @@ fn template() -> Value {
     load(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+fn handler(f: &Value) -> &str {
+    f["Properties"]["Environment"]["Variables"]["SHEPHERD_HANDLER"]
+        .as_str()
+        .unwrap_or_default()
+}
+
 fn phase_functions(t: &Value) -> Vec<(String, Value)> {
     t["Resources"]
         .as_object()
@@ -16,10 +22,29 @@ fn phase_functions(t: &Value) -> Vec<(String, Value)> {
         .filter(|(_, r)| {
             r["Type"] == "AWS::Serverless::Function"
                 && r["Properties"]["Events"]["Queue"]["Type"] == "SQS"
-                && r["Metadata"]["BuildProperties"]["Binary"] != "webhook-deliver"
+                && handler(r) != "webhook-deliver"
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// Definitions of `n` phases (`p00`, `p01`, ...) in one pipeline.
+fn pipelines_of(n: usize) -> shepherd::pipeline::Pipelines {
+    let phases: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"name": format!("p{i:02}"), "output": {}, "max_tries": 3,
+                "timeout_seconds": 60, "concurrency": 5, "integrations": ["chat"]})
+        })
+        .collect();
+    let text = serde_json::json!({"name": "wide", "version": 1,
+        "input": {"type": "object", "required": ["account"],
+                  "properties": {"account": {"type": "string"}}},
+        "phases": phases})
+    .to_string();
+    shepherd::pipeline::Pipelines::from_definitions(vec![
+        shepherd::pipeline::Definition::parse("wide.json", &text).unwrap(),
+    ])
+    .unwrap()
 }
 
 #[test]
@@ -46,16 +71,92 @@ fn every_phase_has_a_function_queue_and_dlq_wired_for_partial_batches() {
     }
 }
 
-/// The template's phase resources are what the pipeline definitions (pipelines/) declare
-/// (`shepherd_local::template::definition_drift` says what it checks): a definition and the
-/// template cannot drift apart.
+/// The template's phase region and the phases' sample events are what the stack's
+/// pipelines (`pipelines/stack`) generate: a definition and the template cannot drift apart
+/// (`cargo run -p shepherd-local -- template` writes them, `--check` is this test).
 #[test]
-fn the_template_matches_the_pipeline_definitions() {
-    let drift = shepherd_local::template::definition_drift(
-        &template(),
-        &shepherd::pipeline::Pipelines::builtin(),
+fn the_generated_region_and_sample_events_are_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let stack = shepherd_stack::stack();
+    let files = shepherd_local::generate::files(&root, stack.pipelines()).unwrap();
+    let stale = shepherd_local::generate::stale(&files);
+    assert!(
+        stale.is_empty(),
+        "stale (run `cargo run -p shepherd-local -- template`): {stale:?}"
     );
-    assert!(drift.is_empty(), "{drift:#?}");
+}
+
+/// Every phase of every definition has its queue, DLQ and SQS-fed function running the
+/// bootstrap with the phase as its handler, the definition's concurrency, and a role that
+/// may send to the phases after it.
+#[test]
+fn every_phase_of_every_definition_is_a_function_of_its_own() {
+    let t = template();
+    let stack = shepherd_stack::stack();
+    let functions = phase_functions(&t);
+    let mut handlers: Vec<&str> = functions.iter().map(|(_, f)| handler(f)).collect();
+    handlers.sort();
+    assert_eq!(handlers, stack.phase_names());
+    for p in stack.pipelines().all() {
+        for (i, ph) in p.definition.phases.iter().enumerate() {
+            let (id, f) = functions
+                .iter()
+                .find(|(_, f)| handler(f) == ph.name)
+                .unwrap();
+            assert_eq!(
+                f["Metadata"]["BuildProperties"]["Binary"], "bootstrap",
+                "{id}"
+            );
+            let ev = &f["Properties"]["Events"]["Queue"]["Properties"];
+            assert_eq!(
+                ev["ScalingConfig"]["MaximumConcurrency"].as_u64(),
+                Some(u64::from(ph.concurrency)),
+                "{id}"
+            );
+            if let Some(next) = p.definition.phases.get(i + 1) {
+                let queue = format!("{}Queue", shepherd_local::generate::camel(&next.name));
+                let may: Vec<&Value> = f["Properties"]["Policies"][0]["Statement"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s["Sid"] == "HandOffRetryAndDeadLetter")
+                    .flat_map(|s| s["Resource"].as_array().unwrap())
+                    .collect();
+                assert!(
+                    may.contains(&&serde_json::json!({"Fn::GetAtt": [queue, "Arn"]})),
+                    "{id} may not hand off to {}",
+                    next.name
+                );
+            }
+        }
+    }
+}
+
+/// A stack of 30 phases at a 32-character stack name: every function's environment stays
+/// 512 bytes under Lambda's 4 KB (queues are found by name, not listed per phase), and
+/// the platform's managed policies stay under IAM's limit.
+#[test]
+fn thirty_phases_fit_lambdas_environment_with_the_same_margin() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml"),
+    )
+    .unwrap();
+    let wide = shepherd_local::generate::apply(&text, &pipelines_of(30)).unwrap();
+    let t = load(&wide).unwrap();
+    assert_eq!(phase_functions(&t).len(), 30);
+    let sizes = shepherd_local::template::environment_sizes(&t, 32);
+    let shipped = shepherd_local::template::environment_sizes(&template(), 32);
+    for (id, bytes) in &sizes {
+        assert!(
+            *bytes <= shepherd_local::template::LAMBDA_ENVIRONMENT_LIMIT - 512,
+            "{id}: {bytes} bytes of environment with 30 phases"
+        );
+    }
+    // The platform's functions do not grow with phases at all.
+    for id in ["ApiFunction", "SweeperFunction", "AlarmIngestFunction"] {
+        let size = |s: &[(String, usize)]| s.iter().find(|(i, _)| i == id).unwrap().1;
+        assert_eq!(size(&sizes), size(&shipped), "{id}");
+    }
 }
 
 #[test]
@@ -81,8 +182,17 @@ fn visibility_is_six_times_the_timeout_and_the_functions_know_both_settings() {
             .unwrap()
             .to_string();
         let visibility = &t["Resources"][&queue_id]["Properties"]["VisibilityTimeout"];
-        assert_eq!(visibility["Ref"], "QueueVisibilitySeconds", "{id}");
-        let visibility = default("QueueVisibilitySeconds");
+        // A phase on the stack's default timeout follows both parameters; one with its own
+        // has its own visibility and lease.
+        let visibility = match visibility["Ref"].as_str() {
+            Some("QueueVisibilitySeconds") => default("QueueVisibilitySeconds"),
+            _ => {
+                let lease =
+                    &f["Properties"]["Environment"]["Variables"]["SHEPHERD_FUNCTION_TIMEOUT_SECS"];
+                assert_eq!(lease.as_str(), Some(own.to_string().as_str()), "{id}");
+                visibility.as_u64().unwrap()
+            }
+        };
         assert!(
             visibility >= 6 * own,
             "{id}: visibility {visibility} < 6 x {own}"
@@ -95,10 +205,7 @@ fn webhooks_flow_from_the_stream_through_a_queue_with_a_dlq_to_the_deliverer() {
     let t = template();
     let r = &t["Resources"];
     let fanout = &r["WebhookFanoutFunction"];
-    assert_eq!(
-        fanout["Metadata"]["BuildProperties"]["Binary"],
-        "webhook-fanout"
-    );
+    assert_eq!(handler(fanout), "webhook-fanout");
     let ev = &fanout["Properties"]["Events"]["StateStream"]["Properties"];
     assert_eq!(
         ev["Stream"]["Fn::GetAtt"],
@@ -113,10 +220,7 @@ fn webhooks_flow_from_the_stream_through_a_queue_with_a_dlq_to_the_deliverer() {
         "WebhookFanoutFailureQueue"
     );
     let deliver = &r["WebhookDeliverFunction"];
-    assert_eq!(
-        deliver["Metadata"]["BuildProperties"]["Binary"],
-        "webhook-deliver"
-    );
+    assert_eq!(handler(deliver), "webhook-deliver");
     let q = &deliver["Properties"]["Events"]["Queue"]["Properties"];
     assert_eq!(q["Queue"]["Fn::GetAtt"][0], "WebhookQueue");
     assert_eq!(
@@ -204,7 +308,7 @@ fn state_is_retained_and_the_stream_feeds_the_audit_projector() {
 }
 
 /// Lambda refuses a function whose environment is over 4 KB (keys and values): with a
-/// 32-character stack name every function stays under it, with room for a few more phases.
+/// 32-character stack name every function stays 512 bytes under it.
 #[test]
 fn every_functions_environment_fits_lambdas_limit() {
     let sizes = shepherd_local::template::environment_sizes(&template(), 32);

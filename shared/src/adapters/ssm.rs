@@ -17,6 +17,37 @@ impl SsmParams {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
+
+    /// Several plain parameters' values, in the order asked (`GetParameters`, ten at a
+    /// time); a missing one is named.
+    pub async fn get_many(&self, names: &[String]) -> Result<Vec<String>, ParamError> {
+        let mut found: HashMap<String, String> = HashMap::new();
+        for chunk in names.chunks(10) {
+            let out = self
+                .client
+                .get_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| ParamError::Unavailable {
+                    name: chunk.join(", "),
+                    reason: sdk_error(&e),
+                })?;
+            for p in out.parameters.unwrap_or_default() {
+                if let (Some(n), Some(v)) = (p.name, p.value) {
+                    found.insert(n, v);
+                }
+            }
+        }
+        names
+            .iter()
+            .map(|n| {
+                found
+                    .remove(n)
+                    .ok_or_else(|| ParamError::Missing(n.clone()))
+            })
+            .collect()
+    }
 }
 
 #[async_trait]

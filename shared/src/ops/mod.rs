@@ -143,7 +143,10 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(ports: Ports, stack: StackConfig) -> Self {
+    /// Operations over the stack at `stack`, running `pipelines` (the definitions the
+    /// stack's functions have: compiled in for the API, read from the stack by the CLI).
+    pub fn new(ports: Ports, mut stack: StackConfig, pipelines: Arc<Pipelines>) -> Self {
+        stack.topology = stack.topology.with_phases(pipelines.phase_names());
         Self {
             transitioner: Transitioner::new(
                 ports.productions.clone(),
@@ -153,15 +156,14 @@ impl Ops {
             dispatcher: Dispatcher::new(ports.queue.clone(), Arc::new(stack.topology.clone())),
             ports,
             stack,
-            pipelines: Pipelines::builtin(),
+            pipelines,
         }
     }
 
-    /// The same operations over other definitions than the built-in ones (a test's
-    /// fixture pipelines, or the versions a deploy is about to add).
-    pub fn with_pipelines(mut self, pipelines: Arc<Pipelines>) -> Self {
-        self.pipelines = pipelines;
-        self
+    /// The same operations over other definitions (a test's fixture pipelines, or the
+    /// versions a deploy is about to add).
+    pub fn with_pipelines(self, pipelines: Arc<Pipelines>) -> Self {
+        Self::new(self.ports, self.stack, pipelines)
     }
 
     pub fn stack(&self) -> &StackConfig {

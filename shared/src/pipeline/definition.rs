@@ -26,8 +26,11 @@ pub struct Definition {
 pub struct PhaseDefinition {
     /// Also the phase's queue and DLQ (`<stack>-<name>`); one function per name in a stack.
     pub name: String,
-    /// The binary that runs it (`functions/<function>`, the template's `Binary`).
-    pub function: String,
+    /// Written by definitions from before one bootstrap served every phase (the binary
+    /// that ran it). Optional and otherwise unused: the phase's name picks its code and its
+    /// function. When given, a phase name must give one `function` in every pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     #[serde(default)]
     pub gate: Gate,
     /// The JSON Schema the phase's output must satisfy; an output that does not fails the
@@ -132,8 +135,8 @@ impl Definition {
             if !seen.insert(p.name.as_str()) {
                 return bad("declared twice".into());
             }
-            if !name_ok(&p.function) {
-                return bad(format!("function {:?} is not a binary name", p.function));
+            if let Some(f) = p.function.as_ref().filter(|f| !name_ok(f)) {
+                return bad(format!("function {f:?} is not a binary name"));
             }
             if !(1..=100).contains(&p.max_tries) {
                 return bad(format!("max_tries must be 1-100 (got {})", p.max_tries));

@@ -18,4 +18,4 @@ mod registry;
 
 pub use contract::{Input, InputError};
 pub use definition::{Definition, DefinitionError, Gate, PhaseDefinition};
-pub use registry::{Pipeline, Pipelines};
+pub use registry::{Pipeline, Pipelines, Published};

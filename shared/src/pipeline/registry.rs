@@ -8,20 +8,6 @@ use super::contract::{self, Input, InputError};
 use super::definition::{Definition, DefinitionError, Gate};
 use crate::domain::FieldChange;
 
-/// The definitions built into every function, oldest version first. A version stays here
-/// while productions run on it (`shepherd pipelines` shows how many); a change to a
-/// pipeline is a new file, never an edit of a deployed one.
-const BUILTIN: &[(&str, &str)] = &[
-    (
-        "pipelines/content/v1.json",
-        include_str!("../../../pipelines/content/v1.json"),
-    ),
-    (
-        "pipelines/coding/v1.json",
-        include_str!("../../../pipelines/coding/v1.json"),
-    ),
-];
-
 /// A contract compiled when first used: a function compiles only what it checks (a phase
 /// its own output's schema, the API the inputs'), and none of it before its first request.
 type Lazy = OnceLock<Result<Validator, String>>;
@@ -142,6 +128,16 @@ impl Pipeline {
     }
 }
 
+/// What a stack publishes of its pipelines (the template's generated `PipelinesParameter`):
+/// the default pipeline and the parameter holding each version's definition. Operators'
+/// tools read it instead of compiling the definitions in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Published {
+    pub default: String,
+    /// SSM parameter names, one per definition version, each holding its JSON.
+    pub definitions: Vec<String>,
+}
+
 /// Every pipeline a stack runs, every version of each. The first pipeline listed is the
 /// stack's default (what a start that names none gets).
 #[derive(Debug)]
@@ -151,27 +147,50 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// The definitions built into this binary (parsed and checked, their schemas compiled
-    /// when first used: the unit test `the_builtin_definitions_load` compiles them all).
-    pub fn builtin() -> Arc<Pipelines> {
-        static BUILT: OnceLock<Arc<Pipelines>> = OnceLock::new();
-        BUILT
-            .get_or_init(|| {
-                let defs = BUILTIN
-                    .iter()
-                    .map(|(file, text)| Definition::parse(file, text))
-                    .collect::<Result<Vec<_>, _>>()
-                    .and_then(|d| Self::assemble(d, Pipeline::new));
-                Arc::new(defs.expect("built-in pipeline definitions load"))
-            })
-            .clone()
-    }
-
     /// A registry of `definitions` (the first one's pipeline the default), checked as a
     /// whole: every schema compiles, one version once, and a phase name runs one function
     /// in every pipeline.
     pub fn from_definitions(definitions: Vec<Definition>) -> Result<Self, DefinitionError> {
         Self::assemble(definitions, Pipeline::compile)
+    }
+
+    /// As [`Pipelines::from_definitions`], each schema compiled when first used: what a
+    /// function starts with, since compiling every contract at start-up tripled its cold
+    /// start. [`Pipelines::compile_all`] checks them all (a unit test of the stack does).
+    pub fn from_definitions_lazy(definitions: Vec<Definition>) -> Result<Self, DefinitionError> {
+        Self::assemble(definitions, Pipeline::new)
+    }
+
+    /// The pipelines a stack published: `definitions` are (parameter name, JSON text) in
+    /// the index's order; the index's default pipeline becomes the default.
+    pub fn from_published(
+        published: &Published,
+        definitions: Vec<(String, String)>,
+    ) -> Result<Self, DefinitionError> {
+        let mut parsed = definitions
+            .iter()
+            .map(|(file, text)| Definition::parse(file, text))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !parsed.iter().any(|d| d.name == published.default) {
+            return Err(DefinitionError::Malformed {
+                file: "the published pipelines".into(),
+                problem: format!(
+                    "the default pipeline {:?} has no definition",
+                    published.default
+                ),
+            });
+        }
+        // The default first: `assemble` takes the first definition's pipeline as default.
+        parsed.sort_by_key(|d| d.name != published.default);
+        Self::assemble(parsed, Pipeline::new)
+    }
+
+    /// Compiles every schema of every version now; a schema that is not one is named.
+    pub fn compile_all(&self) -> Result<(), DefinitionError> {
+        for p in self.all() {
+            Pipeline::compile(p.definition.clone())?;
+        }
+        Ok(())
     }
 
     fn assemble(
@@ -184,17 +203,18 @@ impl Pipelines {
                 problem: "no pipeline is defined".into(),
             }
         })?;
-        let mut functions: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut functions: BTreeMap<String, (Option<String>, String)> = BTreeMap::new();
         let mut by_name: BTreeMap<String, BTreeMap<u32, Arc<Pipeline>>> = BTreeMap::new();
         for d in definitions {
             for p in &d.phases {
                 let here = format!("{} v{}", d.name, d.version);
                 match functions.get(&p.name) {
-                    Some((f, there)) if *f != p.function => {
+                    Some((Some(f), there)) if p.function.as_ref().is_some_and(|mine| mine != f) => {
                         return Err(d.invalid(format!(
                             "phase {} runs function {} but in {there} it runs {f}: a phase \
                              name is one queue and one function in a stack",
-                            p.name, p.function
+                            p.name,
+                            p.function.as_deref().unwrap_or_default()
                         )));
                     }
                     Some(_) => {}
@@ -270,32 +290,6 @@ impl Pipelines {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_builtin_definitions_load() {
-        for pl in Pipelines::builtin().all() {
-            Pipeline::compile(pl.definition.clone()).unwrap();
-        }
-        let p = Pipelines::builtin();
-        let content = p.latest(None).unwrap();
-        assert_eq!(content.name(), "content");
-        assert_eq!(
-            content.definition.phase_names(),
-            ["brief", "script", "assets", "voice", "publish"]
-        );
-        assert_eq!(content.gates(), (vec![], Some("publish".to_string())));
-        let coding = p.latest(Some("coding")).unwrap();
-        assert_eq!(
-            coding.definition.phase_names(),
-            ["plan", "implement", "pull_request"]
-        );
-        assert_eq!(coding.gates(), (vec!["plan".to_string()], None));
-        let unknown = p.latest(Some("nope")).unwrap_err();
-        assert!(
-            unknown.contains("this stack runs coding, content"),
-            "{unknown}"
-        );
-    }
 
     fn def(version: u32, phases: &[(&str, &str)]) -> Definition {
         let phases: Vec<Value> = phases

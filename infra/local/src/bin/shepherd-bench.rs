@@ -38,23 +38,30 @@ const S3_PUT: f64 = 5.00;
 const S3_GET: f64 = 0.40;
 const TEMPLATE_BATCH: f64 = 10.0;
 
-/// The release binaries measured, the bare hello-world baseline first.
-const BINARIES: [&str; 15] = [
-    "bench-hello",
-    "brief",
-    "script",
-    "assets",
-    "voice",
-    "publish",
-    "plan",
-    "implement",
-    "pull-request",
-    "audit-projector",
-    "sweeper",
-    "alarm-ingest",
-    "webhook-fanout",
-    "webhook-deliver",
-    "api",
+/// What is measured: (label, binary, its `SHEPHERD_HANDLER`), the bare hello-world
+/// baseline first. Every function but the API runs the one bootstrap.
+const MEASURED: [(&str, &str, &str); 9] = [
+    ("bench-hello", "bench-hello", ""),
+    ("brief", "bootstrap", "brief"),
+    ("pull_request", "bootstrap", "pull_request"),
+    ("sweeper", "bootstrap", "sweeper"),
+    ("audit-projector", "bootstrap", "audit-projector"),
+    ("webhook-fanout", "bootstrap", "webhook-fanout"),
+    ("webhook-deliver", "bootstrap", "webhook-deliver"),
+    ("alarm-ingest", "bootstrap", "alarm-ingest"),
+    ("api", "api", ""),
+];
+
+/// The binaries a build before one bootstrap had, by the same labels (`--before`).
+const BEFORE: [(&str, &str); 8] = [
+    ("brief", "brief"),
+    ("pull_request", "pull-request"),
+    ("sweeper", "sweeper"),
+    ("audit-projector", "audit-projector"),
+    ("webhook-fanout", "webhook-fanout"),
+    ("webhook-deliver", "webhook-deliver"),
+    ("alarm-ingest", "alarm-ingest"),
+    ("api", "api"),
 ];
 
 #[derive(Parser)]
@@ -77,6 +84,13 @@ struct Args {
     sam_build_dir: PathBuf,
     #[arg(long, default_value_t = 20)]
     cold_starts: usize,
+    /// Also measure, side by side, the release binaries of an earlier build in this folder
+    /// (one binary per function: `brief`, `sweeper`, `api`, ...).
+    #[arg(long)]
+    before: Option<PathBuf>,
+    /// Only cold starts and sizes (no emulator needed).
+    #[arg(long)]
+    cold_starts_only: bool,
     /// Which pipeline the productions run: `content` (briefs of `--scenes` scenes) or
     /// `coding` (jobs against the local GitHub-shaped host and agent runner, plans
     /// auto-approved).
@@ -454,7 +468,9 @@ fn thread_cpu_ns() -> u64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    transitions(&args).await?;
+    if !args.cold_starts_only {
+        transitions(&args).await?;
+    }
     if args.transitions_only {
         return Ok(());
     }
@@ -506,8 +522,7 @@ async fn transitions(args: &Args) -> Result<()> {
         exec: Some(exec.clone()),
         schedule_every: None,
         api: None,
-        pipelines: None,
-        phases: None,
+        stack: shepherd_stack::stack(),
     };
     let cpu_before = exec.spawn(async { thread_cpu_ns() }).await?;
     let runtime = LocalRuntime::start(&stack, &clients).await?;
@@ -525,6 +540,7 @@ async fn transitions(args: &Args) -> Result<()> {
     let ops = Ops::new(
         start_clients.ports(&config.topology, None, Duration::from_secs(10)),
         config.clone(),
+        clients.stack.pipelines().clone(),
     );
     let me = Caller::new(Actor("operator:bench".into()), Role::Operator, Scope::Stack);
     // One stack-wide subscription to every event, as a stack with one receiver has: the
@@ -578,7 +594,9 @@ async fn transitions(args: &Args) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let phases = shepherd::pipeline::Pipelines::builtin()
+    let phases = clients
+        .stack
+        .pipelines()
         .latest(Some(&args.pipeline))
         .map(|p| p.definition.phases.len())
         .map_err(anyhow::Error::msg)?;
@@ -814,9 +832,11 @@ fn cold_starts(args: &Args) -> Result<()> {
             ("SHEPHERD_STATE_TABLE", "bench-state"),
             ("SHEPHERD_IDEMPOTENCY_TABLE", "bench-idempotency"),
             ("SHEPHERD_AUDIT_TABLE", "bench-audit"),
+            ("SHEPHERD_QUEUE_PREFIX", "http://127.0.0.1:9/123456789012/bench-"),
+            // What the functions of an earlier build read instead of the prefix.
             (
                 "SHEPHERD_QUEUES",
-                "brief=http://127.0.0.1:9/q/brief,script=http://127.0.0.1:9/q/script,assets=http://127.0.0.1:9/q/assets,voice=http://127.0.0.1:9/q/voice,publish=http://127.0.0.1:9/q/publish",
+                "brief=http://127.0.0.1:9/q/brief,script=http://127.0.0.1:9/q/script,assets=http://127.0.0.1:9/q/assets,voice=http://127.0.0.1:9/q/voice,publish=http://127.0.0.1:9/q/publish,plan=http://127.0.0.1:9/q/plan,implement=http://127.0.0.1:9/q/implement,pull_request=http://127.0.0.1:9/q/pull_request",
             ),
             ("SHEPHERD_DLQS", "brief=http://127.0.0.1:9/q/brief-dlq"),
             (
@@ -843,22 +863,37 @@ fn cold_starts(args: &Args) -> Result<()> {
         "# Cold start: process start to first Runtime API request ({} runs each, median / p90)",
         args.cold_starts
     );
+    // (label, binary path, environment)
+    let mut runs: Vec<(String, PathBuf, HashMap<String, String>)> = Vec::new();
+    for (label, bin, handler) in MEASURED {
+        let path = args.bin_dir.join(bin);
+        if !path.exists() {
+            println!("{label:<24} not built (cargo build --release -p {bin})");
+            continue;
+        }
+        let mut env = template_env.clone();
+        if !handler.is_empty() {
+            env.insert("SHEPHERD_HANDLER".into(), handler.into());
+        }
+        runs.push((label.to_string(), path, env));
+    }
+    if let Some(dir) = &args.before {
+        for (label, bin) in BEFORE {
+            let path = dir.join(bin);
+            if path.exists() {
+                runs.push((format!("{label} (before)"), path, template_env.clone()));
+            } else {
+                println!("{label:<24} (before): {} not found", path.display());
+            }
+        }
+    }
     // Interleaved: each round starts every binary once, so drift on a shared machine
     // touches them all alike.
-    let names = BINARIES;
-    let built: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| args.bin_dir.join(n).exists())
-        .collect();
-    for n in names.iter().filter(|n| !built.contains(n)) {
-        println!("{n:<16} not built (cargo build --release -p {n})");
-    }
-    let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    let mut times: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     for _ in 0..args.cold_starts {
-        for name in &built {
-            let t = one_cold_start(&args.bin_dir.join(name), &template_env)?;
-            times.entry(name).or_default().push(t);
+        for (label, path, env) in &runs {
+            let t = one_cold_start(path, env)?;
+            times.entry(label.clone()).or_default().push(t);
         }
     }
     let median = |v: &mut Vec<Duration>| {
@@ -866,14 +901,14 @@ fn cold_starts(args: &Args) -> Result<()> {
         (v[v.len() / 2], v[v.len() * 9 / 10])
     };
     let baseline = times.get_mut("bench-hello").map(|v| median(v).0);
-    for name in &built {
-        let (m, p90) = median(times.get_mut(name).expect("measured"));
-        let ratio = match (baseline, *name) {
+    for (label, _, _) in &runs {
+        let (m, p90) = median(times.get_mut(label).expect("measured"));
+        let ratio = match (baseline, label.as_str()) {
             (_, "bench-hello") | (None, _) => "baseline".to_string(),
             (Some(b), _) => format!("{:.2}x hello", m.as_secs_f64() / b.as_secs_f64()),
         };
         println!(
-            "{name:<16} {:>7.2} ms / {:>7.2} ms   {ratio}",
+            "{label:<24} {:>7.2} ms / {:>7.2} ms   {ratio}",
             m.as_secs_f64() * 1000.0,
             p90.as_secs_f64() * 1000.0
         );
@@ -884,18 +919,30 @@ fn cold_starts(args: &Args) -> Result<()> {
 fn sizes(args: &Args) {
     println!();
     println!("# Release bootstrap sizes");
-    for name in BINARIES {
-        let native = std::fs::metadata(args.bin_dir.join(name))
+    let mb = |p: &Path| {
+        std::fs::metadata(p)
             .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
-            .unwrap_or_else(|_| "-".into());
-        let logical = match name {
-            "audit-projector" => "AuditProjectorFunction".to_string(),
-            "bench-hello" => String::new(),
-            n => format!("{}{}Function", n[..1].to_uppercase(), &n[1..]),
+            .unwrap_or_else(|_| "-".into())
+    };
+    // Every function but the API has the bootstrap: SAM builds it once (one build
+    // definition), and each function's folder holds a copy.
+    for (bin, logical) in [
+        ("bench-hello", ""),
+        ("bootstrap", "BriefFunction"),
+        ("api", "ApiFunction"),
+    ] {
+        let arm = match logical {
+            "" => "-".to_string(),
+            l => mb(&args.sam_build_dir.join(l).join("bootstrap")),
         };
-        let arm = std::fs::metadata(args.sam_build_dir.join(&logical).join("bootstrap"))
-            .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
-            .unwrap_or_else(|_| "-".into());
-        println!("{name:<16} x86_64 {native:>9}   arm64 (sam build) {arm:>9}");
+        println!(
+            "{bin:<16} x86_64 {:>9}   arm64 (sam build) {arm:>9}",
+            mb(&args.bin_dir.join(bin))
+        );
+    }
+    if let Some(dir) = &args.before {
+        for (label, bin) in BEFORE {
+            println!("{label:<16} (before) x86_64 {:>9}", mb(&dir.join(bin)));
+        }
     }
 }

@@ -67,6 +67,14 @@ enum Command {
         #[arg(long, default_value = "BriefFunction")]
         function: String,
     },
+    /// Write the template's generated region (every phase's queue, DLQ, function, policy
+    /// and alarms; the definitions the CLI reads) and each phase's sample event from the
+    /// stack's pipelines (pipelines/stack). With --check, change nothing and fail if a
+    /// file differs (CI runs this).
+    Template {
+        #[arg(long)]
+        check: bool,
+    },
     /// Serve only the fake provider.
     Provider {
         #[arg(long, default_value = "127.0.0.1:4010")]
@@ -138,10 +146,57 @@ fn warn_if_exposed(what: &str, addr: &SocketAddr) {
     }
 }
 
+/// `shepherd-local template [--check]`: no emulator, no network.
+fn template(template: &std::path::Path, check: bool) -> Result<()> {
+    use shepherd_local::generate;
+    let root = template
+        .canonicalize()
+        .with_context(|| format!("cannot find {}", template.display()))?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .context("the template has no folder")?;
+    let stack = shepherd_stack::stack();
+    let pipelines = stack.pipelines();
+    let files = generate::files(&root, pipelines)?;
+    let stale = generate::stale(&files);
+    if check {
+        if stale.is_empty() {
+            println!("template.yaml's generated region and the sample events are current");
+            return Ok(());
+        }
+        for p in &stale {
+            eprintln!("stale: {}", p.display());
+        }
+        if let Some((was, now)) = std::fs::read_to_string(&files[0].0)
+            .ok()
+            .and_then(|text| generate::check(&text, pipelines).ok().flatten())
+        {
+            eprintln!("first difference in template.yaml:\n  is:        {was}\n  should be: {now}");
+        }
+        bail!(
+            "generated files differ from the stack's pipelines: run `cargo run -p shepherd-local -- template` and commit the result"
+        );
+    }
+    for (path, text) in &files {
+        if stale.contains(path) {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if stale.is_empty() {
+        println!("nothing to do: the generated files are current");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     shepherd::observability::init();
     let cli = Cli::parse();
+    if let Command::Template { check } = cli.command {
+        return template(&cli.template, check);
+    }
     let mut params = overrides(&cli.params)?;
     let sdk = shepherd_local::sdk_config(&cli.endpoint).await;
     match cli.command {
@@ -192,6 +247,7 @@ async fn main() -> Result<()> {
                 creds.session_token().unwrap_or_default()
             );
         }
+        Command::Template { .. } => unreachable!("handled above: no emulator needed"),
         Command::Provider { listen } => {
             warn_if_exposed("fake provider", &listen);
             let p = ProviderServer::start(listen, "local-provider-key")

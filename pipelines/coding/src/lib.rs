@@ -11,10 +11,16 @@
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use shepherd::prelude::*;
 
-use crate::domain::{ErrorCode, StepError};
-use crate::ports::{ChatMessage, ChatRequest, ScmAnswer, ScmRequest};
-use crate::runtime::{Phase, PhaseContext, PhaseOutput};
+/// The pipeline as the stack registers it: its definitions and its phases' code.
+pub fn spec() -> PipelineSpec {
+    PipelineSpec::new()
+        .definition("pipelines/coding/v1.json", include_str!("../v1.json"))
+        .phase(PlanPhase)
+        .phase(Implement)
+        .phase(PullRequest)
+}
 
 const CHAT_MODEL: &str = "gpt-4o-mini";
 /// Files one change set may touch.

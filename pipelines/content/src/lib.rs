@@ -1,10 +1,20 @@
-use serde::{Deserialize, Serialize};
+//! The content pipeline (`v1.json`): brief -> script -> assets -> voice -> publish, each
+//! phase calling an OpenAI-compatible provider (chat, images, speech), publish optionally
+//! an MCP server. The stack registers it with [`spec`].
 
-use crate::config::CallKind;
-use crate::domain::artifacts::Artifact;
-use crate::domain::{ErrorCode, StepError};
-use crate::ports::{ChatMessage, ChatRequest, ImageRequest, SpeechRequest};
-use crate::runtime::{Phase, PhaseContext, PhaseOutput};
+use serde::{Deserialize, Serialize};
+use shepherd::prelude::*;
+
+/// The pipeline as the stack registers it: its definitions and its phases' code.
+pub fn spec() -> PipelineSpec {
+    PipelineSpec::new()
+        .definition("pipelines/content/v1.json", include_str!("../v1.json"))
+        .phase(BriefPhase)
+        .phase(Script)
+        .phase(Assets)
+        .phase(Voice)
+        .phase(Publish)
+}
 
 const CHAT_MODEL: &str = "gpt-4o-mini";
 const IMAGE_MODEL: &str = "gpt-image-1";

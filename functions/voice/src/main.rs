@@ -1,6 +1,0 @@
-//! The `voice` phase: a Lambda fed by its SQS queue. All logic lives in `shepherd`.
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    shepherd::wiring::serve_phase(shepherd::phases::Voice).await
-}

@@ -1,0 +1,13 @@
+//! What a phase author needs, in one `use shepherd::prelude::*;`: the phase trait and its
+//! context, errors and their codes, the requests a phase's tools take, artifacts, and the
+//! spec a pipeline crate hands to the stack.
+
+pub use crate::domain::artifacts::Artifact;
+pub use crate::domain::{CallKind, Classify, ErrorClass, ErrorCode, StepError};
+pub use crate::ports::{
+    ChatMessage, ChatRequest, ImageRequest, ImageResult, ScmAnswer, ScmRequest, SpeechRequest,
+    SpeechResult,
+};
+pub use crate::runtime::{Phase, PhaseContext, PhaseOutput};
+pub use crate::stack::{PipelineSpec, Stack, StackError};
+pub use crate::tools::Tools;
