@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 use shepherd::domain::{Act, Actor, Caller, Production, ProductionStatus, Scope};
-use shepherd::ops::{Ops, OpsError};
+use shepherd::ops::{Ops, OpsError, requests};
 use shepherd::ports::Clock;
 
 mod identity;
@@ -51,19 +51,9 @@ enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
-    /// List an account's productions, newest first.
-    List {
-        #[arg(long, env = "SHEPHERD_ACCOUNT")]
-        account: String,
-        /// Only productions in this status (e.g. awaiting_approval, failed, dead_lettered).
-        #[arg(long, value_parser = ProductionStatus::parse)]
-        status: Option<ProductionStatus>,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        /// Go on from the page before (the cursor it printed on stderr).
-        #[arg(long)]
-        cursor: Option<String>,
-    },
+    /// List an account's productions, newest first (`--account`: the CLI acts for the
+    /// whole stack, so it names the account).
+    List(#[command(flatten)] requests::ListProductions),
     /// Audit events, oldest first: a production's, a trace's, or one type's in a window.
     Audit {
         /// The production whose trail to show.
@@ -81,11 +71,8 @@ enum Command {
         /// With --type: from this many minutes ago (default 1440, a day).
         #[arg(long, default_value_t = 1440)]
         since_minutes: u64,
-        #[arg(long, default_value_t = 500)]
-        limit: usize,
-        /// Go on from the page before (the cursor it printed on stderr).
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        page: requests::AuditPage,
     },
     /// A production's phase timeline, attempts, errors and available actions.
     Show { id: String },
@@ -133,14 +120,8 @@ enum Command {
     Alarms {
         #[command(subcommand)]
         action: Option<AlarmAction>,
-        /// Only the alarms about this account's productions.
-        #[arg(long)]
-        account: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Go on from the page before (the cursor it printed on stderr).
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        list: requests::ListAlarms,
     },
 }
 
@@ -154,12 +135,7 @@ fn more(next: &Option<String>) {
 #[derive(Subcommand)]
 enum Dlq {
     /// Messages in the DLQs: production, phase, attempt, last error, age.
-    List {
-        #[arg(long)]
-        phase: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
+    List(#[command(flatten)] requests::ListDlq),
     /// One message, decoded, with its production's state.
     Show { message_id: String },
     /// Send one message back to its phase queue (after fixing the cause).
@@ -177,17 +153,8 @@ enum Dlq {
         /// Every phase's DLQ.
         #[arg(long)]
         all: bool,
-        /// Only messages whose last error has this code.
-        #[arg(long)]
-        code: Option<String>,
-        /// Only messages at least this many seconds old.
-        #[arg(long, value_name = "SECS")]
-        older_than: Option<u64>,
-        /// Messages per second.
-        #[arg(long, default_value_t = 5)]
-        rate: u32,
-        #[arg(long)]
-        include_malformed: bool,
+        #[command(flatten)]
+        redrive: requests::Redrive,
     },
     /// Admin: delete one message for good, with a reason (audited).
     Discard {
@@ -374,8 +341,7 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             ref trace,
             ref event_type,
             since_minutes,
-            limit,
-            ref cursor,
+            ref page,
             ..
         } => {
             use shepherd::audit::AuditQuery;
@@ -397,7 +363,9 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 _ => anyhow::bail!("audit needs a production id, --trace or --type"),
             };
             let ops = connect(&cli.stack).await?;
-            let rows = ops.audit(&q, limit, cursor.as_deref(), &me).await?;
+            let rows = ops
+                .audit(&q, page.limit, page.cursor.as_deref(), &me)
+                .await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&rows.items)?);
             } else {
@@ -406,15 +374,11 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             more(&rows.next);
             Ok(ExitCode::SUCCESS)
         }
-        Command::List {
-            account,
-            status,
-            limit,
-            cursor,
-        } => {
+        Command::List(q) => {
+            let account = requests::account_of(&me, q.account.as_deref())?;
             let ops = connect(&cli.stack).await?;
             let list = ops
-                .list(&account, status, limit, cursor.as_deref(), &me)
+                .list(account, q.status, q.limit, q.cursor.as_deref(), &me)
                 .await?;
             if cli.json {
                 let v: Vec<_> = list.items.iter().map(|p| render::json(p, None)).collect();
@@ -583,16 +547,19 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
         }
         Command::Alarms {
             ref action,
-            ref account,
-            limit,
-            ref cursor,
+            ref list,
         } => {
             use shepherd::domain::alarms::AlarmStatus;
             let ops = connect(&cli.stack).await?;
             match action {
                 None => {
                     let alarms = ops
-                        .alarms(account.as_deref(), limit, cursor.as_deref(), &me)
+                        .alarms(
+                            list.account.as_deref(),
+                            list.limit,
+                            list.cursor.as_deref(),
+                            &me,
+                        )
                         .await?;
                     if cli.json {
                         println!("{}", serde_json::to_string_pretty(&alarms.items)?);
@@ -621,8 +588,8 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
     let print =
         |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     match cmd {
-        Dlq::List { phase, limit } => {
-            let entries = ops.dlq_list(phase.as_deref(), *limit, me).await?;
+        Dlq::List(q) => {
+            let entries = ops.dlq_list(q.phase.as_deref(), q.limit, me).await?;
             if cli.json {
                 print(serde_json::to_value(&entries)?);
             } else {
@@ -652,7 +619,7 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
                 include_malformed: *include_malformed,
                 ..Default::default()
             };
-            let r = ops.dlq_redrive(&filter, 10, me).await?;
+            let r = ops.dlq_redrive(&filter, requests::REDRIVE_RATE, me).await?;
             if cli.json {
                 print(serde_json::to_value(&r)?);
             } else {
@@ -664,19 +631,13 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
         Dlq::Redrive {
             phase,
             all: _,
-            code,
-            older_than,
-            rate,
-            include_malformed,
+            redrive,
         } => {
-            let filter = RedriveFilter {
+            let redrive = requests::Redrive {
                 phase: phase.clone(),
-                code: code.clone(),
-                older_than: older_than.map(Duration::from_secs),
-                message_id: None,
-                include_malformed: *include_malformed,
+                ..redrive.clone()
             };
-            let r = ops.dlq_redrive(&filter, *rate, me).await?;
+            let r = ops.dlq_redrive(&redrive.filter(), redrive.rate, me).await?;
             if cli.json {
                 print(serde_json::to_value(&r)?);
             } else {

@@ -55,10 +55,8 @@ pub enum Webhooks {
         /// RFC 3339, epoch milliseconds, or an age (`30m`, `6h`, `2d`).
         #[arg(long, value_parser = when)]
         failed_since: Option<Millis>,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        page: shepherd::ops::requests::ListDeliveries,
     },
     /// One delivery with every attempt (time, status, latency, the answer's start).
     Delivery { id: String },
@@ -253,11 +251,10 @@ pub async fn run(ops: &Ops, cmd: Webhooks, me: &Caller, json: bool) -> Result<Ex
         Webhooks::Deliveries {
             id,
             failed_since,
-            limit,
-            cursor,
+            page,
         } => {
             let page = ops
-                .deliveries(&id, failed_since, limit, cursor.as_deref(), me)
+                .deliveries(&id, failed_since, page.limit, page.cursor.as_deref(), me)
                 .await?;
             print(json, &page.items, || deliveries(&page.items))?;
             crate::more(&page.next);

@@ -16,6 +16,7 @@ mod audit;
 mod dlq;
 mod integrations;
 mod pipelines;
+pub mod requests;
 mod webhooks;
 
 use std::collections::BTreeMap;

@@ -832,7 +832,10 @@ fn cold_starts(args: &Args) -> Result<()> {
             ("SHEPHERD_STATE_TABLE", "bench-state"),
             ("SHEPHERD_IDEMPOTENCY_TABLE", "bench-idempotency"),
             ("SHEPHERD_AUDIT_TABLE", "bench-audit"),
-            ("SHEPHERD_QUEUE_PREFIX", "http://127.0.0.1:9/123456789012/bench-"),
+            (
+                "SHEPHERD_QUEUE_PREFIX",
+                "http://127.0.0.1:9/123456789012/bench-",
+            ),
             // What the functions of an earlier build read instead of the prefix.
             (
                 "SHEPHERD_QUEUES",

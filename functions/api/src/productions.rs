@@ -1,0 +1,227 @@
+//! `/productions` and `/approvals`: list, start, show, act, a production's audit trail.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shepherd::audit::AuditQuery;
+use shepherd::domain::{Act, Action, ProductionStatus};
+use shepherd::ops::requests::{AuditPage, ListProductions, account_of};
+use shepherd::view;
+
+use crate::auth::Who;
+use crate::error::{Answer, ApiError, body, ok, paged};
+use crate::{Api, Operations};
+
+pub(crate) fn routes() -> Router<Api> {
+    Router::new()
+        .route("/productions", get(list).post(create))
+        .route("/productions/{id}", get(show))
+        .route("/productions/{id}/actions/{action}", post(act))
+        .route("/productions/{id}/audit", get(audit))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/{answer}", post(answer))
+}
+
+async fn list(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Query(q): Query<ListProductions>,
+) -> Answer {
+    let account = account_of(&caller, q.account.as_deref())?;
+    let ps = ops
+        .list(account, q.status, q.limit, q.cursor.as_deref(), &caller)
+        .await?;
+    let items: Vec<Value> = ps.items.iter().map(|p| view::json(p, None)).collect();
+    paged("productions", items, ps.next)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateQuery {
+    /// The pipeline to run (default: the stack's default pipeline).
+    pipeline: Option<String>,
+}
+
+/// `POST /productions[?pipeline=<name>]`, the body the pipeline's input; with an
+/// `Idempotency-Key` header a repeat within 24 hours answers 200 with the first production
+/// (nothing spent), and the key with another input 409.
+async fn create(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Query(q): Query<CreateQuery>,
+    headers: axum::http::HeaderMap,
+    bytes: Bytes,
+) -> Answer {
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::invalid("body is not UTF-8"))?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::invalid("the Idempotency-Key header is 1 to 255 visible ASCII characters")
+        })?),
+        None => None,
+    };
+    let (p, repeated) = ops
+        .start_once(q.pipeline.as_deref(), text, key, &caller)
+        .await?;
+    let location = format!("/productions/{}", p.id);
+    Ok((
+        if repeated {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        [(header::LOCATION, location)],
+        Json(view::json(&p, None)),
+    )
+        .into_response())
+}
+
+async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
+    let p = ops.get(&id, &caller).await?;
+    let (outputs, artifacts) = ops.detail(&p).await?;
+    ok(view::detail(&p, &outputs, &artifacts))
+}
+
+/// The action named in the path, with its arguments from the body: an unknown action is
+/// not found (404); a body that does not fit it is a 400 naming the problem.
+fn action(name: &str, body: &Bytes) -> Result<Act, ApiError> {
+    let Some(action) = Action::parse(name) else {
+        let all: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        return Err(ApiError::not_found(format!(
+            "no action {name:?} ({})",
+            all.join(", ")
+        )));
+    };
+    let mut args: serde_json::Map<String, Value> = self::body(body)?;
+    args.insert("action".into(), action.as_str().into());
+    serde_json::from_value(Value::Object(args))
+        .map_err(|e| ApiError::invalid(format!("{action} needs {e}")))
+}
+
+async fn act(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Path((id, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let act = action(&name, &bytes)?;
+    let p = ops.act(&id, act, &caller).await?;
+    ok(view::json(&p, None))
+}
+
+async fn audit(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Path(id): Path<String>,
+    Query(q): Query<AuditPage>,
+) -> Answer {
+    let rows = ops
+        .audit(
+            &AuditQuery::Production(id),
+            q.limit,
+            q.cursor.as_deref(),
+            &caller,
+        )
+        .await?;
+    paged(
+        "events",
+        rows.items.iter().map(|r| json!(r)).collect(),
+        rows.next,
+    )
+}
+
+async fn approvals(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Query(q): Query<ListProductions>,
+) -> Answer {
+    let account = account_of(&caller, q.account.as_deref())?;
+    let ps = ops
+        .list(
+            account,
+            Some(ProductionStatus::AwaitingApproval),
+            q.limit,
+            q.cursor.as_deref(),
+            &caller,
+        )
+        .await?;
+    let items: Vec<Value> = ps
+        .items
+        .iter()
+        .map(|p| {
+            json!({
+                "production_id": p.id,
+                "approval": p.approval,
+                "summary": view::banner(p),
+            })
+        })
+        .collect();
+    paged("approvals", items, ps.next)
+}
+
+async fn answer(
+    who: Who,
+    ops: Operations,
+    Path((id, answer)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    if answer != "approve" && answer != "reject" {
+        return Err(ApiError::not_found(format!(
+            "no answer {answer:?} (approve, reject)"
+        )));
+    }
+    act(who, ops, Path((id, answer)), bytes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shepherd::ops::OpsError;
+
+    #[test]
+    fn action_bodies_are_checked() {
+        let empty = Bytes::new();
+        assert!(matches!(
+            action("reject", &empty).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        ));
+        let both =
+            Bytes::from_static(b"{\"reason\": \"r\", \"skip_gate\": true, \"jump_to\": \"voice\"}");
+        let act = action("override", &both).unwrap();
+        let p = shepherd::domain::start(
+            "p".into(),
+            "a".into(),
+            shepherd::domain::PipelineVersion::new("content", 1),
+            &["brief", "voice"],
+            Default::default(),
+            "t".into(),
+            0,
+        );
+        let mut p = p.production;
+        p.status = ProductionStatus::Paused;
+        let refused = shepherd::domain::decide(&p, act.into(), 1).unwrap_err();
+        assert_eq!(
+            ApiError::from(OpsError::from(refused)).status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            action("explode", &empty).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        let from = Bytes::from_static(b"{\"feedback\": \"x\", \"phase\": \"assets\"}");
+        assert_eq!(
+            action("reject", &from).unwrap(),
+            Act::Reject {
+                feedback: "x".into(),
+                phase: Some("assets".into())
+            }
+        );
+        let typo = Bytes::from_static(b"{\"feedbak\": \"x\"}");
+        let err = action("reject", &typo).unwrap_err();
+        assert!(err.message.contains("feedbak"), "{}", err.message);
+    }
+}
