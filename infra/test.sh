@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, from a clean clone: installs the toolchain, starts the emulator,
-# runs formatting, lints, unit and integration tests, checks the template (sam validate,
-# cfn-lint on the SAM-translated template) and builds it (sam build, release arm64), then
-# stops the emulator. SHEPHERD_SKIP_SAM_BUILD=1 skips the (slow) sam build.
+# The whole test suite, from a clean clone: installs the toolchain, runs formatting, lints
+# and the generated template's check, the fast tier (`cargo test-fast`: no emulator), then
+# starts the emulator for the emulator tier (`cargo test-emulator`: integration and CLI
+# tests), checks the template (sam validate, cfn-lint on the SAM-translated template) and
+# builds it (sam build, release arm64), then stops the emulator.
+# SHEPHERD_SKIP_SAM_BUILD=1 skips the (slow) sam build.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_venv
@@ -15,10 +17,25 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "template.yaml's generated region is current (shepherd-local template --check)"
 cargo run --quiet -p shepherd-local -- template --check
 
+say "cargo test-fast (domain, engine on the memory adapter, pipelines, template generation)"
+cargo test-fast
+
+say "the emulator tier without an emulator stops with one line"
+set +e
+out="$(env -u SHEPHERD_TEST_ENDPOINT cargo test --quiet -p shepherd-it --test it 2>&1)"
+code=$?
+set -e
+lines="$(grep -c 'the emulator tier needs the local AWS emulator' <<<"$out" || true)"
+if [ "$code" = 0 ] || [ "$lines" != 1 ] || grep -q 'panicked' <<<"$out"; then
+  printf '%s\n' "$out" | tail -20 >&2
+  echo "expected one line naming the missing emulator (exit $code, $lines such lines)" >&2
+  exit 1
+fi
+
 trap emulator_down EXIT
 emulator_up
-say "cargo test (unit + integration against moto at $AWS_ENDPOINT_URL)"
-SHEPHERD_TEST_ENDPOINT="$AWS_ENDPOINT_URL" cargo test --workspace -- --test-threads "${SHEPHERD_TEST_THREADS:-4}"
+say "cargo test-emulator (integration and CLI tests against moto at $AWS_ENDPOINT_URL)"
+SHEPHERD_TEST_ENDPOINT="$AWS_ENDPOINT_URL" cargo test-emulator -- --test-threads "${SHEPHERD_TEST_THREADS:-4}"
 emulator_down
 
 say "sam validate"

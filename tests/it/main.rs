@@ -9,6 +9,7 @@ mod definitions;
 mod delivery;
 mod dlq;
 mod events;
+mod guide;
 mod iam;
 mod integrations;
 mod limits;

@@ -22,11 +22,40 @@ pub use shepherd_local::mcp::McpServer;
 pub use shepherd_local::provider::{Fault, FaultRule};
 pub use shepherd_local::scm::ScmServer;
 
-/// The emulator's address, set by `infra/test.sh`.
+/// The emulator's address, set by `infra/test.sh`, checked once per test binary: without
+/// a reachable emulator and the local admin's keys the whole binary stops with one line
+/// saying so (exit 2), instead of every test panicking on its own.
 pub fn endpoint() -> String {
-    std::env::var("SHEPHERD_TEST_ENDPOINT").expect(
-        "SHEPHERD_TEST_ENDPOINT is not set: run the tests with `bash infra/test.sh`, which starts the emulator",
-    )
+    static CHECKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(emulator_or_exit).clone()
+}
+
+fn emulator_or_exit() -> String {
+    let stop = |why: String| -> ! {
+        // Straight to stderr: the test harness would swallow `eprintln!` of a test thread.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nthe emulator tier needs the local AWS emulator: {why}; run `bash infra/test.sh` (it \
+             starts one), or `cargo test-fast` for the tests that need none"
+        );
+        std::process::exit(2)
+    };
+    let Ok(url) = std::env::var("SHEPHERD_TEST_ENDPOINT") else {
+        stop("SHEPHERD_TEST_ENDPOINT is not set".into())
+    };
+    let reachable = url::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.socket_addrs(|| None).ok())
+        .and_then(|a| a.into_iter().next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if !reachable {
+        stop(format!("nothing answers at {url}"));
+    }
+    if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
+        stop("the local admin's keys are not set (source .local/admin.env)".into());
+    }
+    url
 }
 
 pub fn repo_root() -> PathBuf {

@@ -11,6 +11,7 @@ pub fn pipelines() -> StackBuilder {
     Stack::builder()
         .pipeline(content_pipeline::spec())
         .pipeline(coding_pipeline::spec())
+    // + your pipeline here (docs/your-pipeline.md)
 }
 
 /// The stack, built and checked once per process. A stack that cannot be built is a bug the

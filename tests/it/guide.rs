@@ -1,0 +1,171 @@
+//! docs/your-pipeline.md works as written: its blocks are the fixture crate
+//! (`tests/fixtures/summary`, a team crate outside the engine), its composition line builds
+//! the stack, the one command generates the template, and a production of the guide's
+//! pipeline runs on the local stack under the generated IAM, started over the HTTP API.
+
+use std::time::Duration;
+
+use shepherd::domain::ProductionStatus;
+use shepherd_it::{TestStack, repo_root};
+
+mod guide_stack {
+    include!(concat!(env!("OUT_DIR"), "/guide_stack.rs"));
+}
+
+fn text(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn block(name: &str) -> String {
+    shepherd_it::guide::block(&text("docs/your-pipeline.md"), name)
+        .unwrap_or_else(|| panic!("the guide has no <!-- guide:{name} --> block"))
+}
+
+/// The stack's pipelines with the guide's one line added.
+fn stack() -> shepherd::stack::Stack {
+    guide_stack::with_guides_line(shepherd_stack::pipelines())
+        .build()
+        .expect("the stack with the guide's pipeline builds")
+}
+
+#[test]
+fn the_guides_files_are_a_crate_of_their_own_and_its_edits_are_one_line_each() {
+    // The three new files, as the guide writes them, are the fixture crate's.
+    for (name, file) in [
+        ("cargo", "tests/fixtures/summary/Cargo.toml"),
+        ("definition", "tests/fixtures/summary/v1.json"),
+        ("phase", "tests/fixtures/summary/src/lib.rs"),
+    ] {
+        assert_eq!(
+            block(name),
+            text(file),
+            "the guide's {name} block is {file}"
+        );
+    }
+    // It depends on the engine, and nothing of the engine depends on it.
+    assert!(text("tests/fixtures/summary/Cargo.toml").contains("shepherd.workspace = true"));
+    assert!(!text("shared/Cargo.toml").contains("summary"));
+    // The two edits: one line each, under the markers the composition crate carries.
+    let dependency = block("stack-dependency");
+    assert_eq!(dependency, "summary-pipeline = { path = \"../summary\" }\n");
+    assert_eq!(dependency.lines().count(), 1);
+    assert!(text("pipelines/stack/Cargo.toml").contains("# + your pipeline's crate here"));
+    assert_eq!(block("stack-line").lines().count(), 1);
+    assert!(text("pipelines/stack/src/lib.rs").contains("// + your pipeline here"));
+    // The one command.
+    assert_eq!(
+        block("command"),
+        "cargo run -p shepherd-local -- template\n"
+    );
+    // What `cargo test-fast` checks of it: the stack builds, its contracts compile.
+    let stack = stack();
+    stack.check_contracts().unwrap();
+    assert_eq!(stack.pipelines().default_name(), "content");
+    let summary = stack.pipelines().latest(Some("summary")).unwrap();
+    assert_eq!(summary.definition.phase_names(), ["summarize", "headline"]);
+}
+
+/// The generated region for the stack with the guide's pipeline: the hand-written part of
+/// the template is untouched, every shipped resource stays as it is, and the new phases
+/// have their own.
+fn generated() -> String {
+    let template = text("template.yaml");
+    let generated = shepherd_local::generate::apply(&template, stack().pipelines()).unwrap();
+    let head = |t: &str| t[..t.find(shepherd_local::generate::BEGIN).unwrap()].to_string();
+    let tail = |t: &str| t[t.find(shepherd_local::generate::END).unwrap()..].to_string();
+    assert_eq!(
+        head(&generated),
+        head(&template),
+        "no hand-written YAML changes"
+    );
+    assert_eq!(
+        tail(&generated),
+        tail(&template),
+        "no hand-written YAML changes"
+    );
+    let (before, after) = (
+        shepherd_local::template::load(&template).unwrap(),
+        shepherd_local::template::load(&generated).unwrap(),
+    );
+    let lists_every_phase = [
+        "PhaseQueuesSendPolicy",
+        "PhaseDeadLettersPeekPolicy",
+        "PhaseDeadLettersManagePolicy",
+        "PipelinesParameter",
+    ];
+    for (id, r) in before["Resources"].as_object().unwrap() {
+        if !lists_every_phase.contains(&id.as_str()) {
+            assert_eq!(&after["Resources"][id], r, "{id} is unchanged");
+        }
+    }
+    for id in [
+        "SummarizeQueue",
+        "SummarizeDeadLetterQueue",
+        "SummarizeFunction",
+        "SummarizeDeadLetterAlarm",
+        "SummarizeOldestMessageAlarm",
+        "HeadlineQueue",
+        "HeadlineFunction",
+        "DefinitionSummaryV1Parameter",
+    ] {
+        assert!(after["Resources"][id].is_object(), "{id} is generated");
+    }
+    for (id, bytes) in shepherd_local::template::environment_sizes(&after, 32) {
+        assert!(
+            bytes <= shepherd_local::template::LAMBDA_ENVIRONMENT_LIMIT - 512,
+            "{id}: {bytes} bytes of environment with the guide's phases"
+        );
+    }
+    generated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_pipeline_runs_on_the_local_stack_under_the_generated_iam() {
+    let path = std::env::temp_dir().join(format!("shepherd-guide-{}.yaml", uuid::Uuid::now_v7()));
+    std::fs::write(&path, generated()).unwrap();
+    let t = TestStack::start_with_stack(&path, stack()).await;
+    // Started over the HTTP API: its role dispatches through the generated managed policy.
+    let input: serde_json::Value = serde_json::from_str(&block("input")).unwrap();
+    let (status, started) = t
+        .http(
+            "POST",
+            "/productions?pipeline=summary",
+            Some("operator-acme"),
+            Some(input),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let done = t.wait_settled(&id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(done.pipeline, "summary");
+    // summarize handed off to headline: the generated role may send to its queue.
+    let outputs = t.ops.outputs(&done).await.unwrap();
+    assert!(!outputs["summarize"]["summary"].as_str().unwrap().is_empty());
+    assert!(!outputs["headline"]["headline"].as_str().unwrap().is_empty());
+    // Each call went to the provider once, under its phase's key.
+    let calls = t.provider.calls();
+    for key in ["summarize#summary", "headline#headline"] {
+        assert_eq!(
+            calls.by_key.get(&format!("{id}#{key}")),
+            Some(&1),
+            "{key}: {:?}",
+            calls.by_key
+        );
+    }
+    // The operators' CLI reads the definitions the template published: it knows the new
+    // pipeline without being rebuilt.
+    let (cli_ops, _) = shepherd::ops::Ops::connect(&t.sdk, &t.stack.stack)
+        .await
+        .unwrap();
+    let listed = cli_ops
+        .pipelines_in_use(&TestStack::operator())
+        .await
+        .unwrap();
+    let summary = listed.iter().find(|l| l.name == "summary").unwrap();
+    assert_eq!(
+        (summary.version, summary.open, summary.default),
+        (1, 0, false)
+    );
+    t.stop().await;
+}
