@@ -669,3 +669,66 @@ async fn published_pipelines(
         .map(Arc::new)
         .map_err(|e| OpsError::Config(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::StepError;
+    use crate::runtime::{Phase, PhaseContext, PhaseOutput};
+    use crate::stack::PipelineSpec;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Out;
+    impl PhaseOutput for Out {}
+    struct Draft;
+    impl Phase for Draft {
+        const NAME: &'static str = "draft";
+        type Output = Out;
+        async fn run(&self, _: &PhaseContext) -> Result<Out, StepError> {
+            Ok(Out)
+        }
+    }
+
+    fn stack() -> Stack {
+        let definition = serde_json::json!({"name": "t", "version": 1,
+            "input": {"type": "object", "required": ["account"],
+                      "properties": {"account": {"type": "string"}}},
+            "phases": [{"name": "draft", "output": {}, "max_tries": 3,
+                        "timeout_seconds": 30, "concurrency": 5}]});
+        Stack::builder()
+            .pipeline(
+                PipelineSpec::new()
+                    .definition("t.json", &definition.to_string())
+                    .phase(Draft),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_handler_is_a_phase_of_the_stack_or_one_of_the_platforms() {
+        let stack = stack();
+        let phase = HandlerName::parse("draft", &stack).unwrap();
+        assert_eq!(phase, HandlerName::Phase("draft".into()));
+        assert_eq!(
+            (phase.as_str(), phase.event_kind()),
+            ("draft", EventKind::Sqs)
+        );
+        for (name, kind) in [
+            ("sweeper", EventKind::Schedule),
+            ("audit-projector", EventKind::Stream),
+            ("webhook-fanout", EventKind::Stream),
+            ("webhook-deliver", EventKind::Sqs),
+            ("alarm-ingest", EventKind::Sns),
+        ] {
+            let h = HandlerName::parse(name, &stack).unwrap();
+            assert_eq!((h.as_str(), h.event_kind()), (name, kind));
+        }
+        assert_eq!(
+            HandlerName::parse("brief", &stack).unwrap_err().to_string(),
+            "configuration SHEPHERD_HANDLER is invalid: \"brief\" is no handler of this stack: \
+             its phases are draft; the platform's sweeper, audit-projector, webhook-fanout, \
+             webhook-deliver, alarm-ingest"
+        );
+    }
+}
