@@ -4,13 +4,12 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::json;
 use shepherd::audit::AuditQuery;
 use shepherd::ops::requests::AUDIT_LIMIT;
 use shepherd::ports::{Clock, SystemClock};
 
 use crate::auth::Who;
-use crate::error::{Answer, ApiError, instant, paged};
+use crate::error::{Answer, ApiError, instant, page_of};
 use crate::{Api, Operations};
 
 pub(crate) fn routes() -> Router<Api> {
@@ -70,9 +69,5 @@ async fn audit(
             &caller,
         )
         .await?;
-    paged(
-        "events",
-        rows.items.iter().map(|r| json!(r)).collect(),
-        rows.next,
-    )
+    page_of("events", rows)
 }

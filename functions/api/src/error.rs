@@ -149,6 +149,16 @@ pub(crate) fn paged(name: &str, items: Vec<Value>, next: Option<String>) -> Answ
     ok(json!({ name: items, "next_cursor": next }))
 }
 
+/// An operation's page, each item as it serialises.
+pub(crate) fn page_of<T: serde::Serialize>(name: &str, page: shepherd::ports::Page<T>) -> Answer {
+    let items = page
+        .items
+        .iter()
+        .map(|i| serde_json::to_value(i).unwrap_or_default())
+        .collect();
+    paged(name, items, page.next)
+}
+
 /// Epoch milliseconds or RFC 3339.
 pub(crate) fn instant(name: &str, v: &str) -> Result<i64, ApiError> {
     let ms = match v.parse::<i64>() {

@@ -14,7 +14,7 @@ use shepherd::ops::requests::{AuditPage, ListProductions, account_of};
 use shepherd::view;
 
 use crate::auth::Who;
-use crate::error::{Answer, ApiError, body, ok, paged};
+use crate::error::{Answer, ApiError, body, ok, page_of, paged};
 use crate::{Api, Operations};
 
 pub(crate) fn routes() -> Router<Api> {
@@ -127,11 +127,7 @@ async fn audit(
             &caller,
         )
         .await?;
-    paged(
-        "events",
-        rows.items.iter().map(|r| json!(r)).collect(),
-        rows.next,
-    )
+    page_of("events", rows)
 }
 
 async fn approvals(

@@ -11,7 +11,7 @@ use serde_json::json;
 use shepherd::ops::requests::ListDeliveries;
 
 use crate::auth::Who;
-use crate::error::{Answer, ApiError, body, instant, json_of, ok, paged, with_status};
+use crate::error::{Answer, ApiError, body, instant, json_of, ok, page_of, with_status};
 use crate::{Api, Operations};
 
 pub(crate) fn routes() -> Router<Api> {
@@ -136,12 +136,7 @@ async fn deliveries(
     let page = ops
         .deliveries(&id, since, q.limit, q.cursor.as_deref(), &caller)
         .await?;
-    let items = page
-        .items
-        .iter()
-        .map(|d| serde_json::to_value(d).unwrap_or_default())
-        .collect();
-    paged("deliveries", items, page.next)
+    page_of("deliveries", page)
 }
 
 async fn delivery(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
