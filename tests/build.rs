@@ -10,8 +10,8 @@ fn main() {
     let text = std::fs::read_to_string(guide).expect("docs/your-pipeline.md exists");
     let line = block(&text, "stack-line").expect("the guide has a <!-- guide:stack-line --> block");
     let code = format!(
-        "/// The stack's pipelines with the guide's line added.\n\
-         pub fn with_guides_line(b: shepherd::stack::StackBuilder) -> shepherd::stack::StackBuilder {{\n    b\n{line}}}\n"
+        "/// The pipelines the guide's line adds to the stack's list.\n\
+         pub fn guides_specs() -> Vec<shepherd::stack::PipelineSpec> {{\n    vec![\n{line}    ]\n}}\n"
     );
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out.join("guide_stack.rs"), code).expect("OUT_DIR is writable");

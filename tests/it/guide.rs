@@ -28,7 +28,9 @@ fn stack() -> shepherd::stack::Stack {
     if stack.pipelines().latest(Some("summary")).is_ok() {
         return stack;
     }
-    guide_stack::with_guides_line(shepherd_stack::pipelines())
+    guide_stack::guides_specs()
+        .into_iter()
+        .fold(shepherd_stack::pipelines(), |b, spec| b.pipeline(spec))
         .build()
         .expect("the stack with the guide's pipeline builds")
 }
@@ -66,7 +68,23 @@ fn the_guides_files_are_a_crate_of_their_own_and_its_edits_are_one_line_each() {
     assert_eq!(dependency.lines().count(), 1);
     assert!(text("pipelines/stack/Cargo.toml").contains("# + your pipeline's crate here"));
     assert_eq!(block("stack-line").lines().count(), 1);
-    assert!(text("pipelines/stack/src/lib.rs").contains("// + your pipeline here"));
+    // The edited composition stays as rustfmt writes it (CI runs `cargo fmt --check`).
+    let composition = text("pipelines/stack/src/lib.rs");
+    let marker = "        // + your pipeline here (docs/your-pipeline.md)\n";
+    assert!(composition.contains(marker));
+    let edited = composition.replace(marker, &format!("{marker}{}", block("stack-line")));
+    let path = std::env::temp_dir().join(format!("shepherd-guide-{}.rs", uuid::Uuid::now_v7()));
+    std::fs::write(&path, edited).unwrap();
+    let fmt = std::process::Command::new("rustfmt")
+        .args(["--edition", "2024", "--check"])
+        .arg(&path)
+        .output()
+        .expect("rustfmt runs");
+    assert!(
+        fmt.status.success(),
+        "the guide's line leaves the composition unformatted: {}",
+        String::from_utf8_lossy(&fmt.stdout)
+    );
     // The one command.
     assert_eq!(
         block("command"),

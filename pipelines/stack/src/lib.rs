@@ -8,10 +8,13 @@ use shepherd::stack::{Stack, StackBuilder};
 
 /// The stack's pipelines, not yet checked (a test may add a fixture's before building).
 pub fn pipelines() -> StackBuilder {
-    Stack::builder()
-        .pipeline(content_pipeline::spec())
-        .pipeline(coding_pipeline::spec())
-    // + your pipeline here (docs/your-pipeline.md)
+    [
+        content_pipeline::spec(),
+        coding_pipeline::spec(),
+        // + your pipeline here (docs/your-pipeline.md)
+    ]
+    .into_iter()
+    .fold(Stack::builder(), StackBuilder::pipeline)
 }
 
 /// The stack, built and checked once per process. A stack that cannot be built is a bug the
