@@ -460,7 +460,10 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
                 "/shepherd/nowhere/config".into(),
                 Some(sdk.clone()),
                 auth,
-                t.app.pipelines().clone(),
+                {
+                    let p = t.app.pipelines().clone();
+                    move || p.clone()
+                },
             ),
             "config",
         ),

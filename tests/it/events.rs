@@ -77,7 +77,8 @@ async fn the_sample_api_event_lists_the_claimed_accounts_productions_awaiting_ap
         .iter()
         .find(|f| f.binary == "api")
         .expect("API function in template");
-    let api = shepherd_api::Api::from_map(&f.env, Some(t.sdk.clone()), t.app.pipelines().clone())
+    let pipelines = t.app.pipelines().clone();
+    let api = shepherd_api::Api::from_map(&f.env, Some(t.sdk.clone()), move || pipelines.clone())
         .unwrap();
     let req = lambda_http::request::from_str(&read("apigw-api-productions.json")).unwrap();
     let res = shepherd_api::router(api).oneshot(req).await.unwrap();

@@ -61,6 +61,10 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use shepherd::ops::{Ops, OpsError};
+use shepherd::pipeline::Pipelines;
+
+/// Makes the stack's pipelines, once, when the operations are first needed.
+type PipelinesFn = Box<dyn Fn() -> Arc<Pipelines> + Send + Sync>;
 
 pub use auth::{Auth, STACK_GROUP, TokenCaller, Who};
 pub use error::{ApiError, HttpStatus};
@@ -77,14 +81,16 @@ struct Inner {
     parameter: String,
     sdk: Option<aws_config::SdkConfig>,
     auth: Auth,
-    /// The stack's pipelines (its composition crate's, or a test's fixtures).
-    pipelines: Arc<shepherd::pipeline::Pipelines>,
+    /// The stack's pipelines (its composition crate's, or a test's fixtures), made when the
+    /// operations are: parsing the definitions at init would lengthen the cold start.
+    pipelines: PipelinesFn,
 }
 
 impl Api {
     /// An API over ready-made operations.
     pub fn new(ops: Ops, auth: Auth) -> Self {
         let pipelines = ops.pipelines().clone();
+        let pipelines: PipelinesFn = Box::new(move || pipelines.clone());
         Self(Arc::new(Inner {
             ops: tokio::sync::OnceCell::new_with(Some(Arc::new(ops))),
             parameter: String::new(),
@@ -99,20 +105,22 @@ impl Api {
         parameter: String,
         sdk: Option<aws_config::SdkConfig>,
         auth: Auth,
-        pipelines: Arc<shepherd::pipeline::Pipelines>,
+        pipelines: impl Fn() -> Arc<Pipelines> + Send + Sync + 'static,
     ) -> Self {
         Self(Arc::new(Inner {
             ops: tokio::sync::OnceCell::new(),
             parameter,
             sdk,
             auth,
-            pipelines,
+            pipelines: Box::new(pipelines),
         }))
     }
 
     /// As the deployed function starts: `SHEPHERD_STACK_CONFIG_PARAM`; callers from the
     /// authorizer's claims, or from `SHEPHERD_API_TOKENS` (a token file) when set.
-    pub fn from_env(pipelines: Arc<shepherd::pipeline::Pipelines>) -> Result<Self, String> {
+    pub fn from_env(
+        pipelines: impl Fn() -> Arc<Pipelines> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
         let env: HashMap<String, String> = std::env::vars().collect();
         Self::from_map(&env, None, pipelines)
     }
@@ -120,7 +128,7 @@ impl Api {
     pub fn from_map(
         env: &HashMap<String, String>,
         sdk: Option<aws_config::SdkConfig>,
-        pipelines: Arc<shepherd::pipeline::Pipelines>,
+        pipelines: impl Fn() -> Arc<Pipelines> + Send + Sync + 'static,
     ) -> Result<Self, String> {
         let parameter = env
             .get("SHEPHERD_STACK_CONFIG_PARAM")
@@ -143,8 +151,7 @@ impl Api {
                     None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
                 };
                 let (ops, _) =
-                    Ops::connect_parameter(&sdk, &self.0.parameter, self.0.pipelines.clone())
-                        .await?;
+                    Ops::connect_parameter(&sdk, &self.0.parameter, (self.0.pipelines)()).await?;
                 Ok::<_, OpsError>(Arc::new(ops))
             })
             .await

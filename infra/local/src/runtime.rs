@@ -300,7 +300,8 @@ fn serve_api(
     let fail = |e: String| RuntimeError::Api(f.logical_id.clone(), e);
     let mut env = f.env.clone();
     env.insert("SHEPHERD_API_TOKENS".into(), tokens.display().to_string());
-    let api = shepherd_api::Api::from_map(&env, Some(sdk.clone()), stack.pipelines().clone())
+    let pipelines = stack.pipelines().clone();
+    let api = shepherd_api::Api::from_map(&env, Some(sdk.clone()), move || pipelines.clone())
         .map_err(fail)?;
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))

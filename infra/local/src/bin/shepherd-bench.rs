@@ -890,11 +890,15 @@ fn cold_starts(args: &Args) -> Result<()> {
             }
         }
     }
-    // Interleaved: each round starts every binary once, so drift on a shared machine
-    // touches them all alike.
+    // Interleaved, in a new random order each round: drift on a shared machine touches them
+    // all alike, and no binary always runs right after another (the page cache, the CPU's
+    // frequency).
     let mut times: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
     for _ in 0..args.cold_starts {
-        for (label, path, env) in &runs {
+        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rand::rng());
+        for &i in &order {
+            let (label, path, env) = &runs[i];
             let t = one_cold_start(path, env)?;
             times.entry(label.clone()).or_default().push(t);
         }
