@@ -375,11 +375,7 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::List(q) => {
-            let account = requests::account_of(&me, q.account.as_deref())?;
-            let ops = connect(&cli.stack).await?;
-            let list = ops
-                .list(account, q.status, q.limit, q.cursor.as_deref(), &me)
-                .await?;
+            let list = connect(&cli.stack).await?.list_productions(&q, &me).await?;
             if cli.json {
                 let v: Vec<_> = list.items.iter().map(|p| render::json(p, None)).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shepherd::audit::AuditQuery;
 use shepherd::domain::{Act, Action, ProductionStatus};
-use shepherd::ops::requests::{AuditPage, ListProductions, account_of};
+use shepherd::ops::requests::{AuditPage, ListProductions};
 use shepherd::view;
 
 use crate::auth::Who;
@@ -32,10 +32,7 @@ async fn list(
     Operations(ops): Operations,
     Query(q): Query<ListProductions>,
 ) -> Answer {
-    let account = account_of(&caller, q.account.as_deref())?;
-    let ps = ops
-        .list(account, q.status, q.limit, q.cursor.as_deref(), &caller)
-        .await?;
+    let ps = ops.list_productions(&q, &caller).await?;
     let items: Vec<Value> = ps.items.iter().map(|p| view::json(p, None)).collect();
     paged("productions", items, ps.next)
 }
@@ -135,16 +132,11 @@ async fn approvals(
     Operations(ops): Operations,
     Query(q): Query<ListProductions>,
 ) -> Answer {
-    let account = account_of(&caller, q.account.as_deref())?;
-    let ps = ops
-        .list(
-            account,
-            Some(ProductionStatus::AwaitingApproval),
-            q.limit,
-            q.cursor.as_deref(),
-            &caller,
-        )
-        .await?;
+    let q = ListProductions {
+        status: Some(ProductionStatus::AwaitingApproval),
+        ..q
+    };
+    let ps = ops.list_productions(&q, &caller).await?;
     let items: Vec<Value> = ps
         .items
         .iter()

@@ -444,6 +444,18 @@ impl Ops {
     /// An account's productions, newest first, a page at a time from `after`; `status`
     /// keeps only those in that status (read through an index: one read per production
     /// returned). An account the caller cannot see has none.
+    /// A page of productions as a request asks it (the CLI's `list`, the API's
+    /// `/productions` and `/approvals`): the account named or the caller's own.
+    pub async fn list_productions(
+        &self,
+        q: &requests::ListProductions,
+        caller: &Caller,
+    ) -> Result<Page<Production>, OpsError> {
+        let account = requests::account_of(caller, q.account.as_deref())?;
+        self.list(account, q.status, q.limit, q.cursor.as_deref(), caller)
+            .await
+    }
+
     pub async fn list(
         &self,
         account: &str,
