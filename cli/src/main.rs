@@ -9,6 +9,19 @@ use shepherd::domain::{Act, Actor, Caller, Production, ProductionStatus, Scope};
 use shepherd::ops::{Ops, OpsError, requests};
 use shepherd::ports::Clock;
 
+/// What the CLI writes to the terminal: text from the stack (error details, audit
+/// details, a receiver's answer) may hold terminal control sequences, which are shown
+/// escaped, never sent to the terminal.
+macro_rules! out {
+    ($($t:tt)*) => { ::std::print!("{}", crate::render::clean(&::std::format!($($t)*))) };
+}
+macro_rules! outln {
+    ($($t:tt)*) => { ::std::println!("{}", crate::render::clean(&::std::format!($($t)*))) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { ::std::eprintln!("{}", crate::render::clean(&::std::format!($($t)*))) };
+}
+
 mod identity;
 mod render;
 mod webhooks;
@@ -128,7 +141,7 @@ enum Command {
 /// A list's next page, on stderr so stdout stays the list (text or JSON).
 fn more(next: &Option<String>) {
     if let Some(c) = next {
-        eprintln!("more: --cursor {c}");
+        errln!("more: --cursor {c}");
     }
 }
 
@@ -233,9 +246,9 @@ async fn main() -> ExitCode {
     match run(cli, target).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             if matches!(e.downcast_ref::<OpsError>(), Some(OpsError::Forbidden(_))) {
-                eprintln!(
+                errln!(
                     "hint: the CLI's role is your IAM identity's {} tag (viewer when untagged)",
                     identity::ROLE_TAG
                 );
@@ -298,16 +311,16 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 other => other?,
             };
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
+                outln!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
             } else if repeated {
-                println!(
+                outln!(
                     "already started as production {} ({}): same brief and key {key} within 24 hours; \
                      nothing new was started (pass --idempotency-key to start another)",
                     p.id,
                     p.status.as_str()
                 );
             } else {
-                println!(
+                outln!(
                     "started production {} ({} phases, first: {})",
                     p.id,
                     p.phases.len(),
@@ -323,11 +336,14 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             let ops = connect(&cli.stack).await?;
             let r = ops.redrive_audit(&me).await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!(
+                outln!(
                     "{} failure reports: {} writes projected again ({} events); {} left in the queue",
-                    r.reports, r.writes, r.events, r.left
+                    r.reports,
+                    r.writes,
+                    r.events,
+                    r.left
                 );
             }
             Ok(if r.left == 0 {
@@ -367,9 +383,9 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 .audit(&q, page.limit, page.cursor.as_deref(), &me)
                 .await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&rows.items)?);
+                outln!("{}", serde_json::to_string_pretty(&rows.items)?);
             } else {
-                print!("{}", render::audit(&rows.items));
+                out!("{}", render::audit(&rows.items));
             }
             more(&rows.next);
             Ok(ExitCode::SUCCESS)
@@ -378,9 +394,9 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             let list = connect(&cli.stack).await?.list_productions(&q, &me).await?;
             if cli.json {
                 let v: Vec<_> = list.items.iter().map(|p| render::json(p, None)).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", render::list(&list.items));
+                out!("{}", render::list(&list.items));
             }
             more(&list.next);
             Ok(ExitCode::SUCCESS)
@@ -391,10 +407,10 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             let (outputs, artifacts) = ops.detail(&p).await?;
             if cli.json {
                 let v = shepherd::view::detail(&p, &outputs, &artifacts);
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", render::show(&p));
-                print!("{}", render::artifacts(&artifacts));
+                out!("{}", render::show(&p));
+                out!("{}", render::artifacts(&artifacts));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -422,7 +438,7 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                         std::fs::write(&path, &bytes)
                             .with_context(|| format!("writing {}", path.display()))?;
                         if !cli.json {
-                            println!(
+                            outln!(
                                 "{}  ({} bytes, sha256 verified)",
                                 path.display(),
                                 bytes.len()
@@ -430,11 +446,11 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                         }
                     }
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&artifacts)?);
+                        outln!("{}", serde_json::to_string_pretty(&artifacts)?);
                     }
                 }
-                None if cli.json => println!("{}", serde_json::to_string_pretty(&artifacts)?),
-                None => print!("{}", render::artifacts(&artifacts)),
+                None if cli.json => outln!("{}", serde_json::to_string_pretty(&artifacts)?),
+                None => out!("{}", render::artifacts(&artifacts)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -471,16 +487,16 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 ops.account_usage(account, &me).await?
             };
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&usage)?);
+                outln!("{}", serde_json::to_string_pretty(&usage)?);
             } else {
                 let show = |l: Option<u32>| l.map_or("unlimited".to_string(), |n| n.to_string());
-                println!("Account {} ({})", usage.account, usage.month);
-                println!(
+                outln!("Account {} ({})", usage.account, usage.month);
+                outln!(
                     "  started this month: {} of {}",
                     usage.started_this_month,
                     show(usage.effective.monthly_allowance)
                 );
-                println!(
+                outln!(
                     "  active now:         {} of {}  {}",
                     usage.active.len(),
                     show(usage.effective.max_concurrent),
@@ -492,9 +508,9 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
         Command::Pipelines => {
             let list = connect(&cli.stack).await?.pipelines_in_use(&me).await?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                print!("{}", render::pipelines(&list));
+                out!("{}", render::pipelines(&list));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -504,9 +520,9 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 None => {
                     let list = ops.integrations(&me).await?;
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&list)?);
+                        outln!("{}", serde_json::to_string_pretty(&list)?);
                     } else {
-                        print!("{}", render::integrations(&list));
+                        out!("{}", render::integrations(&list));
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -519,9 +535,9 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 Some(IntegrationAction::Test { id }) => {
                     let r = ops.test_integration(id, &me).await?;
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&r)?);
+                        outln!("{}", serde_json::to_string_pretty(&r)?);
                     } else {
-                        println!("{}: secret {}; {}", r.id, r.secret, r.reachable);
+                        outln!("{}: secret {}; {}", r.id, r.secret, r.reachable);
                     }
                     return Ok(if r.ok {
                         ExitCode::SUCCESS
@@ -531,9 +547,9 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 }
             };
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&shown)?);
+                outln!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
-                print!("{}", render::integrations(std::slice::from_ref(&shown)));
+                out!("{}", render::integrations(std::slice::from_ref(&shown)));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -558,19 +574,19 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                         )
                         .await?;
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&alarms.items)?);
+                        outln!("{}", serde_json::to_string_pretty(&alarms.items)?);
                     } else {
-                        print!("{}", render::alarms(&alarms.items));
+                        out!("{}", render::alarms(&alarms.items));
                     }
                     more(&alarms.next);
                 }
                 Some(AlarmAction::Ack { id }) => {
                     ops.set_alarm(id, AlarmStatus::Acknowledged, &me).await?;
-                    println!("acknowledged {id}");
+                    outln!("acknowledged {id}");
                 }
                 Some(AlarmAction::Resolve { id }) => {
                     ops.set_alarm(id, AlarmStatus::Resolved, &me).await?;
-                    println!("resolved {id}");
+                    outln!("resolved {id}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -582,14 +598,14 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
     use shepherd::ops::RedriveFilter;
     let ops = connect(&cli.stack).await?;
     let print =
-        |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        |v: serde_json::Value| outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     match cmd {
         Dlq::List(q) => {
             let entries = ops.dlq_list(q.phase.as_deref(), q.limit, me).await?;
             if cli.json {
                 print(serde_json::to_value(&entries)?);
             } else {
-                print!("{}", render::dlq(&entries));
+                out!("{}", render::dlq(&entries));
             }
         }
         Dlq::Show { message_id } => {
@@ -599,10 +615,10 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
                     serde_json::json!({"message": entry, "production": production.as_ref().map(|p| render::json(p, None))}),
                 );
             } else {
-                print!("{}", render::dlq(std::slice::from_ref(&entry)));
-                println!("\nbody: {}", entry.body);
+                out!("{}", render::dlq(std::slice::from_ref(&entry)));
+                outln!("\nbody: {}", entry.body);
                 if let Some(p) = production {
-                    print!("\n{}", render::show(&p));
+                    out!("\n{}", render::show(&p));
                 }
             }
         }
@@ -619,7 +635,7 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
             if cli.json {
                 print(serde_json::to_value(&r)?);
             } else {
-                println!(
+                outln!(
                     "resubmitted {message_id}: it becomes the phase's next attempt when the runtime takes it"
                 );
             }
@@ -638,12 +654,12 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
                 print(serde_json::to_value(&r)?);
             } else {
                 for (id, phase, production) in &r.moved {
-                    println!(
+                    outln!(
                         "redriven {id} ({phase}, production {})",
                         production.as_deref().unwrap_or("?")
                     );
                 }
-                println!(
+                outln!(
                     "{} redriven, {} left in place (filtered out)",
                     r.moved.len(),
                     r.skipped
@@ -655,7 +671,7 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
             if cli.json {
                 print(serde_json::to_value(&e)?);
             } else {
-                println!(
+                outln!(
                     "discarded {message_id} ({}); audited as dlq.discarded",
                     e.reason
                 );
@@ -671,16 +687,16 @@ async fn act(cli: &Cli, me: &Caller, id: &str, act: Act) -> Result<ExitCode> {
     let ops = connect(&cli.stack).await?;
     let p = ops.act(id, act, me).await?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
+        outln!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
     } else {
-        println!("{name}: done. {}", render::banner(&p));
+        outln!("{name}: done. {}", render::banner(&p));
         let actions: Vec<&str> = p.available_actions().iter().map(|a| a.as_str()).collect();
         let actions = if actions.is_empty() {
             "none".to_string()
         } else {
             actions.join(", ")
         };
-        println!("Actions now: {actions}");
+        outln!("Actions now: {actions}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -699,16 +715,16 @@ async fn follow(
         let changed = last.as_ref().is_none_or(|l| l.version != p.version);
         if changed {
             if json {
-                println!("{}", serde_json::to_string(&render::json(&p, None))?);
+                outln!("{}", serde_json::to_string(&render::json(&p, None))?);
             } else {
                 for line in render::changes(last.as_ref(), &p) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
         }
         if p.status.is_settled() {
             if !json {
-                print!("\n{}", render::show(&p));
+                out!("\n{}", render::show(&p));
             }
             return Ok(if p.status == ProductionStatus::Completed {
                 ExitCode::SUCCESS

@@ -355,3 +355,33 @@ pub fn pipelines(list: &[shepherd::ops::PipelineVersionInfo]) -> String {
     }
     s
 }
+
+/// `text` with every control character but newline and tab (C0, DEL, C1: what drives a
+/// terminal, such as ESC sequences) shown as an escape, so text from the stack cannot
+/// move the cursor, rewrite the screen or set the window title.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| match bad(c) {
+                true => c.escape_unicode().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod clean_tests {
+    #[test]
+    fn control_sequences_are_shown_not_sent() {
+        assert_eq!(super::clean("ok\n\tfine"), "ok\n\tfine");
+        assert_eq!(
+            super::clean("red \u{1b}[31mtext\u{7}\u{9b}"),
+            "red \\u{1b}[31mtext\\u{7}\\u{9b}"
+        );
+    }
+}

@@ -171,9 +171,9 @@ fn delivery(d: &Delivery) -> String {
 
 fn print<T: serde::Serialize>(json: bool, v: &T, text: impl FnOnce() -> String) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        outln!("{}", serde_json::to_string_pretty(v)?);
     } else {
-        print!("{}", text());
+        out!("{}", text());
     }
     Ok(())
 }
@@ -224,7 +224,7 @@ pub async fn run(ops: &Ops, cmd: Webhooks, me: &Caller, json: bool) -> Result<Ex
         }
         Webhooks::Remove { id } => {
             ops.delete_webhook(&id, me).await?;
-            println!("deleted {id}");
+            outln!("deleted {id}");
         }
         Webhooks::Test { id, wait } => {
             let d = ops.test_webhook(&id, me).await?;

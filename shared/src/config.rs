@@ -140,6 +140,8 @@ pub struct Config {
     pub publish_webhook_url: String,
     /// The SSM parameter of its signing secret.
     pub publish_webhook_secret: String,
+    /// Webhooks may go to loopback receivers (the local stack only).
+    pub webhook_allow_loopback: bool,
     /// The stack's pipelines (its composition crate's; a test may run others).
     pub pipelines: std::sync::Arc<Pipelines>,
 }
@@ -238,6 +240,9 @@ impl Config {
                 .get("SHEPHERD_PUBLISH_WEBHOOK_SECRET")
                 .cloned()
                 .unwrap_or_default(),
+            webhook_allow_loopback: env
+                .get("SHEPHERD_WEBHOOK_ALLOW_LOOPBACK")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             pipelines,
         })
     }
@@ -311,6 +316,24 @@ pub struct StackConfig {
     /// The publish webhook, if the stack has one (`url` empty: none).
     #[serde(default)]
     pub publish_webhook: PublishWebhook,
+    /// Webhooks may go to `http://` loopback receivers: the local stack only
+    /// (`AllowLoopbackWebhooks`; in Lambda, loopback is the function itself).
+    #[serde(default, deserialize_with = "flag")]
+    pub allow_loopback_webhooks: bool,
+}
+
+/// A template parameter's boolean: `true`/`false` (a `!Sub` gives text).
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        B(bool),
+        S(String),
+    }
+    Ok(match B::deserialize(d)? {
+        B::B(b) => b,
+        B::S(s) => s.eq_ignore_ascii_case("true"),
+    })
 }
 
 /// The template's publish webhook: a stack subscription to completions.

@@ -323,13 +323,32 @@ pub struct WebhookAnswer {
 /// Sends one signed delivery (an HTTP POST; no redirects followed).
 #[async_trait]
 pub trait WebhookSender: Send + Sync {
-    /// The answer, or why there was none (refused, timed out, TLS, ...).
+    /// The answer, or why there was none.
     async fn post(
         &self,
         url: &str,
         headers: &[(&str, String)],
         body: &str,
-    ) -> Result<WebhookAnswer, String>;
+    ) -> Result<WebhookAnswer, SendError>;
+}
+
+/// Why a webhook attempt got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Not sent: the receiver's address is one a webhook may not reach (a private or
+    /// metadata address, written or resolved). Waiting does not cure it.
+    Refused(String),
+    /// Sent, or tried, and no answer came (refused connection, timeout, TLS, ...).
+    Failed(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(why) => write!(f, "not sent: {why}"),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Reaches people: the stack's notification topic (e-mail subscribers).

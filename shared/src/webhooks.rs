@@ -20,8 +20,8 @@ use crate::domain::webhooks::{
     SubscriptionState, Verdict,
 };
 use crate::ports::{
-    Alarms, Change, Clock, CommittedWrite, Notifier, Params, Queue, StoreError, WebhookSender,
-    Webhooks,
+    Alarms, Change, Clock, CommittedWrite, Notifier, Params, Queue, SendError, StoreError,
+    WebhookSender, Webhooks,
 };
 use crate::protocol::OutMessage;
 
@@ -509,7 +509,7 @@ impl Deliverer {
                     .as_deref()
                     .and_then(|v| webhooks::retry_after(v, now)),
             ),
-            Err(e) => (None, webhooks::excerpt(e), None),
+            Err(e) => (None, webhooks::excerpt(&e.to_string()), None),
         };
         mine.attempts.push(Attempt {
             at: now,
@@ -518,12 +518,16 @@ impl Deliverer {
             excerpt,
         });
         mine.lease_until = None;
-        let verdict =
-            webhooks::verdict(&self.schedule, mine.attempt_in_round(), status, retry_after);
+        let verdict = match &answer {
+            Err(SendError::Refused(why)) => Verdict::Refused(why.clone()),
+            _ => webhooks::verdict(&self.schedule, mine.attempt_in_round(), status, retry_after),
+        };
         let mut next = None;
         match &verdict {
             Verdict::Delivered => mine.state = DeliveryState::Delivered,
-            Verdict::Gone | Verdict::Exhausted => mine.state = DeliveryState::Failed,
+            Verdict::Gone | Verdict::Exhausted | Verdict::Refused(_) => {
+                mine.state = DeliveryState::Failed
+            }
             Verdict::RetryIn(secs) => {
                 mine.due = now + (*secs as i64) * 1000;
                 next = Some(Due {
@@ -557,10 +561,10 @@ impl Deliverer {
         sub: &Subscription,
         d: &Delivery,
         now: Millis,
-    ) -> Result<crate::ports::WebhookAnswer, String> {
+    ) -> Result<crate::ports::WebhookAnswer, SendError> {
         if sub.id == EMAIL_SUBSCRIPTION {
             let Some(n) = &self.notifier else {
-                return Err("no notification topic".into());
+                return Err(SendError::Failed("no notification topic".into()));
             };
             let subject = format!("Shepherd: {} ({})", d.kind, d.subject);
             return n
@@ -570,17 +574,18 @@ impl Deliverer {
                     status: 200,
                     body: String::new(),
                     retry_after: None,
-                });
+                })
+                .map_err(SendError::Failed);
         }
         let raw = self
             .params
             .get(&sub.secret_param)
             .await
-            .map_err(|e| format!("signing secret: {e}"))?;
-        let secrets = Secrets::parse(&raw).map_err(|e| e.to_string())?;
+            .map_err(|e| SendError::Failed(format!("signing secret: {e}")))?;
+        let secrets = Secrets::parse(&raw).map_err(|e| SendError::Failed(e.to_string()))?;
         let timestamp = now / 1000;
         let signature = webhooks::signature(&secrets.signing(now), &d.id, timestamp, &d.body)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SendError::Failed(e.to_string()))?;
         let headers = [
             ("webhook-id", d.id.clone()),
             ("webhook-timestamp", timestamp.to_string()),
@@ -601,6 +606,7 @@ impl Deliverer {
                 return Ok(());
             }
             Verdict::Gone => "the endpoint answered 410 Gone".to_string(),
+            Verdict::Refused(why) => format!("its address is not one a webhook may reach: {why}"),
             Verdict::RetryIn(_) | Verdict::Exhausted => {
                 let since = self.store.set_failing(&sub.id, true, now).await?;
                 match since {

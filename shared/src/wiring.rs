@@ -233,6 +233,7 @@ pub fn webhook_deliverer(
         alarms: ports.alarms.clone(),
         sender: Arc::new(crate::adapters::webhook_http::HttpSender::new(
             config.webhook_timeout,
+            config.webhook_allow_loopback,
         )),
         notifier: topic(config).map(|t| {
             Arc::new(crate::adapters::webhook_http::SnsNotifier::new(

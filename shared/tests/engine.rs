@@ -198,6 +198,7 @@ impl World {
             webhook_secrets: String::new(),
             notify_topic: String::new(),
             publish_webhook: Default::default(),
+            allow_loopback_webhooks: false,
         };
         let functions = Self::functions(&ports, &config);
         Self {

@@ -20,11 +20,13 @@ use shepherd::webhooks::{Builtin, Deliverer, Fanout, Outbox};
 const QUEUE: &str = "mem://webhooks";
 const DAY: i64 = 86_400_000;
 
-/// Answers every POST with `status`, counting them.
+/// Answers every POST with `status`, counting them; or, with `refuse` set, refuses to send
+/// as the HTTP sender does for an address a webhook may not reach.
 #[derive(Default)]
 struct Endpoint {
     status: Mutex<u16>,
     calls: Mutex<Vec<(String, String)>>,
+    refuse: Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -34,7 +36,10 @@ impl WebhookSender for Endpoint {
         _url: &str,
         headers: &[(&str, String)],
         _body: &str,
-    ) -> Result<WebhookAnswer, String> {
+    ) -> Result<WebhookAnswer, shepherd::ports::SendError> {
+        if let Some(why) = self.refuse.lock().unwrap().clone() {
+            return Err(shepherd::ports::SendError::Refused(why));
+        }
         let id = headers
             .iter()
             .find(|(k, _)| *k == "webhook-id")
@@ -253,4 +258,42 @@ async fn an_endpoint_failing_for_days_is_disabled_with_an_alarm_and_a_success_cl
             .failing_since,
         None
     );
+}
+
+#[tokio::test]
+async fn a_receiver_whose_address_is_refused_is_disabled_at_once_with_an_alarm() {
+    let w = world(204);
+    subscribe(&w, None).await;
+    // The name resolves, at delivery time, to the instance metadata's address.
+    *w.endpoint.refuse.lock().unwrap() =
+        Some("hooks.example.com resolves to 169.254.169.254 (a link-local address)".into());
+    w.fanout.handle(&[completed("acme")]).await;
+    pump(&w).await;
+    let d = w
+        .mem
+        .deliveries("wh_1", None, 10, None)
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
+    assert_eq!(
+        d.state,
+        DeliveryState::Failed,
+        "no retry can cure an address"
+    );
+    assert_eq!(d.attempts.len(), 1);
+    assert!(
+        d.attempts[0].excerpt.contains("169.254.169.254"),
+        "{:?}",
+        d.attempts
+    );
+    let sub = w.mem.subscription("wh_1").await.unwrap().unwrap();
+    assert_eq!(sub.state, SubscriptionState::Disabled);
+    assert!(
+        sub.disabled_reason
+            .unwrap()
+            .contains("its address is not one a webhook may reach")
+    );
+    let alarms = w.mem.list(None, 10, None).await.unwrap().items;
+    assert_eq!(alarms[0].kind, AlarmKind::WebhookDisabled);
 }

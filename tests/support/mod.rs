@@ -214,6 +214,8 @@ impl TestStack {
             ("RetryCapSeconds", "4"),
             ("PhaseMaxRetries", "3"),
             ("ProviderTimeoutSeconds", "3"),
+            // The tests' receivers listen on loopback.
+            ("AllowLoopbackWebhooks", "true"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -55,8 +55,8 @@ fn groups(claim: &str) -> Vec<String> {
         .collect()
 }
 
-/// How callers are identified.
-#[derive(Debug, Clone)]
+/// How callers are identified. Its `Debug` names no token (they are bearer secrets).
+#[derive(Clone)]
 pub enum Auth {
     /// In AWS: API Gateway's JWT authorizer verified the token; its claims name the account
     /// and role (claim names configurable, Cognito custom attributes by default), and
@@ -71,7 +71,25 @@ pub enum Auth {
     Tokens(HashMap<String, TokenCaller>),
 }
 
-#[derive(Debug, Deserialize)]
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Claims {
+                account,
+                role,
+                group,
+            } => f
+                .debug_struct("Claims")
+                .field("account", account)
+                .field("role", role)
+                .field("group", group)
+                .finish(),
+            Self::Tokens(tokens) => write!(f, "Tokens({} callers)", tokens.len()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct TokenFile {
     tokens: HashMap<String, TokenCaller>,
 }
@@ -312,6 +330,22 @@ mod tests {
         });
         let err = claims_auth().caller(&anonymous).unwrap_err();
         assert_eq!(err.status.as_u16(), 401);
+    }
+
+    #[test]
+    fn debug_output_names_no_token() {
+        let auth = Auth::Tokens(HashMap::from([(
+            "s3cr3t-token".to_string(),
+            TokenCaller {
+                account: "acme".into(),
+                role: Role::Admin,
+                stack: false,
+                name: "ana".into(),
+            },
+        )]));
+        let shown = format!("{auth:?}");
+        assert_eq!(shown, "Tokens(1 callers)");
+        assert!(!shown.contains("s3cr3t"));
     }
 
     #[test]

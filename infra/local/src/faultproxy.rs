@@ -187,13 +187,15 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     };
     let mut answer = Response::builder().status(res.status().as_u16());
     for (k, v) in res.headers() {
-        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
-            if let (Ok(k), Ok(v)) = (
+        if k != "content-length"
+            && k != "transfer-encoding"
+            && k != "connection"
+            && let (Ok(k), Ok(v)) = (
                 HeaderName::from_bytes(k.as_str().as_bytes()),
                 HeaderValue::from_bytes(v.as_bytes()),
-            ) {
-                answer = answer.header(k, v);
-            }
+            )
+        {
+            answer = answer.header(k, v);
         }
     }
     let bytes = res.bytes().await.unwrap_or_default();

@@ -73,6 +73,10 @@ pub enum Fault {
     /// Images: answer with these warning flags on the image (`copyright_risk`, ...). Not
     /// OpenAI's (it sends none): some compatible providers' extension.
     Flags(Vec<String>),
+    /// A 200 whose body is this many bytes (a runaway answer): the client must refuse it.
+    Oversize {
+        bytes: usize,
+    },
 }
 
 /// A fault for the calls whose path (and optionally idempotency key) contain the given text.
@@ -337,6 +341,18 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
         Some(Fault::BadAnswer(true)) => Gate::BadAnswer,
         Some(Fault::NoImage) => Gate::NoImage,
         Some(Fault::Flags(flags)) => Gate::Flags(flags),
+        Some(Fault::Oversize { bytes }) => {
+            let padding = "x".repeat(bytes);
+            let body = json!({"object": "chat.completion", "padding": padding}).to_string();
+            Gate::Fail(
+                (
+                    StatusCode::OK,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response(),
+            )
+        }
     }
 }
 

@@ -4,23 +4,74 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ports::{Notifier, WebhookAnswer, WebhookSender};
+use crate::ports::{Notifier, SendError, WebhookAnswer, WebhookSender};
 
 /// How much of an answer is read.
 const ANSWER_BYTES: usize = 4096;
 
 /// POSTs with a timeout, following no redirect (a redirect is an answer like any other:
-/// a receiver that moved updates its subscription).
+/// a receiver that moved updates its subscription), and connecting only to addresses a
+/// webhook may reach: a receiver's name is resolved here, and an address the domain
+/// refuses (private, link-local, metadata, ...) is never connected to, whatever the name
+/// said when the subscription was made.
 pub struct HttpSender {
     http: std::sync::OnceLock<reqwest::Client>,
     timeout: Duration,
+    allow_loopback: bool,
+}
+
+/// Resolves a receiver's name, keeping only the addresses a webhook may reach.
+struct Guarded {
+    allow_loopback: bool,
+}
+
+/// A name that resolved to refused addresses only.
+#[derive(Debug)]
+struct RefusedName(String);
+
+impl std::fmt::Display for RefusedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RefusedName {}
+
+impl reqwest::dns::Resolve for Guarded {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let kept: Vec<std::net::SocketAddr> = found
+                .into_iter()
+                .filter(|a| {
+                    match crate::domain::webhooks::refused_address(a.ip(), allow_loopback) {
+                        Some(why) => {
+                            refused = Some(format!("{host} resolves to {} ({why})", a.ip()));
+                            false
+                        }
+                        None => true,
+                    }
+                })
+                .collect();
+            if kept.is_empty() {
+                let why = refused.unwrap_or_else(|| format!("{host} resolves to no address"));
+                return Err(Box::new(RefusedName(why)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 impl HttpSender {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, allow_loopback: bool) -> Self {
         Self {
             http: std::sync::OnceLock::new(),
             timeout,
+            allow_loopback,
         }
     }
 
@@ -30,6 +81,9 @@ impl HttpSender {
                 .timeout(self.timeout)
                 .connect_timeout(Duration::from_secs(5).min(self.timeout))
                 .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(std::sync::Arc::new(Guarded {
+                    allow_loopback: self.allow_loopback,
+                }))
                 .user_agent(concat!("Shepherd-Webhooks/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .expect("HTTP client builds")
@@ -44,7 +98,9 @@ impl WebhookSender for HttpSender {
         url: &str,
         headers: &[(&str, String)],
         body: &str,
-    ) -> Result<WebhookAnswer, String> {
+    ) -> Result<WebhookAnswer, SendError> {
+        // An address written in the URL is not resolved: judge it here, before connecting.
+        crate::domain::webhooks::check_url(url, self.allow_loopback).map_err(SendError::Refused)?;
         let mut req = self
             .http()
             .post(url)
@@ -53,7 +109,17 @@ impl WebhookSender for HttpSender {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let mut res = req.send().await.map_err(describe)?;
+        let mut res = req.send().await.map_err(|e| {
+            // A name that resolved only to refused addresses is refused, not failed.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if let Some(r) = s.downcast_ref::<RefusedName>() {
+                    return SendError::Refused(r.0.clone());
+                }
+                source = s.source();
+            }
+            SendError::Failed(describe(e))
+        })?;
         let status = res.status().as_u16();
         let retry_after = res
             .headers()
@@ -127,5 +193,59 @@ impl Notifier for SnsNotifier {
             .await
             .map_err(|e| super::sdk_error(&e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::dns::Resolve as _;
+
+    use super::*;
+
+    fn name(host: &str) -> reqwest::dns::Name {
+        host.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_refused_address_is_not_connected_to() {
+        // `localhost` resolves offline, to loopback: refused where loopback is not allowed.
+        let err = match (Guarded {
+            allow_loopback: false,
+        })
+        .resolve(name("localhost"))
+        .await
+        {
+            Err(e) => e.to_string(),
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+        };
+        assert!(err.contains("localhost resolves to"), "{err}");
+        assert!(err.contains("loopback"), "{err}");
+        let ok = (Guarded {
+            allow_loopback: true,
+        })
+        .resolve(name("localhost"))
+        .await
+        .unwrap();
+        assert!(ok.into_iter().all(|a| a.ip().is_loopback()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_literal_is_not_sent_and_says_why() {
+        let sender = HttpSender::new(Duration::from_secs(1), false);
+        for url in [
+            "https://[::ffff:169.254.169.254]/latest/meta-data",
+            "https://10.0.0.7/in",
+            "http://127.0.0.1:9/in",
+        ] {
+            match sender.post(url, &[], "{}").await {
+                Err(SendError::Refused(why)) => assert!(why.contains(url), "{why}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        // A name that resolves to loopback, where loopback is not allowed: refused too.
+        match sender.post("https://localhost:9/in", &[], "{}").await {
+            Err(SendError::Refused(why)) => assert!(why.contains("loopback"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -17,8 +17,9 @@ use std::sync::LazyLock;
 use base64::Engine as _;
 use regex::{Captures, Regex};
 
-/// A known secret format: its name, its pattern (a group named `keep` is kept, the rest
-/// replaced) and, for formats ordinary words can look like, a check of the match.
+/// A known secret format: its name, its pattern (groups named `keep` and `tail` are kept
+/// before and after, the rest replaced) and, for formats ordinary words can look like, a
+/// check of the match.
 struct Format {
     name: &'static str,
     re: Regex,
@@ -82,6 +83,31 @@ static PATTERNS: LazyLock<Vec<Format>> = LazyLock::new(|| {
             r"\b(?:xox[abposr]-[A-Za-z0-9-]{10,}|xapp-[0-9]+-[A-Za-z0-9-]{10,})",
             always,
         ),
+        // A Standard Webhooks signing secret (what Shepherd's own subscriptions use).
+        ("webhook_secret", r"\bwhsec_[A-Za-z0-9+/]{16,}={0,2}", always),
+        // Credentials carried in a URL's query: an API key (`key=`, Google's), a
+        // signature (`sig=`, a SAS token's; AWS's presigned `X-Amz-Signature`), an OAuth
+        // authorization code (`code=`).
+        (
+            "url_secret_param",
+            r"(?i)(?P<keep>[?&](?:key|sig|signature|code|x-amz-signature|x-amz-security-token|x-amz-credential)=)[^&\s#\x22']{6,}",
+            always,
+        ),
+        // A cookie is a session: a request's or an answer's header (also quoted in JSON),
+        // to the end of its line.
+        (
+            "cookie",
+            // (No word boundary before it: an escaped newline, `\nCookie:`, has none.)
+            r#"(?i)(?P<keep>(?:set-)?cookie"?\s*:\s*"?)[^\r\n"\\]{4,}"#,
+            always,
+        ),
+        // An AWS secret access key with no name beside it: 40 characters of base64's
+        // alphabet, both cases and a digit, not hex (a commit SHA is 40 hex digits).
+        (
+            "aws_secret_key",
+            r"(?P<keep>^|[^A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?P<tail>$|[^A-Za-z0-9/+=])",
+            bare_aws_secret,
+        ),
     ]
     .into_iter()
     .map(|(name, re, plausible)| Format {
@@ -91,6 +117,23 @@ static PATTERNS: LazyLock<Vec<Format>> = LazyLock::new(|| {
     })
     .collect()
 });
+
+/// A bare 40-character run is an AWS secret key when it looks random in the way those do:
+/// upper and lower case letters and a digit, not only hex digits, and most characters
+/// different from each other. (An identifier of that length in base64 is rarer than a
+/// leaked key is costly; a hex digest never matches.)
+fn bare_aws_secret(m: &str) -> bool {
+    let key: &str = m.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '+'));
+    if key.len() != 40 || key.chars().all(|c| c.is_ascii_hexdigit()) {
+        return false;
+    }
+    let has = |f: fn(&char) -> bool| key.chars().any(|c| f(&c));
+    let distinct: std::collections::BTreeSet<char> = key.chars().collect();
+    has(char::is_ascii_uppercase)
+        && has(char::is_ascii_lowercase)
+        && has(char::is_ascii_digit)
+        && distinct.len() >= 20
+}
 
 /// "Basic authentication" is English; "Basic dXNlcjpwYXNz" is `user:pass`.
 fn basic_is_credentials(m: &str) -> bool {
@@ -138,7 +181,8 @@ pub fn redact(text: &str) -> Redacted {
             }
             found = true;
             let keep = c.name("keep").map_or("", |k| k.as_str());
-            format!("{keep}[REDACTED:{}]", f.name)
+            let tail = c.name("tail").map_or("", |k| k.as_str());
+            format!("{keep}[REDACTED:{}]{tail}", f.name)
         });
         if found {
             out = next.into_owned();
@@ -305,6 +349,11 @@ mod tests {
             "Basic authentication is not supported",
             "a basic question",
             "see https://example.com/path@v2",
+            // A commit SHA is 40 hex digits, not an AWS secret key.
+            "commit 9fceb02d0ae598e95dc970b74767f19372d61af8 on main",
+            "the key=value pairs and the code for it",
+            "GET /repos/acme/widgets/pulls?head=acme:shepherd/x&base=main&state=open",
+            "a cookie jar",
         ] {
             assert_eq!(redact(t).leaks, Vec::<&str>::new(), "{t}");
         }

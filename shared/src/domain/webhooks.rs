@@ -99,10 +99,80 @@ pub fn parse_events(names: &[String]) -> Result<Vec<EventType>, String> {
     Ok(out)
 }
 
-/// A receiver's URL: `https://`, or `http://` to a loopback address (local development).
-/// Private, link-local and metadata addresses written as IP literals are refused, so a
-/// subscription cannot aim the delivery function at the network it runs in.
-pub fn check_url(url: &str) -> Result<(), String> {
+/// Why `ip` may not receive a webhook, if it may not: the delivery function must not be
+/// aimed at the network it runs in. Private (10/8, 172.16/12, 192.168/16), carrier-grade
+/// NAT (100.64/10), link-local (169.254/16: the instance metadata), loopback (unless the
+/// stack is the local one), unspecified, broadcast, multicast and documentation ranges;
+/// in IPv6 the same, plus unique-local (fc00::/7), link-local (fe80::/10), site-local
+/// (fec0::/10), and IPv4 addresses carried inside IPv6 (IPv4-mapped `::ffff:a.b.c.d`,
+/// IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`), judged as the
+/// IPv4 address they reach.
+pub fn refused_address(ip: std::net::IpAddr, allow_loopback: bool) -> Option<&'static str> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let v4 = |a: Ipv4Addr| -> Option<&'static str> {
+        let o = a.octets();
+        if a.is_loopback() {
+            return (!allow_loopback).then_some("a loopback address");
+        }
+        if a.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
+            return Some("a private address");
+        }
+        if a.is_link_local() {
+            return Some("a link-local address (the instance metadata's range)");
+        }
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || o[0] == 0 {
+            return Some("an unspecified, broadcast or multicast address");
+        }
+        if a.is_documentation() || o[0] >= 240 {
+            return Some("a reserved address");
+        }
+        None
+    };
+    match ip {
+        IpAddr::V4(a) => v4(a),
+        IpAddr::V6(a) => {
+            let seg = a.segments();
+            if a.is_loopback() {
+                return (!allow_loopback).then_some("a loopback address");
+            }
+            if let Some(inner) = a.to_ipv4_mapped() {
+                return v4(inner);
+            }
+            let embedded = |hi: u16, lo: u16| {
+                Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            // IPv4-compatible (deprecated) ::a.b.c.d, and NAT64's well-known prefix.
+            if seg[..6] == [0; 6] || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return v4(embedded(seg[6], seg[7])).or(match seg[0] {
+                    0 => Some("an IPv4-compatible address"),
+                    _ => None,
+                });
+            }
+            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1 {
+                return Some("a local-use NAT64 address (64:ff9b:1::/48)");
+            }
+            if a.is_unspecified() || a.is_multicast() {
+                return Some("an unspecified or multicast address");
+            }
+            if (seg[0] & 0xfe00) == 0xfc00 {
+                return Some("a unique-local address");
+            }
+            if (seg[0] & 0xffc0) == 0xfe80 || (seg[0] & 0xffc0) == 0xfec0 {
+                return Some("a link-local or site-local address");
+            }
+            if seg[0] == 0x2001 && seg[1] == 0x0db8 {
+                return Some("a reserved address");
+            }
+            None
+        }
+    }
+}
+
+/// A receiver's URL: `https://`, or `http://` to a loopback address where the stack allows
+/// loopback receivers (the local stack only: in Lambda, loopback is the function itself).
+/// An address written as an IP literal is judged by [`refused_address`]; a name is judged
+/// by the addresses it resolves to, when the deliverer connects.
+pub fn check_url(url: &str, allow_loopback: bool) -> Result<(), String> {
     let bad = |why: &str| Err(format!("url {url:?}: {why}"));
     if url.len() > 2048 {
         return bad("longer than 2048 characters");
@@ -121,28 +191,28 @@ pub fn check_url(url: &str) -> Result<(), String> {
         url::Host::Ipv4(a) => Some(std::net::IpAddr::V4(a)),
         url::Host::Ipv6(a) => Some(std::net::IpAddr::V6(a)),
         url::Host::Domain(d) => {
-            (d == "localhost").then_some(std::net::IpAddr::from([127, 0, 0, 1]))
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            (d == "localhost" || d.ends_with(".localhost"))
+                .then_some(std::net::IpAddr::from([127, 0, 0, 1]))
         }
     };
-    let loopback = ip.is_some_and(|ip| ip.is_loopback());
+    let loopback = ip.is_some_and(|ip| {
+        ip.is_loopback()
+            || matches!(ip, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some_and(|v| v.is_loopback()))
+    });
     match u.scheme() {
         "https" => {}
-        "http" if loopback => {}
-        "http" => return bad("must be https:// (http:// only to a loopback address)"),
+        "http" if loopback && allow_loopback => {}
+        "http" => {
+            return bad(match allow_loopback {
+                true => "must be https:// (http:// only to a loopback address)",
+                false => "must be https://",
+            });
+        }
         _ => return bad("must be https://"),
     }
-    if let Some(std::net::IpAddr::V4(a)) = ip
-        && (a.is_private() || a.is_link_local() || a.is_unspecified() || a.is_broadcast())
-    {
-        return bad("a private, link-local or unspecified address");
-    }
-    if let Some(std::net::IpAddr::V6(a)) = ip
-        && !a.is_loopback()
-        && (a.is_unspecified()
-            || (a.segments()[0] & 0xfe00) == 0xfc00
-            || (a.segments()[0] & 0xffc0) == 0xfe80)
-    {
-        return bad("a private, link-local or unspecified address");
+    if let Some(why) = ip.and_then(|ip| refused_address(ip, allow_loopback)) {
+        return bad(why);
     }
     Ok(())
 }
@@ -442,6 +512,9 @@ pub enum Verdict {
     RetryIn(u64),
     /// No attempts left.
     Exhausted,
+    /// Not sent: the receiver's address is refused ([`refused_address`]); the
+    /// subscription is disabled, as for a 410.
+    Refused(String),
 }
 
 /// Parses a retry schedule (`5,300,1800`: seconds after each failed attempt); names the bad
@@ -595,20 +668,41 @@ mod tests {
 
     #[test]
     fn urls_must_be_https_and_not_aim_inside() {
-        assert!(check_url("https://hooks.example.com/in").is_ok());
-        assert!(check_url("http://127.0.0.1:9000/in").is_ok());
-        assert!(check_url("http://localhost:9000/in").is_ok());
+        assert!(check_url("https://hooks.example.com/in", false).is_ok());
+        assert!(check_url("https://[2606:4700::1111]/in", false).is_ok());
+        // Loopback receivers: the local stack's only.
+        assert!(check_url("http://127.0.0.1:9000/in", true).is_ok());
+        assert!(check_url("http://localhost:9000/in", true).is_ok());
+        for bad in [
+            "http://127.0.0.1:9000/in",
+            "http://localhost:9000/in",
+            "https://127.0.0.1/in",
+            "https://[::1]/in",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad} in a deployed stack");
+        }
         for bad in [
             "http://hooks.example.com/in",
             "ftp://example.com",
             "https://10.0.0.1/x",
             "https://169.254.169.254/latest/meta-data",
             "https://192.168.1.1/",
+            "https://100.64.0.1/",
+            "https://0.0.0.0/",
             "https://user:pw@example.com/",
             "https://[fd00::1]/",
+            "https://[fe80::1]/",
+            // IPv4 inside IPv6: mapped, compatible, NAT64.
+            "https://[::ffff:169.254.169.254]/latest/meta-data",
+            "https://[::ffff:a9fe:a9fe]/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://[::169.254.169.254]/",
+            "https://[64:ff9b::169.254.169.254]/",
+            "https://[64:ff9b::a9fe:a9fe]/",
+            "https://[64:ff9b:1::1]/",
             "not a url",
         ] {
-            assert!(check_url(bad).is_err(), "{bad}");
+            assert!(check_url(bad, true).is_err(), "{bad}");
         }
     }
 

@@ -114,7 +114,7 @@ impl Ops {
         if let Some(a) = account {
             input::id("account", a).map_err(OpsError::Invalid)?;
         }
-        webhooks::check_url(url).map_err(OpsError::Invalid)?;
+        webhooks::check_url(url, self.stack.allow_loopback_webhooks).map_err(OpsError::Invalid)?;
         let events = webhooks::parse_events(events).map_err(OpsError::Invalid)?;
         if !description.is_empty() {
             input::text("description", description, 200).map_err(OpsError::Invalid)?;

@@ -490,6 +490,8 @@ async fn transitions(args: &Args) -> Result<()> {
         ("ScmBaseUrl".to_string(), scm.base_url()),
         ("AgentRunnerUrl".to_string(), agent.url()),
         ("RetryBaseSeconds".to_string(), "1".to_string()),
+        // Its receiver listens on loopback.
+        ("AllowLoopbackWebhooks".to_string(), "true".to_string()),
     ]);
     let stack = provision(&sdk, Path::new("template.yaml"), &stack_name, &params)
         .await

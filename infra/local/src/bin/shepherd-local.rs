@@ -283,6 +283,10 @@ async fn main() -> Result<()> {
                 .entry("AgentRunnerUrl".into())
                 .or_insert_with(|| agent.url());
             ensure_tokens(&api_tokens)?;
+            // Local receivers listen on this machine's loopback.
+            params
+                .entry("AllowLoopbackWebhooks".into())
+                .or_insert_with(|| "true".into());
             let mcp = shepherd_local::mcp::McpServer::start(mcp)
                 .await
                 .with_context(|| format!("the MCP server cannot listen on {mcp}"))?;

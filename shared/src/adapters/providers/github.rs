@@ -156,7 +156,13 @@ impl Scm for GitHubClient {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let text = res.text().await.map_err(transport)?;
+            let text = super::read_text_capped(
+                res,
+                super::JSON_ANSWER_CAP,
+                path_only(&req.path),
+                transport,
+            )
+            .await?;
             let body = if text.trim().is_empty() {
                 serde_json::Value::Null
             } else {

@@ -134,7 +134,8 @@ impl McpClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
         // A body cut off mid-way is the transport failure that matters most.
-        let text = res.text().await.map_err(transport)?;
+        let text =
+            super::read_text_capped(res, super::JSON_ANSWER_CAP, &self.url, transport).await?;
         let messages: Vec<Value> = if is_stream {
             text.split("\n\n")
                 .filter_map(|event| {
@@ -181,7 +182,26 @@ impl McpClient {
             ));
         }
         let session_id = answer.get("_session").cloned();
-        let mut result = answer["result"].take();
+        // A JSON-RPC result is the server's to shape; MCP's are objects. Anything else is a
+        // bad answer, never a reason to panic.
+        let mut result = match answer.get_mut("result").map(Value::take) {
+            Some(Value::Object(m)) => Value::Object(m),
+            other => {
+                return Err(StepError::permanent(
+                    ErrorCode::ProviderBadResponse,
+                    format!(
+                        "{method}: the MCP server's result is not an object ({})",
+                        match other {
+                            None => "none",
+                            Some(Value::Null) => "null",
+                            Some(Value::Array(_)) => "an array",
+                            Some(Value::String(_)) => "a string",
+                            Some(_) => "a scalar",
+                        }
+                    ),
+                ));
+            }
+        };
         if let Some(sid) = session_id {
             result["_session"] = sid;
         }

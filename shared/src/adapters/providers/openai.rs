@@ -190,7 +190,8 @@ impl Provider for ProviderClient {
             .filter(|t| t.starts_with("audio/"))
             .map(str::to_string)
             .unwrap_or_else(|| audio_type(&req.response_format).to_string());
-        let bytes = res.bytes().await.map_err(transport)?;
+        let bytes =
+            super::read_capped(res, super::MEDIA_ANSWER_CAP, "audio/speech", transport).await?;
         if bytes.is_empty() {
             return Err(StepError::retryable(
                 ErrorCode::ProviderBadResponse,
@@ -280,8 +281,9 @@ impl ProviderClient {
             .filter(|t| t.starts_with("image/"))
             .unwrap_or("image/png")
             .to_string();
-        let bytes = res.bytes().await.map_err(transport)?;
-        Ok((bytes.to_vec(), content_type))
+        let bytes =
+            super::read_capped(res, super::MEDIA_ANSWER_CAP, "the image's url", transport).await?;
+        Ok((bytes, content_type))
     }
 
     async fn post_typed<T: for<'de> Deserialize<'de>>(
@@ -291,7 +293,7 @@ impl ProviderClient {
         key: &str,
     ) -> Result<T, StepError> {
         let res = self.post(path, req, key).await?;
-        let text = res.text().await.map_err(transport)?;
+        let text = super::read_text_capped(res, super::JSON_ANSWER_CAP, path, transport).await?;
         serde_json::from_str(&text).map_err(|e| {
             StepError::permanent(ErrorCode::ProviderBadResponse, format!("{path}: {e}"))
         })
@@ -355,7 +357,10 @@ impl ProviderClient {
                     .filter_map(|h| header(h).as_deref().and_then(reset_secs))
                     .reduce(f64::max)
             });
-        let body = res.text().await.unwrap_or_default();
+        let body =
+            super::read_text_capped(res, super::JSON_ANSWER_CAP, "an error answer", transport)
+                .await
+                .unwrap_or_default();
         let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
         let message = parsed
             .as_ref()
