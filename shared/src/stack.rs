@@ -32,6 +32,7 @@ pub const RESERVED_NAMES: &[&str] = &[
     "webhook-deliver",
     "webhooks",
     "alarm-ingest",
+    "alarm-ingest-failures",
     "alarms",
     "notifications",
     "api",

@@ -13,6 +13,7 @@ mod guide;
 mod iam;
 mod integrations;
 mod limits;
+mod lockdown;
 mod operators;
 mod outputs;
 mod paging;

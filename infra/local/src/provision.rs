@@ -64,8 +64,14 @@ pub enum EventSource {
     },
     /// An SNS topic's subscription. Locally the topic delivers to a queue of the runtime's
     /// (SNS to SQS, as the emulator does it), whose messages reach the function as SNS
-    /// records: the runtime plays the SNS service's part.
-    Sns { topic_arn: String },
+    /// records: the runtime plays the SNS service's part, and Lambda's for an asynchronous
+    /// invocation: `retries` more tries (the function's `EventInvokeConfig`, 2 by default),
+    /// then the record to `on_failure` (its `DestinationConfig.OnFailure`), if any.
+    Sns {
+        topic_arn: String,
+        retries: u32,
+        on_failure: Option<String>,
+    },
     /// EventBridge Scheduler (`ScheduleV2`): `rate(...)` expressions run locally.
     Schedule { every: std::time::Duration },
     /// An API Gateway HTTP API route. Locally one server per function answers every route;
@@ -718,9 +724,27 @@ fn functions(
                         on_failure,
                     });
                 }
-                "SNS" => events.push(EventSource::Sns {
-                    topic_arn: scalar(&p["Topic"]),
-                }),
+                "SNS" => {
+                    let invoke = &props["EventInvokeConfig"];
+                    let retries = invoke["MaximumRetryAttempts"]
+                        .as_u64()
+                        .or_else(|| invoke["MaximumRetryAttempts"].as_str()?.parse().ok())
+                        .unwrap_or(2) as u32;
+                    let on_failure = invoke["DestinationConfig"]["OnFailure"]["Destination"]
+                        .as_str()
+                        .map(|arn| {
+                            queue_urls
+                                .get(arn)
+                                .cloned()
+                                .ok_or_else(|| TemplateError::Unresolved(arn.to_string()))
+                        })
+                        .transpose()?;
+                    events.push(EventSource::Sns {
+                        topic_arn: scalar(&p["Topic"]),
+                        retries,
+                        on_failure,
+                    });
+                }
                 "HttpApi" => events.push(EventSource::Http {
                     path: scalar(&p["Path"]),
                     method: scalar(&p["Method"]),

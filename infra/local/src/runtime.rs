@@ -141,12 +141,20 @@ impl LocalRuntime {
                     }
                     // Served above.
                     EventSource::Http { .. } => {}
-                    EventSource::Sns { topic_arn } => {
+                    EventSource::Sns {
+                        topic_arn,
+                        retries,
+                        on_failure,
+                    } => {
                         kind(EventKind::Sns)?;
-                        let poller =
+                        let mut poller =
                             SnsPoller::subscribe(&clients.admin, topic_arn, f, handler.clone())
                                 .await
                                 .map_err(|e| RuntimeError::Api(f.logical_id.clone(), e))?;
+                        poller.retries = *retries;
+                        poller.on_failure = on_failure
+                            .clone()
+                            .map(|url| (aws_sdk_sqs::Client::new(&sdk), url));
                         tasks.push(tokio::spawn(poller.run(stop.subscribe())));
                     }
                     EventSource::Schedule { every } => {
@@ -525,6 +533,10 @@ struct SnsPoller {
     queue_url: String,
     subscription_arn: String,
     handler: Arc<Handler>,
+    /// Tries after the first (Lambda's asynchronous retries), then the failure queue.
+    retries: u32,
+    /// Where a notification goes after its last try, with the function's role.
+    on_failure: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 impl SnsPoller {
@@ -578,7 +590,54 @@ impl SnsPoller {
             queue_url,
             subscription_arn,
             handler,
+            retries: 2,
+            on_failure: None,
         })
+    }
+
+    /// Lambda's on-failure record for an asynchronous invocation that exhausted its tries:
+    /// the request (the SNS event) and why. True when it was handed over (or there is
+    /// nowhere to hand it: Lambda then drops it, as here).
+    async fn fail(&self, record: &aws_lambda_events::event::sns::SnsRecord, error: &str) -> bool {
+        let Some((sqs, url)) = &self.on_failure else {
+            warn!(
+                error,
+                "alarm ingest failed on its last try; no failure destination: dropped"
+            );
+            return true;
+        };
+        let body = serde_json::json!({
+            "version": "1.0",
+            "timestamp": shepherd::view::time(shepherd::ports::Clock::now(&shepherd::ports::SystemClock)),
+            "requestContext": {
+                "requestId": format!("local-{}", record.sns.message_id),
+                "functionArn": "local",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": self.retries + 1
+            },
+            "requestPayload": {"Records": [record]},
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorMessage": error}
+        });
+        match sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body.to_string())
+            .send()
+            .await
+        {
+            Ok(_) => {
+                error!(
+                    error,
+                    "alarm ingest failed on its last try; sent to its failure queue"
+                );
+                true
+            }
+            Err(e) => {
+                warn!(error = %shepherd::adapters::sdk_error(&e), "could not send the failure record; tried again");
+                false
+            }
+        }
     }
 
     /// An SNS envelope (as SNS delivers it to a queue) as the record Lambda gets.
@@ -609,6 +668,8 @@ impl SnsPoller {
                 .queue_url(&self.queue_url)
                 .max_number_of_messages(10)
                 .wait_time_seconds(1)
+                .visibility_timeout(1)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
                 .send();
             let out = tokio::select! {
                 _ = stop.changed() => return,
@@ -628,8 +689,20 @@ impl SnsPoller {
                     Some(record) => match self.handler.sns([record.sns.message.as_str()]).await {
                         Ok(Ok(_)) => true,
                         Ok(Err(e)) => {
-                            warn!(error = %e, "alarm ingest failed; SNS will deliver it again");
-                            false
+                            let tries = m
+                                .attributes
+                                .as_ref()
+                                .and_then(|a| {
+                                    a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                                })
+                                .and_then(|n| n.parse::<u32>().ok())
+                                .unwrap_or(1);
+                            if tries > self.retries {
+                                self.fail(&record, &e.to_string()).await
+                            } else {
+                                warn!(error = %e, tries, "alarm ingest failed; it is tried again");
+                                false
+                            }
                         }
                         Err(e) => {
                             warn!(error = %e, "not the alarm ingest");

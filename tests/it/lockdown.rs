@@ -1,0 +1,79 @@
+//! Locked down, round two (#23): what a tenant, a viewer or a provider's answer cannot do.
+
+use std::time::Duration;
+
+use shepherd::domain::{ErrorCode, PhaseStatus, ProductionStatus};
+use shepherd_it::{Fault, FaultRule, TestStack};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A provider that answers far more than any answer needs: the call is refused as the
+/// answer arrives (never held whole), the phase fails permanently naming why, and nothing
+/// of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_provider_answer_fails_the_phase_cleanly() {
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("chat", Fault::Oversize { bytes: 9 << 20 }).times(1));
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Failed, "{done:#?}");
+    let brief = done.phase("brief").unwrap();
+    assert_eq!(brief.status, PhaseStatus::Failed);
+    let e = brief.last_error.as_ref().unwrap();
+    assert_eq!(e.code, ErrorCode::ProviderBadResponse);
+    assert!(e.detail.contains("larger than 8 MB"), "{}", e.detail);
+    assert_eq!((brief.attempt, brief.error_count), (1, 1));
+    t.stop().await;
+}
+
+/// SNS invokes the alarm intake asynchronously: a notification it cannot record is tried
+/// again, then handed to its failure queue (alarmed), never dropped. Here its role may not
+/// write the alarm store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_the_intake_cannot_record_reaches_its_failure_queue() {
+    let template = std::fs::read_to_string(shepherd_it::repo_root().join("template.yaml")).unwrap();
+    let grant = "            - Sid: AlarmStore\n              Effect: Allow\n              Action: [dynamodb:UpdateItem]\n              Resource: !GetAtt StateTable.Arn\n";
+    assert_eq!(template.matches(grant).count(), 1);
+    let variant =
+        std::env::temp_dir().join(format!("shepherd-intake-{}.yaml", uuid::Uuid::now_v7()));
+    std::fs::write(
+        &variant,
+        template.replace(
+            grant,
+            &grant.replace("dynamodb:UpdateItem", "dynamodb:GetItem"),
+        ),
+    )
+    .unwrap();
+    let t = TestStack::start_from(&variant, &[]).await;
+    let message =
+        std::fs::read_to_string(shepherd_it::repo_root().join("events/sns-alarm-ingest.json"))
+            .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&message).unwrap();
+    let note = event["Records"][0]["Sns"]["Message"].as_str().unwrap();
+    aws_sdk_sns::Client::new(&t.sdk)
+        .publish()
+        .topic_arn(t.stack.reference("AlarmTopic").unwrap())
+        .message(note)
+        .send()
+        .await
+        .unwrap();
+    t.wait_depth("AlarmIngestFailureQueue", 1, SETTLE).await;
+    let got = t
+        .sqs()
+        .receive_message()
+        .queue_url(t.queue_url("AlarmIngestFailureQueue"))
+        .send()
+        .await
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(got.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(
+        record["requestPayload"]["Records"][0]["Sns"]["Message"],
+        note
+    );
+    assert!(t.alarms().await.is_empty(), "nothing was recorded");
+    t.stop().await;
+}
