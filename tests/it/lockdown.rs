@@ -77,3 +77,79 @@ async fn an_alarm_the_intake_cannot_record_reaches_its_failure_queue() {
     assert!(t.alarms().await.is_empty(), "nothing was recorded");
     t.stop().await;
 }
+
+fn of(account: &str) -> shepherd::domain::Caller {
+    shepherd::domain::Caller::new(
+        TestStack::actor(),
+        shepherd::domain::Role::Operator,
+        shepherd::domain::Scope::Account(account.into()),
+    )
+}
+
+fn brief_of(account: &str) -> String {
+    let mut b: serde_json::Value = serde_json::from_str(&shepherd_it::brief(1)).unwrap();
+    b["account"] = account.into();
+    b.to_string()
+}
+
+/// `GET /pipelines` counts open productions by key: an account's by status in `by_status`,
+/// their versions by `BatchGetItem`; the stack's accounts under `ACCOUNTS`. No Scan, so a
+/// viewer's call reads what is open in its account, not the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_are_counted_by_key_never_by_a_scan() {
+    let mut t = TestStack::start_idle().await;
+    let mut acme = Vec::new();
+    for _ in 0..3 {
+        acme.push(t.ops.start(&brief_of("acme"), &of("acme")).await.unwrap());
+    }
+    t.ops
+        .act(&acme[0].id, shepherd::domain::Act::Cancel, &of("acme"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        t.ops
+            .start(&brief_of("globex"), &of("globex"))
+            .await
+            .unwrap();
+    }
+    let proxy = shepherd_local::faultproxy::FaultProxy::start(&shepherd_it::endpoint())
+        .await
+        .unwrap();
+    let sdk = t.sdk.to_builder().endpoint_url(proxy.endpoint()).build();
+    let (ops, _) = shepherd::ops::Ops::connect(&sdk, &t.stack.stack)
+        .await
+        .unwrap();
+    let open = |list: &[shepherd::ops::PipelineVersionInfo]| {
+        list.iter()
+            .find(|p| p.name == "content" && p.version == 1)
+            .map(|p| p.open)
+    };
+    proxy.reset_counts();
+    let listed = ops.pipelines_in_use(&of("acme")).await.unwrap();
+    assert_eq!(
+        open(&listed),
+        Some(2),
+        "acme's two open, not its cancelled one"
+    );
+    assert_eq!(proxy.requests(".Scan"), 0);
+    assert_eq!(proxy.requests(".Query"), 5, "one per open status group");
+    assert_eq!(proxy.requests(".BatchGetItem"), 1);
+    proxy.reset_counts();
+    let listed = ops.pipelines_in_use(&TestStack::operator()).await.unwrap();
+    assert_eq!(
+        open(&listed),
+        Some(4),
+        "every account's, for the stack's operators"
+    );
+    assert_eq!(proxy.requests(".Scan"), 0);
+    assert_eq!(
+        proxy.requests(".Query"),
+        1 + 2 * 5,
+        "the accounts, then each one's"
+    );
+    // And over HTTP, as a viewer (its role may not Scan: the template grants none).
+    t.run().await;
+    let (status, body) = t.http("GET", "/pipelines", Some("viewer-acme"), None).await;
+    assert_eq!(status, 200, "{body}");
+    t.stop().await;
+}

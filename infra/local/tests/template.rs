@@ -320,3 +320,14 @@ fn every_functions_environment_fits_lambdas_limit() {
         );
     }
 }
+
+/// No function may scan a table: every read is by key or by index (#23).
+#[test]
+fn no_function_may_scan() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml"),
+    )
+    .unwrap();
+    assert!(!text.contains("dynamodb:Scan"));
+    assert!(!text.contains("dynamodb:*"));
+}

@@ -1,5 +1,7 @@
 //! Accounts (`ACCT#<account>`): limits, a start counter per month, and the set of
-//! productions holding a concurrency slot.
+//! productions holding a concurrency slot. Each account item is listed under `ACCOUNTS`
+//! in the `by_status` index (`spk`, with its name as `gsk`), so the stack's accounts are
+//! read by key, never by Scan.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -11,6 +13,35 @@ use crate::ports::{Accounts, StoreError};
 
 fn account_key(account: &str) -> Item {
     key(format!("ACCT#{account}"), "A")
+}
+
+/// The `by_status` partition listing every account.
+const LISTED: &str = "ACCOUNTS";
+
+/// `SET` clause that lists the account (idempotent: the same values every time, so the
+/// index is written once).
+const LIST_IT: &str = "spk = :listed, gsk = :name";
+
+/// Every account the stack has (one that ever started a production, or was given limits).
+pub(super) async fn listed(client: &Client, table: &str) -> Result<Vec<String>, StoreError> {
+    let req = client
+        .query()
+        .table_name(table)
+        .index_name("by_status")
+        .key_condition_expression("spk = :s")
+        .expression_attribute_values(":s", AttributeValue::S(LISTED.into()));
+    let mut out = Vec::new();
+    super::query_all(req, |k| {
+        out.extend(
+            k.get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.strip_prefix("ACCT#"))
+                .map(String::from),
+        );
+        true
+    })
+    .await?;
+    Ok(out)
 }
 
 fn month_attr(month: &str) -> String {
@@ -25,7 +56,7 @@ pub(super) fn reserve(table: &str, id: &str, r: &Reservation) -> Update {
     Update::builder()
         .table_name(table)
         .set_key(Some(account_key(&r.account)))
-        .update_expression("ADD #m :one, active :ids")
+        .update_expression(format!("ADD #m :one, active :ids SET {LIST_IT}"))
         .condition_expression(
             "((attribute_not_exists(allow) AND (attribute_not_exists(#m) OR #m < :dallow)) \
                OR (attribute_exists(allow) AND (attribute_not_exists(#m) OR #m < allow))) \
@@ -44,6 +75,8 @@ pub(super) fn reserve(table: &str, id: &str, r: &Reservation) -> Update {
             ":dmaxc",
             n(r.defaults.max_concurrent.map_or(unlimited, i64::from)),
         )
+        .expression_attribute_values(":listed", AttributeValue::S(LISTED.into()))
+        .expression_attribute_values(":name", AttributeValue::S(r.account.clone()))
         .build()
         .expect("update has table, key and expression")
 }
@@ -90,13 +123,16 @@ impl Accounts for DynamoAccounts {
     }
 
     async fn set_limits(&self, account: &str, limits: Limits) -> Result<(), StoreError> {
-        let mut set = Vec::new();
+        let mut set = vec![LIST_IT.to_string()];
         let mut remove = Vec::new();
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(account_key(account)));
+        req = req
+            .expression_attribute_values(":listed", AttributeValue::S(LISTED.into()))
+            .expression_attribute_values(":name", AttributeValue::S(account.into()));
         for (attr, value) in [
             ("allow", limits.monthly_allowance),
             ("maxc", limits.max_concurrent),
@@ -134,8 +170,10 @@ impl Accounts for DynamoAccounts {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(account_key(account)))
-            .update_expression(format!("{op} active :ids"))
+            .update_expression(format!("{op} active :ids SET {LIST_IT}"))
             .expression_attribute_values(":ids", AttributeValue::Ss(vec![production.to_string()]))
+            .expression_attribute_values(":listed", AttributeValue::S(LISTED.into()))
+            .expression_attribute_values(":name", AttributeValue::S(account.into()))
             .send()
             .await
             .map_err(unavailable)?;
