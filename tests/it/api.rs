@@ -452,7 +452,15 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
         std::time::Duration::from_secs(3),
     );
     let ops = shepherd::ops::Ops::new(ports, config, t.app.pipelines().clone());
-    let auth = shepherd_api::Auth::Tokens(Default::default());
+    let auth = shepherd_api::Auth::Tokens(std::collections::HashMap::from([(
+        "stack-viewer".to_string(),
+        shepherd_api::TokenCaller {
+            account: String::new(),
+            role: shepherd::domain::Role::Viewer,
+            stack: true,
+            name: "viewer".into(),
+        },
+    )]));
     for (api, check) in [
         (shepherd_api::Api::new(ops, auth.clone()), "store"),
         (
@@ -471,11 +479,29 @@ async fn health_is_degraded_when_the_store_or_the_configuration_is_unreachable()
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(axum::serve(listener, shepherd_api::router(api)).into_future());
+        // Anyone: the status only.
         let res = reqwest::get(format!("http://{addr}/health")).await.unwrap();
         assert_eq!(res.status().as_u16(), 503);
         let body: Value = res.json().await.unwrap();
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["request_id", "status"], "{body}");
+        assert_eq!(body["status"], "degraded");
+        // A verified caller: which check failed, as a code, never the store's own words.
+        let res = reqwest::Client::new()
+            .get(format!("http://{addr}/health"))
+            .bearer_auth("stack-viewer")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 503);
+        assert!(res.headers().contains_key("x-request-id"));
+        let body: Value = res.json().await.unwrap();
         assert_eq!(body["status"], "degraded", "{body}");
-        assert!(body["checks"][check].is_string(), "{body}");
+        assert_eq!(body["checks"][check], "unavailable", "{body}");
+        let text = body.to_string();
+        for leak in ["127.0.0.1", "dispatch failure", "arn:", "nowhere"] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
         server.abort();
     }
     t.stop().await;

@@ -153,3 +153,25 @@ async fn pipelines_are_counted_by_key_never_by_a_scan() {
     assert_eq!(status, 200, "{body}");
     t.stop().await;
 }
+
+/// Every route is throttled, as API Gateway's default route settings do: past the burst,
+/// 429 with JSON, before the function runs; the stack's limits then let calls through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_throttles_past_its_rate_with_a_json_429() {
+    let t = TestStack::start(&[("ApiThrottleRate", "1"), ("ApiThrottleBurst", "3")]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = t.http("GET", "/pipelines", Some("viewer-acme"), None).await;
+        if status == 429 {
+            assert_eq!(body, serde_json::json!({"message": "Too Many Requests"}));
+        }
+        statuses.push(status);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((3..=4).contains(&ok), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10 - ok);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = t.http("GET", "/pipelines", Some("viewer-acme"), None).await;
+    assert_eq!(status, 200, "a second later a token is back");
+    t.stop().await;
+}

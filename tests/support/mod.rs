@@ -216,6 +216,12 @@ impl TestStack {
             ("ProviderTimeoutSeconds", "3"),
             // The tests' receivers listen on loopback.
             ("AllowLoopbackWebhooks", "true"),
+            // Tests start many productions per account and call the API in quick loops:
+            // the limits and the throttling tests set their own.
+            ("DefaultMonthlyAllowance", "0"),
+            ("DefaultMaxConcurrent", "0"),
+            ("ApiThrottleRate", "10000"),
+            ("ApiThrottleBurst", "10000"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

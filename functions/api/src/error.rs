@@ -34,6 +34,9 @@ pub struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     available: Option<Vec<String>>,
+    /// What went wrong inside, for the log (with the request id), never for the caller: a
+    /// store's or AWS's own text can name roles, accounts and tables.
+    pub(crate) detail: Option<String>,
 }
 
 impl ApiError {
@@ -43,6 +46,21 @@ impl ApiError {
             code,
             message: message.into(),
             available: None,
+            detail: None,
+        }
+    }
+
+    /// The stack could not do it now: a code and the request id for the caller, the cause
+    /// in the log.
+    pub(crate) fn unavailable(detail: impl Into<String>) -> Self {
+        Self {
+            detail: Some(shepherd::domain::redact::excerpt(&detail.into(), 2000)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the stack cannot do this right now (its store or configuration is \
+                 unavailable); try again, and quote the request id if it persists",
+            )
         }
     }
 
@@ -67,6 +85,20 @@ impl From<OpsError> for ApiError {
             429 => "limit_reached",
             _ => "unavailable",
         };
+        if status.is_server_error() {
+            // A production created whose first message was lost is kept and dispatched
+            // by the sweep: say so, without the queue's own error text.
+            if let OpsError::DispatchFailed { id, .. } = &e {
+                return Self {
+                    message: format!(
+                        "production {id} was created but its first message could not be sent; \
+                         the recovery sweep will dispatch it"
+                    ),
+                    ..Self::unavailable(e.to_string())
+                };
+            }
+            return Self::unavailable(e.to_string());
+        }
         let available = match &e {
             OpsError::Conflict { available, .. } => {
                 Some(available.iter().map(|a| a.as_str().to_string()).collect())
@@ -78,6 +110,7 @@ impl From<OpsError> for ApiError {
             code,
             message: e.to_string(),
             available,
+            detail: None,
         }
     }
 }
@@ -105,7 +138,7 @@ pub(crate) async fn json_errors(res: Response) -> Response {
         _ if status.is_server_error() => "unavailable",
         _ => "invalid_request",
     };
-    let message = if text.is_empty() {
+    let message = if text.is_empty() || status.is_server_error() {
         status.canonical_reason().unwrap_or("error").to_string()
     } else {
         shepherd::domain::redact::excerpt(&text, 500)
@@ -116,7 +149,8 @@ pub(crate) async fn json_errors(res: Response) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::warn!(code = self.code, message = %self.message, "request failed");
+            let detail = self.detail.as_deref().unwrap_or(&self.message);
+            tracing::warn!(code = self.code, detail, "request failed");
         }
         let mut body = json!({"code": self.code, "message": self.message});
         if let Some(a) = self.available {
@@ -124,6 +158,47 @@ impl IntoResponse for ApiError {
         }
         (self.status, Json(body)).into_response()
     }
+}
+
+/// Each request's id: API Gateway's (in Lambda) or a new one (locally). It goes on the
+/// answer (`x-request-id`, and `request_id` in every error body) and on every log line of
+/// the request, so a caller's report finds the log.
+pub(crate) async fn request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument as _;
+    let id = req
+        .extensions()
+        .get::<lambda_http::request::RequestContext>()
+        .and_then(|c| match c {
+            lambda_http::request::RequestContext::ApiGatewayV2(c) => c.request_id.clone(),
+            _ => None,
+        })
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let span = tracing::info_span!("request", request_id = %id);
+    let res = next.run(req).instrument(span).await;
+    let (mut parts, body) = res.into_parts();
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(parts.status.is_client_error() || parts.status.is_server_error()) || !is_json {
+        return Response::from_parts(parts, body);
+    }
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+    if let Some(o) = v.as_object_mut() {
+        o.insert("request_id".into(), id.into());
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(v.to_string()))
 }
 
 /// What a route answers.

@@ -1,37 +1,54 @@
-//! `/health`: the configuration and the store reachable, or 503 `degraded`.
+//! `/health`: whether the configuration and the store answer. Anyone may ask (API Gateway
+//! lets it through unauthenticated) and gets the status only; a verified caller also gets
+//! which check failed, as a code. What failed inside is logged with the request id, never
+//! answered.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::Api;
-use crate::error::ApiError;
 
 pub(crate) fn routes() -> Router<Api> {
     Router::new().route("/health", get(health))
 }
 
-async fn health(State(api): State<Api>) -> Response {
-    let degraded = |check: &str, e: ApiError| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "checks": {check: e.message}})),
-        )
-            .into_response()
+async fn health(State(api): State<Api>, parts: Parts) -> Response {
+    let known = api.auth().caller(&parts).is_ok();
+    let answer = |ok: bool, checks: Value| {
+        let status = if ok { "ok" } else { "degraded" };
+        let mut body = json!({ "status": status });
+        if known {
+            body["checks"] = checks;
+        }
+        let code = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (code, Json(body)).into_response()
     };
     let ops = match tokio::time::timeout(Duration::from_secs(5), api.ops()).await {
         Ok(Ok(ops)) => ops,
-        Ok(Err(e)) => return degraded("config", e),
-        Err(_) => return degraded("config", ApiError::invalid("timed out")),
+        Ok(Err(e)) => {
+            let detail = e.detail.as_deref().unwrap_or(&e.message);
+            tracing::warn!(check = "config", detail, "health degraded");
+            return answer(false, json!({"config": "unavailable"}));
+        }
+        Err(_) => return answer(false, json!({"config": "timeout"})),
     };
     match tokio::time::timeout(Duration::from_secs(5), ops.probe()).await {
-        Ok(Ok(())) => Json(json!({"status": "ok", "checks": {"store": "ok"}})).into_response(),
-        Ok(Err(e)) => degraded("store", e.into()),
-        Err(_) => degraded("store", ApiError::invalid("timed out")),
+        Ok(Ok(())) => answer(true, json!({"config": "ok", "store": "ok"})),
+        Ok(Err(e)) => {
+            tracing::warn!(check = "store", detail = %shepherd::domain::redact::excerpt(&e.to_string(), 2000), "health degraded");
+            answer(false, json!({"config": "ok", "store": "unavailable"}))
+        }
+        Err(_) => answer(false, json!({"config": "ok", "store": "timeout"})),
     }
 }

@@ -190,6 +190,7 @@ pub fn router(api: Api) -> Router {
         .merge(webhooks::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn(error::request_id))
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

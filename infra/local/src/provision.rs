@@ -76,7 +76,13 @@ pub enum EventSource {
     Schedule { every: std::time::Duration },
     /// An API Gateway HTTP API route. Locally one server per function answers every route;
     /// the authorizer's part is played by a token file.
-    Http { path: String, method: String },
+    /// `throttle`: the API's `DefaultRouteSettings` (requests per second, burst), which
+    /// the local server enforces as API Gateway does.
+    Http {
+        path: String,
+        method: String,
+        throttle: Option<(f64, u32)>,
+    },
 }
 
 /// `rate(1 minute)`, `rate(5 minutes)`, `rate(2 hours)`: the interval; other expressions
@@ -745,10 +751,32 @@ fn functions(
                         on_failure,
                     });
                 }
-                "HttpApi" => events.push(EventSource::Http {
-                    path: scalar(&p["Path"]),
-                    method: scalar(&p["Method"]),
-                }),
+                "HttpApi" => {
+                    // `ApiId: !Ref HttpApi` resolves to the placeholder `local:HttpApi`.
+                    let api = scalar(&p["ApiId"]);
+                    let settings = match api.strip_prefix("local:") {
+                        Some(id) => {
+                            cx.resolve(&t["Resources"][id]["Properties"]["DefaultRouteSettings"])?
+                        }
+                        None => Value::Null,
+                    };
+                    let num = |v: &Value| {
+                        v.as_f64()
+                            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    };
+                    let throttle = match (
+                        num(&settings["ThrottlingRateLimit"]),
+                        num(&settings["ThrottlingBurstLimit"]),
+                    ) {
+                        (Some(rate), Some(burst)) => Some((rate, burst as u32)),
+                        _ => None,
+                    };
+                    events.push(EventSource::Http {
+                        path: scalar(&p["Path"]),
+                        method: scalar(&p["Method"]),
+                        throttle,
+                    })
+                }
                 "ScheduleV2" | "Schedule" => {
                     let expr = scalar(&p["ScheduleExpression"]);
                     let every = rate(&expr).ok_or_else(|| {

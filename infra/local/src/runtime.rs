@@ -91,8 +91,19 @@ impl LocalRuntime {
                 .any(|e| matches!(e, EventSource::Http { .. }));
             if http {
                 if let Some((addr, tokens)) = &clients.api {
-                    let (addr, task) =
-                        serve_api(f, addr, tokens, &sdk, &clients.stack, stop.subscribe())?;
+                    let throttle = f.events.iter().find_map(|e| match e {
+                        EventSource::Http { throttle, .. } => *throttle,
+                        _ => None,
+                    });
+                    let (addr, task) = serve_api(
+                        f,
+                        addr,
+                        tokens,
+                        &sdk,
+                        &clients.stack,
+                        throttle,
+                        stop.subscribe(),
+                    )?;
                     api_addr = Some(addr);
                     tasks.push(task);
                 }
@@ -303,6 +314,7 @@ fn serve_api(
     tokens: &std::path::Path,
     sdk: &aws_config::SdkConfig,
     stack: &Stack,
+    throttle: Option<(f64, u32)>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(std::net::SocketAddr, JoinHandle<()>), RuntimeError> {
     let fail = |e: String| RuntimeError::Api(f.logical_id.clone(), e);
@@ -321,7 +333,13 @@ fn serve_api(
         let shutdown = async move {
             let _ = stop.changed().await;
         };
-        let app = shepherd_api::router(api).layer(axum::middleware::from_fn(loopback_host));
+        let bucket = Arc::new(std::sync::Mutex::new(Bucket::new(throttle)));
+        let app = shepherd_api::router(api)
+            .layer(axum::middleware::from_fn(move |req, next| {
+                let bucket = bucket.clone();
+                throttled(bucket, req, next)
+            }))
+            .layer(axum::middleware::from_fn(loopback_host));
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -364,6 +382,58 @@ async fn loopback_host(
         "message": format!("the local API answers only requests to localhost or a loopback address, not Host {host:?}"),
     });
     (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+}
+
+/// API Gateway's route throttling: a token bucket of `burst` tokens refilled at `rate` a
+/// second (one bucket for the API: the local server has one route).
+struct Bucket {
+    limits: Option<(f64, f64)>,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn new(throttle: Option<(f64, u32)>) -> Self {
+        let limits = throttle.map(|(rate, burst)| (rate, f64::from(burst)));
+        Self {
+            tokens: limits.map_or(0.0, |(_, burst)| burst),
+            limits,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let Some((rate, burst)) = self.limits else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Past the rate and burst, API Gateway answers 429 with its own JSON body, before the
+/// function runs.
+async fn throttled(
+    bucket: Arc<std::sync::Mutex<Bucket>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if bucket.lock().expect("bucket").take() {
+        return next.run(req).await;
+    }
+    (
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(serde_json::json!({"message": "Too Many Requests"})),
+    )
+        .into_response()
 }
 
 /// The scheduler's part: one tick per interval.

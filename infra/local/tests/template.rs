@@ -331,3 +331,21 @@ fn no_function_may_scan() {
     assert!(!text.contains("dynamodb:Scan"));
     assert!(!text.contains("dynamodb:*"));
 }
+
+/// No caller can spin the stack: every route throttled, the API's concurrency bounded,
+/// and accounts limited unless an admin says otherwise (#23).
+#[test]
+fn the_api_is_throttled_and_accounts_are_limited_by_default() {
+    let t = template();
+    let default = |p: &str| t["Parameters"][p]["Default"].as_u64().unwrap();
+    let routes = &t["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"];
+    assert_eq!(routes["ThrottlingRateLimit"]["Ref"], "ApiThrottleRate");
+    assert_eq!(routes["ThrottlingBurstLimit"]["Ref"], "ApiThrottleBurst");
+    assert!(default("ApiThrottleRate") > 0 && default("ApiThrottleBurst") > 0);
+    assert_eq!(
+        t["Resources"]["ApiFunction"]["Properties"]["ReservedConcurrentExecutions"]["Ref"],
+        "ApiReservedConcurrency"
+    );
+    assert!(default("DefaultMonthlyAllowance") > 0, "0 is unlimited");
+    assert!(default("DefaultMaxConcurrent") > 0, "0 is unlimited");
+}

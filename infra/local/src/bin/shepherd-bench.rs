@@ -492,6 +492,9 @@ async fn transitions(args: &Args) -> Result<()> {
         ("RetryBaseSeconds".to_string(), "1".to_string()),
         // Its receiver listens on loopback.
         ("AllowLoopbackWebhooks".to_string(), "true".to_string()),
+        // Its productions all start at once, in one account.
+        ("DefaultMaxConcurrent".to_string(), "0".to_string()),
+        ("DefaultMonthlyAllowance".to_string(), "0".to_string()),
     ]);
     let stack = provision(&sdk, Path::new("template.yaml"), &stack_name, &params)
         .await

@@ -83,6 +83,9 @@ async fn main() -> Result<()> {
         ("ProviderBaseUrl", provider.base_url()),
         ("RetryBaseSeconds", "1".into()),
         ("ProviderTimeoutSeconds", PROVIDER_TIMEOUT_SECS.to_string()),
+        // Its productions all start at once, in one account.
+        ("DefaultMaxConcurrent", "0".to_string()),
+        ("DefaultMonthlyAllowance", "0".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
