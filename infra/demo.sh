@@ -22,7 +22,10 @@ say "shepherd artifacts $ID --download .local/artifacts/$ID"
 say "the artifacts are in the stack's bucket (keys above) and copied to .local/artifacts/$ID"
 
 # The second pipeline on the same stack: a coding-agent job against the local
-# source-control host (GitHub's API, repository acme/widgets). Its plan waits for approval.
+# source-control host (GitHub's API, repository acme/widgets). An admin allows the account
+# its repositories first (nothing is allowed until then); the plan waits for approval.
+say "shepherd account acme --repositories 'acme/*'"
+"$SHEPHERD" account acme --repositories 'acme/*'
 JOB="$ROOT/events/jobs/gadgets.json"
 say "shepherd start --pipeline coding $JOB"
 JOB_ID="$("$SHEPHERD" --json start --pipeline coding "$JOB" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"

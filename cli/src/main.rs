@@ -117,6 +117,21 @@ enum Command {
         /// Productions it may have active at once.
         #[arg(long, value_parser = limit)]
         concurrent: Option<Limit>,
+        /// Repositories its coding jobs may write to: owner/name or owner/* patterns,
+        /// comma-separated, replacing the list (`none`: no repository).
+        #[arg(long, value_delimiter = ',')]
+        repositories: Option<Vec<String>>,
+        /// Base branches its jobs may name besides a repository's default (patterns such as
+        /// release/*), replacing the list (`none`: the default branch only).
+        #[arg(long, value_delimiter = ',')]
+        bases: Option<Vec<String>>,
+        /// The prefix of its jobs' branches, ending in / (`none`: shepherd/).
+        #[arg(long)]
+        branch_prefix: Option<String>,
+        /// Its own source-control token's SSM parameter, under
+        /// /shepherd/<stack>/accounts/<account>/ (`none`: the stack's token).
+        #[arg(long)]
+        scm_token_param: Option<String>,
     },
     /// The stack's pipelines: every version, the one new productions start on, and how many
     /// productions each version still has (completed and cancelled ones aside).
@@ -474,6 +489,10 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             ref account,
             monthly,
             concurrent,
+            ref repositories,
+            ref bases,
+            ref branch_prefix,
+            ref scm_token_param,
         } => {
             let ops = connect(&cli.stack).await?;
             let usage = if monthly.is_some() || concurrent.is_some() {
@@ -486,10 +505,42 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             } else {
                 ops.account_usage(account, &me).await?
             };
+            let mut access = ops.account_access(account, &me).await?;
+            let changes = [repositories, bases].iter().any(|l| l.is_some())
+                || branch_prefix.is_some()
+                || scm_token_param.is_some();
+            if changes {
+                let list = |l: &Vec<String>| -> Vec<String> {
+                    l.iter()
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty() && p != "none")
+                        .collect()
+                };
+                let text = |t: &String| Some(t.clone()).filter(|t| t != "none");
+                if let Some(r) = repositories {
+                    access.repositories = list(r);
+                }
+                if let Some(b) = bases {
+                    access.bases = list(b);
+                }
+                if let Some(p) = branch_prefix {
+                    access.branch_prefix = text(p);
+                }
+                if let Some(t) = scm_token_param {
+                    access.scm_token_param = text(t);
+                }
+                access = ops.set_account_access(account, access, &me).await?;
+            }
             if cli.json {
-                outln!("{}", serde_json::to_string_pretty(&usage)?);
+                let mut shown = serde_json::to_value(&usage)?;
+                shown["access"] = serde_json::to_value(&access)?;
+                outln!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
                 let show = |l: Option<u32>| l.map_or("unlimited".to_string(), |n| n.to_string());
+                let listed = |l: &[String], none: &str| match l.is_empty() {
+                    true => none.to_string(),
+                    false => l.join(", "),
+                };
                 outln!("Account {} ({})", usage.account, usage.month);
                 outln!(
                     "  started this month: {} of {}",
@@ -501,6 +552,22 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                     usage.active.len(),
                     show(usage.effective.max_concurrent),
                     usage.active.join(" ")
+                );
+                outln!(
+                    "  repositories:       {}",
+                    listed(&access.repositories, "none (coding jobs are refused)")
+                );
+                outln!(
+                    "  base branches:      {}",
+                    listed(&access.bases, "each repository's default only")
+                );
+                outln!("  branch prefix:      {}", access.branch_prefix());
+                outln!(
+                    "  scm token:          {}",
+                    access
+                        .scm_token_param
+                        .as_deref()
+                        .unwrap_or("the stack's (ScmTokenParameter)")
                 );
             }
             Ok(ExitCode::SUCCESS)

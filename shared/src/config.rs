@@ -288,6 +288,9 @@ pub struct StackConfig {
     /// The SSM parameter holding the integration registry.
     #[serde(default)]
     pub integrations_param: String,
+    /// The stack's name (what `sam deploy` was given).
+    #[serde(default)]
+    pub stack: String,
     /// The SSM parameter listing the stack's pipeline definitions (the template's generated
     /// region writes it and one parameter per version): what the CLI runs against.
     #[serde(default)]
@@ -395,6 +398,7 @@ impl StackConfig {
             }
         };
         Ok(GatePolicy {
+            required: pipeline.definition.required_gates(),
             phases,
             // A pipeline without an acknowledge_warnings gate is never held by warnings.
             acknowledge_before,

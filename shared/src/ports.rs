@@ -205,6 +205,17 @@ pub trait Accounts: Send + Sync {
     ) -> Result<AccountUsage, StoreError>;
     /// Sets an account's own limits (`None`: the stack's default).
     async fn set_limits(&self, account: &str, limits: Limits) -> Result<(), StoreError>;
+    /// What the account may reach outside the stack (nothing, where it was never set).
+    async fn access(
+        &self,
+        account: &str,
+    ) -> Result<crate::domain::access::AccountAccess, StoreError>;
+    /// Replaces it.
+    async fn set_access(
+        &self,
+        account: &str,
+        access: &crate::domain::access::AccountAccess,
+    ) -> Result<(), StoreError>;
     /// Releases (`hold == false`) or takes back a production's concurrency slot; idempotent.
     async fn hold_slot(
         &self,
@@ -709,14 +720,24 @@ pub struct ScmRequest {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// The SSM parameter of the token to send (an account's own); none: the stack's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_param: Option<String>,
 }
 
 impl ScmRequest {
+    /// The same request made with the token in `param` (an account's own), if any.
+    pub fn with_token(mut self, param: Option<&str>) -> Self {
+        self.token_param = param.map(str::to_string);
+        self
+    }
+
     pub fn get(path: impl Into<String>) -> Self {
         Self {
             method: "GET".into(),
             path: path.into(),
             body: None,
+            token_param: None,
         }
     }
     pub fn send(method: &str, path: impl Into<String>, body: serde_json::Value) -> Self {
@@ -724,6 +745,7 @@ impl ScmRequest {
             method: method.into(),
             path: path.into(),
             body: Some(body),
+            token_param: None,
         }
     }
 }

@@ -139,6 +139,7 @@ pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) 
         phase,
         productions: ports.productions.clone(),
         outputs: ports.outputs.clone(),
+        accounts: ports.accounts.clone(),
         tools: ToolDeps {
             integrations,
             ledger: ports.ledger.clone(),

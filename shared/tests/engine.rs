@@ -190,6 +190,7 @@ impl World {
             approval_on_expiry: "fail".into(),
             integrations_param: "/t/integrations".into(),
             pipelines_param: String::new(),
+            stack: "t".into(),
             default_monthly_allowance: 0,
             default_max_concurrent: 0,
             state_stream: String::new(),

@@ -236,13 +236,27 @@ async fn reject_from_an_earlier_phase_reruns_exactly_the_phases_from_there_with_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_approve_skips_gates() {
+async fn an_admins_auto_approve_skips_gates_and_an_operators_is_refused() {
     let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
     let mut brief: serde_json::Value = serde_json::from_str(&shepherd_it::brief(1)).unwrap();
     brief["auto_approve"] = true.into();
-    let p = t
+    let err = t
         .ops
         .start(&brief.to_string(), &TestStack::operator())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, shepherd::ops::OpsError::Forbidden(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("auto_approve needs the admin role"),
+        "{err}"
+    );
+    let p = t
+        .ops
+        .start(&brief.to_string(), &TestStack::caller(Role::Admin))
         .await
         .unwrap();
     let done = t.wait_settled(&p.id, SETTLE).await;

@@ -302,6 +302,18 @@ impl TestStack {
         Self::caller(Role::Operator)
     }
 
+    /// A stack admin allows `account` the `repositories` (patterns) its coding jobs name.
+    pub async fn allow(&self, account: &str, repositories: &[&str]) {
+        let access = shepherd::domain::access::AccountAccess {
+            repositories: repositories.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        };
+        self.ops
+            .set_account_access(account, access, &Self::caller(Role::Admin))
+            .await
+            .expect("access set");
+    }
+
     /// Every alarm, as the stack's operators see them (the first 1,000).
     pub async fn alarms(&self) -> Vec<shepherd::domain::alarms::Alarm> {
         self.ops

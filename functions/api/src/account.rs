@@ -15,6 +15,7 @@ use crate::{Api, Operations};
 pub(crate) fn routes() -> Router<Api> {
     Router::new()
         .route("/account", get(account))
+        .route("/account/access", get(access).put(set_access))
         .route("/pipelines", get(pipelines))
         .route("/integrations", get(integrations))
         .route("/integrations/{id}", axum::routing::patch(set_integration))
@@ -32,6 +33,29 @@ async fn account(
 ) -> Answer {
     let account = account_of(&caller, q.account.as_deref())?;
     json_of(ops.account_usage(account, &caller).await?)
+}
+
+/// `GET /account/access`: the repositories, bases, branch prefix and token an account's
+/// jobs may use.
+async fn access(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Query(q): Query<AccountQuery>,
+) -> Answer {
+    let account = account_of(&caller, q.account.as_deref())?;
+    json_of(ops.account_access(account, &caller).await?)
+}
+
+/// `PUT /account/access?account=<a>` (admin): replaces them (audited).
+async fn set_access(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Query(q): Query<AccountQuery>,
+    bytes: Bytes,
+) -> Answer {
+    let account = account_of(&caller, q.account.as_deref())?;
+    let access: shepherd::domain::access::AccountAccess = body(&bytes)?;
+    json_of(ops.set_account_access(account, access, &caller).await?)
 }
 
 /// `GET /pipelines`: every version, the latest, and the open productions on each.

@@ -323,6 +323,12 @@ fn phase(w: &mut String, p: &DeployedPhase, platform: &Platform) -> Result<(), G
     for s in secrets {
         let _ = writeln!(w, "                - {}", arn_of_parameter(s));
     }
+    if p.integrations.contains(&CallKind::Scm) {
+        // An account's own source-control token (`shepherd account <a> --scm-token-param`).
+        w.push_str(
+            "                - !Sub \"arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/shepherd/${AWS::StackName}/accounts/*\"\n",
+        );
+    }
     let _ = write!(
         w,
         r#"      Events:

@@ -83,6 +83,8 @@ struct Inner {
     faults: Vec<Fault>,
     /// `METHOD /path` of every request received.
     requests: Vec<String>,
+    /// (`METHOD /path`, token) of every request with a token.
+    used_tokens: Vec<(String, String)>,
     next_number: u64,
 }
 
@@ -240,6 +242,23 @@ impl ScmServer {
             .map(|c| String::from_utf8_lossy(c).into_owned())
     }
 
+    /// Someone else commits `content` to `path` on `branch` (its head moves).
+    pub fn commit(&self, repo: &str, branch: &str, path: &str, content: &str) {
+        let mut i = self.lock();
+        let b = i
+            .repos
+            .get_mut(repo)
+            .and_then(|r| r.branches.get_mut(branch))
+            .expect("branch exists");
+        b.sha = sha_of(&[b.sha.as_bytes(), path.as_bytes(), content.as_bytes()]);
+        b.files.insert(path.into(), content.as_bytes().to_vec());
+    }
+
+    /// (`METHOD /path`, token) of each request that carried a token.
+    pub fn tokens_used(&self) -> Vec<(String, String)> {
+        self.lock().used_tokens.clone()
+    }
+
     /// `METHOD /path` of the requests received so far.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
@@ -272,6 +291,9 @@ async fn gate(
                     .or_else(|| v.strip_prefix("token "))
             })
             .map(str::to_string);
+        if let Some(t) = &token {
+            i.used_tokens.push((format!("{method} {path}"), t.clone()));
+        }
         let Some(write) = token.and_then(|t| i.tokens.get(&t).copied()) else {
             return error(401, "Bad credentials");
         };

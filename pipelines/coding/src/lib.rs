@@ -1,13 +1,21 @@
-//! The coding-agent job (`pipelines/coding/v1.json`): `plan` (a model writes the plan; an
-//! operator approves it) -> `implement` (an agent runner turns the approved plan into a
-//! change set) -> `pull_request` (the change set becomes a branch, commits and a pull
-//! request on a GitHub-compatible host).
+//! The coding-agent job: `plan` (a model writes the plan; an operator approves it, always
+//! in v2) -> `implement` (an agent runner turns the approved plan into a change set) ->
+//! `pull_request` (the change set becomes the production's own new branch, commits and a
+//! pull request on a GitHub-compatible host).
+//!
+//! A job reaches only what its account is allowed (`shepherd account <a> --repositories`):
+//! v2's input marks `repository` and `base` `x-account-allows`, so a start and the engine
+//! before each phase refuse another repository; `implement` and `pull_request` check again
+//! themselves before any request leaves the stack (v1 jobs still running included).
 //!
 //! The pull request phase is written to be re-run: every request is a recorded call, and
-//! what a lost answer leaves behind is recognised on the next try instead of made twice. A
-//! branch that exists (`422 Reference already exists`) is used; a file already holding the
-//! content is left alone; a pull request that exists for the branch (`422 A pull request
-//! already exists`) is looked up and reused, so a retry never opens a second one.
+//! what a lost answer leaves behind is recognised on the next try instead of made twice. Its
+//! branch is always `<the account's prefix><production id>`: one that exists is used only
+//! while it still points at the base commit this production branched from (our own creation
+//! whose answer was lost); any other is `branch_not_owned`, and nothing is written to it. A
+//! file already holding the content is left alone; a pull request that exists for the branch
+//! (`422 A pull request already exists`) is looked up and reused, so a retry never opens a
+//! second one.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -17,6 +25,7 @@ use shepherd::prelude::*;
 pub fn spec() -> PipelineSpec {
     PipelineSpec::new()
         .definition("pipelines/coding/v1.json", include_str!("../v1.json"))
+        .definition("pipelines/coding/v2.json", include_str!("../v2.json"))
         .phase(PlanPhase)
         .phase(Implement)
         .phase(PullRequest)
@@ -39,7 +48,8 @@ pub struct Job {
     /// The branch the pull request goes into (default: the repository's default branch).
     #[serde(default)]
     pub base: Option<String>,
-    /// The branch the change is committed to (default: `shepherd/<production id>`).
+    /// v1 only: a branch the job asked for. Honoured only when it is the production's own
+    /// (`<prefix><production id>`); any other is `branch_not_owned`.
     #[serde(default)]
     pub branch: Option<String>,
 }
@@ -180,9 +190,14 @@ impl Phase for Implement {
 
     async fn run(&self, ctx: &PhaseContext) -> Result<Self::Output, StepError> {
         let job: Job = ctx.input_as()?;
+        ctx.allowed("repository", "repositories", &job.repository)
+            .await?;
         let plan = ctx.output::<PlanPhase>()?;
+        // What the job needs and nothing more: no token (the runner reads the repository
+        // with its own credential, which its operator scopes per account).
         let body = serde_json::json!({
             "task": "implement",
+            "account": ctx.production.account,
             "repository": job.repository,
             "base": job.base,
             "instructions": job.task,
@@ -257,32 +272,59 @@ impl Phase for PullRequest {
         let job: Job = ctx.input_as()?;
         let plan = ctx.output::<PlanPhase>()?;
         let set = ctx.output::<Implement>()?;
+        // Before any request to the host: the account's repository, the production's branch.
+        ctx.allowed("repository", "repositories", &job.repository)
+            .await?;
+        let access = ctx.access().await?;
+        let branch = format!("{}{}", access.branch_prefix(), ctx.production.id);
+        if let Some(named) = job.branch.as_ref().filter(|b| **b != branch) {
+            return Err(StepError::permanent(
+                ErrorCode::BranchNotOwned,
+                format!(
+                    "input.branch: {named} is not this production's branch ({branch}); a job \
+                     writes only to a new branch of its own, and nothing was written"
+                ),
+            ));
+        }
+        let token = access.scm_token_param.as_deref();
         let scm = &ctx.tools;
         let repo = format!("/repos/{}", job.repository);
         let base = match &job.base {
-            Some(b) => b.clone(),
-            None => {
-                let r = scm.scm("repository", &ScmRequest::get(&repo)).await?;
-                match r.body["default_branch"].as_str() {
+            Some(b) if access.allows("bases", b) => b.clone(),
+            named => {
+                let r = scm
+                    .scm("repository", &ScmRequest::get(&repo).with_token(token))
+                    .await?;
+                let default = match r.body["default_branch"].as_str() {
                     Some(b) if r.is_success() => b.to_string(),
                     _ => return Err(unexpected("the repository's default branch", &r)),
+                };
+                match named {
+                    Some(b) if *b != default => {
+                        return Err(StepError::permanent(
+                            ErrorCode::NotAllowed,
+                            format!(
+                                "input.base: {b} is neither {}'s default branch ({default}) \
+                                 nor among the bases account {} may use (a stack operator \
+                                 allows them: shepherd account {} --bases '<pattern>')",
+                                job.repository, ctx.production.account, ctx.production.account
+                            ),
+                        ));
+                    }
+                    _ => default,
                 }
             }
         };
-        let branch = job
-            .branch
-            .clone()
-            .unwrap_or_else(|| format!("shepherd/{}", ctx.production.id));
         if branch == base {
             return Err(StepError::permanent(
                 ErrorCode::InputInvalid,
-                format!("input.branch: {branch} is the base branch; a pull request needs another"),
+                format!("{branch} is the base branch; a pull request needs another"),
             ));
         }
         let base_ref = scm
             .scm(
                 "base",
-                &ScmRequest::get(format!("{repo}/git/ref/heads/{base}")),
+                &ScmRequest::get(format!("{repo}/git/ref/heads/{base}")).with_token(token),
             )
             .await?;
         let Some(base_sha) = base_ref.body["object"]["sha"]
@@ -298,11 +340,33 @@ impl Phase for PullRequest {
                     "POST",
                     format!("{repo}/git/refs"),
                     serde_json::json!({"ref": format!("refs/heads/{branch}"), "sha": base_sha}),
-                ),
+                )
+                .with_token(token),
             )
             .await?;
-        if !created.is_success() && !says(&created, "Reference already exists") {
-            return Err(unexpected(&format!("creating branch {branch}"), &created));
+        if !created.is_success() {
+            if !says(&created, "Reference already exists") {
+                return Err(unexpected(&format!("creating branch {branch}"), &created));
+            }
+            // Ours only if an earlier try created it and lost the answer: then nothing has
+            // been committed to it, and it still points where this production branched.
+            let found = scm
+                .scm(
+                    "branch-found",
+                    &ScmRequest::get(format!("{repo}/git/ref/heads/{branch}")).with_token(token),
+                )
+                .await?;
+            if !(found.is_success() && found.body["object"]["sha"].as_str() == Some(base_sha)) {
+                return Err(StepError::permanent(
+                    ErrorCode::BranchNotOwned,
+                    format!(
+                        "branch {branch} already exists on {} and is not this production's \
+                         (it does not point at {base} as this production branched from it); \
+                         nothing was written to it",
+                        job.repository
+                    ),
+                ));
+            }
         }
         let title = job.title();
         let mut commits = Vec::new();
@@ -317,7 +381,7 @@ impl Phase for PullRequest {
             let put = scm
                 .scm(
                     &format!("file-{i}"),
-                    &ScmRequest::send("PUT", &path, body.clone()),
+                    &ScmRequest::send("PUT", &path, body.clone()).with_token(token),
                 )
                 .await?;
             if put.is_success() {
@@ -331,7 +395,7 @@ impl Phase for PullRequest {
             let found = scm
                 .scm(
                     &format!("file-{i}-found"),
-                    &ScmRequest::get(format!("{path}?ref={branch}")),
+                    &ScmRequest::get(format!("{path}?ref={branch}")).with_token(token),
                 )
                 .await?;
             let (Some(sha), Some(there)) = (
@@ -348,7 +412,7 @@ impl Phase for PullRequest {
             let update = scm
                 .scm(
                     &format!("file-{i}-update"),
-                    &ScmRequest::send("PUT", &path, body),
+                    &ScmRequest::send("PUT", &path, body).with_token(token),
                 )
                 .await?;
             if !update.is_success() {
@@ -372,7 +436,8 @@ impl Phase for PullRequest {
                             plan.summary, set.summary, ctx.production.id
                         ),
                     }),
-                ),
+                )
+                .with_token(token),
             )
             .await?;
         let (pull, reused) = if opened.is_success() {
@@ -382,7 +447,8 @@ impl Phase for PullRequest {
             let open = scm
                 .scm(
                     "pull-found",
-                    &ScmRequest::get(format!("{repo}/pulls?head={head}&base={base}&state=open")),
+                    &ScmRequest::get(format!("{repo}/pulls?head={head}&base={base}&state=open"))
+                        .with_token(token),
                 )
                 .await?;
             match open.body.as_array().and_then(|a| a.first()) {

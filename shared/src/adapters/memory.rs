@@ -29,6 +29,7 @@ struct Account {
     limits: Limits,
     started: BTreeMap<String, u32>,
     active: HashSet<String>,
+    access: crate::domain::access::AccountAccess,
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +398,31 @@ impl Accounts for Memory {
             .entry(account.into())
             .or_default()
             .limits = limits;
+        Ok(())
+    }
+
+    async fn access(
+        &self,
+        account: &str,
+    ) -> Result<crate::domain::access::AccountAccess, StoreError> {
+        Ok(self
+            .state()
+            .accounts
+            .get(account)
+            .map(|a| a.access.clone())
+            .unwrap_or_default())
+    }
+
+    async fn set_access(
+        &self,
+        account: &str,
+        access: &crate::domain::access::AccountAccess,
+    ) -> Result<(), StoreError> {
+        self.state()
+            .accounts
+            .entry(account.into())
+            .or_default()
+            .access = access.clone();
         Ok(())
     }
 

@@ -42,6 +42,8 @@ vocabulary! {
         DlqDiscarded => "dlq.discarded",
         IntegrationEnabled => "integration.enabled",
         IntegrationDisabled => "integration.disabled",
+        AccountAccessChanged => "account.access_changed",
+        AccountAccessRefused => "account.access_refused",
     }
     other
     /// A kind recorded by a newer or older version.

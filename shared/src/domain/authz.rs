@@ -109,7 +109,7 @@ impl Permission {
             Self::Discard => "discard".into(),
             Self::SwitchIntegration => "enabling or disabling an integration".into(),
             Self::TestIntegration => "testing an integration".into(),
-            Self::SetLimits => "setting an account's limits".into(),
+            Self::SetLimits => "setting an account's limits or access".into(),
             Self::RedriveAudit => "redriving the audit projection".into(),
             Self::ManageWebhooks => "managing webhook subscriptions".into(),
             Self::ResendWebhooks => "resending webhook deliveries".into(),

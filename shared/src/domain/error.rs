@@ -107,6 +107,8 @@ vocabulary! {
         ScmNotFound => "scm_not_found",
         ScmConflict => "scm_conflict",
         ScmRejected => "scm_rejected",
+        NotAllowed => "not_allowed",
+        BranchNotOwned => "branch_not_owned",
     }
     other
     /// A code a phase defined for itself.
@@ -121,6 +123,7 @@ impl ErrorCode {
     pub fn layer(&self) -> &'static str {
         match self {
             Self::InputMissing | Self::InputInvalid => "input",
+            Self::NotAllowed | Self::BranchNotOwned => "account access",
             Self::OutputContract => "output contract",
             Self::ProviderRateLimited
             | Self::ProviderUnavailable

@@ -9,8 +9,10 @@
 //! | error codes and classes, audit kinds, alarm kinds | `error.rs`, `audit.rs`, `alarms.rs` |
 //! | an integration's health and circuit | `health.rs` |
 //! | account limits | `limits.rs` |
+//! | what an account may reach outside (repositories, bases, branches, token) | `access.rs` |
 //! | artifacts' content-addressed keys | `artifacts.rs` |
 
+pub mod access;
 mod act;
 pub mod alarms;
 pub mod artifacts;

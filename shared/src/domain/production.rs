@@ -274,6 +274,9 @@ pub struct GatePolicy {
     pub acknowledge_before: Option<String>,
     /// Skip every gate (an errored phase still stops the production).
     pub auto_approve: bool,
+    /// Approval gates `auto_approve` does not skip (the definition requires them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
     /// How long an approval stays open; every approval expires.
     pub ttl: Millis,
     pub on_expiry: OnExpiry,
@@ -287,6 +290,7 @@ impl Default for GatePolicy {
             // without one is never held.
             acknowledge_before: Some("publish".into()),
             auto_approve: false,
+            required: vec![],
             ttl: 24 * 3_600_000,
             on_expiry: OnExpiry::Fail,
         }

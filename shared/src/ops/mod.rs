@@ -202,6 +202,14 @@ impl Ops {
                 input.account
             )));
         }
+        // Skipping approvals is an admin's call (and never skips a required gate).
+        if input.auto_approve && caller.role != crate::domain::Role::Admin {
+            return Err(OpsError::Forbidden(
+                "auto_approve needs the admin role (it skips the pipeline's approval gates)".into(),
+            ));
+        }
+        self.check_access(&pipeline.definition, &input.account, &input.value)
+            .await?;
         let now = self.ports.clock.now();
         let start_key = match key {
             Some(k) => Some(StartKey {
@@ -514,6 +522,69 @@ impl Ops {
         }
         self.ports.accounts.set_limits(account, limits).await?;
         self.account_usage(account, caller).await
+    }
+
+    /// The fields of `input` its definition marks `x-account-allows`, each allowed by the
+    /// account (403 naming the first that is not). Reads the account only where a field is
+    /// marked.
+    async fn check_access(
+        &self,
+        definition: &crate::pipeline::Definition,
+        account: &str,
+        input: &serde_json::Value,
+    ) -> Result<(), OpsError> {
+        let checks = definition.account_checks();
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let access = self.ports.accounts.access(account).await?;
+        crate::domain::access::check_input(&access, account, &checks, input)
+            .map_err(OpsError::Forbidden)
+    }
+
+    /// What an account may reach outside the stack (its own account's callers, and the
+    /// stack's operators).
+    pub async fn account_access(
+        &self,
+        account: &str,
+        caller: &Caller,
+    ) -> Result<crate::domain::access::AccountAccess, OpsError> {
+        caller.may(Permission::Read)?;
+        if !caller.sees(Some(account)) {
+            return Err(OpsError::NotFound(format!("account {account}")));
+        }
+        Ok(self.ports.accounts.access(account).await?)
+    }
+
+    /// Sets what an account may reach (a stack operator with the admin role); audited as
+    /// `account.access_changed` with the old and the new.
+    pub async fn set_account_access(
+        &self,
+        account: &str,
+        access: crate::domain::access::AccountAccess,
+        caller: &Caller,
+    ) -> Result<crate::domain::access::AccountAccess, OpsError> {
+        caller.may(Permission::SetLimits)?;
+        crate::domain::input::id("account", account).map_err(OpsError::Invalid)?;
+        access
+            .check(account, &self.stack.stack)
+            .map_err(OpsError::Invalid)?;
+        let before = self.ports.accounts.access(account).await?;
+        let detail = format!(
+            "account {account}: {} -> {}",
+            serde_json::to_string(&before).expect("access serialises"),
+            serde_json::to_string(&access).expect("access serialises")
+        );
+        self.audit_row(
+            &format!("ACCT#{account}"),
+            crate::domain::AuditKind::AccountAccessChanged,
+            &detail,
+            None,
+            caller,
+        )
+        .await?;
+        self.ports.accounts.set_access(account, &access).await?;
+        Ok(access)
     }
 
     /// One cheap read of the state table: is the store reachable?

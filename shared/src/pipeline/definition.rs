@@ -33,6 +33,9 @@ pub struct PhaseDefinition {
     pub function: Option<String>,
     #[serde(default)]
     pub gate: Gate,
+    /// The gate holds whatever the input says: `auto_approve` does not skip it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gate_required: bool,
     /// The JSON Schema the phase's output must satisfy; an output that does not fails the
     /// phase (permanently: a retry would make the same kind of answer) naming the path.
     pub output: Value,
@@ -126,6 +129,22 @@ impl Definition {
         if !props["auto_approve"].is_null() && props["auto_approve"]["type"] != "boolean" {
             return Err(self.invalid("input.auto_approve, if declared, must be a boolean"));
         }
+        for (field, list) in self.account_checks() {
+            if crate::domain::access::AccountAccess::default()
+                .list(&list)
+                .is_none()
+            {
+                return Err(self.invalid(format!(
+                    "input.{field}: x-account-allows names {list:?}; an account has \
+                     repositories and bases"
+                )));
+            }
+            if props[&field]["type"] != "string" {
+                return Err(self.invalid(format!(
+                    "input.{field}: x-account-allows is for a string field"
+                )));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.phases {
             let bad = |problem: String| Err(self.invalid(format!("phase {}: {problem}", p.name)));
@@ -137,6 +156,9 @@ impl Definition {
             }
             if let Some(f) = p.function.as_ref().filter(|f| !name_ok(f)) {
                 return bad(format!("function {f:?} is not a binary name"));
+            }
+            if p.gate_required && p.gate != Gate::Approval {
+                return bad("gate_required is for an approval gate".into());
             }
             if !(1..=100).contains(&p.max_tries) {
                 return bad(format!("max_tries must be 1-100 (got {})", p.max_tries));
@@ -174,6 +196,33 @@ impl Definition {
 
     pub fn phase_names(&self) -> Vec<&str> {
         self.phases.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Top-level input fields whose value the account must allow (`"x-account-allows":
+    /// "<list>"`): (field, list), checked at start and again before each phase runs.
+    pub fn account_checks(&self) -> Vec<(String, String)> {
+        self.input["properties"]
+            .as_object()
+            .map(|props| {
+                props
+                    .iter()
+                    .filter_map(|(k, s)| {
+                        s["x-account-allows"]
+                            .as_str()
+                            .map(|l| (k.clone(), l.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The phases whose approval `auto_approve` cannot skip.
+    pub fn required_gates(&self) -> Vec<String> {
+        self.phases
+            .iter()
+            .filter(|p| p.gate_required)
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     /// Top-level input fields an operator may edit on a running production.

@@ -14,7 +14,7 @@ use tracing::error;
 use super::{PhaseContext, PhaseResult, RunPhase};
 use crate::domain::{AuditEvent, Classify, ErrorCode, Millis, PhaseStatus, Production, StepError};
 use crate::pipeline::Pipelines;
-use crate::ports::{Outputs, Productions};
+use crate::ports::{Accounts, Outputs, Productions};
 use crate::tools::{Run, ToolDeps, Tools};
 
 /// A phase run's result and the audit events of its tool calls.
@@ -28,6 +28,9 @@ pub struct Executor {
     pub phase: Arc<dyn RunPhase>,
     pub productions: Arc<dyn Productions>,
     pub outputs: Arc<dyn Outputs>,
+    /// Accounts' access: checked before a phase runs where the definition marks an input
+    /// field `x-account-allows`, and readable by the phase.
+    pub accounts: Arc<dyn Accounts>,
     pub tools: ToolDeps,
     /// The function's timeout: the run is stopped a little before it.
     pub timeout: Duration,
@@ -71,6 +74,12 @@ impl Executor {
                 };
             }
         };
+        if let Err(e) = self.account_allows(&pipeline, &ctx).await {
+            return Ran {
+                result: Err(e),
+                events: vec![],
+            };
+        }
         let name = self.phase.name();
         let result = self.bounded(p, &ctx).await.and_then(|mut r| {
             pipeline.check_output(name, &r.output).map_err(|e| {
@@ -114,6 +123,22 @@ impl Executor {
                 format!("the phase ran longer than {} s", budget.as_secs()),
             )),
         }
+    }
+
+    /// The account still allows what the input names (an operator may have narrowed its
+    /// access since the start): refused permanently before the phase makes any request.
+    async fn account_allows(
+        &self,
+        pipeline: &crate::pipeline::Pipeline,
+        ctx: &PhaseContext,
+    ) -> Result<(), StepError> {
+        let checks = pipeline.definition.account_checks();
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let access = ctx.access().await?;
+        crate::domain::access::check_input(access, &ctx.production.account, &checks, &ctx.input)
+            .map_err(|m| StepError::permanent(ErrorCode::NotAllowed, m))
     }
 
     async fn context(
@@ -166,6 +191,8 @@ impl Executor {
             input,
             inputs,
             tools,
+            accounts: self.accounts.clone(),
+            access: tokio::sync::OnceCell::new(),
         })
     }
 }

@@ -101,9 +101,43 @@ pub struct PhaseContext {
     /// An operator's feedback from rejecting this phase's last result.
     pub feedback: Option<String>,
     pub tools: Tools,
+    /// Where the account's access is read from, once, when the phase first asks.
+    pub(crate) accounts: std::sync::Arc<dyn crate::ports::Accounts>,
+    pub(crate) access: tokio::sync::OnceCell<crate::domain::access::AccountAccess>,
 }
 
 impl PhaseContext {
+    /// What the production's account may reach outside the stack (its repositories, base
+    /// branches, branch prefix, own token), read once per run.
+    pub async fn access(&self) -> Result<&crate::domain::access::AccountAccess, StepError> {
+        self.access
+            .get_or_try_init(|| async {
+                self.accounts
+                    .access(&self.production.account)
+                    .await
+                    .map_err(|e| {
+                        StepError::retryable(
+                            ErrorCode::StoreUnavailable,
+                            format!("reading account {}'s access: {e}", self.production.account),
+                        )
+                    })
+            })
+            .await
+    }
+
+    /// Refuses (permanently, `not_allowed`) a `value` the account's list `list` does not
+    /// allow: checked by a phase before any request outside the stack.
+    pub async fn allowed(&self, field: &str, list: &str, value: &str) -> Result<(), StepError> {
+        let access = self.access().await?;
+        crate::domain::access::check_input(
+            access,
+            &self.production.account,
+            &[(field.to_string(), list.to_string())],
+            &serde_json::json!({ field: value }),
+        )
+        .map_err(|m| StepError::permanent(ErrorCode::NotAllowed, m))
+    }
+
     /// The operator's feedback as a line for a prompt, or nothing.
     pub fn feedback_line(&self) -> String {
         self.feedback

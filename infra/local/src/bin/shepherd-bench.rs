@@ -93,7 +93,7 @@ struct Args {
     cold_starts_only: bool,
     /// Which pipeline the productions run: `content` (briefs of `--scenes` scenes) or
     /// `coding` (jobs against the local GitHub-shaped host and agent runner, plans
-    /// auto-approved).
+    /// approved by the bench as an operator).
     #[arg(long, default_value = "content")]
     pipeline: String,
     /// Only the transitions (no cold starts, no sizes).
@@ -575,7 +575,16 @@ async fn transitions(args: &Args) -> Result<()> {
         .await?;
     let input = match args.pipeline.as_str() {
         "content" => serde_json::json!({"account": "bench", "title": "Bench", "topic": "Counting requests", "scenes": args.scenes}),
-        "coding" => serde_json::json!({"account": "bench", "repository": shepherd_local::scm::REPOSITORY, "task": "Count requests", "auto_approve": true}),
+        "coding" => {
+            // Its account must be allowed the repository; its plan's approval is required
+            // (approved below, as an operator would).
+            let access = shepherd::domain::access::AccountAccess {
+                repositories: vec![shepherd_local::scm::REPOSITORY.into()],
+                ..Default::default()
+            };
+            ops.set_account_access("bench", access, &admin).await?;
+            serde_json::json!({"account": "bench", "repository": shepherd_local::scm::REPOSITORY, "task": "Count requests"})
+        }
         other => bail!("--pipeline {other}: this stack runs content and coding"),
     }
     .to_string();
@@ -592,6 +601,10 @@ async fn transitions(args: &Args) -> Result<()> {
             let p = ops.get(id, &me).await?;
             if p.status == ProductionStatus::Completed {
                 break;
+            }
+            if p.status == ProductionStatus::AwaitingApproval {
+                ops.act(id, shepherd::domain::Act::Approve, &me).await?;
+                continue;
             }
             if p.status.is_settled() || began.elapsed() > Duration::from_secs(300) {
                 bail!("production {id} ended {:?}", p.status);

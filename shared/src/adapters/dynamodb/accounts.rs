@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Update};
 
 use super::{Item, get_item, key, n, number, unavailable};
+use crate::domain::access::AccountAccess;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::ports::{Accounts, StoreError};
 
@@ -153,6 +154,35 @@ impl Accounts for DynamoAccounts {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
         req.update_expression(expr.trim())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn access(&self, account: &str) -> Result<AccountAccess, StoreError> {
+        let item = get_item(&self.client, &self.table, account_key(account)).await?;
+        match item
+            .as_ref()
+            .and_then(|i| i.get("acc"))
+            .and_then(|v| v.as_s().ok())
+        {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| StoreError::Corrupt(format!("access of {account}: {e}"))),
+            None => Ok(AccountAccess::default()),
+        }
+    }
+
+    async fn set_access(&self, account: &str, access: &AccountAccess) -> Result<(), StoreError> {
+        let text = serde_json::to_string(access).expect("access serialises");
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(account_key(account)))
+            .update_expression(format!("SET acc = :acc, {LIST_IT}"))
+            .expression_attribute_values(":acc", AttributeValue::S(text))
+            .expression_attribute_values(":listed", AttributeValue::S(LISTED.into()))
+            .expression_attribute_values(":name", AttributeValue::S(account.into()))
             .send()
             .await
             .map_err(unavailable)?;

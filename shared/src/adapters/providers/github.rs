@@ -59,6 +59,11 @@ impl GitHubClient {
         self.http.get_or_init(|| super::http_client(self.timeout))
     }
 
+    /// The parameter of the token `req` is made with: the account's own, or the stack's.
+    fn token<'a>(&'a self, req: &'a ScmRequest) -> &'a str {
+        req.token_param.as_deref().unwrap_or(&self.token_param)
+    }
+
     /// An answer, or the error its status means.
     fn classify(
         &self,
@@ -95,11 +100,11 @@ impl GitHubClient {
             }
             401 => StepError::permanent(
                 ErrorCode::ProviderAuth,
-                format!("the host refused the token in {}: {what}", self.token_param),
+                format!("the host refused the token in {}: {what}", self.token(req)),
             ),
             403 => StepError::permanent(
                 ErrorCode::ScmForbidden,
-                format!("the token in {} may not do this: {what}", self.token_param),
+                format!("the token in {} may not do this: {what}", self.token(req)),
             ),
             404 => StepError::permanent(ErrorCode::ScmNotFound, what),
             409 => StepError::permanent(ErrorCode::ScmConflict, what),
@@ -131,8 +136,9 @@ impl Scm for GitHubClient {
             self.base_url.trim_end_matches('/'),
             req.path.trim_start_matches('/')
         );
+        let param = self.token(req);
         for refreshed in [false, true] {
-            let token = super::secret(self.params.as_ref(), &self.token_param, "").await?;
+            let token = super::secret(self.params.as_ref(), param, "").await?;
             let mut call = self
                 .http()
                 .request(method.clone(), &url)
@@ -146,7 +152,7 @@ impl Scm for GitHubClient {
             let res = call.send().await.map_err(transport)?;
             let status = res.status();
             if status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.params.invalidate(&self.token_param);
+                self.params.invalidate(param);
                 continue;
             }
             let headers = res.headers().clone();

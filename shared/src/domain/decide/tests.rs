@@ -9,6 +9,7 @@ fn gates() -> GatePolicy {
         phases: vec!["script".into()],
         acknowledge_before: Some("publish".into()),
         auto_approve: false,
+        required: vec![],
         ttl: 1000,
         on_expiry: OnExpiry::Fail,
     }
@@ -539,6 +540,16 @@ fn auto_approve_skips_gates() {
     let t = decide(&p, succeed("script", &[]), NOW).unwrap();
     assert_eq!(t.production.status, ProductionStatus::Running);
     assert_eq!(t.dispatch.unwrap().phase, "assets");
+}
+
+#[test]
+fn auto_approve_does_not_skip_a_required_gate() {
+    let mut p = fixture(ProductionStatus::Running);
+    p.gates.auto_approve = true;
+    p.gates.required = vec!["script".into()];
+    let t = decide(&p, succeed("script", &[]), NOW).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::AwaitingApproval);
+    assert_eq!(t.dispatch, None);
 }
 
 #[test]

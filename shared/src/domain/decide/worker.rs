@@ -62,7 +62,8 @@ pub(super) fn succeed(
             .extend(warnings.iter().map(|w| format!("{prefix}{w}")));
         next.warnings_acknowledged_at = None;
     }
-    let gated = p.gates.phases.iter().any(|g| g == phase) && !p.gates.auto_approve;
+    let gated = p.gates.phases.iter().any(|g| g == phase)
+        && (!p.gates.auto_approve || p.gates.required.iter().any(|g| g == phase));
     if gated && next.status != ProductionStatus::Cancelled {
         event.detail.push_str("; approval requested");
         t.audit(event);
