@@ -15,15 +15,26 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # The project's virtualenv with the pinned tools; reinstalled when requirements change.
 ensure_venv() {
-  local stamp="$VENV/.requirements.$(sha256sum "$ROOT/infra/requirements.txt" | cut -c1-12)"
-  if [ ! -f "$stamp" ]; then
-    say "installing the local toolchain into .venv (moto, cargo-lambda, SAM CLI, cfn-lint)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet -r "$ROOT/infra/requirements.txt"
-    rm -f "$VENV"/.requirements.* && touch "$stamp"
-  fi
+  tool_venv "$VENV" "$ROOT/infra/requirements.txt" "the local toolchain (moto, cargo-lambda, SAM CLI, cfn-lint)"
   export PATH="$VENV/bin:$PATH"
+}
+
+# A scanner with pins of its own (checkov's clash with SAM CLI's) in its own virtualenv.
+# Prints nothing; call its tools by path ("$ROOT/.venv-<name>/bin/<tool>").
+ensure_tool_venv() {
+  tool_venv "$ROOT/.venv-$1" "$ROOT/infra/requirements-$1.txt" "$1"
+}
+
+tool_venv() {
+  local venv="$1" reqs="$2" what="$3"
+  local stamp="$venv/.requirements.$(sha256sum "$reqs" | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    say "installing $what into ${venv#"$ROOT"/}"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet -r "$reqs"
+    rm -f "$venv"/.requirements.* && touch "$stamp"
+  fi
 }
 
 # Starts the emulator (unless it runs) with IAM enforced as in AWS: a fresh emulator gets
