@@ -34,6 +34,13 @@ async fn a_production_is_created_approved_and_audited_over_http_with_roles_enfor
         (200, Some("ok")),
         "{health}"
     );
+    // The contract is public, as served: the checked-in one.
+    let (status, doc) = t.http("GET", "/openapi.json", None, None).await;
+    assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.1.0")));
+    assert_eq!(
+        doc,
+        serde_json::from_str::<Value>(&shepherd_api::openapi_json()).unwrap()
+    );
     let (status, err) = t.http("GET", "/productions", None, None).await;
     assert_eq!((status, err["code"].as_str()), (401, Some("unauthorized")));
     let (status, err) = t.http("GET", "/productions", Some("forged"), None).await;

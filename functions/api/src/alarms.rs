@@ -1,22 +1,28 @@
 //! `/alarms`: list, acknowledge, resolve.
 
-use axum::Router;
 use axum::extract::{Path, Query};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 use shepherd::domain::alarms::AlarmStatus;
 use shepherd::ops::requests::ListAlarms;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, ok, paged};
+use crate::schema::{AlarmChanged, AlarmsPage, ChangeErrors, Errors};
 use crate::{Api, Operations};
 
-pub(crate) fn routes() -> Router<Api> {
-    Router::new()
-        .route("/alarms", get(alarms))
-        .route("/alarms/{id}/{status}", post(set_alarm))
+pub(crate) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new()
+        .routes(routes!(alarms))
+        .routes(routes!(set_alarm))
 }
 
+/// Alarms about the account's productions, newest first (stack operators: every alarm, or
+/// one account's).
+#[utoipa::path(get, path = "/alarms", tag = "alarms", params(ListAlarms),
+    responses((status = 200, body = AlarmsPage), Errors))]
 async fn alarms(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -37,6 +43,11 @@ async fn alarms(
     paged("alarms", items, alarms.next)
 }
 
+/// Acknowledge or resolve an alarm.
+#[utoipa::path(post, path = "/alarms/{id}/{status}", tag = "alarms",
+    params(("id" = String, Path, description = "`<type>#<subject>`"),
+        ("status" = String, Path, description = "ack, resolve")),
+    responses((status = 200, body = AlarmChanged), Errors, ChangeErrors))]
 async fn set_alarm(
     Who(caller): Who,
     Operations(ops): Operations,

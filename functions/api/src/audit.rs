@@ -1,34 +1,47 @@
 //! `/audit`: events by trace id, or by type in a window.
 
-use axum::Router;
 use axum::extract::Query;
-use axum::routing::get;
 use serde::Deserialize;
 use shepherd::audit::AuditQuery;
 use shepherd::ops::requests::AUDIT_LIMIT;
 use shepherd::ports::{Clock, SystemClock};
 
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, instant, page_of};
+use crate::schema::{Errors, EventsPage};
 use crate::{Api, Operations};
 
-pub(crate) fn routes() -> Router<Api> {
-    Router::new().route("/audit", get(audit))
+pub(crate) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new().routes(routes!(audit))
 }
 
-#[derive(Deserialize)]
+/// Exactly one of `trace`, or `type` with `since`/`until`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
+    /// A trace id: every event of one production's run.
     trace: Option<String>,
+    /// An event type (`production.created`, ...), in a window.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Epoch milliseconds or RFC 3339 (default: a day before `until`).
     since: Option<String>,
+    /// Epoch milliseconds or RFC 3339 (default: now).
     until: Option<String>,
     limit: Option<usize>,
     /// For the stack's operators: one account's events (an account's callers get theirs).
     account: Option<String>,
+    /// Go on from the page before (its next cursor).
     cursor: Option<String>,
 }
 
+/// Audit events by trace id, or by type in a window (an account's, read by key).
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = EventsPage), Errors))]
 async fn audit(
     Who(caller): Who,
     Operations(ops): Operations,

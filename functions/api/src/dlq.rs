@@ -1,32 +1,41 @@
 //! `/dlq`: list, show, resubmit, redrive, discard.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use shepherd::ops::RedriveFilter;
 use shepherd::ops::requests::{ListDlq, REDRIVE_RATE, Redrive};
 use shepherd::view;
 
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, json_of, ok};
+use crate::schema::{ChangeErrors, DlqMessage, DlqMessages, Errors, MessageActed, RedriveReport};
 use crate::{Api, Operations};
 
-pub(crate) fn routes() -> Router<Api> {
-    Router::new()
-        .route("/dlq", get(list))
-        .route("/dlq/redrive", post(redrive))
-        .route("/dlq/messages/{id}", get(show))
-        .route("/dlq/messages/{id}/{action}", post(act))
+pub(crate) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(redrive))
+        .routes(routes!(show))
+        .routes(routes!(act))
 }
 
+/// DLQ messages of the account's productions.
+#[utoipa::path(get, path = "/dlq", tag = "dlq", params(ListDlq),
+    responses((status = 200, body = DlqMessages), Errors))]
 async fn list(Who(caller): Who, Operations(ops): Operations, Query(q): Query<ListDlq>) -> Answer {
     let entries = ops.dlq_list(q.phase.as_deref(), q.limit, &caller).await?;
     ok(json!({"messages": entries}))
 }
 
+/// One message, decoded, with its production.
+#[utoipa::path(get, path = "/dlq/messages/{id}", tag = "dlq", params(("id" = String, Path)),
+    responses((status = 200, body = DlqMessage), Errors))]
 async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     let (entry, production) = ops.dlq_show(&id, &caller).await?;
     ok(json!({
@@ -36,7 +45,8 @@ async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<Stri
 }
 
 /// `resubmit {include_malformed?}` or `discard {reason}`.
-#[derive(Deserialize, Default)]
+/// discard: `{reason}` (audited); resubmit: `{include_malformed?}`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageAction {
     reason: Option<String>,
@@ -44,6 +54,12 @@ struct MessageAction {
     include_malformed: bool,
 }
 
+/// Resubmit a message to its source queue as the next attempt (operator), or discard it
+/// (admin).
+#[utoipa::path(post, path = "/dlq/messages/{id}/{action}", tag = "dlq",
+    params(("id" = String, Path), ("action" = String, Path, description = "resubmit, discard")),
+    request_body(content = Option<MessageAction>),
+    responses((status = 200, body = MessageActed), Errors, ChangeErrors))]
 async fn act(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -71,6 +87,9 @@ async fn act(
     }
 }
 
+/// Messages back to their phase queues, filtered and rate-limited.
+#[utoipa::path(post, path = "/dlq/redrive", tag = "dlq", request_body(content = Option<Redrive>),
+    responses((status = 200, body = RedriveReport), Errors, ChangeErrors))]
 async fn redrive(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> Answer {
     let r: Redrive = body(&bytes)?;
     json_of(ops.dlq_redrive(&r.filter(), r.rate, &caller).await?)

@@ -5,20 +5,27 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::Api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(crate) fn routes() -> Router<Api> {
-    Router::new().route("/health", get(health))
+use crate::Api;
+use crate::schema::Health;
+
+pub(crate) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
+/// `ok`, or 503 `degraded` when the configuration or the store is unreachable; the checks
+/// only for a caller with a token.
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses((status = 200, body = Health), (status = 503, description = "degraded", body = Health)))]
 async fn health(State(api): State<Api>, parts: Parts) -> Response {
     let known = api.auth().caller(&parts).is_ok();
     let answer = |ok: bool, checks: Value| {

@@ -8,6 +8,7 @@
 //! | method | path | role | what |
 //! |---|---|---|---|
 //! | GET | /health | none | `ok`, or 503 `degraded` when the configuration or the store is unreachable |
+//! | GET | /openapi.json | none | this API's OpenAPI 3.1 description (also `docs/openapi.json`) |
 //! | GET | /productions?status=&limit=&cursor=&account= | viewer | the caller's account's productions, newest first (stack operators name the account) |
 //! | POST | /productions | operator | create from a brief (its `account` must be the caller's); `Idempotency-Key` header: a repeat within 24 h answers 200 with the first |
 //! | GET | /productions/{id} | viewer | state, phases, `available_actions`, `summary`, outputs |
@@ -51,6 +52,7 @@ mod dlq;
 mod error;
 mod health;
 mod productions;
+mod schema;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -60,6 +62,7 @@ use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::IntoResponse;
 use shepherd::ops::{Ops, OpsError};
 use shepherd::pipeline::Pipelines;
 
@@ -178,9 +181,51 @@ impl FromRequestParts<Api> for Operations {
     }
 }
 
-/// The routes, with their state; serve it with `lambda_http::run` or `axum::serve`.
-pub fn router(api: Api) -> Router {
-    Router::new()
+/// The API's description: the title, the bearer scheme every route but `/health` needs.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Shepherd",
+        description = "Operate durable pipelines: productions, approvals, audit, alarms, DLQs, \
+                       webhooks. Errors are `{code, message, request_id}`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    security(("bearer" = [])),
+    modifiers(&Bearer),
+    // The error shapes, which the responses' sets (`schema::Errors`) name but do not register.
+    components(schemas(schema::ErrorBody, schema::TooManyRequests)),
+    tags(
+        (name = "productions"), (name = "audit"), (name = "alarms"), (name = "dlq"),
+        (name = "account"), (name = "webhooks"), (name = "health")
+    )
+)]
+struct ApiDoc;
+
+/// A JWT from the stack's user pool (its `custom:account` and `custom:role` claims), or a
+/// local token.
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes and their description, from one list: a route is documented by the same
+/// annotation that mounts it.
+fn routes() -> utoipa_axum::router::OpenApiRouter<Api> {
+    use utoipa::OpenApi as _;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
         .merge(productions::routes())
         .merge(audit::routes())
@@ -188,6 +233,35 @@ pub fn router(api: Api) -> Router {
         .merge(dlq::routes())
         .merge(account::routes())
         .merge(webhooks::routes())
+}
+
+/// The API's OpenAPI 3.1 description (served at `/openapi.json`, checked in as
+/// `docs/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The description as served and checked in: pretty JSON with a final newline.
+pub fn openapi_json() -> String {
+    let mut text = openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI description serialises");
+    text.push('\n');
+    text
+}
+
+/// The routes, with their state; serve it with `lambda_http::run` or `axum::serve`.
+pub fn router(api: Api) -> Router {
+    let (routes, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()).into_response() }
+            }),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn(error::request_id))
@@ -199,4 +273,69 @@ pub fn router(api: Api) -> Router {
             )
         })
         .with_state(api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in description is the generated one (`cargo run -p shepherd-local --
+    /// template` rewrites it), and it describes every route but its own.
+    #[test]
+    fn the_checked_in_description_is_current_and_complete() {
+        let checked_in = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .expect("docs/openapi.json");
+        assert!(
+            checked_in == openapi_json(),
+            "docs/openapi.json differs from the routes: run `cargo run -p shepherd-local -- template` and commit it"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&checked_in).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let ops: Vec<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| format!("{} {path}", m.to_uppercase()))
+            })
+            .collect();
+        assert_eq!(ops.len(), 30, "{ops:#?}");
+        for op in [
+            "GET /health",
+            "POST /productions",
+            "POST /productions/{id}/actions/{action}",
+            "PUT /account/access",
+            "DELETE /webhooks/{id}",
+        ] {
+            assert!(ops.contains(&op.to_string()), "{op} missing");
+        }
+        // Every reference resolves.
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "unresolved reference to {name}"
+            );
+        }
+        // Every operation answers errors in the one documented shape.
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if path == "/health" {
+                    continue;
+                }
+                let r401 = &op["responses"]["401"]["content"]["application/json"]["schema"];
+                assert_eq!(
+                    r401["$ref"], "#/components/schemas/ErrorBody",
+                    "{method} {path}"
+                );
+            }
+        }
+    }
 }

@@ -1,11 +1,10 @@
 //! `/productions` and `/approvals`: list, start, show, act, a production's audit trail.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shepherd::audit::AuditQuery;
@@ -13,20 +12,31 @@ use shepherd::domain::{Act, Action, ProductionStatus};
 use shepherd::ops::requests::{AuditPage, ListProductions};
 use shepherd::view;
 
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, ok, page_of, paged};
+use crate::schema::{
+    ActionArguments, ApprovalsPage, ChangeErrors, Errors, EventsPage, Production, ProductionDetail,
+    ProductionsPage,
+};
 use crate::{Api, Operations};
 
-pub(crate) fn routes() -> Router<Api> {
-    Router::new()
-        .route("/productions", get(list).post(create))
-        .route("/productions/{id}", get(show))
-        .route("/productions/{id}/actions/{action}", post(act))
-        .route("/productions/{id}/audit", get(audit))
-        .route("/approvals", get(approvals))
-        .route("/approvals/{id}/{answer}", post(answer))
+pub(crate) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(act))
+        .routes(routes!(audit))
+        .routes(routes!(approvals))
+        .routes(routes!(answer))
 }
 
+/// The caller's account's productions, newest first (stack operators name the account).
+#[utoipa::path(get, path = "/productions", tag = "productions", params(ListProductions),
+    responses((status = 200, body = ProductionsPage), Errors))]
 async fn list(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -37,7 +47,8 @@ async fn list(
     paged("productions", items, ps.next)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct CreateQuery {
     /// The pipeline to run (default: the stack's default pipeline).
@@ -47,6 +58,16 @@ struct CreateQuery {
 /// `POST /productions[?pipeline=<name>]`, the body the pipeline's input; with an
 /// `Idempotency-Key` header a repeat within 24 hours answers 200 with the first production
 /// (nothing spent), and the key with another input 409.
+#[utoipa::path(post, path = "/productions", tag = "productions",
+    params(CreateQuery, ("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 255 visible ASCII characters; a repeat within 24 hours answers 200 with the first production")),
+    request_body(content = Object, description = "The pipeline's input (its definition's input schema)",
+        example = json!({"account": "acme", "title": "Why the tide turns",
+            "topic": "How the moon and the sun pull the oceans", "scenes": 2})),
+    responses(
+        (status = 201, body = Production, headers(("Location" = String))),
+        (status = 200, description = "A repeat of an Idempotency-Key: the first production", body = Production),
+        Errors, ChangeErrors))]
 async fn create(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -77,6 +98,9 @@ async fn create(
         .into_response())
 }
 
+/// A production: state, phases, `available_actions`, `summary`, outputs and artifacts.
+#[utoipa::path(get, path = "/productions/{id}", tag = "productions",
+    params(("id" = String, Path)), responses((status = 200, body = ProductionDetail), Errors))]
 async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     let p = ops.get(&id, &caller).await?;
     let (outputs, artifacts) = ops.detail(&p).await?;
@@ -99,6 +123,12 @@ fn action(name: &str, body: &Bytes) -> Result<Act, ApiError> {
         .map_err(|e| ApiError::invalid(format!("{action} needs {e}")))
 }
 
+/// An action on a production (override needs the admin role); a 409 lists the available ones.
+#[utoipa::path(post, path = "/productions/{id}/actions/{action}", tag = "productions",
+    params(("id" = String, Path), ("action" = String, Path,
+        description = "pause, resume, retry_phase, approve, reject, edit, cancel, acknowledge_warnings, override")),
+    request_body(content = Option<ActionArguments>),
+    responses((status = 200, body = Production), Errors, ChangeErrors))]
 async fn act(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -110,6 +140,9 @@ async fn act(
     ok(view::json(&p, None))
 }
 
+/// A production's audit trail.
+#[utoipa::path(get, path = "/productions/{id}/audit", tag = "productions",
+    params(("id" = String, Path), AuditPage), responses((status = 200, body = EventsPage), Errors))]
 async fn audit(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -127,6 +160,9 @@ async fn audit(
     page_of("events", rows)
 }
 
+/// Productions waiting for approval.
+#[utoipa::path(get, path = "/approvals", tag = "productions", params(ListProductions),
+    responses((status = 200, body = ApprovalsPage), Errors))]
 async fn approvals(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -151,6 +187,11 @@ async fn approvals(
     paged("approvals", items, ps.next)
 }
 
+/// Answer an approval: approve, or reject `{feedback, phase?}`.
+#[utoipa::path(post, path = "/approvals/{id}/{answer}", tag = "productions",
+    params(("id" = String, Path), ("answer" = String, Path, description = "approve, reject")),
+    request_body(content = Option<ActionArguments>),
+    responses((status = 200, body = Production), Errors, ChangeErrors))]
 async fn answer(
     who: Who,
     ops: Operations,

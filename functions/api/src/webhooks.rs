@@ -1,34 +1,45 @@
 //! `/webhooks` and `/deliveries`: subscriptions, test-sends, rotation, replay, the
 //! delivery log and resends.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use shepherd::ops::requests::ListDeliveries;
 
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, instant, json_of, ok, page_of, with_status};
+use crate::schema::{
+    ChangeErrors, CreatedWebhook, Deleted, DeliveriesPage, Delivery, Errors, Queued, Rotated,
+    Webhook, Webhooks,
+};
 use crate::{Api, Operations};
 
-pub(crate) fn routes() -> Router<Api> {
-    Router::new()
-        .route("/webhooks", get(list).post(create))
-        .route("/webhooks/{id}", get(show).patch(patch).delete(delete))
-        .route("/webhooks/{id}/{verb}", post(verb))
-        .route("/webhooks/{id}/deliveries", get(deliveries))
-        .route("/deliveries/{id}", get(delivery))
-        .route("/deliveries/{id}/resend", post(resend))
+pub(crate) fn routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, patch, delete))
+        .routes(routes!(verb))
+        .routes(routes!(deliveries))
+        .routes(routes!(delivery))
+        .routes(routes!(resend))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WebhooksQuery {
+    /// Stack operators: one account's (none: the stack's own).
     account: Option<String>,
 }
 
+/// The account's webhook subscriptions.
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks", params(WebhooksQuery),
+    responses((status = 200, body = Webhooks), Errors))]
 async fn list(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -38,7 +49,7 @@ async fn list(
     ok(json!({ "webhooks": subs }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewWebhook {
     url: String,
@@ -50,6 +61,8 @@ struct NewWebhook {
 }
 
 /// `POST /webhooks`: 201 with the subscription and its signing secret (shown this once).
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks", request_body = NewWebhook,
+    responses((status = 201, body = CreatedWebhook), Errors, ChangeErrors))]
 async fn create(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> Answer {
     let new: NewWebhook = body(&bytes)?;
     let created = ops
@@ -64,16 +77,22 @@ async fn create(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> 
     with_status(StatusCode::CREATED, created)
 }
 
+/// One subscription.
+#[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    responses((status = 200, body = Webhook), Errors))]
 async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     json_of(ops.webhook(&id, &caller).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WebhookPatch {
     enabled: bool,
 }
 
+/// Enable or disable a subscription (admin).
+#[utoipa::path(patch, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    request_body = WebhookPatch, responses((status = 200, body = Webhook), Errors, ChangeErrors))]
 async fn patch(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -84,18 +103,30 @@ async fn patch(
     json_of(ops.set_webhook(&id, patch.enabled, &caller).await?)
 }
 
+/// Delete a subscription and its secret (admin).
+#[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    responses((status = 200, body = Deleted), Errors, ChangeErrors))]
 async fn delete(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     ops.delete_webhook(&id, &caller).await?;
     ok(json!({"id": id, "deleted": true}))
 }
 
-#[derive(Deserialize, Default)]
+/// replay: `{since}`, RFC 3339 or epoch milliseconds.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayBody {
     since: Option<String>,
 }
 
 /// `POST /webhooks/{id}/rotate`, `/test` (202: the delivery is queued) and `/replay`.
+#[utoipa::path(post, path = "/webhooks/{id}/{verb}", tag = "webhooks",
+    params(("id" = String, Path), ("verb" = String, Path, description = "rotate (admin), test, replay")),
+    request_body(content = Option<ReplayBody>),
+    responses(
+        (status = 200, description = "rotate: the new secret, shown once", body = Rotated),
+        (status = 202, description = "test: the queued delivery; replay: what was queued again",
+            body = Queued),
+        Errors, ChangeErrors))]
 async fn verb(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -122,6 +153,10 @@ async fn verb(
     }
 }
 
+/// The subscription's deliveries newest first, or the failed ones since a time.
+#[utoipa::path(get, path = "/webhooks/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path), ListDeliveries),
+    responses((status = 200, body = DeliveriesPage), Errors))]
 async fn deliveries(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -139,10 +174,16 @@ async fn deliveries(
     page_of("deliveries", page)
 }
 
+/// One delivery and every attempt.
+#[utoipa::path(get, path = "/deliveries/{id}", tag = "webhooks", params(("id" = String, Path)),
+    responses((status = 200, body = Delivery), Errors))]
 async fn delivery(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     json_of(ops.delivery(&id, &caller).await?)
 }
 
+/// Send a delivery that is not pending again.
+#[utoipa::path(post, path = "/deliveries/{id}/resend", tag = "webhooks",
+    params(("id" = String, Path)), responses((status = 202, body = Delivery), Errors, ChangeErrors))]
 async fn resend(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     with_status(StatusCode::ACCEPTED, ops.resend(&id, &caller).await?)
 }

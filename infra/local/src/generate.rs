@@ -126,7 +126,6 @@ pub fn camel(name: &str) -> String {
         .collect()
 }
 
-
 /// checkov findings a phase's queues keep, each with its reason (a new finding fails CI).
 const CHECKOV_QUEUE: &str = "    Metadata:
       checkov:

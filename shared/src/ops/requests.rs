@@ -29,6 +29,11 @@ fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ProductionStatus>, D
 /// `GET /productions`, `GET /approvals`; `shepherd list`. An account's productions,
 /// newest first.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListProductions {
@@ -38,6 +43,7 @@ pub struct ListProductions {
     /// Only productions in this status (e.g. awaiting_approval, failed, dead_lettered).
     #[cfg_attr(feature = "cli", arg(long, value_parser = ProductionStatus::parse))]
     #[serde(deserialize_with = "status")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
     pub status: Option<ProductionStatus>,
     #[cfg_attr(feature = "cli", arg(long, default_value_t = PRODUCTIONS_LIMIT))]
     pub limit: usize,
@@ -72,6 +78,11 @@ pub fn account_of<'a>(caller: &'a Caller, named: Option<&'a str>) -> Result<&'a 
 
 /// `GET /productions/{id}/audit`, `GET /audit`; `shepherd audit`: a page of events.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct AuditPage {
@@ -93,6 +104,11 @@ impl Default for AuditPage {
 
 /// `GET /alarms`; `shepherd alarms`: newest first.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListAlarms {
@@ -118,6 +134,11 @@ impl Default for ListAlarms {
 
 /// `GET /dlq`; `shepherd dlq list`.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListDlq {
@@ -140,6 +161,7 @@ impl Default for ListDlq {
 /// `POST /dlq/redrive`; `shepherd dlq redrive` (which names the phase with `--phase` or
 /// `--all`): messages back to their phase queues, filtered and rate-limited.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Redrive {
@@ -187,6 +209,11 @@ impl Redrive {
 
 /// `GET /webhooks/{id}/deliveries`; `shepherd webhooks deliveries`: newest first.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListDeliveries {

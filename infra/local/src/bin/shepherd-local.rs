@@ -69,8 +69,8 @@ enum Command {
     },
     /// Write the template's generated region (every phase's queue, DLQ, function, policy
     /// and alarms; the definitions the CLI reads) and each phase's sample event from the
-    /// stack's pipelines (pipelines/stack). With --check, change nothing and fail if a
-    /// file differs (CI runs this).
+    /// stack's pipelines (pipelines/stack), and the HTTP API's docs/openapi.json. With
+    /// --check, change nothing and fail if a file differs (CI runs this).
     Template {
         #[arg(long)]
         check: bool,
@@ -157,11 +157,15 @@ fn template(template: &std::path::Path, check: bool) -> Result<()> {
         .context("the template has no folder")?;
     let stack = shepherd_stack::stack();
     let pipelines = stack.pipelines();
-    let files = generate::files(&root, pipelines)?;
+    let mut files = generate::files(&root, pipelines)?;
+    // The HTTP API's OpenAPI description, generated from its routes (docs/openapi.json).
+    files.push((root.join("docs/openapi.json"), shepherd_api::openapi_json()));
     let stale = generate::stale(&files);
     if check {
         if stale.is_empty() {
-            println!("template.yaml's generated region and the sample events are current");
+            println!(
+                "template.yaml's generated region, the sample events and docs/openapi.json are current"
+            );
             return Ok(());
         }
         for p in &stale {
