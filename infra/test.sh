@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, from a clean clone: installs the toolchain, runs formatting, lints
-# and the generated template's check, the fast tier (`cargo test-fast`: no emulator), then
-# starts the emulator for the emulator tier (`cargo test-emulator`: integration and CLI
-# tests), checks the template (sam validate, cfn-lint on the SAM-translated template) and
-# builds it (sam build, release arm64), then stops the emulator.
+# The whole test suite, from a clean clone: installs the toolchain, runs formatting, lints,
+# the generated files' check (template region, sample events, docs/openapi.json) and
+# checkov, the fast tier (`cargo test-fast`: no emulator), then starts the emulator for the
+# emulator tier (`cargo test-emulator`: integration and CLI tests) and the API fuzzer
+# (infra/fuzz.sh), checks the template (sam validate, cfn-lint on the SAM-translated
+# template) and builds it (sam build, release arm64), then stops the emulator.
 # SHEPHERD_SKIP_SAM_BUILD=1 skips the (slow) sam build.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -14,7 +15,7 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-say "template.yaml's generated region is current (shepherd-local template --check)"
+say "generated files are current: template region, sample events, docs/openapi.json (shepherd-local template --check)"
 cargo run --quiet -p shepherd-local -- template --check
 
 say "checkov on template.yaml (every finding fixed or skipped inline with its reason)"
@@ -43,6 +44,8 @@ trap emulator_down EXIT
 emulator_up
 say "cargo test-emulator (integration and CLI tests against moto at $AWS_ENDPOINT_URL)"
 SHEPHERD_TEST_ENDPOINT="$AWS_ENDPOINT_URL" cargo test-emulator -- --test-threads "${SHEPHERD_TEST_THREADS:-4}"
+say "the HTTP API's contract fuzzed (schemathesis against the local stack, every role)"
+bash infra/fuzz.sh
 emulator_down
 
 say "sam validate"
