@@ -13,7 +13,10 @@ use utoipa_axum::routes;
 
 use crate::auth::Who;
 use crate::error::{Answer, body, json_of, ok};
-use crate::schema::{AccountUsage, ChangeErrors, Errors, Integration, Integrations, Pipelines};
+use crate::schema::{
+    AccountUsage, Common, Forbidden, Integration, Integrations, Invalid, NotFound, Pipelines,
+    TooLarge,
+};
 use crate::{Api, Operations};
 
 pub(crate) fn routes() -> OpenApiRouter<Api> {
@@ -34,7 +37,7 @@ struct AccountQuery {
 
 /// The account's limits and usage.
 #[utoipa::path(get, path = "/account", tag = "account", params(AccountQuery),
-    responses((status = 200, body = AccountUsage), Errors))]
+    responses((status = 200, body = AccountUsage), Invalid, NotFound, Common))]
 async fn account(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -48,7 +51,7 @@ async fn account(
 /// jobs may use.
 /// The repositories, bases, branch prefix and token parameter the account's jobs may use.
 #[utoipa::path(get, path = "/account/access", tag = "account", params(AccountQuery),
-    responses((status = 200, body = AccountAccess), Errors))]
+    responses((status = 200, body = AccountAccess), Invalid, NotFound, Common))]
 async fn access(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -62,7 +65,7 @@ async fn access(
 /// Set an account's access (stack operators only), audited.
 #[utoipa::path(put, path = "/account/access", tag = "account", params(AccountQuery),
     request_body = AccountAccess,
-    responses((status = 200, body = AccountAccess), Errors, ChangeErrors))]
+    responses((status = 200, body = AccountAccess), Invalid, Forbidden, TooLarge, Common))]
 async fn set_access(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -77,7 +80,7 @@ async fn set_access(
 /// `GET /pipelines`: every version, the latest, and the open productions on each.
 /// The pipeline versions the stack runs or still has the caller's productions on.
 #[utoipa::path(get, path = "/pipelines", tag = "account",
-    responses((status = 200, body = Pipelines), Errors))]
+    responses((status = 200, body = Pipelines), Common))]
 async fn pipelines(Who(caller): Who, Operations(ops): Operations) -> Answer {
     let list = ops.pipelines_in_use(&caller).await?;
     ok(json!({"pipelines": list}))
@@ -85,7 +88,7 @@ async fn pipelines(Who(caller): Who, Operations(ops): Operations) -> Answer {
 
 /// The providers in chain order, with health.
 #[utoipa::path(get, path = "/integrations", tag = "account",
-    responses((status = 200, body = Integrations), Errors))]
+    responses((status = 200, body = Integrations), Common))]
 async fn integrations(Who(caller): Who, Operations(ops): Operations) -> Answer {
     let list = ops.integrations(&caller).await?;
     ok(json!({"integrations": list}))
@@ -102,7 +105,7 @@ struct IntegrationPatch {
 /// Take an integration out of the chain, or back (stack operators only).
 #[utoipa::path(patch, path = "/integrations/{id}", tag = "account",
     params(("id" = String, Path)), request_body = IntegrationPatch,
-    responses((status = 200, body = Integration), Errors, ChangeErrors))]
+    responses((status = 200, body = Integration), Invalid, Forbidden, NotFound, TooLarge, Common))]
 async fn set_integration(
     Who(caller): Who,
     Operations(ops): Operations,

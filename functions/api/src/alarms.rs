@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, ok, paged};
-use crate::schema::{AlarmChanged, AlarmsPage, ChangeErrors, Errors};
+use crate::schema::{AlarmAction, AlarmChanged, AlarmsPage, Common, Forbidden, Invalid, NotFound};
 use crate::{Api, Operations};
 
 pub(crate) fn routes() -> OpenApiRouter<Api> {
@@ -22,7 +22,7 @@ pub(crate) fn routes() -> OpenApiRouter<Api> {
 /// Alarms about the account's productions, newest first (stack operators: every alarm, or
 /// one account's).
 #[utoipa::path(get, path = "/alarms", tag = "alarms", params(ListAlarms),
-    responses((status = 200, body = AlarmsPage), Errors))]
+    responses((status = 200, body = AlarmsPage), Invalid, Common))]
 async fn alarms(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -46,8 +46,8 @@ async fn alarms(
 /// Acknowledge or resolve an alarm.
 #[utoipa::path(post, path = "/alarms/{id}/{status}", tag = "alarms",
     params(("id" = String, Path, description = "`<type>#<subject>`"),
-        ("status" = String, Path, description = "ack, resolve")),
-    responses((status = 200, body = AlarmChanged), Errors, ChangeErrors))]
+        ("status" = AlarmAction, Path)),
+    responses((status = 200, body = AlarmChanged), Forbidden, NotFound, Common))]
 async fn set_alarm(
     Who(caller): Who,
     Operations(ops): Operations,

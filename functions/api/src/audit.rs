@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, instant, page_of};
-use crate::schema::{Errors, EventsPage};
+use crate::schema::{Common, EventsPage, Invalid};
 use crate::{Api, Operations};
 
 pub(crate) fn routes() -> OpenApiRouter<Api> {
@@ -41,7 +41,7 @@ struct AuditParams {
 
 /// Audit events by trace id, or by type in a window (an account's, read by key).
 #[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
-    responses((status = 200, body = EventsPage), Errors))]
+    responses((status = 200, body = EventsPage), Invalid, Common))]
 async fn audit(
     Who(caller): Who,
     Operations(ops): Operations,

@@ -14,7 +14,10 @@ use utoipa_axum::routes;
 
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, json_of, ok};
-use crate::schema::{ChangeErrors, DlqMessage, DlqMessages, Errors, MessageActed, RedriveReport};
+use crate::schema::{
+    Common, DlqMessage, DlqMessages, Forbidden, Invalid, MessageActed, MessageActionName, NotFound,
+    RedriveReport, TooLarge,
+};
 use crate::{Api, Operations};
 
 pub(crate) fn routes() -> OpenApiRouter<Api> {
@@ -27,7 +30,7 @@ pub(crate) fn routes() -> OpenApiRouter<Api> {
 
 /// DLQ messages of the account's productions.
 #[utoipa::path(get, path = "/dlq", tag = "dlq", params(ListDlq),
-    responses((status = 200, body = DlqMessages), Errors))]
+    responses((status = 200, body = DlqMessages), Invalid, Common))]
 async fn list(Who(caller): Who, Operations(ops): Operations, Query(q): Query<ListDlq>) -> Answer {
     let entries = ops.dlq_list(q.phase.as_deref(), q.limit, &caller).await?;
     ok(json!({"messages": entries}))
@@ -35,7 +38,7 @@ async fn list(Who(caller): Who, Operations(ops): Operations, Query(q): Query<Lis
 
 /// One message, decoded, with its production.
 #[utoipa::path(get, path = "/dlq/messages/{id}", tag = "dlq", params(("id" = String, Path)),
-    responses((status = 200, body = DlqMessage), Errors))]
+    responses((status = 200, body = DlqMessage), Invalid, NotFound, Common))]
 async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     let (entry, production) = ops.dlq_show(&id, &caller).await?;
     ok(json!({
@@ -57,9 +60,9 @@ struct MessageAction {
 /// Resubmit a message to its source queue as the next attempt (operator), or discard it
 /// (admin).
 #[utoipa::path(post, path = "/dlq/messages/{id}/{action}", tag = "dlq",
-    params(("id" = String, Path), ("action" = String, Path, description = "resubmit, discard")),
+    params(("id" = String, Path), ("action" = MessageActionName, Path)),
     request_body(content = Option<MessageAction>),
-    responses((status = 200, body = MessageActed), Errors, ChangeErrors))]
+    responses((status = 200, body = MessageActed), Invalid, Forbidden, NotFound, TooLarge, Common))]
 async fn act(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -89,7 +92,7 @@ async fn act(
 
 /// Messages back to their phase queues, filtered and rate-limited.
 #[utoipa::path(post, path = "/dlq/redrive", tag = "dlq", request_body(content = Option<Redrive>),
-    responses((status = 200, body = RedriveReport), Errors, ChangeErrors))]
+    responses((status = 200, body = RedriveReport), Invalid, Forbidden, TooLarge, Common))]
 async fn redrive(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> Answer {
     let r: Redrive = body(&bytes)?;
     json_of(ops.dlq_redrive(&r.filter(), r.rate, &caller).await?)

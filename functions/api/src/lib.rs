@@ -192,8 +192,17 @@ impl FromRequestParts<Api> for Operations {
     ),
     security(("bearer" = [])),
     modifiers(&Bearer),
-    // The error shapes, which the responses' sets (`schema::Errors`) name but do not register.
-    components(schemas(schema::ErrorBody, schema::TooManyRequests)),
+    // What the response sets and path parameters name, which the routes do not register.
+    components(schemas(
+        schema::ErrorBody,
+        schema::ErrorCode,
+        schema::TooManyRequests,
+        schema::ActionName,
+        schema::AnswerName,
+        schema::AlarmAction,
+        schema::MessageActionName,
+        schema::WebhookVerb
+    )),
     tags(
         (name = "productions"), (name = "audit"), (name = "alarms"), (name = "dlq"),
         (name = "account"), (name = "webhooks"), (name = "health")
@@ -315,6 +324,18 @@ mod tests {
         ] {
             assert!(ops.contains(&op.to_string()), "{op} missing");
         }
+        // The documented actions are the domain's.
+        let documented: Vec<&str> = doc["components"]["schemas"]["ActionName"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let actions: Vec<&str> = shepherd::domain::Action::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        assert_eq!(documented, actions);
         // Every reference resolves.
         let text = doc.to_string();
         for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {

@@ -19,8 +19,8 @@ use utoipa_axum::routes;
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, ok, page_of, paged};
 use crate::schema::{
-    ActionArguments, ApprovalsPage, ChangeErrors, Errors, EventsPage, Production, ProductionDetail,
-    ProductionsPage,
+    ActionArguments, ActionName, AnswerName, ApprovalsPage, Common, Conflict, EventsPage,
+    Forbidden, Invalid, NotFound, Production, ProductionDetail, ProductionsPage, TooLarge,
 };
 use crate::{Api, Operations};
 
@@ -36,7 +36,7 @@ pub(crate) fn routes() -> OpenApiRouter<Api> {
 
 /// The caller's account's productions, newest first (stack operators name the account).
 #[utoipa::path(get, path = "/productions", tag = "productions", params(ListProductions),
-    responses((status = 200, body = ProductionsPage), Errors))]
+    responses((status = 200, body = ProductionsPage), Invalid, Common))]
 async fn list(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -67,7 +67,7 @@ struct CreateQuery {
     responses(
         (status = 201, body = Production, headers(("Location" = String))),
         (status = 200, description = "A repeat of an Idempotency-Key: the first production", body = Production),
-        Errors, ChangeErrors))]
+        Invalid, Forbidden, Conflict, TooLarge, Common))]
 async fn create(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -100,7 +100,7 @@ async fn create(
 
 /// A production: state, phases, `available_actions`, `summary`, outputs and artifacts.
 #[utoipa::path(get, path = "/productions/{id}", tag = "productions",
-    params(("id" = String, Path)), responses((status = 200, body = ProductionDetail), Errors))]
+    params(("id" = String, Path)), responses((status = 200, body = ProductionDetail), Invalid, NotFound, Common))]
 async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     let p = ops.get(&id, &caller).await?;
     let (outputs, artifacts) = ops.detail(&p).await?;
@@ -125,10 +125,9 @@ fn action(name: &str, body: &Bytes) -> Result<Act, ApiError> {
 
 /// An action on a production (override needs the admin role); a 409 lists the available ones.
 #[utoipa::path(post, path = "/productions/{id}/actions/{action}", tag = "productions",
-    params(("id" = String, Path), ("action" = String, Path,
-        description = "pause, resume, retry_phase, approve, reject, edit, cancel, acknowledge_warnings, override")),
+    params(("id" = String, Path), ("action" = ActionName, Path)),
     request_body(content = Option<ActionArguments>),
-    responses((status = 200, body = Production), Errors, ChangeErrors))]
+    responses((status = 200, body = Production), Invalid, Forbidden, NotFound, Conflict, TooLarge, Common))]
 async fn act(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -142,7 +141,7 @@ async fn act(
 
 /// A production's audit trail.
 #[utoipa::path(get, path = "/productions/{id}/audit", tag = "productions",
-    params(("id" = String, Path), AuditPage), responses((status = 200, body = EventsPage), Errors))]
+    params(("id" = String, Path), AuditPage), responses((status = 200, body = EventsPage), Invalid, NotFound, Common))]
 async fn audit(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -162,7 +161,7 @@ async fn audit(
 
 /// Productions waiting for approval.
 #[utoipa::path(get, path = "/approvals", tag = "productions", params(ListProductions),
-    responses((status = 200, body = ApprovalsPage), Errors))]
+    responses((status = 200, body = ApprovalsPage), Invalid, Common))]
 async fn approvals(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -189,9 +188,9 @@ async fn approvals(
 
 /// Answer an approval: approve, or reject `{feedback, phase?}`.
 #[utoipa::path(post, path = "/approvals/{id}/{answer}", tag = "productions",
-    params(("id" = String, Path), ("answer" = String, Path, description = "approve, reject")),
+    params(("id" = String, Path), ("answer" = AnswerName, Path)),
     request_body(content = Option<ActionArguments>),
-    responses((status = 200, body = Production), Errors, ChangeErrors))]
+    responses((status = 200, body = Production), Invalid, Forbidden, NotFound, Conflict, TooLarge, Common))]
 async fn answer(
     who: Who,
     ops: Operations,

@@ -10,15 +10,29 @@ use utoipa::{IntoResponses, ToSchema};
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorBody {
-    /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
-    /// `conflict`, `idempotency_key_reused`, `too_large`, `limit_reached`, `unavailable`.
-    #[schema(pattern = "^[a-z_]+$")]
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     /// The request's id (also the `x-request-id` header); quote it when reporting.
     pub request_id: String,
     /// 409 `conflict`: the actions the production allows now.
     pub available: Option<Vec<String>>,
+}
+
+/// What went wrong, to branch on.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    IdempotencyKeyReused,
+    TooLarge,
+    LimitReached,
+    Unavailable,
 }
 
 /// A production as lists and actions answer it.
@@ -368,22 +382,13 @@ pub struct TooManyRequests {
     pub request_id: Option<String>,
 }
 
-/// Errors every route may answer.
+/// What every route that takes a token may answer beyond its own.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
-pub enum Errors {
-    /// The request is malformed (query, body or path); the message names the problem.
-    #[response(status = 400)]
-    Invalid(ErrorBody),
+pub enum Common {
     /// No or an unknown bearer token.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// The caller's role may not do this.
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such thing in the caller's account (another account's is not found too).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
     /// Throttled: past the stage's rate or burst (see `TooManyRequests`); retry later.
     #[response(status = 429)]
     Throttled(TooManyRequests),
@@ -392,16 +397,83 @@ pub enum Errors {
     Unavailable(ErrorBody),
 }
 
-/// Errors of a change, beyond [`Errors`].
+/// The request is malformed (query, body or path); the message names the problem.
 #[derive(IntoResponses)]
+#[response(status = 400)]
 #[allow(dead_code)]
-pub enum ChangeErrors {
-    /// Not available now (409 `conflict` lists the actions that are), or a concurrent change.
-    #[response(status = 409)]
-    Conflict(ErrorBody),
-    /// The body is over the API's limit.
-    #[response(status = 413)]
-    TooLarge(ErrorBody),
+pub struct Invalid(ErrorBody);
+
+/// The caller's role may not do this.
+#[derive(IntoResponses)]
+#[response(status = 403)]
+#[allow(dead_code)]
+pub struct Forbidden(ErrorBody);
+
+/// No such thing in the caller's account (another account's is not found too).
+#[derive(IntoResponses)]
+#[response(status = 404)]
+#[allow(dead_code)]
+pub struct NotFound(ErrorBody);
+
+/// Not available now (a 409 `conflict` lists the actions that are), or a concurrent change.
+#[derive(IntoResponses)]
+#[response(status = 409)]
+#[allow(dead_code)]
+pub struct Conflict(ErrorBody);
+
+/// The body is over the API's limit.
+#[derive(IntoResponses)]
+#[response(status = 413)]
+#[allow(dead_code)]
+pub struct TooLarge(ErrorBody);
+
+/// The actions on a production (`POST /productions/{id}/actions/{action}`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ActionName {
+    Pause,
+    Resume,
+    RetryPhase,
+    Approve,
+    Reject,
+    Edit,
+    Cancel,
+    Override,
+    AcknowledgeWarnings,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AnswerName {
+    Approve,
+    Reject,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AlarmAction {
+    Ack,
+    Resolve,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum MessageActionName {
+    Resubmit,
+    Discard,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum WebhookVerb {
+    Rotate,
+    Test,
+    Replay,
 }
 
 /// What a DLQ message's action answers: resubmit, what moved; discard, the message.

@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, instant, json_of, ok, page_of, with_status};
 use crate::schema::{
-    ChangeErrors, CreatedWebhook, Deleted, DeliveriesPage, Delivery, Errors, Queued, Rotated,
-    Webhook, Webhooks,
+    Common, Conflict, CreatedWebhook, Deleted, DeliveriesPage, Delivery, Forbidden, Invalid,
+    NotFound, Queued, Rotated, TooLarge, Webhook, WebhookVerb, Webhooks,
 };
 use crate::{Api, Operations};
 
@@ -39,7 +39,7 @@ struct WebhooksQuery {
 
 /// The account's webhook subscriptions.
 #[utoipa::path(get, path = "/webhooks", tag = "webhooks", params(WebhooksQuery),
-    responses((status = 200, body = Webhooks), Errors))]
+    responses((status = 200, body = Webhooks), Invalid, Common))]
 async fn list(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -62,7 +62,7 @@ struct NewWebhook {
 
 /// `POST /webhooks`: 201 with the subscription and its signing secret (shown this once).
 #[utoipa::path(post, path = "/webhooks", tag = "webhooks", request_body = NewWebhook,
-    responses((status = 201, body = CreatedWebhook), Errors, ChangeErrors))]
+    responses((status = 201, body = CreatedWebhook), Invalid, Forbidden, TooLarge, Common))]
 async fn create(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> Answer {
     let new: NewWebhook = body(&bytes)?;
     let created = ops
@@ -79,7 +79,7 @@ async fn create(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> 
 
 /// One subscription.
 #[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, body = Webhook), Errors))]
+    responses((status = 200, body = Webhook), Invalid, NotFound, Common))]
 async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     json_of(ops.webhook(&id, &caller).await?)
 }
@@ -92,7 +92,7 @@ struct WebhookPatch {
 
 /// Enable or disable a subscription (admin).
 #[utoipa::path(patch, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
-    request_body = WebhookPatch, responses((status = 200, body = Webhook), Errors, ChangeErrors))]
+    request_body = WebhookPatch, responses((status = 200, body = Webhook), Invalid, Forbidden, NotFound, TooLarge, Common))]
 async fn patch(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -105,7 +105,7 @@ async fn patch(
 
 /// Delete a subscription and its secret (admin).
 #[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, body = Deleted), Errors, ChangeErrors))]
+    responses((status = 200, body = Deleted), Invalid, Forbidden, NotFound, Common))]
 async fn delete(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     ops.delete_webhook(&id, &caller).await?;
     ok(json!({"id": id, "deleted": true}))
@@ -120,13 +120,13 @@ struct ReplayBody {
 
 /// `POST /webhooks/{id}/rotate`, `/test` (202: the delivery is queued) and `/replay`.
 #[utoipa::path(post, path = "/webhooks/{id}/{verb}", tag = "webhooks",
-    params(("id" = String, Path), ("verb" = String, Path, description = "rotate (admin), test, replay")),
+    params(("id" = String, Path), ("verb" = WebhookVerb, Path, description = "rotate needs the admin role")),
     request_body(content = Option<ReplayBody>),
     responses(
         (status = 200, description = "rotate: the new secret, shown once", body = Rotated),
         (status = 202, description = "test: the queued delivery; replay: what was queued again",
             body = Queued),
-        Errors, ChangeErrors))]
+        Invalid, Forbidden, NotFound, TooLarge, Common))]
 async fn verb(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -156,7 +156,7 @@ async fn verb(
 /// The subscription's deliveries newest first, or the failed ones since a time.
 #[utoipa::path(get, path = "/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path), ListDeliveries),
-    responses((status = 200, body = DeliveriesPage), Errors))]
+    responses((status = 200, body = DeliveriesPage), Invalid, NotFound, Common))]
 async fn deliveries(
     Who(caller): Who,
     Operations(ops): Operations,
@@ -176,14 +176,14 @@ async fn deliveries(
 
 /// One delivery and every attempt.
 #[utoipa::path(get, path = "/deliveries/{id}", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, body = Delivery), Errors))]
+    responses((status = 200, body = Delivery), Invalid, NotFound, Common))]
 async fn delivery(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     json_of(ops.delivery(&id, &caller).await?)
 }
 
 /// Send a delivery that is not pending again.
 #[utoipa::path(post, path = "/deliveries/{id}/resend", tag = "webhooks",
-    params(("id" = String, Path)), responses((status = 202, body = Delivery), Errors, ChangeErrors))]
+    params(("id" = String, Path)), responses((status = 202, body = Delivery), Invalid, Forbidden, NotFound, Conflict, Common))]
 async fn resend(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     with_status(StatusCode::ACCEPTED, ops.resend(&id, &caller).await?)
 }
