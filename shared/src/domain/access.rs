@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// An account's access. Empty lists allow nothing (a repository must be allowed before a
 /// job can name it); a missing prefix is `shepherd/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountAccess {
     /// Patterns of `owner/name`: `acme/widgets`, or `acme/*` for every repository of an

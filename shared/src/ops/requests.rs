@@ -29,11 +29,8 @@ fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ProductionStatus>, D
 /// `GET /productions`, `GET /approvals`; `shepherd list`. An account's productions,
 /// newest first.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::IntoParams),
-    into_params(parameter_in = Query)
-)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListProductions {
@@ -43,7 +40,7 @@ pub struct ListProductions {
     /// Only productions in this status (e.g. awaiting_approval, failed, dead_lettered).
     #[cfg_attr(feature = "cli", arg(long, value_parser = ProductionStatus::parse))]
     #[serde(deserialize_with = "status")]
-    #[cfg_attr(feature = "openapi", param(value_type = Option<String>))]
+    #[param(value_type = Option<String>)]
     pub status: Option<ProductionStatus>,
     #[cfg_attr(feature = "cli", arg(long, default_value_t = PRODUCTIONS_LIMIT))]
     pub limit: usize,
@@ -78,11 +75,8 @@ pub fn account_of<'a>(caller: &'a Caller, named: Option<&'a str>) -> Result<&'a 
 
 /// `GET /productions/{id}/audit`, `GET /audit`; `shepherd audit`: a page of events.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::IntoParams),
-    into_params(parameter_in = Query)
-)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct AuditPage {
@@ -104,11 +98,8 @@ impl Default for AuditPage {
 
 /// `GET /alarms`; `shepherd alarms`: newest first.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::IntoParams),
-    into_params(parameter_in = Query)
-)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListAlarms {
@@ -134,11 +125,8 @@ impl Default for ListAlarms {
 
 /// `GET /dlq`; `shepherd dlq list`.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::IntoParams),
-    into_params(parameter_in = Query)
-)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListDlq {
@@ -161,8 +149,7 @@ impl Default for ListDlq {
 /// `POST /dlq/redrive`; `shepherd dlq redrive` (which names the phase with `--phase` or
 /// `--all`): messages back to their phase queues, filtered and rate-limited.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Redrive {
     /// One phase's DLQ (none: every phase's).
@@ -209,11 +196,8 @@ impl Redrive {
 
 /// `GET /webhooks/{id}/deliveries`; `shepherd webhooks deliveries`: newest first.
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::IntoParams),
-    into_params(parameter_in = Query)
-)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ListDeliveries {
