@@ -4,6 +4,7 @@
 //! every answer against them, so a shape that drifts from the code fails there.
 
 use serde_json::{Map, Value};
+use shepherd::ops::DlqEntry;
 use utoipa::{IntoResponses, ToSchema};
 
 /// Every error: a code to branch on, a message for a person, the request's id for the log.
@@ -172,22 +173,6 @@ pub struct AlarmChanged {
 #[allow(dead_code)]
 pub struct DlqMessages {
     pub messages: Vec<DlqEntry>,
-}
-
-/// A DLQ message, decoded.
-#[derive(ToSchema, serde::Serialize)]
-#[allow(dead_code)]
-pub struct DlqEntry {
-    pub phase: String,
-    pub message_id: String,
-    pub production_id: Option<String>,
-    pub account: Option<String>,
-    pub attempt: Option<u32>,
-    pub reason: String,
-    pub code: String,
-    pub age_secs: i64,
-    pub malformed: bool,
-    pub body: String,
 }
 
 #[derive(ToSchema)]

@@ -24,7 +24,7 @@ use crate::protocol::{PhaseMessage, attr};
 const MAX_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 /// One message in a phase's DLQ, as an operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DlqEntry {
     pub phase: String,
     pub message_id: String,
