@@ -26,6 +26,7 @@ pub mod input;
 pub mod limits;
 mod production;
 pub mod redact;
+pub mod schedule;
 pub mod webhooks;
 
 pub use act::{Act, Action, FieldChange, OverrideTarget, names};
