@@ -142,6 +142,9 @@ pub struct Config {
     pub publish_webhook_secret: String,
     /// Webhooks may go to loopback receivers (the local stack only).
     pub webhook_allow_loopback: bool,
+    /// The SSM parameter of the stack's configuration (the scheduler reads it on its first
+    /// tick: starting a production needs the stack's gates and limits); empty elsewhere.
+    pub stack_config_param: String,
     /// The stack's pipelines (its composition crate's; a test may run others).
     pub pipelines: std::sync::Arc<Pipelines>,
 }
@@ -243,6 +246,10 @@ impl Config {
             webhook_allow_loopback: env
                 .get("SHEPHERD_WEBHOOK_ALLOW_LOOPBACK")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            stack_config_param: env
+                .get("SHEPHERD_STACK_CONFIG_PARAM")
+                .cloned()
+                .unwrap_or_default(),
             pipelines,
         })
     }

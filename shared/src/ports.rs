@@ -26,6 +26,7 @@ use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
 use crate::domain::artifacts::Artifact;
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
+use crate::domain::schedule::{Schedule, SlotRecord};
 use crate::domain::webhooks::{Delivery, Subscription, SubscriptionState};
 use crate::domain::{
     Actor, AuditEvent, Millis, Production, ProductionStatus, StepError, Transition,
@@ -262,6 +263,42 @@ pub trait HealthStore: Send + Sync {
     async fn get(&self, id: &str) -> Result<Health, StoreError>;
     /// Stores `h` if the stored version is `h.version - 1`; `false` if someone else wrote first.
     async fn put(&self, h: &Health) -> Result<bool, StoreError>;
+}
+
+/// Schedules and their slot history (`domain::schedule`).
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Stores a new schedule (`AlreadyExists` if its id is taken).
+    async fn create(&self, s: &Schedule, now: Millis) -> Result<(), StoreError>;
+    /// Consistent read of one schedule.
+    async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
+    /// Schedules newest first: one account's (read by key), or every account's (`None`).
+    async fn list(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Schedule>, StoreError>;
+    /// Ids of schedules with something to do at `now` (a sparse index on the due time),
+    /// earliest first, at most `limit`.
+    async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Writes `s` and `slots` all or nothing, if the stored schedule's version is
+    /// `s.version - 1`; `false` (nothing written) if another writer came first or it is gone.
+    async fn commit(
+        &self,
+        s: &Schedule,
+        slots: &[SlotRecord],
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// A schedule's slot history, newest first.
+    async fn history(
+        &self,
+        id: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<SlotRecord>, StoreError>;
+    /// Deletes a schedule (its history stays); `false` if there was none.
+    async fn delete(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// Webhook subscriptions and their deliveries (`domain::webhooks`).
@@ -793,6 +830,7 @@ pub struct Ports {
     pub accounts: Arc<dyn Accounts>,
     pub alarms: Arc<dyn Alarms>,
     pub webhooks: Arc<dyn Webhooks>,
+    pub schedules: Arc<dyn Schedules>,
     pub health: Arc<dyn HealthStore>,
     pub audit: Arc<dyn AuditLog>,
     pub ledger: Arc<dyn Ledger>,

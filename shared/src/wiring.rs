@@ -14,7 +14,7 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 
 use crate::adapters::dynamodb::{
     DynamoAccounts, DynamoAlarms, DynamoAudit, DynamoHealth, DynamoLedger, DynamoOutputs,
-    DynamoProductions, DynamoStream, DynamoWebhooks, stream,
+    DynamoProductions, DynamoSchedules, DynamoStream, DynamoWebhooks, stream,
 };
 use crate::adapters::providers::HttpConnector;
 use crate::adapters::{CachedParams, S3Artifacts, SqsQueue, SsmParams};
@@ -83,6 +83,7 @@ impl AwsClients {
             accounts: Arc::new(DynamoAccounts::new(ddb.clone(), state)),
             alarms: Arc::new(DynamoAlarms::new(ddb.clone(), state)),
             webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), state)),
+            schedules: Arc::new(DynamoSchedules::new(ddb.clone(), state)),
             health: Arc::new(DynamoHealth::new(ddb.clone(), state)),
             audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
             ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),
@@ -179,6 +180,52 @@ pub fn sweeper(ports: &Ports, config: &Config) -> Sweeper {
         clock: ports.clock.clone(),
         lost_dispatch_after: config.lost_dispatch_after,
     }
+}
+
+/// The scheduler: every minute, the due schedules' slots (`ops::Ops::run_schedules`). It
+/// starts productions as an operator's start does, so it reads the stack's configuration
+/// (gates, limits) from SSM on its first tick.
+pub struct Scheduler {
+    ports: Ports,
+    param: String,
+    pipelines: Arc<Pipelines>,
+    ops: tokio::sync::OnceCell<Ops>,
+}
+
+impl Scheduler {
+    pub fn new(ports: &Ports, config: &Config) -> Self {
+        Self {
+            ports: ports.clone(),
+            param: config.stack_config_param.clone(),
+            pipelines: config.pipelines.clone(),
+            ops: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// One tick: the due schedules' slots fired or missed.
+    pub async fn tick(&self) -> Result<crate::ops::ScheduleTick, OpsError> {
+        let ops = self
+            .ops
+            .get_or_try_init(|| async {
+                if self.param.is_empty() {
+                    return Err(OpsError::Config(
+                        "SHEPHERD_STACK_CONFIG_PARAM is not set: the scheduler reads the stack's configuration from it".into(),
+                    ));
+                }
+                let config = stack_config(self.ports.params.as_ref(), &self.param).await?;
+                Ok(Ops::new(self.ports.clone(), config, self.pipelines.clone()))
+            })
+            .await?;
+        ops.run_schedules().await
+    }
+}
+
+/// What a scheduled handler's tick did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum TickReport {
+    Sweep(SweepReport),
+    Schedules(crate::ops::ScheduleTick),
 }
 
 /// The alarm-ingest function's handler on `ports`.
@@ -323,6 +370,8 @@ pub enum HandlerName {
     Phase(String),
     /// The recovery sweep (EventBridge Scheduler, every minute).
     Sweeper,
+    /// Schedules' due slots (EventBridge Scheduler, every minute).
+    Scheduler,
     /// The state table's stream -> the audit table.
     AuditProjector,
     /// The state table's stream -> stored webhook deliveries.
@@ -347,8 +396,9 @@ pub enum EventKind {
 
 impl HandlerName {
     /// The platform's handlers, by the name `SHEPHERD_HANDLER` gives them.
-    pub const PLATFORM: [(&'static str, HandlerName); 5] = [
+    pub const PLATFORM: [(&'static str, HandlerName); 6] = [
         ("sweeper", HandlerName::Sweeper),
+        ("scheduler", HandlerName::Scheduler),
         ("audit-projector", HandlerName::AuditProjector),
         ("webhook-fanout", HandlerName::WebhookFanout),
         ("webhook-deliver", HandlerName::WebhookDeliver),
@@ -399,7 +449,7 @@ impl HandlerName {
             Self::Phase(_) | Self::WebhookDeliver => EventKind::Sqs,
             Self::AuditProjector | Self::WebhookFanout => EventKind::Stream,
             Self::AlarmIngest => EventKind::Sns,
-            Self::Sweeper => EventKind::Schedule,
+            Self::Sweeper | Self::Scheduler => EventKind::Schedule,
         }
     }
 }
@@ -419,6 +469,7 @@ pub enum Handler {
     Phase(PhaseFunction),
     WebhookDeliver(crate::webhooks::Deliverer),
     Sweeper(Sweeper),
+    Scheduler(Box<Scheduler>),
     AuditProjector(Ports),
     WebhookFanout(crate::webhooks::Fanout),
     AlarmIngest(crate::cloudwatch::AlarmIngest),
@@ -439,6 +490,7 @@ impl Handler {
                 Self::WebhookDeliver(webhook_deliverer(&ports, config, &clients.sns))
             }
             HandlerName::Sweeper => Self::Sweeper(sweeper(&ports, config)),
+            HandlerName::Scheduler => Self::Scheduler(Box::new(Scheduler::new(&ports, config))),
             HandlerName::AuditProjector => Self::AuditProjector(ports),
             HandlerName::WebhookFanout => Self::WebhookFanout(webhook_fanout(&ports, config)),
             HandlerName::AlarmIngest => Self::AlarmIngest(alarm_ingest(&ports, config)),
@@ -451,6 +503,7 @@ impl Handler {
             Self::Phase(p) => HandlerName::Phase(p.phase_name().to_string()),
             Self::WebhookDeliver(_) => HandlerName::WebhookDeliver,
             Self::Sweeper(_) => HandlerName::Sweeper,
+            Self::Scheduler(_) => HandlerName::Scheduler,
             Self::AuditProjector(_) => HandlerName::AuditProjector,
             Self::WebhookFanout(_) => HandlerName::WebhookFanout,
             Self::AlarmIngest(_) => HandlerName::AlarmIngest,
@@ -509,10 +562,19 @@ impl Handler {
         }
     }
 
-    /// A scheduled tick.
-    pub async fn tick(&self) -> Result<Result<SweepReport, StoreError>, WrongEvent> {
+    /// A scheduled tick: what it did, or why it failed.
+    pub async fn tick(&self) -> Result<Result<TickReport, String>, WrongEvent> {
         match self {
-            Self::Sweeper(s) => Ok(s.sweep().await),
+            Self::Sweeper(s) => Ok(s
+                .sweep()
+                .await
+                .map(TickReport::Sweep)
+                .map_err(|e| e.to_string())),
+            Self::Scheduler(s) => Ok(s
+                .tick()
+                .await
+                .map(TickReport::Schedules)
+                .map_err(|e| e.to_string())),
             _ => Err(self.refuse(EventKind::Schedule)),
         }
     }
@@ -538,6 +600,9 @@ pub async fn serve(stack: Stack) -> Result<(), lambda_runtime::Error> {
     crate::observability::init();
     let name = HandlerName::from_env(&stack)?;
     let config = Config::from_env(stack.pipelines().clone())?;
+    if name == HandlerName::Scheduler && config.stack_config_param.is_empty() {
+        return Err(ConfigError::Missing("SHEPHERD_STACK_CONFIG_PARAM").into());
+    }
     let handler = tokio::sync::OnceCell::new();
     let (handler, name, stack, config) = (&handler, &name, &stack, &config);
     let get = move || on_first_event(handler, move |c| Handler::build(name, stack, &c, config));
@@ -629,7 +694,7 @@ impl Ops {
 }
 
 /// The stack configuration in parameter `name`.
-async fn stack_config(ssm: &SsmParams, name: &str) -> Result<StackConfig, OpsError> {
+async fn stack_config(ssm: &dyn Params, name: &str) -> Result<StackConfig, OpsError> {
     let stack = name
         .strip_prefix("/shepherd/")
         .and_then(|s| s.strip_suffix("/config"))
@@ -718,6 +783,7 @@ mod tests {
         );
         for (name, kind) in [
             ("sweeper", EventKind::Schedule),
+            ("scheduler", EventKind::Schedule),
             ("audit-projector", EventKind::Stream),
             ("webhook-fanout", EventKind::Stream),
             ("webhook-deliver", EventKind::Sqs),
@@ -729,7 +795,7 @@ mod tests {
         assert_eq!(
             HandlerName::parse("brief", &stack).unwrap_err().to_string(),
             "configuration SHEPHERD_HANDLER is invalid: \"brief\" is no handler of this stack: \
-             its phases are draft; the platform's sweeper, audit-projector, webhook-fanout, \
+             its phases are draft; the platform's sweeper, scheduler, audit-projector, webhook-fanout, \
              webhook-deliver, alarm-ingest"
         );
     }

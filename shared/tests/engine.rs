@@ -667,3 +667,272 @@ async fn a_keyed_start_repeated_returns_the_first_production_until_the_key_expir
         .unwrap();
     assert!(!repeated && later.id != first.id, "a key holds 24 hours");
 }
+
+// ---- Schedules (F-12) -----------------------------------------------------------------
+
+use shepherd::domain::schedule::{MissReason, Origin, ScheduleSpec, SlotOutcome};
+
+const MIN: i64 = 60_000;
+
+fn admin() -> Caller {
+    caller(Role::Admin, Scope::Account("acme".into()))
+}
+
+fn every(minutes: u32, extra: serde_json::Value) -> ScheduleSpec {
+    let mut v = serde_json::json!({"name": "tides", "account": "acme",
+        "input": {"title": "Tides", "topic": "Why", "scenes": 1}, "every_minutes": minutes});
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+/// Moves the clock to `at` and runs one scheduler tick.
+async fn tick_at(w: &World, at: i64) -> shepherd::ops::ScheduleTick {
+    w.mem.advance(at - w.mem.now());
+    w.ops.run_schedules().await.unwrap()
+}
+
+async fn slots(w: &World, id: &str) -> Vec<(i64, SlotOutcome)> {
+    let d = w.ops.schedule(id, &operator(), 100, None).await.unwrap();
+    let mut v: Vec<_> = d.history.into_iter().map(|r| (r.slot, r.outcome)).collect();
+    v.sort_by_key(|(t, _)| *t);
+    v
+}
+
+#[tokio::test]
+async fn a_schedule_fires_each_slot_once_and_a_retried_tick_starts_nothing_more() {
+    let w = World::new("");
+    let s = w
+        .ops
+        .create_schedule(every(10, serde_json::json!({})), &admin())
+        .await
+        .unwrap();
+    let first = s.next_slot;
+    assert!(
+        first > T0 && first % (10 * MIN) == 0,
+        "the next multiple of 10 minutes"
+    );
+    assert_eq!(
+        tick_at(&w, first - 1).await.due,
+        0,
+        "nothing due before the slot"
+    );
+    let t = tick_at(&w, first + 20_000).await;
+    assert_eq!((t.due, t.fired, t.missed), (1, 1, 0), "{t:?}");
+    // The same tick again (a retry, or a second tick at once): not due any more.
+    let again = w.ops.run_schedules().await.unwrap();
+    assert_eq!((again.due, again.fired), (0, 0));
+    let history = slots(&w, &s.id).await;
+    let SlotOutcome::Fired { production, origin } = &history[0].1 else {
+        panic!("{history:?}")
+    };
+    assert_eq!(*origin, Origin::OnTime);
+    let p = w.get(production).await;
+    assert_eq!(p.account, "acme");
+    let listed = w.ops.schedules(None, &operator(), 10, None).await.unwrap();
+    assert_eq!(
+        listed.items[0].last_fired.as_ref().unwrap().production,
+        *production
+    );
+    assert_eq!(listed.items[0].next_slot, first + 10 * MIN);
+}
+
+#[tokio::test]
+async fn after_downtime_latest_fires_once_and_every_missed_slot_is_recorded_alarmed_and_audited() {
+    let w = World::new("");
+    let s = w
+        .ops
+        .create_schedule(every(10, serde_json::json!({"overlap": "allow"})), &admin())
+        .await
+        .unwrap();
+    // No tick for five slots; the sixth tick comes 5 minutes after the newest.
+    let t = tick_at(&w, s.next_slot + 45 * MIN).await;
+    assert_eq!((t.fired, t.missed), (1, 4), "{t:?}");
+    let h = slots(&w, &s.id).await;
+    assert!(
+        h[..4].iter().all(|(_, o)| matches!(
+            o,
+            SlotOutcome::Missed {
+                reason: MissReason::Downtime,
+                ..
+            }
+        )),
+        "{h:?}"
+    );
+    assert!(matches!(
+        h[4].1,
+        SlotOutcome::Fired {
+            origin: Origin::CatchUp,
+            ..
+        }
+    ));
+    let alarms = w.ops.alarms(None, 10, None, &operator()).await.unwrap();
+    let a = alarms
+        .items
+        .iter()
+        .find(|a| a.subject == s.id)
+        .expect("the schedule's alarm");
+    assert!(a.detail.contains("missed 4 slot(s)"), "{}", a.detail);
+    let missed = w
+        .ops
+        .audit(
+            &shepherd::ports::AuditQuery::Type {
+                event_type: "schedule.missed".into(),
+                since: 0,
+                until: 253_402_300_799_999,
+                account: Some("acme".into()),
+            },
+            100,
+            None,
+            &operator(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missed.items.len(), 4);
+    assert!(
+        missed.items[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("downtime")
+    );
+}
+
+#[tokio::test]
+async fn overlap_skip_misses_a_slot_while_the_last_production_is_open() {
+    let w = World::new("");
+    let s = w
+        .ops
+        .create_schedule(every(10, serde_json::json!({})), &admin())
+        .await
+        .unwrap();
+    assert_eq!(tick_at(&w, s.next_slot).await.fired, 1);
+    // The production was not worked: still open at the next slot.
+    let t = tick_at(&w, s.next_slot + 10 * MIN).await;
+    assert_eq!((t.fired, t.missed), (0, 1));
+    let h = slots(&w, &s.id).await;
+    assert!(
+        matches!(
+            h[1].1,
+            SlotOutcome::Missed {
+                reason: MissReason::Overlap,
+                ..
+            }
+        ),
+        "{h:?}"
+    );
+    // Worked to the end: the next slot fires.
+    w.settle().await;
+    assert_eq!(tick_at(&w, s.next_slot + 20 * MIN).await.fired, 1);
+}
+
+#[tokio::test]
+async fn pause_trigger_backfill_and_roles() {
+    let w = World::new("");
+    let viewer = caller(Role::Viewer, Scope::Account("acme".into()));
+    let op = caller(Role::Operator, Scope::Account("acme".into()));
+    let spec = every(10, serde_json::json!({"overlap": "allow"}));
+    assert!(matches!(
+        w.ops.create_schedule(spec.clone(), &op).await,
+        Err(OpsError::Forbidden(_))
+    ));
+    let s = w.ops.create_schedule(spec, &admin()).await.unwrap();
+    assert!(matches!(
+        w.ops.pause_schedule(&s.id, "freeze", &viewer).await,
+        Err(OpsError::Forbidden(_))
+    ));
+    let other = caller(Role::Admin, Scope::Account("globex".into()));
+    assert!(matches!(
+        w.ops.pause_schedule(&s.id, "x", &other).await,
+        Err(OpsError::NotFound(_))
+    ));
+
+    w.ops
+        .pause_schedule(&s.id, "release freeze", &op)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.ops.pause_schedule(&s.id, "again", &op).await,
+        Err(OpsError::Busy(_))
+    ));
+    let t = tick_at(&w, s.next_slot + 15 * MIN).await;
+    assert_eq!((t.fired, t.missed), (0, 2));
+    assert!(slots(&w, &s.id).await.iter().all(|(_, o)| matches!(
+        o,
+        SlotOutcome::Missed {
+            reason: MissReason::Paused,
+            ..
+        }
+    )));
+    // Trigger works while paused; resume brings the slots back.
+    let (_, production) = w.ops.trigger_schedule(&s.id, &op).await.unwrap();
+    assert_eq!(w.get(&production).await.account, "acme");
+    w.ops.resume_schedule(&s.id, &op).await.unwrap();
+    assert_eq!(tick_at(&w, s.next_slot + 20 * MIN).await.fired, 1);
+
+    // Backfill the two paused slots, one a tick.
+    let b = w
+        .ops
+        .backfill_schedule(&s.id, s.next_slot, s.next_slot + 10 * MIN, 1, &op)
+        .await
+        .unwrap();
+    assert!(b.backfill.is_some());
+    assert!(matches!(
+        w.ops
+            .backfill_schedule(&s.id, s.next_slot, s.next_slot, 1, &op)
+            .await,
+        Err(OpsError::Busy(_))
+    ));
+    assert_eq!(tick_at(&w, s.next_slot + 21 * MIN).await.fired, 1);
+    assert_eq!(tick_at(&w, s.next_slot + 22 * MIN).await.fired, 1);
+    assert_eq!(
+        tick_at(&w, s.next_slot + 23 * MIN).await.due,
+        0,
+        "the backfill is done"
+    );
+    let backfilled = slots(&w, &s.id)
+        .await
+        .iter()
+        .filter(|(_, o)| {
+            matches!(
+                o,
+                SlotOutcome::Fired {
+                    origin: Origin::Backfill,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(backfilled, 2);
+    w.ops.delete_schedule(&s.id, &admin()).await.unwrap();
+    assert!(matches!(
+        w.ops.schedule(&s.id, &op, 10, None).await,
+        Err(OpsError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_schedule_whose_input_breaks_the_pipeline_schema_is_refused_naming_the_field() {
+    let w = World::new("");
+    let mut spec = every(10, serde_json::json!({}));
+    spec.input = serde_json::json!({"title": "Tides", "scenes": "many"});
+    let e = w.ops.create_schedule(spec, &admin()).await.unwrap_err();
+    assert!(matches!(e, OpsError::InvalidInput(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("scenes") || e.to_string().contains("topic"),
+        "{e}"
+    );
+    let mut spec = every(10, serde_json::json!({}));
+    spec.time_zone = "Nowhere/City".into();
+    let e = w.ops.create_schedule(spec, &admin()).await.unwrap_err();
+    assert!(e.to_string().contains("IANA"), "{e}");
+    assert!(
+        w.ops
+            .schedules(None, &operator(), 10, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}

@@ -1,7 +1,7 @@
 //! Shepherd's HTTP API: the operator library (`shepherd::ops`) over HTTP, for the API
 //! Gateway HTTP API in `template.yaml` and, locally, for the local runtime on 127.0.0.1.
 //! A router per resource (`productions`, `audit`, `alarms`, `dlq`, `account`, `webhooks`,
-//! `health`), one error mapping at the edge (`error`), extractors for the caller
+//! `schedules`, `health`), one error mapping at the edge (`error`), extractors for the caller
 //! ([`Who`]) and the operations ([`Operations`]); request types and their defaults are the
 //! CLI's too (`shepherd::ops::requests`).
 //!
@@ -34,6 +34,10 @@
 //! | GET | /webhooks/{id}/deliveries?failed_since=&limit=&cursor= | viewer | its deliveries newest first, or the failed ones since a time |
 //! | GET | /deliveries/{id} | viewer | one delivery and every attempt |
 //! | POST | /deliveries/{id}/resend | operator | send a delivery that is not pending again (202) |
+//! | GET | /schedules?account=&limit=&cursor= | viewer | schedules, newest first, with next slot, last fired and counts |
+//! | POST | /schedules | admin | `{name, account, pipeline?, input, cron \| every_minutes, time_zone?, catch_up?, catch_up_cap?, staleness_seconds?, overlap?}` (201) |
+//! | GET, PATCH, DELETE | /schedules/{id} | viewer; operator; admin | one schedule and its slot history; `{"paused": true, "note"}` or `{"paused": false}`; remove it |
+//! | POST | /schedules/{id}/trigger, /schedules/{id}/backfill | operator | start one now (201); `{from, until, per_tick?}`: a past range, a few a minute (202) |
 //!
 //! Errors are JSON `{"code", "message"}` (409s add `available`): `invalid_request` 400,
 //! `unauthorized` 401, `forbidden` 403, `not_found` 404, `conflict` 409,
@@ -52,6 +56,7 @@ mod dlq;
 mod error;
 mod health;
 mod productions;
+mod schedules;
 mod schema;
 mod webhooks;
 
@@ -205,7 +210,7 @@ impl FromRequestParts<Api> for Operations {
     )),
     tags(
         (name = "productions"), (name = "audit"), (name = "alarms"), (name = "dlq"),
-        (name = "account"), (name = "webhooks"), (name = "health")
+        (name = "account"), (name = "webhooks"), (name = "schedules"), (name = "health")
     )
 )]
 struct ApiDoc;
@@ -242,6 +247,7 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<Api> {
         .merge(dlq::routes())
         .merge(account::routes())
         .merge(webhooks::routes())
+        .merge(schedules::routes())
 }
 
 /// The API's OpenAPI 3.1 description (served at `/openapi.json`, checked in as
@@ -314,13 +320,16 @@ mod tests {
                     .map(move |m| format!("{} {path}", m.to_uppercase()))
             })
             .collect();
-        assert_eq!(ops.len(), 30, "{ops:#?}");
+        assert_eq!(ops.len(), 37, "{ops:#?}");
         for op in [
             "GET /health",
             "POST /productions",
             "POST /productions/{id}/actions/{action}",
             "PUT /account/access",
             "DELETE /webhooks/{id}",
+            "POST /schedules",
+            "PATCH /schedules/{id}",
+            "POST /schedules/{id}/backfill",
         ] {
             assert!(ops.contains(&op.to_string()), "{op} missing");
         }

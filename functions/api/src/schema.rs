@@ -478,3 +478,18 @@ pub enum Queued {
     Test(Delivery),
     Replay(Replayed),
 }
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchedulesPage {
+    pub schedules: Vec<shepherd::domain::schedule::Schedule>,
+    pub next_cursor: Option<String>,
+}
+
+/// What `POST /schedules/{id}/trigger` answers: the schedule and the production started.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Triggered {
+    pub schedule: shepherd::domain::schedule::Schedule,
+    pub production: String,
+}

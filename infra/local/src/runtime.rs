@@ -444,7 +444,7 @@ async fn tick(handler: Arc<Handler>, every: Duration, mut stop: watch::Receiver<
             _ = tokio::time::sleep(every) => {}
         }
         if let Ok(Err(e)) = handler.tick().await {
-            warn!(error = %e, "sweep failed");
+            warn!(handler = handler.name().as_str(), error = %e, "scheduled tick failed");
         }
     }
 }

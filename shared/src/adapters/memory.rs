@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
+use crate::domain::schedule::{Schedule, SlotRecord};
 use crate::domain::webhooks::{Delivery, DeliveryState, Subscription, SubscriptionState};
 use crate::domain::{
     Actor, Command, Millis, Production, ProductionStatus, Transition, claim_refusal, decide,
@@ -20,8 +21,8 @@ use crate::domain::{
 use crate::ports::{
     Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
     Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs,
-    Page, ParamError, Params, Productions, Queue, QueueError, StartKey, StateStream, StoreError,
-    StoredOutput, UsedStartKey, Webhooks,
+    Page, ParamError, Params, Productions, Queue, QueueError, Schedules, StartKey, StateStream,
+    StoreError, StoredOutput, UsedStartKey, Webhooks,
 };
 
 #[derive(Default)]
@@ -57,6 +58,9 @@ struct State {
     params: HashMap<String, String>,
     committed: Vec<CommittedWrite>,
     start_keys: HashMap<(String, String), UsedStartKey>,
+    /// Schedules with their due time, and slot records by (schedule, slot, at).
+    schedules: BTreeMap<String, (Schedule, Millis)>,
+    slots: BTreeMap<(String, Millis, Millis), SlotRecord>,
     next_id: u64,
     /// Writes to fail, for tests: each `fail_next` call fails one write.
     failing_writes: u32,
@@ -741,6 +745,7 @@ impl Memory {
             accounts: self.clone(),
             alarms: self.clone(),
             webhooks: self.clone(),
+            schedules: self.clone(),
             health: self.clone(),
             audit: self.clone(),
             ledger: self.clone(),
@@ -751,6 +756,93 @@ impl Memory {
             connector,
             clock: self.clone(),
         }
+    }
+}
+
+#[async_trait]
+impl Schedules for Memory {
+    async fn create(&self, sc: &Schedule, now: Millis) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.schedules.contains_key(&sc.id) {
+            return Err(StoreError::AlreadyExists(sc.id.clone()));
+        }
+        s.schedules
+            .insert(sc.id.clone(), (sc.clone(), sc.due_at(now)));
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
+        Ok(self.state().schedules.get(id).map(|(s, _)| s.clone()))
+    }
+
+    async fn list(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<Schedule>, StoreError> {
+        let s = self.state();
+        let mut rows: Vec<(String, Schedule)> = s
+            .schedules
+            .values()
+            .filter(|(sc, _)| account.is_none_or(|a| sc.spec.account == a))
+            .map(|(sc, _)| (format!("{:013}#{}", sc.created_at, sc.id), sc.clone()))
+            .collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        page(rows, limit, after, |k, c| k < c)
+    }
+
+    async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let s = self.state();
+        let mut due: Vec<(Millis, String)> = s
+            .schedules
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(id, (_, at))| (*at, id.clone()))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn commit(
+        &self,
+        sc: &Schedule,
+        slots: &[SlotRecord],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        self.write(&mut s)?;
+        match s.schedules.get(&sc.id) {
+            Some((stored, _)) if stored.version + 1 == sc.version => {}
+            _ => return Ok(false),
+        }
+        s.schedules
+            .insert(sc.id.clone(), (sc.clone(), sc.due_at(now)));
+        for r in slots {
+            s.slots.insert((sc.id.clone(), r.slot, r.at), r.clone());
+        }
+        Ok(true)
+    }
+
+    async fn history(
+        &self,
+        id: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<SlotRecord>, StoreError> {
+        let s = self.state();
+        let rows: Vec<(String, SlotRecord)> = s
+            .slots
+            .iter()
+            .rev()
+            .filter(|((sid, _, _), _)| sid == id)
+            .map(|((_, slot, at), r)| (format!("{slot:013}#{at:013}"), r.clone()))
+            .collect();
+        page(rows, limit, after, |k, c| k < c)
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state().schedules.remove(id).is_some())
     }
 }
 

@@ -24,6 +24,9 @@ vocabulary! {
         /// A webhook endpoint was disabled: it answered 410, or failed every delivery
         /// for days. Its events are no longer sent.
         WebhookDisabled => "webhook_disabled",
+        /// A schedule's slots started nothing (downtime, paused, overlap, stale, over the
+        /// cap, refused): its history says which and why.
+        ScheduleMissed => "schedule_missed",
     }
     other
     /// An alarm raised outside Shepherd's own detectors.

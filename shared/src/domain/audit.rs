@@ -44,6 +44,16 @@ vocabulary! {
         IntegrationDisabled => "integration.disabled",
         AccountAccessChanged => "account.access_changed",
         AccountAccessRefused => "account.access_refused",
+        ScheduleCreated => "schedule.created",
+        ScheduleDeleted => "schedule.deleted",
+        SchedulePaused => "schedule.paused",
+        ScheduleResumed => "schedule.resumed",
+        ScheduleTriggered => "schedule.triggered",
+        ScheduleBackfill => "schedule.backfill",
+        /// A slot started a production (on time, caught up, held, backfilled).
+        ScheduleFired => "schedule.fired",
+        /// A slot that started nothing, with its reason.
+        ScheduleMissed => "schedule.missed",
     }
     other
     /// A kind recorded by a newer or older version.

@@ -69,6 +69,10 @@ pub enum Permission {
     ManageWebhooks,
     /// Send webhook deliveries again (one, or every failed one since a time), test-send.
     ResendWebhooks,
+    /// Create or remove schedules (they start productions with a fixed input, unattended).
+    ManageSchedules,
+    /// Pause, resume, trigger or backfill a schedule.
+    OperateSchedules,
 }
 
 impl Permission {
@@ -79,14 +83,16 @@ impl Permission {
             Self::Act(Action::Override)
             | Self::Discard
             | Self::SetLimits
-            | Self::ManageWebhooks => Role::Admin,
+            | Self::ManageWebhooks
+            | Self::ManageSchedules => Role::Admin,
             Self::Start
             | Self::Act(_)
             | Self::HandleAlarm
             | Self::Redrive
             | Self::SwitchIntegration
             | Self::RedriveAudit
-            | Self::ResendWebhooks => Role::Operator,
+            | Self::ResendWebhooks
+            | Self::OperateSchedules => Role::Operator,
         }
     }
 
@@ -113,6 +119,10 @@ impl Permission {
             Self::RedriveAudit => "redriving the audit projection".into(),
             Self::ManageWebhooks => "managing webhook subscriptions".into(),
             Self::ResendWebhooks => "resending webhook deliveries".into(),
+            Self::ManageSchedules => "creating or removing schedules".into(),
+            Self::OperateSchedules => {
+                "pausing, resuming, triggering or backfilling a schedule".into()
+            }
         }
     }
 }

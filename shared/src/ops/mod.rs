@@ -9,6 +9,7 @@
 //! | `alarms.rs` | list, acknowledge, resolve |
 //! | `integrations.rs` | list with health, enable, disable, test |
 //! | `audit.rs` | audit queries |
+//! | `schedules.rs` | schedules (create, list, show, pause, resume, trigger, backfill, remove) and the scheduler's tick |
 //! | `webhooks.rs` | subscriptions (create, list, enable, disable, rotate, delete, test), deliveries (list, show, resend, replay) |
 
 mod alarms;
@@ -17,6 +18,7 @@ mod dlq;
 mod integrations;
 mod pipelines;
 pub mod requests;
+mod schedules;
 mod webhooks;
 
 use std::collections::BTreeMap;
@@ -26,6 +28,7 @@ pub use audit::AuditRedrive;
 pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
 pub use integrations::{IntegrationTest, IntegrationView};
 pub use pipelines::{PhaseInfo, PipelineVersionInfo};
+pub use schedules::{DUE_PER_TICK, ScheduleDetail, ScheduleTick};
 pub use webhooks::{CreatedSubscription, MAX_REPLAY, Replayed};
 
 pub use crate::config::StackConfig;

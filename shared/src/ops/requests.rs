@@ -239,3 +239,59 @@ mod tests {
         assert!(typo.to_string().contains("unknown field `rat`"), "{typo}");
     }
 }
+
+/// Schedules per page.
+pub const SCHEDULES_LIMIT: usize = 100;
+/// A schedule's slot history per page.
+pub const HISTORY_LIMIT: usize = 50;
+
+/// `GET /schedules`; `shepherd schedule list`. Newest first.
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ListSchedules {
+    /// The account (stack operators: one account's, or every account's without it).
+    #[cfg_attr(feature = "cli", arg(long, env = "SHEPHERD_ACCOUNT"))]
+    pub account: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = SCHEDULES_LIMIT))]
+    pub limit: usize,
+    /// Go on from the page before (its next cursor).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cursor: Option<String>,
+}
+
+impl Default for ListSchedules {
+    fn default() -> Self {
+        Self {
+            account: None,
+            limit: SCHEDULES_LIMIT,
+            cursor: None,
+        }
+    }
+}
+
+/// `GET /schedules/{id}`; `shepherd schedule show`. The newest slots first.
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ScheduleHistory {
+    /// Slots of history per page.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = HISTORY_LIMIT))]
+    pub limit: usize,
+    /// Older history (the page before's `history_next`).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cursor: Option<String>,
+}
+
+impl Default for ScheduleHistory {
+    fn default() -> Self {
+        Self {
+            limit: HISTORY_LIMIT,
+            cursor: None,
+        }
+    }
+}

@@ -11,6 +11,8 @@
 //! | account | `ACCT#<account>` | `A` | `accounts.rs` |
 //! | alarm | `ALARM#<type>#<subject>` | `A` | `alarms.rs` |
 //! | integration health | `INT#<id>` | `I` | `health.rs` |
+//! | schedule | `SCHED#<id>` | `S` | `schedules.rs` |
+//! | a schedule's slot | `SCHED#<id>` | `SLOT#<slot>#<at>` | `schedules.rs` |
 //!
 //! The audit table is `audit.rs`, the idempotency table `ledger.rs`, and the state table's
 //! stream is read by `stream.rs`.
@@ -22,6 +24,7 @@ mod health;
 mod ledger;
 mod outputs;
 mod productions;
+mod schedules;
 pub mod stream;
 mod webhooks;
 
@@ -37,6 +40,7 @@ pub use health::DynamoHealth;
 pub use ledger::DynamoLedger;
 pub use outputs::DynamoOutputs;
 pub use productions::{DynamoProductions, hot_item, item_size};
+pub use schedules::DynamoSchedules;
 pub use stream::DynamoStream;
 pub use webhooks::DynamoWebhooks;
 
