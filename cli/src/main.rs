@@ -24,6 +24,7 @@ macro_rules! errln {
 
 mod identity;
 mod render;
+mod schedules;
 mod webhooks;
 
 #[derive(Parser)]
@@ -144,6 +145,9 @@ enum Command {
     /// Outbound webhooks: subscriptions, test-sends, deliveries, resend and replay.
     #[command(subcommand)]
     Webhooks(webhooks::Webhooks),
+    /// Schedules: list, add, show (slot history), pause, resume, trigger, backfill, remove.
+    #[command(subcommand)]
+    Schedule(schedules::Schedules),
     /// Alarms: list (default), acknowledge or resolve one (`<type>#<subject>`).
     Alarms {
         #[command(subcommand)]
@@ -623,6 +627,10 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
         Command::Webhooks(cmd) => {
             let ops = connect(&cli.stack).await?;
             webhooks::run(&ops, cmd, &me, cli.json).await
+        }
+        Command::Schedule(cmd) => {
+            let ops = connect(&cli.stack).await?;
+            schedules::run(&ops, cmd, &me, cli.json).await
         }
         Command::Alarms {
             ref action,

@@ -72,7 +72,7 @@ pub enum Webhooks {
 }
 
 /// An instant: RFC 3339, epoch milliseconds, or an age before now.
-fn when(s: &str) -> Result<Millis, String> {
+pub(crate) fn when(s: &str) -> Result<Millis, String> {
     if let Ok(ms) = s.parse::<Millis>() {
         return Ok(ms);
     }
@@ -169,7 +169,11 @@ fn delivery(d: &Delivery) -> String {
     s
 }
 
-fn print<T: serde::Serialize>(json: bool, v: &T, text: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn print<T: serde::Serialize>(
+    json: bool,
+    v: &T,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
     if json {
         outln!("{}", serde_json::to_string_pretty(v)?);
     } else {

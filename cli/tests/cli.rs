@@ -385,3 +385,62 @@ async fn webhooks_are_added_tested_and_their_deliveries_read() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_added_paused_triggered_shown_and_removed() {
+    let t = TestStack::start_idle().await;
+    let stack = t.stack.stack.clone();
+    let suffix = &stack[stack.len() - 6..];
+    let admin = iam_user(&t, &format!("cli-sched-{suffix}"), Some("admin")).await;
+    let dir = std::env::temp_dir().join(format!("shepherd-cli-sched-{suffix}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = write_brief(
+        &dir,
+        "nightly.json",
+        serde_json::json!({"name": "nightly", "account": "acme",
+            "input": {"title": "Tides", "topic": "Why the sea moves", "scenes": 1},
+            "cron": "30 2 * * *", "time_zone": "Europe/Paris", "catch_up": "skip"}),
+    );
+    let out = shepherd_as(&stack, &admin, &["schedule", "add", &file, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+
+    let bad = write_brief(
+        &dir,
+        "bad.json",
+        serde_json::json!({"name": "x", "account": "acme", "input": {}, "cron": "61 * * * *"}),
+    );
+    let out = shepherd_as(&stack, &admin, &["schedule", "add", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cron \"61 * * * *\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = shepherd_as(
+        &stack,
+        &admin,
+        &["schedule", "pause", &id, "--note", "freeze"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("paused: freeze"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = shepherd_as(&stack, &admin, &["schedule", "trigger", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = shepherd_as(&stack, &admin, &["schedule", "show", &id]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("fired (trigger) -> "), "{shown}");
+    assert!(shown.contains("30 2 * * * Europe/Paris"), "{shown}");
+    let out = shepherd_as(&stack, &admin, &["schedule", "list", "--account", "acme"]);
+    assert!(text(&out.stdout).contains(&id));
+    let out = shepherd_as(&stack, &admin, &["schedule", "remove", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = shepherd_as(&stack, &admin, &["schedule", "show", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    t.stop().await;
+}

@@ -20,4 +20,5 @@ mod paging;
 mod pipeline;
 mod recovery;
 mod resilience;
+mod schedules;
 mod webhooks;
