@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Definition;
 use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
 use crate::domain::artifacts::Artifact;
+use crate::domain::events::{Connector as EventConnector, EventOutcome, InboundEvent, SourceStats};
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::domain::schedule::{Schedule, SlotRecord};
@@ -263,6 +264,55 @@ pub trait HealthStore: Send + Sync {
     async fn get(&self, id: &str) -> Result<Health, StoreError>;
     /// Stores `h` if the stored version is `h.version - 1`; `false` if someone else wrote first.
     async fn put(&self, h: &Health) -> Result<bool, StoreError>;
+}
+
+/// What `Intake::begin` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begun {
+    /// Stored, holding its dedupe key.
+    New,
+    /// The key is held (within its window) by this event; nothing was stored.
+    Held(Box<InboundEvent>),
+}
+
+/// Connectors, arriving events and their dedupe keys, counts per source
+/// (`domain::events`).
+#[async_trait]
+pub trait Intake: Send + Sync {
+    async fn create_connector(&self, c: &EventConnector) -> Result<(), StoreError>;
+    /// A connector with its counts.
+    async fn connector(&self, id: &str) -> Result<Option<EventConnector>, StoreError>;
+    /// One account's connectors, or every account's (`None`), with their counts.
+    async fn connectors(&self, account: Option<&str>) -> Result<Vec<EventConnector>, StoreError>;
+    async fn delete_connector(&self, id: &str) -> Result<bool, StoreError>;
+    /// Stores a new event and claims its source's dedupe key until `until`, together; or
+    /// finds the key held at `now` by another event and stores nothing.
+    async fn begin(
+        &self,
+        e: &InboundEvent,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Begun, StoreError>;
+    /// Stores an event (a new one without a key, or one's outcome).
+    async fn put_event(&self, e: &InboundEvent) -> Result<(), StoreError>;
+    async fn event(&self, id: &str) -> Result<Option<InboundEvent>, StoreError>;
+    /// Events newest first: one account's, or every account's (`None`).
+    async fn events(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<InboundEvent>, StoreError>;
+    /// Frees a source's dedupe key; `false` if nothing held it.
+    async fn clear_key(&self, source: &str, key: &str) -> Result<bool, StoreError>;
+    /// Counts one event of `source`; its counts after.
+    async fn count(
+        &self,
+        source: &str,
+        outcome: EventOutcome,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<SourceStats, StoreError>;
 }
 
 /// Schedules and their slot history (`domain::schedule`).
@@ -831,6 +881,7 @@ pub struct Ports {
     pub alarms: Arc<dyn Alarms>,
     pub webhooks: Arc<dyn Webhooks>,
     pub schedules: Arc<dyn Schedules>,
+    pub intake: Arc<dyn Intake>,
     pub health: Arc<dyn HealthStore>,
     pub audit: Arc<dyn AuditLog>,
     pub ledger: Arc<dyn Ledger>,

@@ -13,8 +13,8 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use crate::adapters::dynamodb::{
-    DynamoAccounts, DynamoAlarms, DynamoAudit, DynamoHealth, DynamoLedger, DynamoOutputs,
-    DynamoProductions, DynamoSchedules, DynamoStream, DynamoWebhooks, stream,
+    DynamoAccounts, DynamoAlarms, DynamoAudit, DynamoHealth, DynamoIntake, DynamoLedger,
+    DynamoOutputs, DynamoProductions, DynamoSchedules, DynamoStream, DynamoWebhooks, stream,
 };
 use crate::adapters::providers::HttpConnector;
 use crate::adapters::{CachedParams, S3Artifacts, SqsQueue, SsmParams};
@@ -84,6 +84,7 @@ impl AwsClients {
             alarms: Arc::new(DynamoAlarms::new(ddb.clone(), state)),
             webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), state)),
             schedules: Arc::new(DynamoSchedules::new(ddb.clone(), state)),
+            intake: Arc::new(DynamoIntake::new(ddb.clone(), state)),
             health: Arc::new(DynamoHealth::new(ddb.clone(), state)),
             audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
             ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),

@@ -11,6 +11,7 @@ mod dlq;
 mod events;
 mod guide;
 mod iam;
+mod intake;
 mod integrations;
 mod limits;
 mod lockdown;

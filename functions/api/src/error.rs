@@ -18,6 +18,7 @@ impl HttpStatus for OpsError {
     fn status(&self) -> u16 {
         match self {
             Self::InvalidInput(_) | Self::Invalid(_) => 400,
+            Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::Conflict { .. } | Self::KeyReused { .. } | Self::Busy(_) => 409,
@@ -79,6 +80,7 @@ impl From<OpsError> for ApiError {
         let code = match status.as_u16() {
             _ if matches!(e, OpsError::KeyReused { .. }) => "idempotency_key_reused",
             400 => "invalid_request",
+            401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
             409 => "conflict",

@@ -34,6 +34,11 @@
 //! | GET | /webhooks/{id}/deliveries?failed_since=&limit=&cursor= | viewer | its deliveries newest first, or the failed ones since a time |
 //! | GET | /deliveries/{id} | viewer | one delivery and every attempt |
 //! | POST | /deliveries/{id}/resend | operator | send a delivery that is not pending again (202) |
+//! | POST | /events/{connector} | the sender's signature | a GitHub or Standard Webhooks delivery: 202 started, 200 deduped or ignored, 400 refused (kept), 401 bad signature (nothing kept) |
+//! | GET | /events?account=&source=&outcome=&limit=&cursor=, /events/{id} | viewer | arrived events and what became of each |
+//! | POST | /events/{id}/resubmit | operator | `{reason}`: clear its dedupe key and submit it again, audited |
+//! | GET, POST | /connectors | viewer; admin | connectors with their counts; create one (201, its secret shown once) |
+//! | GET, DELETE | /connectors/{id} | viewer; admin | one connector; remove it and its secret |
 //! | GET | /schedules?account=&limit=&cursor= | viewer | schedules, newest first, with next slot, last fired and counts |
 //! | POST | /schedules | admin | `{name, account, pipeline?, input, cron \| every_minutes, time_zone?, catch_up?, catch_up_cap?, staleness_seconds?, overlap?}` (201) |
 //! | GET, PATCH, DELETE | /schedules/{id} | viewer; operator; admin | one schedule and its slot history; `{"paused": true, "note"}` or `{"paused": false}`; remove it |
@@ -54,6 +59,7 @@ mod audit;
 mod auth;
 mod dlq;
 mod error;
+mod events;
 mod health;
 mod productions;
 mod schedules;
@@ -210,7 +216,7 @@ impl FromRequestParts<Api> for Operations {
     )),
     tags(
         (name = "productions"), (name = "audit"), (name = "alarms"), (name = "dlq"),
-        (name = "account"), (name = "webhooks"), (name = "schedules"), (name = "health")
+        (name = "account"), (name = "webhooks"), (name = "schedules"), (name = "events"), (name = "health")
     )
 )]
 struct ApiDoc;
@@ -248,6 +254,7 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<Api> {
         .merge(account::routes())
         .merge(webhooks::routes())
         .merge(schedules::routes())
+        .merge(events::routes())
 }
 
 /// The API's OpenAPI 3.1 description (served at `/openapi.json`, checked in as

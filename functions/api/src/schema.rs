@@ -493,3 +493,16 @@ pub struct Triggered {
     pub schedule: shepherd::domain::schedule::Schedule,
     pub production: String,
 }
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct InboundPage {
+    pub events: Vec<shepherd::domain::events::InboundEvent>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Connectors {
+    pub connectors: Vec<shepherd::domain::events::Connector>,
+}

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 
 use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
+use crate::domain::events::{Connector, EventOutcome, InboundEvent, SourceStats};
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::domain::schedule::{Schedule, SlotRecord};
@@ -19,10 +20,10 @@ use crate::domain::{
     Actor, Command, Millis, Production, ProductionStatus, Transition, claim_refusal, decide,
 };
 use crate::ports::{
-    Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, CallOutcome, ClaimOutcome,
-    Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Ledger, OutMessage, Outputs,
-    Page, ParamError, Params, Productions, Queue, QueueError, Schedules, StartKey, StateStream,
-    StoreError, StoredOutput, UsedStartKey, Webhooks,
+    Accounts, Alarms, ArtifactStore, AuditLog, AuditQuery, AuditRecord, Begun, CallOutcome,
+    ClaimOutcome, Clock, CommitOutcome, CommittedWrite, HealthStore, InMessage, Intake, Ledger,
+    OutMessage, Outputs, Page, ParamError, Params, Productions, Queue, QueueError, Schedules,
+    StartKey, StateStream, StoreError, StoredOutput, UsedStartKey, Webhooks,
 };
 
 #[derive(Default)]
@@ -61,6 +62,11 @@ struct State {
     /// Schedules with their due time, and slot records by (schedule, slot, at).
     schedules: BTreeMap<String, (Schedule, Millis)>,
     slots: BTreeMap<(String, Millis, Millis), SlotRecord>,
+    connectors: BTreeMap<String, Connector>,
+    events: BTreeMap<String, InboundEvent>,
+    /// (source, key) -> (event, held until).
+    dedupe: HashMap<(String, String), (String, Millis)>,
+    source_stats: HashMap<String, SourceStats>,
     next_id: u64,
     /// Writes to fail, for tests: each `fail_next` call fails one write.
     failing_writes: u32,
@@ -746,6 +752,7 @@ impl Memory {
             alarms: self.clone(),
             webhooks: self.clone(),
             schedules: self.clone(),
+            intake: self.clone(),
             health: self.clone(),
             audit: self.clone(),
             ledger: self.clone(),
@@ -843,6 +850,131 @@ impl Schedules for Memory {
 
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.state().schedules.remove(id).is_some())
+    }
+}
+
+#[async_trait]
+impl Intake for Memory {
+    async fn create_connector(&self, c: &Connector) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.connectors.contains_key(&c.id) {
+            return Err(StoreError::AlreadyExists(c.id.clone()));
+        }
+        s.connectors.insert(c.id.clone(), c.clone());
+        Ok(())
+    }
+
+    async fn connector(&self, id: &str) -> Result<Option<Connector>, StoreError> {
+        let s = self.state();
+        Ok(s.connectors.get(id).map(|c| Connector {
+            stats: s.source_stats.get(&c.source()).cloned().unwrap_or_default(),
+            ..c.clone()
+        }))
+    }
+
+    async fn connectors(&self, account: Option<&str>) -> Result<Vec<Connector>, StoreError> {
+        let ids: Vec<String> = {
+            let s = self.state();
+            s.connectors
+                .values()
+                .filter(|c| account.is_none_or(|a| c.spec.account == a))
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.connector(&id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_connector(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state().connectors.remove(id).is_some())
+    }
+
+    async fn begin(
+        &self,
+        e: &InboundEvent,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Begun, StoreError> {
+        let mut s = self.state();
+        let k = (e.source.clone(), e.dedupe_key.clone());
+        if let Some((holder, exp)) = s.dedupe.get(&k)
+            && *exp >= now
+        {
+            let first = s.events.get(holder).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "dedupe key names event {holder}, which does not exist"
+                ))
+            })?;
+            return Ok(Begun::Held(Box::new(first)));
+        }
+        s.dedupe.insert(k, (e.id.clone(), until));
+        s.events.insert(e.id.clone(), e.clone());
+        Ok(Begun::New)
+    }
+
+    async fn put_event(&self, e: &InboundEvent) -> Result<(), StoreError> {
+        self.state().events.insert(e.id.clone(), e.clone());
+        Ok(())
+    }
+
+    async fn event(&self, id: &str) -> Result<Option<InboundEvent>, StoreError> {
+        Ok(self.state().events.get(id).cloned())
+    }
+
+    async fn events(
+        &self,
+        account: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page<InboundEvent>, StoreError> {
+        let s = self.state();
+        let mut rows: Vec<(String, InboundEvent)> = s
+            .events
+            .values()
+            .filter(|e| account.is_none_or(|a| e.account == a))
+            .map(|e| (format!("{:013}#{}", e.received_at, e.id), e.clone()))
+            .collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        page(rows, limit, after, |k, c| k < c)
+    }
+
+    async fn clear_key(&self, source: &str, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .dedupe
+            .remove(&(source.to_string(), key.to_string()))
+            .is_some())
+    }
+
+    async fn count(
+        &self,
+        source: &str,
+        outcome: EventOutcome,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<SourceStats, StoreError> {
+        let mut s = self.state();
+        let st = s.source_stats.entry(source.to_string()).or_default();
+        st.received += 1;
+        st.last_event_at = Some(now);
+        match outcome {
+            EventOutcome::Received => {}
+            EventOutcome::Started => {
+                st.started += 1;
+                st.consecutive_failures = 0;
+            }
+            EventOutcome::Deduped => st.deduped += 1,
+            EventOutcome::Ignored => st.ignored += 1,
+            EventOutcome::Failed => {
+                st.failed += 1;
+                st.consecutive_failures += 1;
+                st.last_error = error.map(String::from);
+            }
+        }
+        Ok(st.clone())
     }
 }
 

@@ -27,6 +27,8 @@ vocabulary! {
         /// A schedule's slots started nothing (downtime, paused, overlap, stale, over the
         /// cap, refused): its history says which and why.
         ScheduleMissed => "schedule_missed",
+        /// A source's items keep failing (their schema, mapping or the pipeline's input).
+        SourceFailing => "source_failing",
     }
     other
     /// An alarm raised outside Shepherd's own detectors.

@@ -54,6 +54,15 @@ vocabulary! {
         ScheduleFired => "schedule.fired",
         /// A slot that started nothing, with its reason.
         ScheduleMissed => "schedule.missed",
+        /// An arriving item and what became of it (outcome success: it started a
+        /// production; failure: its schema, mapping or the pipeline's input refused it).
+        EventIngested => "event.ingested",
+        /// An arriving item whose dedupe key was held: nothing started.
+        EventDeduped => "event.deduped",
+        /// An operator cleared an event's key and submitted it again.
+        EventResubmitted => "event.resubmitted",
+        ConnectorCreated => "connector.created",
+        ConnectorDeleted => "connector.deleted",
     }
     other
     /// A kind recorded by a newer or older version.

@@ -69,10 +69,12 @@ pub enum Permission {
     ManageWebhooks,
     /// Send webhook deliveries again (one, or every failed one since a time), test-send.
     ResendWebhooks,
-    /// Create or remove schedules (they start productions with a fixed input, unattended).
-    ManageSchedules,
-    /// Pause, resume, trigger or backfill a schedule.
-    OperateSchedules,
+    /// Create or remove schedules, connectors and watchers (they start productions
+    /// unattended).
+    ManageSources,
+    /// Pause, resume, trigger or backfill a schedule; re-enable a watcher; re-submit an
+    /// arrived event.
+    OperateSources,
 }
 
 impl Permission {
@@ -84,7 +86,7 @@ impl Permission {
             | Self::Discard
             | Self::SetLimits
             | Self::ManageWebhooks
-            | Self::ManageSchedules => Role::Admin,
+            | Self::ManageSources => Role::Admin,
             Self::Start
             | Self::Act(_)
             | Self::HandleAlarm
@@ -92,7 +94,7 @@ impl Permission {
             | Self::SwitchIntegration
             | Self::RedriveAudit
             | Self::ResendWebhooks
-            | Self::OperateSchedules => Role::Operator,
+            | Self::OperateSources => Role::Operator,
         }
     }
 
@@ -119,8 +121,8 @@ impl Permission {
             Self::RedriveAudit => "redriving the audit projection".into(),
             Self::ManageWebhooks => "managing webhook subscriptions".into(),
             Self::ResendWebhooks => "resending webhook deliveries".into(),
-            Self::ManageSchedules => "creating or removing schedules".into(),
-            Self::OperateSchedules => {
+            Self::ManageSources => "creating or removing schedules".into(),
+            Self::OperateSources => {
                 "pausing, resuming, triggering or backfilling a schedule".into()
             }
         }

@@ -21,6 +21,7 @@ pub mod authz;
 mod decide;
 pub mod delivery;
 mod error;
+pub mod events;
 pub mod health;
 pub mod input;
 pub mod limits;

@@ -9,12 +9,14 @@
 //! | `alarms.rs` | list, acknowledge, resolve |
 //! | `integrations.rs` | list with health, enable, disable, test |
 //! | `audit.rs` | audit queries |
+//! | `events.rs` | the intake path; connectors (create, list, show, remove), inbound webhooks, events (list, show, resubmit) |
 //! | `schedules.rs` | schedules (create, list, show, pause, resume, trigger, backfill, remove) and the scheduler's tick |
 //! | `webhooks.rs` | subscriptions (create, list, enable, disable, rotate, delete, test), deliveries (list, show, resend, replay) |
 
 mod alarms;
 mod audit;
 mod dlq;
+mod events;
 mod integrations;
 mod pipelines;
 pub mod requests;
@@ -26,6 +28,7 @@ use std::sync::Arc;
 
 pub use audit::AuditRedrive;
 pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
+pub use events::{CreatedConnector, EventFilter};
 pub use integrations::{IntegrationTest, IntegrationView};
 pub use pipelines::{PhaseInfo, PipelineVersionInfo};
 pub use schedules::{DUE_PER_TICK, ScheduleDetail, ScheduleTick};
@@ -83,6 +86,9 @@ pub enum OpsError {
     /// Not possible in the thing's present state (a delivery already pending, ...).
     #[error("{0}")]
     Busy(String),
+    /// A sender's signature does not verify (an inbound webhook): nothing is stored.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl From<StoreError> for OpsError {

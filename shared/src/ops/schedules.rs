@@ -67,7 +67,7 @@ impl Ops {
         spec: ScheduleSpec,
         caller: &Caller,
     ) -> Result<Schedule, OpsError> {
-        caller.may(Permission::ManageSchedules)?;
+        caller.may(Permission::ManageSources)?;
         if !caller.sees(Some(&spec.account)) {
             return Err(OpsError::Forbidden(format!(
                 "account {:?} is not yours",
@@ -154,7 +154,7 @@ impl Ops {
         note: &str,
         caller: &Caller,
     ) -> Result<Schedule, OpsError> {
-        caller.may(Permission::OperateSchedules)?;
+        caller.may(Permission::OperateSources)?;
         input::text("note", note, 500).map_err(OpsError::Invalid)?;
         let now = self.ports.clock.now();
         let s = self
@@ -180,7 +180,7 @@ impl Ops {
 
     /// Resumes a paused schedule (operator): its next slot fires as usual.
     pub async fn resume_schedule(&self, id: &str, caller: &Caller) -> Result<Schedule, OpsError> {
-        caller.may(Permission::OperateSchedules)?;
+        caller.may(Permission::OperateSources)?;
         let s = self
             .change_schedule(id, caller, |s| match s.paused.take() {
                 Some(_) => Ok(()),
@@ -199,7 +199,7 @@ impl Ops {
         id: &str,
         caller: &Caller,
     ) -> Result<(Schedule, String), OpsError> {
-        caller.may(Permission::OperateSchedules)?;
+        caller.may(Permission::OperateSources)?;
         let s = self.visible_schedule(id, caller).await?;
         let now = self.ports.clock.now();
         let key = format!("schedule:{id}:trigger:{now}");
@@ -247,7 +247,7 @@ impl Ops {
         per_tick: u32,
         caller: &Caller,
     ) -> Result<Schedule, OpsError> {
-        caller.may(Permission::OperateSchedules)?;
+        caller.may(Permission::OperateSources)?;
         if !(1..=MAX_BACKFILL_PER_TICK).contains(&per_tick) {
             return Err(OpsError::Invalid(format!(
                 "per_tick must be 1 to {MAX_BACKFILL_PER_TICK} (got {per_tick})"
@@ -292,7 +292,7 @@ impl Ops {
 
     /// Removes a schedule (admin); its history and audit stay.
     pub async fn delete_schedule(&self, id: &str, caller: &Caller) -> Result<(), OpsError> {
-        caller.may(Permission::ManageSchedules)?;
+        caller.may(Permission::ManageSources)?;
         let s = self.visible_schedule(id, caller).await?;
         if !self.ports.schedules.delete(id).await? {
             return Err(OpsError::NotFound(format!("schedule {id}")));

@@ -59,7 +59,11 @@ pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
 }
 
 /// The first violation, as (JSON pointer of the field, problem).
-fn first_violation(v: &Validator, value: &Value, masked: bool) -> Option<(String, String)> {
+pub(crate) fn first_violation(
+    v: &Validator,
+    value: &Value,
+    masked: bool,
+) -> Option<(String, String)> {
     let e: ValidationError<'_> = v.iter_errors(value).next()?;
     let mut field = e.instance_path().as_str().to_string();
     // A missing or unexpected property is the parent's error: name the property itself.

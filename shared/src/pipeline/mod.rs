@@ -11,9 +11,11 @@
 //! | the definition as written, and its checks | `definition.rs` |
 //! | input and output contracts (JSON Schema, `jsonschema`) | `contract.rs` |
 //! | the stack's pipelines, every deployed version, pinned by productions | `registry.rs` |
+//! | arriving items: their schemas per source kind, filters, mappings to an input | `intake.rs` |
 
 mod contract;
 mod definition;
+pub mod intake;
 mod registry;
 
 pub use contract::{Input, InputError};

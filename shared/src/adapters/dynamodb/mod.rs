@@ -12,6 +12,7 @@
 //! | alarm | `ALARM#<type>#<subject>` | `A` | `alarms.rs` |
 //! | integration health | `INT#<id>` | `I` | `health.rs` |
 //! | schedule | `SCHED#<id>` | `S` | `schedules.rs` |
+//! | connector / event / dedupe key / a source's counts | `CONN#<id>` / `EVENT#<id>` / `DEDUPE#<source>#<key>` / `SRC#<source>` | `C` / `E` / `D` / `S` | `intake.rs` |
 //! | a schedule's slot | `SCHED#<id>` | `SLOT#<slot>#<at>` | `schedules.rs` |
 //!
 //! The audit table is `audit.rs`, the idempotency table `ledger.rs`, and the state table's
@@ -21,6 +22,7 @@ mod accounts;
 mod alarms;
 mod audit;
 mod health;
+mod intake;
 mod ledger;
 mod outputs;
 mod productions;
@@ -37,6 +39,7 @@ pub use alarms::DynamoAlarms;
 pub use audit::DynamoAudit;
 pub use audit::audit_items;
 pub use health::DynamoHealth;
+pub use intake::DynamoIntake;
 pub use ledger::DynamoLedger;
 pub use outputs::DynamoOutputs;
 pub use productions::{DynamoProductions, hot_item, item_size};
