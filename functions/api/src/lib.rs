@@ -327,7 +327,7 @@ mod tests {
                     .map(move |m| format!("{} {path}", m.to_uppercase()))
             })
             .collect();
-        assert_eq!(ops.len(), 37, "{ops:#?}");
+        assert_eq!(ops.len(), 45, "{ops:#?}");
         for op in [
             "GET /health",
             "POST /productions",
