@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::Definition;
 use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
 use crate::domain::artifacts::Artifact;
-use crate::domain::events::{Connector as EventConnector, EventOutcome, InboundEvent, SourceStats};
+use crate::domain::events::{
+    Connector as EventConnector, EventOutcome, InboundEvent, SourceStats, Watcher,
+};
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::domain::schedule::{Schedule, SlotRecord};
@@ -266,6 +268,32 @@ pub trait HealthStore: Send + Sync {
     async fn put(&self, h: &Health) -> Result<bool, StoreError>;
 }
 
+/// An HTTP answer to a watcher's poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub status: u16,
+    /// Names lower-case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Fetched {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// HTTP GET for watchers (feeds, a source-control host's API).
+#[async_trait]
+pub trait Fetch: Send + Sync {
+    /// The answer, whatever its status; `Err` when there was none (refused address,
+    /// timeout, connection failure), saying why.
+    async fn get(&self, url: &str, headers: &[(&str, String)]) -> Result<Fetched, String>;
+}
+
 /// What `Intake::begin` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begun {
@@ -305,6 +333,16 @@ pub trait Intake: Send + Sync {
     ) -> Result<Page<InboundEvent>, StoreError>;
     /// Frees a source's dedupe key; `false` if nothing held it.
     async fn clear_key(&self, source: &str, key: &str) -> Result<bool, StoreError>;
+    async fn create_watcher(&self, w: &Watcher) -> Result<(), StoreError>;
+    /// A watcher with its counts.
+    async fn watcher(&self, id: &str) -> Result<Option<Watcher>, StoreError>;
+    async fn watchers(&self, account: Option<&str>) -> Result<Vec<Watcher>, StoreError>;
+    /// Writes `w` if the stored version is `w.version - 1`; `false` if another writer came
+    /// first. An enabled watcher is due at `next_poll_at`; a disabled one is never due.
+    async fn commit_watcher(&self, w: &Watcher) -> Result<bool, StoreError>;
+    async fn delete_watcher(&self, id: &str) -> Result<bool, StoreError>;
+    /// Ids of enabled watchers due to poll at `now`, earliest first.
+    async fn due_watchers(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Counts one event of `source`; its counts after.
     async fn count(
         &self,
@@ -882,6 +920,7 @@ pub struct Ports {
     pub webhooks: Arc<dyn Webhooks>,
     pub schedules: Arc<dyn Schedules>,
     pub intake: Arc<dyn Intake>,
+    pub fetch: Arc<dyn Fetch>,
     pub health: Arc<dyn HealthStore>,
     pub audit: Arc<dyn AuditLog>,
     pub ledger: Arc<dyn Ledger>,

@@ -85,6 +85,7 @@ impl AwsClients {
             webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), state)),
             schedules: Arc::new(DynamoSchedules::new(ddb.clone(), state)),
             intake: Arc::new(DynamoIntake::new(ddb.clone(), state)),
+            fetch: fetcher(false),
             health: Arc::new(DynamoHealth::new(ddb.clone(), state)),
             audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
             ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),
@@ -100,6 +101,15 @@ impl AwsClients {
             clock,
         }
     }
+}
+
+/// Watchers' HTTP client: public addresses only, unless the stack allows loopback (the
+/// local stack).
+pub fn fetcher(allow_loopback: bool) -> Arc<dyn crate::ports::Fetch> {
+    Arc::new(crate::adapters::webhook_http::HttpSender::new(
+        Duration::from_secs(10),
+        allow_loopback,
+    ))
 }
 
 /// The ports a function runs on, from its configuration.
@@ -203,8 +213,8 @@ impl Scheduler {
         }
     }
 
-    /// One tick: the due schedules' slots fired or missed.
-    pub async fn tick(&self) -> Result<crate::ops::ScheduleTick, OpsError> {
+    /// One tick: the due schedules' slots fired or missed, the due watchers polled.
+    pub async fn tick(&self) -> Result<SourcesTick, OpsError> {
         let ops = self
             .ops
             .get_or_try_init(|| async {
@@ -214,11 +224,28 @@ impl Scheduler {
                     ));
                 }
                 let config = stack_config(self.ports.params.as_ref(), &self.param).await?;
-                Ok(Ops::new(self.ports.clone(), config, self.pipelines.clone()))
+                let mut ports = self.ports.clone();
+                ports.fetch = fetcher(config.allow_loopback_webhooks);
+                Ok(Ops::new(ports, config, self.pipelines.clone()))
             })
             .await?;
-        ops.run_schedules().await
+        // One failing does not stop the other.
+        let (schedules, watchers) = tokio::join!(ops.run_schedules(), ops.run_watchers());
+        match (schedules, watchers) {
+            (Ok(schedules), Ok(watchers)) => Ok(SourcesTick {
+                schedules,
+                watchers,
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
     }
+}
+
+/// What one scheduler tick did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourcesTick {
+    pub schedules: crate::ops::ScheduleTick,
+    pub watchers: crate::ops::WatchTick,
 }
 
 /// What a scheduled handler's tick did.
@@ -226,7 +253,7 @@ impl Scheduler {
 #[serde(untagged)]
 pub enum TickReport {
     Sweep(SweepReport),
-    Schedules(crate::ops::ScheduleTick),
+    Sources(SourcesTick),
 }
 
 /// The alarm-ingest function's handler on `ports`.
@@ -574,7 +601,7 @@ impl Handler {
             Self::Scheduler(s) => Ok(s
                 .tick()
                 .await
-                .map(TickReport::Schedules)
+                .map(TickReport::Sources)
                 .map_err(|e| e.to_string())),
             _ => Err(self.refuse(EventKind::Schedule)),
         }
@@ -687,7 +714,8 @@ impl Ops {
         config: StackConfig,
         pipelines: Arc<Pipelines>,
     ) -> (Self, StackConfig) {
-        let ports = AwsClients::new(sdk).ports(&config.topology, None, Duration::from_secs(10));
+        let mut ports = AwsClients::new(sdk).ports(&config.topology, None, Duration::from_secs(10));
+        ports.fetch = fetcher(config.allow_loopback_webhooks);
         let ops = Self::new(ports, config, pipelines);
         let config = ops.stack().clone();
         (ops, config)

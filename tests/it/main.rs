@@ -22,4 +22,5 @@ mod pipeline;
 mod recovery;
 mod resilience;
 mod schedules;
+mod watchers;
 mod webhooks;

@@ -64,7 +64,11 @@ async fn after_downtime_two_ticks_at_once_fire_the_latest_slot_once_and_record_e
     let reports = [ra.unwrap().unwrap(), rb.unwrap().unwrap()];
     let fired: usize = reports
         .iter()
-        .map(|r| serde_json::to_value(r).unwrap()["fired"].as_u64().unwrap() as usize)
+        .map(|r| {
+            serde_json::to_value(r).unwrap()["schedules"]["fired"]
+                .as_u64()
+                .unwrap() as usize
+        })
         .sum();
     assert_eq!(fired, 1, "one production for the latest slot: {reports:?}");
 
@@ -128,7 +132,7 @@ async fn after_downtime_two_ticks_at_once_fire_the_latest_slot_once_and_record_e
 
     // A tick later: nothing is due, nothing more starts.
     let again = a.tick().await.unwrap().unwrap();
-    assert_eq!(serde_json::to_value(again).unwrap()["due"], 0);
+    assert_eq!(serde_json::to_value(again).unwrap()["schedules"]["due"], 0);
     t.stop().await;
 }
 

@@ -14,6 +14,7 @@ use shepherd_local::provider::ProviderServer;
 use shepherd_local::provision::{Provisioned, provision};
 use shepherd_local::runtime::{Clients, LocalRuntime};
 
+pub mod feed;
 pub mod guide;
 pub mod receiver;
 

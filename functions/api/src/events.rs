@@ -2,14 +2,14 @@
 //! `/events/{connector}`, authenticated by its signature (GitHub's `X-Hub-Signature-256`,
 //! or Standard Webhooks), not by a token: API Gateway lets that one route through
 //! unauthenticated. Operators read every event and what became of it, and re-submit one;
-//! admins create and remove connectors.
+//! admins create and remove connectors and watchers; operators enable and disable watchers.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use shepherd::domain::events::{ConnectorSpec, EventOutcome, InboundEvent};
+use shepherd::domain::events::{ConnectorSpec, EventOutcome, InboundEvent, Watcher, WatcherSpec};
 use shepherd::ops::{CreatedConnector, EventFilter};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, json_of, ok, page_of, with_status};
 use crate::schema::{
-    Common, Connectors, Deleted, Forbidden, InboundPage, Invalid, NotFound, TooLarge,
+    Common, Connectors, Deleted, Forbidden, InboundPage, Invalid, NotFound, TooLarge, Watchers,
 };
 use crate::{Api, Operations};
 
@@ -29,6 +29,8 @@ pub(crate) fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(resubmit))
         .routes(routes!(connectors, create_connector))
         .routes(routes!(connector, delete_connector))
+        .routes(routes!(watchers, create_watcher))
+        .routes(routes!(watcher, patch_watcher, delete_watcher))
 }
 
 #[derive(Deserialize, IntoParams, Default)]
@@ -173,5 +175,69 @@ async fn delete_connector(
     Path(id): Path<String>,
 ) -> Answer {
     ops.delete_connector(&id, &caller).await?;
+    ok(json!({"id": id, "deleted": true}))
+}
+
+/// Watchers: state, last success, consecutive errors and the last error, counts.
+#[utoipa::path(get, path = "/watchers", tag = "events", params(ConnectorsQuery),
+    responses((status = 200, body = Watchers), Invalid, Forbidden, Common))]
+async fn watchers(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Query(q): Query<ConnectorsQuery>,
+) -> Answer {
+    let list = ops.watchers(q.account.as_deref(), &caller).await?;
+    ok(json!({ "watchers": list }))
+}
+
+/// Create a watcher (admin): a feed, or a repository's issues with a label; its first
+/// poll records what is there and starts nothing.
+#[utoipa::path(post, path = "/watchers", tag = "events", request_body = WatcherSpec,
+    responses((status = 201, body = Watcher), Invalid, Forbidden, TooLarge, Common))]
+async fn create_watcher(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> Answer {
+    let spec: WatcherSpec = body(&bytes)?;
+    with_status(
+        StatusCode::CREATED,
+        ops.create_watcher(spec, &caller).await?,
+    )
+}
+
+/// One watcher.
+#[utoipa::path(get, path = "/watchers/{id}", tag = "events", params(("id" = String, Path)),
+    responses((status = 200, body = Watcher), Invalid, NotFound, Common))]
+async fn watcher(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
+    json_of(ops.watcher(&id, &caller).await?)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WatcherPatch {
+    enabled: bool,
+}
+
+/// `{"enabled": true}` re-enables a watcher and clears its error count (operator);
+/// `{"enabled": false}` disables it.
+#[utoipa::path(patch, path = "/watchers/{id}", tag = "events", params(("id" = String, Path)),
+    request_body = WatcherPatch,
+    responses((status = 200, body = Watcher), Invalid, Forbidden, NotFound, TooLarge, Common))]
+async fn patch_watcher(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let p: WatcherPatch = body(&bytes)?;
+    json_of(ops.set_watcher_enabled(&id, p.enabled, &caller).await?)
+}
+
+/// Remove a watcher (admin); its events stay.
+#[utoipa::path(delete, path = "/watchers/{id}", tag = "events", params(("id" = String, Path)),
+    responses((status = 200, body = Deleted), Invalid, Forbidden, NotFound, Common))]
+async fn delete_watcher(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Path(id): Path<String>,
+) -> Answer {
+    ops.delete_watcher(&id, &caller).await?;
     ok(json!({"id": id, "deleted": true}))
 }

@@ -39,6 +39,8 @@
 //! | POST | /events/{id}/resubmit | operator | `{reason}`: clear its dedupe key and submit it again, audited |
 //! | GET, POST | /connectors | viewer; admin | connectors with their counts; create one (201, its secret shown once) |
 //! | GET, DELETE | /connectors/{id} | viewer; admin | one connector; remove it and its secret |
+//! | GET, POST | /watchers | viewer; admin | watchers (state, last success, consecutive errors, last error); create one (201) |
+//! | GET, PATCH, DELETE | /watchers/{id} | viewer; operator; admin | one watcher; `{"enabled": true}` re-enables it and clears its count; remove it |
 //! | GET | /schedules?account=&limit=&cursor= | viewer | schedules, newest first, with next slot, last fired and counts |
 //! | POST | /schedules | admin | `{name, account, pipeline?, input, cron \| every_minutes, time_zone?, catch_up?, catch_up_cap?, staleness_seconds?, overlap?}` (201) |
 //! | GET, PATCH, DELETE | /schedules/{id} | viewer; operator; admin | one schedule and its slot history; `{"paused": true, "note"}` or `{"paused": false}`; remove it |
@@ -327,7 +329,7 @@ mod tests {
                     .map(move |m| format!("{} {path}", m.to_uppercase()))
             })
             .collect();
-        assert_eq!(ops.len(), 45, "{ops:#?}");
+        assert_eq!(ops.len(), 50, "{ops:#?}");
         for op in [
             "GET /health",
             "POST /productions",

@@ -506,3 +506,9 @@ pub struct InboundPage {
 pub struct Connectors {
     pub connectors: Vec<shepherd::domain::events::Connector>,
 }
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Watchers {
+    pub watchers: Vec<shepherd::domain::events::Watcher>,
+}

@@ -49,12 +49,25 @@ pub struct Pull {
     pub state: String,
 }
 
+/// An issue as the host keeps it.
+#[derive(Debug, Clone)]
+struct Issue {
+    number: u64,
+    title: String,
+    body: Option<String>,
+    labels: Vec<String>,
+    state: String,
+    created_at: String,
+    updated_at: String,
+}
+
 #[derive(Debug, Default)]
 struct Repo {
     default_branch: String,
     branches: BTreeMap<String, Branch>,
     protected: BTreeSet<String>,
     pulls: Vec<Pull>,
+    issues: Vec<Issue>,
 }
 
 /// When a fault applies to a matching request.
@@ -86,6 +99,19 @@ struct Inner {
     /// (`METHOD /path`, token) of every request with a token.
     used_tokens: Vec<(String, String)>,
     next_number: u64,
+    /// The primary rate limit's remaining requests (GitHub's `x-ratelimit-*` headers).
+    rate_remaining: u64,
+}
+
+/// The primary rate limit an installation gets per hour.
+const RATE_LIMIT: u64 = 5000;
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 ns is a valid time")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formats")
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -143,6 +169,7 @@ impl ScmServer {
         {
             let mut i = inner.lock().expect("scm");
             i.tokens.insert(TOKEN.into(), true);
+            i.rate_remaining = RATE_LIMIT;
             let files = BTreeMap::from([
                 ("README.md".to_string(), b"# widgets\n".to_vec()),
                 ("src/lib.rs".to_string(), b"pub fn widget() {}\n".to_vec()),
@@ -158,6 +185,7 @@ impl ScmServer {
                     branches: BTreeMap::from([("main".to_string(), main)]),
                     protected: BTreeSet::from(["main".to_string()]),
                     pulls: Vec::new(),
+                    issues: Vec::new(),
                 },
             );
         }
@@ -176,6 +204,10 @@ impl ScmServer {
                 "/repos/{owner}/{repo}/pulls",
                 get(list_pulls).post(create_pull),
             )
+            .route(
+                "/repos/{owner}/{repo}/issues",
+                get(list_issues).post(create_issue),
+            )
             .layer(axum::middleware::from_fn_with_state(inner.clone(), gate))
             .with_state(inner.clone());
         Ok(Self {
@@ -192,6 +224,34 @@ impl ScmServer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("scm")
+    }
+
+    /// Opens an issue with `labels` (as `POST /repos/{owner}/{repo}/issues` does): its number.
+    pub fn open_issue(&self, repo: &str, title: &str, body: &str, labels: &[&str]) -> u64 {
+        let mut i = self.lock();
+        i.next_number += 1;
+        let number = i.next_number;
+        let now = now_rfc3339();
+        i.repos
+            .get_mut(repo)
+            .expect("known repository")
+            .issues
+            .push(Issue {
+                number,
+                title: title.into(),
+                body: Some(body.into()),
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                state: "open".into(),
+                created_at: now.clone(),
+                updated_at: now,
+            });
+        number
+    }
+
+    /// Sets the primary rate limit's remaining requests (0: every request is refused with
+    /// 403 and `x-ratelimit-remaining: 0`, as GitHub does, until it is set again).
+    pub fn set_rate_remaining(&self, n: u64) {
+        self.lock().rate_remaining = n;
     }
 
     /// Makes `token` known; `write: false` is a read-only installation.
@@ -300,6 +360,14 @@ async fn gate(
         if method != Method::GET && !write {
             return error(403, "Resource not accessible by integration");
         }
+        if i.rate_remaining == 0 {
+            let mut res = error(
+                403,
+                "API rate limit exceeded for installation. If you reach out to GitHub Support for help, please include the request ID.",
+            );
+            rate_headers(&mut res, 0);
+            return res;
+        }
         let found = i
             .faults
             .iter_mut()
@@ -309,13 +377,41 @@ async fn gate(
             (f.status, f.when)
         })
     };
-    match fault {
+    let mut res = match fault {
         Some((status, When::Before)) => error(status, "fault injected before the work"),
         Some((status, When::After)) => {
             let _ = next.run(req).await;
             error(status, "fault injected after the work")
         }
         None => next.run(req).await,
+    };
+    // A conditional request answered 304 does not count against the limit.
+    let remaining = {
+        let mut i = inner.lock().expect("scm");
+        if res.status() != StatusCode::NOT_MODIFIED {
+            i.rate_remaining = i.rate_remaining.saturating_sub(1);
+        }
+        i.rate_remaining
+    };
+    rate_headers(&mut res, remaining);
+    res
+}
+
+/// GitHub's rate-limit headers (the REST API's "rate limits" reference).
+fn rate_headers(res: &mut Response, remaining: u64) {
+    let reset = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    let h = res.headers_mut();
+    for (k, v) in [
+        ("x-ratelimit-limit", RATE_LIMIT.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        (
+            "x-ratelimit-used",
+            (RATE_LIMIT - remaining.min(RATE_LIMIT)).to_string(),
+        ),
+        ("x-ratelimit-reset", reset.to_string()),
+        ("x-ratelimit-resource", "core".to_string()),
+    ] {
+        h.insert(k, v.parse().expect("header value"));
     }
 }
 
@@ -599,4 +695,152 @@ async fn list_pulls(
         .map(|p| pull_json(&origin(&headers), &full, &owner, p))
         .collect();
     axum::Json(Value::Array(list)).into_response()
+}
+
+fn issue_json(origin: &str, full: &str, i: &Issue) -> Value {
+    json!({
+        "url": format!("{origin}/repos/{full}/issues/{}", i.number),
+        "repository_url": format!("{origin}/repos/{full}"),
+        "html_url": format!("{origin}/{full}/issues/{}", i.number),
+        "id": 2_700_000_000u64 + i.number,
+        "node_id": format!("I_{}", i.number),
+        "number": i.number,
+        "title": i.title,
+        "user": {"login": "octo-ops", "id": 583231, "type": "User"},
+        "labels": i.labels.iter().map(|l| json!({"name": l, "color": "0e8a16", "default": false})).collect::<Vec<_>>(),
+        "state": i.state,
+        "locked": false,
+        "comments": 0,
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+        "closed_at": null,
+        "author_association": "MEMBER",
+        "body": i.body,
+    })
+}
+
+/// `POST /repos/{owner}/{repo}/issues`: `{title, body?, labels?}`, 201.
+async fn create_issue(
+    State(inner): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let full = format!("{owner}/{repo}");
+    let Some(title) = body["title"].as_str() else {
+        return validation("title wasn't supplied.");
+    };
+    let mut i = inner.lock().expect("scm");
+    if !i.repos.contains_key(&full) {
+        return error(404, "Not Found");
+    }
+    i.next_number += 1;
+    let now = now_rfc3339();
+    let issue = Issue {
+        number: i.next_number,
+        title: title.into(),
+        body: body["body"].as_str().map(String::from),
+        labels: body["labels"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        state: "open".into(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let answer = issue_json(&origin(&headers), &full, &issue);
+    i.repos.get_mut(&full).expect("checked").issues.push(issue);
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/issues`: `state` (open), `labels` (comma-separated, all
+/// required), `per_page` (30, at most 100), `page`; newest first. A weak `ETag` over the
+/// page; `If-None-Match` with it answers 304. `Link` names the next and last pages.
+async fn list_issues(
+    State(inner): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let full = format!("{owner}/{repo}");
+    let i = inner.lock().expect("scm");
+    let Some(r) = i.repos.get(&full) else {
+        return error(404, "Not Found");
+    };
+    let state = q.get("state").map(String::as_str).unwrap_or("open");
+    let labels: Vec<&str> = q
+        .get("labels")
+        .map(|l| l.split(',').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut matching: Vec<&Issue> = r
+        .issues
+        .iter()
+        .filter(|x| state == "all" || x.state == state)
+        .filter(|x| labels.iter().all(|l| x.labels.iter().any(|have| have == l)))
+        .collect();
+    matching.sort_by_key(|x| std::cmp::Reverse(x.number));
+    let last = matching.len().div_ceil(per_page).max(1);
+    let origin = origin(&headers);
+    let list: Vec<Value> = matching
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|x| issue_json(&origin, &full, x))
+        .collect();
+    let body = Value::Array(list).to_string();
+    let etag = format!("W/\"{}\"", sha_of(&[body.as_bytes()]));
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        res.headers_mut()
+            .insert("etag", etag.parse().expect("etag"));
+        return res;
+    }
+    let mut res = (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response();
+    res.headers_mut()
+        .insert("etag", etag.parse().expect("etag"));
+    if page < last {
+        let mut base: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| *k != "page")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        base.sort();
+        let query = |n: usize| {
+            let mut pairs = base.clone();
+            pairs.push(("page".into(), n.to_string()));
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish()
+        };
+        let link = format!(
+            "<{origin}/repos/{full}/issues?{}>; rel=\"next\", <{origin}/repos/{full}/issues?{}>; rel=\"last\"",
+            query(page + 1),
+            query(last)
+        );
+        res.headers_mut()
+            .insert("link", link.parse().expect("link"));
+    }
+    res
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 
 use crate::domain::alarms::{Alarm, AlarmStatus, Raise};
-use crate::domain::events::{Connector, EventOutcome, InboundEvent, SourceStats};
+use crate::domain::events::{
+    Connector, EventOutcome, InboundEvent, SourceStats, Watcher, WatcherState,
+};
 use crate::domain::health::Health;
 use crate::domain::limits::{AccountUsage, Limits, Reservation};
 use crate::domain::schedule::{Schedule, SlotRecord};
@@ -67,6 +69,9 @@ struct State {
     /// (source, key) -> (event, held until).
     dedupe: HashMap<(String, String), (String, Millis)>,
     source_stats: HashMap<String, SourceStats>,
+    watchers: BTreeMap<String, Watcher>,
+    /// Watcher commits to fail, for tests (a crash between the starts and the cursor).
+    failing_watcher_commits: u32,
     next_id: u64,
     /// Writes to fail, for tests: each `fail_next` call fails one write.
     failing_writes: u32,
@@ -103,6 +108,12 @@ impl Memory {
     /// The committed writes not yet taken (what the stream would deliver).
     pub fn committed(&self) -> Vec<CommittedWrite> {
         std::mem::take(&mut self.state().committed)
+    }
+
+    /// The next `n` watcher commits fail, as a crash between a poll's starts and its
+    /// cursor would leave it.
+    pub fn fail_watcher_commits(&self, n: u32) {
+        self.state().failing_watcher_commits = n;
     }
 
     /// The next `n` production writes fail as if the store were unavailable.
@@ -753,6 +764,7 @@ impl Memory {
             webhooks: self.clone(),
             schedules: self.clone(),
             intake: self.clone(),
+            fetch: self.clone(),
             health: self.clone(),
             audit: self.clone(),
             ledger: self.clone(),
@@ -853,6 +865,18 @@ impl Schedules for Memory {
     }
 }
 
+/// No network in memory: a test gives its ports a `Fetch` of its own.
+#[async_trait]
+impl crate::ports::Fetch for Memory {
+    async fn get(
+        &self,
+        url: &str,
+        _headers: &[(&str, String)],
+    ) -> Result<crate::ports::Fetched, String> {
+        Err(format!("no network in memory ({url})"))
+    }
+}
+
 #[async_trait]
 impl Intake for Memory {
     async fn create_connector(&self, c: &Connector) -> Result<(), StoreError> {
@@ -947,6 +971,70 @@ impl Intake for Memory {
             .dedupe
             .remove(&(source.to_string(), key.to_string()))
             .is_some())
+    }
+
+    async fn create_watcher(&self, w: &Watcher) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.watchers.contains_key(&w.id) {
+            return Err(StoreError::AlreadyExists(w.id.clone()));
+        }
+        s.watchers.insert(w.id.clone(), w.clone());
+        Ok(())
+    }
+
+    async fn watcher(&self, id: &str) -> Result<Option<Watcher>, StoreError> {
+        let s = self.state();
+        Ok(s.watchers.get(id).map(|w| Watcher {
+            stats: s.source_stats.get(&w.source()).cloned().unwrap_or_default(),
+            ..w.clone()
+        }))
+    }
+
+    async fn watchers(&self, account: Option<&str>) -> Result<Vec<Watcher>, StoreError> {
+        let ids: Vec<String> = self
+            .state()
+            .watchers
+            .values()
+            .filter(|w| account.is_none_or(|a| w.spec.account == a))
+            .map(|w| w.id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.watcher(&id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn commit_watcher(&self, w: &Watcher) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        if s.failing_watcher_commits > 0 {
+            s.failing_watcher_commits -= 1;
+            return Err(StoreError::Unavailable(
+                "injected watcher commit failure".into(),
+            ));
+        }
+        match s.watchers.get(&w.id) {
+            Some(stored) if stored.version + 1 == w.version => {}
+            _ => return Ok(false),
+        }
+        s.watchers.insert(w.id.clone(), w.clone());
+        Ok(true)
+    }
+
+    async fn delete_watcher(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state().watchers.remove(id).is_some())
+    }
+
+    async fn due_watchers(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let s = self.state();
+        let mut due: Vec<(Millis, String)> = s
+            .watchers
+            .values()
+            .filter(|w| w.state == WatcherState::Enabled && w.next_poll_at <= now)
+            .map(|w| (w.next_poll_at, w.id.clone()))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
     async fn count(

@@ -143,6 +143,45 @@ impl WebhookSender for HttpSender {
     }
 }
 
+/// The most of a watched source's answer read (a feed, a page of issues).
+const FETCH_BYTES: usize = 5 * 1024 * 1024;
+
+/// Watchers poll through the same guarded client: only addresses a webhook may reach, no
+/// redirects, a timeout.
+#[async_trait]
+impl crate::ports::Fetch for HttpSender {
+    async fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<crate::ports::Fetched, String> {
+        crate::domain::webhooks::check_url(url, self.allow_loopback)?;
+        let mut req = self.http().get(url);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let mut res = req.send().await.map_err(describe)?;
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(c) = res.chunk().await.map_err(describe)? {
+            body.extend_from_slice(&c);
+            if body.len() > FETCH_BYTES {
+                return Err(format!("the answer is over {FETCH_BYTES} bytes"));
+            }
+        }
+        Ok(crate::ports::Fetched {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
 fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         "no answer within the timeout".into()

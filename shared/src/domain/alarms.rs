@@ -29,6 +29,9 @@ vocabulary! {
         ScheduleMissed => "schedule_missed",
         /// A source's items keep failing (their schema, mapping or the pipeline's input).
         SourceFailing => "source_failing",
+        /// A watcher's polls keep failing (warning), or it was disabled for it (critical).
+        WatcherFailing => "watcher_failing",
+        WatcherDisabled => "watcher_disabled",
     }
     other
     /// An alarm raised outside Shepherd's own detectors.

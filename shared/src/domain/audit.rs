@@ -63,6 +63,12 @@ vocabulary! {
         EventResubmitted => "event.resubmitted",
         ConnectorCreated => "connector.created",
         ConnectorDeleted => "connector.deleted",
+        WatcherCreated => "watcher.created",
+        WatcherDeleted => "watcher.deleted",
+        WatcherEnabled => "watcher.enabled",
+        WatcherDisabled => "watcher.disabled",
+        /// A poll failed (the source's answer or its absence, redacted).
+        WatcherError => "watcher.error",
     }
     other
     /// A kind recorded by a newer or older version.

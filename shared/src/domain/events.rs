@@ -192,3 +192,164 @@ impl Connector {
         format!("connector:{}", self.id)
     }
 }
+
+/// Consecutive failed polls after which a watcher raises a warning alarm, and after which
+/// it is disabled (a critical alarm) until an operator enables it again.
+pub const WATCHER_WARN_AFTER: u32 = 3;
+pub const WATCHER_DISABLE_AFTER: u32 = 6;
+
+/// What an admin writes to watch a source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatcherSpec {
+    pub name: String,
+    pub account: String,
+    /// `feed` (Atom or RSS) or `github_issues`.
+    pub kind: SourceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// Input field -> JSON pointer into the item, or `{"value": ...}`.
+    #[schema(value_type = Object)]
+    pub mapping: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub when: BTreeMap<String, serde_json::Value>,
+    /// `feed`: the feed's URL (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `github_issues`: `owner/name`, and the label an issue must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// How often it polls (1 to 1440 minutes; 5 by default).
+    #[serde(default = "default_every")]
+    pub every_minutes: u32,
+    /// How long an item's dedupe key holds (60 s to 30 days; 30 days by default).
+    #[serde(default = "default_watch_window")]
+    pub dedupe_window_seconds: u64,
+}
+
+fn default_every() -> u32 {
+    5
+}
+fn default_watch_window() -> u64 {
+    30 * 86_400
+}
+
+impl WatcherSpec {
+    pub fn check(&self) -> Result<(), String> {
+        super::input::id("name", &self.name)?;
+        super::input::id("account", &self.account)?;
+        if !(1..=1440).contains(&self.every_minutes) {
+            return Err(format!(
+                "every_minutes must be 1 to 1440 (got {})",
+                self.every_minutes
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.dedupe_window_seconds) {
+            return Err(format!(
+                "dedupe_window_seconds must be 60 to 2592000 (got {})",
+                self.dedupe_window_seconds
+            ));
+        }
+        match (self.kind, &self.url, &self.repository, &self.label) {
+            (SourceKind::Feed, Some(_), None, None) => Ok(()),
+            (SourceKind::Feed, ..) => {
+                Err("a feed watcher has a url (and no repository or label)".into())
+            }
+            (SourceKind::GithubIssues, None, Some(repo), Some(label)) => {
+                let ok = repo.split_once('/').is_some_and(|(o, n)| {
+                    !o.is_empty()
+                        && !n.is_empty()
+                        && repo
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                });
+                if !ok {
+                    return Err(format!("repository {repo:?} is not owner/name"));
+                }
+                super::input::text("label", label, 50)
+            }
+            (SourceKind::GithubIssues, ..) => {
+                Err("a github_issues watcher has a repository and a label (and no url)".into())
+            }
+            (k, ..) => Err(format!(
+                "kind {} is a connector's; a watcher is feed or github_issues",
+                k.as_str()
+            )),
+        }
+    }
+}
+
+/// Enabled, or disabled after failing (or by an operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WatcherState {
+    Enabled,
+    Disabled,
+}
+
+/// Where a watcher is in its source: committed with the starts it causes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WatchCursor {
+    /// The source's validator of its last answer (`If-None-Match` on the next poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The items in the source at the last poll (feed entry ids, issue numbers): an item
+    /// not among them is new.
+    #[serde(default)]
+    pub seen: Vec<String>,
+    /// Whether the first poll is done (it records what is there without starting it).
+    #[serde(default)]
+    pub primed: bool,
+}
+
+/// A watcher and its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Watcher {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: WatcherSpec,
+    pub state: WatcherState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    #[serde(default)]
+    pub cursor: WatchCursor,
+    pub consecutive_errors: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll_at: Option<Millis>,
+    pub next_poll_at: Millis,
+    pub created_at: Millis,
+    pub created_by: String,
+    pub version: u64,
+    #[serde(default)]
+    pub stats: SourceStats,
+}
+
+impl Watcher {
+    pub fn source(&self) -> String {
+        format!("watcher:{}", self.id)
+    }
+}
+
+/// What a failed poll does to a watcher: its count, and whether to warn or disable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterError {
+    Count,
+    Warn,
+    Disable,
+}
+
+/// The consequence of one more consecutive failure, from the count before it.
+pub fn after_error(consecutive_before: u32) -> AfterError {
+    match consecutive_before + 1 {
+        n if n >= WATCHER_DISABLE_AFTER => AfterError::Disable,
+        n if n >= WATCHER_WARN_AFTER => AfterError::Warn,
+        _ => AfterError::Count,
+    }
+}

@@ -310,21 +310,33 @@ impl Ops {
                 "event {id} was kept without its item (over {MAX_KEPT_PAYLOAD} bytes, or not JSON); ask the sender to send it again"
             )));
         }
-        let connector = e
-            .source
-            .strip_prefix("connector:")
-            .ok_or_else(|| OpsError::Invalid(format!("{} cannot be re-submitted", e.source)))?;
-        let c = self
-            .ports
-            .intake
-            .connector(connector)
-            .await?
-            .ok_or_else(|| {
-                OpsError::Invalid(format!(
-                    "its source {} was removed; there is nothing to submit it through",
+        let gone = || {
+            OpsError::Invalid(format!(
+                "its source {} was removed; there is nothing to submit it through",
+                e.source
+            ))
+        };
+        let (connector, watcher) = match e.source.split_once(':') {
+            Some(("connector", cid)) => (
+                Some(self.ports.intake.connector(cid).await?.ok_or_else(gone)?),
+                None,
+            ),
+            Some(("watcher", wid)) => (
+                None,
+                Some(self.ports.intake.watcher(wid).await?.ok_or_else(gone)?),
+            ),
+            _ => {
+                return Err(OpsError::Invalid(format!(
+                    "{} cannot be re-submitted",
                     e.source
-                ))
-            })?;
+                )));
+            }
+        };
+        let src = match (&connector, &watcher) {
+            (Some(c), _) => Source::of_connector(c),
+            (_, Some(w)) => Source::of_watcher(w),
+            _ => unreachable!("one of the two"),
+        };
         self.ports
             .intake
             .clear_key(&e.source, &e.dedupe_key)
@@ -347,8 +359,7 @@ impl Ops {
             dedupe_key: e.dedupe_key.clone(),
             item: e.payload.clone(),
         };
-        self.ingest(&Source::of_connector(&c), arrival, Some(e.id))
-            .await
+        self.ingest(&src, arrival, Some(e.id)).await
     }
 
     /// The intake path (see the module's doc).
@@ -568,7 +579,10 @@ impl Ops {
 
 /// The account a listing is of: an account's callers their own; stack operators the one
 /// they name, or all.
-fn scoped<'a>(caller: &'a Caller, named: Option<&'a str>) -> Result<Option<&'a str>, OpsError> {
+pub(crate) fn scoped<'a>(
+    caller: &'a Caller,
+    named: Option<&'a str>,
+) -> Result<Option<&'a str>, OpsError> {
     match (&caller.scope, named) {
         (Scope::Account(a), Some(n)) if a != n => {
             Err(OpsError::Forbidden(format!("account {n:?} is not yours")))

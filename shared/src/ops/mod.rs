@@ -10,6 +10,7 @@
 //! | `integrations.rs` | list with health, enable, disable, test |
 //! | `audit.rs` | audit queries |
 //! | `events.rs` | the intake path; connectors (create, list, show, remove), inbound webhooks, events (list, show, resubmit) |
+//! | `watchers.rs` | watchers (create, list, show, enable, disable, remove) and their polls |
 //! | `schedules.rs` | schedules (create, list, show, pause, resume, trigger, backfill, remove) and the scheduler's tick |
 //! | `webhooks.rs` | subscriptions (create, list, enable, disable, rotate, delete, test), deliveries (list, show, resend, replay) |
 
@@ -21,6 +22,7 @@ mod integrations;
 mod pipelines;
 pub mod requests;
 mod schedules;
+mod watchers;
 mod webhooks;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ pub use events::{CreatedConnector, EventFilter};
 pub use integrations::{IntegrationTest, IntegrationView};
 pub use pipelines::{PhaseInfo, PipelineVersionInfo};
 pub use schedules::{DUE_PER_TICK, ScheduleDetail, ScheduleTick};
+pub use watchers::WatchTick;
 pub use webhooks::{CreatedSubscription, MAX_REPLAY, Replayed};
 
 pub use crate::config::StackConfig;

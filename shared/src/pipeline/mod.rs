@@ -17,6 +17,7 @@ mod contract;
 mod definition;
 pub mod intake;
 mod registry;
+pub mod watch;
 
 pub use contract::{Input, InputError};
 pub use definition::{Definition, DefinitionError, Gate, PhaseDefinition};

@@ -1,7 +1,8 @@
 //! Arriving work: connectors (`CONN#<id>`, listed under `CONNS#<account>` and `CONNS`),
 //! events (`EVENT#<id>`, listed under `EVENTS#<account>` and `EVENTS`, newest first), a
 //! source's dedupe keys (`DEDUPE#<source>#<key>`, holding the event and when the key
-//! frees) and its counts (`SRC#<source>`). An event and its key are written in one
+//! frees), its counts (`SRC#<source>`), and watchers (`WATCH#<id>`, listed under
+//! `WATCHERS#<account>` and `WATCHERS`, due under `WATCH` in `by_due` while enabled). An event and its key are written in one
 //! transaction, so a key is never held by an event that was not stored.
 
 use async_trait::async_trait;
@@ -13,7 +14,9 @@ use super::{
     Item, get_item, is_condition_failure, key, listing_page, n, number, s, text, unavailable,
 };
 use crate::domain::Millis;
-use crate::domain::events::{Connector, EventOutcome, InboundEvent, SourceStats};
+use crate::domain::events::{
+    Connector, EventOutcome, InboundEvent, SourceStats, Watcher, WatcherState,
+};
 use crate::ports::{Begun, Intake, Page, StoreError};
 
 #[derive(Clone)]
@@ -46,6 +49,27 @@ impl DynamoIntake {
             ("gpk".to_string(), s(all)),
             ("gsk".to_string(), s(format!("{at:013}#{id}"))),
         ]);
+        item
+    }
+
+    fn watcher_item(w: &Watcher) -> Item {
+        let mut stored = w.clone();
+        stored.stats = SourceStats::default();
+        let mut item = Self::listed(
+            format!("WATCH#{}", w.id),
+            "W",
+            serde_json::to_string(&stored).expect("a watcher serialises"),
+            &w.spec.account,
+            "WATCHERS",
+            w.created_at,
+            &w.id,
+        );
+        item.insert("v".into(), n(w.version));
+        // Sparse: a disabled watcher is never due.
+        if w.state == WatcherState::Enabled {
+            item.insert("dpk".into(), s("WATCH"));
+            item.insert("dat".into(), n(w.next_poll_at));
+        }
         item
     }
 
@@ -286,6 +310,90 @@ impl Intake for DynamoIntake {
             .send()
             .await;
         super::applied(res)
+    }
+
+    async fn create_watcher(&self, w: &Watcher) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::watcher_item(w)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::AlreadyExists(w.id.clone())),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn watcher(&self, id: &str) -> Result<Option<Watcher>, StoreError> {
+        let Some(item) =
+            get_item(&self.client, &self.table, key(format!("WATCH#{id}"), "W")).await?
+        else {
+            return Ok(None);
+        };
+        let mut w: Watcher = doc(&item)?;
+        w.stats = self.stats(&w.source()).await?;
+        Ok(Some(w))
+    }
+
+    async fn watchers(&self, account: Option<&str>) -> Result<Vec<Watcher>, StoreError> {
+        let partition = account.map(|a| format!("WATCHERS#{a}"));
+        let index = match &partition {
+            Some(p) => ("by_status", "spk", p.as_str()),
+            None => ("by_account", "gpk", "WATCHERS"),
+        };
+        let (keys, _) = listing_page(&self.client, &self.table, index, 1000, None).await?;
+        let mut out: Vec<Watcher> = self.docs(&keys).await?;
+        for w in &mut out {
+            w.stats = self.stats(&w.source()).await?;
+        }
+        Ok(out)
+    }
+
+    async fn commit_watcher(&self, w: &Watcher) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::watcher_item(w)))
+            .condition_expression("v = :prev")
+            .expression_attribute_values(":prev", n(w.version.saturating_sub(1)))
+            .send()
+            .await;
+        super::applied(res)
+    }
+
+    async fn delete_watcher(&self, id: &str) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("WATCH#{id}"), "W")))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        super::applied(res)
+    }
+
+    async fn due_watchers(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        let req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("by_due")
+            .key_condition_expression("dpk = :d AND dat <= :now")
+            .expression_attribute_values(":d", s("WATCH"))
+            .expression_attribute_values(":now", n(now));
+        let mut ids = Vec::new();
+        super::query_all(req, |k| {
+            ids.extend(text(&k, "pk").strip_prefix("WATCH#").map(String::from));
+            ids.len() < limit
+        })
+        .await?;
+        Ok(ids)
     }
 
     async fn count(
