@@ -936,3 +936,83 @@ async fn a_schedule_whose_input_breaks_the_pipeline_schema_is_refused_naming_the
             .is_empty()
     );
 }
+
+// ---- Watchers (F-13) ------------------------------------------------------------------
+
+/// A feed that answers with the entries it is given (an Atom document).
+#[derive(Default)]
+struct Feed(std::sync::Mutex<Vec<(String, String)>>);
+
+#[async_trait]
+impl shepherd::ports::Fetch for Feed {
+    async fn get(
+        &self,
+        _url: &str,
+        _headers: &[(&str, String)],
+    ) -> Result<shepherd::ports::Fetched, String> {
+        let mut xml = String::from(
+            r#"<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><id>urn:t</id><updated>2026-12-07T10:00:00Z</updated>"#,
+        );
+        for (id, title) in self.0.lock().unwrap().iter().rev() {
+            xml.push_str(&format!(
+                "<entry><id>{id}</id><title>{title}</title><summary>About {title}</summary><updated>2026-12-07T10:00:00Z</updated></entry>"
+            ));
+        }
+        xml.push_str("</feed>");
+        Ok(shepherd::ports::Fetched {
+            status: 200,
+            headers: vec![],
+            body: xml.into_bytes(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_killed_between_its_starts_and_its_cursor_starts_each_item_once() {
+    let mut w = World::new("");
+    let feed = Arc::new(Feed::default());
+    let mut ports = w.ports.clone();
+    ports.fetch = feed.clone();
+    w.ops = Ops::new(ports, w.ops.stack().clone(), w.ops.pipelines().clone());
+    let spec: shepherd::domain::events::WatcherSpec = serde_json::from_value(serde_json::json!({
+        "name": "blog", "account": "acme", "kind": "feed", "url": "https://blog.example.com/feed",
+        "mapping": {"title": "/title", "topic": "/summary", "scenes": {"value": 1}}}))
+    .unwrap();
+    let watcher = w.ops.create_watcher(spec, &admin()).await.unwrap();
+    feed.0.lock().unwrap().push(("urn:a".into(), "Old".into()));
+    assert_eq!(w.ops.run_watchers().await.unwrap().items, 0, "primed");
+    feed.0
+        .lock()
+        .unwrap()
+        .push(("urn:b".into(), "Spring tides".into()));
+    feed.0
+        .lock()
+        .unwrap()
+        .push(("urn:c".into(), "Neap tides".into()));
+    // The tick starts both, then dies before its cursor is written.
+    w.mem.advance(6 * MIN);
+    w.mem.fail_watcher_commits(1);
+    let crashed = w.ops.run_watchers().await.unwrap();
+    assert_eq!(crashed.errors, 1, "{crashed:?}");
+    // Restarted: the same items again; their keys start nothing twice.
+    let again = w.ops.run_watchers().await.unwrap();
+    assert_eq!(again.polled, 1, "{again:?}");
+    let events = w
+        .ops
+        .events(&Default::default(), &operator(), 100, None)
+        .await
+        .unwrap()
+        .items;
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e.outcome == shepherd::domain::events::EventOutcome::Started)
+        .collect();
+    assert_eq!(started.len(), 2, "{events:#?}");
+    let productions: std::collections::BTreeSet<_> =
+        started.iter().map(|e| e.production.clone()).collect();
+    assert_eq!(productions.len(), 2, "one production per item");
+    assert!(events.iter().all(|e| e.source == watcher.source()));
+    // And the cursor moved on: the next poll finds nothing new.
+    w.mem.advance(6 * MIN);
+    assert_eq!(w.ops.run_watchers().await.unwrap().items, 0);
+}
