@@ -22,6 +22,7 @@ macro_rules! errln {
     ($($t:tt)*) => { ::std::eprintln!("{}", crate::render::clean(&::std::format!($($t)*))) };
 }
 
+mod arrivals;
 mod identity;
 mod render;
 mod schedules;
@@ -148,6 +149,15 @@ enum Command {
     /// Schedules: list, add, show (slot history), pause, resume, trigger, backfill, remove.
     #[command(subcommand)]
     Schedule(schedules::Schedules),
+    /// Inbound webhook connectors (GitHub, Standard Webhooks): list, add, show, remove.
+    #[command(subcommand)]
+    Connector(arrivals::Connectors),
+    /// Watchers (feeds, labelled GitHub issues): list, add, show, enable, disable, remove.
+    #[command(subcommand)]
+    Watcher(arrivals::Watchers),
+    /// Arrived events and what became of each: list, show, resubmit.
+    #[command(subcommand)]
+    Events(arrivals::Events),
     /// Alarms: list (default), acknowledge or resolve one (`<type>#<subject>`).
     Alarms {
         #[command(subcommand)]
@@ -631,6 +641,18 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
         Command::Schedule(cmd) => {
             let ops = connect(&cli.stack).await?;
             schedules::run(&ops, cmd, &me, cli.json).await
+        }
+        Command::Connector(cmd) => {
+            let ops = connect(&cli.stack).await?;
+            arrivals::connector(&ops, cmd, &me, cli.json).await
+        }
+        Command::Watcher(cmd) => {
+            let ops = connect(&cli.stack).await?;
+            arrivals::watcher(&ops, cmd, &me, cli.json).await
+        }
+        Command::Events(cmd) => {
+            let ops = connect(&cli.stack).await?;
+            arrivals::event(&ops, cmd, &me, cli.json).await
         }
         Command::Alarms {
             ref action,

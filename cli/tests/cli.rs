@@ -444,3 +444,86 @@ async fn a_schedule_is_added_paused_triggered_shown_and_removed() {
     assert_eq!(out.status.code(), Some(1));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_watchers_and_events_from_the_cli() {
+    let t = TestStack::start_idle().await;
+    let stack = t.stack.stack.clone();
+    let suffix = &stack[stack.len() - 6..];
+    let admin = iam_user(&t, &format!("cli-arrive-{suffix}"), Some("admin")).await;
+    let dir = std::env::temp_dir().join(format!("shepherd-cli-arrive-{suffix}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let connector = write_brief(
+        &dir,
+        "connector.json",
+        serde_json::json!({"name": "widgets", "account": "acme", "kind": "github",
+            "pipeline": "coding", "events": ["issues"],
+            "mapping": {"repository": "/repository/full_name", "task": "/issue/body"}}),
+    );
+    let out = shepherd_as(&stack, &admin, &["connector", "add", &connector]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("the sender posts to <API>/events/con_"),
+        "{shown}"
+    );
+    let out = shepherd_as(&stack, &admin, &["connector", "list", "--account", "acme"]);
+    assert!(
+        text(&out.stdout).contains("0 in: 0 started"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let watcher = write_brief(
+        &dir,
+        "watcher.json",
+        serde_json::json!({"name": "blog", "account": "acme", "kind": "feed",
+            "url": "http://127.0.0.1:9/feed.xml",
+            "mapping": {"title": "/title", "topic": "/summary", "scenes": {"value": 1}}}),
+    );
+    let out = shepherd_as(&stack, &admin, &["watcher", "add", &watcher, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = w["id"].as_str().unwrap();
+    let out = shepherd_as(&stack, &admin, &["watcher", "disable", id]);
+    assert!(
+        text(&out.stdout).contains("disabled by "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = shepherd_as(&stack, &admin, &["watcher", "enable", id]);
+    assert!(
+        text(&out.stdout).contains(" enabled "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let bad = write_brief(
+        &dir,
+        "bad-watcher.json",
+        serde_json::json!({"name": "x", "account": "acme", "kind": "feed",
+            "mapping": {"title": "/title"}}),
+    );
+    let out = shepherd_as(&stack, &admin, &["watcher", "add", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("has a url"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = shepherd_as(&stack, &admin, &["events", "list", "--outcome", "failed"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = shepherd_as(
+        &stack,
+        &admin,
+        &["events", "resubmit", "ev_nope", "--reason", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("event ev_nope not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    t.stop().await;
+}
