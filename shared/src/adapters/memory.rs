@@ -1055,7 +1055,7 @@ impl Intake for Memory {
                 st.consecutive_failures = 0;
             }
             EventOutcome::Deduped => st.deduped += 1,
-            EventOutcome::Ignored => st.ignored += 1,
+            EventOutcome::Ignored | EventOutcome::Missed => st.ignored += 1,
             EventOutcome::Failed => {
                 st.failed += 1;
                 st.consecutive_failures += 1;

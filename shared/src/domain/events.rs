@@ -21,6 +21,8 @@ pub enum SourceKind {
     Feed,
     /// A GitHub repository's issues carrying a label (a watcher).
     GithubIssues,
+    /// A schedule's slots (each one an event, fired or missed).
+    Schedule,
 }
 
 impl SourceKind {
@@ -30,6 +32,7 @@ impl SourceKind {
             Self::Standard => "standard",
             Self::Feed => "feed",
             Self::GithubIssues => "github_issues",
+            Self::Schedule => "schedule",
         }
     }
 
@@ -53,6 +56,8 @@ pub enum EventOutcome {
     Ignored,
     /// It broke its schema, its mapping, or the pipeline's input: nothing started.
     Failed,
+    /// A schedule's slot that was not fired (its reason in `error`).
+    Missed,
 }
 
 impl EventOutcome {
@@ -63,12 +68,15 @@ impl EventOutcome {
             Self::Deduped => "deduped",
             Self::Ignored => "ignored",
             Self::Failed => "failed",
+            Self::Missed => "missed",
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
         serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| {
-            format!("{s:?} is no event outcome (received, started, deduped, ignored, failed)")
+            format!(
+                "{s:?} is no event outcome (received, started, deduped, ignored, failed, missed)"
+            )
         })
     }
 }
@@ -77,7 +85,7 @@ impl EventOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboundEvent {
     pub id: String,
-    /// `connector:<id>` or `watcher:<id>`.
+    /// `connector:<id>`, `watcher:<id>` or `schedule:<id>`.
     pub source: String,
     pub account: String,
     pub kind: SourceKind,

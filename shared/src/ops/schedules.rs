@@ -226,6 +226,7 @@ impl Ops {
                 Ok(())
             })
             .await?;
+        self.slot_event(&s, &record).await;
         self.schedule_audit(
             &s,
             AuditKind::ScheduleTriggered,
@@ -469,6 +470,7 @@ impl Ops {
             };
             self.schedule_audit(s, kind, production, &detail, &system)
                 .await;
+            self.slot_event(s, r).await;
         }
         if missed.is_empty() {
             return;
@@ -495,6 +497,58 @@ impl Ops {
             .await
         {
             tracing::error!(schedule = %s.id, error = %e, "could not raise the schedule's alarm");
+        }
+    }
+
+    /// A decided slot as an arrived event (`GET /events?source=schedule:<id>`), so every
+    /// source's items are read in one place. Its id is the slot's: a retried tick writes
+    /// the same event. Best effort: the slot history is the record.
+    async fn slot_event(&self, s: &Schedule, r: &SlotRecord) {
+        let (outcome, production, error, origin) = match &r.outcome {
+            SlotOutcome::Fired { origin, production } => (
+                crate::domain::events::EventOutcome::Started,
+                Some(production.clone()),
+                None,
+                serde_json::to_value(origin).unwrap_or_default(),
+            ),
+            SlotOutcome::Missed { reason, detail } => (
+                crate::domain::events::EventOutcome::Missed,
+                None,
+                Some(match detail.is_empty() {
+                    true => reason.as_str().to_string(),
+                    false => format!("{}: {detail}", reason.as_str()),
+                }),
+                serde_json::Value::Null,
+            ),
+            SlotOutcome::Buffered => return,
+        };
+        let e = crate::domain::events::InboundEvent {
+            id: format!("ev_{}_{}", s.id, r.slot),
+            source: format!("schedule:{}", s.id),
+            account: s.spec.account.clone(),
+            kind: crate::domain::events::SourceKind::Schedule,
+            event_type: "slot".into(),
+            dedupe_key: r.slot.to_string(),
+            received_at: r.at,
+            outcome,
+            production,
+            error,
+            duplicate_of: None,
+            resubmitted_from: None,
+            payload: serde_json::json!({"slot": view::time(r.slot), "origin": origin}),
+        };
+        let stored = self.ports.intake.put_event(&e).await;
+        let counted = match stored {
+            Ok(()) => self
+                .ports
+                .intake
+                .count(&e.source, outcome, e.error.as_deref(), r.at)
+                .await
+                .map(|_| ()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = counted {
+            tracing::warn!(schedule = %s.id, error = %err, "a slot's event was not stored; its history has it");
         }
     }
 

@@ -40,11 +40,12 @@ const TEMPLATE_BATCH: f64 = 10.0;
 
 /// What is measured: (label, binary, its `SHEPHERD_HANDLER`), the bare hello-world
 /// baseline first. Every function but the API runs the one bootstrap.
-const MEASURED: [(&str, &str, &str); 9] = [
+const MEASURED: [(&str, &str, &str); 10] = [
     ("bench-hello", "bench-hello", ""),
     ("brief", "bootstrap", "brief"),
     ("pull_request", "bootstrap", "pull_request"),
     ("sweeper", "bootstrap", "sweeper"),
+    ("scheduler", "bootstrap", "scheduler"),
     ("audit-projector", "bootstrap", "audit-projector"),
     ("webhook-fanout", "bootstrap", "webhook-fanout"),
     ("webhook-deliver", "bootstrap", "webhook-deliver"),
@@ -91,6 +92,14 @@ struct Args {
     /// Only cold starts and sizes (no emulator needed).
     #[arg(long)]
     cold_starts_only: bool,
+    /// Only the arrivals figures: a scheduler tick over `--schedules` schedules of which
+    /// `--due` are due, 1,000 due slots, and inbound webhook events.
+    #[arg(long)]
+    arrivals: bool,
+    #[arg(long, default_value_t = 10_000)]
+    schedules: usize,
+    #[arg(long, default_value_t = 100)]
+    due: usize,
     /// Which pipeline the productions run: `content` (briefs of `--scenes` scenes) or
     /// `coding` (jobs against the local GitHub-shaped host and agent runner, plans
     /// approved by the bench as an operator).
@@ -468,6 +477,9 @@ fn thread_cpu_ns() -> u64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if args.arrivals {
+        return arrivals(&args).await;
+    }
     if !args.cold_starts_only {
         transitions(&args).await?;
     }
@@ -970,4 +982,241 @@ fn sizes(args: &Args) {
             println!("{label:<16} (before) x86_64 {:>9}", mb(&dir.join(bin)));
         }
     }
+}
+
+/// Requests by operation and estimated write units, of one labelled client.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: Mutex<BTreeMap<String, u64>>,
+    write_units: Mutex<f64>,
+}
+
+#[derive(Debug, Clone)]
+struct Tallying(Arc<Tally>);
+
+impl Intercept for Tallying {
+    fn name(&self) -> &'static str {
+        "shepherd-bench-tally"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let req = ctx.request();
+        let target = req
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("s3")
+            .to_string();
+        let op = target.rsplit('.').next().unwrap_or(&target).to_string();
+        let body: Value = req
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        // Base-table units (a transaction's writes cost double); index entries not counted.
+        let units = match op.as_str() {
+            "PutItem" => wcu(item_size(&body["Item"])),
+            "UpdateItem" | "DeleteItem" => 1.0,
+            "TransactWriteItems" => body["TransactItems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| match t.get("Put") {
+                    Some(p) => 2.0 * wcu(item_size(&p["Item"])),
+                    None => 2.0,
+                })
+                .sum(),
+            _ => 0.0,
+        };
+        *self.0.write_units.lock().expect("lock") += units;
+        *self.0.requests.lock().expect("lock").entry(op).or_default() += 1;
+        Ok(())
+    }
+}
+
+fn tallied_clients(sdk: &aws_config::SdkConfig, t: &Arc<Tally>) -> AwsClients {
+    let i = Tallying(t.clone());
+    AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(i.clone())
+                .build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(sdk)
+                .interceptor(i.clone())
+                .build(),
+        ),
+        ssm: aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::config::Builder::from(sdk)
+                .interceptor(i)
+                .build(),
+        ),
+        s3: aws_sdk_s3::Client::new(sdk),
+        streams: aws_sdk_dynamodbstreams::Client::new(sdk),
+        sns: aws_sdk_sns::Client::new(sdk),
+    }
+}
+
+fn report(label: &str, t: &Tally, per: f64, elapsed: Duration) {
+    let requests = t.requests.lock().expect("lock").clone();
+    let total: u64 = requests.values().sum();
+    println!(
+        "{label}: {total} requests ({:.2} per item), {:.1} write units ({:.2} per item), {:.2} s",
+        total as f64 / per,
+        *t.write_units.lock().expect("lock"),
+        *t.write_units.lock().expect("lock") / per,
+        elapsed.as_secs_f64()
+    );
+    for (op, n) in requests {
+        println!("    {op:<22} {n}");
+    }
+}
+
+/// The arrivals figures (#24): what a scheduler tick costs with many schedules and a few
+/// due, what 1,000 due slots cost, and what one inbound webhook event costs.
+async fn arrivals(args: &Args) -> Result<()> {
+    use futures::StreamExt as _;
+    use shepherd::domain::schedule::{Schedule, ScheduleSpec};
+    let sdk = shepherd_local::sdk_config(&args.endpoint).await;
+    let stack_name = format!("benchsched{}", std::process::id());
+    let params = HashMap::from([
+        ("DefaultMaxConcurrent".to_string(), "0".to_string()),
+        ("DefaultMonthlyAllowance".to_string(), "0".to_string()),
+    ]);
+    provision(&sdk, Path::new("template.yaml"), &stack_name, &params)
+        .await
+        .context("provisioning (is the emulator up?)")?;
+
+    let config: StackConfig = {
+        let v = aws_sdk_ssm::Client::new(&sdk)
+            .get_parameter()
+            .name(StackConfig::parameter_name(&stack_name))
+            .send()
+            .await?;
+        serde_json::from_str(&v.parameter.and_then(|p| p.value).unwrap_or_default())?
+    };
+    let app = shepherd_stack::stack();
+    let plain = AwsClients::new(&sdk).ports(&config.topology, None, Duration::from_secs(10));
+    let now = shepherd::ports::Clock::now(&shepherd::ports::SystemClock);
+    let spec: ScheduleSpec = serde_json::from_value(serde_json::json!({
+        "name": "bench", "account": "bench", "every_minutes": 1440,
+        "input": {"title": "Bench", "topic": "Counting a tick", "scenes": 1},
+        "overlap": "allow"}))?;
+    let seed = |n: usize, due: bool, tag: &'static str| {
+        let plain = plain.clone();
+        let spec = spec.clone();
+        async move {
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let plain = plain.clone();
+                    let spec = spec.clone();
+                    async move {
+                        let s = Schedule {
+                            id: format!("sch_{tag}{i:06}"),
+                            spec,
+                            created_at: now,
+                            created_by: "bench".into(),
+                            next_slot: if due { now - 30_000 } else { now + 86_400_000 },
+                            paused: None,
+                            last_fired: None,
+                            buffered: None,
+                            backfill: None,
+                            fired_count: 0,
+                            missed_count: 0,
+                            version: 1,
+                        };
+                        plain.schedules.create(&s, now).await
+                    }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
+        }
+    };
+    let t0 = Instant::now();
+    seed(args.schedules - args.due, false, "idle").await?;
+    seed(args.due, true, "due").await?;
+    println!(
+        "# Arrivals: {} schedules seeded ({} due) in {:.1} s",
+        args.schedules,
+        args.due,
+        t0.elapsed().as_secs_f64()
+    );
+    let tick = |tally: Arc<Tally>| {
+        let ports =
+            tallied_clients(&sdk, &tally).ports(&config.topology, None, Duration::from_secs(10));
+        Ops::new(ports, config.clone(), app.pipelines().clone())
+    };
+    let tally = Arc::new(Tally::default());
+    let ops = tick(tally.clone());
+    let t1 = Instant::now();
+    let done = ops.run_schedules().await?;
+    report(
+        &format!(
+            "one tick, {} schedules, {} due ({} fired)",
+            args.schedules, done.due, done.fired
+        ),
+        &tally,
+        done.due.max(1) as f64,
+        t1.elapsed(),
+    );
+    seed(1000, true, "thousand").await?;
+    let tally = Arc::new(Tally::default());
+    let ops = tick(tally.clone());
+    let t2 = Instant::now();
+    let done = ops.run_schedules().await?;
+    report(
+        &format!("1,000 due slots ({} fired)", done.fired),
+        &tally,
+        done.fired.max(1) as f64,
+        t2.elapsed(),
+    );
+
+    // Inbound webhooks: a Standard Webhooks connector, 50 signed events.
+    let admin = Caller::new(Actor("admin:bench".into()), Role::Admin, Scope::Stack);
+    let plain_ops = Ops::new(plain.clone(), config.clone(), app.pipelines().clone());
+    let created = plain_ops
+        .create_connector(
+            serde_json::from_value(serde_json::json!({"name": "bench", "account": "bench",
+                "kind": "standard", "events": ["brief.requested"],
+                "mapping": {"title": "/data/title", "topic": "/data/topic", "scenes": {"value": 1}}}))?,
+            &admin,
+        )
+        .await?;
+    let wh = standardwebhooks::Webhook::new(&created.secret)?;
+    let tally = Arc::new(Tally::default());
+    let ops = tick(tally.clone());
+    let n = 50;
+    let t3 = Instant::now();
+    for i in 0..n {
+        let body =
+            serde_json::json!({"type": "brief.requested", "timestamp": "2026-12-07T10:00:00Z",
+            "data": {"title": format!("Bench {i}"), "topic": "Counting an event"}})
+            .to_string();
+        let ts = shepherd::ports::Clock::now(&shepherd::ports::SystemClock) / 1000;
+        let id = format!("msg_bench{i}");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("webhook-id", id.parse()?);
+        headers.insert("webhook-timestamp", ts.to_string().parse()?);
+        headers.insert(
+            "webhook-signature",
+            wh.sign(&id, ts, body.as_bytes())?.parse()?,
+        );
+        ops.receive(&created.connector.id, &headers, body.as_bytes())
+            .await?;
+    }
+    report(
+        "one inbound event (started)",
+        &tally,
+        n as f64,
+        t3.elapsed(),
+    );
+    Ok(())
 }

@@ -409,6 +409,7 @@ impl Intake for DynamoIntake {
             EventOutcome::Deduped => "dd",
             EventOutcome::Ignored => "ig",
             EventOutcome::Failed => "fl",
+            EventOutcome::Missed => "ms",
         };
         let expr = match outcome {
             EventOutcome::Received => "ADD r :one SET la = :now".to_string(),
