@@ -1065,11 +1065,11 @@ fn tallied_clients(sdk: &aws_config::SdkConfig, t: &Arc<Tally>) -> AwsClients {
 fn report(label: &str, t: &Tally, per: f64, elapsed: Duration) {
     let requests = t.requests.lock().expect("lock").clone();
     let total: u64 = requests.values().sum();
+    let units = *t.write_units.lock().expect("lock");
     println!(
-        "{label}: {total} requests ({:.2} per item), {:.1} write units ({:.2} per item), {:.2} s",
+        "{label}: {total} requests ({:.2} per item), {units:.1} write units ({:.2} per item), {:.2} s",
         total as f64 / per,
-        *t.write_units.lock().expect("lock"),
-        *t.write_units.lock().expect("lock") / per,
+        units / per,
         elapsed.as_secs_f64()
     );
     for (op, n) in requests {
