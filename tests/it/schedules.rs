@@ -226,3 +226,170 @@ async fn the_schedules_api_checks_the_spec_and_the_roles_and_triggers_now() {
     assert_eq!(st, 404);
     t.stop().await;
 }
+
+/// The wall clock moved by an offset the test sets: slots "pass" without waiting.
+#[derive(Default)]
+struct Moved(std::sync::atomic::AtomicI64);
+impl Clock for Moved {
+    fn now(&self) -> Millis {
+        SystemClock.now() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The scheduler's operations with its role (IAM enforced), on a clock the test moves.
+async fn scheduler_at(t: &TestStack) -> (Ops, Arc<Moved>) {
+    let clients = t.function_clients("scheduler").await;
+    let mut ports = clients.ports(&t.config.topology, None, Duration::from_secs(10));
+    let clock = Arc::new(Moved::default());
+    ports.clock = clock.clone();
+    (
+        Ops::new(ports, t.config.clone(), t.app.pipelines().clone()),
+        clock,
+    )
+}
+
+fn reasons(history: &[shepherd::domain::schedule::SlotRecord]) -> Vec<String> {
+    let mut h = history.to_vec();
+    h.sort_by_key(|r| r.slot);
+    h.iter()
+        .map(|r| match &r.outcome {
+            SlotOutcome::Fired { .. } => "fired".to_string(),
+            SlotOutcome::Missed { reason, .. } => reason.as_str().to_string(),
+            SlotOutcome::Buffered => "held".to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_ticks_then_skip_latest_and_all_start_what_they_say_and_overlap_pause_and_backfill_hold()
+ {
+    let t = TestStack::start_idle().await;
+    let (ops, clock) = scheduler_at(&t).await;
+    let make = |extra: serde_json::Value| {
+        let ops = &ops;
+        async move { ops.create_schedule(spec(extra), &admin()).await.unwrap() }
+    };
+    // Three schedules of 10 minutes, made now; then no tick for 6 slots.
+    let skip = make(serde_json::json!({"catch_up": "skip"})).await;
+    let latest = make(serde_json::json!({"catch_up": "latest", "overlap": "allow"})).await;
+    let all = make(serde_json::json!({"catch_up": "all", "catch_up_cap": 2,
+        "staleness_seconds": 2400, "overlap": "allow"}))
+    .await;
+    let first = skip.next_slot;
+    assert_eq!((latest.next_slot, all.next_slot), (first, first));
+    // The clock at `first` + `m` minutes.
+    let at = |m: Millis| {
+        clock.0.store(
+            first + m * MIN - SystemClock.now(),
+            std::sync::atomic::Ordering::SeqCst,
+        )
+    };
+    at(55);
+    let tick = ops.run_schedules().await.unwrap();
+    assert_eq!(tick.due, 3, "{tick:?}");
+    let history = |id: &str| {
+        let reader = &t.ops;
+        let id = id.to_string();
+        async move {
+            reasons(
+                &reader
+                    .schedule(&id, &TestStack::operator(), 100, None)
+                    .await
+                    .unwrap()
+                    .history,
+            )
+        }
+    };
+    assert_eq!(history(&skip.id).await, ["downtime"; 6]);
+    assert_eq!(
+        history(&latest.id).await,
+        [
+            "downtime", "downtime", "downtime", "downtime", "downtime", "fired"
+        ]
+    );
+    // all: 55 and 45 minutes old are past the 40-minute budget; the newest two fire.
+    assert_eq!(
+        history(&all.id).await,
+        ["stale", "stale", "over_cap", "over_cap", "fired", "fired"]
+    );
+
+    // overlap: skip while the last production is open (nothing works the queue here).
+    at(61);
+    ops.run_schedules().await.unwrap();
+    let mut s = t
+        .ops
+        .schedule(&skip.id, &TestStack::operator(), 1, None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(s.history[0].outcome, SlotOutcome::Fired { .. }),
+        "{s:?}"
+    );
+    at(71);
+    ops.run_schedules().await.unwrap();
+    s = t
+        .ops
+        .schedule(&skip.id, &TestStack::operator(), 1, None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            s.history[0].outcome,
+            SlotOutcome::Missed {
+                reason: MissReason::Overlap,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+
+    // Pause: slots missed as paused; trigger now; resume; backfill the paused ones.
+    let op = Caller::new(
+        Actor("operator:test".into()),
+        Role::Operator,
+        Scope::Account("acme".into()),
+    );
+    ops.pause_schedule(&latest.id, "release freeze", &op)
+        .await
+        .unwrap();
+    at(91);
+    ops.run_schedules().await.unwrap();
+    let h = history(&latest.id).await;
+    assert_eq!(&h[h.len() - 3..], ["fired", "paused", "paused"], "{h:?}");
+    let (_, triggered) = ops.trigger_schedule(&latest.id, &op).await.unwrap();
+    ops.resume_schedule(&latest.id, &op).await.unwrap();
+    let paused_from = first + 80 * MIN;
+    ops.backfill_schedule(&latest.id, paused_from, paused_from + 10 * MIN, 1, &op)
+        .await
+        .unwrap();
+    let one = ops.run_schedules().await.unwrap();
+    let two = ops.run_schedules().await.unwrap();
+    assert_eq!((one.fired, two.fired), (1, 1), "one backfilled slot a tick");
+    let shown = t
+        .ops
+        .schedule(&latest.id, &TestStack::operator(), 100, None)
+        .await
+        .unwrap();
+    let origins: Vec<String> = shown
+        .history
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            SlotOutcome::Fired { origin, .. } => Some(
+                serde_json::to_value(origin)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        origins.iter().filter(|o| *o == "backfill").count(),
+        2,
+        "{origins:?}"
+    );
+    assert!(origins.contains(&"trigger".to_string()));
+    assert!(t.ops.get(&triggered, &TestStack::operator()).await.is_ok());
+    t.stop().await;
+}
