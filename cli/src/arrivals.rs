@@ -43,11 +43,15 @@ pub enum Watchers {
         #[arg(long, env = "SHEPHERD_ACCOUNT")]
         account: Option<String>,
     },
-    /// Add one from a JSON file (admin): {name, account, kind: feed|github_issues,
-    /// pipeline?, url | repository + label, mapping, when?, every_minutes?}.
+    /// Add one from a JSON file (admin): {name, account, kind: feed|github_issues|<a
+    /// pipeline crate's kind>, pipeline?, url | repository + label | params, mapping,
+    /// when?, every_minutes?}.
     Add {
         file: std::path::PathBuf,
     },
+    /// The kinds a watcher can be: the shipped ones, and those the stack's pipeline crates
+    /// add, with the params each takes.
+    Kinds,
     Show {
         id: String,
     },
@@ -219,6 +223,11 @@ pub async fn watcher(ops: &Ops, cmd: Watchers, me: &Caller, json: bool) -> Resul
             return Ok(ExitCode::SUCCESS);
         }
         Watchers::Add { file } => ops.create_watcher(read(&file, "watcher")?, me).await?,
+        Watchers::Kinds => {
+            let kinds = ops.watch_kinds(me)?;
+            print(json, &kinds, || watch_kinds(&kinds))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Watchers::Show { id } => ops.watcher(&id, me).await?,
         Watchers::Enable { id } => ops.set_watcher_enabled(&id, true, me).await?,
         Watchers::Disable { id } => ops.set_watcher_enabled(&id, false, me).await?,
@@ -231,6 +240,19 @@ pub async fn watcher(ops: &Ops, cmd: Watchers, me: &Caller, json: bool) -> Resul
     };
     print(json, &one, || watchers(std::slice::from_ref(&one)))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per kind: its name and what it watches, then the params it takes.
+fn watch_kinds(kinds: &[shepherd::pipeline::watch::DeclaredKind]) -> String {
+    let mut out = String::new();
+    for k in shepherd::pipeline::watch::BUILT_IN_KINDS {
+        out.push_str(&format!("{k:<16} shipped (docs/arrivals.md)\n"));
+    }
+    for k in kinds {
+        out.push_str(&format!("{:<16} {}\n", k.name, k.about));
+        out.push_str(&format!("{:<16} params: {}\n", "", k.params));
+    }
+    out
 }
 
 pub async fn event(ops: &Ops, cmd: Events, me: &Caller, json: bool) -> Result<ExitCode> {

@@ -152,7 +152,8 @@ enum Command {
     /// Inbound webhook connectors (GitHub, Standard Webhooks): list, add, show, remove.
     #[command(subcommand)]
     Connector(arrivals::Connectors),
-    /// Watchers (feeds, labelled GitHub issues): list, add, show, enable, disable, remove.
+    /// Watchers (feeds, labelled GitHub issues, pipeline crates' kinds): list, add, kinds, show,
+    /// enable, disable, remove.
     #[command(subcommand)]
     Watcher(arrivals::Watchers),
     /// Arrived events and what became of each: list, show, resubmit.

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::pipeline::{Definition, DefinitionError, Pipelines};
+use crate::runtime::watch::{PollSource, WatchCode, WatchKind};
 use crate::runtime::{Phase, RunPhase};
 
 /// Names the stack keeps for its own functions and queues: a phase may not take them.
@@ -45,6 +46,7 @@ pub const RESERVED_NAMES: &[&str] = &[
 pub struct PipelineSpec {
     definitions: Vec<(String, String)>,
     phases: Vec<(Arc<dyn RunPhase>, TypeId, &'static str)>,
+    watch_kinds: Vec<Arc<dyn PollSource>>,
 }
 
 impl PipelineSpec {
@@ -66,6 +68,13 @@ impl PipelineSpec {
             TypeId::of::<P>(),
             std::any::type_name::<P>(),
         ));
+        self
+    }
+
+    /// A kind of source a watcher can poll (docs/arrivals.md): its `NAME` is what a
+    /// watcher's `kind` says.
+    pub fn watch_kind<K: WatchKind>(mut self, kind: K) -> Self {
+        self.watch_kinds.push(Arc::new(kind));
         self
     }
 }
@@ -104,6 +113,8 @@ pub enum StackError {
     DeadLetterName(String),
     #[error("the stack runs no pipeline: add one with .pipeline(...)")]
     Empty,
+    #[error("{0}")]
+    WatchKind(String),
 }
 
 /// Registers pipelines; the first one is the stack's default (what a start naming no
@@ -126,7 +137,14 @@ impl StackBuilder {
         let mut definitions = Vec::new();
         let mut phases: BTreeMap<String, (Arc<dyn RunPhase>, TypeId, &'static str)> =
             BTreeMap::new();
+        let mut kinds = Vec::new();
+        let mut watch_code = BTreeMap::new();
         for spec in self.specs {
+            for code in spec.watch_kinds {
+                let declared = code.declared();
+                watch_code.insert(declared.name.clone(), code);
+                kinds.push(declared);
+            }
             for (file, text) in &spec.definitions {
                 definitions.push(Definition::parse(file, text)?);
             }
@@ -150,7 +168,9 @@ impl StackBuilder {
         if definitions.is_empty() {
             return Err(StackError::Empty);
         }
-        let pipelines = Pipelines::from_definitions_lazy(definitions)?;
+        let pipelines = Pipelines::from_definitions_lazy(definitions)?
+            .with_watch_kinds(kinds)
+            .map_err(StackError::WatchKind)?;
         for p in pipelines.all() {
             for ph in &p.definition.phases {
                 if !phases.contains_key(&ph.name) {
@@ -178,6 +198,7 @@ impl StackBuilder {
                 .into_iter()
                 .map(|(name, (code, _, _))| (name, code))
                 .collect(),
+            watch_code: Arc::new(watch_code),
         })
     }
 }
@@ -198,6 +219,7 @@ fn check_phase_name(name: &str) -> Result<(), StackError> {
 pub struct Stack {
     pipelines: Arc<Pipelines>,
     phases: BTreeMap<String, Arc<dyn RunPhase>>,
+    watch_code: WatchCode,
 }
 
 impl std::fmt::Debug for Stack {
@@ -223,6 +245,12 @@ impl Stack {
         self.phases.get(name).cloned()
     }
 
+    /// The code of the watcher kinds the stack's crates add, by name (the scheduler polls
+    /// with it).
+    pub fn watch_code(&self) -> WatchCode {
+        self.watch_code.clone()
+    }
+
     /// The same phase code running other definitions (a test's fixture versions, or what a
     /// deploy of other definition files would run); every phase they name needs code here.
     pub fn with_pipelines(&self, pipelines: Arc<Pipelines>) -> Result<Stack, StackError> {
@@ -240,6 +268,7 @@ impl Stack {
         Ok(Stack {
             pipelines,
             phases: self.phases.clone(),
+            watch_code: self.watch_code.clone(),
         })
     }
 
@@ -344,6 +373,50 @@ mod tests {
         assert!(
             err(Stack::builder().pipeline(PipelineSpec::new().definition("bad.json", "{")))
                 .starts_with("pipeline definition bad.json:")
+        );
+    }
+
+    struct Kind<const N: usize>;
+    impl<const N: usize> WatchKind for Kind<N> {
+        const NAME: &'static str = ["pages", "feed", "pages"][N];
+        const ABOUT: &'static str = "test";
+        fn params_schema(&self) -> serde_json::Value {
+            serde_json::json!({"type": "object"})
+        }
+        fn item_schemas(&self) -> BTreeMap<String, serde_json::Value> {
+            BTreeMap::from([("page".to_string(), serde_json::json!({"type": "object"}))])
+        }
+        async fn poll(
+            &self,
+            _: &crate::runtime::watch::WatchContext<'_>,
+        ) -> Result<crate::pipeline::watch::Poll, String> {
+            Ok(crate::pipeline::watch::Poll::Unchanged)
+        }
+    }
+
+    #[test]
+    fn a_watcher_kind_is_registered_with_its_pipeline_and_checked_with_the_stack() {
+        let stack = Stack::builder()
+            .pipeline(spec("one", &["a"]).phase(A).watch_kind(Kind::<0>))
+            .build()
+            .unwrap();
+        let k = stack.pipelines().watch_kind("pages").unwrap();
+        assert_eq!(k.items.keys().collect::<Vec<_>>(), ["page"]);
+        assert!(stack.watch_code().contains_key("pages"));
+        assert_eq!(
+            stack.pipelines().watch_kind("nope").unwrap_err(),
+            "unknown watcher kind \"nope\": this stack has feed, github_issues, pages"
+        );
+        let err = |b: StackBuilder| b.build().unwrap_err().to_string();
+        assert!(
+            err(Stack::builder().pipeline(spec("one", &["a"]).phase(A).watch_kind(Kind::<1>)))
+                .contains("is the engine's own")
+        );
+        assert!(
+            err(Stack::builder()
+                .pipeline(spec("one", &["a"]).phase(A).watch_kind(Kind::<0>))
+                .pipeline(spec("two", &["b"]).phase(B).watch_kind(Kind::<2>)))
+            .contains("watcher kind pages is added twice")
         );
     }
 }

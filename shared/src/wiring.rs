@@ -200,15 +200,21 @@ pub struct Scheduler {
     ports: Ports,
     param: String,
     pipelines: Arc<Pipelines>,
+    watch_code: crate::runtime::watch::WatchCode,
     ops: tokio::sync::OnceCell<Ops>,
 }
 
 impl Scheduler {
-    pub fn new(ports: &Ports, config: &Config) -> Self {
+    pub fn new(
+        ports: &Ports,
+        config: &Config,
+        watch_code: crate::runtime::watch::WatchCode,
+    ) -> Self {
         Self {
             ports: ports.clone(),
             param: config.stack_config_param.clone(),
             pipelines: config.pipelines.clone(),
+            watch_code,
             ops: tokio::sync::OnceCell::new(),
         }
     }
@@ -226,7 +232,8 @@ impl Scheduler {
                 let config = stack_config(self.ports.params.as_ref(), &self.param).await?;
                 let mut ports = self.ports.clone();
                 ports.fetch = fetcher(config.allow_loopback_webhooks);
-                Ok(Ops::new(ports, config, self.pipelines.clone()))
+                Ok(Ops::new(ports, config, self.pipelines.clone())
+                    .with_watch_code(self.watch_code.clone()))
             })
             .await?;
         // One failing does not stop the other.
@@ -518,7 +525,9 @@ impl Handler {
                 Self::WebhookDeliver(webhook_deliverer(&ports, config, &clients.sns))
             }
             HandlerName::Sweeper => Self::Sweeper(sweeper(&ports, config)),
-            HandlerName::Scheduler => Self::Scheduler(Box::new(Scheduler::new(&ports, config))),
+            HandlerName::Scheduler => {
+                Self::Scheduler(Box::new(Scheduler::new(&ports, config, stack.watch_code())))
+            }
             HandlerName::AuditProjector => Self::AuditProjector(ports),
             HandlerName::WebhookFanout => Self::WebhookFanout(webhook_fanout(&ports, config)),
             HandlerName::AlarmIngest => Self::AlarmIngest(alarm_ingest(&ports, config)),
@@ -761,9 +770,26 @@ async fn published_pipelines(
         .await
         .map_err(|e| OpsError::Config(format!("could not read a pipeline definition: {e}")))?;
     let definitions = published.definitions.iter().cloned().zip(texts).collect();
-    Pipelines::from_published(&published, definitions)
+    let pipelines = Pipelines::from_published(&published, definitions)
+        .map_err(|e| OpsError::Config(e.to_string()))?;
+    // The watcher kinds the stack's crates add, as declared (checking a watcher needs no
+    // more; the scheduler, which polls, has their code compiled in).
+    let mut kinds = Vec::new();
+    if !published.watch_kinds.is_empty() {
+        let texts = ssm.get_many(&published.watch_kinds).await.map_err(|e| {
+            OpsError::Config(format!("could not read a watcher kind's declaration: {e}"))
+        })?;
+        for (param, text) in published.watch_kinds.iter().zip(texts) {
+            let declared = serde_json::from_str(&text).map_err(|e| {
+                OpsError::Config(format!("{param} is not a watcher kind's declaration: {e}"))
+            })?;
+            kinds.push(declared);
+        }
+    }
+    pipelines
+        .with_watch_kinds(kinds)
         .map(Arc::new)
-        .map_err(|e| OpsError::Config(e.to_string()))
+        .map_err(OpsError::Config)
 }
 
 #[cfg(test)]

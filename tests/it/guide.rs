@@ -51,7 +51,7 @@ fn the_guides_files_are_a_crate_of_their_own_and_its_edits_are_one_line_each() {
     );
     for (name, file) in [
         ("definition", "tests/fixtures/summary/v1.json"),
-        ("phase", "tests/fixtures/summary/src/lib.rs"),
+        ("watch-kind", "tests/fixtures/summary/src/watch.rs"),
     ] {
         assert_eq!(
             block(name),
@@ -59,6 +59,18 @@ fn the_guides_files_are_a_crate_of_their_own_and_its_edits_are_one_line_each() {
             "the guide's {name} block is {file}"
         );
     }
+    // src/lib.rs is the phase block with section 6's two edits (a watcher kind of its own).
+    let last_phase = "        .phase(Headline)\n";
+    let with_kind = format!(
+        "{}\n{}",
+        block("phase").replace(last_phase, &format!("{last_phase}{}", block("watch-line"))),
+        block("watch-mod")
+    );
+    assert_eq!(
+        with_kind,
+        text("tests/fixtures/summary/src/lib.rs"),
+        "the guide's phase block, with the watch-line and watch-mod edits, is src/lib.rs"
+    );
     // It depends on the engine, and nothing of the engine depends on it.
     assert!(text("tests/fixtures/summary/Cargo.toml").contains("shepherd.workspace = true"));
     assert!(!text("shared/Cargo.toml").contains("summary"));
@@ -140,6 +152,7 @@ fn generated() -> String {
         "HeadlineQueue",
         "HeadlineFunction",
         "DefinitionSummaryV1Parameter",
+        "WatchKindJsonFeedParameter",
     ] {
         assert!(after["Resources"][id].is_object(), "{id} is generated");
     }
@@ -186,6 +199,7 @@ async fn the_guides_pipeline_runs_on_the_local_stack_under_the_generated_iam() {
             calls.by_key
         );
     }
+    the_guides_watcher_kind_starts_work(&t).await;
     // The operators' CLI reads the definitions the template published: it knows the new
     // pipeline without being rebuilt.
     let (cli_ops, _) = shepherd::ops::Ops::connect(&t.sdk, &t.stack.stack)
@@ -201,4 +215,90 @@ async fn the_guides_pipeline_runs_on_the_local_stack_under_the_generated_iam() {
         (1, 0, false)
     );
     t.stop().await;
+}
+
+/// Section 6: the crate's own watcher kind. The CLI checks a watcher's params from the
+/// declaration the template published; over the API, a watcher of the kind polls a JSON
+/// Feed with the scheduler's role, and each new item starts a production of the pipeline.
+async fn the_guides_watcher_kind_starts_work(t: &TestStack) {
+    let feed = shepherd_it::feed::FeedServer::start().await;
+    feed.publish("Old post", "Already there when the watcher was made");
+    let mut spec: serde_json::Value = serde_json::from_str(&block("watcher")).unwrap();
+    spec["params"]["url"] = feed.json_url.clone().into();
+    // The CLI, built without the crate, knows the kind from what the stack published.
+    let (cli_ops, _) = shepherd::ops::Ops::connect(&t.sdk, &t.stack.stack)
+        .await
+        .unwrap();
+    let admin = TestStack::caller(shepherd::domain::Role::Admin);
+    let mut bad = spec.clone();
+    bad["params"] = serde_json::json!({"url": 7});
+    let refused = cli_ops
+        .create_watcher(serde_json::from_value(bad).unwrap(), &admin)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("params.url: 7 is not of type"),
+        "{refused}"
+    );
+    let mut unknown = spec.clone();
+    unknown["kind"] = "json_feeds".into();
+    let refused = cli_ops
+        .create_watcher(serde_json::from_value(unknown).unwrap(), &admin)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("this stack has feed, github_issues, json_feed"),
+        "{refused}"
+    );
+    // Anyone who reads sees the kinds the stack has, with what each takes.
+    let (st, kinds) = t
+        .http("GET", "/watchers/kinds", Some("viewer-acme"), None)
+        .await;
+    assert_eq!(st, 200, "{kinds}");
+    assert_eq!(
+        kinds["built_in"],
+        serde_json::json!(["feed", "github_issues"])
+    );
+    assert_eq!(kinds["kinds"][0]["name"], "json_feed");
+    assert_eq!(kinds["kinds"][0]["params"]["required"][0], "url");
+    // An account's admin adds one over the API.
+    let (st, w) = t
+        .http("POST", "/watchers", Some("admin-acme"), Some(spec))
+        .await;
+    assert_eq!(st, 201, "{w}");
+    let id = w["id"].as_str().unwrap().to_string();
+    let (ops, clock) = t.scheduler_ops().await;
+    let first = ops.run_watchers().await.unwrap();
+    assert_eq!((first.polled, first.items), (1, 0), "{first:?}");
+    feed.publish(
+        "Spring tides",
+        "The sun and the moon line up and pull together",
+    );
+    clock.advance(6 * 60_000);
+    let second = ops.run_watchers().await.unwrap();
+    assert_eq!((second.polled, second.items), (1, 1), "{second:?}");
+    // Nothing changed: the ETag answers 304 and nothing starts.
+    clock.advance(6 * 60_000);
+    let third = ops.run_watchers().await.unwrap();
+    assert_eq!((third.polled, third.items), (1, 0), "{third:?}");
+    let (_, page) = t
+        .http(
+            "GET",
+            &format!("/events?source=watcher:{id}"),
+            Some("viewer-acme"),
+            None,
+        )
+        .await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["outcome"], "started", "{page}");
+    assert_eq!(events[0]["kind"], "custom");
+    let production = events[0]["production"].as_str().unwrap();
+    let done = t.wait_settled(production, Duration::from_secs(60)).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(done.pipeline, "summary");
+    let outputs = t.ops.outputs(&done).await.unwrap();
+    assert!(!outputs["headline"]["headline"].as_str().unwrap().is_empty());
 }

@@ -227,27 +227,6 @@ async fn the_schedules_api_checks_the_spec_and_the_roles_and_triggers_now() {
     t.stop().await;
 }
 
-/// The wall clock moved by an offset the test sets: slots "pass" without waiting.
-#[derive(Default)]
-struct Moved(std::sync::atomic::AtomicI64);
-impl Clock for Moved {
-    fn now(&self) -> Millis {
-        SystemClock.now() + self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// The scheduler's operations with its role (IAM enforced), on a clock the test moves.
-async fn scheduler_at(t: &TestStack) -> (Ops, Arc<Moved>) {
-    let clients = t.function_clients("scheduler").await;
-    let mut ports = clients.ports(&t.config.topology, None, Duration::from_secs(10));
-    let clock = Arc::new(Moved::default());
-    ports.clock = clock.clone();
-    (
-        Ops::new(ports, t.config.clone(), t.app.pipelines().clone()),
-        clock,
-    )
-}
-
 fn reasons(history: &[shepherd::domain::schedule::SlotRecord]) -> Vec<String> {
     let mut h = history.to_vec();
     h.sort_by_key(|r| r.slot);
@@ -264,7 +243,7 @@ fn reasons(history: &[shepherd::domain::schedule::SlotRecord]) -> Vec<String> {
 async fn stopped_ticks_then_skip_latest_and_all_start_what_they_say_and_overlap_pause_and_backfill_hold()
  {
     let t = TestStack::start_idle().await;
-    let (ops, clock) = scheduler_at(&t).await;
+    let (ops, clock) = t.scheduler_ops().await;
     let make = |extra: serde_json::Value| {
         let ops = &ops;
         async move { ops.create_schedule(spec(extra), &admin()).await.unwrap() }

@@ -4,44 +4,18 @@
 //! GitHub-shaped host, with ETags, `Link` pages and rate-limit headers) start coding jobs.
 //! The scheduler's role polls; the clock moves by a test-held offset.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
-
 use serde_json::json;
 use shepherd::domain::Millis;
 use shepherd::domain::alarms::AlarmKind;
 use shepherd::ops::{Ops, WatchTick};
-use shepherd::ports::{Clock, SystemClock};
-use shepherd_it::TestStack;
+use shepherd::ports::Clock;
 use shepherd_it::feed::FeedServer;
+use shepherd_it::{MovedClock, TestStack};
 
 const MIN: Millis = 60_000;
 
-/// The wall clock plus an offset the test moves (each poll is due minutes later).
-#[derive(Default)]
-struct Later(AtomicI64);
-impl Clock for Later {
-    fn now(&self) -> Millis {
-        SystemClock.now() + self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// The scheduler's operations with its role, on a clock the test moves.
-async fn scheduler(t: &TestStack) -> (Ops, Arc<Later>) {
-    let clients = t.function_clients("scheduler").await;
-    let mut ports = clients.ports(&t.config.topology, None, Duration::from_secs(10));
-    let clock = Arc::new(Later::default());
-    ports.clock = clock.clone();
-    ports.fetch = shepherd::wiring::fetcher(true);
-    (
-        Ops::new(ports, t.config.clone(), t.app.pipelines().clone()),
-        clock,
-    )
-}
-
-async fn tick(ops: &Ops, clock: &Later) -> WatchTick {
-    clock.0.fetch_add(6 * MIN, Ordering::SeqCst);
+async fn tick(ops: &Ops, clock: &MovedClock) -> WatchTick {
+    clock.advance(6 * MIN);
     ops.run_watchers().await.unwrap()
 }
 
@@ -57,7 +31,7 @@ async fn a_feed_watcher_starts_one_production_per_new_post_and_is_disabled_when_
         .await;
     assert_eq!(st, 201, "{w}");
     let id = w["id"].as_str().unwrap().to_string();
-    let (ops, clock) = scheduler(&t).await;
+    let (ops, clock) = t.scheduler_ops().await;
 
     // The first poll records what is there and starts nothing.
     let first = tick(&ops, &clock).await;
@@ -167,7 +141,7 @@ async fn a_labelled_issue_starts_a_coding_job_and_the_host_s_etag_and_rate_limit
         .http("POST", "/watchers", Some("admin-acme"), Some(spec))
         .await;
     assert_eq!(st, 201, "{w}");
-    let (ops, clock) = scheduler(&t).await;
+    let (ops, clock) = t.scheduler_ops().await;
     t.scm
         .open_issue("acme/widgets", "Old", "Was there before", &["shepherd"]);
     assert_eq!(

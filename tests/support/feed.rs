@@ -1,5 +1,6 @@
-//! An Atom feed as a blog serves one (RFC 4287): entries newest first, a strong `ETag`
-//! over the document, `If-None-Match` answered 304, and an outage on demand.
+//! A blog's feed, as an Atom document (RFC 4287) at `/feed.xml` and as a JSON Feed 1.1
+//! document (jsonfeed.org) at `/feed.json`: entries newest first, a strong `ETag` over the
+//! document, `If-None-Match` answered 304, and an outage on demand.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +19,10 @@ struct Inner {
 
 pub struct FeedServer {
     inner: Arc<Mutex<Inner>>,
+    /// The Atom document's.
     pub url: String,
+    /// The JSON Feed document's.
+    pub json_url: String,
 }
 
 impl FeedServer {
@@ -27,7 +31,8 @@ impl FeedServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
-            .route("/feed.xml", axum::routing::get(serve))
+            .route("/feed.xml", axum::routing::get(serve_atom))
+            .route("/feed.json", axum::routing::get(serve_json))
             .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -35,6 +40,7 @@ impl FeedServer {
         Self {
             inner,
             url: format!("http://{addr}/feed.xml"),
+            json_url: format!("http://{addr}/feed.json"),
         }
     }
 
@@ -76,26 +82,66 @@ fn document(entries: &[(String, String, String)]) -> String {
     xml
 }
 
-async fn serve(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+/// The same entries as a JSON Feed 1.1 document (`version`, `title`, `items` newest
+/// first, each with its `id`, `url`, `title`, `summary`, `content_text`, `date_published`).
+fn json_document(entries: &[(String, String, String)]) -> String {
+    let items: Vec<serde_json::Value> = entries
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(n, (id, title, summary))| {
+            serde_json::json!({
+                "id": id,
+                "url": format!("https://blog.example.com/posts/{n}"),
+                "title": title,
+                "summary": summary,
+                "content_text": format!("{title}. {summary}."),
+                "date_published": format!("2026-12-07T{:02}:00:00Z", n % 24),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Tides blog",
+        "home_page_url": "https://blog.example.com/",
+        "feed_url": "https://blog.example.com/feed.json",
+        "items": items,
+    })
+    .to_string()
+}
+
+async fn serve_atom(state: State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+    serve(
+        state,
+        headers,
+        document,
+        "application/atom+xml; charset=utf-8",
+    )
+}
+
+async fn serve_json(state: State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+    serve(state, headers, json_document, "application/feed+json")
+}
+
+fn serve(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    render: fn(&[(String, String, String)]) -> String,
+    content_type: &str,
+) -> Response {
     let mut i = inner.lock().unwrap();
     i.requests += 1;
     if let Some(status) = i.failing {
         return (StatusCode::from_u16(status).unwrap(), "the blog is down").into_response();
     }
-    let body = document(&i.entries);
+    let body = render(&i.entries);
     let etag = format!("\"{:x}\"", md5_like(&body));
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
     }
     (
         StatusCode::OK,
-        [
-            (
-                "content-type",
-                "application/atom+xml; charset=utf-8".to_string(),
-            ),
-            ("etag", etag),
-        ],
+        [("content-type", content_type.to_string()), ("etag", etag)],
         body,
     )
         .into_response()

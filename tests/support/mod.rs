@@ -368,6 +368,22 @@ impl TestStack {
             .unwrap_or_else(|| panic!("no function runs {handler} in the template"))
     }
 
+    /// The scheduler's operations with its role (IAM enforced), polling through the
+    /// local stack's fetcher, on a clock the test moves (slots and polls come due without
+    /// waiting).
+    pub async fn scheduler_ops(&self) -> (Ops, Arc<MovedClock>) {
+        let clients = self.function_clients("scheduler").await;
+        let mut ports = clients.ports(&self.config.topology, None, Duration::from_secs(10));
+        let clock = Arc::new(MovedClock::default());
+        ports.clock = clock.clone();
+        ports.fetch = shepherd::wiring::fetcher(true);
+        (
+            Ops::new(ports, self.config.clone(), self.app.pipelines().clone())
+                .with_watch_code(self.app.watch_code()),
+            clock,
+        )
+    }
+
     /// SDK clients acting as the role of the function running `handler`.
     pub async fn function_clients(&self, handler: &str) -> shepherd::wiring::AwsClients {
         let role = &self.function(handler).role_arn;
@@ -632,5 +648,22 @@ impl TestStack {
         if let Some(r) = self.runtime.take() {
             r.stop().await;
         }
+    }
+}
+
+/// The wall clock moved by an offset the test sets.
+#[derive(Default)]
+pub struct MovedClock(pub std::sync::atomic::AtomicI64);
+
+impl MovedClock {
+    /// Moves the clock on by `ms`.
+    pub fn advance(&self, ms: shepherd::domain::Millis) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl shepherd::ports::Clock for MovedClock {
+    fn now(&self) -> shepherd::domain::Millis {
+        shepherd::ports::SystemClock.now() + self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

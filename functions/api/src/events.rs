@@ -18,7 +18,8 @@ use utoipa_axum::routes;
 use crate::auth::Who;
 use crate::error::{Answer, ApiError, body, json_of, ok, page_of, with_status};
 use crate::schema::{
-    Common, Connectors, Deleted, Forbidden, InboundPage, Invalid, NotFound, TooLarge, Watchers,
+    Common, Connectors, Deleted, Forbidden, InboundPage, Invalid, NotFound, TooLarge, WatchKinds,
+    Watchers,
 };
 use crate::{Api, Operations};
 
@@ -30,6 +31,7 @@ pub(crate) fn routes() -> OpenApiRouter<Api> {
         .routes(routes!(connectors, create_connector))
         .routes(routes!(connector, delete_connector))
         .routes(routes!(watchers, create_watcher))
+        .routes(routes!(watch_kinds))
         .routes(routes!(watcher, patch_watcher, delete_watcher))
 }
 
@@ -190,8 +192,9 @@ async fn watchers(
     ok(json!({ "watchers": list }))
 }
 
-/// Create a watcher (admin): a feed, or a repository's issues with a label; its first
-/// poll records what is there and starts nothing.
+/// Create a watcher (admin): a feed, a repository's issues with a label, or a kind the
+/// stack's pipeline crates add (with its `params`); its first poll records what is there
+/// and starts nothing.
 #[utoipa::path(post, path = "/watchers", tag = "events", request_body = WatcherSpec,
     responses((status = 201, body = Watcher), Invalid, Forbidden, TooLarge, Common))]
 async fn create_watcher(Who(caller): Who, Operations(ops): Operations, bytes: Bytes) -> Answer {
@@ -200,6 +203,15 @@ async fn create_watcher(Who(caller): Who, Operations(ops): Operations, bytes: By
         StatusCode::CREATED,
         ops.create_watcher(spec, &caller).await?,
     )
+}
+
+/// The kinds a watcher can be: the shipped ones, and those the stack's pipeline crates
+/// add with the JSON Schemas of their params and items.
+#[utoipa::path(get, path = "/watchers/kinds", tag = "events",
+    responses((status = 200, body = WatchKinds), Forbidden, Common))]
+async fn watch_kinds(Who(caller): Who, Operations(ops): Operations) -> Answer {
+    let kinds = ops.watch_kinds(&caller)?;
+    ok(json!({"built_in": shepherd::pipeline::watch::BUILT_IN_KINDS, "kinds": kinds}))
 }
 
 /// One watcher.

@@ -40,6 +40,7 @@
 //! | GET, POST | /connectors | viewer; admin | connectors with their counts; create one (201, its secret shown once) |
 //! | GET, DELETE | /connectors/{id} | viewer; admin | one connector; remove it and its secret |
 //! | GET, POST | /watchers | viewer; admin | watchers (state, last success, consecutive errors, last error); create one (201) |
+//! | GET | /watchers/kinds | viewer | the kinds a watcher can be: the shipped ones, and the pipeline crates' with their params' and items' schemas |
 //! | GET, PATCH, DELETE | /watchers/{id} | viewer; operator; admin | one watcher; `{"enabled": true}` re-enables it and clears its count; remove it |
 //! | GET | /schedules?account=&limit=&cursor= | viewer | schedules, newest first, with next slot, last fired and counts |
 //! | POST | /schedules | admin | `{name, account, pipeline?, input, cron \| every_minutes, time_zone?, catch_up?, catch_up_cap?, staleness_seconds?, overlap?}` (201) |
@@ -329,7 +330,7 @@ mod tests {
                     .map(move |m| format!("{} {path}", m.to_uppercase()))
             })
             .collect();
-        assert_eq!(ops.len(), 50, "{ops:#?}");
+        assert_eq!(ops.len(), 51, "{ops:#?}");
         for op in [
             "GET /health",
             "POST /productions",

@@ -512,3 +512,12 @@ pub struct Connectors {
 pub struct Watchers {
     pub watchers: Vec<shepherd::domain::events::Watcher>,
 }
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WatchKinds {
+    /// The engine's own kinds.
+    pub built_in: Vec<String>,
+    /// The kinds the stack's pipeline crates add.
+    pub kinds: Vec<shepherd::pipeline::watch::DeclaredKind>,
+}

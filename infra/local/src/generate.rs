@@ -465,7 +465,8 @@ fn policies(w: &mut String, phases: &[DeployedPhase]) -> Result<(), GenerateErro
     Ok(())
 }
 
-/// Each definition version in its own parameter, and the index the operators' tools read.
+/// Each definition version in its own parameter, each watcher kind's declaration in its
+/// own, and the index the operators' tools read.
 fn definitions(w: &mut String, pipelines: &Pipelines) -> Result<(), GenerateError> {
     w.push_str(
         "  # ---- The pipelines' definitions, for the operators' tools (shepherd CLI) ----\n",
@@ -473,43 +474,34 @@ fn definitions(w: &mut String, pipelines: &Pipelines) -> Result<(), GenerateErro
     let mut names = Vec::new();
     for p in pipelines.all() {
         let (name, version) = (p.name(), p.version());
-        let id = format!("Definition{}V{version}Parameter", camel(name));
         let text = serde_json::to_string(&p.definition).expect("a definition serialises");
-        let tier = match text.len() {
-            n if n <= SSM_STANDARD_LIMIT => None,
-            n if n <= SSM_ADVANCED_LIMIT => Some("Advanced"),
-            n => {
-                return Err(GenerateError::Invalid(format!(
-                    "{name} v{version}'s definition is {n} characters as JSON; an SSM \
-                     parameter holds at most {SSM_ADVANCED_LIMIT}: shorten its schemas' \
-                     descriptions"
-                )));
-            }
-        };
-        let path = format!("/shepherd/${{AWS::StackName}}/definitions/{name}/v{version}");
-        let _ = write!(
+        names.push(parameter(
             w,
-            r#"  {id}:
-    Type: AWS::SSM::Parameter
-    Properties:
-      Name: !Sub "{path}"
-      Type: String
-"#
-        );
-        if let Some(t) = tier {
-            let _ = writeln!(w, "      Tier: {t}");
-        }
-        let _ = writeln!(
-            w,
-            "      Value: {}\n",
-            serde_json::to_string(&text).expect("a string serialises")
-        );
-        names.push(path);
+            &format!("Definition{}V{version}Parameter", camel(name)),
+            &format!("/shepherd/${{AWS::StackName}}/definitions/{name}/v{version}"),
+            &text,
+            &format!("{name} v{version}'s definition"),
+        )?);
     }
-    let index = serde_json::json!({
+    let mut kinds = Vec::new();
+    for k in pipelines.watch_kinds() {
+        let name = &k.name;
+        let text = serde_json::to_string(k).expect("a declaration serialises");
+        kinds.push(parameter(
+            w,
+            &format!("WatchKind{}Parameter", camel(name)),
+            &format!("/shepherd/${{AWS::StackName}}/watch-kinds/{name}"),
+            &text,
+            &format!("watcher kind {name}'s declaration"),
+        )?);
+    }
+    let mut index = serde_json::json!({
         "default": pipelines.default_name(),
         "definitions": names,
     });
+    if !kinds.is_empty() {
+        index["watch_kinds"] = kinds.into();
+    }
     let _ = write!(
         w,
         r#"  PipelinesParameter:
@@ -523,6 +515,45 @@ fn definitions(w: &mut String, pipelines: &Pipelines) -> Result<(), GenerateErro
         serde_json::to_string(&index.to_string()).expect("a string serialises")
     );
     Ok(())
+}
+
+/// An SSM parameter `id` named `path` holding `text` (the advanced tier when the standard
+/// one is too small); its name.
+fn parameter(
+    w: &mut String,
+    id: &str,
+    path: &str,
+    text: &str,
+    what: &str,
+) -> Result<String, GenerateError> {
+    let tier = match text.len() {
+        n if n <= SSM_STANDARD_LIMIT => None,
+        n if n <= SSM_ADVANCED_LIMIT => Some("Advanced"),
+        n => {
+            return Err(GenerateError::Invalid(format!(
+                "{what} is {n} characters as JSON; an SSM parameter holds at most \
+                 {SSM_ADVANCED_LIMIT}: shorten its schemas' descriptions"
+            )));
+        }
+    };
+    let _ = write!(
+        w,
+        r#"  {id}:
+    Type: AWS::SSM::Parameter
+    Properties:
+      Name: !Sub "{path}"
+      Type: String
+"#
+    );
+    if let Some(t) = tier {
+        let _ = writeln!(w, "      Tier: {t}");
+    }
+    let _ = writeln!(
+        w,
+        "      Value: {}\n",
+        serde_json::to_string(text).expect("a string serialises")
+    );
+    Ok(path.to_string())
 }
 
 /// `template` with its generated region replaced by the one `pipelines` render.

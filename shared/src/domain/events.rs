@@ -23,6 +23,8 @@ pub enum SourceKind {
     GithubIssues,
     /// A schedule's slots (each one an event, fired or missed).
     Schedule,
+    /// A watcher kind a pipeline crate adds (the watcher names it).
+    Custom,
 }
 
 impl SourceKind {
@@ -33,6 +35,7 @@ impl SourceKind {
             Self::Feed => "feed",
             Self::GithubIssues => "github_issues",
             Self::Schedule => "schedule",
+            Self::Custom => "custom",
         }
     }
 
@@ -212,8 +215,9 @@ pub const WATCHER_DISABLE_AFTER: u32 = 6;
 pub struct WatcherSpec {
     pub name: String,
     pub account: String,
-    /// `feed` (Atom or RSS) or `github_issues`.
-    pub kind: SourceKind,
+    /// `feed` (Atom or RSS), `github_issues`, or a kind the stack's pipeline crates add
+    /// (`shepherd watcher kinds` lists them, with the params each takes).
+    pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
     /// Input field -> JSON pointer into the item, or `{"value": ...}`.
@@ -230,6 +234,10 @@ pub struct WatcherSpec {
     pub repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// A pipeline crate's kind: what its params schema asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<serde_json::Value>,
     /// How often it polls (1 to 1440 minutes; 5 by default).
     #[serde(default = "default_every")]
     pub every_minutes: u32,
@@ -261,12 +269,13 @@ impl WatcherSpec {
                 self.dedupe_window_seconds
             ));
         }
-        match (self.kind, &self.url, &self.repository, &self.label) {
-            (SourceKind::Feed, Some(_), None, None) => Ok(()),
-            (SourceKind::Feed, ..) => {
-                Err("a feed watcher has a url (and no repository or label)".into())
+        let fields = (&self.url, &self.repository, &self.label, &self.params);
+        match (self.kind.as_str(), fields) {
+            ("feed", (Some(_), None, None, None)) => Ok(()),
+            ("feed", _) => {
+                Err("a feed watcher has a url (and no repository, label or params)".into())
             }
-            (SourceKind::GithubIssues, None, Some(repo), Some(label)) => {
+            ("github_issues", (None, Some(repo), Some(label), None)) => {
                 let ok = repo.split_once('/').is_some_and(|(o, n)| {
                     !o.is_empty()
                         && !n.is_empty()
@@ -279,13 +288,30 @@ impl WatcherSpec {
                 }
                 super::input::text("label", label, 50)
             }
-            (SourceKind::GithubIssues, ..) => {
-                Err("a github_issues watcher has a repository and a label (and no url)".into())
-            }
-            (k, ..) => Err(format!(
-                "kind {} is a connector's; a watcher is feed or github_issues",
-                k.as_str()
+            ("github_issues", _) => Err(
+                "a github_issues watcher has a repository and a label (and no url or params)"
+                    .into(),
+            ),
+            (k @ ("github" | "standard" | "schedule" | "custom"), _) => Err(format!(
+                "kind {k} is not a watcher's: a watcher is feed, github_issues or a kind the \
+                 stack's pipeline crates add"
             )),
+            (k, (None, None, None, Some(serde_json::Value::Object(_)))) => {
+                super::input::id("kind", k)
+            }
+            (k, _) => Err(format!(
+                "a {k} watcher has params (an object, as its kind's schema asks) and no url, \
+                 repository or label"
+            )),
+        }
+    }
+
+    /// The kind of source its events come from.
+    pub fn source_kind(&self) -> SourceKind {
+        match self.kind.as_str() {
+            "feed" => SourceKind::Feed,
+            "github_issues" => SourceKind::GithubIssues,
+            _ => SourceKind::Custom,
         }
     }
 }
@@ -359,5 +385,38 @@ pub fn after_error(consecutive_before: u32) -> AfterError {
         n if n >= WATCHER_DISABLE_AFTER => AfterError::Disable,
         n if n >= WATCHER_WARN_AFTER => AfterError::Warn,
         _ => AfterError::Count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(fields: serde_json::Value) -> WatcherSpec {
+        let mut v = serde_json::json!({"name": "w", "account": "acme", "mapping": {"t": "/title"}});
+        v.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_watcher_has_the_fields_its_kind_takes_and_a_crates_kind_takes_params() {
+        let ok = |f| spec(f).check();
+        ok(serde_json::json!({"kind": "feed", "url": "https://x.example/f"})).unwrap();
+        ok(serde_json::json!({"kind": "github_issues", "repository": "acme/w", "label": "go"}))
+            .unwrap();
+        let custom = spec(serde_json::json!({"kind": "json_feed", "params": {"url": "u"}}));
+        custom.check().unwrap();
+        assert_eq!(custom.source_kind(), SourceKind::Custom);
+        let e = ok(serde_json::json!({"kind": "feed", "params": {"url": "u"}})).unwrap_err();
+        assert!(e.starts_with("a feed watcher has a url"), "{e}");
+        let e =
+            ok(serde_json::json!({"kind": "json_feed", "url": "https://x.example"})).unwrap_err();
+        assert!(e.starts_with("a json_feed watcher has params"), "{e}");
+        let e = ok(serde_json::json!({"kind": "github", "params": {}})).unwrap_err();
+        assert!(e.starts_with("kind github is not a watcher's"), "{e}");
+        let e = ok(serde_json::json!({"kind": "json_feed", "params": [1]})).unwrap_err();
+        assert!(e.contains("has params (an object"), "{e}");
     }
 }

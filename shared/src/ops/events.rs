@@ -31,6 +31,8 @@ pub(crate) struct Source<'a> {
     pub name: String,
     pub account: &'a str,
     pub kind: SourceKind,
+    /// A pipeline crate's watcher kind: its items' schemas.
+    pub declared: Option<&'a crate::pipeline::watch::DeclaredKind>,
     pub pipeline: Option<&'a str>,
     pub mapping: &'a BTreeMap<String, Value>,
     pub when: &'a BTreeMap<String, Value>,
@@ -45,6 +47,7 @@ impl<'a> Source<'a> {
             name: c.source(),
             account: &c.spec.account,
             kind: c.spec.kind,
+            declared: None,
             pipeline: c.spec.pipeline.as_deref(),
             mapping: &c.spec.mapping,
             when: &c.spec.when,
@@ -334,7 +337,7 @@ impl Ops {
         };
         let src = match (&connector, &watcher) {
             (Some(c), _) => Source::of_connector(c),
-            (_, Some(w)) => Source::of_watcher(w),
+            (_, Some(w)) => Source::of_watcher(w, self.declared(w).map_err(OpsError::Invalid)?),
             _ => unreachable!("one of the two"),
         };
         self.ports
@@ -374,7 +377,11 @@ impl Ops {
             let why = format!("{:?} events start nothing here", a.event_type);
             return self.settle(src, e, EventOutcome::Ignored, Some(why)).await;
         }
-        if let Err(why) = src.kind.check(&a.event_type, &a.item) {
+        let checked = match src.declared {
+            Some(kind) => kind.check_item(&a.event_type, &a.item),
+            None => src.kind.check(&a.event_type, &a.item),
+        };
+        if let Err(why) = checked {
             return self.settle(src, e, EventOutcome::Failed, Some(why)).await;
         }
         if !intake::matches(src.when, &a.item) {

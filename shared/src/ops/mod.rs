@@ -153,6 +153,9 @@ pub struct Ops {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) stack: StackConfig,
     pub(crate) pipelines: Arc<Pipelines>,
+    /// The code of the watcher kinds the stack's crates add (the scheduler's; empty where
+    /// only their declarations are known, as in the CLI).
+    pub(crate) watch_code: crate::runtime::watch::WatchCode,
 }
 
 impl Ops {
@@ -170,13 +173,22 @@ impl Ops {
             ports,
             stack,
             pipelines,
+            watch_code: Default::default(),
         }
     }
 
     /// The same operations over other definitions (a test's fixture pipelines, or the
     /// versions a deploy is about to add).
     pub fn with_pipelines(self, pipelines: Arc<Pipelines>) -> Self {
-        Self::new(self.ports, self.stack, pipelines)
+        let code = self.watch_code.clone();
+        Self::new(self.ports, self.stack, pipelines).with_watch_code(code)
+    }
+
+    /// The same operations able to poll the watcher kinds `code` implements (the stack's
+    /// `Stack::watch_code`: what the scheduler polls with).
+    pub fn with_watch_code(mut self, code: crate::runtime::watch::WatchCode) -> Self {
+        self.watch_code = code;
+        self
     }
 
     pub fn stack(&self) -> &StackConfig {

@@ -14,6 +14,7 @@
 
 use futures::StreamExt as _;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::events::{Arrival, Source};
 use super::{Ops, OpsError};
@@ -25,7 +26,8 @@ use crate::domain::events::{
 };
 use crate::domain::{Actor, AuditKind, Caller, Millis, Outcome, input};
 use crate::pipeline::intake;
-use crate::pipeline::watch::{self, Polled};
+use crate::pipeline::watch::{self, DeclaredKind, Poll, Polled};
+use crate::runtime::watch::WatchContext;
 
 /// Watchers one tick polls at most; more wait for the next.
 const DUE_PER_TICK: usize = 500;
@@ -48,16 +50,6 @@ pub struct WatchTick {
     pub errors: usize,
 }
 
-/// What a poll found.
-enum Found {
-    /// The source's items now, and its new validator.
-    Items(Vec<Polled>, Option<String>),
-    /// Not modified since the last poll (304).
-    Unchanged,
-    /// The host's rate limit: poll again at this instant.
-    Limited(Millis),
-}
-
 impl Ops {
     /// Creates a watcher (admin); its first poll is at the next tick.
     pub async fn create_watcher(
@@ -73,6 +65,13 @@ impl Ops {
             )));
         }
         spec.check().map_err(OpsError::Invalid)?;
+        if let Some(params) = &spec.params {
+            let kind = self
+                .pipelines
+                .watch_kind(&spec.kind)
+                .map_err(OpsError::Invalid)?;
+            kind.check_params(params).map_err(OpsError::Invalid)?;
+        }
         intake::check_mapping(&spec.mapping, &spec.when).map_err(OpsError::Invalid)?;
         if let Some(url) = &spec.url {
             crate::domain::webhooks::check_url(url, self.stack.allow_loopback_webhooks)
@@ -119,6 +118,14 @@ impl Ops {
         caller.may(Permission::Read)?;
         let account = super::events::scoped(caller, account)?;
         Ok(self.ports.intake.watchers(account).await?)
+    }
+
+    /// The watcher kinds the stack's pipeline crates add, as declared: the params each
+    /// takes and the items it makes (the shipped kinds, `feed` and `github_issues`, are
+    /// described in docs/arrivals.md).
+    pub fn watch_kinds(&self, caller: &Caller) -> Result<Vec<DeclaredKind>, OpsError> {
+        caller.may(Permission::Read)?;
+        Ok(self.pipelines.watch_kinds().cloned().collect())
     }
 
     pub async fn watcher(&self, id: &str, caller: &Caller) -> Result<Watcher, OpsError> {
@@ -228,11 +235,11 @@ impl Ops {
         w.last_poll_at = Some(now);
         w.next_poll_at = now + Millis::from(w.spec.every_minutes) * 60_000;
         match self.poll(&w).await {
-            Ok(Found::Unchanged) => self.polled_ok(&mut w, now),
-            Ok(Found::Limited(until)) => {
+            Ok(Poll::Unchanged) => self.polled_ok(&mut w, now),
+            Ok(Poll::Limited(until)) => {
                 w.next_poll_at = until.max(w.next_poll_at);
             }
-            Ok(Found::Items(items, etag)) => {
+            Ok(Poll::Items { items, etag }) => {
                 let seen: std::collections::HashSet<&str> =
                     w.cursor.seen.iter().map(String::as_str).collect();
                 let fresh: Vec<&Polled> = items
@@ -240,7 +247,8 @@ impl Ops {
                     .filter(|p| !seen.contains(p.identity.as_str()))
                     .collect();
                 if w.cursor.primed {
-                    let src = Source::of_watcher(&w);
+                    let declared = self.declared(&w).map_err(OpsError::Invalid)?;
+                    let src = Source::of_watcher(&w, declared);
                     // Oldest first: feeds and issue lists come newest first.
                     for p in fresh.iter().rev() {
                         let arrival = Arrival {
@@ -342,41 +350,60 @@ impl Ops {
         w.last_success_at = Some(now);
     }
 
+    /// What a pipeline crate's kind declares, for a watcher of that kind (`None` for the
+    /// shipped kinds).
+    pub(crate) fn declared(&self, w: &Watcher) -> Result<Option<&DeclaredKind>, String> {
+        match w.spec.source_kind() {
+            SourceKind::Custom => Ok(Some(self.pipelines.watch_kind(&w.spec.kind)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// Asks the watcher's source what it holds now.
-    async fn poll(&self, w: &Watcher) -> Result<Found, String> {
+    async fn poll(&self, w: &Watcher) -> Result<Poll, String> {
+        let fetch = self.ports.fetch.as_ref();
+        match w.spec.source_kind() {
+            SourceKind::Feed => {
+                let url = w.spec.url.as_deref().unwrap_or_default();
+                let accept = (
+                    "accept",
+                    "application/atom+xml, application/rss+xml, application/xml;q=0.9, */*;q=0.1"
+                        .to_string(),
+                );
+                let res = WatchContext::new(&Value::Null, w.cursor.etag.as_deref(), fetch)
+                    .get(url, &[accept])
+                    .await?;
+                match res.status {
+                    304 => Ok(Poll::Unchanged),
+                    200..=299 => Ok(Poll::Items {
+                        items: watch::feed_entries(&res.body)?,
+                        etag: res.header("etag").map(String::from),
+                    }),
+                    s => Err(format!("the feed answered {s}")),
+                }
+            }
+            SourceKind::GithubIssues => self.poll_issues(w).await,
+            _ => {
+                self.pipelines.watch_kind(&w.spec.kind)?;
+                let code = self.watch_code.get(&w.spec.kind).ok_or_else(|| {
+                    format!(
+                        "kind {} is not compiled into this process: the stack's scheduler polls it",
+                        w.spec.kind
+                    )
+                })?;
+                let params = w.spec.params.clone().unwrap_or_default();
+                let ctx = WatchContext::new(&params, w.cursor.etag.as_deref(), fetch);
+                code.poll(&ctx).await
+            }
+        }
+    }
+
+    async fn poll_issues(&self, w: &Watcher) -> Result<Poll, String> {
+        let (base, token) = self.scm_for(&w.spec.account).await?;
         let mut headers: Vec<(&str, String)> = Vec::new();
         if let Some(tag) = &w.cursor.etag {
             headers.push(("if-none-match", tag.clone()));
         }
-        match w.spec.kind {
-            SourceKind::Feed => {
-                let url = w.spec.url.as_deref().unwrap_or_default();
-                headers.push((
-                    "accept",
-                    "application/atom+xml, application/rss+xml, application/xml;q=0.9, */*;q=0.1"
-                        .into(),
-                ));
-                let res = self.ports.fetch.get(url, &headers).await?;
-                match res.status {
-                    304 => Ok(Found::Unchanged),
-                    200..=299 => Ok(Found::Items(
-                        watch::feed_entries(&res.body)?,
-                        res.header("etag").map(String::from),
-                    )),
-                    s => Err(format!("the feed answered {s}")),
-                }
-            }
-            SourceKind::GithubIssues => self.poll_issues(w, headers).await,
-            other => Err(format!("{} is not a watcher's kind", other.as_str())),
-        }
-    }
-
-    async fn poll_issues(
-        &self,
-        w: &Watcher,
-        mut headers: Vec<(&str, String)>,
-    ) -> Result<Found, String> {
-        let (base, token) = self.scm_for(&w.spec.account).await?;
         headers.push(("authorization", format!("Bearer {token}")));
         headers.push(("accept", "application/vnd.github+json".into()));
         headers.push(("x-github-api-version", "2022-11-28".into()));
@@ -395,7 +422,7 @@ impl Ops {
             let res = self.ports.fetch.get(&url, &headers).await?;
             let limited = res.header("x-ratelimit-remaining") == Some("0");
             match res.status {
-                304 if page == 0 => return Ok(Found::Unchanged),
+                304 if page == 0 => return Ok(Poll::Unchanged),
                 200 => {}
                 403 | 429 if limited => {
                     let reset = res
@@ -403,7 +430,7 @@ impl Ops {
                         .and_then(|r| r.parse::<Millis>().ok())
                         .map(|s| s * 1000)
                         .unwrap_or_else(|| self.ports.clock.now() + 60_000);
-                    return Ok(Found::Limited(reset));
+                    return Ok(Poll::Limited(reset));
                 }
                 s => {
                     let said =
@@ -422,7 +449,7 @@ impl Ops {
                 None => break,
             }
         }
-        Ok(Found::Items(items, etag))
+        Ok(Poll::Items { items, etag })
     }
 
     /// The source-control host's API and the token for `account`: the account's own, or
@@ -468,9 +495,7 @@ impl Ops {
     ) {
         let detail = format!(
             "watcher {} ({}, {}): {what}",
-            w.id,
-            w.spec.name,
-            w.spec.kind.as_str()
+            w.id, w.spec.name, w.spec.kind
         );
         self.source_audit(
             &format!("WATCH#{}", w.id),
@@ -486,11 +511,12 @@ impl Ops {
 }
 
 impl<'a> Source<'a> {
-    pub(crate) fn of_watcher(w: &'a Watcher) -> Self {
+    pub(crate) fn of_watcher(w: &'a Watcher, declared: Option<&'a DeclaredKind>) -> Self {
         Self {
             name: w.source(),
             account: &w.spec.account,
-            kind: w.spec.kind,
+            kind: w.spec.source_kind(),
+            declared,
             pipeline: w.spec.pipeline.as_deref(),
             mapping: &w.spec.mapping,
             when: &w.spec.when,

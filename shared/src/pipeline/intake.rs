@@ -84,41 +84,59 @@ fn schema(kind: SourceKind, event_type: &str) -> Option<Value> {
 
 impl ItemSchemas for SourceKind {
     fn check(self, event_type: &str, item: &Value) -> Result<(), String> {
-        static CACHE: OnceLock<std::sync::Mutex<BTreeMap<String, std::sync::Arc<Validator>>>> =
-            OnceLock::new();
-        let key = format!("{}#{}", self.as_str(), event_type);
-        let validator = {
-            let mut cache = CACHE.get_or_init(Default::default).lock().expect("cache");
-            match cache.get(&key) {
-                Some(v) => v.clone(),
-                None => {
-                    let schema = schema(self, event_type).ok_or_else(|| {
-                        format!(
-                            "{} sources do not take {event_type:?} events",
-                            self.as_str()
-                        )
-                    })?;
-                    let v = std::sync::Arc::new(
-                        super::contract::compile(&schema).expect("item schemas compile"),
-                    );
-                    cache.insert(key, v.clone());
-                    v
-                }
-            }
-        };
-        match super::contract::first_violation(&validator, item, false) {
-            None => Ok(()),
-            Some((field, problem)) => Err(format!(
-                "{}: {problem}",
-                field.trim_start_matches('/').replace('/', ".")
+        check_item(
+            &format!("{}#{event_type}", self.as_str()),
+            || schema(self, event_type),
+            item,
+        )
+        .ok_or_else(|| {
+            format!(
+                "{} sources do not take {event_type:?} events",
+                self.as_str()
             )
-            .trim_start_matches(": ")
-            .to_string()),
-        }
+        })?
     }
 
     fn takes(self, event_type: &str) -> bool {
         schema(self, event_type).is_some()
+    }
+}
+
+/// Checks `item` against the schema `schema` gives (compiled once per `key`, a kind and
+/// an event type): the first problem, naming the field. `None`: `schema` gave none.
+pub(crate) fn check_item(
+    key: &str,
+    schema: impl FnOnce() -> Option<Value>,
+    item: &Value,
+) -> Option<Result<(), String>> {
+    static CACHE: OnceLock<std::sync::Mutex<BTreeMap<String, std::sync::Arc<Validator>>>> =
+        OnceLock::new();
+    let validator = {
+        let mut cache = CACHE.get_or_init(Default::default).lock().expect("cache");
+        match cache.get(key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = std::sync::Arc::new(
+                    super::contract::compile(&schema()?).expect("item schemas compile"),
+                );
+                cache.insert(key.to_string(), v.clone());
+                v
+            }
+        }
+    };
+    Some(violation(&validator, item))
+}
+
+/// The first problem `validator` finds in `value`, naming its field (`a.b: problem`).
+pub(crate) fn violation(validator: &Validator, value: &Value) -> Result<(), String> {
+    match super::contract::first_violation(validator, value, false) {
+        None => Ok(()),
+        Some((field, problem)) => Err(format!(
+            "{}: {problem}",
+            field.trim_start_matches('/').replace('/', ".")
+        )
+        .trim_start_matches(": ")
+        .to_string()),
     }
 }
 

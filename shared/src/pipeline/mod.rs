@@ -12,6 +12,7 @@
 //! | input and output contracts (JSON Schema, `jsonschema`) | `contract.rs` |
 //! | the stack's pipelines, every deployed version, pinned by productions | `registry.rs` |
 //! | arriving items: their schemas per source kind, filters, mappings to an input | `intake.rs` |
+//! | what watchers' sources answer, read; a watcher kind's declaration, checked | `watch.rs` |
 
 mod contract;
 mod definition;

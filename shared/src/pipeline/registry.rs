@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::contract::{self, Input, InputError};
 use super::definition::{Definition, DefinitionError, Gate};
+use super::watch::DeclaredKind;
 use crate::domain::FieldChange;
 
 /// A contract compiled when first used: a function compiles only what it checks (a phase
@@ -136,6 +137,10 @@ pub struct Published {
     pub default: String,
     /// SSM parameter names, one per definition version, each holding its JSON.
     pub definitions: Vec<String>,
+    /// SSM parameter names, one per watcher kind the stack's crates add, each holding its
+    /// declaration (`pipeline::watch::DeclaredKind`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_kinds: Vec<String>,
 }
 
 /// Every pipeline a stack runs, every version of each. The first pipeline listed is the
@@ -144,6 +149,8 @@ pub struct Published {
 pub struct Pipelines {
     by_name: BTreeMap<String, BTreeMap<u32, Arc<Pipeline>>>,
     default: String,
+    /// The watcher kinds the stack's crates add, as declared (their code is the stack's).
+    watch_kinds: BTreeMap<String, DeclaredKind>,
 }
 
 impl Pipelines {
@@ -229,7 +236,43 @@ impl Pipelines {
             }
             versions.insert(d.version, Arc::new(make(d)?));
         }
-        Ok(Self { by_name, default })
+        Ok(Self {
+            by_name,
+            default,
+            watch_kinds: BTreeMap::new(),
+        })
+    }
+
+    /// The same pipelines with the watcher kinds the stack's crates add, each checked
+    /// (its name a kind's and its own, its schemas compiling).
+    pub fn with_watch_kinds(mut self, kinds: Vec<DeclaredKind>) -> Result<Self, String> {
+        for k in kinds {
+            k.check()?;
+            let name = k.name.clone();
+            if self.watch_kinds.insert(name.clone(), k).is_some() {
+                return Err(format!(
+                    "watcher kind {name} is added twice: a kind's name is one kind in a stack"
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// A watcher kind a pipeline crate added; the error lists every kind the stack has.
+    pub fn watch_kind(&self, name: &str) -> Result<&DeclaredKind, String> {
+        self.watch_kinds.get(name).ok_or_else(|| {
+            let mut all: Vec<&str> = crate::pipeline::watch::BUILT_IN_KINDS.to_vec();
+            all.extend(self.watch_kinds.keys().map(String::as_str));
+            format!(
+                "unknown watcher kind {name:?}: this stack has {}",
+                all.join(", ")
+            )
+        })
+    }
+
+    /// The watcher kinds the stack's crates add, by name.
+    pub fn watch_kinds(&self) -> impl Iterator<Item = &DeclaredKind> {
+        self.watch_kinds.values()
     }
 
     /// The version new productions of `name` start on (the highest); `None` for the

@@ -5,6 +5,7 @@
 //! | the Lambda/SQS edge: event in, batch response out, visibility, quarantine, batched hand-offs | `edge.rs` |
 //! | the phase worker: claim -> delivery policy -> execute -> commit -> hand-off, as one story | `worker.rs` |
 //! | execution: the phase's context, a panic caught, its time bounded | `execute.rs` |
+//! | a watcher kind a pipeline crate adds: its declaration and its poll | `watch.rs` |
 //!
 //! What the worker does with a message or an error is decided by the domain
 //! (`domain::delivery`); the write goes through `write::Transitioner`. Adapters are built in
@@ -13,6 +14,7 @@
 mod edge;
 mod execute;
 mod stats;
+pub mod watch;
 mod worker;
 
 use std::collections::BTreeMap;
