@@ -308,8 +308,10 @@ pub enum Begun {
 #[async_trait]
 pub trait Intake: Send + Sync {
     async fn create_connector(&self, c: &EventConnector) -> Result<(), StoreError>;
-    /// A connector with its counts.
+    /// A connector, without its counts (the intake path needs none; `stats` reads them).
     async fn connector(&self, id: &str) -> Result<Option<EventConnector>, StoreError>;
+    /// A source's counts (`connector:<id>`, `watcher:<id>`).
+    async fn stats(&self, source: &str) -> Result<SourceStats, StoreError>;
     /// One account's connectors, or every account's (`None`), with their counts.
     async fn connectors(&self, account: Option<&str>) -> Result<Vec<EventConnector>, StoreError>;
     async fn delete_connector(&self, id: &str) -> Result<bool, StoreError>;
@@ -334,7 +336,7 @@ pub trait Intake: Send + Sync {
     /// Frees a source's dedupe key; `false` if nothing held it.
     async fn clear_key(&self, source: &str, key: &str) -> Result<bool, StoreError>;
     async fn create_watcher(&self, w: &Watcher) -> Result<(), StoreError>;
-    /// A watcher with its counts.
+    /// A watcher, without its counts.
     async fn watcher(&self, id: &str) -> Result<Option<Watcher>, StoreError>;
     async fn watchers(&self, account: Option<&str>) -> Result<Vec<Watcher>, StoreError>;
     /// Writes `w` if the stored version is `w.version - 1`; `false` if another writer came

@@ -230,27 +230,24 @@ async fn the_guides_watcher_kind_starts_work(t: &TestStack) {
         .await
         .unwrap();
     let admin = TestStack::caller(shepherd::domain::Role::Admin);
-    let mut bad = spec.clone();
-    bad["params"] = serde_json::json!({"url": 7});
-    let refused = cli_ops
-        .create_watcher(serde_json::from_value(bad).unwrap(), &admin)
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = |change: fn(&mut serde_json::Value)| {
+        let mut spec = spec.clone();
+        change(&mut spec);
+        let (ops, admin) = (&cli_ops, &admin);
+        async move {
+            let spec = serde_json::from_value(spec).unwrap();
+            ops.create_watcher(spec, admin)
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let e = refused(|s| s["params"] = serde_json::json!({"url": 7})).await;
+    assert!(e.contains("params.url: 7 is not of type"), "{e}");
+    let e = refused(|s| s["kind"] = "json_feeds".into()).await;
     assert!(
-        refused.contains("params.url: 7 is not of type"),
-        "{refused}"
-    );
-    let mut unknown = spec.clone();
-    unknown["kind"] = "json_feeds".into();
-    let refused = cli_ops
-        .create_watcher(serde_json::from_value(unknown).unwrap(), &admin)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        refused.contains("this stack has feed, github_issues, json_feed"),
-        "{refused}"
+        e.contains("this stack has feed, github_issues, json_feed"),
+        "{e}"
     );
     // Anyone who reads sees the kinds the stack has, with what each takes.
     let (st, kinds) = t
@@ -283,17 +280,9 @@ async fn the_guides_watcher_kind_starts_work(t: &TestStack) {
     clock.advance(6 * 60_000);
     let third = ops.run_watchers().await.unwrap();
     assert_eq!((third.polled, third.items), (1, 0), "{third:?}");
-    let (_, page) = t
-        .http(
-            "GET",
-            &format!("/events?source=watcher:{id}"),
-            Some("viewer-acme"),
-            None,
-        )
-        .await;
-    let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{page}");
-    assert_eq!(events[0]["outcome"], "started", "{page}");
+    let events = t.events_of(&format!("watcher:{id}"), "acme").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["outcome"], "started", "{events:?}");
     assert_eq!(events[0]["kind"], "custom");
     let production = events[0]["production"].as_str().unwrap();
     let done = t.wait_settled(production, Duration::from_secs(60)).await;

@@ -40,22 +40,13 @@ async fn a_feed_watcher_starts_one_production_per_new_post_and_is_disabled_when_
     feed.publish("Neap tides", "Why some tides are lower");
     let second = tick(&ops, &clock).await;
     assert_eq!(second.items, 2, "{second:?}");
-    let (_, page) = t
-        .http(
-            "GET",
-            &format!("/events?source=watcher:{id}"),
-            Some("viewer-acme"),
-            None,
-        )
-        .await;
-    let started: Vec<&str> = page["events"]
-        .as_array()
-        .unwrap()
+    let events = t.events_of(&format!("watcher:{id}"), "acme").await;
+    let started: Vec<&str> = events
         .iter()
         .filter(|e| e["outcome"] == "started")
         .map(|e| e["production"].as_str().unwrap())
         .collect();
-    assert_eq!(started.len(), 2, "{page}");
+    assert_eq!(started.len(), 2, "{events:?}");
     // Nothing new: the feed answers 304 to the stored ETag, nothing starts.
     let third = tick(&ops, &clock).await;
     assert_eq!((third.polled, third.items), (1, 0));

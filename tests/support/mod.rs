@@ -368,6 +368,15 @@ impl TestStack {
             .unwrap_or_else(|| panic!("no function runs {handler} in the template"))
     }
 
+    /// `GET /events?source=<source>` as the account's viewer: the events, newest first.
+    pub async fn events_of(&self, source: &str, account: &str) -> Vec<serde_json::Value> {
+        let viewer = format!("viewer-{account}");
+        let path = format!("/events?source={source}");
+        let (status, page) = self.http("GET", &path, Some(&viewer), None).await;
+        assert_eq!(status, 200, "{page}");
+        page["events"].as_array().cloned().unwrap_or_default()
+    }
+
     /// The scheduler's operations with its role (IAM enforced), polling through the
     /// local stack's fetcher, on a clock the test moves (slots and polls come due without
     /// waiting).

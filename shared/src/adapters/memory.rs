@@ -889,11 +889,16 @@ impl Intake for Memory {
     }
 
     async fn connector(&self, id: &str) -> Result<Option<Connector>, StoreError> {
-        let s = self.state();
-        Ok(s.connectors.get(id).map(|c| Connector {
-            stats: s.source_stats.get(&c.source()).cloned().unwrap_or_default(),
-            ..c.clone()
-        }))
+        Ok(self.state().connectors.get(id).cloned())
+    }
+
+    async fn stats(&self, source: &str) -> Result<SourceStats, StoreError> {
+        Ok(self
+            .state()
+            .source_stats
+            .get(source)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn connectors(&self, account: Option<&str>) -> Result<Vec<Connector>, StoreError> {
@@ -983,11 +988,7 @@ impl Intake for Memory {
     }
 
     async fn watcher(&self, id: &str) -> Result<Option<Watcher>, StoreError> {
-        let s = self.state();
-        Ok(s.watchers.get(id).map(|w| Watcher {
-            stats: s.source_stats.get(&w.source()).cloned().unwrap_or_default(),
-            ..w.clone()
-        }))
+        Ok(self.state().watchers.get(id).cloned())
     }
 
     async fn watchers(&self, account: Option<&str>) -> Result<Vec<Watcher>, StoreError> {

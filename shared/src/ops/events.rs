@@ -175,7 +175,10 @@ impl Ops {
         caller.may(Permission::Read)?;
         input::id("connector id", id).map_err(OpsError::Invalid)?;
         match self.ports.intake.connector(id).await? {
-            Some(c) if caller.sees(Some(&c.spec.account)) => Ok(c),
+            Some(mut c) if caller.sees(Some(&c.spec.account)) => {
+                c.stats = self.ports.intake.stats(&c.source()).await?;
+                Ok(c)
+            }
             _ => Err(OpsError::NotFound(format!("connector {id}"))),
         }
     }

@@ -18,7 +18,7 @@ use crate::domain::schedule::{
     SlotOutcome, SlotRecord,
 };
 use crate::domain::{Actor, AuditKind, Caller, Millis, Outcome, Role, Scope, input};
-use crate::ports::{AuditRecord, Page};
+use crate::ports::Page;
 use crate::view;
 
 /// Due schedules one tick reads; more wait for the next tick.
@@ -116,15 +116,7 @@ impl Ops {
         after: Option<&str>,
     ) -> Result<Page<Schedule>, OpsError> {
         caller.may(Permission::Read)?;
-        let account = match (&caller.scope, account) {
-            (Scope::Account(a), Some(named)) if a != named => {
-                return Err(OpsError::Forbidden(format!(
-                    "account {named:?} is not yours"
-                )));
-            }
-            (Scope::Account(a), _) => Some(a.as_str()),
-            (Scope::Stack, named) => named,
-        };
+        let account = super::events::scoped(caller, account)?;
         Ok(self.ports.schedules.list(account, limit, after).await?)
     }
 
@@ -648,33 +640,20 @@ impl Ops {
         detail: &str,
         caller: &Caller,
     ) {
-        let record = AuditRecord {
-            event_type: kind.as_str().into(),
-            production_id: production.map(String::from),
-            trace_id: None,
-            account: Some(s.spec.account.clone()),
-            outcome: match kind {
-                AuditKind::ScheduleMissed => Outcome::Failure,
-                _ => Outcome::Success,
-            }
-            .as_str()
-            .into(),
-            actor: caller.actor.0.clone(),
-            at: self.ports.clock.now(),
-            phase: None,
-            attempt: None,
-            detail: Some(
-                crate::domain::redact::redact(&format!("schedule {}: {detail}", s.id)).text,
-            ),
+        let outcome = match kind {
+            AuditKind::ScheduleMissed => Outcome::Failure,
+            _ => Outcome::Success,
         };
-        if let Err(e) = self
-            .ports
-            .audit
-            .record(&format!("SCHED#{}", s.id), &record)
-            .await
-        {
-            tracing::error!(schedule = %s.id, error = %e, kind = kind.as_str(), "could not write a schedule's audit row");
-        }
+        self.source_audit(
+            &format!("SCHED#{}", s.id),
+            &s.spec.account,
+            kind,
+            production,
+            &format!("schedule {}: {detail}", s.id),
+            outcome,
+            &caller.actor,
+        )
+        .await;
     }
 }
 

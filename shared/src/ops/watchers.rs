@@ -132,7 +132,10 @@ impl Ops {
         caller.may(Permission::Read)?;
         input::id("watcher id", id).map_err(OpsError::Invalid)?;
         match self.ports.intake.watcher(id).await? {
-            Some(w) if caller.sees(Some(&w.spec.account)) => Ok(w),
+            Some(mut w) if caller.sees(Some(&w.spec.account)) => {
+                w.stats = self.ports.intake.stats(&w.source()).await?;
+                Ok(w)
+            }
             _ => Err(OpsError::NotFound(format!("watcher {id}"))),
         }
     }
@@ -158,7 +161,11 @@ impl Ops {
                 w.disabled_reason = Some(format!("disabled by {}", caller.actor.0));
             }
             w.version += 1;
-            if self.ports.intake.commit_watcher(&w).await? {
+            // Counts live with the source, not in the watcher's item.
+            let stats = std::mem::take(&mut w.stats);
+            let committed = self.ports.intake.commit_watcher(&w).await?;
+            w.stats = stats;
+            if committed {
                 let (kind, what) = match enabled {
                     true => (
                         AuditKind::WatcherEnabled,

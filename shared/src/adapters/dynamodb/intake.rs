@@ -107,15 +107,6 @@ impl DynamoIntake {
         }
         Ok(out)
     }
-
-    async fn stats(&self, source: &str) -> Result<SourceStats, StoreError> {
-        Ok(
-            get_item(&self.client, &self.table, key(format!("SRC#{source}"), "S"))
-                .await?
-                .map(|i| stats_of(&i))
-                .unwrap_or_default(),
-        )
-    }
 }
 
 /// A dedupe key's partition: long keys hashed, so any key fits.
@@ -182,9 +173,16 @@ impl Intake for DynamoIntake {
         else {
             return Ok(None);
         };
-        let mut c: Connector = doc(&item)?;
-        c.stats = self.stats(&c.source()).await?;
-        Ok(Some(c))
+        Ok(Some(doc(&item)?))
+    }
+
+    async fn stats(&self, source: &str) -> Result<SourceStats, StoreError> {
+        Ok(
+            get_item(&self.client, &self.table, key(format!("SRC#{source}"), "S"))
+                .await?
+                .map(|i| stats_of(&i))
+                .unwrap_or_default(),
+        )
     }
 
     async fn connectors(&self, account: Option<&str>) -> Result<Vec<Connector>, StoreError> {
@@ -334,9 +332,7 @@ impl Intake for DynamoIntake {
         else {
             return Ok(None);
         };
-        let mut w: Watcher = doc(&item)?;
-        w.stats = self.stats(&w.source()).await?;
-        Ok(Some(w))
+        Ok(Some(doc(&item)?))
     }
 
     async fn watchers(&self, account: Option<&str>) -> Result<Vec<Watcher>, StoreError> {
