@@ -8,6 +8,9 @@
 //! |---|---|
 //! | `ALARM`, a DLQ's `ApproximateNumberOfMessagesVisible` | `dlq_not_empty#<queue>` (critical), affecting the productions found in it |
 //! | `ALARM`, a phase queue's `ApproximateAgeOfOldestMessage` | `queue_stuck#<queue>` (warning) |
+//! | `ALARM`, a function's `Errors` | `function_errors#<function>` (critical) |
+//! | `ALARM`, a function's `Throttles` | `function_throttled#<function>` (warning) |
+//! | `ALARM`, a stream consumer's `IteratorAge` | `stream_behind#<function>` (warning) |
 //! | `ALARM`, anything else | `cloudwatch_alarm#<alarm name>` (warning) |
 //! | `OK` | the same alarm resolved |
 //! | `INSUFFICIENT_DATA` | nothing |
@@ -94,28 +97,48 @@ pub fn classify(n: &Notification, topology: &Topology) -> Ingested {
     let located = queue.and_then(|(metric, name)| {
         locate(topology, name).map(|(phase, dlq, url)| (metric, name, phase, dlq, url))
     });
-    let (kind, subject, severity, dlq, place) = match located {
-        Some(("ApproximateNumberOfMessagesVisible", name, phase, true, url)) => (
-            AlarmKind::DlqNotEmpty,
-            name.to_string(),
-            Severity::Critical,
-            Some(url.to_string()),
-            format!("phase {phase}, queue {name}"),
-        ),
-        Some(("ApproximateAgeOfOldestMessage", name, phase, false, _)) => (
-            AlarmKind::QueueStuck,
-            name.to_string(),
-            Severity::Warning,
-            None,
-            format!("phase {phase}, queue {name}"),
-        ),
-        _ => (
-            AlarmKind::parse("cloudwatch_alarm"),
-            n.alarm_name.clone(),
-            Severity::Warning,
-            None,
-            queue.map(|(_, q)| format!("queue {q}")).unwrap_or_default(),
-        ),
+    let function = n.trigger.as_ref().and_then(|t| {
+        (t.namespace == "AWS/Lambda")
+            .then(|| t.dimensions.iter().find(|d| d.name == "FunctionName"))
+            .flatten()
+            .and_then(|d| {
+                let (kind, severity) = match t.metric_name.as_str() {
+                    "Errors" => (AlarmKind::FunctionErrors, Severity::Critical),
+                    "Throttles" => (AlarmKind::FunctionThrottled, Severity::Warning),
+                    "IteratorAge" => (AlarmKind::StreamBehind, Severity::Warning),
+                    _ => return None,
+                };
+                Some((kind, d.value.clone(), severity))
+            })
+    });
+    let (kind, subject, severity, dlq, place) = match (located, function) {
+        (_, Some((kind, name, severity))) => {
+            let place = format!("function {name}");
+            (kind, name, severity, None, place)
+        }
+        (located, None) => match located {
+            Some(("ApproximateNumberOfMessagesVisible", name, phase, true, url)) => (
+                AlarmKind::DlqNotEmpty,
+                name.to_string(),
+                Severity::Critical,
+                Some(url.to_string()),
+                format!("phase {phase}, queue {name}"),
+            ),
+            Some(("ApproximateAgeOfOldestMessage", name, phase, false, _)) => (
+                AlarmKind::QueueStuck,
+                name.to_string(),
+                Severity::Warning,
+                None,
+                format!("phase {phase}, queue {name}"),
+            ),
+            _ => (
+                AlarmKind::parse("cloudwatch_alarm"),
+                n.alarm_name.clone(),
+                Severity::Warning,
+                None,
+                queue.map(|(_, q)| format!("queue {q}")).unwrap_or_default(),
+            ),
+        },
     };
     match n.new_state_value.as_str() {
         "ALARM" => {
@@ -250,6 +273,53 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    /// A function's alarm, as CloudWatch publishes it (namespace `AWS/Lambda`, dimension
+    /// `FunctionName`).
+    fn function_note(state: &str, metric: &str, function: &str) -> Notification {
+        let mut n = note(state, metric, "unused");
+        let t = n.trigger.as_mut().unwrap();
+        t.namespace = "AWS/Lambda".into();
+        t.dimensions = vec![Dimension {
+            name: "FunctionName".into(),
+            value: function.into(),
+        }];
+        n
+    }
+
+    #[test]
+    fn a_functions_errors_throttles_and_lag_name_the_function_and_ok_resolves_them() {
+        let t = topology();
+        for (metric, kind, severity) in [
+            ("Errors", AlarmKind::FunctionErrors, Severity::Critical),
+            ("Throttles", AlarmKind::FunctionThrottled, Severity::Warning),
+            ("IteratorAge", AlarmKind::StreamBehind, Severity::Warning),
+        ] {
+            let Ingested::Raise { raise, dlq } = classify(
+                &function_note("ALARM", metric, "s-SweeperFunction-1a2b"),
+                &t,
+            ) else {
+                panic!("raised")
+            };
+            assert_eq!(
+                (raise.kind, raise.subject.as_str(), raise.severity, dlq),
+                (kind.clone(), "s-SweeperFunction-1a2b", severity, None)
+            );
+            assert!(raise.detail.contains("function s-SweeperFunction-1a2b"));
+            assert_eq!(
+                classify(&function_note("OK", metric, "s-SweeperFunction-1a2b"), &t),
+                Ingested::Resolve {
+                    id: format!("{kind}#s-SweeperFunction-1a2b")
+                }
+            );
+        }
+        // Another Lambda metric is kept by its alarm's name.
+        let Ingested::Raise { raise, .. } = classify(&function_note("ALARM", "Duration", "f"), &t)
+        else {
+            panic!("raised")
+        };
+        assert_eq!(raise.kind.as_str(), "cloudwatch_alarm");
     }
 
     #[test]

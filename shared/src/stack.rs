@@ -26,6 +26,7 @@ use crate::runtime::{Phase, RunPhase};
 /// (`SHEPHERD_HANDLER` picks a handler by name; a phase's queue is `<stack>-<phase>`.)
 pub const RESERVED_NAMES: &[&str] = &[
     "sweeper",
+    "scheduler",
     "audit-projector",
     "audit-projector-failures",
     "webhook-fanout",

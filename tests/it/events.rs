@@ -126,5 +126,26 @@ async fn the_sample_alarm_notification_is_recorded_as_a_stuck_phase() {
         .expect("recorded");
     assert_eq!(a.subject, queue);
     assert!(a.detail.contains("phase voice"), "{}", a.detail);
+    // The template's errors alarm of a function, as CloudWatch sends it: recorded naming
+    // the function, critical.
+    let mut errors: serde_json::Value = serde_json::from_str(&message).unwrap();
+    errors["AlarmName"] = "shepherd-local-sweeper-errors".into();
+    errors["Trigger"]["Namespace"] = "AWS/Lambda".into();
+    errors["Trigger"]["MetricName"] = "Errors".into();
+    errors["Trigger"]["Dimensions"] = serde_json::json!([{"value": "shepherd-local-SweeperFunction-4Xq1", "name": "FunctionName"}]);
+    assert_eq!(
+        ingest.handle([errors.to_string().as_str()]).await.unwrap(),
+        1
+    );
+    let alarms = t.alarms().await;
+    let recorded = alarms
+        .iter()
+        .find(|a| a.kind == "function_errors")
+        .expect("recorded");
+    assert_eq!(recorded.subject, "shepherd-local-SweeperFunction-4Xq1");
+    assert_eq!(
+        recorded.severity,
+        shepherd::domain::alarms::Severity::Critical
+    );
     t.stop().await;
 }

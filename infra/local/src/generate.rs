@@ -228,8 +228,101 @@ pub fn render(pipelines: &Pipelines, template: &Value) -> Result<String, Generat
         phase(w, p, &platform)?;
     }
     policies(w, &phases)?;
+    function_alarms(w, template, &phases);
     definitions(w, pipelines)?;
     Ok(y)
+}
+
+/// The stack's functions: (logical id, short name, driven by a DynamoDB stream). The
+/// platform's are read from the hand-written part (a function whose handler is one the
+/// stack keeps, or none: the API); the phases' are the ones this region generates.
+fn functions(template: &Value, phases: &[DeployedPhase]) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for (id, r) in template["Resources"].as_object().into_iter().flatten() {
+        if r["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let props = &r["Properties"];
+        let short = match props["Environment"]["Variables"]["SHEPHERD_HANDLER"].as_str() {
+            None => "api".to_string(),
+            Some(h) if shepherd::stack::RESERVED_NAMES.contains(&h) => h.to_string(),
+            // A phase of the region this one replaces.
+            Some(_) => continue,
+        };
+        let stream = props["Events"]
+            .as_object()
+            .is_some_and(|e| e.values().any(|e| e["Type"] == "DynamoDB"));
+        out.push((id.clone(), short, stream));
+    }
+    for p in phases {
+        out.push((format!("{}Function", camel(&p.name)), p.name.clone(), false));
+    }
+    out
+}
+
+/// Shepherd watches itself: every function's errors (a failed or timed-out invocation: an
+/// init failure, a panic outside a phase, a handler error) and throttles, and how far
+/// behind its stream a stream consumer reads, alarmed into the alarm topic (so into
+/// `GET /alarms`, named by function).
+fn function_alarms(w: &mut String, template: &Value, phases: &[DeployedPhase]) {
+    w.push_str("  # ---- Every function's errors and throttles; stream consumers' lag ----\n");
+    for (id, short, stream) in functions(template, phases) {
+        let logs = format!("`sam logs -n {id} --stack-name <stack>`");
+        let mut alarms = vec![
+            (
+                "Errors",
+                "errors",
+                "Sum",
+                0,
+                format!(
+                    "The {short} function failed an invocation (an error, a crash or a timeout). Read {logs}; SQS and stream sources retry it, and what still fails reaches its DLQ or failure queue."
+                ),
+            ),
+            (
+                "Throttles",
+                "throttled",
+                "Sum",
+                0,
+                format!(
+                    "The {short} function was throttled (the account's or its reserved concurrency). Its events wait and are retried; raise the limit if it persists."
+                ),
+            ),
+        ];
+        if stream {
+            alarms.push((
+                "IteratorAge",
+                "behind",
+                "Maximum",
+                300_000,
+                format!(
+                    "The {short} function reads its DynamoDB stream more than 5 minutes behind (the stream keeps records 24 hours). Read {logs}."
+                ),
+            ));
+        }
+        for (metric, suffix, statistic, threshold, about) in alarms {
+            let _ = write!(
+                w,
+                r#"  {id}{metric}Alarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmName: !Sub "${{AWS::StackName}}-{short}-{suffix}"
+      AlarmDescription: {about}
+      Namespace: AWS/Lambda
+      MetricName: {metric}
+      Dimensions: [{{ Name: FunctionName, Value: !Ref {id} }}]
+      Statistic: {statistic}
+      Period: 60
+      EvaluationPeriods: 1
+      Threshold: {threshold}
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: [!Ref AlarmTopic]
+      OKActions: [!Ref AlarmTopic]
+
+"#
+            );
+        }
+    }
 }
 
 fn phase(w: &mut String, p: &DeployedPhase, platform: &Platform) -> Result<(), GenerateError> {

@@ -268,26 +268,59 @@ fn webhooks_flow_from_the_stream_through_a_queue_with_a_dlq_to_the_deliverer() {
     );
 }
 
-#[test]
-fn every_dlq_and_phase_queue_has_an_alarm_to_the_alarm_topic() {
-    let t = template();
-    let resources = t["Resources"].as_object().unwrap();
-    let alarmed: Vec<String> = resources
+/// (the resource an alarm watches, its metric), for every alarm; each notifies the topic.
+fn alarmed(t: &Value) -> Vec<(String, String)> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
         .values()
         .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
         .map(|r| {
-            assert_eq!(r["Properties"]["AlarmActions"][0]["Ref"], "AlarmTopic");
-            r["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-                .as_str()
-                .unwrap()
-                .to_string()
+            let p = &r["Properties"];
+            assert_eq!(p["AlarmActions"][0]["Ref"], "AlarmTopic");
+            assert_eq!(p["OKActions"][0]["Ref"], "AlarmTopic");
+            let v = &p["Dimensions"][0]["Value"];
+            let watched = v["Fn::GetAtt"][0].as_str().or(v["Ref"].as_str()).unwrap();
+            (
+                watched.to_string(),
+                p["MetricName"].as_str().unwrap().to_string(),
+            )
         })
-        .collect();
-    for (id, r) in resources {
+        .collect()
+}
+
+#[test]
+fn every_dlq_and_phase_queue_has_an_alarm_to_the_alarm_topic() {
+    let t = template();
+    let alarmed: Vec<String> = alarmed(&t).into_iter().map(|(id, _)| id).collect();
+    for (id, r) in t["Resources"].as_object().unwrap() {
         if r["Type"] == "AWS::SQS::Queue" {
             assert!(alarmed.contains(id), "{id} has no alarm");
         }
     }
+}
+
+/// Shepherd watches itself: every function's errors and throttles, and every stream
+/// consumer's iterator age, reach the alarm topic (so `GET /alarms`).
+#[test]
+fn every_function_has_errors_and_throttles_alarms_and_stream_consumers_their_lag() {
+    let t = template();
+    let alarmed = alarmed(&t);
+    let mut functions = 0;
+    for (id, r) in t["Resources"].as_object().unwrap() {
+        if r["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        functions += 1;
+        let has = |metric: &str| alarmed.contains(&(id.clone(), metric.to_string()));
+        assert!(has("Errors"), "{id} has no errors alarm");
+        assert!(has("Throttles"), "{id} has no throttles alarm");
+        let stream = r["Properties"]["Events"]
+            .as_object()
+            .is_some_and(|e| e.values().any(|e| e["Type"] == "DynamoDB"));
+        assert_eq!(has("IteratorAge"), stream, "{id}'s iterator age");
+    }
+    assert!(functions >= 15, "{functions} functions");
 }
 
 #[test]
@@ -300,6 +333,15 @@ fn state_is_retained_and_the_stream_feeds_the_audit_projector() {
         t["Resources"]["StateTable"]["Properties"]["StreamSpecification"]["StreamViewType"],
         "NEW_IMAGE"
     );
+    // Start keys and dedupe holds expire: the attribute they carry is the table's TTL.
+    for table in ["StateTable", "IdempotencyTable"] {
+        let ttl = &t["Resources"][table]["Properties"]["TimeToLiveSpecification"];
+        assert_eq!(
+            (&ttl["AttributeName"], &ttl["Enabled"]),
+            (&"ttl".into(), &true.into()),
+            "{table}"
+        );
+    }
     let ev = &t["Resources"]["AuditProjectorFunction"]["Properties"]["Events"]["StateStream"];
     assert_eq!(
         ev["Properties"]["Stream"]["Fn::GetAtt"],

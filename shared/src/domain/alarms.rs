@@ -32,6 +32,12 @@ vocabulary! {
         /// A watcher's polls keep failing (warning), or it was disabled for it (critical).
         WatcherFailing => "watcher_failing",
         WatcherDisabled => "watcher_disabled",
+        /// A function of the stack failed invocations (CloudWatch's `Errors`).
+        FunctionErrors => "function_errors",
+        /// A function of the stack was throttled (CloudWatch's `Throttles`).
+        FunctionThrottled => "function_throttled",
+        /// A stream consumer reads its stream minutes behind (`IteratorAge`).
+        StreamBehind => "stream_behind",
     }
     other
     /// An alarm raised outside Shepherd's own detectors.

@@ -221,6 +221,8 @@ impl Intake for DynamoIntake {
         let mut hold = key(dpk.clone(), "D");
         hold.insert("ev".into(), s(&e.id));
         hold.insert("exp".into(), n(until));
+        // Deleted by the table's TTL once it no longer holds (`exp` decides before then).
+        hold.insert("ttl".into(), n(until / 1000 + 1));
         let mut event = self.put(Self::event_item(e));
         event.condition_expression = Some("attribute_not_exists(pk)".into());
         let mut claim = self.put(hold);
