@@ -223,3 +223,90 @@ async fn a_worker_killed_mid_phase_is_reconciled_and_completes_without_repeating
     assert_eq!(Stats::get(&t.stats("assets").reconciled), 1);
     t.stop().await;
 }
+
+/// F-04 end to end: a phase with a real bug panics on the local stack. Its production fails
+/// with `step_unexpected_error` and the panic's own message, a critical alarm names it, and
+/// subscribers hear `production.failed`; after the fix is deployed, `retry_phase` over the
+/// API completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_that_panics_fails_its_production_with_an_alarm_and_an_event_and_retry_after_the_fix_completes()
+ {
+    let t = TestStack::start_with_pipelines(vec![faulty_pipeline::spec()]).await;
+    let rx = shepherd_it::receiver::Receiver::start().await;
+    let admin = TestStack::caller(shepherd::domain::Role::Admin);
+    t.subscribe(&rx, &["production.failed", "phase.failed"], &admin)
+        .await;
+    let input = serde_json::json!({"account": "acme", "text": "four words, no tenth"});
+    let (status, started) = t
+        .http(
+            "POST",
+            "/productions?pipeline=faulty",
+            Some("operator-acme"),
+            Some(input),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let failed = t.wait_settled(&id, SETTLE).await;
+    assert_eq!(failed.status, ProductionStatus::Failed, "{failed:#?}");
+    let phase = &failed.phases[0];
+    assert_eq!(phase.status, PhaseStatus::Failed);
+    let error = phase.last_error.as_ref().unwrap();
+    assert_eq!(error.code.as_str(), "step_unexpected_error");
+    assert!(
+        error.detail.contains("index out of bounds"),
+        "the panic's own message: {}",
+        error.detail
+    );
+    // Never retried: one attempt.
+    assert_eq!(phase.attempt, 1, "{phase:#?}");
+    // Raised right after the failure's commit.
+    let until = std::time::Instant::now() + SETTLE;
+    let alarm = loop {
+        let found = t
+            .alarms()
+            .await
+            .into_iter()
+            .find(|a| a.kind.as_str() == "phase_unexpected_error" && a.subject == id);
+        match found {
+            Some(a) => break a,
+            None if std::time::Instant::now() > until => panic!("no alarm names {id}"),
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(alarm.severity, shepherd::domain::alarms::Severity::Critical);
+    assert!(alarm.detail.contains("fragile"), "{}", alarm.detail);
+    let got = rx
+        .wait(SETTLE, |got| {
+            got.iter().any(|r| r.event_type() == "production.failed")
+        })
+        .await;
+    let event = got
+        .iter()
+        .find(|r| r.event_type() == "production.failed")
+        .unwrap();
+    assert!(event.verified.is_ok());
+    assert_eq!(
+        event.json()["data"]["production_id"],
+        id.as_str(),
+        "{}",
+        event.json()
+    );
+
+    // The fix is deployed; the operator retries the phase.
+    faulty_pipeline::fix();
+    let (status, body) = t
+        .http(
+            "POST",
+            &format!("/productions/{id}/actions/retry_phase"),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = t.wait_settled(&id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let outputs = t.ops.outputs(&done).await.unwrap();
+    assert_eq!(outputs["fragile"]["words"], 4);
+    t.stop().await;
+}

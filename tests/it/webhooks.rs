@@ -29,19 +29,6 @@ fn brief_of(account: &str) -> String {
     b.to_string()
 }
 
-/// Subscribes `rx` for `events` as `caller` and makes it trust the new secret.
-async fn subscribe(t: &TestStack, rx: &Receiver, events: &[&str], caller: &Caller) -> String {
-    let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
-    let created = t
-        .ops
-        .create_webhook(None, &rx.url, &events, "test receiver", caller)
-        .await
-        .expect("subscription created");
-    assert!(created.secret.starts_with("whsec_"));
-    rx.trust(&[&created.secret]);
-    created.subscription.id
-}
-
 /// Polls a delivery until `done` holds for it.
 async fn delivery_until(
     t: &TestStack,
@@ -144,10 +131,9 @@ async fn subscribers_get_each_event_once_in_commit_order_signed_as_the_standard_
     let mail = inbox(&t).await;
     let acme = Receiver::start().await;
     let stack = Receiver::start().await;
-    let acme_sub = subscribe(&t, &acme, &["*"], &admin_of("acme")).await;
+    let acme_sub = t.subscribe(&acme, &["*"], &admin_of("acme")).await;
     // The stack operators' subscription sees every account's completions.
-    subscribe(
-        &t,
+    t.subscribe(
         &stack,
         &["production.completed"],
         &TestStack::caller(Role::Admin),
@@ -283,7 +269,9 @@ async fn subscribers_get_each_event_once_in_commit_order_signed_as_the_standard_
 async fn a_receiver_failing_twice_gets_three_attempts_all_recorded_and_retry_after_is_honoured() {
     let t = TestStack::start(&[("WebhookRetrySchedule", "1,1,1")]).await;
     let rx = Receiver::start().await;
-    let sub = subscribe(&t, &rx, &["*"], &TestStack::caller(Role::Admin)).await;
+    let sub = t
+        .subscribe(&rx, &["*"], &TestStack::caller(Role::Admin))
+        .await;
     rx.script([
         Answer::status(500),
         Answer::status(500),
@@ -332,16 +320,11 @@ async fn gone_disables_the_subscription_with_an_alarm_until_it_is_enabled() {
     let t = TestStack::start(&[("WebhookRetrySchedule", "1,1")]).await;
     let mail = inbox(&t).await;
     let rx = Receiver::start().await;
-    let sub = subscribe(&t, &rx, &["*"], &admin_of("acme")).await;
+    let sub = t.subscribe(&rx, &["*"], &admin_of("acme")).await;
     // The stack operators hear of alarms as they open.
     let ops_rx = Receiver::start().await;
-    subscribe(
-        &t,
-        &ops_rx,
-        &["alarm.raised"],
-        &TestStack::caller(Role::Admin),
-    )
-    .await;
+    t.subscribe(&ops_rx, &["alarm.raised"], &TestStack::caller(Role::Admin))
+        .await;
     rx.script([Answer::status(410)]);
     let d = t.ops.test_webhook(&sub, &admin_of("acme")).await.unwrap();
     let done = delivery_until(&t, &d.id, Duration::from_secs(30), |d| {
@@ -429,7 +412,9 @@ async fn settled(t: &TestStack, id: &str) -> Delivery {
 async fn a_replay_since_a_time_resends_exactly_the_failed_ones_at_a_limited_rate() {
     let t = TestStack::start(&[("WebhookRetrySchedule", "1")]).await;
     let rx = Receiver::start().await;
-    let sub = subscribe(&t, &rx, &["*"], &TestStack::caller(Role::Admin)).await;
+    let sub = t
+        .subscribe(&rx, &["*"], &TestStack::caller(Role::Admin))
+        .await;
     let op = TestStack::operator();
     rx.otherwise(Answer::status(503));
     let before = t.ops.test_webhook(&sub, &op).await.unwrap();
@@ -557,7 +542,9 @@ async fn a_delivery_function_killed_mid_batch_loses_nothing() {
     ])
     .await;
     let rx = Receiver::start().await;
-    let sub = subscribe(&t, &rx, &["*"], &TestStack::caller(Role::Admin)).await;
+    let sub = t
+        .subscribe(&rx, &["*"], &TestStack::caller(Role::Admin))
+        .await;
     // The first answer takes 3 s: the kill, 2 s into the batch, lands while it is in
     // flight (the batch's attempts run one after another: one subscription, one subject).
     rx.script([Answer::status(200).delayed(Duration::from_secs(3))]);

@@ -626,6 +626,44 @@ impl TestStack {
         t
     }
 
+    /// A running stack whose pipelines are the stack's with `extra` added (a team's
+    /// crates), provisioned from the template generated for them (their queues, functions,
+    /// roles and alarms), as `cargo run -p shepherd-local -- template` writes it.
+    pub async fn start_with_pipelines(extra: Vec<shepherd::stack::PipelineSpec>) -> Self {
+        let app = extra
+            .into_iter()
+            .fold(shepherd_stack::pipelines(), |b, spec| b.pipeline(spec))
+            .build()
+            .expect("the stack with the extra pipelines builds");
+        let template =
+            std::fs::read_to_string(repo_root().join("template.yaml")).expect("template.yaml");
+        let generated = shepherd_local::generate::apply(&template, app.pipelines())
+            .expect("the template generates");
+        let path =
+            std::env::temp_dir().join(format!("shepherd-stack-{}.yaml", uuid::Uuid::now_v7()));
+        std::fs::write(&path, generated).expect("a temporary template");
+        Self::start_with_stack(&path, app).await
+    }
+
+    /// Subscribes `rx` to `events` as `caller` and makes it trust the new secret: the
+    /// subscription's id.
+    pub async fn subscribe(
+        &self,
+        rx: &receiver::Receiver,
+        events: &[&str],
+        caller: &Caller,
+    ) -> String {
+        let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        let created = self
+            .ops
+            .create_webhook(None, &rx.url, &events, "test receiver", caller)
+            .await
+            .expect("subscription created");
+        assert!(created.secret.starts_with("whsec_"));
+        rx.trust(&[&created.secret]);
+        created.subscription.id
+    }
+
     /// What a deploy of other pipeline definitions does: the functions (and this stack's
     /// `ops`) restart on `pipelines`; what is in the tables and queues stays.
     pub async fn deploy(&mut self, pipelines: Arc<shepherd::pipeline::Pipelines>) {

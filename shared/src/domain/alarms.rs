@@ -32,6 +32,9 @@ vocabulary! {
         /// A watcher's polls keep failing (warning), or it was disabled for it (critical).
         WatcherFailing => "watcher_failing",
         WatcherDisabled => "watcher_disabled",
+        /// A phase panicked (or its handler failed unexpectedly): its production failed
+        /// and waits for a fix and `retry` (F-04).
+        PhaseUnexpectedError => "phase_unexpected_error",
         /// A function of the stack failed invocations (CloudWatch's `Errors`).
         FunctionErrors => "function_errors",
         /// A function of the stack was throttled (CloudWatch's `Throttles`).

@@ -64,6 +64,12 @@ impl EventType {
                 Self::ProductionFailed
             }
             AuditKind::PhaseFailed => Self::PhaseFailed,
+            // A panic (or an unexpected handler error) fails the phase and, never retried,
+            // the production (F-04).
+            AuditKind::StepUnexpectedError if status == Some(ProductionStatus::Failed) => {
+                Self::ProductionFailed
+            }
+            AuditKind::StepUnexpectedError => Self::PhaseFailed,
             AuditKind::ApprovalRequested => Self::ApprovalRequested,
             AuditKind::ApprovalRenewed => Self::ApprovalExpiring,
             AuditKind::ApprovalExpired => Self::ApprovalExpired,
@@ -578,6 +584,21 @@ mod tests {
     use super::*;
 
     const KEY: [u8; 32] = [7; 32];
+
+    #[test]
+    fn a_panic_is_a_failure_event_like_any_stopped_phase() {
+        let failed = Some(ProductionStatus::Failed);
+        for kind in [AuditKind::PhaseFailed, AuditKind::StepUnexpectedError] {
+            assert_eq!(
+                EventType::of_audit(&kind, failed),
+                Some(EventType::ProductionFailed)
+            );
+            assert_eq!(
+                EventType::of_audit(&kind, Some(ProductionStatus::Paused)),
+                Some(EventType::PhaseFailed)
+            );
+        }
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_over_id_timestamp_and_body() {

@@ -17,8 +17,8 @@ use crate::domain::delivery::{
     self, ClaimRefusal, Delivery, Disposition, RetryPolicy, backoff, on_delivery, on_error,
 };
 use crate::domain::{
-    Actor, AuditEvent, AuditKind, Command, Dispatch, ErrorCode, Millis, PhaseError, Production,
-    StepError,
+    Actor, AuditEvent, AuditKind, Command, Dispatch, ErrorClass, ErrorCode, Millis, PhaseError,
+    Production, StepError,
 };
 use crate::ports::{ClaimOutcome, Clock, Outputs, Productions, StoreError, StoredOutput};
 use crate::protocol::PhaseMessage;
@@ -243,6 +243,20 @@ impl Worker {
             }
             Disposition::Stop => {
                 self.stats.inc(&self.stats.failed);
+                if e.class == ErrorClass::Unexpected {
+                    let detail = format!(
+                        "phase {} of production {} failed unexpectedly ({}): {}. Fix the phase's code, deploy, then `shepherd retry {}`",
+                        msg.phase, p.id, e.code, e.detail, p.id
+                    );
+                    self.transitioner
+                        .alarm(
+                            AlarmKind::PhaseUnexpectedError,
+                            &p,
+                            Severity::Critical,
+                            &detail,
+                        )
+                        .await;
+                }
                 Verdict::Done
             }
         }
