@@ -130,7 +130,16 @@ impl Sweeper {
                             .alarm(AlarmKind::ApprovalRenewed, &p, Severity::Warning, detail)
                             .await;
                     }
-                    Command::ExpireApproval => report.approvals_expired += 1,
+                    Command::ExpireApproval => {
+                        warn!(production = %id, "approval expired unanswered; the production failed");
+                        report.approvals_expired += 1;
+                        let detail = format!(
+                            "an approval expired unanswered and the production failed (ApprovalOnExpiry: fail); `shepherd retry {id}` asks again"
+                        );
+                        self.transitioner
+                            .alarm(AlarmKind::ApprovalExpired, &p, Severity::Critical, &detail)
+                            .await;
+                    }
                     _ => {}
                 }
                 return Ok(());

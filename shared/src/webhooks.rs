@@ -26,7 +26,7 @@ use crate::ports::{
 use crate::protocol::OutMessage;
 
 /// The subscription that e-mails people through the stack's notification topic: critical
-/// alarms as they open, and approval requests.
+/// alarms as they open, approval requests, and approvals renewed or expired unanswered.
 pub const EMAIL_SUBSCRIPTION: &str = "email";
 /// The stack's publish webhook (`PublishWebhookUrl`): completions, signed like any other.
 pub const PUBLISH_SUBSCRIPTION: &str = "publish";
@@ -61,7 +61,12 @@ impl Builtin {
             out.push(stack_subscription(
                 EMAIL_SUBSCRIPTION,
                 format!("sns:{topic}"),
-                vec![EventType::ApprovalRequested, EventType::AlarmRaised],
+                vec![
+                    EventType::ApprovalRequested,
+                    EventType::ApprovalExpiring,
+                    EventType::ApprovalExpired,
+                    EventType::AlarmRaised,
+                ],
                 "e-mail to the stack's notification topic (AlarmEmail)",
                 String::new(),
             ));

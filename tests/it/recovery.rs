@@ -86,6 +86,7 @@ async fn a_recent_dispatch_is_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_approval_fails_the_phase_when_so_configured() {
     let t = TestStack::start(&[("ApprovalPhases", "brief"), ("ApprovalTtlSeconds", "1")]).await;
+    let (rx, mail) = listeners(&t).await;
     let p = t.start_production(1).await;
     t.wait_for(&p.id, SETTLE, |p| {
         p.status == ProductionStatus::AwaitingApproval
@@ -104,6 +105,15 @@ async fn an_expired_approval_fails_the_phase_when_so_configured() {
         ),
         (PhaseStatus::Failed, "approval_expired")
     );
+    heard(
+        &t,
+        &p.id,
+        "approval_expired",
+        "approval.expired",
+        &rx,
+        &mail,
+    )
+    .await;
     t.stop().await;
 }
 
@@ -115,6 +125,7 @@ async fn an_expired_approval_is_renewed_when_so_configured() {
         ("ApprovalOnExpiry", "renew"),
     ])
     .await;
+    let (rx, mail) = listeners(&t).await;
     let p = t.start_production(1).await;
     let first = t
         .wait_for(&p.id, SETTLE, |p| {
@@ -129,7 +140,56 @@ async fn an_expired_approval_is_renewed_when_so_configured() {
     let a = p.approval.as_ref().unwrap();
     assert_eq!(a.renewals, 1);
     assert!(a.expires_at > first.approval.as_ref().unwrap().expires_at);
+    heard(
+        &t,
+        &p.id,
+        "approval_renewed",
+        "approval.expiring",
+        &rx,
+        &mail,
+    )
+    .await;
     t.stop().await;
+}
+
+/// A webhook subscriber of every event, and the notification topic's inbox (e-mail).
+async fn listeners(t: &TestStack) -> (shepherd_it::receiver::Receiver, String) {
+    let rx = shepherd_it::receiver::Receiver::start().await;
+    let admin = TestStack::caller(shepherd::domain::Role::Admin);
+    t.subscribe(&rx, &["*"], &admin).await;
+    (rx, t.inbox().await)
+}
+
+/// F-07: an approval that expired unanswered raised `alarm` naming the production, and
+/// `event` reached the subscriber and the e-mail inbox.
+async fn heard(
+    t: &TestStack,
+    id: &str,
+    alarm: &str,
+    event: &str,
+    rx: &shepherd_it::receiver::Receiver,
+    mail: &str,
+) {
+    let alarms = t.alarms().await;
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.kind.as_str() == alarm && a.subject == id),
+        "{alarm} for {id}: {alarms:#?}"
+    );
+    let got = rx
+        .wait(SETTLE, |got| got.iter().any(|r| r.event_type() == event))
+        .await;
+    let delivered = got.iter().find(|r| r.event_type() == event).unwrap();
+    assert_eq!(delivered.json()["data"]["production_id"], id);
+    // E-mailed: the subject names the event type.
+    let about = |m: &serde_json::Value| m["Subject"].as_str().is_some_and(|s| s.contains(event));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let mut mails = Vec::new();
+    while !mails.iter().any(about) && std::time::Instant::now() < until {
+        mails.extend(t.notices(mail, 1, Duration::from_secs(2)).await);
+    }
+    assert!(mails.iter().any(about), "no {event} e-mail: {mails:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

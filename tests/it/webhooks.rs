@@ -51,84 +51,10 @@ async fn delivery_until(
     }
 }
 
-/// An SQS queue subscribed to the stack's notification topic (with the queue policy AWS
-/// requires for SNS to send to it), standing in for an e-mail inbox.
-async fn inbox(t: &TestStack) -> String {
-    let sqs = t.sqs();
-    let name = format!("{}-inbox", t.stack.stack);
-    let url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    let policy = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": "sns.amazonaws.com"},
-            "Action": "sqs:SendMessage",
-            "Resource": arn,
-            "Condition": {"ArnEquals": {"aws:SourceArn": t.config.notify_topic}}
-        }]
-    });
-    sqs.set_queue_attributes()
-        .queue_url(&url)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::Policy,
-            policy.to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    aws_sdk_sns::Client::new(&t.sdk)
-        .subscribe()
-        .topic_arn(&t.config.notify_topic)
-        .protocol("sqs")
-        .endpoint(&arn)
-        .send()
-        .await
-        .unwrap();
-    url
-}
-
-/// The notices an inbox got within `timeout`, once there are `n`.
-async fn notices(t: &TestStack, url: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
-    let until = Instant::now() + timeout;
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < until {
-        let got = t
-            .sqs()
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages.unwrap_or_default() {
-            out.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_get_each_event_once_in_commit_order_signed_as_the_standard_says() {
     let t = TestStack::start(&[("ApprovalPhases", "script")]).await;
-    let mail = inbox(&t).await;
+    let mail = t.inbox().await;
     let acme = Receiver::start().await;
     let stack = Receiver::start().await;
     let acme_sub = t.subscribe(&acme, &["*"], &admin_of("acme")).await;
@@ -240,7 +166,7 @@ async fn subscribers_get_each_event_once_in_commit_order_signed_as_the_standard_
     assert!(matches!(hidden, Err(OpsError::NotFound(_))), "{hidden:?}");
 
     // E-mail: each approval request once (critical alarms go the same way).
-    let mails = notices(&t, &mail, 2, Duration::from_secs(30)).await;
+    let mails = t.notices(&mail, 2, Duration::from_secs(30)).await;
     let email_log = t
         .ops
         .deliveries("email", None, 100, None, &TestStack::operator())
@@ -257,11 +183,7 @@ async fn subscribers_get_each_event_once_in_commit_order_signed_as_the_standard_
             "{m}"
         );
     }
-    assert!(
-        notices(&t, &mail, 1, Duration::from_secs(2))
-            .await
-            .is_empty()
-    );
+    assert!(t.notices(&mail, 1, Duration::from_secs(2)).await.is_empty());
     t.stop().await;
 }
 
@@ -318,7 +240,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_all_recorded_and_retry_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_disables_the_subscription_with_an_alarm_until_it_is_enabled() {
     let t = TestStack::start(&[("WebhookRetrySchedule", "1,1")]).await;
-    let mail = inbox(&t).await;
+    let mail = t.inbox().await;
     let rx = Receiver::start().await;
     let sub = t.subscribe(&rx, &["*"], &admin_of("acme")).await;
     // The stack operators hear of alarms as they open.
@@ -344,7 +266,7 @@ async fn gone_disables_the_subscription_with_an_alarm_until_it_is_enabled() {
         .expect("a webhook_disabled alarm");
     assert_eq!(alarm.account.as_deref(), Some("acme"));
     // A critical alarm reaches people by e-mail, and alarm subscribers, once.
-    let mails = notices(&t, &mail, 1, Duration::from_secs(30)).await;
+    let mails = t.notices(&mail, 1, Duration::from_secs(30)).await;
     assert_eq!(mails.len(), 1, "{mails:#?}");
     assert!(
         mails[0]["Subject"]
@@ -391,9 +313,7 @@ async fn gone_disables_the_subscription_with_an_alarm_until_it_is_enabled() {
     .await;
     assert_eq!(ok.state, DeliveryState::Delivered);
     assert!(
-        notices(&t, &mail, 1, Duration::from_secs(2))
-            .await
-            .is_empty(),
+        t.notices(&mail, 1, Duration::from_secs(2)).await.is_empty(),
         "mailed once"
     );
     assert_eq!(ops_rx.got().len(), 1, "raised once");

@@ -664,6 +664,82 @@ impl TestStack {
         created.subscription.id
     }
 
+    /// An SQS queue subscribed to the stack's notification topic (with the queue policy AWS
+    /// requires for SNS to send to it), standing in for an e-mail inbox.
+    pub async fn inbox(&self) -> String {
+        let t = self;
+        let sqs = t.sqs();
+        let name = format!("{}-inbox", t.stack.stack);
+        let url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": t.config.notify_topic}}
+            }]
+        });
+        sqs.set_queue_attributes()
+            .queue_url(&url)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::Policy,
+                policy.to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        aws_sdk_sns::Client::new(&t.sdk)
+            .subscribe()
+            .topic_arn(&t.config.notify_topic)
+            .protocol("sqs")
+            .endpoint(&arn)
+            .send()
+            .await
+            .unwrap();
+        url
+    }
+
+    /// The notices an inbox got within `timeout`, once there are `n`.
+    pub async fn notices(&self, url: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let t = self;
+        let until = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n && Instant::now() < until {
+            let got = t
+                .sqs()
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            for m in got.messages.unwrap_or_default() {
+                out.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+            }
+        }
+        out
+    }
+
     /// What a deploy of other pipeline definitions does: the functions (and this stack's
     /// `ops`) restart on `pipelines`; what is in the tables and queues stays.
     pub async fn deploy(&mut self, pipelines: Arc<shepherd::pipeline::Pipelines>) {

@@ -13,6 +13,9 @@ vocabulary! {
         SecretLeakDetected => "secret_leak_detected",
         DlqArrival => "dlq_arrival",
         ApprovalRenewed => "approval_renewed",
+        /// An approval expired unanswered and, per `ApprovalOnExpiry: fail`, failed its
+        /// production (F-07).
+        ApprovalExpired => "approval_expired",
         IntegrationUnhealthy => "integration_unhealthy",
         ToolCallDeduped => "tool_call_deduped",
         ProductionWaiting => "production_waiting",
