@@ -533,7 +533,7 @@ impl Productions for DynamoProductions {
             .set_key(Some(key(production_pk(id), "P")))
             .update_expression(
                 "SET ph.#p.s = :running, ph.#p.sa = :now, ph.#p.lu = :lease, st = :running, \
-                 v = v + :one, ua = :now REMOVE au, dpk, dat",
+                 v = v + :one, ua = :now, dpk = :due, dat = :lease REMOVE au",
             )
             .condition_expression(
                 "attribute_exists(pk) AND ph.#p.a = :attempt AND (st = :queued OR st = :running) \
@@ -544,6 +544,9 @@ impl Productions for DynamoProductions {
             .expression_attribute_values(":queued", status_value(PhaseStatus::Queued))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":lease", n(lease_until))
+            // Due when the lease expires (`domain::decide`'s `due_after`): the sweep
+            // reconciles a worker that died holding it.
+            .expression_attribute_values(":due", s(DUE_PARTITION))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":attempt", n(attempt))
             .return_values(ReturnValue::AllNew)

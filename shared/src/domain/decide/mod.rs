@@ -268,14 +268,23 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
 }
 
 /// Which transitions leave work for the sweep: a dispatch sent by an operator or by the
-/// sweep itself (no SQS message stands behind it yet), and an open approval (it expires).
+/// sweep itself (no SQS message stands behind it yet), an open approval (it expires), and
+/// a claimed phase (its lease expires: a worker that died mid-phase is reconciled by the
+/// first sweep after that, not when SQS redelivers its message a visibility timeout later).
 /// A phase's own hand-off is not due: if its send is lost, SQS redelivers the finished
 /// phase's message and the runtime sends again.
 fn due_after(handoff: bool, next: &Production, dispatched: bool, now: Millis) -> Option<Millis> {
     if let (ProductionStatus::AwaitingApproval, Some(a)) = (next.status, &next.approval) {
         return Some(a.expires_at);
     }
-    (dispatched && !handoff).then_some(now)
+    if dispatched && !handoff {
+        return Some(now);
+    }
+    next.phases
+        .iter()
+        .filter(|ph| ph.status == PhaseStatus::Running)
+        .filter_map(|ph| ph.lease_until)
+        .min()
 }
 
 fn known_phase(p: &Production, phase: &str) -> Result<usize, DomainError> {

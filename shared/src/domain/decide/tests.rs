@@ -777,7 +777,7 @@ fn a_gate_reached_while_paused_is_held_and_resume_returns_to_it() {
 }
 
 #[test]
-fn only_operator_dispatches_and_open_approvals_are_due() {
+fn operator_dispatches_open_approvals_and_leases_are_due() {
     let p = fixture(ProductionStatus::Queued);
     assert_eq!(
         p.due_at,
@@ -794,7 +794,11 @@ fn only_operator_dispatches_and_open_approvals_are_due() {
         NOW,
     )
     .unwrap();
-    assert_eq!(claimed.production.due_at, None);
+    assert_eq!(
+        claimed.production.due_at,
+        Some(NOW + 60_000),
+        "a claimed phase is due when its lease expires"
+    );
     let handed_off = decide(&claimed.production, succeed("brief", &[]), NOW).unwrap();
     assert_eq!(
         handed_off.production.due_at, None,
