@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::domain::alarms::{AlarmKind, Severity};
+use crate::domain::alarms::{AlarmKind, Raise, Severity};
 use crate::domain::{Actor, Command, Millis, OnExpiry, PhaseStatus, Production, ProductionStatus};
 use crate::ports::{Clock, Productions, Queue, StoreError};
 use crate::protocol::PhaseMessage;
@@ -121,7 +121,22 @@ impl Sweeper {
             if self.apply(&p, cmd.clone()).await? {
                 match cmd {
                     Command::Redispatch { .. } => report.redispatched += 1,
-                    Command::Reconcile { .. } => report.reconciled += 1,
+                    Command::Reconcile { phase } => {
+                        report.reconciled += 1;
+                        // One alarm per phase, listing the productions; each leaves it when
+                        // its phase succeeds.
+                        let detail = format!(
+                            "productions made no progress in phase {phase} within its lease (the worker stopped: a crash, out of memory or a timeout); the sweep re-dispatched them as their next attempt"
+                        );
+                        let raise = Raise::new(
+                            AlarmKind::ProductionStuck,
+                            &phase,
+                            Severity::Warning,
+                            detail,
+                        )
+                        .affecting(&p.id);
+                        self.transitioner.raise(&raise).await;
+                    }
                     Command::ExpireApproval if p.gates.on_expiry == OnExpiry::Renew => {
                         warn!(production = %id, "approval expired unanswered and was renewed; an operator should look");
                         report.approvals_renewed += 1;

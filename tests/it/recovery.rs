@@ -256,6 +256,15 @@ async fn a_worker_killed_mid_phase_is_reconciled_by_the_sweep_after_its_lease_an
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
     let report = t.sweeper().await.sweep().await.unwrap();
     assert_eq!((report.due, report.reconciled), (1, 1), "{report:?}");
+    // F-05: one alarm for the phase, listing the production.
+    let stuck = |alarms: Vec<shepherd::domain::alarms::Alarm>| {
+        alarms
+            .into_iter()
+            .find(|a| a.kind.as_str() == "production_stuck" && a.subject == "assets")
+    };
+    let raised = stuck(t.alarms().await).expect("production_stuck#assets");
+    assert_eq!(raised.affected, std::slice::from_ref(&p.id));
+    assert_eq!(raised.status, shepherd::domain::alarms::AlarmStatus::Open);
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
     let assets = done.phase("assets").unwrap();
@@ -292,6 +301,13 @@ async fn a_worker_killed_mid_phase_is_reconciled_by_the_sweep_after_its_lease_an
         audit
             .iter()
             .any(|r| r.event_type == "phase.reconciled" && r.attempt == Some(2))
+    );
+    // It moved: it left the alarm, which, with no production left, is resolved.
+    let resolved = stuck(t.alarms().await).unwrap();
+    assert_eq!(
+        resolved.status,
+        shepherd::domain::alarms::AlarmStatus::Resolved,
+        "{resolved:#?}"
     );
     // The sweep did it, within seconds of the lease; no redelivery was waited for.
     assert_eq!(Stats::get(&t.stats("assets").reconciled), 0);

@@ -21,6 +21,10 @@ vocabulary! {
         ProductionWaiting => "production_waiting",
         /// A DLQ holds messages (CloudWatch, through the alarm topic).
         DlqNotEmpty => "dlq_not_empty",
+        /// Productions whose phase made no progress within its lease (the worker stopped:
+        /// a crash, out of memory, a timeout), per phase; the sweep re-dispatched them, and
+        /// each leaves the alarm when the phase succeeds (F-05).
+        ProductionStuck => "production_stuck",
         /// A phase queue's oldest message is older than the stack allows: a phase stuck or
         /// starved (CloudWatch, through the alarm topic).
         QueueStuck => "queue_stuck",

@@ -164,6 +164,11 @@ impl Worker {
                     let alarm = format!("{}#{}", AlarmKind::ProductionWaiting, msg.phase);
                     self.transitioner.leave(&alarm, &p.id, &self.actor()).await;
                 }
+                // A later attempt may follow a stuck one the sweep re-dispatched.
+                if msg.attempt > 1 {
+                    let alarm = format!("{}#{}", AlarmKind::ProductionStuck, msg.phase);
+                    self.transitioner.leave(&alarm, &p.id, &self.actor()).await;
+                }
                 handoff(&p.id, t.dispatch)
             }
             Ok(None) => Verdict::Done,
