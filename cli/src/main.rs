@@ -341,7 +341,10 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 other => other?,
             };
             if cli.json {
-                outln!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::json(&p, None, now()))?
+                );
             } else if repeated {
                 outln!(
                     "already started as production {} ({}): same brief and key {key} within 24 hours; \
@@ -423,7 +426,11 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
         Command::List(q) => {
             let list = connect(&cli.stack).await?.list_productions(&q, &me).await?;
             if cli.json {
-                let v: Vec<_> = list.items.iter().map(|p| render::json(p, None)).collect();
+                let v: Vec<_> = list
+                    .items
+                    .iter()
+                    .map(|p| render::json(p, None, now()))
+                    .collect();
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 out!("{}", render::list(&list.items));
@@ -436,7 +443,7 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             let p = ops.get(&id, &me).await?;
             let (outputs, artifacts) = ops.detail(&p).await?;
             if cli.json {
-                let v = shepherd::view::detail(&p, &outputs, &artifacts);
+                let v = shepherd::view::detail(&p, &outputs, &artifacts, now());
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 out!("{}", render::show(&p));
@@ -710,7 +717,7 @@ async fn dlq(cli: &Cli, me: &Caller, cmd: &Dlq) -> Result<ExitCode> {
             let (entry, production) = ops.dlq_show(message_id, me).await?;
             if cli.json {
                 print(
-                    serde_json::json!({"message": entry, "production": production.as_ref().map(|p| render::json(p, None))}),
+                    serde_json::json!({"message": entry, "production": production.as_ref().map(|p| render::json(p, None, now()))}),
                 );
             } else {
                 out!("{}", render::dlq(std::slice::from_ref(&entry)));
@@ -785,10 +792,17 @@ async fn act(cli: &Cli, me: &Caller, id: &str, act: Act) -> Result<ExitCode> {
     let ops = connect(&cli.stack).await?;
     let p = ops.act(id, act, me).await?;
     if cli.json {
-        outln!("{}", serde_json::to_string_pretty(&render::json(&p, None))?);
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&render::json(&p, None, now()))?
+        );
     } else {
         outln!("{name}: done. {}", render::banner(&p));
-        let actions: Vec<&str> = p.available_actions().iter().map(|a| a.as_str()).collect();
+        let actions: Vec<&str> = p
+            .available_actions_at(now())
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
         let actions = if actions.is_empty() {
             "none".to_string()
         } else {
@@ -813,7 +827,7 @@ async fn follow(
         let changed = last.as_ref().is_none_or(|l| l.version != p.version);
         if changed {
             if json {
-                outln!("{}", serde_json::to_string(&render::json(&p, None))?);
+                outln!("{}", serde_json::to_string(&render::json(&p, None, now()))?);
             } else {
                 for line in render::changes(last.as_ref(), &p) {
                     outln!("{line}");
@@ -833,4 +847,9 @@ async fn follow(
         last = Some(p);
         tokio::time::sleep(interval).await;
     }
+}
+
+/// The wall clock's now (what `available_actions` is computed at).
+fn now() -> shepherd::domain::Millis {
+    shepherd::ports::Clock::now(&shepherd::ports::SystemClock)
 }

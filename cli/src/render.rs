@@ -32,7 +32,11 @@ pub fn show(p: &Production) -> String {
         time(p.updated_at),
         p.trace_id
     );
-    let actions: Vec<&str> = p.available_actions().iter().map(|a| a.as_str()).collect();
+    let actions: Vec<&str> = p
+        .available_actions_at(shepherd::ports::Clock::now(&shepherd::ports::SystemClock))
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
     let _ = writeln!(
         s,
         "Actions:  {}",

@@ -15,15 +15,16 @@ pub fn time(ms: Millis) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// A production as JSON: its state, `available_actions`, `summary` (the banner) and,
-/// when given, its outputs.
+/// A production as JSON at `now`: its state, `available_actions`, `summary` (the banner)
+/// and, when given, its outputs.
 pub fn json(
     p: &Production,
     outputs: Option<&BTreeMap<String, serde_json::Value>>,
+    now: Millis,
 ) -> serde_json::Value {
     let mut v = serde_json::to_value(p).expect("production serialises");
     v["available_actions"] =
-        serde_json::to_value(p.available_actions()).expect("actions serialise");
+        serde_json::to_value(p.available_actions_at(now)).expect("actions serialise");
     v["summary"] = banner(p).into();
     for (i, ph) in p.phases.iter().enumerate() {
         v["phases"][i]["status_message"] = ph.status_message().into();
@@ -40,8 +41,9 @@ pub fn detail(
     p: &Production,
     outputs: &BTreeMap<String, serde_json::Value>,
     artifacts: &[impl serde::Serialize],
+    now: Millis,
 ) -> serde_json::Value {
-    let mut v = json(p, Some(outputs));
+    let mut v = json(p, Some(outputs), now);
     v["artifacts"] = serde_json::to_value(artifacts).expect("artifacts serialise");
     v
 }

@@ -400,3 +400,46 @@ async fn a_phase_that_panics_fails_its_production_with_an_alarm_and_an_event_and
     assert_eq!(outputs["fragile"]["words"], 4);
     t.stop().await;
 }
+
+/// F-05: an operator need not wait for the sweep. Once a killed worker's lease has expired,
+/// `retry_phase` is offered (over the API, as the console's action bar reads it) and runs
+/// the phase as its next attempt, to completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_phase_is_offered_once_a_lease_expired_and_completes_the_production() {
+    let t = TestStack::start(&[("PhaseTimeoutSeconds", "3")]).await;
+    // The brief's model is slow once; the worker dies while waiting for it.
+    t.provider
+        .add_fault(FaultRule::new("chat", Fault::Slow { ms: 2000 }).times(1));
+    t.crash_next("brief", Duration::from_millis(300));
+    let p = t.start_production(1).await;
+    let claimed = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.phase("brief").is_some_and(|b| b.lease_until.is_some())
+        })
+        .await;
+    let path = format!("/productions/{}", p.id);
+    let (_, shown) = t.http("GET", &path, Some("operator-acme"), None).await;
+    assert_eq!(
+        shown["available_actions"],
+        serde_json::json!(["pause", "cancel"]),
+        "the lease holds: the worker may still commit"
+    );
+    let lease = claimed.phase("brief").unwrap().lease_until.unwrap();
+    let wait = lease - shepherd::ports::Clock::now(&shepherd::ports::SystemClock) + 300;
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    let (_, shown) = t.http("GET", &path, Some("operator-acme"), None).await;
+    assert_eq!(shown["available_actions"][0], "retry_phase", "{shown}");
+    let (status, body) = t
+        .http(
+            "POST",
+            &format!("{path}/actions/retry_phase"),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(done.phase("brief").unwrap().attempt, 2);
+    t.stop().await;
+}

@@ -43,7 +43,7 @@ async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<Stri
     let (entry, production) = ops.dlq_show(&id, &caller).await?;
     ok(json!({
         "message": entry,
-        "production": production.as_ref().map(|p| view::json(p, None)),
+        "production": production.as_ref().map(|p| view::json(p, None, crate::error::now())),
     }))
 }
 

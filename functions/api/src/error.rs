@@ -258,3 +258,8 @@ pub(crate) fn with_status(status: StatusCode, v: impl serde::Serialize) -> Answe
 pub(crate) fn json_of(v: impl serde::Serialize) -> Answer {
     with_status(StatusCode::OK, v)
 }
+
+/// The wall clock's now (what `available_actions` is computed at).
+pub(crate) fn now() -> shepherd::domain::Millis {
+    shepherd::ports::Clock::now(&shepherd::ports::SystemClock)
+}

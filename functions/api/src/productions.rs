@@ -43,7 +43,11 @@ async fn list(
     Query(q): Query<ListProductions>,
 ) -> Answer {
     let ps = ops.list_productions(&q, &caller).await?;
-    let items: Vec<Value> = ps.items.iter().map(|p| view::json(p, None)).collect();
+    let items: Vec<Value> = ps
+        .items
+        .iter()
+        .map(|p| view::json(p, None, crate::error::now()))
+        .collect();
     paged("productions", items, ps.next)
 }
 
@@ -93,7 +97,7 @@ async fn create(
             StatusCode::CREATED
         },
         [(header::LOCATION, location)],
-        Json(view::json(&p, None)),
+        Json(view::json(&p, None, crate::error::now())),
     )
         .into_response())
 }
@@ -104,7 +108,7 @@ async fn create(
 async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<String>) -> Answer {
     let p = ops.get(&id, &caller).await?;
     let (outputs, artifacts) = ops.detail(&p).await?;
-    ok(view::detail(&p, &outputs, &artifacts))
+    ok(view::detail(&p, &outputs, &artifacts, crate::error::now()))
 }
 
 /// The action named in the path, with its arguments from the body: an unknown action is
@@ -136,7 +140,7 @@ async fn act(
 ) -> Answer {
     let act = action(&name, &bytes)?;
     let p = ops.act(&id, act, &caller).await?;
-    ok(view::json(&p, None))
+    ok(view::json(&p, None, crate::error::now()))
 }
 
 /// A production's audit trail.

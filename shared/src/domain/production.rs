@@ -425,6 +425,27 @@ impl Production {
         }
     }
 
+    /// As [`Production::available_actions`] at `now`: a running phase whose lease has
+    /// expired (its worker stopped) may also be retried, without waiting for the sweep.
+    pub fn available_actions_at(&self, now: super::Millis) -> Vec<Action> {
+        let mut actions = self.available_actions();
+        if self.expired_lease(now).is_some() {
+            actions.insert(0, Action::RetryPhase);
+        }
+        actions
+    }
+
+    /// The running phase whose lease expired by `now`, while the production runs.
+    pub fn expired_lease(&self, now: super::Millis) -> Option<&PhaseState> {
+        let runs = matches!(
+            self.status,
+            ProductionStatus::Queued | ProductionStatus::Running
+        );
+        self.phases.iter().find(|ph| {
+            runs && ph.status == PhaseStatus::Running && ph.lease_until.is_some_and(|l| l <= now)
+        })
+    }
+
     pub fn has_errors(&self) -> bool {
         self.phases.iter().any(|p| p.error_count > 0)
     }

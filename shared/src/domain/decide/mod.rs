@@ -217,7 +217,7 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
             disposition,
         } => worker::fail(p, &phase, attempt, error, disposition, now, &mut t)?,
         Command::Act(act) => {
-            let available = p.available_actions();
+            let available = p.available_actions_at(now);
             if !available.contains(&act.action()) {
                 return Err(DomainError::ActionUnavailable {
                     action: act.action(),

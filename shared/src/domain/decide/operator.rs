@@ -60,11 +60,17 @@ pub(super) fn resume(now: Millis, t: &mut Transition) {
 
 pub(super) fn retry(now: Millis, t: &mut Transition) {
     let next = &mut t.production;
+    // A failed or dead-lettered phase; or, on a running production, one whose lease
+    // expired (its worker stopped): its unrecorded calls are retried under their keys.
+    let expired = next.expired_lease(now).map(|ph| ph.name.clone());
     let ph = next
         .phases
         .iter_mut()
-        .find(|ph| matches!(ph.status, PhaseStatus::Failed | PhaseStatus::DeadLettered))
-        .expect("a failed production has a failed phase");
+        .find(|ph| {
+            matches!(ph.status, PhaseStatus::Failed | PhaseStatus::DeadLettered)
+                || expired.as_deref() == Some(ph.name.as_str())
+        })
+        .expect("retry_phase is available only with a failed phase or an expired lease");
     requeue(ph, now);
     let (name, attempt) = (ph.name.clone(), ph.attempt);
     next.status = ProductionStatus::Running;

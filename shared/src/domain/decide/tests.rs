@@ -1000,3 +1000,36 @@ fn without_warnings_publish_starts_at_once() {
     let t = decide(&p, succeed("voice", &[]), NOW).unwrap();
     assert_eq!(t.dispatch.unwrap().phase, "publish");
 }
+
+#[test]
+fn a_phase_whose_lease_expired_may_be_retried_as_its_next_attempt() {
+    let p = fixture(ProductionStatus::Queued);
+    let claimed = decide(
+        &p,
+        Command::Claim {
+            phase: "brief".into(),
+            attempt: 1,
+            lease_until: NOW + 60_000,
+        },
+        NOW,
+    )
+    .unwrap()
+    .production;
+    // While the lease holds, the worker may still commit: no retry.
+    assert!(
+        !claimed
+            .available_actions_at(NOW + 59_999)
+            .contains(&Action::RetryPhase)
+    );
+    assert!(matches!(
+        decide(&claimed, Command::Act(Act::RetryPhase), NOW + 59_999),
+        Err(DomainError::ActionUnavailable { .. })
+    ));
+    let later = NOW + 60_000;
+    assert_eq!(claimed.available_actions_at(later)[0], Action::RetryPhase);
+    let t = decide(&claimed, Command::Act(Act::RetryPhase), later).unwrap();
+    let brief = t.production.phase("brief").unwrap();
+    assert_eq!((brief.status, brief.attempt), (PhaseStatus::Queued, 2));
+    assert_eq!(t.production.status, ProductionStatus::Running);
+    assert!(t.dispatch.is_some());
+}
