@@ -32,6 +32,7 @@ async fn pause_while_a_phase_runs_lets_it_finish_and_holds_the_next_until_resume
         paused.available_actions(),
         vec![
             Action::Resume,
+            Action::Reject,
             Action::Edit,
             Action::Cancel,
             Action::Override

@@ -93,8 +93,11 @@ async fn a_provider_500_is_retried_with_backoff_and_no_finished_call_is_repeated
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_production() {
     let t = TestStack::start(&[]).await;
-    t.provider
-        .add_fault(FaultRule::new("chat", Fault::Refusal(true)).key("#script#"));
+    t.provider.add_fault(
+        FaultRule::new("chat", Fault::Refusal(true))
+            .key("#script#")
+            .times(1),
+    );
     let p = t.start_production(2).await;
 
     let done = t.wait_settled(&p.id, SETTLE).await;
@@ -116,6 +119,7 @@ async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_pr
         done.available_actions(),
         vec![
             Action::RetryPhase,
+            Action::Reject,
             Action::Edit,
             Action::Cancel,
             Action::Override
@@ -135,6 +139,40 @@ async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_pr
         0,
         "a permanent error is not retried"
     );
+
+    // Seed 001: "reject from a working earlier phase and reword". The brief runs again with
+    // the feedback (a new call), and everything after it regenerates.
+    let brief_calls = |c: &shepherd_local::provider::Calls| {
+        c.bodies
+            .iter()
+            .filter(|b| b.to_string().contains("Keep it to two scenes"))
+            .count()
+    };
+    assert_eq!(brief_calls(&t.provider.calls()), 0);
+    let (status, body) = t
+        .http(
+            "POST",
+            &format!("/productions/{}/actions/reject", p.id),
+            Some("operator-acme"),
+            Some(serde_json::json!({"feedback": "Keep it to two scenes", "phase": "brief"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reworked = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(
+        reworked.status,
+        ProductionStatus::Completed,
+        "{reworked:#?}"
+    );
+    assert_eq!(reworked.phase("brief").unwrap().attempt, 2);
+    assert_eq!(reworked.revision, done.revision + 1);
+    assert_eq!(
+        brief_calls(&t.provider.calls()),
+        1,
+        "the brief asked again, with the feedback"
+    );
+    let audit = t.audit_with(&p.id, "production.completed").await;
+    assert!(audit.iter().any(|r| r.event_type == "production.reworked"));
     t.stop().await;
 }
 
@@ -162,6 +200,7 @@ async fn exhausting_retries_dead_letters_the_phase_and_moves_the_message_to_its_
         done.available_actions(),
         vec![
             Action::RetryPhase,
+            Action::Reject,
             Action::Edit,
             Action::Cancel,
             Action::Override

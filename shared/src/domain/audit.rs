@@ -27,6 +27,9 @@ vocabulary! {
         ApprovalRequested => "approval.requested",
         ApprovalApproved => "approval.approved",
         ApprovalRejected => "approval.rejected",
+        /// An operator re-ran a failed, dead-lettered or paused production from a phase,
+        /// with feedback (no approval was open).
+        ProductionReworked => "production.reworked",
         ApprovalRenewed => "approval.renewed",
         ApprovalExpired => "approval.expired",
         WarningsRequested => "warnings.acknowledgement_requested",

@@ -419,8 +419,10 @@ impl Production {
                 A::Cancel,
                 A::Override,
             ],
-            S::Paused => vec![A::Resume, A::Edit, A::Cancel, A::Override],
-            S::Failed | S::DeadLettered => vec![A::RetryPhase, A::Edit, A::Cancel, A::Override],
+            S::Paused => vec![A::Resume, A::Reject, A::Edit, A::Cancel, A::Override],
+            S::Failed | S::DeadLettered => {
+                vec![A::RetryPhase, A::Reject, A::Edit, A::Cancel, A::Override]
+            }
             S::Completed | S::Cancelled => vec![],
         }
     }

@@ -142,6 +142,9 @@ pub(super) fn reject(
         "reject needs feedback: what should the phase do differently?",
         "feedback",
     )?;
+    if p.status != ProductionStatus::AwaitingApproval {
+        return rework(p, feedback, from, now, t);
+    }
     // A refusal discards the transition, so the gate can be opened before `from` is checked.
     let (a, gated) = open_gate(p, t);
     let to = match from {
@@ -178,6 +181,59 @@ pub(super) fn reject(
             .detail(detail),
     );
     t.dispatch(&name, attempt);
+    Ok(())
+}
+
+/// Reject without an open approval (seed 001: "reject from a working earlier phase and
+/// reword"): on a failed or dead-lettered production, or a paused one, re-runs from `from`
+/// (by default the phase that broke or was next) with the feedback, every phase from there
+/// on with new calls; the phases before it keep their outputs. A failed production runs
+/// again at once; a paused one stays paused until `resume`.
+fn rework(
+    p: &Production,
+    feedback: String,
+    from: Option<&str>,
+    now: Millis,
+    t: &mut Transition,
+) -> Result<(), DomainError> {
+    let broke = p
+        .phases
+        .iter()
+        .position(|ph| !ph.status.is_done())
+        .ok_or_else(|| DomainError::Invalid("every phase is done: nothing to re-run".into()))?;
+    let to = match from {
+        None => broke,
+        Some(name) => {
+            let to = super::known_phase(p, name)?;
+            if to > broke {
+                return Err(DomainError::Invalid(format!(
+                    "reject re-runs {} (where the production stopped) or an earlier phase; \
+                     {name} comes after it",
+                    p.phases[broke].name
+                )));
+            }
+            to
+        }
+    };
+    t.production.revision += 1;
+    // Paused at a gate: the re-run replaces the approval it waited for.
+    t.production.approval = None;
+    for ph in &mut t.production.phases[to + 1..] {
+        ph.status = PhaseStatus::Pending;
+    }
+    let ph = &mut t.production.phases[to];
+    requeue(ph, now);
+    ph.feedback = Some(feedback.clone());
+    let (name, attempt) = (ph.name.clone(), ph.attempt);
+    t.audit(
+        AuditEvent::new(AuditKind::ProductionReworked, Outcome::Success, now)
+            .phase(&name, attempt)
+            .detail(format!("re-run from {name}: {feedback}")),
+    );
+    if p.status != ProductionStatus::Paused {
+        t.production.status = ProductionStatus::Running;
+        t.dispatch(&name, attempt);
+    }
     Ok(())
 }
 

@@ -202,6 +202,9 @@ fn every_status_against_every_command() {
             (S::Paused, "resume") => Ok(S::Running),
             (S::Failed | S::DeadLettered, "retry_phase") => Ok(S::Running),
             (S::AwaitingApproval, "approve" | "reject") => Ok(S::Running),
+            // Reject without a gate re-runs from a phase (seed 001): a paused one stays paused.
+            (S::Failed | S::DeadLettered, "reject") => Ok(S::Running),
+            (S::Paused, "reject") => Ok(S::Paused),
             (S::AwaitingApproval | S::Paused | S::Failed | S::DeadLettered, "edit") => Ok(s),
             (S::Completed | S::Cancelled, "cancel") => Err("not available"),
             (_, "cancel") => Ok(S::Cancelled),
@@ -1032,4 +1035,61 @@ fn a_phase_whose_lease_expired_may_be_retried_as_its_next_attempt() {
     assert_eq!((brief.status, brief.attempt), (PhaseStatus::Queued, 2));
     assert_eq!(t.production.status, ProductionStatus::Running);
     assert!(t.dispatch.is_some());
+}
+
+#[test]
+fn reject_reworks_a_failed_or_paused_production_from_an_earlier_phase() {
+    let reject = |phase: Option<&str>| {
+        Command::Act(Act::Reject {
+            feedback: "reword the brief: fewer scenes".into(),
+            phase: phase.map(String::from),
+        })
+    };
+    for status in [ProductionStatus::Failed, ProductionStatus::DeadLettered] {
+        let p = fixture(status);
+        assert!(p.available_actions().contains(&Action::Reject));
+        let t = decide(&p, reject(Some("brief")), NOW).unwrap();
+        let n = &t.production;
+        assert_eq!(n.status, ProductionStatus::Running);
+        assert_eq!(n.revision, p.revision + 1, "new calls from here on");
+        let brief = n.phase("brief").unwrap();
+        assert_eq!((brief.status, brief.attempt), (PhaseStatus::Queued, 2));
+        assert_eq!(
+            brief.feedback.as_deref(),
+            Some("reword the brief: fewer scenes")
+        );
+        assert!(
+            n.phases[1..]
+                .iter()
+                .all(|ph| ph.status == PhaseStatus::Pending)
+        );
+        assert!(t.dispatch.is_some());
+        assert_eq!(t.audit[0].kind, "production.reworked");
+        // By default, the phase that broke.
+        let t = decide(&p, reject(None), NOW).unwrap();
+        assert_eq!(
+            t.production.phase("script").unwrap().status,
+            PhaseStatus::Queued
+        );
+        assert_eq!(
+            t.production.phase("brief").unwrap().status,
+            PhaseStatus::Succeeded,
+            "earlier phases untouched"
+        );
+        // Not past where it stopped.
+        let Err(DomainError::Invalid(why)) = decide(&p, reject(Some("voice")), NOW) else {
+            panic!("refused")
+        };
+        assert!(why.contains("voice comes after it"), "{why}");
+    }
+    // Paused: the plan changes, the production stays paused; resume runs it.
+    let p = fixture(ProductionStatus::Paused);
+    let t = decide(&p, reject(Some("brief")), NOW).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Paused);
+    assert!(t.dispatch.is_none());
+    let resumed = decide(&t.production, Command::Act(Act::Resume), NOW).unwrap();
+    assert_eq!(
+        resumed.dispatch.as_ref().map(|d| d.phase.as_str()),
+        Some("brief")
+    );
 }
