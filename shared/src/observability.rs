@@ -11,7 +11,9 @@ pub fn init() {
         builder
             .json()
             .without_time()
-            .with_current_span(false)
+            // Each line carries the run it belongs to (production, phase, attempt, trace).
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     } else {
         builder.compact().try_init()

@@ -1016,3 +1016,59 @@ async fn a_watcher_killed_between_its_starts_and_its_cursor_starts_each_item_onc
     w.mem.advance(6 * MIN);
     assert_eq!(w.ops.run_watchers().await.unwrap().items, 0);
 }
+
+/// Lines a JSON subscriber writes, kept for the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Seed 002: "the worker logs on every line" the production it works on. Every line a
+/// production's run writes (claims, phases, tool calls, commits, hand-offs), in the JSON
+/// format Lambda ships, carries its production, phase, attempt and trace id.
+#[tokio::test]
+async fn every_log_line_of_a_run_names_its_production_phase_attempt_and_trace() {
+    let w = World::new("");
+    let id = w.start().await;
+    let trace = w.get(&id).await.trace_id;
+    let out = Captured::default();
+    let sink = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || sink.clone())
+        .finish();
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        w.settle().await;
+    }
+    assert_eq!(
+        w.get(&id).await.status,
+        shepherd::domain::ProductionStatus::Completed
+    );
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= PHASES.len(), "{text}");
+    let mut phases = std::collections::BTreeSet::new();
+    for l in &lines {
+        let span = &l["span"];
+        assert_eq!(span["production"], id.as_str(), "{l}");
+        assert_eq!(span["trace_id"], trace.as_str(), "{l}");
+        assert!(span["attempt"].is_u64(), "{l}");
+        phases.insert(span["phase"].as_str().unwrap().to_string());
+    }
+    assert_eq!(phases.len(), PHASES.len(), "{phases:?}");
+}

@@ -69,13 +69,27 @@ impl Worker {
         Actor(format!("system:{}", self.phase()))
     }
 
-    /// What becomes of one delivered message.
+    /// What becomes of one delivered message. Everything logged while it is handled (the
+    /// claim, the phase's own lines, its tool calls, the commit, the hand-off) carries the
+    /// run's production, phase, attempt and trace id (the `run` span).
     pub async fn process(&self, d: &Delivered) -> Verdict {
+        use tracing::Instrument as _;
         self.stats.inc(&self.stats.received);
         let msg = match PhaseMessage::parse(&d.body, self.phase()) {
             Ok(msg) => msg,
             Err(e) => return Verdict::Quarantine(e.to_string()),
         };
+        let span = tracing::info_span!(
+            "run",
+            production = %msg.production_id,
+            phase = %msg.phase,
+            attempt = msg.attempt,
+            trace_id = tracing::field::Empty,
+        );
+        self.run(d, msg).instrument(span).await
+    }
+
+    async fn run(&self, d: &Delivered, msg: PhaseMessage) -> Verdict {
         let now = self.clock.now();
         let lease_until = now + self.lease.as_millis() as Millis;
         let claimed = self
@@ -97,8 +111,8 @@ impl Worker {
             }
         };
         self.stats.inc(&self.stats.claimed);
-        info!(production = %production.id, trace = %production.trace_id, phase = %msg.phase,
-              attempt = msg.attempt, receive_count = d.receive_count, "phase claimed");
+        tracing::Span::current().record("trace_id", production.trace_id.as_str());
+        info!(receive_count = d.receive_count, "phase claimed");
 
         let Ran { result, events } = self.executor.run(&production).await;
         if events.iter().any(|e| e.kind == AuditKind::ToolCallDeduped) {
