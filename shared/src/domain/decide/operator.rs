@@ -151,6 +151,12 @@ pub(super) fn override_(
             let next = &mut t.production;
             next.approval = None;
             next.status = ProductionStatus::Running;
+            // A jump back to a phase that already ran regenerates from there: new inputs,
+            // so new calls, none of its memoized answers replayed.
+            let back = next.phases[to].status.is_done();
+            if back {
+                next.revision += 1;
+            }
             for (j, ph) in next.phases.iter_mut().enumerate() {
                 if j < to && !ph.status.is_done() {
                     ph.status = PhaseStatus::Skipped;
@@ -164,7 +170,12 @@ pub(super) fn override_(
             t.audit(
                 AuditEvent::new(AuditKind::OverrideApplied, Outcome::Success, now)
                     .phase(&target, attempt)
-                    .detail(format!("jumped to {target}: {reason}")),
+                    .detail(match back {
+                        true => {
+                            format!("jumped back to {target} (regenerated from there): {reason}")
+                        }
+                        false => format!("jumped to {target}: {reason}"),
+                    }),
             );
             t.dispatch(&target, attempt);
         }

@@ -546,6 +546,46 @@ fn auto_approve_skips_gates() {
 }
 
 #[test]
+fn auto_approve_does_not_bypass_errors() {
+    let mut p = fixture(ProductionStatus::Running);
+    p.gates.auto_approve = true;
+    let failed = Command::Fail {
+        phase: "script".into(),
+        attempt: 1,
+        error: PhaseError::new("content_refused", ErrorClass::Permanent, "refused"),
+        disposition: FailDisposition::Stop,
+    };
+    let t = decide(&p, failed, NOW).unwrap();
+    assert_eq!(t.production.status, ProductionStatus::Failed);
+    assert_eq!(t.dispatch, None, "nothing after the failed phase starts");
+    assert_eq!(
+        t.production.phase("assets").unwrap().status,
+        PhaseStatus::Pending
+    );
+}
+
+#[test]
+fn an_admin_jump_back_regenerates_and_a_jump_forward_does_not() {
+    let p = fixture(ProductionStatus::Failed);
+    let jump = |to: &str| {
+        Command::Act(Act::Override {
+            reason: "the brief was wrong".into(),
+            skip_gate: false,
+            jump_to: Some(to.into()),
+        })
+    };
+    let back = decide(&p, jump("brief"), NOW).unwrap();
+    assert_eq!(back.production.revision, p.revision + 1, "new calls");
+    assert!(back.audit[0].detail.contains("jumped back to brief"));
+    let forward = decide(&p, jump("assets"), NOW).unwrap();
+    assert_eq!(forward.production.revision, p.revision);
+    assert_eq!(
+        forward.production.phase("script").unwrap().status,
+        PhaseStatus::Skipped
+    );
+}
+
+#[test]
 fn auto_approve_does_not_skip_a_required_gate() {
     let mut p = fixture(ProductionStatus::Running);
     p.gates.auto_approve = true;
