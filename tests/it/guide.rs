@@ -261,11 +261,7 @@ async fn the_guides_watcher_kind_starts_work(t: &TestStack) {
     assert_eq!(kinds["kinds"][0]["name"], "json_feed");
     assert_eq!(kinds["kinds"][0]["params"]["required"][0], "url");
     // An account's admin adds one over the API.
-    let (st, w) = t
-        .http("POST", "/watchers", Some("admin-acme"), Some(spec))
-        .await;
-    assert_eq!(st, 201, "{w}");
-    let id = w["id"].as_str().unwrap().to_string();
+    let id = t.create_watcher(spec).await;
     let (ops, clock) = t.scheduler_ops().await;
     let first = ops.run_watchers().await.unwrap();
     assert_eq!((first.polled, first.items), (1, 0), "{first:?}");

@@ -26,11 +26,7 @@ async fn a_feed_watcher_starts_one_production_per_new_post_and_is_disabled_when_
     feed.publish("Old post", "Already there when the watcher was made");
     let spec = json!({"name": "tides-blog", "account": "acme", "kind": "feed", "url": feed.url,
         "mapping": {"title": "/title", "topic": "/summary", "scenes": {"value": 1}}});
-    let (st, w) = t
-        .http("POST", "/watchers", Some("admin-acme"), Some(spec))
-        .await;
-    assert_eq!(st, 201, "{w}");
-    let id = w["id"].as_str().unwrap().to_string();
+    let id = t.create_watcher(spec).await;
     let (ops, clock) = t.scheduler_ops().await;
 
     // The first poll records what is there and starts nothing.
@@ -128,10 +124,7 @@ async fn a_labelled_issue_starts_a_coding_job_and_the_host_s_etag_and_rate_limit
     let spec = json!({"name": "widgets-issues", "account": "acme", "kind": "github_issues",
         "pipeline": "coding", "repository": "acme/widgets", "label": "shepherd",
         "mapping": {"repository": "/repository", "task": "/body", "title": "/title"}});
-    let (st, w) = t
-        .http("POST", "/watchers", Some("admin-acme"), Some(spec))
-        .await;
-    assert_eq!(st, 201, "{w}");
+    t.create_watcher(spec).await;
     let (ops, clock) = t.scheduler_ops().await;
     t.scm
         .open_issue("acme/widgets", "Old", "Was there before", &["shepherd"]);

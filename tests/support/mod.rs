@@ -377,6 +377,15 @@ impl TestStack {
         page["events"].as_array().cloned().unwrap_or_default()
     }
 
+    /// `POST /watchers` as `acme`'s admin: the new watcher's id.
+    pub async fn create_watcher(&self, spec: serde_json::Value) -> String {
+        let (status, w) = self
+            .http("POST", "/watchers", Some("admin-acme"), Some(spec))
+            .await;
+        assert_eq!(status, 201, "{w}");
+        w["id"].as_str().expect("an id").to_string()
+    }
+
     /// The scheduler's operations with its role (IAM enforced), polling through the
     /// local stack's fetcher, on a clock the test moves (slots and polls come due without
     /// waiting).

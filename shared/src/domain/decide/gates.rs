@@ -147,29 +147,13 @@ pub(super) fn reject(
     }
     // A refusal discards the transition, so the gate can be opened before `from` is checked.
     let (a, gated) = open_gate(p, t);
-    let to = match from {
-        None => gated,
-        Some(name) => {
-            let to = super::known_phase(p, name)?;
-            if to > gated {
-                return Err(DomainError::Invalid(format!(
-                    "reject re-runs the phase waiting for approval ({}) or an earlier one; \
-                     {name} comes after it",
-                    p.phases[gated].name
-                )));
-            }
-            to
-        }
-    };
-    // New inputs from here on: the phases re-run make new calls, reusing none of theirs.
-    t.production.revision += 1;
-    for ph in &mut t.production.phases[to + 1..] {
-        ph.status = PhaseStatus::Pending;
-    }
-    let ph = &mut t.production.phases[to];
-    requeue(ph, now);
-    ph.feedback = Some(feedback.clone());
-    let (name, attempt) = (ph.name.clone(), ph.attempt);
+    let to = rerun_start(p, from, gated, || {
+        format!(
+            "the phase waiting for approval ({}) or an earlier one",
+            p.phases[gated].name
+        )
+    })?;
+    let (name, attempt) = rerun_from(t, to, &feedback, now);
     let detail = if to == gated {
         feedback
     } else {
@@ -201,30 +185,15 @@ fn rework(
         .iter()
         .position(|ph| !ph.status.is_done())
         .ok_or_else(|| DomainError::Invalid("every phase is done: nothing to re-run".into()))?;
-    let to = match from {
-        None => broke,
-        Some(name) => {
-            let to = super::known_phase(p, name)?;
-            if to > broke {
-                return Err(DomainError::Invalid(format!(
-                    "reject re-runs {} (where the production stopped) or an earlier phase; \
-                     {name} comes after it",
-                    p.phases[broke].name
-                )));
-            }
-            to
-        }
-    };
-    t.production.revision += 1;
+    let to = rerun_start(p, from, broke, || {
+        format!(
+            "{} (where the production stopped) or an earlier phase",
+            p.phases[broke].name
+        )
+    })?;
     // Paused at a gate: the re-run replaces the approval it waited for.
     t.production.approval = None;
-    for ph in &mut t.production.phases[to + 1..] {
-        ph.status = PhaseStatus::Pending;
-    }
-    let ph = &mut t.production.phases[to];
-    requeue(ph, now);
-    ph.feedback = Some(feedback.clone());
-    let (name, attempt) = (ph.name.clone(), ph.attempt);
+    let (name, attempt) = rerun_from(t, to, &feedback, now);
     t.audit(
         AuditEvent::new(AuditKind::ProductionReworked, Outcome::Success, now)
             .phase(&name, attempt)
@@ -235,6 +204,41 @@ fn rework(
         t.dispatch(&name, attempt);
     }
     Ok(())
+}
+
+/// Where a reject's re-run starts: the phase `from` names, no later than `last` (what
+/// `allowed` describes in the refusal), or `last` itself.
+fn rerun_start(
+    p: &Production,
+    from: Option<&str>,
+    last: usize,
+    allowed: impl FnOnce() -> String,
+) -> Result<usize, DomainError> {
+    let Some(name) = from else {
+        return Ok(last);
+    };
+    let to = super::known_phase(p, name)?;
+    if to > last {
+        return Err(DomainError::Invalid(format!(
+            "reject re-runs {}; {name} comes after it",
+            allowed()
+        )));
+    }
+    Ok(to)
+}
+
+/// Re-runs from phase `to` with `feedback`: new inputs from there on (the phases re-run
+/// make new calls, reusing none of theirs), later phases pending again. The re-run's phase
+/// and attempt.
+fn rerun_from(t: &mut Transition, to: usize, feedback: &str, now: Millis) -> (String, u32) {
+    t.production.revision += 1;
+    for ph in &mut t.production.phases[to + 1..] {
+        ph.status = PhaseStatus::Pending;
+    }
+    let ph = &mut t.production.phases[to];
+    requeue(ph, now);
+    ph.feedback = Some(feedback.to_string());
+    (ph.name.clone(), ph.attempt)
 }
 
 pub(super) fn expire(p: &Production, now: Millis, t: &mut Transition) -> Result<(), DomainError> {

@@ -89,6 +89,15 @@ fn target(p: &Production) -> (String, u32) {
     (ph.name.clone(), ph.attempt)
 }
 
+/// A worker's claim of `phase` at attempt 1, its lease a minute long.
+fn claim_of(phase: &str) -> Command {
+    Command::Claim {
+        phase: phase.into(),
+        attempt: 1,
+        lease_until: NOW + 60_000,
+    }
+}
+
 fn err(code: &str, class: ErrorClass) -> PhaseError {
     PhaseError::new(code, class, "detail")
 }
@@ -827,16 +836,7 @@ fn operator_dispatches_open_approvals_and_leases_are_due() {
         Some(NOW - 10_000),
         "a new production is due until its first claim"
     );
-    let claimed = decide(
-        &p,
-        Command::Claim {
-            phase: "brief".into(),
-            attempt: 1,
-            lease_until: NOW + 60_000,
-        },
-        NOW,
-    )
-    .unwrap();
+    let claimed = decide(&p, claim_of("brief"), NOW).unwrap();
     assert_eq!(
         claimed.production.due_at,
         Some(NOW + 60_000),
@@ -1047,17 +1047,7 @@ fn without_warnings_publish_starts_at_once() {
 #[test]
 fn a_phase_whose_lease_expired_may_be_retried_as_its_next_attempt() {
     let p = fixture(ProductionStatus::Queued);
-    let claimed = decide(
-        &p,
-        Command::Claim {
-            phase: "brief".into(),
-            attempt: 1,
-            lease_until: NOW + 60_000,
-        },
-        NOW,
-    )
-    .unwrap()
-    .production;
+    let claimed = decide(&p, claim_of("brief"), NOW).unwrap().production;
     // While the lease holds, the worker may still commit: no retry.
     assert!(
         !claimed
