@@ -17,7 +17,11 @@ pub fn show(p: &Production) -> String {
         "Production {}  pipeline {} v{}  account {}",
         p.id, p.pipeline, p.pipeline_version, p.account
     );
-    let badge = if p.overridden { "  [OVERRIDE]" } else { "" };
+    let badge = if p.overridden.is_some() {
+        "  [OVERRIDE]"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
         "Status:   {}  (version {}){badge}",
@@ -46,6 +50,16 @@ pub fn show(p: &Production) -> String {
             actions.join(", ")
         }
     );
+    if let Some(o) = &p.overridden {
+        let _ = writeln!(
+            s,
+            "Override: {} by {} at {}: {}",
+            o.what,
+            o.by,
+            time(o.at),
+            o.reason
+        );
+    }
     if !p.warnings.is_empty() {
         let ack = match p.warnings_acknowledged_at {
             Some(at) => format!("acknowledged {}", time(at)),

@@ -101,6 +101,10 @@ impl Transitioner {
                 Err(e) => return Ok(Written::Refused(e)),
             };
             t.audit.extend_from_slice(extra);
+            // An override's admin is the audit's actor, known here and not to `decide`.
+            if let Some(mark) = t.production.overridden.as_mut().filter(|m| m.by.is_empty()) {
+                mark.by = actor.0.clone();
+            }
             let leaks = crate::domain::redact::scrub(&mut t, Some(&p));
             match self.productions.commit(&t, actor, input).await? {
                 CommitOutcome::Committed => {

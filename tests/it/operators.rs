@@ -375,6 +375,7 @@ async fn roles_decide_who_may_act_and_an_admin_override_leaves_a_badge() {
         reason: "signed off on the phone".into(),
         skip_gate: true,
         jump_to: None,
+        outputs: vec![],
     };
     let err = t
         .ops
@@ -386,6 +387,7 @@ async fn roles_decide_who_may_act_and_an_admin_override_leaves_a_badge() {
         reason: " ".into(),
         skip_gate: true,
         jump_to: None,
+        outputs: vec![],
     };
     assert_eq!(
         t.ops
@@ -401,10 +403,48 @@ async fn roles_decide_who_may_act_and_an_admin_override_leaves_a_badge() {
         .act(&p.id, skip(), &TestStack::caller(Role::Admin))
         .await
         .unwrap();
-    assert!(after.overridden);
+    // The production carries who overrode it, when, what and why.
+    let mark = after.overridden.clone().expect("the badge");
+    assert_eq!(mark.by, TestStack::actor().0);
+    assert_eq!(mark.reason, "signed off on the phone");
+    assert_eq!(mark.what, "skipped the approval gate at brief");
     let done = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(done.status, ProductionStatus::Completed);
-    assert!(done.overridden, "the badge stays");
+    assert_eq!(done.overridden, Some(mark), "the badge stays");
+    assert_eq!(done.available_actions(), [Action::ClearOverride]);
+
+    // Only an admin clears it, with a reason; the audit keeps both.
+    let clear = || Act::ClearOverride {
+        reason: "confirmed in writing".into(),
+    };
+    let err = t
+        .ops
+        .act(&p.id, clear(), &TestStack::caller(Role::Operator))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403, "{err}");
+    let cleared = t
+        .ops
+        .act(&p.id, clear(), &TestStack::caller(Role::Admin))
+        .await
+        .unwrap();
+    assert_eq!(cleared.overridden, None);
+    assert_eq!(cleared.status, ProductionStatus::Completed);
+    let trail = t.audit_with(&p.id, "override.cleared").await;
+    let kinds: Vec<&str> = trail.iter().map(|e| e.event_type.as_str()).collect();
+    let applied = kinds.iter().position(|k| *k == "override.applied").unwrap();
+    let gone = kinds.iter().position(|k| *k == "override.cleared").unwrap();
+    assert!(applied < gone, "{kinds:?}");
+    let e = &trail[gone];
+    assert_eq!(e.actor, TestStack::actor().0);
+    let detail = e.detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("confirmed in writing"), "{detail}");
+    let err = t
+        .ops
+        .act(&p.id, clear(), &TestStack::caller(Role::Admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 409, "nothing left to clear: {err}");
     t.stop().await;
 }
 
@@ -491,5 +531,204 @@ async fn an_audit_write_that_fails_leaves_the_state_unchanged_and_the_caller_get
         .filter(|r| r.event_type == "approval.rejected")
         .count();
     assert_eq!(rejections, 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_001_scenario_d_reject_on_a_paused_production_and_an_admins_jump_back_regenerate() {
+    let t = TestStack::start(&[("ApprovalPhases", "voice")]).await;
+    let p = t.start_production(2).await;
+    let waiting = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(waiting.status, ProductionStatus::AwaitingApproval);
+    t.ops
+        .act(&p.id, Act::Pause, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let chat = |t: &TestStack| t.provider.calls().served["/v1/chat/completions"];
+    let images = |t: &TestStack| t.provider.calls().served["/v1/images/generations"];
+    let (chat0, images0) = (chat(&t), images(&t));
+    assert_eq!(images0, 2);
+
+    // Seed 001, Scenario D: pause, edit, reject an earlier phase with feedback, resume. The
+    // script, and every phase after it, is made anew; the brief is untouched.
+    let edit = Act::Edit {
+        changes: vec!["voice=onyx".parse().unwrap()],
+    };
+    t.ops
+        .act(&p.id, edit, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let (status, body) = t
+        .http(
+            "POST",
+            &format!("/productions/{}/actions/reject", p.id),
+            Some("operator-acme"),
+            Some(serde_json::json!({"feedback": "Warmer narration.", "phase": "script"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "paused", "a reject keeps the pause: {body}");
+    assert_eq!(body["approval"], serde_json::Value::Null);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(chat(&t), chat0, "nothing runs until resume");
+    t.ops
+        .act(&p.id, Act::Resume, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let again = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval && p.phase("voice").unwrap().attempt == 2
+        })
+        .await;
+    let attempts = |p: &shepherd::domain::Production| -> Vec<u32> {
+        p.phases.iter().map(|ph| ph.attempt).collect()
+    };
+    // The script's attempt 2 was the reject's, 3 the resume's (a resume always starts a
+    // fresh attempt, so a message held while paused is stale); it ran once.
+    assert_eq!(attempts(&again), [1, 3, 2, 2, 0]);
+    assert_eq!(
+        chat(&t),
+        chat0 + 1,
+        "one new script call, no new brief call"
+    );
+    assert_eq!(images(&t), images0 + 2, "every image made anew");
+    let bodies = t.provider.calls().bodies;
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.to_string().contains("Warmer narration.")),
+        "the script's call carries the feedback"
+    );
+    assert!(
+        bodies.iter().any(|b| b["voice"] == "onyx"),
+        "the edited voice"
+    );
+    assert!(
+        t.audit_with(&p.id, "production.reworked")
+            .await
+            .iter()
+            .any(|r| r.event_type == "production.reworked")
+    );
+
+    // An admin's jump back to assets regenerates it too (new calls, not the memoized ones).
+    let (status, body) = t
+        .http(
+            "POST",
+            &format!("/productions/{}/actions/override", p.id),
+            Some("admin-acme"),
+            Some(serde_json::json!({"reason": "the art director asked", "jump_to": "assets"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["overridden"]["reason"], "the art director asked");
+    assert_eq!(
+        body["overridden"]["what"],
+        "jumped back to assets (regenerated from there)"
+    );
+    let back = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval && p.phase("voice").unwrap().attempt == 3
+        })
+        .await;
+    assert_eq!(attempts(&back), [1, 3, 3, 3, 0]);
+    assert_eq!(back.revision, again.revision + 1);
+    assert_eq!(
+        images(&t),
+        images0 + 4,
+        "the jump back made every image anew"
+    );
+    assert_eq!(chat(&t), chat0 + 1, "the script was kept");
+    t.ops
+        .act(&p.id, Act::Approve, &TestStack::caller(Role::Operator))
+        .await
+        .unwrap();
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jump_over_an_output_a_later_phase_reads_is_refused_naming_it_until_the_admin_supplies_it()
+ {
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("speech", Fault::Refusal(true)).times(1));
+    let p = t.start_production(1).await;
+    let failed = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(failed.status, ProductionStatus::Failed);
+    let path = format!("/productions/{}/actions/override", p.id);
+    let jump = |outputs: serde_json::Value| {
+        serde_json::json!({"reason": "narrated in the studio", "jump_to": "publish",
+                           "outputs": outputs})
+    };
+
+    // publish reads voice's output, which the jump would skip: refused, naming both.
+    let (status, body) = t
+        .http(
+            "POST",
+            &path,
+            Some("admin-acme"),
+            Some(jump(serde_json::json!({}))),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("jumping to publish skips voice, whose output publish reads"),
+        "{message}"
+    );
+    // An output that breaks voice's contract is refused, naming the field.
+    let (status, body) = t
+        .http(
+            "POST",
+            &path,
+            Some("admin-acme"),
+            Some(jump(serde_json::json!({"voice": {"audio": []}}))),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("outputs.voice"),
+        "{body}"
+    );
+    let unchanged = t.ops.get(&p.id, &TestStack::operator()).await.unwrap();
+    assert_eq!(unchanged.version, failed.version, "nothing was applied");
+
+    // With the studio's narration, the jump goes on and publish uses it.
+    let speech = t.provider.calls().served.get("/v1/audio/speech").copied();
+    let sha = "ab".repeat(32);
+    let narration = serde_json::json!({"audio": [{"scene": 1, "format": "mp3", "audio": {
+        "name": "scene-1.mp3", "key": "studio/scene-1.mp3", "sha256": sha, "bytes": 3,
+        "content_type": "audio/mpeg"}}]});
+    let (status, body) = t
+        .http(
+            "POST",
+            &path,
+            Some("admin-acme"),
+            Some(jump(serde_json::json!({ "voice": narration }))),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["overridden"]["what"],
+        "jumped to publish with the output of voice supplied"
+    );
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    assert_eq!(done.phase("voice").unwrap().status, PhaseStatus::Skipped);
+    let outputs = t.ops.outputs(&done).await.unwrap();
+    assert_eq!(outputs["voice"], narration);
+    assert!(
+        outputs["publish"]
+            .to_string()
+            .contains("studio/scene-1.mp3"),
+        "{}",
+        outputs["publish"]
+    );
+    assert_eq!(
+        t.provider.calls().served.get("/v1/audio/speech"),
+        speech.as_ref(),
+        "voice was not called again"
+    );
     t.stop().await;
 }

@@ -58,10 +58,21 @@ pub struct Production {
     /// What an operator must know first, in one sentence.
     pub summary: String,
     pub revision: u32,
-    pub overridden: bool,
+    /// The admin override that last changed its course, until an admin clears it.
+    pub overridden: Option<Override>,
     /// The open approval or warnings gate.
     #[schema(value_type = Option<Object>)]
     pub approval: Option<Map<String, Value>>,
+}
+
+/// Who overrode a production's course, when (epoch ms), what it did and why.
+#[derive(ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+pub struct Override {
+    pub by: String,
+    pub at: i64,
+    pub what: String,
+    pub reason: String,
 }
 
 /// One phase of a production.
@@ -344,7 +355,9 @@ pub struct AccountUsage {
 }
 
 /// The arguments of an action, by action: reject `{feedback, phase?}`, edit `{changes}`,
-/// override `{reason, skip_gate | jump_to}`; the others take none.
+/// override `{reason, skip_gate | jump_to, outputs?}` (`outputs`: phase name to the output
+/// of a phase the jump skips, when a later phase reads it), clear_override `{reason}`; the
+/// others take none.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ActionArguments {
@@ -355,6 +368,8 @@ pub struct ActionArguments {
     pub reason: Option<String>,
     pub skip_gate: Option<bool>,
     pub jump_to: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Option<Value>,
 }
 
 /// Past the API's throttling (API Gateway's answer, `{"message": "Too Many Requests"}`),
@@ -425,6 +440,7 @@ pub enum ActionName {
     Edit,
     Cancel,
     Override,
+    ClearOverride,
     AcknowledgeWarnings,
 }
 

@@ -344,7 +344,7 @@ impl Outputs for Memory {
     ) -> Result<String, StoreError> {
         let mut s = self.state();
         self.write(&mut s)?;
-        let key = format!("O#{phase}#{attempt}");
+        let key = crate::domain::output_key(phase, attempt);
         s.outputs.insert((id.into(), key.clone()), output.clone());
         Ok(key)
     }

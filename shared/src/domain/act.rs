@@ -66,6 +66,24 @@ pub enum Act {
         #[cfg_attr(feature = "cli", arg(long, value_name = "PHASE"))]
         #[serde(default)]
         jump_to: Option<String>,
+        /// The output of a phase the jump skips, when a later phase reads it (its JSON,
+        /// checked against the phase's output contract). Repeatable.
+        #[cfg_attr(
+            feature = "cli",
+            arg(long = "output", value_name = "PHASE=JSON", requires = "jump_to")
+        )]
+        #[serde(
+            default,
+            with = "outputs_as_map",
+            skip_serializing_if = "Vec::is_empty"
+        )]
+        outputs: Vec<SuppliedOutput>,
+    },
+    /// Admin: clear the override badge (the production's course stays as it is).
+    ClearOverride {
+        /// Why (required; audited).
+        #[cfg_attr(feature = "cli", arg(long))]
+        reason: String,
     },
     /// You read the production's warnings (`show` lists them); the held phase may start.
     #[cfg_attr(feature = "cli", command(alias = "ack-warnings"))]
@@ -92,6 +110,7 @@ impl Action {
             Self::Cancel => "cancel",
             Self::Override => "override",
             Self::AcknowledgeWarnings => "acknowledge_warnings",
+            Self::ClearOverride => "clear_override",
         }
     }
 
@@ -148,6 +167,53 @@ impl std::str::FromStr for FieldChange {
     }
 }
 
+/// A phase's output an admin supplies for a jump over it: `PHASE=JSON` on the command line,
+/// `{"outputs": {PHASE: JSON}}` over HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppliedOutput {
+    pub phase: String,
+    pub output: serde_json::Value,
+}
+
+impl std::str::FromStr for SuppliedOutput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let Some((phase, json)) = s.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            return Err(format!("{s:?}: expected PHASE=JSON"));
+        };
+        let output = serde_json::from_str(json)
+            .map_err(|e| format!("the output given for {}: not JSON ({e})", phase.trim()))?;
+        Ok(Self {
+            phase: phase.trim().to_string(),
+            output,
+        })
+    }
+}
+
+mod outputs_as_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::SuppliedOutput;
+
+    pub fn serialize<S: Serializer>(outputs: &[SuppliedOutput], s: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, &serde_json::Value> = outputs
+            .iter()
+            .map(|o| (o.phase.as_str(), &o.output))
+            .collect();
+        map.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SuppliedOutput>, D::Error> {
+        let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        Ok(map
+            .into_iter()
+            .map(|(phase, output)| SuppliedOutput { phase, output })
+            .collect())
+    }
+}
+
 mod changes_as_map {
     use std::collections::BTreeMap;
 
@@ -196,6 +262,6 @@ mod tests {
             serde_json::from_value::<Act>(serde_json::json!({"action": "reject", "feedbak": "x"}));
         assert!(typo.unwrap_err().to_string().contains("feedbak"));
         assert_eq!(Action::parse("retry"), Some(Action::RetryPhase));
-        assert_eq!(Action::ALL.len(), 9);
+        assert_eq!(Action::ALL.len(), 10);
     }
 }

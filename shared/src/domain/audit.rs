@@ -35,6 +35,7 @@ vocabulary! {
         WarningsRequested => "warnings.acknowledgement_requested",
         WarningsAcknowledged => "warnings.acknowledged",
         OverrideApplied => "override.applied",
+        OverrideCleared => "override.cleared",
         ToolCallUnknown => "tool_call.unknown",
         ToolCallFailed => "tool_call.failed",
         ToolCallDeduped => "tool_call.deduped",

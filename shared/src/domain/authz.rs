@@ -82,7 +82,7 @@ impl Permission {
     pub fn least_role(self) -> Role {
         match self {
             Self::Read | Self::TestIntegration => Role::Viewer,
-            Self::Act(Action::Override)
+            Self::Act(Action::Override | Action::ClearOverride)
             | Self::Discard
             | Self::SetLimits
             | Self::ManageWebhooks
@@ -222,12 +222,17 @@ mod tests {
                 [false, false, true],
                 [false, false, true],
             ),
+            (
+                P::Act(Action::ClearOverride),
+                [false, false, true],
+                [false, false, true],
+            ),
             (P::SwitchIntegration, [false; 3], [false, true, true]),
             (P::RedriveAudit, [false; 3], [false, true, true]),
             (P::SetLimits, [false; 3], [false, false, true]),
         ];
         for &a in Action::ALL {
-            if a != Action::Override {
+            if !matches!(a, Action::Override | Action::ClearOverride) {
                 table.push((P::Act(a), [false, true, true], [false, true, true]));
             }
         }

@@ -30,7 +30,7 @@ pub mod redact;
 pub mod schedule;
 pub mod webhooks;
 
-pub use act::{Act, Action, FieldChange, OverrideTarget, names};
+pub use act::{Act, Action, FieldChange, OverrideTarget, SuppliedOutput, names};
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use authz::{Actor, Caller, Role, Scope};
 pub use decide::{
@@ -39,8 +39,8 @@ pub use decide::{
 pub use delivery::{ClaimRefusal, claim_refusal};
 pub use error::{Classify, ErrorClass, ErrorCode, StepError};
 pub use production::{
-    Approval, GateKind, GatePolicy, OnExpiry, PhaseError, PhaseState, PhaseStatus, PipelineVersion,
-    Production, ProductionStatus,
+    Approval, GateKind, GatePolicy, OnExpiry, OverrideMark, PhaseError, PhaseState, PhaseStatus,
+    PipelineVersion, Production, ProductionStatus, output_key,
 };
 
 /// What a call asks an integration for.

@@ -354,9 +354,10 @@ pub struct Production {
     /// The open approval, while `awaiting_approval` (kept while paused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
-    /// An admin override changed this production's course (shown as a badge).
-    #[serde(default)]
-    pub overridden: bool,
+    /// The admin override that last changed this production's course (shown as a badge
+    /// until an admin clears it).
+    #[serde(default, deserialize_with = "override_mark")]
+    pub overridden: Option<OverrideMark>,
     /// Bumped by edit and reject: phases' inputs changed, so their tool calls are new calls.
     #[serde(default)]
     pub revision: u32,
@@ -371,6 +372,42 @@ pub struct Production {
     /// hot path of phase hand-offs (those are recovered by SQS redelivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<Millis>,
+}
+
+/// Who overrode a production's course, when, what the override did and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideMark {
+    /// The admin (the audit's actor); stamped when the override is committed.
+    pub by: String,
+    pub at: Millis,
+    /// What it did: `skipped the approval gate at script`, `jumped to voice`.
+    pub what: String,
+    pub reason: String,
+}
+
+/// `overridden` as stored before it kept who, when and why: `true` became this mark.
+fn override_mark<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<OverrideMark>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Flag(bool),
+        Mark(Option<OverrideMark>),
+    }
+    Ok(match Stored::deserialize(d)? {
+        Stored::Flag(false) => None,
+        Stored::Flag(true) => Some(OverrideMark {
+            by: "unknown".into(),
+            at: 0,
+            what: "overridden".into(),
+            reason: "recorded before overrides kept their reason (see the audit)".into(),
+        }),
+        Stored::Mark(m) => m,
+    })
+}
+
+/// Where a phase's output is stored, per attempt (outputs live apart from the hot item).
+pub fn output_key(phase: &str, attempt: u32) -> String {
+    format!("O#{phase}#{attempt}")
 }
 
 impl Production {
@@ -393,6 +430,15 @@ impl Production {
 
     /// Derived from state alone; the state machine refuses anything not listed here.
     pub fn available_actions(&self) -> Vec<Action> {
+        let mut actions = self.course_actions();
+        if self.overridden.is_some() {
+            actions.push(Action::ClearOverride);
+        }
+        actions
+    }
+
+    /// What the status allows.
+    fn course_actions(&self) -> Vec<Action> {
         use Action as A;
         use ProductionStatus as S;
         match self.status {

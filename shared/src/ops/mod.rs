@@ -358,16 +358,15 @@ impl Ops {
                         .await?
                         .ok_or_else(|| OpsError::NotFound(format!("input of {id}")))?;
                     // Edited under the version it runs on (its schema says what may change).
-                    let pipeline = self
-                        .pipelines
-                        .get(&p.pipeline, p.pipeline_version)
-                        .ok_or_else(|| {
-                            OpsError::Config(format!(
-                                "pipeline {} v{} is not deployed",
-                                p.pipeline, p.pipeline_version
-                            ))
-                        })?;
-                    Some(pipeline.edited(&current, changes)?.value)
+                    Some(self.pipeline_of(&p)?.edited(&current, changes)?.value)
+                }
+                Act::Override {
+                    jump_to: Some(to),
+                    outputs,
+                    ..
+                } => {
+                    self.supply_outputs(&p, to, outputs).await?;
+                    None
                 }
                 _ => None,
             };
@@ -396,6 +395,66 @@ impl Ops {
         Err(OpsError::Store(StoreError::Unavailable(format!(
             "production {id} kept changing; try again"
         ))))
+    }
+
+    /// The pipeline version `p` runs on.
+    fn pipeline_of(
+        &self,
+        p: &Production,
+    ) -> Result<&std::sync::Arc<crate::pipeline::Pipeline>, OpsError> {
+        self.pipelines
+            .get(&p.pipeline, p.pipeline_version)
+            .ok_or_else(|| {
+                OpsError::Config(format!(
+                    "pipeline {} v{} is not deployed",
+                    p.pipeline, p.pipeline_version
+                ))
+            })
+    }
+
+    /// A jump to `to` must leave every phase from there on the outputs it reads: each one
+    /// the jump skips is refused, naming it, unless the admin supplied it, checked against
+    /// the skipped phase's output contract and stored where the phase's own would be.
+    async fn supply_outputs(
+        &self,
+        p: &Production,
+        to: &str,
+        outputs: &[crate::domain::SuppliedOutput],
+    ) -> Result<(), OpsError> {
+        let Some(i) = p.phase_index(to) else {
+            // `decide` names the unknown phase.
+            return Ok(());
+        };
+        let pipeline = self.pipeline_of(p)?;
+        let supplied: Vec<&str> = outputs.iter().map(|o| o.phase.as_str()).collect();
+        let unmet = pipeline.definition.unmet_reads(&p.phases, i, &supplied);
+        if let Some((skipped, reader)) = unmet.first() {
+            return Err(OpsError::Invalid(format!(
+                "jumping to {to} skips {skipped}, whose output {reader} reads; supply it \
+                 (outputs.{skipped}, or --output {skipped}=JSON) matching {skipped}'s output \
+                 contract"
+            )));
+        }
+        for o in outputs {
+            pipeline
+                .check_output(&o.phase, &o.output)
+                .map_err(|e| OpsError::Invalid(format!("outputs.{}: {e}", o.phase)))?;
+        }
+        for o in outputs {
+            // Only a phase the jump skips takes an output; `decide` refuses any other.
+            let Some(ph) = p.phase(&o.phase) else {
+                continue;
+            };
+            let stored = crate::ports::StoredOutput {
+                body: o.output.clone(),
+                artifacts: vec![],
+            };
+            self.ports
+                .outputs
+                .put(&p.id, &o.phase, ph.attempt + 1, &stored)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn dispatch(

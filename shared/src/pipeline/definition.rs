@@ -36,6 +36,11 @@ pub struct PhaseDefinition {
     /// The gate holds whatever the input says: `auto_approve` does not skip it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gate_required: bool,
+    /// The earlier phases whose outputs this phase reads (`ctx.output::<P>()`); it is given
+    /// those and no others. Absent: every earlier phase's, and an admin's jump over any
+    /// of them is refused unless the admin supplies its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<Vec<String>>,
     /// The JSON Schema the phase's output must satisfy; an output that does not fails the
     /// phase (permanently: a retry would make the same kind of answer) naming the path.
     pub output: Value,
@@ -147,6 +152,7 @@ impl Definition {
         }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.phases {
+            let earlier = seen.clone();
             let bad = |problem: String| Err(self.invalid(format!("phase {}: {problem}", p.name)));
             if !name_ok(&p.name) {
                 return bad("the name must be 1-40 characters of a-z, 0-9, - and _".into());
@@ -156,6 +162,13 @@ impl Definition {
             }
             if let Some(f) = p.function.as_ref().filter(|f| !name_ok(f)) {
                 return bad(format!("function {f:?} is not a binary name"));
+            }
+            for read in p.reads.iter().flatten() {
+                if !earlier.contains(read.as_str()) {
+                    return bad(format!(
+                        "reads {read:?}, which is not an earlier phase of this pipeline"
+                    ));
+                }
             }
             if p.gate_required && p.gate != Gate::Approval {
                 return bad("gate_required is for an approval gate".into());
@@ -192,6 +205,47 @@ impl Definition {
 
     pub fn phase(&self, name: &str) -> Option<&PhaseDefinition> {
         self.phases.iter().find(|p| p.name == name)
+    }
+
+    /// The earlier phases whose outputs `phase` reads (all earlier ones, if it does not say).
+    pub fn reads(&self, phase: &str) -> Vec<&str> {
+        let Some(i) = self.phases.iter().position(|p| p.name == phase) else {
+            return vec![];
+        };
+        match &self.phases[i].reads {
+            Some(reads) => reads.iter().map(String::as_str).collect(),
+            None => self.phases[..i].iter().map(|p| p.name.as_str()).collect(),
+        }
+    }
+
+    /// A jump to phase `to` of `phases` (a production's, of this version), with outputs
+    /// supplied for `supplied`: each `(skipped, reader)` where phase `reader` (the target
+    /// or a later one) reads the output of `skipped`, which will have none.
+    pub fn unmet_reads(
+        &self,
+        phases: &[crate::domain::PhaseState],
+        to: usize,
+        supplied: &[&str],
+    ) -> Vec<(String, String)> {
+        use crate::domain::PhaseStatus;
+        let without: Vec<&str> = phases[..to.min(phases.len())]
+            .iter()
+            .filter(|ph| {
+                let kept = matches!(ph.status, PhaseStatus::Succeeded | PhaseStatus::Skipped)
+                    && ph.output.is_some();
+                !kept && !supplied.contains(&ph.name.as_str())
+            })
+            .map(|ph| ph.name.as_str())
+            .collect();
+        let mut unmet = Vec::new();
+        for reader in phases.iter().skip(to) {
+            for read in self.reads(&reader.name) {
+                if without.contains(&read) {
+                    unmet.push((read.to_string(), reader.name.clone()));
+                }
+            }
+        }
+        unmet
     }
 
     pub fn phase_names(&self) -> Vec<&str> {
@@ -309,6 +363,81 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("declared twice")
+        );
+    }
+
+    fn three(reads_of_last: Option<Value>) -> Definition {
+        let mut v = minimal();
+        let ph = v["phases"][0].clone();
+        let mut phases = vec![];
+        for name in ["a", "b", "c"] {
+            let mut p = ph.clone();
+            p["name"] = name.into();
+            p.as_object_mut().unwrap().remove("function");
+            phases.push(p);
+        }
+        if let Some(r) = reads_of_last {
+            phases[2]["reads"] = r;
+        }
+        v["phases"] = Value::Array(phases);
+        parse(&v).unwrap()
+    }
+
+    #[test]
+    fn a_phase_reads_what_it_lists_or_every_earlier_phase() {
+        let d = three(Some(serde_json::json!(["a"])));
+        assert_eq!(d.reads("c"), ["a"]);
+        assert_eq!(d.reads("b"), ["a"], "unlisted: every earlier phase");
+        assert!(d.reads("a").is_empty());
+        let mut v = serde_json::to_value(&d).unwrap();
+        v["phases"][1]["reads"] = serde_json::json!(["c"]);
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(
+            err.contains("phase b: reads \"c\", which is not an earlier phase"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_jump_leaves_unmet_only_the_skipped_outputs_a_later_phase_reads() {
+        use crate::domain::{PhaseState, PhaseStatus};
+        let phases = |a: PhaseStatus| {
+            let mut ps: Vec<PhaseState> = ["a", "b", "c"]
+                .iter()
+                .map(|n| PhaseState::pending(*n))
+                .collect();
+            ps[0].status = a;
+            if a == PhaseStatus::Succeeded {
+                ps[0].output = Some("O#a#1".into());
+            }
+            ps
+        };
+        let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
+        // c reads a; a failed: a jump to c skips a and b, and only a is read.
+        let d = three(Some(serde_json::json!(["a"])));
+        assert_eq!(
+            d.unmet_reads(&phases(PhaseStatus::Failed), 2, &[]),
+            [pair("a", "c")]
+        );
+        assert!(
+            d.unmet_reads(&phases(PhaseStatus::Failed), 2, &["a"])
+                .is_empty()
+        );
+        assert!(
+            d.unmet_reads(&phases(PhaseStatus::Succeeded), 2, &[])
+                .is_empty(),
+            "a's output is kept"
+        );
+        // c lists nothing: it reads a and b, both needed.
+        let d = three(None);
+        assert_eq!(
+            d.unmet_reads(&phases(PhaseStatus::Failed), 2, &[]),
+            [pair("a", "c"), pair("b", "c")]
+        );
+        // A jump to b: c runs again later and reads a, b; b runs, so only a is unmet.
+        assert_eq!(
+            d.unmet_reads(&phases(PhaseStatus::Failed), 1, &[]),
+            [pair("a", "b"), pair("a", "c")]
         );
     }
 }

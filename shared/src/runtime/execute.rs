@@ -158,9 +158,18 @@ impl Executor {
                     format!("production {} has no input", p.id),
                 )
             })?;
+        let reads: Vec<String> = pipeline
+            .definition
+            .reads(name)
+            .into_iter()
+            .map(String::from)
+            .collect();
         let mut inputs = BTreeMap::new();
-        for ph in p.phases.iter().take_while(|ph| ph.name != name) {
-            if let (PhaseStatus::Succeeded, Some(key)) = (ph.status, &ph.output)
+        // What it reads, and only that: a phase skipped by an admin's jump has an output
+        // only if the admin supplied one.
+        for ph in p.phases.iter().filter(|ph| reads.contains(&ph.name)) {
+            if let (PhaseStatus::Succeeded | PhaseStatus::Skipped, Some(key)) =
+                (ph.status, &ph.output)
                 && let Some(out) = self
                     .outputs
                     .get(&p.id, key)
@@ -190,6 +199,7 @@ impl Executor {
             production: p.clone(),
             input,
             inputs,
+            reads,
             tools,
             accounts: self.accounts.clone(),
             access: tokio::sync::OnceCell::new(),

@@ -98,8 +98,10 @@ pub struct PhaseContext {
     pub production: Production,
     /// The production's input, as its pipeline's schema accepted it.
     pub input: serde_json::Value,
-    /// Outputs of the phases that succeeded before this one, by phase name.
+    /// Outputs of the earlier phases this one reads (its definition's `reads`), by name.
     pub inputs: BTreeMap<String, serde_json::Value>,
+    /// The phases it may read (its definition's `reads`, or every earlier one).
+    pub reads: Vec<String>,
     /// An operator's feedback from rejecting this phase's last result.
     pub feedback: Option<String>,
     pub tools: Tools,
@@ -161,6 +163,17 @@ impl PhaseContext {
 
     /// An earlier phase's output, in its type.
     pub fn output<P: Phase>(&self) -> Result<P::Output, StepError> {
+        if !self.reads.iter().any(|r| r == P::NAME) {
+            return Err(StepError::permanent(
+                ErrorCode::InputMissing,
+                format!(
+                    "this phase reads the output of {}, which its definition's reads does not \
+                     list (it lists: {})",
+                    P::NAME,
+                    self.reads.join(", ")
+                ),
+            ));
+        }
         let value = self.inputs.get(P::NAME).ok_or_else(|| {
             StepError::permanent(
                 ErrorCode::InputMissing,

@@ -40,7 +40,7 @@ impl Outputs for DynamoOutputs {
         attempt: u32,
         output: &StoredOutput,
     ) -> Result<String, StoreError> {
-        let sk = format!("O#{phase}#{attempt}");
+        let sk = crate::domain::output_key(phase, attempt);
         let mut item = key(production_pk(id), &sk);
         let body = output.body.to_string();
         if body.len() > INLINE_LIMIT {

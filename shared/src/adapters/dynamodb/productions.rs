@@ -13,6 +13,7 @@ use super::{
     Item, accounts, get_item, key, listing_page, n, number, production_pk, query_all, s, text,
     unavailable,
 };
+use crate::domain::OverrideMark;
 use crate::domain::limits::Reservation;
 use crate::domain::{
     Actor, Approval, AuditEvent, AuditKind, ErrorClass, ErrorCode, GatePolicy, Millis, Outcome,
@@ -48,8 +49,8 @@ struct StoredProduction {
     pub gt: Option<GatePolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ap: Option<Approval>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ov: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ov: Option<OverrideMark>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rv: u32,
     /// Warnings raised by phases' outputs, and when they were acknowledged.
@@ -197,7 +198,7 @@ impl StoredProduction {
                 .collect(),
             gt: (p.gates != GatePolicy::default()).then(|| p.gates.clone()),
             ap: p.approval.clone(),
-            ov: p.overridden,
+            ov: p.overridden.clone(),
             rv: p.revision,
             wn: p.warnings.clone(),
             wa: p.warnings_acknowledged_at,

@@ -18,8 +18,8 @@ mod worker;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Act, Action, AuditEvent, AuditKind, ClaimRefusal, GatePolicy, Millis, Outcome, PhaseError,
-    PhaseState, PhaseStatus, PipelineVersion, Production, ProductionStatus,
+    Act, Action, AuditEvent, AuditKind, ClaimRefusal, GatePolicy, Millis, Outcome, OverrideTarget,
+    PhaseError, PhaseState, PhaseStatus, PipelineVersion, Production, ProductionStatus,
 };
 
 /// Everything that can change a production.
@@ -168,7 +168,7 @@ pub fn start(
         updated_at: now,
         gates,
         approval: None,
-        overridden: false,
+        overridden: None,
         revision: 0,
         warnings: vec![],
         warnings_acknowledged_at: None,
@@ -243,7 +243,25 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
                     reason,
                     skip_gate,
                     jump_to,
-                } => operator::override_(p, &reason, skip_gate, jump_to, now, &mut t)?,
+                    outputs,
+                } => {
+                    let target = match (skip_gate, jump_to) {
+                        (true, None) if outputs.is_empty() => OverrideTarget::SkipGate,
+                        (false, Some(phase)) => OverrideTarget::JumpTo(phase),
+                        (true, None) => {
+                            return Err(DomainError::Invalid(
+                                "outputs are for a jump (jump_to), not for skipping a gate".into(),
+                            ));
+                        }
+                        _ => {
+                            return Err(DomainError::Invalid(
+                                "an override needs exactly one of skip_gate or jump_to".into(),
+                            ));
+                        }
+                    };
+                    operator::override_(p, &reason, target, &outputs, now, &mut t)?
+                }
+                Act::ClearOverride { reason } => operator::clear_override(&reason, now, &mut t)?,
             }
         }
         Command::ExpireApproval => gates::expire(p, now, &mut t)?,

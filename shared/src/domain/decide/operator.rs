@@ -4,8 +4,8 @@
 use super::gates::{held_for_warnings, open_warnings_gate, step};
 use super::{DomainError, Transition, operator_text, requeue};
 use crate::domain::{
-    AuditEvent, AuditKind, GateKind, Millis, Outcome, OverrideTarget, PhaseStatus, Production,
-    ProductionStatus,
+    AuditEvent, AuditKind, GateKind, Millis, Outcome, OverrideMark, OverrideTarget, PhaseStatus,
+    Production, ProductionStatus, SuppliedOutput, output_key,
 };
 
 pub(super) fn pause(p: &Production, now: Millis, t: &mut Transition) {
@@ -102,23 +102,13 @@ pub(super) fn cancel(now: Millis, t: &mut Transition) {
 pub(super) fn override_(
     p: &Production,
     reason: &str,
-    skip_gate: bool,
-    jump_to: Option<String>,
+    target: OverrideTarget,
+    outputs: &[SuppliedOutput],
     now: Millis,
     t: &mut Transition,
 ) -> Result<(), DomainError> {
     let reason = operator_text(reason, "an override needs a reason", "the reason")?;
-    let target = match (skip_gate, jump_to) {
-        (true, None) => OverrideTarget::SkipGate,
-        (false, Some(phase)) => OverrideTarget::JumpTo(phase),
-        _ => {
-            return Err(DomainError::Invalid(
-                "an override needs exactly one of skip_gate or jump_to".into(),
-            ));
-        }
-    };
-    t.production.overridden = true;
-    match target {
+    let what = match target {
         OverrideTarget::SkipGate => {
             let Some(a) = t.production.approval.take() else {
                 return Err(DomainError::Invalid(
@@ -134,51 +124,115 @@ pub(super) fn override_(
                     "the warnings acknowledgement"
                 }
             };
+            let what = format!("skipped {gate} at {}", a.phase);
             t.audit(
                 AuditEvent::new(AuditKind::OverrideApplied, Outcome::Success, now)
                     .phase(&a.phase, a.attempt)
-                    .detail(format!("skipped {gate}: {reason}")),
+                    .detail(format!("{what}: {reason}")),
             );
             step(i, now, t);
+            what
         }
-        OverrideTarget::JumpTo(target) => {
-            let to = super::known_phase(p, &target)?;
-            if p.phases.iter().any(|ph| ph.status == PhaseStatus::Running) {
-                return Err(DomainError::Invalid(
-                    "a phase is running; wait for it to finish before jumping".into(),
-                ));
-            }
-            let next = &mut t.production;
-            next.approval = None;
-            next.status = ProductionStatus::Running;
-            // A jump back to a phase that already ran regenerates from there: new inputs,
-            // so new calls, none of its memoized answers replayed.
-            let back = next.phases[to].status.is_done();
-            if back {
-                next.revision += 1;
-            }
-            for (j, ph) in next.phases.iter_mut().enumerate() {
-                if j < to && !ph.status.is_done() {
-                    ph.status = PhaseStatus::Skipped;
-                } else if j > to && ph.status != PhaseStatus::Pending {
-                    ph.status = PhaseStatus::Pending;
-                }
-            }
-            let ph = &mut next.phases[to];
-            requeue(ph, now);
-            let attempt = ph.attempt;
-            t.audit(
-                AuditEvent::new(AuditKind::OverrideApplied, Outcome::Success, now)
-                    .phase(&target, attempt)
-                    .detail(match back {
-                        true => {
-                            format!("jumped back to {target} (regenerated from there): {reason}")
-                        }
-                        false => format!("jumped to {target}: {reason}"),
-                    }),
-            );
-            t.dispatch(&target, attempt);
+        OverrideTarget::JumpTo(target) => jump(p, &target, outputs, &reason, now, t)?,
+    };
+    t.production.overridden = Some(OverrideMark {
+        // The admin is the audit's actor, stamped with it when the transition commits.
+        by: String::new(),
+        at: now,
+        what,
+        reason,
+    });
+    Ok(())
+}
+
+/// An admin's jump to `target`: earlier unfinished phases are skipped (with the outputs
+/// the admin supplied for them), later ones reset. Which skipped outputs later phases read
+/// is the pipeline's knowledge; the caller refused a jump that leaves one missing.
+fn jump(
+    p: &Production,
+    target: &str,
+    outputs: &[SuppliedOutput],
+    reason: &str,
+    now: Millis,
+    t: &mut Transition,
+) -> Result<String, DomainError> {
+    let to = super::known_phase(p, target)?;
+    if p.phases.iter().any(|ph| ph.status == PhaseStatus::Running) {
+        return Err(DomainError::Invalid(
+            "a phase is running; wait for it to finish before jumping".into(),
+        ));
+    }
+    for o in outputs {
+        let skipped = p
+            .phase_index(&o.phase)
+            .is_some_and(|j| j < to && !p.phases[j].status.is_done());
+        if !skipped {
+            return Err(DomainError::Invalid(format!(
+                "an output is given for {}, which this jump does not skip",
+                o.phase
+            )));
         }
     }
+    let next = &mut t.production;
+    next.approval = None;
+    next.status = ProductionStatus::Running;
+    // A jump back to a phase that already ran regenerates from there: new inputs, so new
+    // calls, none of its memoized answers replayed.
+    let back = next.phases[to].status.is_done();
+    if back {
+        next.revision += 1;
+    }
+    for (j, ph) in next.phases.iter_mut().enumerate() {
+        if j < to && !ph.status.is_done() {
+            ph.status = PhaseStatus::Skipped;
+            if outputs.iter().any(|o| o.phase == ph.name) {
+                // The admin's output, stored by the caller under the next attempt's key.
+                ph.attempt += 1;
+                ph.output = Some(output_key(&ph.name, ph.attempt));
+                ph.finished_at = Some(now);
+            }
+        } else if j > to && ph.status != PhaseStatus::Pending {
+            ph.status = PhaseStatus::Pending;
+        }
+    }
+    let ph = &mut next.phases[to];
+    requeue(ph, now);
+    let attempt = ph.attempt;
+    let supplied: Vec<&str> = outputs.iter().map(|o| o.phase.as_str()).collect();
+    let what = match (back, supplied.is_empty()) {
+        (true, _) => format!("jumped back to {target} (regenerated from there)"),
+        (false, true) => format!("jumped to {target}"),
+        (false, false) => format!(
+            "jumped to {target} with the output of {} supplied",
+            supplied.join(", ")
+        ),
+    };
+    t.audit(
+        AuditEvent::new(AuditKind::OverrideApplied, Outcome::Success, now)
+            .phase(target, attempt)
+            .detail(format!("{what}: {reason}")),
+    );
+    t.dispatch(target, attempt);
+    Ok(what)
+}
+
+/// An admin clears the override badge; the audit keeps what the override was.
+pub(super) fn clear_override(
+    reason: &str,
+    now: Millis,
+    t: &mut Transition,
+) -> Result<(), DomainError> {
+    let reason = operator_text(reason, "clearing an override needs a reason", "the reason")?;
+    let mark = t
+        .production
+        .overridden
+        .take()
+        .expect("clear_override is available only on an overridden production");
+    t.audit(
+        AuditEvent::new(AuditKind::OverrideCleared, Outcome::Success, now).detail(format!(
+            "cleared the override by {} ({}): {reason}",
+            mark.by, mark.what
+        )),
+    );
     Ok(())
 }

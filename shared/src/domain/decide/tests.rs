@@ -155,6 +155,7 @@ fn commands(p: &Production) -> Vec<(&'static str, Command)> {
                 reason: "legal signed off by phone".into(),
                 skip_gate: true,
                 jump_to: None,
+                outputs: vec![],
             }),
         ),
         (
@@ -163,6 +164,7 @@ fn commands(p: &Production) -> Vec<(&'static str, Command)> {
                 reason: "voice vendor fixed".into(),
                 skip_gate: false,
                 jump_to: Some("voice".into()),
+                outputs: vec![],
             }),
         ),
         (
@@ -287,6 +289,7 @@ fn operator_commands_are_accepted_exactly_when_available() {
             reason: "r".into(),
             skip_gate: false,
             jump_to: Some("publish".into()),
+            outputs: vec![],
         });
         if !actions.contains(&Action::Override) {
             assert!(
@@ -581,6 +584,7 @@ fn an_admin_jump_back_regenerates_and_a_jump_forward_does_not() {
             reason: "the brief was wrong".into(),
             skip_gate: false,
             jump_to: Some(to.into()),
+            outputs: vec![],
         })
     };
     let back = decide(&p, jump("brief"), NOW).unwrap();
@@ -726,6 +730,7 @@ fn override_needs_a_reason_and_leaves_a_badge() {
             reason: reason.into(),
             skip_gate: true,
             jump_to: None,
+            outputs: vec![],
         })
     };
     assert!(
@@ -735,9 +740,88 @@ fn override_needs_a_reason_and_leaves_a_badge() {
             .contains("needs a reason")
     );
     let t = decide(&awaiting(), skip("signed off"), NOW).unwrap();
-    assert!(t.production.overridden);
+    let mark = t.production.overridden.clone().unwrap();
+    assert_eq!(
+        (mark.at, mark.what.as_str(), mark.reason.as_str()),
+        (NOW, "skipped the approval gate at script", "signed off")
+    );
     assert_eq!(t.audit[0].kind, "override.applied");
     assert_eq!(t.dispatch.unwrap().phase, "assets");
+    // An admin clears the badge, with a reason, audited; the course stays.
+    let p = t.production;
+    assert!(p.available_actions().contains(&Action::ClearOverride));
+    let clear = |reason: &str| {
+        Command::Act(Act::ClearOverride {
+            reason: reason.into(),
+        })
+    };
+    assert!(decide(&p, clear(""), NOW).is_err());
+    let t = decide(&p, clear("reviewed after the fact"), NOW + 1).unwrap();
+    assert_eq!(t.production.overridden, None);
+    assert_eq!(t.production.status, p.status);
+    assert_eq!(t.audit[0].kind, "override.cleared");
+    assert!(
+        t.audit[0].detail.contains("reviewed after the fact"),
+        "{}",
+        t.audit[0].detail
+    );
+    assert!(
+        !t.production
+            .available_actions()
+            .contains(&Action::ClearOverride)
+    );
+    assert!(matches!(
+        decide(&t.production, clear("again"), NOW + 2),
+        Err(DomainError::ActionUnavailable { .. })
+    ));
+}
+
+#[test]
+fn an_override_stored_as_a_flag_reads_as_a_mark() {
+    let mut v = serde_json::to_value(awaiting()).unwrap();
+    v["overridden"] = serde_json::json!(true);
+    let p: Production = serde_json::from_value(v.clone()).unwrap();
+    assert!(p.overridden.unwrap().reason.contains("see the audit"));
+    v["overridden"] = serde_json::json!(false);
+    let p: Production = serde_json::from_value(v).unwrap();
+    assert_eq!(p.overridden, None);
+}
+
+#[test]
+fn a_jump_takes_supplied_outputs_for_the_phases_it_skips_only() {
+    let p = fixture(ProductionStatus::Failed); // brief ok, script failed
+    let jump = |phase: &str| {
+        Command::Act(Act::Override {
+            reason: "script written by hand".into(),
+            skip_gate: false,
+            jump_to: Some("assets".into()),
+            outputs: vec![format!("{phase}={{\"text\": \"x\"}}").parse().unwrap()],
+        })
+    };
+    let t = decide(&p, jump("script"), NOW).unwrap();
+    let script = &t.production.phases[1];
+    assert_eq!(script.status, PhaseStatus::Skipped);
+    assert_eq!(script.attempt, p.phases[1].attempt + 1);
+    assert_eq!(
+        script.output.as_deref(),
+        Some(crate::domain::output_key("script", script.attempt).as_str())
+    );
+    assert!(
+        t.audit[0]
+            .detail
+            .contains("with the output of script supplied")
+    );
+    // An output for a phase the jump does not skip is refused.
+    let err = decide(&p, jump("brief"), NOW).unwrap_err().to_string();
+    assert!(
+        err.contains("brief, which this jump does not skip"),
+        "{err}"
+    );
+    assert!(
+        "script=nope"
+            .parse::<crate::domain::SuppliedOutput>()
+            .is_err()
+    );
 }
 
 #[test]
@@ -747,6 +831,7 @@ fn jumping_skips_unfinished_earlier_phases_and_resets_later_ones() {
         reason: "script done by hand".into(),
         skip_gate: false,
         jump_to: Some("assets".into()),
+        outputs: vec![],
     });
     let t = decide(&p, jump, NOW).unwrap();
     let st: Vec<_> = t.production.phases.iter().map(|ph| ph.status).collect();
@@ -766,6 +851,7 @@ fn jumping_skips_unfinished_earlier_phases_and_resets_later_ones() {
         reason: "r".into(),
         skip_gate: false,
         jump_to: Some("render".into()),
+        outputs: vec![],
     });
     assert!(matches!(
         decide(&p, unknown, NOW),
@@ -1028,6 +1114,7 @@ fn an_admin_override_skips_the_acknowledgement() {
             reason: "legal reviewed the image".into(),
             skip_gate: true,
             jump_to: None,
+            outputs: vec![],
         }),
         NOW,
     )
