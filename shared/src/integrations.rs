@@ -393,7 +393,10 @@ impl Integrations {
                     ),
                 );
             }
-            match call(client(id, def)).await {
+            let started = std::time::Instant::now();
+            let answer = call(client(id, def)).await;
+            provider_metrics(id, kind, started.elapsed(), answer.as_ref().err());
+            match answer {
                 Ok(v) => {
                     if !health.is_clean() || probing {
                         self.observe(id, &Observation::Success).await;
@@ -458,4 +461,23 @@ impl Integrations {
             ),
         })
     }
+}
+
+/// One call's latency at an integration, and its error (by code) if it failed.
+fn provider_metrics(
+    id: &str,
+    kind: CallKind,
+    took: std::time::Duration,
+    error: Option<&StepError>,
+) {
+    let mut doc = crate::metrics::Document::by("integration", id)
+        .millis("ProviderLatency", took.as_millis() as u64)
+        .count("ProviderCalls", 1)
+        .property("kind", format!("{kind:?}").to_lowercase());
+    if let Some(e) = error {
+        doc = doc
+            .count("ProviderErrors", 1)
+            .property("error_code", e.code.to_string());
+    }
+    doc.emit();
 }

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | [`domain`] | the rules: `decide`, delivery policy, authorization, vocabularies (pure) |
 //! | 1 | [`pipeline`] | pipeline definitions, their input and output contracts, versions (pure) |
-//! | 2 | [`protocol`], [`config`], [`view`], [`observability`] | wire formats, configuration, presentation |
+//! | 2 | [`protocol`], [`config`], [`view`], [`observability`], [`metrics`] | wire formats, configuration, presentation, logs and EMF metrics |
 //! | 3 | [`ports`] | the narrow traits the engine needs |
 //! | 4 | [`adapters`] | DynamoDB, SQS, SSM, providers, and in memory |
 //! | 5 | [`write`], [`integrations`], [`tools`], [`audit`], [`cloudwatch`], [`webhooks`] | the write path, routing, the call ledger, the audit projection, CloudWatch alarms in, webhooks out |
@@ -23,6 +23,7 @@ pub mod cloudwatch;
 pub mod config;
 pub mod domain;
 pub mod integrations;
+pub mod metrics;
 pub mod observability;
 pub mod ops;
 pub mod pipeline;

@@ -551,6 +551,19 @@ impl Deliverer {
             return Ok(Handled::Dropped("claim lost"));
         }
         info!(delivery = %mine.id, subscription = %sub.id, attempt = mine.attempts_started, status = ?status, verdict = ?verdict, "webhook attempt");
+        let outcome = match &verdict {
+            Verdict::Delivered => "WebhookDelivered",
+            Verdict::RetryIn(_) => "WebhookRetried",
+            Verdict::Gone | Verdict::Exhausted | Verdict::Refused(_) => "WebhookFailed",
+        };
+        crate::metrics::Document::new()
+            .count(outcome, 1)
+            .millis("WebhookLatency", latency_ms)
+            .property("delivery_id", mine.id.as_str())
+            .property("subscription_id", sub.id.as_str())
+            .property("event", mine.kind.as_str())
+            .property("subject", mine.subject.as_str())
+            .emit();
         if !Builtin::is_builtin(&sub.id) {
             self.after(&sub, &verdict, now).await?;
         }

@@ -513,6 +513,9 @@ pub enum Handler {
 impl Handler {
     /// Builds the handler `name` on `clients` (no network call).
     pub fn build(name: &HandlerName, stack: &Stack, clients: &AwsClients, config: &Config) -> Self {
+        // Built once per process, on its first event: that is the cold start.
+        let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME");
+        crate::metrics::cold_start(function.as_deref().unwrap_or(name.as_str()));
         let ports = function_ports(clients, config);
         match name {
             HandlerName::Phase(p) => {

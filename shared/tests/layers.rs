@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["pipeline"],
-    &["protocol", "config", "view", "observability"],
+    &["protocol", "config", "view", "observability", "metrics"],
     &["ports"],
     &["adapters"],
     &[

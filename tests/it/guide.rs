@@ -137,6 +137,7 @@ fn generated() -> String {
         "PhaseDeadLettersPeekPolicy",
         "PhaseDeadLettersManagePolicy",
         "PipelinesParameter",
+        "Dashboard",
     ];
     for (id, r) in before["Resources"].as_object().unwrap() {
         if !lists_every_phase.contains(&id.as_str()) {
@@ -156,6 +157,11 @@ fn generated() -> String {
     ] {
         assert!(after["Resources"][id].is_object(), "{id} is generated");
     }
+    let dashboard = after["Resources"]["Dashboard"].to_string();
+    assert!(
+        dashboard.contains("summarize PhaseSucceeded"),
+        "the dashboard shows the new phases"
+    );
     for (id, bytes) in shepherd_local::template::environment_sizes(&after, 32) {
         assert!(
             bytes <= shepherd_local::template::LAMBDA_ENVIRONMENT_LIMIT - 512,

@@ -229,6 +229,7 @@ pub fn render(pipelines: &Pipelines, template: &Value) -> Result<String, Generat
     }
     policies(w, &phases)?;
     function_alarms(w, template, &phases);
+    dashboard(w, &phases);
     definitions(w, pipelines)?;
     Ok(y)
 }
@@ -323,6 +324,117 @@ fn function_alarms(w: &mut String, template: &Value, phases: &[DeployedPhase]) {
             );
         }
     }
+}
+
+/// The stack's CloudWatch dashboard: the EMF metrics the functions write (namespace
+/// `Shepherd`, dimension `service` = the stack) beside the queues' depths. Integrations,
+/// functions and schedules are found by SEARCH, so one added later shows up by itself.
+fn dashboard(w: &mut String, phases: &[DeployedPhase]) {
+    use serde_json::json;
+    let ns = shepherd::metrics::NAMESPACE;
+    let service = "${AWS::StackName}";
+    let per_phase = |metric: &str, stat: &str| -> Vec<serde_json::Value> {
+        phases
+            .iter()
+            .map(|p| {
+                json!([ns, metric, "service", service, "phase", p.name,
+                       {"stat": stat, "label": format!("{} {metric}", p.name)}])
+            })
+            .collect()
+    };
+    let search = |dims: &str, metric: &str, stat: &str| {
+        json!([{"expression": format!(
+            "SEARCH('{{{ns},{dims}}} MetricName=\"{metric}\" service=\"{service}\"', '{stat}', 300)"
+        ), "id": metric.to_lowercase(), "label": metric}])
+    };
+    let mut outcomes = Vec::new();
+    for m in [
+        "PhaseSucceeded",
+        "PhaseRetried",
+        "PhaseHeld",
+        "PhaseFailed",
+        "PhaseDeadLettered",
+    ] {
+        outcomes.extend(per_phase(m, "Sum"));
+    }
+    let depths: Vec<serde_json::Value> = phases
+        .iter()
+        .flat_map(|p| {
+            [
+                format!("${{AWS::StackName}}-{}", p.name),
+                format!("${{AWS::StackName}}-{}-dlq", p.name),
+            ]
+        })
+        .map(|q| {
+            json!([
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                "QueueName",
+                q
+            ])
+        })
+        .collect();
+    let service_metrics = |names: &[&str]| -> Vec<serde_json::Value> {
+        names
+            .iter()
+            .map(|m| json!([ns, m, "service", service, {"stat": "Sum"}]))
+            .collect()
+    };
+    let widget = |i: usize, title: &str, metrics: serde_json::Value| {
+        json!({"type": "metric", "x": (i % 2) * 12, "y": (i / 2) * 6, "width": 12, "height": 6,
+               "properties": {"title": title, "region": "${AWS::Region}", "view": "timeSeries",
+                              "period": 300, "metrics": metrics}})
+    };
+    let widgets = [
+        ("Phase outcomes (per phase)", json!(outcomes)),
+        (
+            "Phase duration p90, ms",
+            json!(per_phase("PhaseDuration", "p90")),
+        ),
+        ("Queue and DLQ depth", json!(depths)),
+        (
+            "Provider latency p90, ms (per integration)",
+            search("service,integration", "ProviderLatency", "p90"),
+        ),
+        (
+            "Provider errors (per integration)",
+            search("service,integration", "ProviderErrors", "Sum"),
+        ),
+        (
+            "Webhook deliveries",
+            json!(service_metrics(&[
+                "WebhookDelivered",
+                "WebhookRetried",
+                "WebhookFailed"
+            ])),
+        ),
+        (
+            "Schedules",
+            json!(service_metrics(&[
+                "ScheduleFired",
+                "ScheduleMissed",
+                "ScheduleErrors"
+            ])),
+        ),
+        (
+            "Cold starts (per function)",
+            search("service,function_name", "ColdStart", "Sum"),
+        ),
+    ];
+    let _ = write!(
+        w,
+        "  # ---- The stack's dashboard: EMF metrics (namespace {ns}) and queue depths ----\n  \
+         Dashboard:\n    Type: AWS::CloudWatch::Dashboard\n    Properties:\n      \
+         DashboardName: !Sub \"${{AWS::StackName}}\"\n      DashboardBody: !Sub |\n        \
+         {{\"widgets\": [\n"
+    );
+    let n = widgets.len();
+    for (i, (title, m)) in widgets.into_iter().enumerate() {
+        let sep = if i + 1 < n { "," } else { "" };
+        let _ = writeln!(w, "          {}{sep}", widget(i, title, m));
+    }
+    let _ = writeln!(w, "        ]}}");
+    w.push('\n');
 }
 
 fn phase(w: &mut String, p: &DeployedPhase, platform: &Platform) -> Result<(), GenerateError> {

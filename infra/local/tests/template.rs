@@ -391,3 +391,45 @@ fn the_api_is_throttled_and_accounts_are_limited_by_default() {
     assert!(default("DefaultMonthlyAllowance") > 0, "0 is unlimited");
     assert!(default("DefaultMaxConcurrent") > 0, "0 is unlimited");
 }
+
+/// The dashboard shows every phase's outcomes, duration and queue depths, and the
+/// integrations' latency and errors; its body is JSON once the stack's name is in.
+#[test]
+fn the_dashboard_shows_every_phase_and_its_queues() {
+    let t = template();
+    let d = &t["Resources"]["Dashboard"];
+    assert_eq!(d["Type"], "AWS::CloudWatch::Dashboard");
+    let body = d["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("a !Sub body");
+    let body: Value = serde_json::from_str(
+        &body
+            .replace("${AWS::StackName}", "demo")
+            .replace("${AWS::Region}", "eu-west-1"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {body}"));
+    let text = body.to_string();
+    for (id, _) in phase_functions(&t) {
+        let name =
+            t["Resources"][&id]["Properties"]["Environment"]["Variables"]["SHEPHERD_HANDLER"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        for needle in [
+            format!(r#"["Shepherd","PhaseSucceeded","service","demo","phase","{name}""#),
+            format!(r#"["Shepherd","PhaseDuration","service","demo","phase","{name}""#),
+            format!(r#""QueueName","demo-{name}"]"#),
+            format!(r#""QueueName","demo-{name}-dlq"]"#),
+        ] {
+            assert!(text.contains(&needle), "{needle} missing");
+        }
+    }
+    for metric in [
+        "ProviderLatency",
+        "ProviderErrors",
+        "WebhookDelivered",
+        "ColdStart",
+    ] {
+        assert!(text.contains(metric), "{metric}");
+    }
+}

@@ -324,6 +324,13 @@ impl Ops {
                 }
             }
         }
+        if report.due > 0 {
+            crate::metrics::Document::new()
+                .count("ScheduleFired", report.fired as u64)
+                .count("ScheduleMissed", report.missed as u64)
+                .count("ScheduleErrors", report.errors as u64)
+                .emit();
+        }
         Ok(report)
     }
 

@@ -114,7 +114,9 @@ impl Worker {
         tracing::Span::current().record("trace_id", production.trace_id.as_str());
         info!(receive_count = d.receive_count, "phase claimed");
 
+        let started = std::time::Instant::now();
         let Ran { result, events } = self.executor.run(&production).await;
+        let took = started.elapsed();
         if events.iter().any(|e| e.kind == AuditKind::ToolCallDeduped) {
             let detail = format!(
                 "phase {}: a tool call's key was reused for a different request; the call was refused",
@@ -133,13 +135,17 @@ impl Worker {
             .into_iter()
             .map(|e| e.phase(&msg.phase, msg.attempt))
             .collect();
-        match result {
+        let ran_ok = result.is_ok();
+        let trace_id = production.trace_id.clone();
+        let verdict = match result {
             Ok(result) => self.succeed(production, &msg, result, &events).await,
             Err(e) => {
                 self.fail(production, &msg, e, &events, d.receive_count)
                     .await
             }
-        }
+        };
+        measure(&msg, &trace_id, took, ran_ok, &verdict);
+        verdict
     }
 
     async fn succeed(
@@ -455,6 +461,25 @@ impl Worker {
         );
         Verdict::Retry { after: Some(after) }
     }
+}
+
+/// One run's metrics: its duration and what became of it, per phase.
+fn measure(msg: &PhaseMessage, trace_id: &str, took: Duration, ran_ok: bool, v: &Verdict) {
+    let outcome = match (ran_ok, v) {
+        (true, Verdict::Done | Verdict::Handoff { .. }) => "PhaseSucceeded",
+        (true, _) => "PhaseCommitRetried",
+        (false, Verdict::Retry { .. }) => "PhaseRetried",
+        (false, Verdict::Resend { .. }) => "PhaseHeld",
+        (false, Verdict::DeadLetter | Verdict::Quarantine(_)) => "PhaseDeadLettered",
+        (false, Verdict::Done | Verdict::Handoff { .. }) => "PhaseFailed",
+    };
+    crate::metrics::Document::by("phase", &msg.phase)
+        .millis("PhaseDuration", took.as_millis() as u64)
+        .count(outcome, 1)
+        .property("production_id", msg.production_id.as_str())
+        .property("trace_id", trace_id)
+        .property("attempt", msg.attempt)
+        .emit();
 }
 
 fn handoff(production: &str, next: Option<Dispatch>) -> Verdict {
