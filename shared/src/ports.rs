@@ -657,9 +657,26 @@ pub trait Queue: Send + Sync {
         max: i32,
         visibility: i32,
     ) -> Result<Vec<InMessage>, QueueError>;
-    /// Reads up to ten messages, leaving them visible (for inspection, not processing).
+    /// Reads up to ten messages, leaving them visible (for a glance, not for finding one:
+    /// SQS samples its servers).
     async fn peek(&self, queue_url: &str, max: i32) -> Result<Vec<InMessage>, QueueError> {
         self.receive(queue_url, max, 0).await
+    }
+    /// As `receive`, asking every server of the queue (SQS's long polling, one second):
+    /// a short-polled receive samples some servers and can answer nothing, or not every
+    /// message, while messages wait. What scans a whole queue uses this.
+    async fn receive_from_all(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility: i32,
+    ) -> Result<Vec<InMessage>, QueueError> {
+        self.receive(queue_url, max, visibility).await
+    }
+    /// Messages waiting to be received (SQS's `ApproximateNumberOfMessages`), if known:
+    /// a scan skips a queue with none instead of waiting a long poll on it.
+    async fn waiting(&self, _queue_url: &str) -> Result<Option<u64>, QueueError> {
+        Ok(None)
     }
     async fn delete(&self, queue_url: &str, receipt: &str) -> Result<(), QueueError>;
     /// Sends messages (ten per request); returns the ids that failed.

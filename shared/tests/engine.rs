@@ -1072,3 +1072,101 @@ async fn every_log_line_of_a_run_names_its_production_phase_attempt_and_trace() 
     }
     assert_eq!(phases.len(), PHASES.len(), "{phases:?}");
 }
+
+/// Real SQS under short polling: each receive asks a sample of the servers, so it may
+/// answer nothing, or only some messages, while messages wait. Long polling asks all.
+struct Sampling {
+    inner: Arc<dyn shepherd::ports::Queue>,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl shepherd::ports::Queue for Sampling {
+    async fn receive(
+        &self,
+        url: &str,
+        _max: i32,
+        visibility: i32,
+    ) -> Result<Vec<shepherd::protocol::InMessage>, shepherd::ports::QueueError> {
+        // Every other short poll finds nothing; the others find one message.
+        if self.calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            return Ok(vec![]);
+        }
+        self.inner.receive(url, 1, visibility).await
+    }
+    async fn receive_from_all(
+        &self,
+        url: &str,
+        max: i32,
+        visibility: i32,
+    ) -> Result<Vec<shepherd::protocol::InMessage>, shepherd::ports::QueueError> {
+        self.inner.receive(url, max, visibility).await
+    }
+    async fn delete(&self, url: &str, receipt: &str) -> Result<(), shepherd::ports::QueueError> {
+        self.inner.delete(url, receipt).await
+    }
+    async fn send_batch(
+        &self,
+        url: &str,
+        messages: &[shepherd::protocol::OutMessage],
+    ) -> Result<Vec<String>, shepherd::ports::QueueError> {
+        self.inner.send_batch(url, messages).await
+    }
+    async fn change_visibility(
+        &self,
+        url: &str,
+        receipt: &str,
+        seconds: i32,
+    ) -> Result<(), shepherd::ports::QueueError> {
+        self.inner.change_visibility(url, receipt, seconds).await
+    }
+}
+
+#[tokio::test]
+async fn dlq_show_and_list_find_every_message_where_short_polling_would_sample() {
+    let mut w = World::new("");
+    let mut ports = w.ports.clone();
+    ports.queue = Arc::new(Sampling {
+        inner: w.ports.queue.clone(),
+        calls: AtomicU32::new(0),
+    });
+    w.ops = Ops::new(ports, w.ops.stack().clone(), w.ops.pipelines().clone());
+    let dlq = w.config.topology.dlqs["review"].clone();
+    let messages: Vec<shepherd::protocol::OutMessage> = (0..25)
+        .map(|i| shepherd::protocol::OutMessage {
+            id: format!("m{i}"),
+            body: format!("not a phase message {i}"),
+            attributes: vec![],
+            delay: None,
+        })
+        .collect();
+    for batch in messages.chunks(10) {
+        assert!(
+            w.ports
+                .queue
+                .send_batch(&dlq, batch)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let listed = w
+        .ops
+        .dlq_list(Some("review"), 100, &operator())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 25, "every message, once");
+    let last = listed.last().unwrap().message_id.clone();
+    let (shown, _) = w.ops.dlq_show(&last, &operator()).await.unwrap();
+    assert_eq!(shown.message_id, last);
+    assert!(shown.malformed);
+    // What was read is visible again for the next operator.
+    let again = w.ops.dlq_list(None, 100, &operator()).await.unwrap();
+    assert_eq!(again.len(), 25);
+    let err = w
+        .ops
+        .dlq_show("no-such-message", &operator())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpsError::NotFound(_)), "{err}");
+}

@@ -631,7 +631,7 @@ fn policies(w: &mut String, phases: &[DeployedPhase]) -> Result<(), GenerateErro
         (
             "PhaseDeadLettersManagePolicy",
             "Inspect, resubmit, redrive and discard every phase DLQ's messages",
-            "[sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility]",
+            "[sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility, sqs:GetQueueAttributes]",
             "DeadLetterQueue",
         ),
     ] {

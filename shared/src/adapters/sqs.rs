@@ -14,15 +14,14 @@ impl SqsQueue {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
-}
 
-#[async_trait]
-impl Queue for SqsQueue {
-    async fn receive(
+    /// One ReceiveMessage; `wait` > 0 is long polling (every server asked).
+    async fn receive_waiting(
         &self,
         queue_url: &str,
         max: i32,
         visibility: i32,
+        wait: i32,
     ) -> Result<Vec<InMessage>, QueueError> {
         use aws_sdk_sqs::types::MessageSystemAttributeName as A;
         let out = self
@@ -31,6 +30,7 @@ impl Queue for SqsQueue {
             .queue_url(queue_url)
             .max_number_of_messages(max.clamp(1, 10))
             .visibility_timeout(visibility)
+            .wait_time_seconds(wait)
             .message_system_attribute_names(A::SentTimestamp)
             .message_attribute_names("All")
             .send()
@@ -57,6 +57,43 @@ impl Queue for SqsQueue {
                 receipt: m.receipt_handle.unwrap_or_default(),
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility: i32,
+    ) -> Result<Vec<InMessage>, QueueError> {
+        self.receive_waiting(queue_url, max, visibility, 0).await
+    }
+
+    async fn receive_from_all(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility: i32,
+    ) -> Result<Vec<InMessage>, QueueError> {
+        self.receive_waiting(queue_url, max, visibility, 1).await
+    }
+
+    async fn waiting(&self, queue_url: &str) -> Result<Option<u64>, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| QueueError(sdk_error(&e)))?;
+        Ok(out
+            .attributes
+            .and_then(|a| a.get(&A::ApproximateNumberOfMessages).cloned())
+            .and_then(|n| n.parse().ok()))
     }
 
     async fn delete(&self, queue_url: &str, receipt: &str) -> Result<(), QueueError> {

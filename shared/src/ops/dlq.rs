@@ -58,7 +58,7 @@ pub struct RedriveReport {
     pub skipped: usize,
 }
 
-/// The most messages a lookup by id peeks at in one DLQ.
+/// The most messages a listing or a lookup by id reads from one DLQ.
 const PEEK_CAP: usize = 1000;
 
 /// How long a redrive or discard holds messages it is not moving (released at the end).
@@ -129,20 +129,42 @@ impl Ops {
     /// Receives every message of a DLQ, hiding each for `HOLD_SECS`; the caller deletes
     /// the ones it moves and releases the rest.
     async fn hold_all(&self, dlq: &str) -> Result<Vec<InMessage>, OpsError> {
+        self.hold_until(dlq, usize::MAX, |_| false).await
+    }
+
+    /// Receives a DLQ's messages, hiding each for `HOLD_SECS` so the next receive brings
+    /// others, until `stop` holds for one, `cap` are held, or none is left. Receives ask
+    /// every SQS server (long polling), so "none left" is true and not a sample's
+    /// accident; a DLQ with nothing waiting is not polled at all. The caller releases (or
+    /// deletes) what it holds.
+    async fn hold_until(
+        &self,
+        dlq: &str,
+        cap: usize,
+        stop: impl Fn(&InMessage) -> bool,
+    ) -> Result<Vec<InMessage>, OpsError> {
+        let failed = |e: crate::ports::QueueError| OpsError::Invalid(e.to_string());
+        let queue = &self.ports.queue;
         let mut held: Vec<InMessage> = Vec::new();
-        let mut seen = HashSet::new();
-        loop {
-            let got = self
-                .ports
-                .queue
-                .receive(dlq, 10, HOLD_SECS)
-                .await
-                .map_err(|e| OpsError::Invalid(e.to_string()))?;
-            if got.is_empty() || got.iter().all(|m| seen.contains(&m.id)) {
-                return Ok(held);
-            }
-            held.extend(got.into_iter().filter(|m| seen.insert(m.id.clone())));
+        if queue.waiting(dlq).await.map_err(failed)? == Some(0) {
+            return Ok(held);
         }
+        let mut seen = HashSet::new();
+        while held.len() < cap {
+            let got = queue
+                .receive_from_all(dlq, 10, HOLD_SECS)
+                .await
+                .map_err(failed)?;
+            if got.is_empty() || got.iter().all(|m| seen.contains(&m.id)) {
+                break;
+            }
+            let found = got.iter().any(&stop);
+            held.extend(got.into_iter().filter(|m| seen.insert(m.id.clone())));
+            if found {
+                break;
+            }
+        }
+        Ok(held)
     }
 
     /// Makes held messages visible again.
@@ -152,7 +174,9 @@ impl Ops {
         }
     }
 
-    /// The messages in one phase's DLQ (or all) the caller may see, without taking them.
+    /// The messages in one phase's DLQ (or all) the caller may see, without taking them:
+    /// each is hidden for the moment it is read (so every one is read once) and made
+    /// visible again before this returns.
     pub async fn dlq_list(
         &self,
         phase: Option<&str>,
@@ -164,32 +188,19 @@ impl Ops {
         let now = self.ports.clock.now();
         let mut out = Vec::new();
         for (phase, url) in self.dlqs(phase)? {
-            let mut seen = HashSet::new();
-            let mut idle_rounds = 0;
-            while out.len() < limit && idle_rounds < 2 {
-                let got = self
-                    .ports
-                    .queue
-                    .peek(&url, 10)
-                    .await
-                    .map_err(|e| OpsError::Invalid(e.to_string()))?;
-                let before = seen.len();
-                for m in got {
-                    if seen.insert(m.id.clone()) {
-                        let entry = self.entry(&phase, &m, now).await.0;
-                        if caller.sees(entry.account.as_deref()) {
-                            out.push(entry);
-                        }
-                    }
-                }
-                idle_rounds = if seen.len() == before {
-                    idle_rounds + 1
-                } else {
-                    0
-                };
+            if out.len() >= limit {
+                break;
             }
+            let held = self.hold_until(&url, PEEK_CAP, |_| false).await?;
+            for m in &held {
+                let entry = self.entry(&phase, m, now).await.0;
+                if caller.sees(entry.account.as_deref()) && out.len() < limit {
+                    out.push(entry);
+                }
+            }
+            let receipts: Vec<String> = held.into_iter().map(|m| m.receipt).collect();
+            self.release(&url, &receipts).await;
         }
-        out.truncate(limit);
         Ok(out)
     }
 
@@ -201,11 +212,17 @@ impl Ops {
     ) -> Result<(DlqEntry, Option<Production>), OpsError> {
         input::id("message id", message_id).map_err(OpsError::Invalid)?;
         caller.may(Permission::Read)?;
-        // SQS finds no message by id: peek at each DLQ, comparing ids only; the one
-        // production read is the found message's.
+        // SQS finds no message by id: read each DLQ (every server, each message once)
+        // until it shows, then make what was read visible again. The one production read
+        // is the found message's.
         let mut found = None;
         for (phase, url) in self.dlqs(None)? {
-            if let Some(m) = self.peek_for(&url, message_id).await? {
+            let held = self
+                .hold_until(&url, PEEK_CAP, |m| m.id == message_id)
+                .await?;
+            let receipts: Vec<String> = held.iter().map(|m| m.receipt.clone()).collect();
+            self.release(&url, &receipts).await;
+            if let Some(m) = held.into_iter().find(|m| m.id == message_id) {
                 found = Some((phase, m));
                 break;
             }
@@ -221,34 +238,6 @@ impl Ops {
             None => None,
         };
         Ok((entry, production))
-    }
-
-    /// Peeks at a DLQ until message `id` shows, or two rounds bring nothing new (at most
-    /// `PEEK_CAP` messages looked at).
-    async fn peek_for(&self, url: &str, id: &str) -> Result<Option<InMessage>, OpsError> {
-        let mut seen = HashSet::new();
-        let mut idle_rounds = 0;
-        while idle_rounds < 2 && seen.len() < PEEK_CAP {
-            let got = self
-                .ports
-                .queue
-                .peek(url, 10)
-                .await
-                .map_err(|e| OpsError::Invalid(e.to_string()))?;
-            let before = seen.len();
-            for m in got {
-                if m.id == id {
-                    return Ok(Some(m));
-                }
-                seen.insert(m.id);
-            }
-            idle_rounds = if seen.len() == before {
-                idle_rounds + 1
-            } else {
-                0
-            };
-        }
-        Ok(None)
     }
 
     /// Moves matching DLQ messages the caller may see back to their source queues, at
