@@ -527,3 +527,67 @@ async fn connectors_watchers_and_events_from_the_cli() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_jump_names_the_output_it_needs_and_the_override_shows_until_cleared() {
+    use shepherd_it::{Fault, FaultRule};
+    let t = TestStack::start(&[]).await;
+    t.provider
+        .add_fault(FaultRule::new("speech", Fault::Refusal(true)).times(1));
+    let p = t.start_production(1).await;
+    let failed = t.wait_settled(&p.id, Duration::from_secs(60)).await;
+    assert_eq!(failed.status, shepherd::domain::ProductionStatus::Failed);
+    let stack = t.stack.stack.clone();
+    let jump = [
+        "override",
+        &p.id,
+        "--reason",
+        "studio narration",
+        "--jump-to",
+        "publish",
+    ];
+
+    let out = shepherd(&stack, &jump);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("skips voice, whose output publish reads"),
+        "{err}"
+    );
+    assert!(err.contains("--output voice=JSON"), "{err}");
+
+    let mut bad = jump.to_vec();
+    bad.extend(["--output", "voice=nope"]);
+    let out = shepherd(&stack, &bad);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let narration = serde_json::json!({"audio": [{"scene": 1, "format": "mp3", "audio": {
+        "name": "scene-1.mp3", "key": "studio/scene-1.mp3", "sha256": "ab".repeat(32),
+        "bytes": 3, "content_type": "audio/mpeg"}}]});
+    let supplied = format!("voice={narration}");
+    let mut good = jump.to_vec();
+    good.extend(["--output", &supplied]);
+    let out = shepherd(&stack, &good);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    t.wait_settled(&p.id, Duration::from_secs(60)).await;
+    let show = text(&shepherd(&stack, &["show", &p.id]).stdout);
+    assert!(show.contains("[OVERRIDE]"), "{show}");
+    assert!(
+        show.contains("Override: jumped to publish with the output of voice supplied by "),
+        "{show}"
+    );
+    assert!(show.contains(": studio narration"), "{show}");
+
+    let out = shepherd(&stack, &["clear-override", &p.id, "--reason", "checked"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let show = text(&shepherd(&stack, &["show", &p.id]).stdout);
+    assert!(
+        !show.contains("[OVERRIDE]") && !show.contains("Override:"),
+        "{show}"
+    );
+}
