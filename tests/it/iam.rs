@@ -218,5 +218,9 @@ async fn without_its_artifacts_statement_the_assets_phase_cannot_keep_an_image()
     let err = failing.phase("assets").unwrap().last_error.clone().unwrap();
     assert_eq!(err.code, "artifact_store", "{err:?}");
     assert!(err.detail.contains("AccessDenied"), "{err:?}");
+    assert!(
+        err.detail.contains("(AWS request id "),
+        "a refusal names AWS's request id: {err:?}"
+    );
     t.stop().await;
 }

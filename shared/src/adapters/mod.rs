@@ -24,8 +24,15 @@ where
     match err {
         SdkError::ServiceError(e) => {
             let e = e.err();
+            // AWS's request id, which a support case (or CloudTrail) needs; the SDK keeps it
+            // in the error's metadata.
+            let id = e
+                .meta()
+                .extra("aws_request_id")
+                .map(|id| format!(" (AWS request id {id})"))
+                .unwrap_or_default();
             format!(
-                "{}: {}",
+                "{}: {}{id}",
                 e.code().unwrap_or("ServiceError"),
                 e.message().unwrap_or("no message")
             )
