@@ -120,6 +120,9 @@ pub struct Config {
     pub circuit_window: Duration,
     /// How long an open circuit fails fast before one probe call.
     pub circuit_cooldown: Duration,
+    /// Timed-out calls in the window that open an integration's circuit (a timeout is
+    /// not a failure: the provider may only be slow).
+    pub circuit_timeouts: u32,
     /// The longest a provider's rate-limit reset may hold its calls.
     pub rate_limit_cap: Duration,
     pub secret_cache: Duration,
@@ -212,6 +215,7 @@ impl Config {
             circuit_min_calls: num("SHEPHERD_CIRCUIT_MIN_CALLS", 10)?.max(1) as u32,
             circuit_window: secs("SHEPHERD_CIRCUIT_WINDOW_SECS", 60)?,
             circuit_cooldown: secs("SHEPHERD_CIRCUIT_COOLDOWN_SECS", 30)?,
+            circuit_timeouts: num("SHEPHERD_CIRCUIT_TIMEOUTS", 10)?.max(1) as u32,
             rate_limit_cap: secs("SHEPHERD_RATE_LIMIT_CAP_SECS", 3600)?,
             secret_cache: secs("SHEPHERD_SECRET_CACHE_SECS", 300)?,
             outcome_ttl: Duration::from_secs(num("SHEPHERD_OUTCOME_TTL_DAYS", 14)? * 86_400),
@@ -272,6 +276,7 @@ impl Config {
             window: self.circuit_window.as_millis() as Millis,
             cooldown: self.circuit_cooldown.as_millis() as Millis,
             max_rate_limit_wait: self.rate_limit_cap.as_millis() as Millis,
+            timeouts_to_open: self.circuit_timeouts,
         }
     }
 }
@@ -442,6 +447,10 @@ pub struct Definition {
     pub secret_param: String,
     #[serde(default = "all_kinds")]
     pub kinds: Vec<CallKind>,
+    /// Its requests' timeout, sized for what it serves (an image model takes tens of
+    /// seconds where chat takes a few); default: the stack's `ProviderTimeoutSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
 }
 
 /// The integration registry parameter's value.
@@ -459,6 +468,14 @@ impl Registry {
         for id in &r.chain {
             if !r.integrations.contains_key(id) {
                 return Err(format!("{name}: chain names {id:?}, which is not defined"));
+            }
+        }
+        for (id, d) in &r.integrations {
+            if let Some(t) = d.timeout_seconds.filter(|t| !(1..=900).contains(t)) {
+                return Err(format!(
+                    "{name}: integrations.{id}.timeout_seconds must be 1-900 (a phase's \
+                     longest timeout), got {t}"
+                ));
             }
         }
         Ok(r)
@@ -485,6 +502,23 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_integration_may_size_its_own_timeout_within_lambdas() {
+        let text = |t: u32| {
+            serde_json::json!({"chain": ["images"], "integrations": {"images": {
+                "base_url": "https://api.example.com", "secret_param": "/k",
+                "kinds": ["image"], "timeout_seconds": t}}})
+            .to_string()
+        };
+        let r = Registry::parse("/s/integrations", &text(120)).unwrap();
+        assert_eq!(r.integrations["images"].timeout_seconds, Some(120));
+        let err = Registry::parse("/s/integrations", &text(0)).unwrap_err();
+        assert!(
+            err.contains("integrations.images.timeout_seconds must be 1-900"),
+            "{err}"
+        );
+    }
 
     fn pipelines() -> std::sync::Arc<Pipelines> {
         let d = crate::pipeline::Definition::parse(

@@ -37,6 +37,12 @@ fn observation(e: &StepError, now: Millis) -> Option<Observation> {
             until: e.retry_at.unwrap_or(now + 30_000),
         });
     }
+    // Slow is not down: see `domain::health`.
+    if e.code == ErrorCode::ProviderTimeout {
+        return Some(Observation::TimedOut {
+            detail: crate::domain::redact::excerpt(&e.detail, 300),
+        });
+    }
     e.code.is_provider_outage().then(|| Observation::Failure {
         code: e.code.to_string(),
         detail: crate::domain::redact::excerpt(&e.detail, 300),
@@ -267,13 +273,19 @@ impl Integrations {
             .await;
         match res {
             Ok(Some(h)) if h.opened_at == Some(now) => {
-                let (calls, failures) = h.window_totals(now, policy);
+                let (calls, failures, timeouts) = h.window_counts(now, policy);
+                let what = match obs {
+                    Observation::TimedOut { .. } => {
+                        format!("{timeouts} of {calls} calls timed out")
+                    }
+                    _ => format!("{failures} of {calls} calls failed"),
+                };
                 let raise = Raise::new(
                     AlarmKind::IntegrationUnhealthy,
                     format!("integration:{id}"),
                     Severity::Critical,
                     format!(
-                        "{failures} of {calls} calls failed within {} s; calls fail fast or fall back for {} s, then one probe. Last: {}",
+                        "{what} within {} s; calls fail fast or fall back for {} s, then one probe. Last: {}",
                         policy.window / 1000,
                         policy.cooldown / 1000,
                         h.last_error.as_deref().unwrap_or("-")

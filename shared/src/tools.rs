@@ -436,6 +436,12 @@ impl Tools {
                     .retryable(ErrorCode::OutcomeStore)?;
                 Ok((result, tries))
             }
+            Err(e) if e.code == ErrorCode::ProviderTimeout => {
+                // No answer is not a failed call: the provider may have made it. The outcome
+                // stays `in_progress`, so the next run audits it as unknown and makes it
+                // again under the same key (the provider sees the same Idempotency-Key).
+                Err(e)
+            }
             Err(e) => {
                 // Best effort: a lost `failed` leaves `in_progress`, read as unknown next time.
                 let _ = self

@@ -489,3 +489,63 @@ async fn a_reset_years_away_is_cut_to_the_cap_and_enable_clears_a_wait() {
     );
     t.stop().await;
 }
+
+/// Slow is not down: image calls that time out (a provider still drawing) are unknown
+/// outcomes made again under the same key, and they do not open the circuit that as many
+/// answered 503s would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_is_not_down_and_its_timeouts_are_unknown_outcomes_made_again() {
+    let t = TestStack::start(&[
+        ("ProviderTimeoutSeconds", "1"),
+        ("CircuitMinimumCalls", "2"),
+        ("CircuitFailureRatePercent", "50"),
+        ("RetryBaseSeconds", "1"),
+        ("RetryCapSeconds", "1"),
+    ])
+    .await;
+    t.provider
+        .add_fault(FaultRule::new("images", Fault::Slow { ms: 2500 }).times(2));
+    let p = t.start_production(1).await;
+    let done = t.wait_settled(&p.id, SETTLE).await;
+    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let assets = done.phase("assets").unwrap();
+    assert_eq!(assets.error_count, 2, "two timeouts, each retried");
+    assert_eq!(
+        assets.last_error.as_ref().unwrap().code,
+        "provider_timeout",
+        "{assets:?}"
+    );
+
+    // The circuit never opened: two timeouts are calls with unknown outcomes, not
+    // failures (threshold 2 at 50% would have opened on two 503s).
+    let list = t.ops.integrations(&TestStack::operator()).await.unwrap();
+    assert_ne!(list[0].status, HealthStatus::Unavailable, "{:?}", list[0]);
+    assert!(
+        list[0]
+            .health
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("provider_timeout")),
+        "{:?}",
+        list[0].health
+    );
+    assert!(
+        !t.alarms()
+            .await
+            .iter()
+            .any(|a| a.kind == "integration_unhealthy"),
+        "no outage alarm for a slow provider"
+    );
+
+    // Each timed-out call's outcome was left unknown and the call made again under its
+    // key: the provider saw one Idempotency-Key three times.
+    let audit = t.audit_with(&p.id, "production.completed").await;
+    let unknown = audit
+        .iter()
+        .filter(|r| r.event_type == "tool_call.unknown")
+        .count();
+    assert_eq!(unknown, 2, "{audit:#?}");
+    let calls = t.provider.calls();
+    assert!(calls.by_key.values().any(|n| *n == 3), "{:?}", calls.by_key);
+    t.stop().await;
+}

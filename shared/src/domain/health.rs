@@ -8,6 +8,12 @@
 //! the shared record; failures are written as they happen, successes are counted by each
 //! warm function and added every few seconds. Open, it fails fast for the cooldown, then
 //! lets one probe through; the probe's result closes or reopens it.
+//!
+//! Slow is not down: a request that timed out is a call whose outcome is unknown (the
+//! provider may still be making the image), not a failure the provider answered. It counts
+//! as a call in the window and toward the failure rate not at all; only `timeouts_to_open`
+//! timeouts within the window open the circuit (a provider that keeps not answering is
+//! down), and a probe that times out reopens it.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +45,8 @@ pub struct Policy {
     pub cooldown: Millis,
     /// The longest one rate-limit answer may hold every production's calls.
     pub max_rate_limit_wait: Millis,
+    /// Timed-out calls within the window at which the circuit opens.
+    pub timeouts_to_open: u32,
 }
 
 impl Policy {
@@ -54,6 +62,13 @@ pub struct Bucket {
     pub start: Millis,
     pub calls: u32,
     pub failures: u32,
+    /// Calls that timed out (counted in `calls`, not in `failures`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeouts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The stored record of one integration's health (`INT#<id>` in the state table).
@@ -99,6 +114,17 @@ pub enum Observation {
     Failure { code: String, detail: String },
     /// 429: no call before `until`.
     RateLimited { until: Millis },
+    /// The request timed out: its outcome is unknown; the provider may only be slow.
+    TimedOut { detail: String },
+}
+
+fn calls(calls: u32, failures: u32, timeouts: u32) -> Bucket {
+    Bucket {
+        start: 0,
+        calls,
+        failures,
+        timeouts,
+    }
 }
 
 /// Whether the next call may go to this integration.
@@ -166,25 +192,30 @@ impl Health {
 
     /// Calls and failures within the window at `now`.
     pub fn window_totals(&self, now: Millis, policy: Policy) -> (u32, u32) {
+        let (c, f, _) = self.window_counts(now, policy);
+        (c, f)
+    }
+
+    /// Calls, failures and timeouts within the window at `now`.
+    pub fn window_counts(&self, now: Millis, policy: Policy) -> (u32, u32, u32) {
         self.window
             .iter()
             .filter(|b| b.start + policy.window > now)
-            .fold((0, 0), |(c, f), b| (c + b.calls, f + b.failures))
+            .fold((0, 0, 0), |(c, f, t), b| {
+                (c + b.calls, f + b.failures, t + b.timeouts)
+            })
     }
 
-    fn record(&mut self, now: Millis, calls: u32, failures: u32, policy: Policy) {
+    fn record(&mut self, now: Millis, add: Bucket, policy: Policy) {
         let start = now - now.rem_euclid(policy.bucket());
         self.window.retain(|b| b.start + policy.window > now);
         match self.window.iter_mut().find(|b| b.start == start) {
             Some(b) => {
-                b.calls += calls;
-                b.failures += failures;
+                b.calls += add.calls;
+                b.failures += add.failures;
+                b.timeouts += add.timeouts;
             }
-            None => self.window.push(Bucket {
-                start,
-                calls,
-                failures,
-            }),
+            None => self.window.push(Bucket { start, ..add }),
         }
     }
 
@@ -196,15 +227,15 @@ impl Health {
         next.updated_at = now;
         match obs {
             Observation::Success => {
-                next.record(now, 1, 0, policy);
+                next.record(now, calls(1, 0, 0), policy);
                 next.consecutive_errors = 0;
                 next.opened_at = None;
                 next.probe_at = None;
                 next.rate_limit_resets_at = None;
             }
-            Observation::Successes(n) => next.record(now, *n, 0, policy),
+            Observation::Successes(n) => next.record(now, calls(*n, 0, 0), policy),
             Observation::Failure { code, detail } => {
-                next.record(now, 1, 1, policy);
+                next.record(now, calls(1, 1, 0), policy);
                 next.consecutive_errors += 1;
                 next.last_error = Some(format!("{code}: {detail}"));
                 next.last_error_at = Some(now);
@@ -224,6 +255,17 @@ impl Health {
                 next.rate_limit_resets_at = Some(until);
                 next.last_error = Some(format!("provider_rate_limited: reset at {until}"));
                 next.last_error_at = Some(now);
+            }
+            Observation::TimedOut { detail } => {
+                next.record(now, calls(1, 0, 1), policy);
+                next.last_error = Some(format!("provider_timeout: {detail}"));
+                next.last_error_at = Some(now);
+                let probing = next.probe_at.take().is_some();
+                let (_, _, timeouts) = next.window_counts(now, policy);
+                let tripped = timeouts >= policy.timeouts_to_open.max(1);
+                if probing || (next.opened_at.is_none() && tripped) {
+                    next.opened_at = Some(now);
+                }
             }
         }
         next
@@ -248,6 +290,7 @@ mod tests {
         window: 60_000,
         cooldown: 30_000,
         max_rate_limit_wait: 3_600_000,
+        timeouts_to_open: 5,
     };
 
     #[test]
@@ -367,5 +410,56 @@ mod tests {
         h.disabled = true;
         assert_eq!(h.status(0), HealthStatus::Disabled);
         assert!(matches!(h.gate(0, P), Gate::Skip { until: None, .. }));
+    }
+
+    fn timed_out() -> Observation {
+        Observation::TimedOut {
+            detail: "no answer within 20 s".into(),
+        }
+    }
+
+    #[test]
+    fn slow_is_not_down_until_timeouts_keep_coming() {
+        // Four timeouts and nothing else: above any failure rate, yet the circuit stays
+        // closed (each call's outcome is unknown, the provider may only be slow).
+        let mut h = Health::new("images");
+        for n in 0..4 {
+            h = h.observe(&timed_out(), 1_000 + n, P);
+            assert_eq!(h.opened_at, None, "opened after timeout {n}");
+            assert_eq!(h.gate(1_000 + n, P), Gate::Call);
+        }
+        assert_eq!(h.window_totals(2_000, P), (4, 0), "calls, not failures");
+        assert!(
+            h.last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("provider_timeout")
+        );
+        // Mixed with answered failures, timeouts do not add to the failure rate.
+        let mixed = h.observe(&fail(), 2_000, P);
+        assert_eq!(mixed.opened_at, None, "1 failure in 5 calls is under 50%");
+        // The fifth timeout in the window opens it: a provider that keeps not answering.
+        let down = h.observe(&timed_out(), 2_000, P);
+        assert_eq!(down.status(2_000), HealthStatus::Unavailable);
+        // Timeouts that left the window do not count.
+        let later = h.observe(&timed_out(), 70_000, P);
+        assert_eq!(later.opened_at, None);
+    }
+
+    #[test]
+    fn a_probe_that_times_out_reopens_the_circuit() {
+        let mut h = Health::new("images");
+        for n in 1..=3 {
+            h = h.observe(&fail(), n, P);
+        }
+        h.probe_at = Some(30_003);
+        let h = h.observe(&timed_out(), 30_100, P);
+        assert_eq!(h.opened_at, Some(30_100));
+    }
+
+    #[test]
+    fn a_bucket_stored_before_timeouts_were_counted_reads() {
+        let b: Bucket = serde_json::from_str(r#"{"start": 0, "calls": 3, "failures": 1}"#).unwrap();
+        assert_eq!(b.timeouts, 0);
     }
 }

@@ -101,7 +101,9 @@ impl Connector for HttpConnector {
             self.clock.clone(),
             d.base_url.clone(),
             d.secret_param.clone(),
-            self.timeout,
+            d.timeout_seconds
+                .map(|s| std::time::Duration::from_secs(s.into()))
+                .unwrap_or(self.timeout),
         ))
     }
 
