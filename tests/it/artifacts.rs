@@ -41,8 +41,7 @@ async fn images_in_b64_json_and_speech_are_objects_in_the_bucket_and_a_rerun_sto
     };
     t.ops.act(&p.id, edit, &operator).await.unwrap();
     t.ops.act(&p.id, Act::RetryPhase, &operator).await.unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     assert_eq!(
         t.provider.calls().served["/v1/audio/speech"],
         5,

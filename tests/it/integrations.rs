@@ -36,8 +36,7 @@ async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_f
     t.provider.add_fault(FaultRule::new("", Fault::Status(503)));
 
     let p = t.start_production(2).await;
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     assert_eq!(
         done.phase("brief").unwrap().error_count,
         0,
@@ -309,8 +308,7 @@ async fn an_mcp_disconnect_mid_call_records_an_unknown_outcome_reconnects_and_co
     // The platform publishes, then the connection breaks before the answer arrives.
     mcp.drop_next_calls(1);
     let p = t.start_production(1).await;
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     assert_eq!(
         done.phase("publish").unwrap().error_count,
         0,
@@ -415,10 +413,7 @@ async fn a_missing_or_rejected_secret_fails_naming_the_parameter_and_a_fixed_one
 
     // Rotated: the next attempt reads the new key and completes.
     put("local-provider-key").await.unwrap();
-    t.ops
-        .act(&p.id, Act::RetryPhase, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
+    t.act(&p.id, Act::RetryPhase, Role::Operator).await;
     let done = t
         .wait_for(&p.id, SETTLE, |q| q.status == ProductionStatus::Completed)
         .await;
@@ -459,8 +454,7 @@ async fn a_reset_years_away_is_cut_to_the_cap_and_enable_clears_a_wait() {
         resets_at <= now + 3_000,
         "cut to the cap: {resets_at} vs {now}"
     );
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.completes(&p.id, SETTLE).await;
 
     // A wait an operator ends: enable clears it at once.
     t.provider
@@ -506,8 +500,7 @@ async fn a_slow_provider_is_not_down_and_its_timeouts_are_unknown_outcomes_made_
     t.provider
         .add_fault(FaultRule::new("images", Fault::Slow { ms: 2500 }).times(2));
     let p = t.start_production(1).await;
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     let assets = done.phase("assets").unwrap();
     assert_eq!(assets.error_count, 2, "two timeouts, each retried");
     assert_eq!(

@@ -64,8 +64,7 @@ async fn pause_while_a_phase_runs_lets_it_finish_and_holds_the_next_until_resume
         .await
         .unwrap();
     assert_eq!(resumed.status, ProductionStatus::Running);
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.completes(&p.id, SETTLE).await;
     t.stop().await;
 }
 
@@ -122,12 +121,8 @@ async fn an_approval_gate_waits_and_reject_with_feedback_reruns_the_phase_with_i
         "plan + script + script again"
     );
 
-    t.ops
-        .act(&p.id, Act::Approve, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.act(&p.id, Act::Approve, Role::Operator).await;
+    t.completes(&p.id, SETTLE).await;
     t.stop().await;
 }
 
@@ -227,12 +222,8 @@ async fn reject_from_an_earlier_phase_reruns_exactly_the_phases_from_there_with_
         .await
         .unwrap_err();
     assert!(err.to_string().contains("publish comes after it"), "{err}");
-    t.ops
-        .act(&p.id, Act::Approve, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.act(&p.id, Act::Approve, Role::Operator).await;
+    t.completes(&p.id, SETTLE).await;
     t.stop().await;
 }
 
@@ -304,12 +295,8 @@ async fn edit_then_retry_reruns_the_failed_phase_with_the_new_settings() {
         "{err}"
     );
 
-    t.ops
-        .act(&p.id, Act::RetryPhase, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.act(&p.id, Act::RetryPhase, Role::Operator).await;
+    let done = t.completes(&p.id, SETTLE).await;
     assert_eq!(done.phase("voice").unwrap().attempt, 2);
     let calls = t.provider.calls();
     assert!(
@@ -540,10 +527,7 @@ async fn seed_001_scenario_d_reject_on_a_paused_production_and_an_admins_jump_ba
     let p = t.start_production(2).await;
     let waiting = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(waiting.status, ProductionStatus::AwaitingApproval);
-    t.ops
-        .act(&p.id, Act::Pause, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
+    t.act(&p.id, Act::Pause, Role::Operator).await;
     let chat = |t: &TestStack| t.provider.calls().served["/v1/chat/completions"];
     let images = |t: &TestStack| t.provider.calls().served["/v1/images/generations"];
     let (chat0, images0) = (chat(&t), images(&t));
@@ -559,11 +543,11 @@ async fn seed_001_scenario_d_reject_on_a_paused_production_and_an_admins_jump_ba
         .await
         .unwrap();
     let (status, body) = t
-        .http(
-            "POST",
-            &format!("/productions/{}/actions/reject", p.id),
-            Some("operator-acme"),
-            Some(serde_json::json!({"feedback": "Warmer narration.", "phase": "script"})),
+        .action_http(
+            &p.id,
+            "reject",
+            "operator-acme",
+            serde_json::json!({"feedback": "Warmer narration.", "phase": "script"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -571,10 +555,7 @@ async fn seed_001_scenario_d_reject_on_a_paused_production_and_an_admins_jump_ba
     assert_eq!(body["approval"], serde_json::Value::Null);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(chat(&t), chat0, "nothing runs until resume");
-    t.ops
-        .act(&p.id, Act::Resume, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
+    t.act(&p.id, Act::Resume, Role::Operator).await;
     let again = t
         .wait_for(&p.id, SETTLE, |p| {
             p.status == ProductionStatus::AwaitingApproval && p.phase("voice").unwrap().attempt == 2
@@ -612,11 +593,11 @@ async fn seed_001_scenario_d_reject_on_a_paused_production_and_an_admins_jump_ba
 
     // An admin's jump back to assets regenerates it too (new calls, not the memoized ones).
     let (status, body) = t
-        .http(
-            "POST",
-            &format!("/productions/{}/actions/override", p.id),
-            Some("admin-acme"),
-            Some(serde_json::json!({"reason": "the art director asked", "jump_to": "assets"})),
+        .action_http(
+            &p.id,
+            "override",
+            "admin-acme",
+            serde_json::json!({"reason": "the art director asked", "jump_to": "assets"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -638,12 +619,8 @@ async fn seed_001_scenario_d_reject_on_a_paused_production_and_an_admins_jump_ba
         "the jump back made every image anew"
     );
     assert_eq!(chat(&t), chat0 + 1, "the script was kept");
-    t.ops
-        .act(&p.id, Act::Approve, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.act(&p.id, Act::Approve, Role::Operator).await;
+    t.completes(&p.id, SETTLE).await;
     t.stop().await;
 }
 
@@ -713,8 +690,7 @@ async fn a_jump_over_an_output_a_later_phase_reads_is_refused_naming_it_until_th
         body["overridden"]["what"],
         "jumped to publish with the output of voice supplied"
     );
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     assert_eq!(done.phase("voice").unwrap().status, PhaseStatus::Skipped);
     let outputs = t.ops.outputs(&done).await.unwrap();
     assert_eq!(outputs["voice"], narration);

@@ -28,12 +28,8 @@ async fn an_asset_shortfall_fails_the_assets_phase_and_a_retry_makes_only_the_mi
     assert_eq!(failed.phase("voice").unwrap().status, PhaseStatus::Pending);
     assert_eq!(t.depth("VoiceQueue").await, 0, "nothing downstream started");
 
-    t.ops
-        .act(&p.id, Act::RetryPhase, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.act(&p.id, Act::RetryPhase, Role::Operator).await;
+    t.completes(&p.id, SETTLE).await;
     assert_eq!(
         t.image_calls(5),
         [1, 1, 1, 2, 2],
@@ -76,8 +72,7 @@ async fn flagged_assets_let_the_production_proceed_but_publish_waits_for_the_ack
     let (status, body) = t.http("POST", &path, Some("operator-acme"), None).await;
     assert_eq!(status, 200, "{body}");
 
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     assert!(done.warnings_acknowledged_at.is_some());
     let audit = t.audit_with(&p.id, "production.completed").await;
     let ack = audit

@@ -18,8 +18,7 @@ async fn a_production_completes_every_phase_with_outputs_and_actions_right_at_ea
     assert_eq!(p.phases[0].status, PhaseStatus::Queued);
     assert_eq!(p.available_actions(), vec![Action::Pause, Action::Cancel]);
 
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     assert!(done.available_actions().is_empty());
     for ph in &done.phases {
         assert_eq!(ph.status, PhaseStatus::Succeeded, "{}", ph.name);
@@ -63,8 +62,7 @@ async fn a_provider_500_is_retried_with_backoff_and_no_finished_call_is_repeated
     );
     let p = t.start_production(3).await;
 
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     let assets = done.phase("assets").unwrap();
     assert_eq!(
         (assets.attempt, assets.error_count),
@@ -150,11 +148,11 @@ async fn a_content_refusal_fails_the_phase_with_code_and_detail_and_stops_the_pr
     };
     assert_eq!(brief_calls(&t.provider.calls()), 0);
     let (status, body) = t
-        .http(
-            "POST",
-            &format!("/productions/{}/actions/reject", p.id),
-            Some("operator-acme"),
-            Some(serde_json::json!({"feedback": "Keep it to two scenes", "phase": "brief"})),
+        .action_http(
+            &p.id,
+            "reject",
+            "operator-acme",
+            serde_json::json!({"feedback": "Keep it to two scenes", "phase": "brief"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -321,8 +319,7 @@ async fn a_provider_slower_than_the_timeout_is_retried_as_a_timeout() {
     t.provider
         .add_fault(FaultRule::new("speech", Fault::Slow { ms: 2500 }).times(1));
     let p = t.start_production(1).await;
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     let voice = done.phase("voice").unwrap();
     assert_eq!(voice.error_count, 1);
     assert_eq!(voice.last_error.as_ref().unwrap().code, "provider_timeout");
@@ -335,8 +332,7 @@ async fn a_429_waits_for_the_providers_reset_before_retrying() {
     t.provider
         .add_fault(FaultRule::new("chat", Fault::RateLimit { reset_secs: 3 }).times(1));
     let p = t.start_production(1).await;
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     let brief = done.phase("brief").unwrap();
     let err = brief.last_error.as_ref().unwrap();
     assert_eq!(

@@ -265,8 +265,7 @@ async fn a_worker_killed_mid_phase_is_reconciled_by_the_sweep_after_its_lease_an
     let raised = stuck(t.alarms().await).expect("production_stuck#assets");
     assert_eq!(raised.affected, std::slice::from_ref(&p.id));
     assert_eq!(raised.status, shepherd::domain::alarms::AlarmStatus::Open);
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     let assets = done.phase("assets").unwrap();
     assert_eq!(
         assets.attempt, 2,
@@ -438,8 +437,7 @@ async fn retry_phase_is_offered_once_a_lease_expired_and_completes_the_productio
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    let done = t.completes(&p.id, SETTLE).await;
     assert_eq!(done.phase("brief").unwrap().attempt, 2);
     t.stop().await;
 }

@@ -36,8 +36,7 @@ async fn a_bad_answer_once_costs_one_fresh_call_and_the_production_completes() {
             .times(1),
     );
     let p = t.start_production(2).await;
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.completes(&p.id, SETTLE).await;
     let plan = served(&t, "#brief#plan");
     assert_eq!(
         plan.len(),
@@ -86,12 +85,8 @@ async fn a_bad_answer_every_time_fails_the_phase_after_the_budget_quoting_it_and
 
     // retry_phase never replays a rejected answer: it asks again, and now gets a good one.
     t.provider.clear_faults();
-    t.ops
-        .act(&p.id, Act::RetryPhase, &TestStack::caller(Role::Operator))
-        .await
-        .unwrap();
-    let done = t.wait_settled(&p.id, SETTLE).await;
-    assert_eq!(done.status, ProductionStatus::Completed, "{done:#?}");
+    t.act(&p.id, Act::RetryPhase, Role::Operator).await;
+    t.completes(&p.id, SETTLE).await;
     assert_eq!(served(&t, "#brief#plan").len(), 4);
     nothing_served_twice(&t);
     t.stop().await;

@@ -556,6 +556,39 @@ impl TestStack {
         self.wait_for(id, timeout, |p| p.status.is_settled()).await
     }
 
+    /// Waits until `id` settles, which must be as completed (the production otherwise).
+    pub async fn completes(&self, id: &str, timeout: Duration) -> Production {
+        let done = self.wait_settled(id, timeout).await;
+        assert_eq!(
+            done.status,
+            shepherd::domain::ProductionStatus::Completed,
+            "{done:#?}"
+        );
+        done
+    }
+
+    /// `POST /productions/{id}/actions/{action}` as the caller `token` names: the status
+    /// and the JSON answered.
+    pub async fn action_http(
+        &self,
+        id: &str,
+        action: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let path = format!("/productions/{id}/actions/{action}");
+        self.http("POST", &path, Some(token), Some(body)).await
+    }
+
+    /// An action as a stack caller of `role`, which must be taken.
+    pub async fn act(&self, id: &str, act: shepherd::domain::Act, role: Role) -> Production {
+        let what = act.action();
+        self.ops
+            .act(id, act, &Self::caller(role))
+            .await
+            .unwrap_or_else(|e| panic!("{what} on {id}: {e}"))
+    }
+
     /// Messages currently in a queue (visible or not), from its attributes.
     pub async fn depth(&self, logical: &str) -> u64 {
         use aws_sdk_sqs::types::QueueAttributeName as A;
