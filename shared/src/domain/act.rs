@@ -45,7 +45,7 @@ pub enum Act {
             feature = "cli",
             arg(long = "set", value_name = "FIELD=VALUE", required = true)
         )]
-        #[serde(with = "changes_as_map")]
+        #[serde(with = "as_map")]
         changes: Vec<FieldChange>,
     },
     /// Stop the production for good; every record is kept.
@@ -72,11 +72,7 @@ pub enum Act {
             feature = "cli",
             arg(long = "output", value_name = "PHASE=JSON", requires = "jump_to")
         )]
-        #[serde(
-            default,
-            with = "outputs_as_map",
-            skip_serializing_if = "Vec::is_empty"
-        )]
+        #[serde(default, with = "as_map", skip_serializing_if = "Vec::is_empty")]
         outputs: Vec<SuppliedOutput>,
     },
     /// Admin: clear the override badge (the production's course stays as it is).
@@ -190,51 +186,46 @@ impl std::str::FromStr for SuppliedOutput {
     }
 }
 
-mod outputs_as_map {
-    use std::collections::BTreeMap;
+/// A named JSON value that travels as one member of a JSON object (`{"voice": "onyx"}`).
+trait Named: Sized {
+    fn parts(&self) -> (&str, &serde_json::Value);
+    fn new(name: String, value: serde_json::Value) -> Self;
+}
 
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::SuppliedOutput;
-
-    pub fn serialize<S: Serializer>(outputs: &[SuppliedOutput], s: S) -> Result<S::Ok, S::Error> {
-        let map: BTreeMap<&str, &serde_json::Value> = outputs
-            .iter()
-            .map(|o| (o.phase.as_str(), &o.output))
-            .collect();
-        map.serialize(s)
+impl Named for FieldChange {
+    fn parts(&self) -> (&str, &serde_json::Value) {
+        (&self.field, &self.value)
     }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SuppliedOutput>, D::Error> {
-        let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
-        Ok(map
-            .into_iter()
-            .map(|(phase, output)| SuppliedOutput { phase, output })
-            .collect())
+    fn new(field: String, value: serde_json::Value) -> Self {
+        Self { field, value }
     }
 }
 
-mod changes_as_map {
+impl Named for SuppliedOutput {
+    fn parts(&self) -> (&str, &serde_json::Value) {
+        (&self.phase, &self.output)
+    }
+    fn new(phase: String, output: serde_json::Value) -> Self {
+        Self { phase, output }
+    }
+}
+
+/// A list of [`Named`] values as a JSON object (`changes`, `outputs`).
+mod as_map {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::FieldChange;
+    use super::Named;
 
-    pub fn serialize<S: Serializer>(changes: &[FieldChange], s: S) -> Result<S::Ok, S::Error> {
-        let map: BTreeMap<&str, &serde_json::Value> = changes
-            .iter()
-            .map(|c| (c.field.as_str(), &c.value))
-            .collect();
+    pub fn serialize<T: Named, S: Serializer>(items: &[T], s: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, &serde_json::Value> = items.iter().map(Named::parts).collect();
         map.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<FieldChange>, D::Error> {
+    pub fn deserialize<'de, T: Named, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
         let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
-        Ok(map
-            .into_iter()
-            .map(|(field, value)| FieldChange { field, value })
-            .collect())
+        Ok(map.into_iter().map(|(k, v)| T::new(k, v)).collect())
     }
 }
 
