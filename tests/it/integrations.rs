@@ -47,8 +47,10 @@ async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_f
     // straight to the second, which served every call once.
     let primary = t.provider.calls();
     assert_eq!(primary.served.values().sum::<u64>(), 0);
-    assert_eq!(
-        primary.received, 3,
+    // Threshold 3, then fail fast; the assets phase makes its two images at once, so one
+    // more call may already be on its way when the third failure opens the circuit.
+    assert!(
+        (3..=4).contains(&primary.received),
         "threshold 3, then fail fast: {primary:?}"
     );
     let second = fallback.calls();
@@ -60,7 +62,11 @@ async fn an_outage_of_the_first_provider_completes_on_the_second_and_marks_the_f
         (list[0].id.as_str(), list[0].status),
         ("primary", HealthStatus::Unavailable)
     );
-    assert_eq!(list[0].health.consecutive_errors, 3);
+    assert_eq!(
+        u64::from(list[0].health.consecutive_errors),
+        primary.received,
+        "every call it received failed"
+    );
     assert!(
         list[0]
             .health

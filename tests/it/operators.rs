@@ -708,3 +708,33 @@ async fn a_jump_over_an_output_a_later_phase_reads_is_refused_naming_it_until_th
     );
     t.stop().await;
 }
+
+/// Real image models take seconds to a minute per image: six scenes whose images take 15 s
+/// each finish inside the assets phase's 60 s, made six at once (`parallel_calls`), each
+/// call made and recorded once. One after another they would take 90 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_slow_images_are_made_at_once_inside_the_phases_timeout() {
+    // A request timeout sized for an image model; the phase keeps its 60 s.
+    let t = TestStack::start(&[("ProviderTimeoutSeconds", "20")]).await;
+    t.provider
+        .add_fault(FaultRule::new("images", Fault::Slow { ms: 15_000 }).times(6));
+    let p = t.start_production(6).await;
+    let done = t.completes(&p.id, Duration::from_secs(120)).await;
+    let assets = done.phase("assets").unwrap();
+    // One after another, the phase would have hit its timeout: a second attempt, errors.
+    assert_eq!((assets.attempt, assets.error_count), (1, 0), "{assets:?}");
+    let calls = t.provider.calls();
+    assert_eq!(calls.served["/v1/images/generations"], 6);
+    assert_eq!(calls.served["/v1/audio/speech"], 6);
+    let images: Vec<_> = calls
+        .by_key
+        .iter()
+        .filter(|(k, _)| k.contains("#assets#"))
+        .collect();
+    assert_eq!(images.len(), 6, "{:?}", calls.by_key);
+    assert!(
+        images.iter().all(|(_, n)| **n == 1),
+        "each made once: {images:?}"
+    );
+    t.stop().await;
+}

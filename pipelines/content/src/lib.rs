@@ -199,21 +199,29 @@ impl Phase for Assets {
         let mut images = Vec::with_capacity(plan.scenes.len());
         let mut warnings = Vec::new();
         let mut missing = Vec::new();
-        for s in &plan.scenes {
-            let req = ImageRequest {
-                model: IMAGE_MODEL.into(),
-                prompt: format!(
-                    "{} — {} (for {}){}",
-                    plan.title,
-                    s.description,
-                    b.audience,
-                    ctx.feedback_line()
-                ),
-                n: 1,
-                size: "1024x1024".into(),
-                output_format: Some("png".into()),
-            };
-            let img = match ctx.tools.image(&format!("scene-{}", s.n), &req).await {
+        // Every scene's image at once, up to the definition's `parallel_calls`.
+        let made = ctx
+            .concurrently(0..plan.scenes.len(), |i| {
+                let s = &plan.scenes[i];
+                let req = ImageRequest {
+                    model: IMAGE_MODEL.into(),
+                    prompt: format!(
+                        "{} — {} (for {}){}",
+                        plan.title,
+                        s.description,
+                        b.audience,
+                        ctx.feedback_line()
+                    ),
+                    n: 1,
+                    size: "1024x1024".into(),
+                    output_format: Some("png".into()),
+                };
+                async move { (i, ctx.tools.image(&format!("scene-{}", s.n), &req).await) }
+            })
+            .await;
+        for (i, made) in made {
+            let s = &plan.scenes[i];
+            let img = match made {
                 Ok(img) => img,
                 // Not recorded as done: a retry asks again for this scene only.
                 Err(e) if e.code == ErrorCode::ProviderNoImage => {
@@ -254,14 +262,22 @@ impl Phase for Voice {
         let b: Brief = ctx.input_as()?;
         let script = ctx.output::<Script>()?;
         let mut audio = Vec::with_capacity(script.scenes.len());
-        for s in &script.scenes {
-            let req = SpeechRequest {
-                model: SPEECH_MODEL.into(),
-                input: s.narration.clone(),
-                voice: b.voice.clone(),
-                response_format: "mp3".into(),
-            };
-            let r = ctx.tools.speech(&format!("scene-{}", s.n), &req).await?;
+        // Every scene's narration at once, up to the definition's `parallel_calls`.
+        let spoken = ctx
+            .concurrently(0..script.scenes.len(), |i| {
+                let s = &script.scenes[i];
+                let req = SpeechRequest {
+                    model: SPEECH_MODEL.into(),
+                    input: s.narration.clone(),
+                    voice: b.voice.clone(),
+                    response_format: "mp3".into(),
+                };
+                async move { (i, ctx.tools.speech(&format!("scene-{}", s.n), &req).await) }
+            })
+            .await;
+        for (i, r) in spoken {
+            let s = &script.scenes[i];
+            let r = r?;
             audio.push(SceneAudio {
                 scene: s.n,
                 audio: r.artifact,

@@ -53,6 +53,10 @@ pub struct PhaseDefinition {
     pub integrations: Vec<CallKind>,
     /// At most this many concurrent runs (the event source's `ScalingConfig.MaximumConcurrency`).
     pub concurrency: u32,
+    /// At most this many of one run's calls at once (`ctx.concurrently`); default 1. The
+    /// phase's timeout covers them all: six 15 s images fit a 60 s phase made six at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_calls: Option<u32>,
 }
 
 /// What stands between a phase and the next.
@@ -169,6 +173,9 @@ impl Definition {
                         "reads {read:?}, which is not an earlier phase of this pipeline"
                     ));
                 }
+            }
+            if let Some(n) = p.parallel_calls.filter(|n| !(1..=50).contains(n)) {
+                return bad(format!("parallel_calls must be 1-50 (got {n})"));
             }
             if p.gate_required && p.gate != Gate::Approval {
                 return bad("gate_required is for an approval gate".into());
@@ -351,6 +358,10 @@ mod tests {
             assert!(err.contains(expected), "{pointer}: {err}");
             assert!(err.starts_with("pipeline demo v"), "{err}");
         }
+        let mut v = minimal();
+        v["phases"][0]["parallel_calls"] = 0.into();
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.contains("parallel_calls must be 1-50 (got 0)"), "{err}");
         let mut v = minimal();
         v["phases"][0]["concurency"] = 3.into();
         let err = parse(&v).unwrap_err().to_string();

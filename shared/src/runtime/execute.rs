@@ -200,6 +200,11 @@ impl Executor {
             input,
             inputs,
             reads,
+            parallel_calls: pipeline
+                .definition
+                .phase(name)
+                .and_then(|d| d.parallel_calls)
+                .unwrap_or(1) as usize,
             tools,
             accounts: self.accounts.clone(),
             access: tokio::sync::OnceCell::new(),

@@ -102,6 +102,8 @@ pub struct PhaseContext {
     pub inputs: BTreeMap<String, serde_json::Value>,
     /// The phases it may read (its definition's `reads`, or every earlier one).
     pub reads: Vec<String>,
+    /// How many of its calls may run at once (its definition's `parallel_calls`).
+    pub parallel_calls: usize,
     /// An operator's feedback from rejecting this phase's last result.
     pub feedback: Option<String>,
     pub tools: Tools,
@@ -140,6 +142,26 @@ impl PhaseContext {
             &serde_json::json!({ field: value }),
         )
         .map_err(|m| StepError::permanent(ErrorCode::NotAllowed, m))
+    }
+
+    /// `each` over `items`, at most the definition's `parallel_calls` at a time; the
+    /// results in the items' order. Each call is still recorded on its own (a retry makes
+    /// only the ones not finished), and the phase's timeout covers them all.
+    pub async fn concurrently<T, R, F, Fut>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        each: F,
+    ) -> Vec<R>
+    where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        use futures::StreamExt as _;
+        futures::stream::iter(items)
+            .map(each)
+            .buffered(self.parallel_calls.max(1))
+            .collect()
+            .await
     }
 
     /// The operator's feedback as a line for a prompt, or nothing.
