@@ -13,10 +13,10 @@ const SETTLE: Duration = Duration::from_secs(90);
 async fn images_in_b64_json_and_speech_are_objects_in_the_bucket_and_a_rerun_stores_nothing_twice()
 {
     let t = TestStack::start(&[]).await;
-    // The third clip is refused once: voice fails after storing two.
+    // The third clip is refused once: voice fails after storing the other two.
     t.provider.add_fault(
         FaultRule::new("speech", Fault::Refusal(true))
-            .after(2)
+            .key("#voice#scene-3")
             .times(1),
     );
     let p = t.start_production(3).await;

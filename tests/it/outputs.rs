@@ -12,9 +12,12 @@ const SETTLE: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asset_shortfall_fails_the_assets_phase_and_a_retry_makes_only_the_missing_images() {
     let t = TestStack::start(&[]).await;
-    // The provider answers the last two scenes' images without an image.
-    t.provider
-        .add_fault(FaultRule::new("images", Fault::NoImage).after(3).times(2));
+    // The provider answers the last two scenes' images without an image (by key: the
+    // images are made at once, so their order of arrival is not the scenes').
+    for scene in ["#assets#scene-4", "#assets#scene-5"] {
+        t.provider
+            .add_fault(FaultRule::new("images", Fault::NoImage).key(scene).times(1));
+    }
     let p = t.start_production(5).await;
     let failed = t.wait_settled(&p.id, SETTLE).await;
     assert_eq!(failed.status, ProductionStatus::Failed, "{failed:#?}");

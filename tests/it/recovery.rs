@@ -235,11 +235,11 @@ async fn a_worker_killed_mid_phase_is_reconciled_by_the_sweep_after_its_lease_an
         ("ProviderTimeoutSeconds", "10"),
     ])
     .await;
-    // Five images, made at once; the fourth request is slow, and the worker dies while
-    // waiting for it (the other four outcomes are already recorded).
+    // Five images, made at once; scene 4's is slow, and the worker dies while waiting for
+    // it (the other four outcomes are already recorded).
     t.provider.add_fault(
         FaultRule::new("images", Fault::Slow { ms: 6000 })
-            .after(3)
+            .key("#assets#scene-4")
             .times(1),
     );
     t.crash_next("assets", Duration::from_millis(3000));
