@@ -459,6 +459,10 @@ pub struct Registry {
     /// The model-selection chain: tried in this order.
     pub chain: Vec<String>,
     pub integrations: BTreeMap<String, Definition>,
+    /// The scores at which an image's moderation raises a flag (`*=0.5,sexual=0.3`; see
+    /// `domain::moderation`); absent: 0.5 for every category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation_thresholds: Option<String>,
 }
 
 impl Registry {
@@ -478,7 +482,17 @@ impl Registry {
                 ));
             }
         }
+        r.thresholds()
+            .map_err(|e| format!("{name}: moderation_thresholds: {e}"))?;
         Ok(r)
+    }
+
+    /// The moderation thresholds it sets.
+    pub fn thresholds(&self) -> Result<crate::domain::moderation::Thresholds, String> {
+        self.moderation_thresholds
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
     }
 
     /// The configured integrations serving `kind`, in chain order.
@@ -502,6 +516,22 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_with_thresholds_that_are_not_scores_is_refused_naming_them() {
+        let text = |t: &str| {
+            serde_json::json!({"chain": [], "integrations": {}, "moderation_thresholds": t})
+                .to_string()
+        };
+        let r = Registry::parse("/s/integrations", &text("*=0.4,sexual=0.2")).unwrap();
+        assert_eq!(r.thresholds().unwrap().of("sexual"), 0.2);
+        assert_eq!(r.thresholds().unwrap().of("hate"), 0.4);
+        let err = Registry::parse("/s/integrations", &text("sexual=high")).unwrap_err();
+        assert!(
+            err.starts_with("/s/integrations: moderation_thresholds: sexual=high"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn an_integration_may_size_its_own_timeout_within_lambdas() {

@@ -833,6 +833,14 @@ pub trait Provider: Send + Sync {
     async fn chat(&self, req: &ChatRequest, key: &str) -> Result<String, StepError>;
     async fn image(&self, req: &ImageRequest, key: &str) -> Result<GeneratedImage, StepError>;
     async fn speech(&self, req: &SpeechRequest, key: &str) -> Result<Audio, StepError>;
+    /// Moderates one image (`image_url`: a URL or a `data:` URL) with `model`: every
+    /// category's score.
+    async fn moderate(
+        &self,
+        model: &str,
+        image_url: &str,
+        key: &str,
+    ) -> Result<crate::domain::moderation::Moderation, StepError>;
     /// POST `body` to the base URL itself; the JSON answer back.
     async fn post_json(
         &self,

@@ -244,6 +244,71 @@ impl Tools {
         Ok(speech)
     }
 
+    /// Moderates a stored image with `model` (the chain's `moderation` integration): the
+    /// flags its scores raise under the registry's thresholds. The answer is recorded like
+    /// every call's (its request is the model and the image's content-addressed key, so a
+    /// replay never sends the image again); the thresholds apply when it is read, so a
+    /// changed threshold holds for a retry.
+    pub async fn moderate_image(
+        &self,
+        name: &str,
+        model: &str,
+        image: &Artifact,
+    ) -> Result<Vec<String>, StepError> {
+        self.declared(CallKind::Moderation)?;
+        #[derive(Serialize)]
+        struct Asked<'a> {
+            model: &'a str,
+            image: &'a str,
+        }
+        let key = &self.key(name);
+        let asked = Asked {
+            model,
+            image: &image.key,
+        };
+        let call = |pk: String| async move {
+            let pk = &pk;
+            let bytes = self
+                .deps
+                .artifacts
+                .get(&image.key)
+                .await
+                .retryable(ErrorCode::ArtifactStore)?
+                .ok_or_else(|| {
+                    StepError::retryable(
+                        ErrorCode::ArtifactStore,
+                        format!("artifact {} is not in the bucket", image.key),
+                    )
+                })?;
+            use base64::Engine as _;
+            let url = format!(
+                "data:{};base64,{}",
+                image.content_type,
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            );
+            let url = &url;
+            self.deps
+                .integrations
+                .call(
+                    CallKind::Moderation,
+                    pk,
+                    &self.events,
+                    move |p| async move { p.moderate(model, url, pk).await },
+                )
+                .await
+        };
+        let (moderation, _): (crate::domain::moderation::Moderation, _) =
+            self.once(key, &asked, call).await?;
+        let thresholds = self
+            .deps
+            .integrations
+            .registry()
+            .await?
+            .thresholds()
+            .map_err(|e| StepError::permanent(ErrorCode::ConfigInvalid, e))?;
+        Ok(thresholds.flags(&moderation))
+    }
+
     /// Stores `body` as this production's artifact `name` (once: its key is its content).
     async fn keep(
         &self,

@@ -48,6 +48,14 @@ impl Provider for Scripted {
     async fn speech(&self, _: &SpeechRequest, _: &str) -> Result<Audio, StepError> {
         unimplemented!("not used by the test pipeline")
     }
+    async fn moderate(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<shepherd::domain::moderation::Moderation, StepError> {
+        unimplemented!("not used by the test pipeline")
+    }
     async fn post_json(
         &self,
         _: &serde_json::Value,

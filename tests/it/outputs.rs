@@ -86,3 +86,73 @@ async fn flagged_assets_let_the_production_proceed_but_publish_waits_for_the_ack
     assert!(ack.detail.as_deref().unwrap().contains("copyright_risk"));
     t.stop().await;
 }
+
+/// OpenAI's images carry no flags: where the stack moderates images (`ModerationBaseUrl`),
+/// each image goes to `/moderations` (an omni-moderation model, the image as a data URL) and
+/// the category scores over the configured thresholds become the warnings the rights
+/// review holds publish for. The fake answers in the API reference's shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_a_moderation_api_scores_over_the_thresholds_hold_publish_until_acknowledged() {
+    let t = TestStack::start(&[
+        ("ModerationBaseUrl", "{provider}"),
+        ("ModerationThresholds", "*=0.5,sexual=0.2"),
+    ])
+    .await;
+    // Scene 2 scores high for violence; scene 3 under the default but over sexual's 0.2;
+    // scene 1's scores are all tiny.
+    t.provider.add_fault(
+        FaultRule::new(
+            "moderations",
+            Fault::Scores(vec![
+                ("violence".into(), 0.91),
+                ("violence/graphic".into(), 0.31),
+            ]),
+        )
+        .key("#assets#scene-2"),
+    );
+    t.provider.add_fault(
+        FaultRule::new("moderations", Fault::Scores(vec![("sexual".into(), 0.27)]))
+            .key("#assets#scene-3"),
+    );
+    let p = t.start_production(3).await;
+    let held = t
+        .wait_for(&p.id, SETTLE, |p| {
+            p.status == ProductionStatus::AwaitingApproval
+        })
+        .await;
+    assert_eq!(
+        held.warnings,
+        [
+            "assets: scene 2: violence 0.91",
+            "assets: scene 3: sexual 0.27"
+        ]
+    );
+    assert_eq!(held.approval.as_ref().unwrap().kind, GateKind::Warnings);
+    assert_eq!(held.phase("publish").unwrap().status, PhaseStatus::Pending);
+    assert_eq!(t.depth("PublishQueue").await, 0);
+
+    // Each image was sent once, as the API takes it: an omni-moderation model, the image's
+    // bytes as a base64 data URL in a multi-modal input.
+    let calls = t.provider.calls();
+    assert_eq!(calls.served["/v1/moderations"], 3);
+    let asked: Vec<_> = calls
+        .bodies
+        .iter()
+        .filter(|b| b["model"] == "omni-moderation-latest")
+        .collect();
+    assert_eq!(asked.len(), 3);
+    for b in &asked {
+        assert_eq!(b["input"][0]["type"], "image_url");
+        let url = b["input"][0]["image_url"]["url"].as_str().unwrap();
+        assert!(url.starts_with("data:image/png;base64,iVBOR"), "{url:.40}");
+    }
+
+    t.act(&p.id, Act::AcknowledgeWarnings, Role::Operator).await;
+    t.completes(&p.id, SETTLE).await;
+    assert_eq!(
+        t.provider.calls().served["/v1/moderations"],
+        3,
+        "a recorded moderation is not asked again"
+    );
+    t.stop().await;
+}

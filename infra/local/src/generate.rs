@@ -81,8 +81,13 @@ impl Platform {
                 .ok_or_else(|| {
                     GenerateError::Invalid("IntegrationsParameter's Value is not a !Sub".into())
                 })?;
+        // The thresholds are a parameter's value: check its default.
+        let thresholds = template["Parameters"]["ModerationThresholds"]["Default"]
+            .as_str()
+            .unwrap_or_default();
+        let registry = registry.replace("${ModerationThresholds}", thresholds);
         let registry: shepherd::config::Registry =
-            shepherd::config::Registry::parse("IntegrationsParameter", registry)
+            shepherd::config::Registry::parse("IntegrationsParameter", &registry)
                 .map_err(GenerateError::Invalid)?;
         let mut secrets: std::collections::HashMap<CallKind, Vec<String>> = Default::default();
         for id in &registry.chain {

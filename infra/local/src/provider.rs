@@ -73,6 +73,8 @@ pub enum Fault {
     /// Images: answer with these warning flags on the image (`copyright_risk`, ...). Not
     /// OpenAI's (it sends none): some compatible providers' extension.
     Flags(Vec<String>),
+    /// Moderation: these categories score this high (every other scores near zero).
+    Scores(Vec<(String, f64)>),
     /// A 200 whose body is this many bytes (a runaway answer): the client must refuse it.
     Oversize {
         bytes: usize,
@@ -191,6 +193,7 @@ impl ProviderServer {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/images/generations", post(image))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/moderations", post(moderation))
             .route("/v1/models", get(models))
             .route("/v1/hooks/{name}", post(hook))
             .route("/files/{name}", get(file))
@@ -233,6 +236,7 @@ enum Gate {
     NoImage,
     BadAnswer,
     Flags(Vec<String>),
+    Scores(Vec<(String, f64)>),
     /// Do the work, then break the connection mid-answer.
     Drop,
 }
@@ -341,6 +345,7 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
         Some(Fault::BadAnswer(true)) => Gate::BadAnswer,
         Some(Fault::NoImage) => Gate::NoImage,
         Some(Fault::Flags(flags)) => Gate::Flags(flags),
+        Some(Fault::Scores(scores)) => Gate::Scores(scores),
         Some(Fault::Oversize { bytes }) => {
             let padding = "x".repeat(bytes);
             let body = json!({"object": "chat.completion", "padding": padding}).to_string();
@@ -542,7 +547,9 @@ async fn chat(
             )),
             Value::Null,
         ),
-        Gate::Serve | Gate::NoImage | Gate::Flags(_) => (json!(answer(&messages)), Value::Null),
+        Gate::Serve | Gate::NoImage | Gate::Flags(_) | Gate::Scores(_) => {
+            (json!(answer(&messages)), Value::Null)
+        }
     };
     ok(Json(json!({
         "id": format!("chatcmpl-{}", digest(&body.to_string())),
@@ -693,6 +700,132 @@ async fn image(
             "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}});
     }
     ok(Json(answer))
+}
+
+/// What an omni-moderation model scores, and the input types each category applies to
+/// (OpenAI's API reference: images are scored for these six; the rest are text-only).
+const MODERATION: &[(&str, bool)] = &[
+    ("harassment", false),
+    ("harassment/threatening", false),
+    ("hate", false),
+    ("hate/threatening", false),
+    ("illicit", false),
+    ("illicit/violent", false),
+    ("self-harm", true),
+    ("self-harm/instructions", true),
+    ("self-harm/intent", true),
+    ("sexual", true),
+    ("sexual/minors", false),
+    ("violence", true),
+    ("violence/graphic", true),
+];
+
+/// `POST /v1/moderations`, as the API reference shapes it: `input` is a string, an array of
+/// strings or an array of `{type: text, text}` / `{type: image_url, image_url: {url}}`
+/// (at most one image); one result with every category's flag, score and applied input
+/// types. Scores are tiny unless a `Scores` fault raises some; `flagged` uses 0.5.
+async fn moderation(
+    State(s): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let model = body["model"]
+        .as_str()
+        .unwrap_or("omni-moderation-latest")
+        .to_string();
+    let parts: Vec<Value> = match &body["input"] {
+        Value::String(t) => vec![json!({"type": "text", "text": t})],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(t) => json!({"type": "text", "text": t}),
+                other => other.clone(),
+            })
+            .collect(),
+        Value::Null => {
+            return bad_param(
+                "input",
+                "missing_required_parameter",
+                "Missing required parameter: 'input'.",
+            );
+        }
+        _ => return bad_param("input", "invalid_type", "Invalid type for 'input'."),
+    };
+    let mut images = 0;
+    for (n, part) in parts.iter().enumerate() {
+        match part["type"].as_str() {
+            Some("text") if part["text"].is_string() => {}
+            Some("image_url") => {
+                let url = part["image_url"]["url"].as_str().unwrap_or_default();
+                let data = url
+                    .strip_prefix("data:image/")
+                    .and_then(|r| r.split_once(";base64,"))
+                    .map(|(_, b64)| base64::engine::general_purpose::STANDARD.decode(b64));
+                let fetchable = url.starts_with("https://") || url.starts_with("http://");
+                if !fetchable && !matches!(data, Some(Ok(_))) {
+                    return bad_param(
+                        &format!("input[{n}].image_url.url"),
+                        "invalid_value",
+                        "Invalid image URL: expected a URL or a base64-encoded data URL of an image.",
+                    );
+                }
+                images += 1;
+            }
+            _ => {
+                return bad_param(
+                    &format!("input[{n}]"),
+                    "invalid_value",
+                    "Each input must be {type: text, text} or {type: image_url, image_url: {url}}.",
+                );
+            }
+        }
+    }
+    if images > 1 || (images > 0 && !model.starts_with("omni-moderation")) {
+        return bad_param(
+            "input",
+            "invalid_value",
+            "Only omni-moderation models take images, one per request.",
+        );
+    }
+    let raised = match gate(&s, &uri, &headers, &body).await {
+        Gate::Fail(r) => return r,
+        Gate::Drop => return dropped(),
+        Gate::Scores(scores) => scores,
+        _ => Vec::new(),
+    };
+    let texts = parts.iter().any(|p| p["type"] == "text");
+    let (mut flags, mut scores, mut applied) = (json!({}), json!({}), json!({}));
+    let mut flagged = false;
+    for (i, (category, for_images)) in MODERATION.iter().enumerate() {
+        let types: Vec<&str> = [("text", texts), ("image", images > 0 && *for_images)]
+            .into_iter()
+            .filter_map(|(t, on)| on.then_some(t))
+            .collect();
+        let score = raised
+            .iter()
+            .find(|(c, _)| c == category)
+            .map_or(1e-6 * (i + 1) as f64, |(_, s)| *s);
+        flagged |= score >= 0.5;
+        flags[category] = json!(score >= 0.5);
+        scores[category] = json!(score);
+        applied[category] = json!(types);
+    }
+    let resolved = if model.ends_with("-latest") {
+        "omni-moderation-2024-09-26".to_string()
+    } else {
+        model
+    };
+    ok(Json(json!({
+        "id": format!("modr-{}", digest(&body.to_string())),
+        "model": resolved,
+        "results": [{
+            "flagged": flagged,
+            "categories": flags,
+            "category_scores": scores,
+            "category_applied_input_types": applied,
+        }],
+    })))
 }
 
 /// Where a DALL-E answer's URL points.

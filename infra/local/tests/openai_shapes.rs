@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use shepherd::adapters::memory::Memory;
 use shepherd::adapters::providers::ProviderClient;
@@ -293,6 +294,42 @@ async fn documented_errors_are_classified_as_the_reference_says() {
     );
 }
 
+#[tokio::test]
+async fn an_image_is_moderated_as_a_data_url_and_every_categorys_score_is_read() {
+    let p = Provider1::start().await;
+    p.json("/v1/moderations", 200, &[], "moderation-image.json");
+    let url = "data:image/png;base64,iVBORw0KGgo=";
+    let m = p
+        .client
+        .moderate("omni-moderation-latest", url, "k1")
+        .await
+        .unwrap();
+    assert_eq!(m.model, "omni-moderation-2024-09-26");
+    assert_eq!(m.scores.len(), 13, "{:?}", m.scores);
+    assert_eq!(m.scores["violence"], 0.8731);
+    assert_eq!(m.applied["violence"], ["image"]);
+    assert!(m.applied["hate"].is_empty());
+    let asked = p.asked("/v1/moderations");
+    assert_eq!(
+        asked[0],
+        json!({"model": "omni-moderation-latest",
+               "input": [{"type": "image_url", "image_url": {"url": url}}]})
+    );
+    // A provider that answers no result is a bad answer, not an image without flags.
+    p.answer(
+        "/v1/moderations",
+        200,
+        &[("content-type", "application/json")],
+        r#"{"id": "modr-1", "model": "omni-moderation-2024-09-26", "results": []}"#,
+    );
+    let err = p
+        .client
+        .moderate("omni-moderation-latest", url, "k2")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::ProviderBadResponse);
+}
+
 /// The keys of every object in `v`, by path (`data[]`, `choices[].message`, ...).
 fn shape(v: &Value, at: &str, out: &mut BTreeSet<String>) {
     match v {
@@ -392,6 +429,27 @@ async fn the_fake_provider_answers_in_the_reference_shapes() {
     let url = dalle["data"][0]["url"].as_str().unwrap();
     let bytes = http.get(url).send().await.unwrap().bytes().await.unwrap();
     assert!(bytes.starts_with(PNG), "the URL serves the image");
+
+    let png = base64::engine::general_purpose::STANDARD.encode(PNG);
+    let moderated: Value = post(
+        "moderations",
+        json!({"model": "omni-moderation-latest",
+               "input": [{"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}}]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(keys(&moderated), fixture_keys("moderation-image.json"));
+    let not_an_image = post(
+        "moderations",
+        json!({"model": "omni-moderation-latest",
+               "input": [{"type": "image_url", "image_url": {"url": "not a url"}}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(not_an_image.status(), 400);
 
     let speech = post(
         "audio/speech",

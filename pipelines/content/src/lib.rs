@@ -18,6 +18,8 @@ pub fn spec() -> PipelineSpec {
 
 const CHAT_MODEL: &str = "gpt-4o-mini";
 const IMAGE_MODEL: &str = "gpt-image-1";
+/// OpenAI's moderation model that takes images.
+const MODERATION_MODEL: &str = "omni-moderation-latest";
 const SPEECH_MODEL: &str = "gpt-4o-mini-tts";
 
 /// The content pipeline's input (`pipelines/content/v1.json` is its schema, which fills in
@@ -186,7 +188,8 @@ impl Phase for Script {
 
 /// One image per planned scene; each scene is its own idempotent call. Output contract:
 /// an image for every planned scene, or the phase fails (`assets_incomplete`) here rather
-/// than stalling publish later. Images' warning flags are passed on.
+/// than stalling publish later. Images' warning flags are passed on, and where the stack
+/// moderates images, each image's moderation flags too.
 pub struct Assets;
 
 impl Phase for Assets {
@@ -246,6 +249,26 @@ impl Phase for Assets {
                     missing.join(", ")
                 ),
             ));
+        }
+        // Where the stack moderates images (an integration serving `moderation`), each
+        // image's scores over the thresholds are warnings too: OpenAI's images carry none.
+        if ctx.tools.serves(CallKind::Moderation).await? {
+            let checked = ctx
+                .concurrently(0..images.len(), |n| {
+                    let i = &images[n];
+                    async move {
+                        let name = format!("scene-{}-moderation", i.scene);
+                        let flags = ctx
+                            .tools
+                            .moderate_image(&name, MODERATION_MODEL, &i.image)
+                            .await;
+                        (i.scene, flags)
+                    }
+                })
+                .await;
+            for (scene, flags) in checked {
+                warnings.extend(flags?.iter().map(|f| format!("scene {scene}: {f}")));
+            }
         }
         Ok(AssetsOut { images, warnings })
     }

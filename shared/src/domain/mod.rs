@@ -11,6 +11,7 @@
 //! | account limits | `limits.rs` |
 //! | what an account may reach outside (repositories, bases, branches, token) | `access.rs` |
 //! | artifacts' content-addressed keys | `artifacts.rs` |
+//! | safety flags from a moderation API's scores | `moderation.rs` |
 
 pub mod access;
 mod act;
@@ -25,6 +26,7 @@ pub mod events;
 pub mod health;
 pub mod input;
 pub mod limits;
+pub mod moderation;
 mod production;
 pub mod redact;
 pub mod schedule;
@@ -56,6 +58,8 @@ pub enum CallKind {
     Http,
     /// A source-control host's REST API (GitHub's shapes): branches, commits, pull requests.
     Scm,
+    /// A moderation API (OpenAI's `/moderations`): category scores for an image or text.
+    Moderation,
 }
 
 impl CallKind {
@@ -67,6 +71,7 @@ impl CallKind {
             Self::Mcp => "mcp",
             Self::Http => "http",
             Self::Scm => "scm",
+            Self::Moderation => "moderation",
         }
     }
 }

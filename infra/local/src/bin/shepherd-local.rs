@@ -303,6 +303,10 @@ async fn main() -> Result<()> {
             params
                 .entry("ProviderBaseUrl".into())
                 .or_insert_with(|| server.base_url());
+            // The demo moderates its images (off by default in a deployed stack).
+            params
+                .entry("ModerationBaseUrl".into())
+                .or_insert_with(|| server.base_url());
             let stack = provision(&sdk, &cli.template, &cli.stack, &params)
                 .await
                 .with_context(|| format!("provisioning {} into {}", cli.stack, cli.endpoint))?;

@@ -1,10 +1,12 @@
-//! An OpenAI-compatible provider: chat completions, image generation, speech, as OpenAI's
-//! API reference defines them (and a generic HTTP JSON endpoint).
+//! An OpenAI-compatible provider: chat completions, image generation, speech and moderation,
+//! as OpenAI's API reference defines them (and a generic HTTP JSON endpoint).
 //!
 //! - Images: the GPT image models (`gpt-image-*`) always answer `b64_json` and refuse
 //!   `response_format`; DALL-E models are asked for `b64_json` (their URLs expire within an
 //!   hour). A `url` answer (a compatible provider's) is downloaded within the same call.
 //! - Speech answers audio bytes in the requested `response_format`.
+//! - Moderation: an image goes as a `data:` URL in a multi-modal `input`; the answer's
+//!   `category_scores` are kept whole (thresholds are ours, `domain::moderation`).
 //! - Chat: a `refusal` or `finish_reason: content_filter` is a content refusal.
 //! - Errors are `{"error": {message, type, param, code}}`; 429 carries `Retry-After`
 //!   (seconds) or the `x-ratelimit-reset-*` headers, except `insufficient_quota`, which no
@@ -20,6 +22,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::artifacts::audio_type;
+use crate::domain::moderation::Moderation;
 use crate::domain::{ErrorCode, StepError};
 use crate::ports::{
     Audio, ChatRequest, Clock, GeneratedImage, ImageRequest, Params, Provider, SpeechRequest,
@@ -77,6 +80,18 @@ struct ImageDatum {
     /// 0.5 is flagged.
     #[serde(default)]
     safety_score: Option<f64>,
+}
+/// `POST /moderations`'s answer: one result per input.
+#[derive(Deserialize)]
+struct ModerationResponse {
+    model: String,
+    results: Vec<ModerationResult>,
+}
+#[derive(Deserialize)]
+struct ModerationResult {
+    category_scores: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    category_applied_input_types: std::collections::BTreeMap<String, Vec<String>>,
 }
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -201,6 +216,30 @@ impl Provider for ProviderClient {
         Ok(Audio {
             bytes: bytes.to_vec(),
             content_type,
+        })
+    }
+
+    async fn moderate(
+        &self,
+        model: &str,
+        image_url: &str,
+        key: &str,
+    ) -> Result<Moderation, StepError> {
+        let body = serde_json::json!({
+            "model": model,
+            "input": [{"type": "image_url", "image_url": {"url": image_url}}],
+        });
+        let res: ModerationResponse = self.post_typed("moderations", &body, key).await?;
+        let result = res.results.into_iter().next().ok_or_else(|| {
+            StepError::permanent(
+                ErrorCode::ProviderBadResponse,
+                "moderations: the answer had no result for the image",
+            )
+        })?;
+        Ok(Moderation {
+            model: res.model,
+            scores: result.category_scores,
+            applied: result.category_applied_input_types,
         })
     }
 
