@@ -451,6 +451,24 @@ pub struct Definition {
     /// seconds where chat takes a few); default: the stack's `ProviderTimeoutSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u32>,
+    /// Request timeouts of some kinds of call, sized apart (`{"image": 90}`: an image
+    /// model answers in tens of seconds, chat in a few); the rest: `timeout_seconds`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timeouts: BTreeMap<CallKind, u32>,
+}
+
+impl Definition {
+    /// Every request timeout it sets: its own, then each kind's.
+    fn timeouts_set(&self) -> impl Iterator<Item = (String, u32)> + '_ {
+        self.timeout_seconds
+            .map(|t| ("timeout_seconds".to_string(), t))
+            .into_iter()
+            .chain(
+                self.timeouts
+                    .iter()
+                    .map(|(k, t)| (format!("timeouts.{}", k.as_str()), *t)),
+            )
+    }
 }
 
 /// The integration registry parameter's value.
@@ -475,9 +493,9 @@ impl Registry {
             }
         }
         for (id, d) in &r.integrations {
-            if let Some(t) = d.timeout_seconds.filter(|t| !(1..=900).contains(t)) {
+            if let Some((what, t)) = d.timeouts_set().find(|(_, t)| !(1..=900).contains(t)) {
                 return Err(format!(
-                    "{name}: integrations.{id}.timeout_seconds must be 1-900 (a phase's \
+                    "{name}: integrations.{id}.{what} must be 1-900 (a phase's \
                      longest timeout), got {t}"
                 ));
             }
@@ -546,6 +564,15 @@ mod tests {
         let err = Registry::parse("/s/integrations", &text(0)).unwrap_err();
         assert!(
             err.contains("integrations.images.timeout_seconds must be 1-900"),
+            "{err}"
+        );
+        let per_kind = serde_json::json!({"chain": ["p"], "integrations": {"p": {
+            "base_url": "https://api.example.com", "secret_param": "/k",
+            "timeouts": {"image": 90, "chat": 1000}}}})
+        .to_string();
+        let err = Registry::parse("/s/integrations", &per_kind).unwrap_err();
+        assert!(
+            err.contains("integrations.p.timeouts.chat must be 1-900") && err.ends_with("1000"),
             "{err}"
         );
     }

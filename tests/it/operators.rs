@@ -711,11 +711,13 @@ async fn a_jump_over_an_output_a_later_phase_reads_is_refused_naming_it_until_th
 
 /// Real image models take seconds to a minute per image: six scenes whose images take 15 s
 /// each finish inside the assets phase's 60 s, made six at once (`parallel_calls`), each
-/// call made and recorded once. One after another they would take 90 s.
+/// call made and recorded once. One after another they would take 90 s; under the chat
+/// timeout none would finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_slow_images_are_made_at_once_inside_the_phases_timeout() {
-    // A request timeout sized for an image model; the phase keeps its 60 s.
-    let t = TestStack::start(&[("ProviderTimeoutSeconds", "20")]).await;
+    // The stack's request timeout stays the tests' 3 s for chat and speech; image
+    // generation has its own (`ImageTimeoutSeconds`, 90 by default). The phase keeps 60 s.
+    let t = TestStack::start(&[]).await;
     t.provider
         .add_fault(FaultRule::new("images", Fault::Slow { ms: 15_000 }).times(6));
     let p = t.start_production(6).await;

@@ -81,11 +81,15 @@ impl Platform {
                 .ok_or_else(|| {
                     GenerateError::Invalid("IntegrationsParameter's Value is not a !Sub".into())
                 })?;
-        // The thresholds are a parameter's value: check its default.
-        let thresholds = template["Parameters"]["ModerationThresholds"]["Default"]
-            .as_str()
-            .unwrap_or_default();
-        let registry = registry.replace("${ModerationThresholds}", thresholds);
+        // Values that are parameters (not secrets' names) are checked with their defaults.
+        let registry = ["ModerationThresholds", "ImageTimeoutSeconds"].iter().fold(
+            registry.to_string(),
+            |r, p| {
+                let v = &template["Parameters"][p]["Default"];
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                r.replace(&format!("${{{p}}}"), &v)
+            },
+        );
         let registry: shepherd::config::Registry =
             shepherd::config::Registry::parse("IntegrationsParameter", &registry)
                 .map_err(GenerateError::Invalid)?;

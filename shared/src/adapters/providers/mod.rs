@@ -96,15 +96,19 @@ pub struct HttpConnector {
 
 impl Connector for HttpConnector {
     fn provider(&self, _id: &str, d: &Definition) -> Arc<dyn Provider> {
-        Arc::new(ProviderClient::new(
+        let secs = |s: u32| std::time::Duration::from_secs(s.into());
+        let client = ProviderClient::new(
             self.params.clone(),
             self.clock.clone(),
             d.base_url.clone(),
             d.secret_param.clone(),
-            d.timeout_seconds
-                .map(|s| std::time::Duration::from_secs(s.into()))
-                .unwrap_or(self.timeout),
-        ))
+            d.timeout_seconds.map(secs).unwrap_or(self.timeout),
+        );
+        Arc::new(
+            d.timeouts
+                .iter()
+                .fold(client, |c, (kind, s)| c.with_timeout(*kind, secs(*s))),
+        )
     }
 
     fn mcp(&self, _id: &str, d: &Definition) -> Arc<dyn McpSession> {

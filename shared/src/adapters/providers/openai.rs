@@ -34,6 +34,8 @@ pub struct ProviderClient {
     /// Built on first use: loading the TLS roots costs tens of milliseconds of cold start.
     http: std::sync::OnceLock<reqwest::Client>,
     timeout: Duration,
+    /// Request timeouts of kinds sized apart from the rest (an image model's minute).
+    timeouts: std::collections::BTreeMap<&'static str, Duration>,
     params: Arc<dyn Params>,
     clock: Arc<dyn Clock>,
     base_url: String,
@@ -116,11 +118,36 @@ impl ProviderClient {
         Self {
             http: std::sync::OnceLock::new(),
             timeout,
+            timeouts: Default::default(),
             params,
             clock,
             base_url: base_url.into(),
             api_key_param: api_key_param.into(),
         }
+    }
+}
+
+impl ProviderClient {
+    /// Sizes the request timeout of one kind of call apart from the rest.
+    pub fn with_timeout(mut self, kind: crate::domain::CallKind, timeout: Duration) -> Self {
+        self.timeouts.insert(kind.as_str(), timeout);
+        self
+    }
+
+    /// The timeout of a request to `path`.
+    fn timeout_of(&self, path: &str) -> Duration {
+        use crate::domain::CallKind;
+        let kind = match path {
+            "chat/completions" => CallKind::Chat,
+            "images/generations" => CallKind::Image,
+            "audio/speech" => CallKind::Speech,
+            "moderations" => CallKind::Moderation,
+            _ => CallKind::Http,
+        };
+        self.timeouts
+            .get(kind.as_str())
+            .copied()
+            .unwrap_or(self.timeout)
     }
 }
 
@@ -358,6 +385,7 @@ impl ProviderClient {
                 .post(&url)
                 .bearer_auth(&api_key)
                 .header("Idempotency-Key", key)
+                .timeout(self.timeout_of(path))
                 .json(req)
                 .send()
                 .await
