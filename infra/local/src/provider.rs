@@ -12,6 +12,8 @@
 //! - `POST /v1/chat/completions`: `chat.completion` objects; a refusal is `content: null`
 //!   with `refusal` set; `response_format: json_object` needs the word "JSON" in the
 //!   messages, as the real API requires.
+//! - `POST /v1/moderations`: omni-moderation scores for text and one image (a URL or a
+//!   base64 `data:` URL), every category with its applied input types.
 //! - `GET /v1/models`: the model list (what `shepherd integrations test` probes).
 //! - Errors are `{"error": {message, type, param, code}}`; a 429 carries `retry-after` and
 //!   the `x-ratelimit-*` headers, except `insufficient_quota`, which carries neither.
@@ -25,6 +27,8 @@
 //!                faults: {"status": N} | {"rate_limit": {"reset_secs": S}} | {"quota": true}
 //!                        | {"slow": {"ms": M}} | {"refusal": true} | {"drop": true}
 //!                        | {"bad_answer": true} | "no_image" | {"flags": [..]}
+//!                        | {"scores": [["violence", 0.9]]} (moderation)
+//! POST /_latency {"path": "images", "median_ms": 8000, "tail_ms": 60000}: log-normal times
 //! GET  /_calls   {"received": N, "served": {path: n}, "by_key": {idempotency key: n}}
 //! POST /_reset   clears faults and counters
 //! ```
@@ -141,6 +145,58 @@ impl FaultRule {
     }
 }
 
+/// How long the calls to one endpoint take: log-normal, `median_ms` half the time and
+/// more than `tail_ms` one time in a hundred (a real image model: 8 s and 60 s). A `Slow`
+/// fault on a call replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// The calls whose path contains this (`images`, `/v1/`).
+    pub path: String,
+    pub median_ms: u64,
+    pub tail_ms: u64,
+}
+
+impl std::str::FromStr for Latency {
+    type Err = String;
+
+    /// `images=8000:60000`: the path, the median and the 99th percentile in milliseconds.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = || {
+            let (path, times) = s.split_once('=')?;
+            let (median, tail) = times.split_once(':')?;
+            Some((path, median.parse().ok()?, tail.parse().ok()?))
+        };
+        let (path, median_ms, tail_ms): (&str, u64, u64) =
+            parse().ok_or_else(|| format!("{s:?}: expected PATH=MEDIAN_MS:TAIL_MS"))?;
+        if median_ms == 0 || tail_ms < median_ms {
+            return Err(format!(
+                "{s:?}: the median must be above 0 and the tail at least the median"
+            ));
+        }
+        Ok(Self {
+            path: path.into(),
+            median_ms,
+            tail_ms,
+        })
+    }
+}
+
+impl Latency {
+    /// One call's time: log-normal with the median and 99th percentile asked for, never
+    /// more than twice the tail.
+    pub fn sample(&self) -> Duration {
+        use rand_distr::Distribution as _;
+        // z of the 99th percentile of the standard normal.
+        const Z99: f64 = 2.326_348;
+        let mu = (self.median_ms as f64).ln();
+        let sigma = ((self.tail_ms as f64) / (self.median_ms as f64)).ln() / Z99;
+        let ms = rand_distr::LogNormal::new(mu, sigma)
+            .map(|d| d.sample(&mut rand::rng()))
+            .unwrap_or(self.median_ms as f64);
+        Duration::from_millis(ms.min(2.0 * self.tail_ms as f64) as u64)
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Calls {
     pub received: u64,
@@ -159,6 +215,7 @@ pub struct Calls {
 #[derive(Default)]
 struct Inner {
     faults: Vec<FaultRule>,
+    latencies: Vec<Latency>,
     calls: Calls,
     /// Images answered by URL, by file name.
     files: BTreeMap<String, Vec<u8>>,
@@ -198,6 +255,7 @@ impl ProviderServer {
             .route("/v1/hooks/{name}", post(hook))
             .route("/files/{name}", get(file))
             .route("/_faults", post(add_fault).delete(clear_faults))
+            .route("/_latency", post(add_latency))
             .route("/_calls", get(calls))
             .route("/_reset", post(reset))
             .with_state(state.clone());
@@ -214,6 +272,16 @@ impl ProviderServer {
 
     pub fn add_fault(&self, rule: FaultRule) {
         self.state.inner.lock().expect("lock").faults.push(rule);
+    }
+
+    /// Calls whose path contains `latency.path` take its time (the first that matches).
+    pub fn add_latency(&self, latency: Latency) {
+        self.state
+            .inner
+            .lock()
+            .expect("lock")
+            .latencies
+            .push(latency);
     }
 
     pub fn clear_faults(&self) {
@@ -292,6 +360,19 @@ async fn gate(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &Value) ->
         Some((f, m)) => (Some(f), m),
         None => (None, None),
     };
+    if !matches!(fault, Some(Fault::Slow { .. })) {
+        let latency = {
+            let inner = state.inner.lock().expect("lock");
+            inner
+                .latencies
+                .iter()
+                .find(|l| path.contains(&l.path))
+                .map(Latency::sample)
+        };
+        if let Some(wait) = latency {
+            tokio::time::sleep(wait).await;
+        }
+    }
     match fault {
         None | Some(Fault::Refusal(false) | Fault::Quota(false) | Fault::Drop(false)) => {
             Gate::Serve
@@ -936,6 +1017,18 @@ async fn add_fault(State(s): State<AppState>, Json(rule): Json<FaultRule>) -> St
     StatusCode::NO_CONTENT
 }
 
+async fn add_latency(State(s): State<AppState>, Json(l): Json<Latency>) -> Response {
+    if l.median_ms == 0 || l.tail_ms < l.median_ms {
+        return (
+            StatusCode::BAD_REQUEST,
+            "median_ms must be above 0 and tail_ms at least median_ms",
+        )
+            .into_response();
+    }
+    s.inner.lock().expect("lock").latencies.push(l);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn clear_faults(State(s): State<AppState>) -> StatusCode {
     s.inner.lock().expect("lock").faults.clear();
     StatusCode::NO_CONTENT
@@ -948,6 +1041,7 @@ async fn calls(State(s): State<AppState>) -> Json<Calls> {
 async fn reset(State(s): State<AppState>) -> StatusCode {
     let mut inner = s.inner.lock().expect("lock");
     inner.faults.clear();
+    inner.latencies.clear();
     inner.calls = Calls::default();
     StatusCode::NO_CONTENT
 }
@@ -967,5 +1061,27 @@ mod tests {
             "the well-known CRC of an empty IEND"
         );
         assert_ne!(png(b"x"), png(b"y"));
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::Latency;
+
+    #[test]
+    fn latencies_follow_the_median_and_tail_asked_for() {
+        let l: Latency = "images=8000:60000".parse().unwrap();
+        assert_eq!(
+            (l.path.as_str(), l.median_ms, l.tail_ms),
+            ("images", 8000, 60000)
+        );
+        let mut ms: Vec<u128> = (0..20_000).map(|_| l.sample().as_millis()).collect();
+        ms.sort();
+        let (median, p99) = (ms[10_000], ms[19_800]);
+        assert!((7_000..9_000).contains(&median), "median {median}");
+        assert!((50_000..72_000).contains(&p99), "p99 {p99}");
+        assert!(*ms.last().unwrap() <= 120_000, "capped at twice the tail");
+        assert!("images=8000".parse::<Latency>().is_err());
+        assert!("images=9000:100".parse::<Latency>().is_err());
     }
 }

@@ -23,7 +23,7 @@ use shepherd::domain::{Actor, Caller, ProductionStatus, Role, Scope};
 use shepherd::ops::Ops;
 use shepherd::ports::Clock;
 use shepherd::protocol::PhaseMessage;
-use shepherd_local::provider::{Fault, FaultRule, ProviderServer};
+use shepherd_local::provider::{Fault, FaultRule, Latency, ProviderServer};
 use shepherd_local::provision::provision;
 use shepherd_local::runtime::{Clients, LocalRuntime};
 
@@ -61,6 +61,10 @@ struct Args {
     /// Chance per production and poll that its current phase's message is sent again.
     #[arg(long, default_value_t = 0.0)]
     duplicates: f64,
+    /// How long the fake provider takes, PATH=MEDIAN_MS:TAIL_MS (log-normal, the tail the
+    /// 99th percentile; a real image model: `images=8000:60000`); repeatable.
+    #[arg(long, value_name = "PATH=MEDIAN_MS:TAIL_MS")]
+    latency: Vec<Latency>,
     /// Template parameters (`Name=value`), as `sam deploy --parameter-overrides`.
     #[arg(long = "param")]
     params: Vec<String>,
@@ -98,6 +102,13 @@ async fn main() -> Result<()> {
         let (k, v) = p.split_once('=').context("--param takes Name=value")?;
         params.insert(k.into(), v.into());
     }
+    // "Slow" answers come a second after the stack's provider timeout.
+    let provider_timeout: u64 = params["ProviderTimeoutSeconds"]
+        .parse()
+        .context("ProviderTimeoutSeconds")?;
+    for l in &args.latency {
+        provider.add_latency(l.clone());
+    }
     let stack_name = format!("chaos{}", std::process::id());
     let stack = provision(&sdk, &args.template, &stack_name, &params)
         .await
@@ -120,7 +131,7 @@ async fn main() -> Result<()> {
         (
             args.slow,
             Fault::Slow {
-                ms: (PROVIDER_TIMEOUT_SECS + 1) * 1000,
+                ms: (provider_timeout + 1) * 1000,
             },
         ),
         (args.drops, Fault::Drop(true)),
@@ -263,6 +274,18 @@ async fn main() -> Result<()> {
             )
         })
         .collect();
+    // How long each phase took where it succeeded (its last attempt), over the completed.
+    let mut took: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (id, status) in &ended {
+        if *status != ProductionStatus::Completed {
+            continue;
+        }
+        for ph in ops.get(id, &me).await?.phases {
+            if let (Some(a), Some(b)) = (ph.started_at, ph.finished_at) {
+                took.entry(ph.name).or_default().push(b - a);
+            }
+        }
+    }
     runtime.stop().await;
     provider.stop().await;
 
@@ -280,6 +303,12 @@ async fn main() -> Result<()> {
         args.crashes - crashes_left,
         duplicates_sent
     );
+    for l in &args.latency {
+        println!(
+            "latency of {}: median {} ms, 99th percentile {} ms",
+            l.path, l.median_ms, l.tail_ms
+        );
+    }
     println!(
         "provider calls received {}, served {}",
         calls.received,
@@ -312,7 +341,20 @@ async fn main() -> Result<()> {
     );
     println!("\nper phase:");
     for (k, v) in stats {
-        println!("  {k:<8} {v}");
+        let at = |v: &[i64], q: f64| v[((v.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        let time = match took.get_mut(&k) {
+            Some(t) if !t.is_empty() => {
+                t.sort();
+                format!(
+                    "; took {:.1} s median, {:.1} s p95, {:.1} s max",
+                    at(t, 0.5),
+                    at(t, 0.95),
+                    at(t, 1.0)
+                )
+            }
+            _ => String::new(),
+        };
+        println!("  {k:<8} {v}{time}");
     }
     if !unexplained.is_empty() {
         println!("\nrepeated although the outcome was recorded: {unexplained:?}");

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use shepherd_local::provider::ProviderServer;
+use shepherd_local::provider::{Latency, ProviderServer};
 use shepherd_local::provision::provision;
 use shepherd_local::runtime::{Clients, LocalRuntime};
 
@@ -58,6 +58,10 @@ enum Command {
         /// viewer, operator and admin tokens for the sample account `acme` if missing.
         #[arg(long, default_value = ".local/api-tokens.json")]
         api_tokens: PathBuf,
+        /// How long the fake provider takes per endpoint, PATH=MEDIAN_MS:TAIL_MS (log-normal,
+        /// the tail the 99th percentile), e.g. `images=8000:60000`; repeatable.
+        #[arg(long, value_name = "PATH=MEDIAN_MS:TAIL_MS")]
+        latency: Vec<Latency>,
     },
     /// Create the template's resources and print them.
     Provision,
@@ -79,6 +83,9 @@ enum Command {
     Provider {
         #[arg(long, default_value = "127.0.0.1:4010")]
         listen: SocketAddr,
+        /// As for `up`.
+        #[arg(long, value_name = "PATH=MEDIAN_MS:TAIL_MS")]
+        latency: Vec<Latency>,
     },
 }
 
@@ -252,11 +259,12 @@ async fn main() -> Result<()> {
             );
         }
         Command::Template { .. } => unreachable!("handled above: no emulator needed"),
-        Command::Provider { listen } => {
+        Command::Provider { listen, latency } => {
             warn_if_exposed("fake provider", &listen);
             let p = ProviderServer::start(listen, "local-provider-key")
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            latency.into_iter().for_each(|l| p.add_latency(l));
             println!("fake provider on {}", p.base_url());
             stopped().await;
             p.stop().await;
@@ -268,6 +276,7 @@ async fn main() -> Result<()> {
             scm,
             agent,
             api_tokens,
+            latency,
         } => {
             warn_if_exposed("HTTP API", &api);
             warn_if_exposed("fake provider", &provider);
@@ -300,6 +309,7 @@ async fn main() -> Result<()> {
             let server = ProviderServer::start(provider, "local-provider-key")
                 .await
                 .with_context(|| format!("fake provider cannot listen on {provider}"))?;
+            latency.into_iter().for_each(|l| server.add_latency(l));
             params
                 .entry("ProviderBaseUrl".into())
                 .or_insert_with(|| server.base_url());
