@@ -98,6 +98,9 @@ enum Command {
         #[arg(long)]
         download: Option<std::path::PathBuf>,
     },
+    /// A phase's output, whole, as JSON (`show` gives a large one by reference); without a
+    /// phase, every phase's output.
+    Outputs { id: String, phase: Option<String> },
     /// Follow a production until it settles (exit 0 if it completed, 3 if not).
     Watch {
         id: String,
@@ -449,6 +452,16 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
                 out!("{}", render::show(&p));
                 out!("{}", render::artifacts(&artifacts));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outputs { id, phase } => {
+            let ops = connect(&cli.stack).await?;
+            let p = ops.get(&id, &me).await?;
+            let v = match phase {
+                Some(phase) => ops.output(&p, &phase).await?.body,
+                None => serde_json::to_value(ops.outputs(&p).await?)?,
+            };
+            outln!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Artifacts { id, download } => {

@@ -113,6 +113,23 @@ async fn start_watch_show_and_list_a_production() {
         2
     );
 
+    // One phase's output whole, and every phase's.
+    let out = shepherd(&stack, &["outputs", &id, "brief"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let brief_out: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(brief_out, v["outputs"]["brief"]);
+    let out = shepherd(&stack, &["outputs", &id]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all["brief"], brief_out);
+    assert_eq!(all["publish"], v["outputs"]["publish"]);
+    let out = shepherd(&stack, &["outputs", &id, "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("has no phase \"nope\" (its phases: brief, script"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = shepherd(&stack, &["list", "--account", "acme"]);
     assert!(text(&out.stdout).contains(&id));
 

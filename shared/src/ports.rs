@@ -171,6 +171,9 @@ pub trait Productions: Send + Sync {
 pub struct StoredOutput {
     pub body: serde_json::Value,
     pub artifacts: Vec<Artifact>,
+    /// Where it is kept in the artifact bucket, when it is too large for the table (read
+    /// back; ignored when storing).
+    pub stored_at: Option<String>,
 }
 
 #[async_trait]

@@ -35,15 +35,44 @@ pub fn json(
     v
 }
 
+/// An output longer than this (its JSON) is shown by reference.
+pub const OUTPUT_INLINE_MAX: usize = 64 * 1024;
+/// The outputs shown whole together stay under this; the rest by reference.
+pub const OUTPUTS_INLINE_BUDGET: usize = 512 * 1024;
+
 /// A production with its outputs and its artifacts' download links (`show`, `GET
-/// /productions/{id}`).
+/// /productions/{id}`). An output over [`OUTPUT_INLINE_MAX`], or past
+/// [`OUTPUTS_INLINE_BUDGET`] with those before it, is a reference to fetch it on its own:
+/// `{"$ref": "/productions/<id>/outputs/<phase>", "bytes": n, "sha256": ...}`, so a
+/// production with a change set of megabytes still reads in well under a megabyte.
 pub fn detail(
     p: &Production,
     outputs: &BTreeMap<String, serde_json::Value>,
     artifacts: &[impl serde::Serialize],
     now: Millis,
 ) -> serde_json::Value {
-    let mut v = json(p, Some(outputs), now);
+    use sha2::Digest as _;
+    let mut shown = BTreeMap::new();
+    let mut spent = 0;
+    // In the phases' order: the early, small ones whole.
+    for ph in &p.phases {
+        let Some(o) = outputs.get(&ph.name) else {
+            continue;
+        };
+        let text = serde_json::to_string(o).expect("outputs serialise");
+        let v = if text.len() <= OUTPUT_INLINE_MAX && spent + text.len() <= OUTPUTS_INLINE_BUDGET {
+            spent += text.len();
+            o.clone()
+        } else {
+            serde_json::json!({
+                "$ref": format!("/productions/{}/outputs/{}", p.id, ph.name),
+                "bytes": text.len(),
+                "sha256": hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            })
+        };
+        shown.insert(ph.name.clone(), v);
+    }
+    let mut v = json(p, Some(&shown), now);
     v["artifacts"] = serde_json::to_value(artifacts).expect("artifacts serialise");
     v
 }

@@ -88,7 +88,11 @@ impl AwsClients {
             fetch: fetcher(false),
             health: Arc::new(DynamoHealth::new(ddb.clone(), state)),
             audit: Arc::new(DynamoAudit::new(ddb.clone(), &topology.audit_table)),
-            ledger: Arc::new(DynamoLedger::new(ddb.clone(), &topology.idempotency_table)),
+            ledger: Arc::new(DynamoLedger::new(
+                ddb.clone(),
+                &topology.idempotency_table,
+                artifacts.clone(),
+            )),
             artifacts,
             stream: Arc::new(DynamoStream::new(self.streams.clone())),
             queue: Arc::new(SqsQueue::new(self.sqs.clone())),

@@ -269,3 +269,106 @@ async fn a_job_input_breaking_the_schema_is_refused_naming_the_field() {
     }
     t.stop().await;
 }
+
+/// A change set of megabytes (a large refactor) is recorded and stored by reference, goes
+/// through implement and pull_request, and the production still reads small: `GET
+/// /productions/{id}` shows the output as a reference; `GET .../outputs/{phase}` gives it
+/// whole (over 5 MB, as a link to the bucket), as does `shepherd outputs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_megabyte_change_set_becomes_a_pull_request_and_the_production_reads_small() {
+    let t = TestStack::start(&[]).await;
+    t.agent.answer_bytes(5 << 20);
+    let id = start_and_approve(&t, &job("Regenerate the lookup tables")).await;
+    let done = t.completes(&id, Duration::from_secs(120)).await;
+    assert_eq!(t.agent.requests().len(), 1, "the runner was asked once");
+
+    // Every byte reached the branch, one commit per file.
+    let outputs = t.ops.outputs(&done).await.unwrap();
+    let branch = format!("shepherd/{id}");
+    let mut committed = 0;
+    for c in outputs["implement"]["changes"].as_array().unwrap() {
+        let path = c["path"].as_str().unwrap();
+        let file = t.scm.file(REPOSITORY, &branch, path).expect("committed");
+        assert_eq!(file, c["content"].as_str().unwrap());
+        committed += file.len();
+    }
+    assert!(committed >= 5 << 20, "{committed} bytes committed");
+    assert_eq!(t.scm.pulls(REPOSITORY).len(), 1);
+
+    // The runner's answer is in the bucket; the ledger's item holds its key (an item stops
+    // at 400 KB).
+    let ddb = aws_sdk_dynamodb::Client::new(&t.sdk);
+    let item = ddb
+        .get_item()
+        .table_name(&t.config.topology.idempotency_table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{id}#implement#agent")),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the call is recorded");
+    assert!(!item.contains_key("res"), "{:?}", item.keys());
+    let at = item["ref"].as_s().unwrap();
+    assert!(at.starts_with(&format!("productions/{id}/")), "{at}");
+
+    // The production reads in well under a megabyte, the change set by reference.
+    let url = format!("{}/productions/{id}", t.api_url());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |url: String| http.get(url).bearer_auth("operator-acme").send();
+    let shown = get(url.clone()).await.unwrap().bytes().await.unwrap();
+    assert!(shown.len() < 100_000, "{} bytes", shown.len());
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    let reference = &shown["outputs"]["implement"];
+    assert_eq!(
+        reference["$ref"],
+        format!("/productions/{id}/outputs/implement").as_str()
+    );
+    assert!(reference["bytes"].as_u64().unwrap() > 5 << 20);
+    assert_eq!(
+        shown["outputs"]["plan"], outputs["plan"],
+        "small ones whole"
+    );
+
+    // On its own: over 5 MB, a link to the bucket that serves the change set.
+    let res = get(format!("{url}/outputs/implement")).await.unwrap();
+    assert_eq!(res.status(), 303);
+    let link = res.headers()["location"].to_str().unwrap().to_string();
+    let body = reqwest::get(&link).await.unwrap().bytes().await.unwrap();
+    let fetched: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(fetched, outputs["implement"]);
+    use sha2::Digest as _;
+    assert_eq!(
+        reference["sha256"],
+        hex::encode(sha2::Sha256::digest(
+            serde_json::to_string(&fetched).unwrap()
+        ))
+        .as_str()
+    );
+    let res = get(format!("{url}/outputs/plan")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let plan: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(plan, outputs["plan"]);
+    let (status, err) = t
+        .http(
+            "GET",
+            &format!("/productions/{id}/outputs/publish"),
+            Some("operator-acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no phase \"publish\" (its phases: plan, implement, pull_request)"),
+        "{err}"
+    );
+    t.stop().await;
+}

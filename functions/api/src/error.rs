@@ -20,7 +20,7 @@ impl HttpStatus for OpsError {
             Self::InvalidInput(_) | Self::Invalid(_) => 400,
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
-            Self::NotFound(_) => 404,
+            Self::NotFound(_) | Self::Missing(_) => 404,
             Self::Conflict { .. } | Self::KeyReused { .. } | Self::Busy(_) => 409,
             Self::LimitReached(_) => 429,
             Self::DispatchFailed { .. } | Self::Store(_) | Self::Config(_) => 503,

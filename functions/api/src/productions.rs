@@ -28,6 +28,7 @@ pub(crate) fn routes() -> OpenApiRouter<Api> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(show))
+        .routes(routes!(output))
         .routes(routes!(act))
         .routes(routes!(audit))
         .routes(routes!(approvals))
@@ -109,6 +110,32 @@ async fn show(Who(caller): Who, Operations(ops): Operations, Path(id): Path<Stri
     let p = ops.get(&id, &caller).await?;
     let (outputs, artifacts) = ops.detail(&p).await?;
     ok(view::detail(&p, &outputs, &artifacts, crate::error::now()))
+}
+
+/// Above this an output is answered by a link to the bucket (Lambda answers at most 6 MB).
+const OUTPUT_ANSWER_MAX: usize = 5 << 20;
+
+/// One phase's output, whole: what `GET /productions/{id}` shows by reference when it is
+/// large. One over 5 MB answers 303, to a download link valid 15 minutes.
+#[utoipa::path(get, path = "/productions/{id}/outputs/{phase}", tag = "productions",
+    params(("id" = String, Path), ("phase" = String, Path)),
+    responses(
+        (status = 200, description = "The phase's output (its contract's JSON)", body = Object),
+        (status = 303, description = "A large output: its download link", headers(("Location" = String))),
+        NotFound, Common))]
+async fn output(
+    Who(caller): Who,
+    Operations(ops): Operations,
+    Path((id, phase)): Path<(String, String)>,
+) -> Answer {
+    let p = ops.get(&id, &caller).await?;
+    let out = ops.output(&p, &phase).await?;
+    match out.link {
+        Some(link) if out.bytes > OUTPUT_ANSWER_MAX => {
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, link)]).into_response())
+        }
+        _ => ok(out.body),
+    }
 }
 
 /// The action named in the path, with its arguments from the body: an unknown action is

@@ -209,6 +209,8 @@ impl ScmServer {
                 get(list_issues).post(create_issue),
             )
             .layer(axum::middleware::from_fn_with_state(inner.clone(), gate))
+            // GitHub takes files up to 100 MB (axum's default stops bodies at 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::max(100 << 20))
             .with_state(inner.clone());
         Ok(Self {
             addr,

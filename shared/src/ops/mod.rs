@@ -49,6 +49,16 @@ use crate::pipeline::{InputError, Pipelines};
 use crate::ports::{Page, Ports, StartKey, StoreError, UsedStartKey};
 use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
 
+/// One phase's output as [`Ops::output`] reads it.
+#[derive(Debug, Clone)]
+pub struct PhaseOutput {
+    pub body: serde_json::Value,
+    /// Its JSON's length.
+    pub bytes: usize,
+    /// A download link, where the output is kept in the artifact bucket (a large one).
+    pub link: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error(transparent)]
@@ -92,6 +102,9 @@ pub enum OpsError {
     /// A sender's signature does not verify (an inbound webhook): nothing is stored.
     #[error("{0}")]
     Unauthorized(String),
+    /// Something of a production it does not have (the text names it).
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl From<StoreError> for OpsError {
@@ -448,6 +461,7 @@ impl Ops {
             let stored = crate::ports::StoredOutput {
                 body: o.output.clone(),
                 artifacts: vec![],
+                stored_at: None,
             };
             self.ports
                 .outputs
@@ -521,6 +535,47 @@ impl Ops {
             out.insert(ph.name.clone(), stored.body);
         }
         Ok((out, links))
+    }
+
+    /// One phase's output, whole (however large), and where it is stored in the bucket
+    /// when it is (a link valid for [`LINK_TTL`]).
+    pub async fn output(&self, p: &Production, phase: &str) -> Result<PhaseOutput, OpsError> {
+        let Some(ph) = p.phase(phase) else {
+            return Err(OpsError::Missing(format!(
+                "production {} has no phase {phase:?} (its phases: {})",
+                p.id,
+                p.phases
+                    .iter()
+                    .map(|ph| ph.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let missing = || {
+            OpsError::Missing(format!(
+                "phase {phase} of production {} has no output ({})",
+                p.id,
+                ph.status.as_str()
+            ))
+        };
+        let key = ph.output.as_ref().ok_or_else(missing)?;
+        let stored = self
+            .ports
+            .outputs
+            .get(&p.id, key)
+            .await?
+            .ok_or_else(missing)?;
+        let link = match &stored.stored_at {
+            Some(at) => Some(self.ports.artifacts.presign(at, LINK_TTL).await?),
+            None => None,
+        };
+        Ok(PhaseOutput {
+            bytes: serde_json::to_string(&stored.body)
+                .map(|t| t.len())
+                .unwrap_or(0),
+            body: stored.body,
+            link,
+        })
     }
 
     /// The bytes of one of the production's artifacts (the caller may read it).

@@ -164,6 +164,7 @@ impl Worker {
                 &StoredOutput {
                     body: result.output,
                     artifacts: result.artifacts,
+                    stored_at: None,
                 },
             )
             .await

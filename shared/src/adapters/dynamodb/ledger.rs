@@ -1,24 +1,32 @@
 //! The call ledger: tool-call outcomes in the idempotency table (`pk` = call key, `ttl` in
-//! epoch seconds).
+//! epoch seconds). An answer too large for an item (a coding agent's change set of
+//! megabytes; an item holds 400 KB) is kept in the artifact bucket, content-addressed under
+//! its production, and the item holds its key (`ref`).
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
 use super::{Item, get_item, n, number, s, text, unavailable};
+use std::sync::Arc;
+
+use super::outputs::INLINE_LIMIT;
 use crate::domain::Millis;
-use crate::ports::{CallOutcome, Ledger, OutcomeStatus, StoreError};
+use crate::domain::artifacts::Artifact;
+use crate::ports::{ArtifactStore, CallOutcome, Ledger, OutcomeStatus, StoreError};
 
 #[derive(Clone)]
 pub struct DynamoLedger {
     client: Client,
     table: String,
+    overflow: Arc<dyn ArtifactStore>,
 }
 
 impl DynamoLedger {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, overflow: Arc<dyn ArtifactStore>) -> Self {
         Self {
             client,
             table: table.into(),
+            overflow,
         }
     }
 }
@@ -49,10 +57,21 @@ impl Ledger for DynamoLedger {
             "rejected" => OutcomeStatus::Rejected,
             _ => OutcomeStatus::Completed,
         };
+        let result = match item.get("ref").and_then(|v| v.as_s().ok()) {
+            Some(r) => {
+                let bytes = self.overflow.get(r).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("the answer of call {key}: {r} is missing"))
+                })?;
+                String::from_utf8(bytes).map_err(|e| {
+                    StoreError::Corrupt(format!("the answer of call {key}: {r}: {e}"))
+                })?
+            }
+            None => text(&item, "res"),
+        };
         Ok(Some(CallOutcome {
             request_hash: text(&item, "rh"),
             status,
-            result: text(&item, "res"),
+            result,
             tries: number(&item, "tr").unwrap_or(0) as u32,
         }))
     }
@@ -68,8 +87,20 @@ impl Ledger for DynamoLedger {
             .put_item()
             .table_name(&self.table)
             .item("pk", s(key))
-            .item("rh", s(&outcome.request_hash))
-            .item("res", s(&outcome.result))
+            .item("rh", s(&outcome.request_hash));
+        let req = if outcome.result.len() > INLINE_LIMIT {
+            // The call key begins with its production: the answer is kept with its files.
+            let production = key.split('#').next().unwrap_or(key);
+            let body = outcome.result.as_bytes();
+            let big = Artifact::of(production, "answer", body, "application/json");
+            self.overflow
+                .put_new(&big.key, body, &big.content_type)
+                .await?;
+            req.item("ref", s(&big.key))
+        } else {
+            req.item("res", s(&outcome.result))
+        };
+        let req = req
             .item("ttl", n(expires_at / 1000))
             .item("tr", n(outcome.tries));
         let req = match outcome.status {

@@ -73,6 +73,10 @@ impl Outputs for DynamoOutputs {
         };
         let corrupt =
             |e: serde_json::Error| StoreError::Corrupt(format!("output {key_} of {id}: {e}"));
+        let stored_at = item
+            .get("ref")
+            .and_then(|v| v.as_s().ok())
+            .map(String::from);
         let body = match item.get("ref").and_then(|v| v.as_s().ok()) {
             Some(r) => {
                 let bytes = self.overflow.get(r).await?.ok_or_else(|| {
@@ -86,6 +90,10 @@ impl Outputs for DynamoOutputs {
             Some(a) => serde_json::from_str(a).map_err(corrupt)?,
             None => vec![],
         };
-        Ok(Some(StoredOutput { body, artifacts }))
+        Ok(Some(StoredOutput {
+            body,
+            artifacts,
+            stored_at,
+        }))
     }
 }
