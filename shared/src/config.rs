@@ -148,6 +148,12 @@ pub struct Config {
     /// The SSM parameter of the stack's configuration (the scheduler reads it on its first
     /// tick: starting a production needs the stack's gates and limits); empty elsewhere.
     pub stack_config_param: String,
+    /// Where an external job reports (`<api>/callbacks/`, a token appended); empty: the
+    /// function's phases hand no work to external jobs.
+    pub callback_url: String,
+    /// An external job's heartbeat interval and deadline.
+    pub job_heartbeat: Duration,
+    pub job_deadline: Duration,
     /// The stack's pipelines (its composition crate's; a test may run others).
     pub pipelines: std::sync::Arc<Pipelines>,
 }
@@ -254,6 +260,12 @@ impl Config {
                 .get("SHEPHERD_STACK_CONFIG_PARAM")
                 .cloned()
                 .unwrap_or_default(),
+            callback_url: env
+                .get("SHEPHERD_CALLBACK_URL")
+                .cloned()
+                .unwrap_or_default(),
+            job_heartbeat: secs("SHEPHERD_JOB_HEARTBEAT_SECS", 300)?,
+            job_deadline: secs("SHEPHERD_JOB_DEADLINE_SECS", 21_600)?,
             pipelines,
         })
     }

@@ -623,6 +623,8 @@ pub enum OutcomeStatus {
     /// Made, but its answer was unusable (`result` says why): never replayed; the next
     /// call is a fresh one.
     Rejected,
+    /// An external job accepted by `attempt`, whose result comes by callback.
+    Waiting { attempt: u32 },
 }
 
 /// A recorded tool-call outcome.

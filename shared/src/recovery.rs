@@ -8,6 +8,8 @@
 //! | an approval past its expiry | `ExpireApproval` (fail or renew, per production) | `approval.expired` / `approval.renewed` |
 //! | a queued phase unclaimed past `lost_dispatch_after` | `Redispatch` (same attempt) | `phase.redispatched` |
 //! | a running phase whose lease expired | `Reconcile` (attempt + 1) | `tool_call.unknown`, `phase.reconciled` |
+//! | a phase whose external job missed its heartbeat | `Reconcile` (attempt + 1: a new job) | `tool_call.unknown`, `phase.reconciled`, alarm `job_silent` |
+//! | a phase whose external job passed its deadline | `Reconcile`: the phase fails | `callback.deadline_passed`, alarm `job_deadline_passed` |
 //! | a phase message in its DLQ, the phase still open | `ObserveDeadLetter` | `phase.dead_lettered` |
 //!
 //! Crashes mid-phase are normally recovered before the sweep sees them: SQS delivers the
@@ -121,6 +123,34 @@ impl Sweeper {
             if self.apply(&p, cmd.clone()).await? {
                 match cmd {
                     Command::Redispatch { .. } => report.redispatched += 1,
+                    Command::Reconcile { phase }
+                        if p.phase(&phase).is_some_and(|ph| ph.waiting.is_some()) =>
+                    {
+                        report.reconciled += 1;
+                        let w = p
+                            .phase(&phase)
+                            .and_then(|ph| ph.waiting.clone())
+                            .expect("matched");
+                        let (kind, severity, detail) = if self.clock.now() >= w.deadline {
+                            (
+                                AlarmKind::JobDeadlinePassed,
+                                Severity::Critical,
+                                format!(
+                                    "external jobs of phase {phase} sent no result by their deadline; their productions failed (`shepherd retry <id>` starts a new job)"
+                                ),
+                            )
+                        } else {
+                            (
+                                AlarmKind::JobSilent,
+                                Severity::Warning,
+                                format!(
+                                    "external jobs of phase {phase} missed their heartbeat; the sweep started each again as its next attempt (a new job)"
+                                ),
+                            )
+                        };
+                        let raise = Raise::new(kind, &phase, severity, detail).affecting(&p.id);
+                        self.transitioner.raise(&raise).await;
+                    }
                     Command::Reconcile { phase } => {
                         report.reconciled += 1;
                         // One alarm per phase, listing the productions; each leaves it when

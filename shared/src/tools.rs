@@ -51,6 +51,27 @@ pub struct ToolDeps {
     pub outcome_ttl: std::time::Duration,
     /// Fresh calls a run may make after rejecting a provider's answer.
     pub bad_answer_retries: u32,
+    /// Where external jobs report (`<api>/callbacks/`); empty: none can be handed out.
+    pub callback_url: String,
+    /// How long an external job may go without a heartbeat, and run at most.
+    pub job_limits: JobLimits,
+}
+
+/// How long an external job may run: a heartbeat (or its result) at least every
+/// `heartbeat`, its result within `deadline`.
+#[derive(Debug, Clone, Copy)]
+pub struct JobLimits {
+    pub heartbeat: std::time::Duration,
+    pub deadline: std::time::Duration,
+}
+
+/// What a runner reports for a failed job (`POST /callbacks/{token}` with `failed`), as
+/// the ledger keeps it until the phase reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobFailure {
+    pub code: String,
+    pub class: crate::domain::ErrorClass,
+    pub message: String,
 }
 
 /// The tools one phase run may use, bound to its production and phase.
@@ -67,6 +88,8 @@ pub struct Tools {
     phase: String,
     /// What the phase's definition says it may call (`None`: anything; tests only).
     allowed: Option<Vec<CallKind>>,
+    /// The external job this run handed its work to (the worker records the wait).
+    wait: Mutex<Option<crate::domain::Wait>>,
 }
 
 /// Which run the calls belong to: the production's phase, the production's revision, the
@@ -99,6 +122,7 @@ impl Tools {
             lease_until: run.lease_until,
             phase: phase.into(),
             allowed: run.allowed.map(<[CallKind]>::to_vec),
+            wait: Mutex::new(None),
         }
     }
 
@@ -357,6 +381,175 @@ impl Tools {
         Ok(self.once(key, body, call).await?.0)
     }
 
+    /// Hands `body` to the chain's HTTP integration as an external job that reports by
+    /// callback, or returns its result. The job is this attempt's own (key
+    /// `<call key>#a<attempt>`: a new attempt is a new job). Its runner gets
+    /// `callback: {url, heartbeat_seconds, deadline_seconds}` and answers either the result
+    /// (200: a runner that works synchronously) or `{"accepted": true}` (202): then the run
+    /// ends with `awaiting_callback` and the worker records the wait and lets its message
+    /// go. The callback records the result (or failure) in the ledger and sends the phase
+    /// to a worker again; this call then returns it.
+    pub async fn job(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, StepError> {
+        let limits = self.deps.job_limits;
+        self.declared(CallKind::Http)?;
+        let key = format!("{}{name}#a{}", self.key_prefix, self.attempt);
+        let hash = request_hash(body);
+        let now = self.deps.clock.now();
+        let expires = now + self.ttl_ms();
+        let found = self
+            .deps
+            .ledger
+            .get(&key, now)
+            .await
+            .retryable(ErrorCode::OutcomeStore)?;
+        if let Some(found) = found {
+            match found.status {
+                OutcomeStatus::Completed => {
+                    return serde_json::from_str(&found.result)
+                        .permanent(ErrorCode::OutcomeCorrupt);
+                }
+                OutcomeStatus::Failed => {
+                    if let Ok(f) = serde_json::from_str::<JobFailure>(&found.result) {
+                        // Read once: a later try of this attempt sends the job again.
+                        let read = CallOutcome {
+                            result: f.code.clone(),
+                            ..found.clone()
+                        };
+                        self.deps
+                            .ledger
+                            .put(&key, &read, expires)
+                            .await
+                            .retryable(ErrorCode::OutcomeStore)?;
+                        let mut e = StepError::permanent(
+                            ErrorCode::JobFailed,
+                            format!("job {key} failed ({}): {}", f.code, f.message),
+                        );
+                        e.class = f.class;
+                        return Err(e);
+                    }
+                }
+                OutcomeStatus::Waiting { .. } => {
+                    return Err(StepError::retryable(
+                        ErrorCode::AwaitingCallback,
+                        format!("job {key} is running; its result comes by callback"),
+                    ));
+                }
+                OutcomeStatus::InProgress { attempt, .. } => self.event(
+                    AuditEvent::new(AuditKind::ToolCallUnknown, Outcome::Unknown, now).detail(
+                        format!(
+                            "{key}: attempt {attempt} stopped before the runner's answer was \
+                             recorded; the job is sent again under the same key"
+                        ),
+                    ),
+                ),
+                OutcomeStatus::Rejected => {}
+            }
+        }
+        if self.deps.callback_url.is_empty() {
+            return Err(StepError::permanent(
+                ErrorCode::ConfigMissing,
+                "this function has no callback URL (SHEPHERD_CALLBACK_URL) to give an external job",
+            ));
+        }
+        let started = CallOutcome {
+            request_hash: hash.clone(),
+            status: OutcomeStatus::InProgress {
+                attempt: self.attempt,
+                lease_until: self.lease_until,
+            },
+            result: String::new(),
+            tries: 0,
+        };
+        self.deps
+            .ledger
+            .put(&key, &started, expires)
+            .await
+            .retryable(ErrorCode::OutcomeStore)?;
+        let token = crate::domain::callback::Token::new(
+            &self.production_id,
+            &self.phase,
+            self.attempt,
+            rand::random(),
+        );
+        let mut sent = body.clone();
+        sent["callback"] = serde_json::json!({
+            "url": format!("{}{}", self.deps.callback_url, token.text()),
+            "heartbeat_seconds": limits.heartbeat.as_secs(),
+            "deadline_seconds": limits.deadline.as_secs(),
+        });
+        let sent = &sent;
+        let pk = key.as_str();
+        let answer = self
+            .deps
+            .integrations
+            .call(CallKind::Http, pk, &self.events, move |p| async move {
+                p.post_json(sent, pk).await
+            })
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            // No answer: the runner may have the job; the record stays `in_progress`.
+            Err(e) if e.code == ErrorCode::ProviderTimeout => return Err(e),
+            Err(e) => {
+                let failed = CallOutcome {
+                    status: OutcomeStatus::Failed,
+                    result: e.code.to_string(),
+                    ..started
+                };
+                let _ = self.deps.ledger.put(&key, &failed, expires).await;
+                return Err(e);
+            }
+        };
+        if answer["accepted"] != serde_json::Value::Bool(true) {
+            // A runner that worked synchronously: its answer is the result.
+            let done = CallOutcome {
+                status: OutcomeStatus::Completed,
+                result: answer.to_string(),
+                ..started
+            };
+            self.deps
+                .ledger
+                .put(&key, &done, expires)
+                .await
+                .retryable(ErrorCode::OutcomeStore)?;
+            return Ok(answer);
+        }
+        let waiting = CallOutcome {
+            status: OutcomeStatus::Waiting {
+                attempt: self.attempt,
+            },
+            ..started
+        };
+        self.deps
+            .ledger
+            .put(&key, &waiting, expires)
+            .await
+            .retryable(ErrorCode::OutcomeStore)?;
+        let now = self.deps.clock.now();
+        *self.wait.lock().expect("wait") = Some(crate::domain::Wait {
+            job: key.clone(),
+            token_sha256: token.sha256(),
+            since: now,
+            deadline: now + limits.deadline.as_millis() as Millis,
+            heartbeat_ms: limits.heartbeat.as_millis() as Millis,
+            heartbeats: 0,
+            arrived_at: None,
+        });
+        Err(StepError::retryable(
+            ErrorCode::AwaitingCallback,
+            format!("job {key} accepted; its result comes by callback"),
+        ))
+    }
+
+    /// The external job this run handed its work to, if any (taken once).
+    pub fn take_wait(&self) -> Option<crate::domain::Wait> {
+        self.wait.lock().expect("wait").take()
+    }
+
     /// One request to the chain's source-control host, once per key like every call: a
     /// recorded answer (2xx or 422) is replayed, an error is made again next time.
     pub async fn scm(&self, name: &str, req: &ScmRequest) -> Result<ScmAnswer, StepError> {
@@ -466,7 +659,7 @@ impl Tools {
                         ),
                     ),
                 ),
-                OutcomeStatus::Failed => {}
+                OutcomeStatus::Failed | OutcomeStatus::Waiting { .. } => {}
             }
         }
         let record = |status, result: String| CallOutcome {

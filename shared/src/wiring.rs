@@ -163,6 +163,11 @@ pub fn phase_function(phase: Arc<dyn RunPhase>, ports: &Ports, config: &Config) 
             clock: ports.clock.clone(),
             outcome_ttl: config.outcome_ttl,
             bad_answer_retries: config.bad_answer_retries,
+            callback_url: config.callback_url.clone(),
+            job_limits: crate::tools::JobLimits {
+                heartbeat: config.job_heartbeat,
+                deadline: config.job_deadline,
+            },
         },
         timeout: config.function_timeout,
         pipelines: config.pipelines.clone(),

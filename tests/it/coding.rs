@@ -303,7 +303,7 @@ async fn a_five_megabyte_change_set_becomes_a_pull_request_and_the_production_re
         .table_name(&t.config.topology.idempotency_table)
         .key(
             "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("{id}#implement#agent")),
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{id}#implement#agent#a1")),
         )
         .send()
         .await

@@ -4,6 +4,7 @@
 mod alarms;
 mod api;
 mod artifacts;
+mod callbacks;
 mod coding;
 mod definitions;
 mod delivery;

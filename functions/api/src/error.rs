@@ -21,6 +21,7 @@ impl HttpStatus for OpsError {
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) | Self::Missing(_) => 404,
+            Self::Gone(_) => 410,
             Self::Conflict { .. } | Self::KeyReused { .. } | Self::Busy(_) => 409,
             Self::LimitReached(_) => 429,
             Self::DispatchFailed { .. } | Self::Store(_) | Self::Config(_) => 503,
@@ -84,6 +85,7 @@ impl From<OpsError> for ApiError {
             403 => "forbidden",
             404 => "not_found",
             409 => "conflict",
+            410 => "gone",
             429 => "limit_reached",
             _ => "unavailable",
         };

@@ -34,6 +34,7 @@
 //! | GET | /webhooks/{id}/deliveries?failed_since=&limit=&cursor= | viewer | its deliveries newest first, or the failed ones since a time |
 //! | GET | /deliveries/{id} | viewer | one delivery and every attempt |
 //! | POST | /deliveries/{id}/resend | operator | send a delivery that is not pending again (202) |
+//! | POST | /callbacks/{token} | the job's callback token | an external job's heartbeat, result or failure for the phase attempt that waits on it: 200, 401 not its token, 410 no longer waits (stop), 413 over 6 MB |
 //! | POST | /events/{connector} | the sender's signature | a GitHub or Standard Webhooks delivery: 202 started, 200 deduped or ignored, 400 refused (kept), 401 bad signature (nothing kept) |
 //! | GET | /events?account=&source=&outcome=&limit=&cursor=, /events/{id} | viewer | arrived events and what became of each |
 //! | POST | /events/{id}/resubmit | operator | `{reason}`: clear its dedupe key and submit it again, audited |
@@ -60,6 +61,7 @@ mod account;
 mod alarms;
 mod audit;
 mod auth;
+mod callbacks;
 mod dlq;
 mod error;
 mod events;
@@ -219,7 +221,7 @@ impl FromRequestParts<Api> for Operations {
     )),
     tags(
         (name = "productions"), (name = "audit"), (name = "alarms"), (name = "dlq"),
-        (name = "account"), (name = "webhooks"), (name = "schedules"), (name = "events"), (name = "health")
+        (name = "account"), (name = "webhooks"), (name = "schedules"), (name = "events"), (name = "callbacks"), (name = "health")
     )
 )]
 struct ApiDoc;
@@ -258,6 +260,7 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<Api> {
         .merge(webhooks::routes())
         .merge(schedules::routes())
         .merge(events::routes())
+        .merge(callbacks::routes())
 }
 
 /// The API's OpenAPI 3.1 description (served at `/openapi.json`, checked in as
@@ -330,7 +333,7 @@ mod tests {
                     .map(move |m| format!("{} {path}", m.to_uppercase()))
             })
             .collect();
-        assert_eq!(ops.len(), 51, "{ops:#?}");
+        assert_eq!(ops.len(), 53, "{ops:#?}");
         for op in [
             "GET /health",
             "POST /productions",
@@ -340,6 +343,8 @@ mod tests {
             "POST /schedules",
             "PATCH /schedules/{id}",
             "POST /schedules/{id}/backfill",
+            "GET /productions/{id}/outputs/{phase}",
+            "POST /callbacks/{token}",
         ] {
             assert!(ops.contains(&op.to_string()), "{op} missing");
         }

@@ -3,12 +3,16 @@
 //! `{"task": "implement", "repository", "base", "instructions", "plan": {"summary",
 //! "steps", "files"}, "feedback"}`; answers `{"summary", "changes": [{"path",
 //! "content"}]}`, one change per planned file. The same key answers the same change set
-//! (the work is not done twice). Errors are `{"error": {"message", "code"}}`, the shape the
+//! (the work is not done twice). Told to (`jobs_run`), a job runs outside its request as a
+//! long job does: it answers 202 `{"accepted": true}` and reports to the `callback.url` it
+//! was given (heartbeats, then `succeeded` with the change set or `failed`), or crashes
+//! after some heartbeats; it stops when Shepherd answers 410. Errors are `{"error": {"message", "code"}}`, the shape the
 //! generic HTTP integration reads.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -30,6 +34,42 @@ struct Inner {
     fail_next: Vec<u16>,
     /// The change sets' size: each file grows to its share of it (a large refactor).
     answer_bytes: usize,
+    /// How the next jobs run, one mode per new job (then `Sync`).
+    modes: Vec<Mode>,
+    /// Every callback sent: its URL, what it reported and the status Shepherd answered.
+    callbacks: Vec<Callback>,
+    /// The callback URL of each job it accepted, by idempotency key.
+    jobs: BTreeMap<String, String>,
+}
+
+/// How a job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Answer the change set at once (200).
+    Sync,
+    /// Accept (202), heartbeat every `heartbeat`, report the change set after `after`.
+    Callback {
+        after: Duration,
+        heartbeat: Duration,
+    },
+    /// Accept, heartbeat `heartbeats` times, then stop: the runner crashed.
+    Crash {
+        heartbeats: u32,
+        heartbeat: Duration,
+    },
+    /// Accept, then report a failure after `after`.
+    Fail {
+        after: Duration,
+        class: &'static str,
+    },
+}
+
+/// A callback the runner sent, and Shepherd's answer.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub url: String,
+    pub status: String,
+    pub answered: u16,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -74,6 +114,25 @@ impl AgentServer {
         self.inner.lock().expect("agent").answer_bytes = bytes;
     }
 
+    /// The next new jobs run in these modes, in order (then synchronously).
+    pub fn jobs_run(&self, modes: &[Mode]) {
+        self.inner
+            .lock()
+            .expect("agent")
+            .modes
+            .extend_from_slice(modes);
+    }
+
+    /// Every callback sent so far.
+    pub fn callbacks(&self) -> Vec<Callback> {
+        self.inner.lock().expect("agent").callbacks.clone()
+    }
+
+    /// The callback URLs of the jobs accepted, by idempotency key.
+    pub fn jobs(&self) -> BTreeMap<String, String> {
+        self.inner.lock().expect("agent").jobs.clone()
+    }
+
     /// Every request body received.
     pub fn requests(&self) -> Vec<Value> {
         self.inner.lock().expect("agent").requests.clone()
@@ -114,6 +173,14 @@ async fn implement(
         .to_string();
     if let Some(done) = i.done.get(&key).filter(|_| !key.is_empty()) {
         return axum::Json(done.clone()).into_response();
+    }
+    if !key.is_empty() && i.jobs.contains_key(&key) {
+        // The same job again: it is already running.
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"accepted": true, "job": key})),
+        )
+            .into_response();
     }
     if body["task"] != "implement" {
         return error(
@@ -162,8 +229,79 @@ async fn implement(
         "summary": format!("Changed {} files for: {instructions}", changes.len()),
         "changes": changes,
     });
-    if !key.is_empty() {
-        i.done.insert(key, answer.clone());
+    let mode = match i.modes.is_empty() {
+        true => Mode::Sync,
+        false => i.modes.remove(0),
+    };
+    let url = body["callback"]["url"].as_str().map(str::to_string);
+    let (Some(url), false) = (url, mode == Mode::Sync) else {
+        if !key.is_empty() {
+            i.done.insert(key, answer.clone());
+        }
+        return axum::Json(answer).into_response();
+    };
+    // Accepted: it runs outside the request and reports to its callback.
+    i.jobs.insert(key.clone(), url.clone());
+    tokio::spawn(run_job(inner.clone(), url, mode, answer));
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"accepted": true, "job": key})),
+    )
+        .into_response()
+}
+
+/// A job running outside its request: heartbeats, then its report, as its mode says. It
+/// stops when Shepherd answers 410 (the attempt no longer waits).
+async fn run_job(inner: Shared, url: String, mode: Mode, answer: Value) {
+    let http = reqwest::Client::new();
+    let send = |report: Value| {
+        let (http, url, inner) = (http.clone(), url.clone(), inner.clone());
+        async move {
+            let status = report["status"].as_str().unwrap_or_default().to_string();
+            let answered = match http.post(&url).json(&report).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            inner.lock().expect("agent").callbacks.push(Callback {
+                url,
+                status,
+                answered,
+            });
+            answered
+        }
+    };
+    let heartbeats = |every: Duration, n: u32| {
+        let send = &send;
+        async move {
+            for _ in 0..n {
+                tokio::time::sleep(every).await;
+                if send(json!({"status": "heartbeat"})).await == 410 {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    match mode {
+        Mode::Sync => {}
+        Mode::Callback { after, heartbeat } => {
+            let n = (after.as_millis() / heartbeat.as_millis().max(1)) as u32;
+            if heartbeats(heartbeat, n).await {
+                tokio::time::sleep(after.saturating_sub(heartbeat * n)).await;
+                send(json!({"status": "succeeded", "result": answer})).await;
+            }
+        }
+        Mode::Crash {
+            heartbeats: n,
+            heartbeat,
+        } => {
+            heartbeats(heartbeat, n).await;
+        }
+        Mode::Fail { after, class } => {
+            tokio::time::sleep(after).await;
+            send(json!({"status": "failed", "error": {"code": "tests_failed",
+                "class": class, "message": "cargo test: 3 tests failed"}}))
+            .await;
+        }
     }
-    axum::Json(answer).into_response()
 }

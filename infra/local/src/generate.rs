@@ -510,6 +510,13 @@ fn phase(w: &mut String, p: &DeployedPhase, platform: &Platform) -> Result<(), G
             p.timeout
         );
     }
+    if p.integrations.contains(&CallKind::Http) {
+        // Where its external jobs report (the HTTP API's token-authenticated route).
+        let _ = writeln!(
+            w,
+            "          SHEPHERD_CALLBACK_URL: !Sub \"https://${{HttpApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/callbacks/\""
+        );
+    }
     let _ = write!(
         w,
         r#"      Policies:

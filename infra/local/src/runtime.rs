@@ -83,7 +83,28 @@ impl LocalRuntime {
         let mut stats = HashMap::new();
         let mut crashes = HashMap::new();
         let mut api_addr = None;
-        for f in &stack.functions {
+        // The API first: a phase that hands work to an external job gives it a callback URL
+        // on the API (in AWS, the HTTP API's own address).
+        let mut functions: Vec<&LocalFunction> = stack.functions.iter().collect();
+        functions.sort_by_key(|f| {
+            !f.events
+                .iter()
+                .any(|e| matches!(e, EventSource::Http { .. }))
+        });
+        for f in functions {
+            let local;
+            let f = match (api_addr, f.env.get("SHEPHERD_CALLBACK_URL")) {
+                (Some(addr), Some(_)) => {
+                    let mut with = f.clone();
+                    with.env.insert(
+                        "SHEPHERD_CALLBACK_URL".into(),
+                        format!("http://{addr}/callbacks/"),
+                    );
+                    local = with;
+                    &local
+                }
+                _ => f,
+            };
             let sdk = crate::role_sdk_config(&clients.admin, &f.role_arn).await;
             let http = f
                 .events

@@ -204,7 +204,10 @@ impl Phase for Implement {
             "plan": plan,
             "feedback": ctx.feedback,
         });
-        let answer = ctx.tools.http("agent", &body).await?;
+        // A job that may outlast any Lambda: the runner answers 202 and reports to its
+        // callback (a runner that answers the change set at once, or 429 until done,
+        // works too).
+        let answer = ctx.tools.job("agent", &body).await?;
         let set: ChangeSet = serde_json::from_value(answer).map_err(|e| {
             StepError::permanent(
                 ErrorCode::ProviderBadResponse,

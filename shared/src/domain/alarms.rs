@@ -25,6 +25,11 @@ vocabulary! {
         /// a crash, out of memory, a timeout), per phase; the sweep re-dispatched them, and
         /// each leaves the alarm when the phase succeeds (F-05).
         ProductionStuck => "production_stuck",
+        /// External jobs stopped heartbeating (per phase): the sweep started each again as
+        /// its next attempt, a new job.
+        JobSilent => "job_silent",
+        /// An external job's deadline passed without a result: its phase failed.
+        JobDeadlinePassed => "job_deadline_passed",
         /// A phase queue's oldest message is older than the stack allows: a phase stuck or
         /// starved (CloudWatch, through the alarm topic).
         QueueStuck => "queue_stuck",

@@ -23,6 +23,12 @@ vocabulary! {
         PhaseRetried => "phase.retried",
         PhaseRedispatched => "phase.redispatched",
         PhaseReconciled => "phase.reconciled",
+        /// The phase handed its work to an external job and waits for its callback.
+        PhaseWaiting => "phase.waiting",
+        /// An external job's result (success) or failure report arrived by callback.
+        CallbackReceived => "callback.received",
+        /// An external job's deadline passed without a result: the phase failed.
+        CallbackDeadline => "callback.deadline_passed",
         StepUnexpectedError => "task.step_unexpected_error",
         ApprovalRequested => "approval.requested",
         ApprovalApproved => "approval.approved",

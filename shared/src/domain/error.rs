@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Millis;
 
 /// Whether another try can help: decides between backoff, `failed` and the DLQ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// 5xx, timeouts, throttling, 429: back off and try again.
@@ -109,6 +109,13 @@ vocabulary! {
         ScmRejected => "scm_rejected",
         NotAllowed => "not_allowed",
         BranchNotOwned => "branch_not_owned",
+        /// Not an error: the phase handed its work to an external job and waits for its
+        /// callback (the worker records the wait and lets the message go).
+        AwaitingCallback => "awaiting_callback",
+        /// The external job's deadline passed without a result.
+        CallbackDeadline => "callback_deadline",
+        /// The external job reported that it failed.
+        JobFailed => "job_failed",
     }
     other
     /// A code a phase defined for itself.
@@ -134,7 +141,10 @@ impl ErrorCode {
             | Self::ProviderRejected
             | Self::ProviderBadResponse
             | Self::ProviderNoImage
-            | Self::ContentRefused => "provider",
+            | Self::ContentRefused
+            | Self::AwaitingCallback
+            | Self::CallbackDeadline
+            | Self::JobFailed => "provider",
             Self::McpTransport
             | Self::McpSessionExpired
             | Self::McpRejected

@@ -19,6 +19,7 @@ pub mod alarms;
 pub mod artifacts;
 mod audit;
 pub mod authz;
+pub mod callback;
 mod decide;
 pub mod delivery;
 mod error;
@@ -42,7 +43,7 @@ pub use delivery::{ClaimRefusal, claim_refusal};
 pub use error::{Classify, ErrorClass, ErrorCode, StepError};
 pub use production::{
     Approval, GateKind, GatePolicy, OnExpiry, OverrideMark, PhaseError, PhaseState, PhaseStatus,
-    PipelineVersion, Production, ProductionStatus, output_key,
+    PipelineVersion, Production, ProductionStatus, Wait, output_key,
 };
 
 /// What a call asks an integration for.

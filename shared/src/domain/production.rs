@@ -175,6 +175,30 @@ pub struct PhaseState {
     /// An operator's feedback from a reject, given to the phase's next run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
+    /// The external job this attempt waits for (`Running` without a worker): its callback
+    /// token's hash, its heartbeats and deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Wait>,
+}
+
+/// A phase attempt waiting for an external job's callback. The phase's lease is the next
+/// heartbeat's deadline (never past `deadline`): a missed heartbeat is an expired lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wait {
+    /// The job's call key in the ledger, where the callback records its result.
+    pub job: String,
+    /// Hex SHA-256 of the callback token (the token itself is never stored).
+    pub token_sha256: String,
+    pub since: Millis,
+    /// The job fails for good past this.
+    pub deadline: Millis,
+    /// A heartbeat (or the result) is due this often.
+    pub heartbeat_ms: Millis,
+    #[serde(default)]
+    pub heartbeats: u32,
+    /// When the result arrived (the phase runs again to commit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived_at: Option<Millis>,
 }
 
 impl PhaseState {
@@ -207,6 +231,24 @@ impl PhaseState {
             (PhaseStatus::Queued, Some(e)) => {
                 format!("queued for another try (attempt {attempt}); {}", broke(e))
             }
+            (PhaseStatus::Running, _) if self.waiting.is_some() => {
+                let w = self.waiting.as_ref().expect("matched");
+                match w.arrived_at {
+                    Some(_) => format!(
+                        "the job's result arrived (attempt {attempt}); it is committed when the production runs"
+                    ),
+                    None => format!(
+                        "waiting for its job's callback (attempt {attempt}, {} heartbeat(s), deadline {})",
+                        w.heartbeats,
+                        time::OffsetDateTime::from_unix_timestamp(w.deadline / 1000)
+                            .ok()
+                            .and_then(|t| t
+                                .format(&time::format_description::well_known::Rfc3339)
+                                .ok())
+                            .unwrap_or_else(|| w.deadline.to_string())
+                    ),
+                }
+            }
             (PhaseStatus::Running, None) => format!("running (attempt {attempt})"),
             (PhaseStatus::Running, Some(e)) => {
                 format!("running (attempt {attempt}); last try: {}", broke(e))
@@ -218,6 +260,15 @@ impl PhaseState {
             (PhaseStatus::Failed, None) => "failed".into(),
             (PhaseStatus::DeadLettered, None) => "dead-lettered".into(),
         }
+    }
+
+    /// Running without a worker: its external job has not reported yet.
+    pub fn is_waiting(&self) -> bool {
+        self.status == PhaseStatus::Running
+            && self
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.arrived_at.is_none())
     }
 
     pub fn pending(name: impl Into<String>) -> Self {
@@ -235,6 +286,7 @@ impl PhaseState {
             last_error: None,
             output: None,
             feedback: None,
+            waiting: None,
         }
     }
 }
@@ -477,7 +529,11 @@ impl Production {
     /// expired (its worker stopped) may also be retried, without waiting for the sweep.
     pub fn available_actions_at(&self, now: super::Millis) -> Vec<Action> {
         let mut actions = self.available_actions();
-        if self.expired_lease(now).is_some() {
+        let waits = matches!(
+            self.status,
+            ProductionStatus::Running | ProductionStatus::Paused
+        ) && self.phases.iter().any(PhaseState::is_waiting);
+        if (self.expired_lease(now).is_some() || waits) && !actions.contains(&Action::RetryPhase) {
             actions.insert(0, Action::RetryPhase);
         }
         actions

@@ -16,6 +16,7 @@
 
 mod alarms;
 mod audit;
+mod callbacks;
 mod dlq;
 mod events;
 mod integrations;
@@ -29,6 +30,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use audit::AuditRedrive;
+pub use callbacks::{CallbackAnswer, JobReport, ReportedError};
 pub use dlq::{DlqEntry, RedriveFilter, RedriveReport};
 pub use events::{CreatedConnector, EventFilter};
 pub use integrations::{IntegrationTest, IntegrationView};
@@ -105,6 +107,9 @@ pub enum OpsError {
     /// Something of a production it does not have (the text names it).
     #[error("{0}")]
     Missing(String),
+    /// What is asked for is over for good (an external job's attempt that no longer waits).
+    #[error("{0}")]
+    Gone(String),
 }
 
 impl From<StoreError> for OpsError {

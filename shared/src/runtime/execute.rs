@@ -21,6 +21,8 @@ use crate::tools::{Run, ToolDeps, Tools};
 pub struct Ran {
     pub result: Result<PhaseResult, StepError>,
     pub events: Vec<AuditEvent>,
+    /// The external job the run handed its work to (its result: `awaiting_callback`).
+    pub wait: Option<crate::domain::Wait>,
 }
 
 /// Runs one phase (built in `wiring`).
@@ -62,6 +64,7 @@ impl Executor {
                         ),
                     )),
                     events: vec![],
+                    wait: None,
                 };
             }
         };
@@ -71,6 +74,7 @@ impl Executor {
                 return Ran {
                     result: Err(e),
                     events: vec![],
+                    wait: None,
                 };
             }
         };
@@ -78,6 +82,7 @@ impl Executor {
             return Ran {
                 result: Err(e),
                 events: vec![],
+                wait: None,
             };
         }
         let name = self.phase.name();
@@ -95,6 +100,7 @@ impl Executor {
         Ran {
             result,
             events: ctx.tools.take_events(),
+            wait: ctx.tools.take_wait(),
         }
     }
 

@@ -115,7 +115,11 @@ impl Worker {
         info!(receive_count = d.receive_count, "phase claimed");
 
         let started = std::time::Instant::now();
-        let Ran { result, events } = self.executor.run(&production).await;
+        let Ran {
+            result,
+            events,
+            wait,
+        } = self.executor.run(&production).await;
         let took = started.elapsed();
         if events.iter().any(|e| e.kind == AuditKind::ToolCallDeduped) {
             let detail = format!(
@@ -139,6 +143,9 @@ impl Worker {
         let trace_id = production.trace_id.clone();
         let verdict = match result {
             Ok(result) => self.succeed(production, &msg, result, &events).await,
+            Err(e) if e.code == ErrorCode::AwaitingCallback => {
+                self.wait(production, &msg, wait, &events).await
+            }
             Err(e) => {
                 self.fail(production, &msg, e, &events, d.receive_count)
                     .await
@@ -193,6 +200,32 @@ impl Worker {
                 handoff(&p.id, t.dispatch)
             }
             Ok(None) => Verdict::Done,
+            Err(e) => self.after_lost_commit(&p, msg, e),
+        }
+    }
+
+    /// The run handed its work to an external job: the wait is recorded (its lease the
+    /// first heartbeat's deadline) and the message let go; the callback brings the phase
+    /// back. A run that found its job already waiting changes nothing.
+    async fn wait(
+        &self,
+        p: Production,
+        msg: &PhaseMessage,
+        wait: Option<crate::domain::Wait>,
+        events: &[AuditEvent],
+    ) -> Verdict {
+        let Some(wait) = wait else {
+            info!("the phase's job is already waiting for its callback");
+            return Verdict::Done;
+        };
+        info!(job = %wait.job, "phase waits for its job's callback");
+        let cmd = Command::Wait {
+            phase: msg.phase.clone(),
+            attempt: msg.attempt,
+            wait,
+        };
+        match self.commit(&p, cmd, events).await {
+            Ok(_) => Verdict::Done,
             Err(e) => self.after_lost_commit(&p, msg, e),
         }
     }

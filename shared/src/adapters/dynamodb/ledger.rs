@@ -55,6 +55,9 @@ impl Ledger for DynamoLedger {
             },
             "failed" => OutcomeStatus::Failed,
             "rejected" => OutcomeStatus::Rejected,
+            "waiting" => OutcomeStatus::Waiting {
+                attempt: number(&item, "at").unwrap_or(0) as u32,
+            },
             _ => OutcomeStatus::Completed,
         };
         let result = match item.get("ref").and_then(|v| v.as_s().ok()) {
@@ -114,6 +117,9 @@ impl Ledger for DynamoLedger {
             OutcomeStatus::Completed => req.item("st", s("completed")),
             OutcomeStatus::Failed => req.item("st", s("failed")),
             OutcomeStatus::Rejected => req.item("st", s("rejected")),
+            OutcomeStatus::Waiting { attempt } => {
+                req.item("st", s("waiting")).item("at", n(attempt))
+            }
         };
         req.send().await.map_err(unavailable)?;
         Ok(())

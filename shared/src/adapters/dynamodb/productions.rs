@@ -98,6 +98,8 @@ struct StoredPhase {
     o: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fb: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wt: Option<crate::domain::Wait>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,6 +182,7 @@ impl StoredProduction {
                         }),
                         o: ph.output.clone(),
                         fb: ph.feedback.clone(),
+                        wt: ph.waiting.clone(),
                     };
                     (ph.name.clone(), stored)
                 })
@@ -238,6 +241,7 @@ impl StoredProduction {
                 }),
                 output: s.o,
                 feedback: s.fb,
+                waiting: s.wt,
             });
         }
         Ok(Production {

@@ -10,6 +10,7 @@
 //!
 //! Every operator action passes one guard first: it must be in `available_actions`.
 
+mod callback;
 mod gates;
 mod operator;
 mod recovery;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Act, Action, AuditEvent, AuditKind, ClaimRefusal, GatePolicy, Millis, Outcome, OverrideTarget,
-    PhaseError, PhaseState, PhaseStatus, PipelineVersion, Production, ProductionStatus,
+    PhaseError, PhaseState, PhaseStatus, PipelineVersion, Production, ProductionStatus, Wait,
 };
 
 /// Everything that can change a production.
@@ -38,6 +39,23 @@ pub enum Command {
         output: String,
         /// Flags the output raised (e.g. `scene 2: copyright_risk`); see `GatePolicy`.
         warnings: Vec<String>,
+    },
+    /// The claimed phase handed its work to an external job: it waits (without a worker)
+    /// for the job's callback, its lease the first heartbeat's deadline.
+    Wait {
+        phase: String,
+        attempt: u32,
+        wait: Wait,
+    },
+    /// The waiting job said it is alive: the lease moves to the next heartbeat's deadline
+    /// (never past the job's deadline).
+    Heartbeat { phase: String, attempt: u32 },
+    /// The waiting job's result (or failure) is recorded: the phase runs again, same
+    /// attempt, to commit it (when the production runs; a paused one on resume).
+    Arrive {
+        phase: String,
+        attempt: u32,
+        succeeded: bool,
     },
     /// The claimed phase errored; `disposition` says what the runtime does with the message.
     Fail {
@@ -196,7 +214,10 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
     };
     let handoff = matches!(
         cmd,
-        Command::Claim { .. } | Command::Succeed { .. } | Command::Fail { .. }
+        Command::Claim { .. }
+            | Command::Succeed { .. }
+            | Command::Fail { .. }
+            | Command::Wait { .. }
     );
     match cmd {
         Command::Claim {
@@ -216,6 +237,19 @@ pub fn decide(p: &Production, cmd: Command, now: Millis) -> Result<Transition, D
             error,
             disposition,
         } => worker::fail(p, &phase, attempt, error, disposition, now, &mut t)?,
+        Command::Wait {
+            phase,
+            attempt,
+            wait,
+        } => callback::wait(p, &phase, attempt, wait, now, &mut t)?,
+        Command::Heartbeat { phase, attempt } => {
+            callback::heartbeat(p, &phase, attempt, now, &mut t)?
+        }
+        Command::Arrive {
+            phase,
+            attempt,
+            succeeded,
+        } => callback::arrive(p, &phase, attempt, succeeded, now, &mut t)?,
         Command::Act(act) => {
             let available = p.available_actions_at(now);
             if !available.contains(&act.action()) {
@@ -320,6 +354,8 @@ fn requeue(ph: &mut PhaseState, now: Millis) {
     ph.started_at = None;
     ph.lease_until = None;
     ph.finished_at = None;
+    // A new attempt is a new job: callbacks for the old one are refused.
+    ph.waiting = None;
 }
 
 /// An operator's free text, trimmed; refused when empty or too long.

@@ -41,7 +41,17 @@ pub(super) fn resume(now: Millis, t: &mut Transition) {
         return;
     }
     match next.phases.iter_mut().find(|ph| !ph.status.is_done()) {
-        // A phase still running will hand off itself when it commits.
+        // Its job's result came while paused: a worker commits it now (same attempt).
+        Some(ph)
+            if ph.status == PhaseStatus::Running
+                && ph.waiting.as_ref().is_some_and(|w| w.arrived_at.is_some()) =>
+        {
+            super::callback::to_worker(ph, now);
+            event = event.phase(&ph.name, ph.attempt);
+            let (name, attempt) = (ph.name.clone(), ph.attempt);
+            t.dispatch(&name, attempt);
+        }
+        // A phase still running (or waiting for its job) hands off itself when it commits.
         Some(ph) if ph.status == PhaseStatus::Running => {}
         Some(ph) => {
             // A new attempt, so a message held while paused is refused as stale.
@@ -61,7 +71,8 @@ pub(super) fn resume(now: Millis, t: &mut Transition) {
 pub(super) fn retry(now: Millis, t: &mut Transition) {
     let next = &mut t.production;
     // A failed or dead-lettered phase; or, on a running production, one whose lease
-    // expired (its worker stopped): its unrecorded calls are retried under their keys.
+    // expired (its worker stopped): its unrecorded calls are retried under their keys; or
+    // one waiting for an external job: the next attempt starts a new job.
     let expired = next.expired_lease(now).map(|ph| ph.name.clone());
     let ph = next
         .phases
@@ -69,6 +80,7 @@ pub(super) fn retry(now: Millis, t: &mut Transition) {
         .find(|ph| {
             matches!(ph.status, PhaseStatus::Failed | PhaseStatus::DeadLettered)
                 || expired.as_deref() == Some(ph.name.as_str())
+                || ph.is_waiting()
         })
         .expect("retry_phase is available only with a failed phase or an expired lease");
     requeue(ph, now);
@@ -92,6 +104,11 @@ pub(super) fn edit(fields: &[String], now: Millis, t: &mut Transition) -> Result
 
 pub(super) fn cancel(now: Millis, t: &mut Transition) {
     t.production.status = ProductionStatus::Cancelled;
+    // A job still running outside is not waited for: no lease to expire, no alarm. Its
+    // callbacks are answered 410 (that is how its runner hears of the cancel).
+    for ph in t.production.phases.iter_mut().filter(|ph| ph.is_waiting()) {
+        ph.lease_until = None;
+    }
     t.audit(AuditEvent::new(
         AuditKind::ProductionCancelled,
         Outcome::Success,

@@ -49,14 +49,49 @@ pub(super) fn reconcile(
         )));
     }
     let lost = ph.attempt;
+    if let Some(w) = ph.waiting.clone().filter(|w| now >= w.deadline) {
+        // Past its deadline, a job is not started again: the phase fails.
+        let error = PhaseError {
+            attempt: lost,
+            at: now,
+            ..PhaseError::new(
+                crate::domain::ErrorCode::CallbackDeadline,
+                ErrorClass::Permanent,
+                format!(
+                    "job {} sent no result within its deadline ({} s, {} heartbeat(s))",
+                    w.job,
+                    (w.deadline - w.since) / 1000,
+                    w.heartbeats
+                ),
+            )
+        };
+        let event = AuditEvent::new(AuditKind::CallbackDeadline, Outcome::Failure, now)
+            .phase(phase, lost)
+            .detail(format!("{}: {}", error.code, error.detail));
+        ph.status = PhaseStatus::Failed;
+        ph.finished_at = Some(now);
+        ph.lease_until = None;
+        ph.waiting = None;
+        ph.error_count += 1;
+        ph.last_error = Some(error);
+        if p.status != ProductionStatus::Cancelled {
+            t.production.status = ProductionStatus::Failed;
+        }
+        t.audit(event);
+        return Ok(());
+    }
+    let silent = ph.waiting.as_ref().map(|w| w.job.clone());
     requeue(ph, now);
     let attempt = ph.attempt;
     t.audit(
         AuditEvent::new(AuditKind::ToolCallUnknown, Outcome::Unknown, now)
             .phase(phase, lost)
-            .detail(
-                "the worker stopped mid-phase; unrecorded tool calls are retried under their keys",
-            ),
+            .detail(match silent {
+                Some(job) => format!(
+                    "job {job} missed its heartbeat; the next attempt starts a new job"
+                ),
+                None => "the worker stopped mid-phase; unrecorded tool calls are retried under their keys".into(),
+            }),
     );
     // A paused production keeps the phase queued; resume dispatches it.
     if p.status == ProductionStatus::Running {

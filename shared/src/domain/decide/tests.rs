@@ -1210,3 +1210,140 @@ fn reject_reworks_a_failed_or_paused_production_from_an_earlier_phase() {
         Some("brief")
     );
 }
+
+/// A running production whose `script` phase (attempt 1) waits for an external job.
+fn waiting_on_job() -> Production {
+    let p = fixture(ProductionStatus::Running);
+    let wait = Wait {
+        job: "p1#script#agent#a1".into(),
+        token_sha256: "ab".repeat(32),
+        since: NOW,
+        deadline: NOW + 10_000,
+        heartbeat_ms: 3_000,
+        heartbeats: 0,
+        arrived_at: None,
+    };
+    let cmd = Command::Wait {
+        phase: "script".into(),
+        attempt: 1,
+        wait,
+    };
+    decide(&p, cmd, NOW).unwrap().production
+}
+
+#[test]
+fn a_waiting_phase_holds_a_lease_that_heartbeats_move_but_never_past_the_deadline() {
+    let p = waiting_on_job();
+    let ph = p.phase("script").unwrap();
+    assert!(ph.is_waiting());
+    assert_eq!(ph.lease_until, Some(NOW + 3_000));
+    assert_eq!(
+        p.due_at,
+        Some(NOW + 3_000),
+        "the sweep looks when it lapses"
+    );
+    let beat = |p: &Production, at| {
+        decide(
+            p,
+            Command::Heartbeat {
+                phase: "script".into(),
+                attempt: 1,
+            },
+            at,
+        )
+    };
+    let p = beat(&p, NOW + 2_000).unwrap().production;
+    assert_eq!(p.phase("script").unwrap().lease_until, Some(NOW + 5_000));
+    let p = beat(&p, NOW + 8_500).unwrap().production;
+    assert_eq!(
+        p.phase("script").unwrap().lease_until,
+        Some(NOW + 10_000),
+        "capped at the deadline"
+    );
+    assert_eq!(
+        p.phase("script")
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .heartbeats,
+        2
+    );
+    assert!(beat(&p, NOW + 10_000).is_err(), "none past the deadline");
+    // A heartbeat for another attempt changes nothing.
+    let other = decide(
+        &p,
+        Command::Heartbeat {
+            phase: "script".into(),
+            attempt: 2,
+        },
+        NOW,
+    );
+    assert!(other.is_err());
+}
+
+#[test]
+fn a_result_sends_the_phase_back_to_a_worker_or_waits_for_resume_when_paused() {
+    let arrive = Command::Arrive {
+        phase: "script".into(),
+        attempt: 1,
+        succeeded: true,
+    };
+    let t = decide(&waiting_on_job(), arrive.clone(), NOW + 4_000).unwrap();
+    let ph = t.production.phase("script").unwrap();
+    assert_eq!((ph.status, ph.attempt), (PhaseStatus::Queued, 1));
+    assert_eq!(t.dispatch.as_ref().unwrap().phase, "script");
+    assert!(
+        decide(&t.production, arrive.clone(), NOW + 5_000).is_err(),
+        "once"
+    );
+
+    let paused = decide(&waiting_on_job(), Command::Act(Act::Pause), NOW + 1).unwrap();
+    let t = decide(&paused.production, arrive, NOW + 4_000).unwrap();
+    assert!(t.dispatch.is_none(), "nothing runs while paused");
+    let ph = t.production.phase("script").unwrap();
+    assert_eq!((ph.status, ph.lease_until), (PhaseStatus::Running, None));
+    let resumed = decide(&t.production, Command::Act(Act::Resume), NOW + 9_000).unwrap();
+    let d = resumed.dispatch.unwrap();
+    assert_eq!(
+        (d.phase.as_str(), d.attempt),
+        ("script", 1),
+        "the same attempt"
+    );
+}
+
+#[test]
+fn a_silent_job_is_replaced_by_a_new_attempt_and_a_job_past_its_deadline_fails_the_phase() {
+    let p = waiting_on_job();
+    let reconcile = Command::Reconcile {
+        phase: "script".into(),
+    };
+    let t = decide(&p, reconcile.clone(), NOW + 3_000).unwrap();
+    let ph = t.production.phase("script").unwrap();
+    assert_eq!((ph.status, ph.attempt), (PhaseStatus::Queued, 2));
+    assert!(ph.waiting.is_none(), "a new attempt is a new job");
+    assert!(t.audit[0].detail.contains("missed its heartbeat"));
+
+    let t = decide(&p, reconcile, NOW + 10_000).unwrap();
+    let ph = t.production.phase("script").unwrap();
+    assert_eq!(ph.status, PhaseStatus::Failed);
+    assert_eq!(
+        ph.last_error.as_ref().unwrap().code,
+        ErrorCode::CallbackDeadline
+    );
+    assert_eq!(t.production.status, ProductionStatus::Failed);
+    assert_eq!(t.audit[0].kind, AuditKind::CallbackDeadline);
+}
+
+#[test]
+fn retry_starts_a_new_job_and_cancel_stops_waiting_for_one() {
+    let p = waiting_on_job();
+    assert!(p.available_actions_at(NOW).contains(&Action::RetryPhase));
+    let t = decide(&p, Command::Act(Act::RetryPhase), NOW + 1).unwrap();
+    let ph = t.production.phase("script").unwrap();
+    assert_eq!((ph.status, ph.attempt), (PhaseStatus::Queued, 2));
+    assert!(ph.waiting.is_none());
+    let t = decide(&p, Command::Act(Act::Cancel), NOW + 1).unwrap();
+    assert_eq!(t.production.phase("script").unwrap().lease_until, None);
+    assert_eq!(t.production.due_at, None, "nothing for the sweep");
+}

@@ -40,12 +40,18 @@ pub(super) fn succeed(
     t: &mut Transition,
 ) -> Result<(), DomainError> {
     let i = running_index(p, phase, attempt)?;
-    let started = p.phases[i].started_at.unwrap_or(now);
+    // Back from an external job, the phase started when the job was sent.
+    let started = match &p.phases[i].waiting {
+        Some(w) => w.since,
+        None => p.phases[i].started_at.unwrap_or(now),
+    };
     let next = &mut t.production;
     let ph = &mut next.phases[i];
     ph.status = PhaseStatus::Succeeded;
+    ph.started_at = Some(started);
     ph.finished_at = Some(now);
     ph.lease_until = None;
+    ph.waiting = None;
     ph.output = Some(output);
     let mut event = AuditEvent::new(AuditKind::PhaseSucceeded, Outcome::Success, now)
         .phase(phase, attempt)
@@ -127,6 +133,9 @@ pub(super) fn fail(
     let ph = &mut next.phases[i];
     ph.error_count += 1;
     ph.lease_until = None;
+    // The job's failure was read (or the run failed before any job): a try after this
+    // one sends a job again.
+    ph.waiting = None;
     let class = error.class;
     ph.last_error = Some(error);
     let ended = match (class, disposition) {
