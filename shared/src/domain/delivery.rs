@@ -71,6 +71,9 @@ pub fn claim_refusal(
             return Some(ClaimRefusal::AlreadyFinished);
         }
         PhaseStatus::Pending => return Some(ClaimRefusal::Stale),
+        // An attempt waiting for its external job belongs to the job (and the sweep):
+        // a message for it is a copy, whatever its lease.
+        PhaseStatus::Running if ph.waiting.is_some() => return Some(ClaimRefusal::Duplicate),
         PhaseStatus::Running if ph.lease_until.is_some_and(|l| l > now) => {
             return Some(ClaimRefusal::Duplicate);
         }

@@ -1347,3 +1347,15 @@ fn retry_starts_a_new_job_and_cancel_stops_waiting_for_one() {
     assert_eq!(t.production.phase("script").unwrap().lease_until, None);
     assert_eq!(t.production.due_at, None, "nothing for the sweep");
 }
+
+#[test]
+fn a_copy_of_the_message_of_a_phase_waiting_for_its_job_is_never_run_nor_reconciled() {
+    let p = waiting_on_job();
+    for at in [NOW + 1, NOW + 60_000] {
+        assert_eq!(
+            claim_refusal(&p, "script", 1, at),
+            Some(ClaimRefusal::Duplicate),
+            "at {at}"
+        );
+    }
+}
