@@ -40,6 +40,8 @@ struct Inner {
     callbacks: Vec<Callback>,
     /// The callback URL of each job it accepted, by idempotency key.
     jobs: BTreeMap<String, String>,
+    /// Jobs with no mode of their own take this long (and call back).
+    latency: Option<crate::provider::Latency>,
 }
 
 /// How a job runs.
@@ -121,6 +123,12 @@ impl AgentServer {
             .expect("agent")
             .modes
             .extend_from_slice(modes);
+    }
+
+    /// Jobs not told otherwise run outside their request for a time drawn from `latency`
+    /// (a real agent: minutes to hours), heartbeating every 30 s at most, and call back.
+    pub fn latency(&self, latency: crate::provider::Latency) {
+        self.inner.lock().expect("agent").latency = Some(latency);
     }
 
     /// Every callback sent so far.
@@ -229,9 +237,16 @@ async fn implement(
         "summary": format!("Changed {} files for: {instructions}", changes.len()),
         "changes": changes,
     });
-    let mode = match i.modes.is_empty() {
-        true => Mode::Sync,
-        false => i.modes.remove(0),
+    let mode = match (i.modes.is_empty(), &i.latency) {
+        (false, _) => i.modes.remove(0),
+        (true, Some(l)) => {
+            let after = l.sample();
+            Mode::Callback {
+                after,
+                heartbeat: (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)),
+            }
+        }
+        (true, None) => Mode::Sync,
     };
     let url = body["callback"]["url"].as_str().map(str::to_string);
     let (Some(url), false) = (url, mode == Mode::Sync) else {

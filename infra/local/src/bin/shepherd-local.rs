@@ -62,6 +62,10 @@ enum Command {
         /// the tail the 99th percentile), e.g. `images=8000:60000`; repeatable.
         #[arg(long, value_name = "PATH=MEDIAN_MS:TAIL_MS")]
         latency: Vec<Latency>,
+        /// How long the agent runner's jobs take, `jobs=MEDIAN_MS:TAIL_MS`: they then run
+        /// outside their request and call back (none: it answers at once).
+        #[arg(long, value_name = "jobs=MEDIAN_MS:TAIL_MS")]
+        job_latency: Option<Latency>,
     },
     /// Create the template's resources and print them.
     Provision,
@@ -277,6 +281,7 @@ async fn main() -> Result<()> {
             agent,
             api_tokens,
             latency,
+            job_latency,
         } => {
             warn_if_exposed("HTTP API", &api);
             warn_if_exposed("fake provider", &provider);
@@ -295,6 +300,9 @@ async fn main() -> Result<()> {
             params
                 .entry("AgentRunnerUrl".into())
                 .or_insert_with(|| agent.url());
+            if let Some(l) = job_latency {
+                agent.latency(l);
+            }
             ensure_tokens(&api_tokens)?;
             // Local receivers listen on this machine's loopback.
             params
