@@ -497,6 +497,8 @@ async fn a_reset_years_away_is_cut_to_the_cap_and_enable_clears_a_wait() {
 async fn a_slow_provider_is_not_down_and_its_timeouts_are_unknown_outcomes_made_again() {
     let t = TestStack::start(&[
         ("ProviderTimeoutSeconds", "1"),
+        // Image generation has its own request timeout.
+        ("ImageTimeoutSeconds", "1"),
         ("CircuitMinimumCalls", "2"),
         ("CircuitFailureRatePercent", "50"),
         ("RetryBaseSeconds", "1"),

@@ -236,9 +236,15 @@ async fn a_worker_killed_mid_phase_is_reconciled_by_the_sweep_after_its_lease_an
     ])
     .await;
     // Five images, made at once; scene 4's is slow, and the worker dies while waiting for
-    // it (the other four outcomes are already recorded).
+    // it (the other four outcomes are already recorded). Made again, it takes 2.5 s: the
+    // re-run is still under way when the alarm is read.
     t.provider.add_fault(
         FaultRule::new("images", Fault::Slow { ms: 6000 })
+            .key("#assets#scene-4")
+            .times(1),
+    );
+    t.provider.add_fault(
+        FaultRule::new("images", Fault::Slow { ms: 2500 })
             .key("#assets#scene-4")
             .times(1),
     );
