@@ -122,7 +122,7 @@ const OUTPUT_ANSWER_MAX: usize = 5 << 20;
     responses(
         (status = 200, description = "The phase's output (its contract's JSON)", body = Object),
         (status = 303, description = "A large output: its download link", headers(("Location" = String))),
-        NotFound, Common))]
+        Invalid, NotFound, Common))]
 async fn output(
     Who(caller): Who,
     Operations(ops): Operations,
