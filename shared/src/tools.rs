@@ -198,11 +198,7 @@ impl Tools {
                 result: why.clone(),
                 tries: tries + 1,
             };
-            self.deps
-                .ledger
-                .put(key, &rejected, now + self.ttl_ms())
-                .await
-                .retryable(ErrorCode::OutcomeStore)?;
+            self.record(key, &rejected, now + self.ttl_ms()).await?;
             self.event(
                 AuditEvent::new(AuditKind::ToolCallRejected, Outcome::Failure, now)
                     .detail(format!("{key}: {why}; the answer began: {excerpt:?}")),
@@ -419,11 +415,7 @@ impl Tools {
                             result: f.code.clone(),
                             ..found.clone()
                         };
-                        self.deps
-                            .ledger
-                            .put(&key, &read, expires)
-                            .await
-                            .retryable(ErrorCode::OutcomeStore)?;
+                        self.record(&key, &read, expires).await?;
                         let mut e = StepError::permanent(
                             ErrorCode::JobFailed,
                             format!("job {key} failed ({}): {}", f.code, f.message),
@@ -464,11 +456,7 @@ impl Tools {
             result: String::new(),
             tries: 0,
         };
-        self.deps
-            .ledger
-            .put(&key, &started, expires)
-            .await
-            .retryable(ErrorCode::OutcomeStore)?;
+        self.record(&key, &started, expires).await?;
         let token = crate::domain::callback::Token::new(
             &self.production_id,
             &self.phase,
@@ -511,11 +499,7 @@ impl Tools {
                 result: answer.to_string(),
                 ..started
             };
-            self.deps
-                .ledger
-                .put(&key, &done, expires)
-                .await
-                .retryable(ErrorCode::OutcomeStore)?;
+            self.record(&key, &done, expires).await?;
             return Ok(answer);
         }
         let waiting = CallOutcome {
@@ -524,11 +508,7 @@ impl Tools {
             },
             ..started
         };
-        self.deps
-            .ledger
-            .put(&key, &waiting, expires)
-            .await
-            .retryable(ErrorCode::OutcomeStore)?;
+        self.record(&key, &waiting, expires).await?;
         let now = self.deps.clock.now();
         *self.wait.lock().expect("wait") = Some(crate::domain::Wait {
             job: key.clone(),
@@ -543,6 +523,20 @@ impl Tools {
             ErrorCode::AwaitingCallback,
             format!("job {key} accepted; its result comes by callback"),
         ))
+    }
+
+    /// Records a call's outcome (a store that fails it is retried with the phase).
+    async fn record(
+        &self,
+        key: &str,
+        outcome: &CallOutcome,
+        expires_at: Millis,
+    ) -> Result<(), StepError> {
+        self.deps
+            .ledger
+            .put(key, outcome, expires_at)
+            .await
+            .retryable(ErrorCode::OutcomeStore)
     }
 
     /// The external job this run handed its work to, if any (taken once).
@@ -679,19 +673,12 @@ impl Tools {
             },
             String::new(),
         );
-        self.deps
-            .ledger
-            .put(key, &started, expires)
-            .await
-            .retryable(ErrorCode::OutcomeStore)?;
+        self.record(key, &started, expires).await?;
         match call(provider_key).await {
             Ok(result) => {
                 let json = serde_json::to_string(&result).expect("result serialises");
-                self.deps
-                    .ledger
-                    .put(key, &record(OutcomeStatus::Completed, json), expires)
-                    .await
-                    .retryable(ErrorCode::OutcomeStore)?;
+                self.record(key, &record(OutcomeStatus::Completed, json), expires)
+                    .await?;
                 Ok((result, tries))
             }
             Err(e) if e.code == ErrorCode::ProviderTimeout => {
