@@ -458,7 +458,11 @@ async fn run(cli: Cli, target: Option<String>) -> Result<ExitCode> {
             let ops = connect(&cli.stack).await?;
             let p = ops.get(&id, &me).await?;
             let v = match phase {
-                Some(phase) => ops.output(&p, &phase).await?.body,
+                Some(phase) => ops
+                    .output(&p, &phase, usize::MAX)
+                    .await?
+                    .body
+                    .unwrap_or_default(),
                 None => serde_json::to_value(ops.outputs(&p).await?)?,
             };
             outln!("{}", serde_json::to_string_pretty(&v)?);

@@ -171,13 +171,27 @@ pub trait Productions: Send + Sync {
 pub struct StoredOutput {
     pub body: serde_json::Value,
     pub artifacts: Vec<Artifact>,
-    /// Where it is kept in the artifact bucket, when it is too large for the table (read
-    /// back; ignored when storing).
-    pub stored_at: Option<String>,
+}
+
+/// A phase's output as it is listed: whole, or (kept in the bucket) by its key and size.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputPeek {
+    Whole(StoredOutput),
+    InBucket {
+        key: String,
+        /// Its JSON's length.
+        bytes: u64,
+        artifacts: Vec<Artifact>,
+    },
 }
 
 #[async_trait]
 pub trait Outputs: Send + Sync {
+    /// As `get`, without reading an output kept in the bucket (listing a production should
+    /// not download its megabytes).
+    async fn peek(&self, id: &str, key: &str) -> Result<Option<OutputPeek>, StoreError> {
+        Ok(self.get(id, key).await?.map(OutputPeek::Whole))
+    }
     /// Stores a phase's output apart from the hot item; returns its key.
     async fn put(
         &self,

@@ -40,6 +40,16 @@ pub const OUTPUT_INLINE_MAX: usize = 64 * 1024;
 /// The outputs shown whole together stay under this; the rest by reference.
 pub const OUTPUTS_INLINE_BUDGET: usize = 512 * 1024;
 
+/// How a production shows an output it does not give whole: where to fetch it, its JSON's
+/// length and SHA-256.
+pub fn reference(id: &str, phase: &str, bytes: u64, sha256: &str) -> serde_json::Value {
+    serde_json::json!({
+        "$ref": format!("/productions/{id}/outputs/{phase}"),
+        "bytes": bytes,
+        "sha256": sha256,
+    })
+}
+
 /// A production with its outputs and its artifacts' download links (`show`, `GET
 /// /productions/{id}`). An output over [`OUTPUT_INLINE_MAX`], or past
 /// [`OUTPUTS_INLINE_BUDGET`] with those before it, is a reference to fetch it on its own:
@@ -64,11 +74,8 @@ pub fn detail(
             spent += text.len();
             o.clone()
         } else {
-            serde_json::json!({
-                "$ref": format!("/productions/{}/outputs/{}", p.id, ph.name),
-                "bytes": text.len(),
-                "sha256": hex::encode(sha2::Sha256::digest(text.as_bytes())),
-            })
+            let sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+            reference(&p.id, &ph.name, text.len() as u64, &sha256)
         };
         shown.insert(ph.name.clone(), v);
     }

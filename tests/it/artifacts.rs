@@ -165,7 +165,6 @@ async fn an_output_too_large_for_an_item_is_kept_in_the_bucket_and_read_back() {
             &StoredOutput {
                 body: big.clone(),
                 artifacts: vec![],
-                stored_at: None,
             },
         )
         .await

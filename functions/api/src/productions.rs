@@ -129,12 +129,14 @@ async fn output(
     Path((id, phase)): Path<(String, String)>,
 ) -> Answer {
     let p = ops.get(&id, &caller).await?;
-    let out = ops.output(&p, &phase).await?;
-    match out.link {
-        Some(link) if out.bytes > OUTPUT_ANSWER_MAX => {
-            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, link)]).into_response())
-        }
-        _ => ok(out.body),
+    let out = ops.output(&p, &phase, OUTPUT_ANSWER_MAX).await?;
+    match (out.body, out.link) {
+        (Some(body), _) => ok(body),
+        (None, link) => Ok((
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, link.unwrap_or_default())],
+        )
+            .into_response()),
     }
 }
 

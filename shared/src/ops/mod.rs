@@ -54,10 +54,11 @@ use crate::write::{Dispatcher, OnConflict, Transitioner, Written};
 /// One phase's output as [`Ops::output`] reads it.
 #[derive(Debug, Clone)]
 pub struct PhaseOutput {
-    pub body: serde_json::Value,
+    /// The output, unless it is given by `link`.
+    pub body: Option<serde_json::Value>,
     /// Its JSON's length.
     pub bytes: usize,
-    /// A download link, where the output is kept in the artifact bucket (a large one).
+    /// A download link to the artifact bucket, for an output longer than asked for whole.
     pub link: Option<String>,
 }
 
@@ -466,7 +467,6 @@ impl Ops {
             let stored = crate::ports::StoredOutput {
                 body: o.output.clone(),
                 artifacts: vec![],
-                stored_at: None,
             };
             self.ports
                 .outputs
@@ -502,34 +502,69 @@ impl Ops {
         }
     }
 
-    /// The production's succeeded phases' outputs.
+    /// The production's succeeded phases' outputs, each whole.
     pub async fn outputs(
         &self,
         p: &Production,
     ) -> Result<BTreeMap<String, serde_json::Value>, OpsError> {
-        Ok(self.detail(p).await?.0)
+        Ok(self.read_outputs(p, true).await?.0)
     }
 
     /// The artifacts of the production's succeeded phases, each with a download link valid
     /// for [`LINK_TTL`].
     pub async fn artifacts(&self, p: &Production) -> Result<Vec<ArtifactLink>, OpsError> {
-        Ok(self.detail(p).await?.1)
+        Ok(self.read_outputs(p, false).await?.1)
     }
 
-    /// Outputs and artifacts (with links) from one read of each phase's output.
+    /// Outputs and artifacts (with links), as a production is shown: an output kept in the
+    /// bucket is given by reference (`view::reference`), not downloaded.
     pub async fn detail(
         &self,
         p: &Production,
     ) -> Result<(BTreeMap<String, serde_json::Value>, Vec<ArtifactLink>), OpsError> {
+        self.read_outputs(p, false).await
+    }
+
+    /// One read of each phase's output: whole, or one kept in the bucket by reference.
+    async fn read_outputs(
+        &self,
+        p: &Production,
+        whole: bool,
+    ) -> Result<(BTreeMap<String, serde_json::Value>, Vec<ArtifactLink>), OpsError> {
+        use crate::ports::OutputPeek;
         let mut out = BTreeMap::new();
         let mut links = Vec::new();
         let expires_at = self.ports.clock.now() + LINK_TTL.as_millis() as Millis;
         for ph in &p.phases {
             let Some(key) = &ph.output else { continue };
-            let Some(stored) = self.ports.outputs.get(&p.id, key).await? else {
-                continue;
+            let peeked = match whole {
+                true => self
+                    .ports
+                    .outputs
+                    .get(&p.id, key)
+                    .await?
+                    .map(OutputPeek::Whole),
+                false => self.ports.outputs.peek(&p.id, key).await?,
             };
-            for a in stored.artifacts {
+            let (body, artifacts) = match peeked {
+                None => continue,
+                Some(OutputPeek::Whole(stored)) => (stored.body, stored.artifacts),
+                Some(OutputPeek::InBucket {
+                    key,
+                    bytes,
+                    artifacts,
+                }) => {
+                    // Its key is its content's SHA-256 (`Artifact::of`).
+                    let sha256 = key
+                        .rsplit('/')
+                        .next()
+                        .and_then(|f| f.split('.').next())
+                        .unwrap_or_default();
+                    let reference = crate::view::reference(&p.id, &ph.name, bytes, sha256);
+                    (reference, artifacts)
+                }
+            };
+            for a in artifacts {
                 links.push(ArtifactLink {
                     phase: ph.name.clone(),
                     url: self.ports.artifacts.presign(&a.key, LINK_TTL).await?,
@@ -537,14 +572,19 @@ impl Ops {
                     artifact: a,
                 });
             }
-            out.insert(ph.name.clone(), stored.body);
+            out.insert(ph.name.clone(), body);
         }
         Ok((out, links))
     }
 
-    /// One phase's output, whole (however large), and where it is stored in the bucket
-    /// when it is (a link valid for [`LINK_TTL`]).
-    pub async fn output(&self, p: &Production, phase: &str) -> Result<PhaseOutput, OpsError> {
+    /// One phase's output, whole; or, when it is kept in the bucket and longer than
+    /// `whole_up_to`, a download link valid for [`LINK_TTL`] (not downloaded here).
+    pub async fn output(
+        &self,
+        p: &Production,
+        phase: &str,
+        whole_up_to: usize,
+    ) -> Result<PhaseOutput, OpsError> {
         let Some(ph) = p.phase(phase) else {
             return Err(OpsError::Missing(format!(
                 "production {} has no phase {phase:?} (its phases: {})",
@@ -564,22 +604,28 @@ impl Ops {
             ))
         };
         let key = ph.output.as_ref().ok_or_else(missing)?;
+        if let Some(crate::ports::OutputPeek::InBucket { key, bytes, .. }) =
+            self.ports.outputs.peek(&p.id, key).await?
+            && bytes as usize > whole_up_to
+        {
+            return Ok(PhaseOutput {
+                body: None,
+                bytes: bytes as usize,
+                link: Some(self.ports.artifacts.presign(&key, LINK_TTL).await?),
+            });
+        }
         let stored = self
             .ports
             .outputs
             .get(&p.id, key)
             .await?
             .ok_or_else(missing)?;
-        let link = match &stored.stored_at {
-            Some(at) => Some(self.ports.artifacts.presign(at, LINK_TTL).await?),
-            None => None,
-        };
         Ok(PhaseOutput {
             bytes: serde_json::to_string(&stored.body)
                 .map(|t| t.len())
                 .unwrap_or(0),
-            body: stored.body,
-            link,
+            body: Some(stored.body),
+            link: None,
         })
     }
 

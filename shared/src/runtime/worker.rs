@@ -171,7 +171,6 @@ impl Worker {
                 &StoredOutput {
                     body: result.output,
                     artifacts: result.artifacts,
-                    stored_at: None,
                 },
             )
             .await

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::{get_item, key, production_pk, s, text, unavailable};
+use super::{get_item, key, n, number, production_pk, s, text, unavailable};
 use crate::domain::artifacts::Artifact;
-use crate::ports::{ArtifactStore, Outputs, StoreError, StoredOutput};
+use crate::ports::{ArtifactStore, OutputPeek, Outputs, StoreError, StoredOutput};
 
 /// Bodies above this go to the bucket (the item also holds its keys and artifact list).
 pub const INLINE_LIMIT: usize = 300 * 1024;
@@ -49,6 +49,7 @@ impl Outputs for DynamoOutputs {
                 .put_new(&big.key, body.as_bytes(), &big.content_type)
                 .await?;
             item.insert("ref".into(), s(&big.key));
+            item.insert("rb".into(), n(body.len()));
         } else {
             item.insert("body".into(), s(body));
         }
@@ -66,6 +67,30 @@ impl Outputs for DynamoOutputs {
         Ok(sk)
     }
 
+    async fn peek(&self, id: &str, key_: &str) -> Result<Option<OutputPeek>, StoreError> {
+        let item = get_item(&self.client, &self.table, key(production_pk(id), key_)).await?;
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        // Kept in the bucket and its size known (older items lack it): not downloaded.
+        if let (Some(r), Some(bytes)) = (
+            item.get("ref").and_then(|v| v.as_s().ok()),
+            number(&item, "rb"),
+        ) {
+            let artifacts = match item.get("arts").and_then(|v| v.as_s().ok()) {
+                Some(a) => serde_json::from_str(a)
+                    .map_err(|e| StoreError::Corrupt(format!("output {key_} of {id}: {e}")))?,
+                None => vec![],
+            };
+            return Ok(Some(OutputPeek::InBucket {
+                key: r.to_string(),
+                bytes: bytes as u64,
+                artifacts,
+            }));
+        }
+        Ok(self.get(id, key_).await?.map(OutputPeek::Whole))
+    }
+
     async fn get(&self, id: &str, key_: &str) -> Result<Option<StoredOutput>, StoreError> {
         let item = get_item(&self.client, &self.table, key(production_pk(id), key_)).await?;
         let Some(item) = item else {
@@ -73,10 +98,6 @@ impl Outputs for DynamoOutputs {
         };
         let corrupt =
             |e: serde_json::Error| StoreError::Corrupt(format!("output {key_} of {id}: {e}"));
-        let stored_at = item
-            .get("ref")
-            .and_then(|v| v.as_s().ok())
-            .map(String::from);
         let body = match item.get("ref").and_then(|v| v.as_s().ok()) {
             Some(r) => {
                 let bytes = self.overflow.get(r).await?.ok_or_else(|| {
@@ -90,10 +111,6 @@ impl Outputs for DynamoOutputs {
             Some(a) => serde_json::from_str(a).map_err(corrupt)?,
             None => vec![],
         };
-        Ok(Some(StoredOutput {
-            body,
-            artifacts,
-            stored_at,
-        }))
+        Ok(Some(StoredOutput { body, artifacts }))
     }
 }
