@@ -85,7 +85,12 @@ pub fn show(p: &Production) -> String {
             s,
             "{:<12} {:<14} {:>7} {:>9} {:>9} {:>9} {:>6}",
             ph.name,
-            ph.status.as_str(),
+            // Running without a worker: its external job works.
+            if ph.is_waiting() {
+                "waiting (job)"
+            } else {
+                ph.status.as_str()
+            },
             ph.attempt,
             clock(ph.started_at),
             clock(ph.finished_at),

@@ -89,6 +89,11 @@ pub fn banner(p: &Production) -> String {
     let current = p.current_phase().map(|c| c.name.as_str()).unwrap_or("-");
     match p.status {
         ProductionStatus::Queued => format!("Queued: phase {current} waits for a worker."),
+        // Its external job works; nothing of Shepherd's runs.
+        ProductionStatus::Running if p.phases.iter().any(|ph| ph.is_waiting()) => {
+            let ph = p.phases.iter().find(|ph| ph.is_waiting()).expect("found");
+            format!("Phase {} is {}.", ph.name, ph.status_message())
+        }
         ProductionStatus::Running => format!("Running phase {current}."),
         ProductionStatus::AwaitingApproval
             if p.approval

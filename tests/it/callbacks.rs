@@ -57,6 +57,12 @@ async fn a_job_longer_than_the_phase_timeout_completes_by_callback_after_heartbe
         "{}",
         ph.status_message()
     );
+    assert!(
+        shepherd::view::banner(&held)
+            .starts_with("Phase implement is waiting for its job's callback (attempt 1"),
+        "{}",
+        shepherd::view::banner(&held)
+    );
     // Nothing holds the phase's message while it waits.
     assert_eq!(t.depth("ImplementQueue").await, 0);
 
